@@ -1,0 +1,48 @@
+# skiff: `make` builds build/skiff; `make demo` tells a story; `make test` runs every test.
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+ifeq ($(CI),true)
+  CMAKE_FLAGS += -DSKIFF_WERROR=ON
+endif
+FUZZ_SECONDS ?= 30
+
+.PHONY: all build bootstrap demo test test-unit test-asan fuzz clean
+
+all: build
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+build:
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build -j $(JOBS)
+
+demo: bootstrap build
+	./build/skiff generate -p "Once upon a time" -n 200
+
+test: bootstrap build test-unit test-asan fuzz
+
+test-unit: build
+	cd build && ctest --output-on-failure -j $(JOBS)
+
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (clang).
+test-asan:
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+	  -DSKIFF_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS) -E 'reference\.'
+
+# libFuzzer targets for the parsers, each for a bounded time.
+fuzz:
+	@cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+	  -DSKIFF_SANITIZE=ON -DSKIFF_FUZZERS=ON -DSKIFF_TESTS=OFF $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-fuzz -j $(JOBS)
+	@for f in build-fuzz/fuzz_*; do \
+	  name=$$(basename $$f); mkdir -p build-fuzz/corpus/$$name; \
+	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build-fuzz/corpus/$$name fuzz/seeds/$$name \
+	    2>build-fuzz/$$name.log || { tail -50 build-fuzz/$$name.log; exit 1; }; \
+	done
+
+clean:
+	rm -rf build build-asan build-fuzz

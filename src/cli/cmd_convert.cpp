@@ -1,0 +1,51 @@
+// skiff convert (llama2.c -> GGUF) and skiff quantize (GGUF -> GGUF of another type).
+#include <cstdio>
+
+#include "base/error.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "io/export_gguf.h"
+
+namespace skiff::cli {
+namespace {
+
+DType parse_type_flag(const std::string& name) {
+  std::optional<DType> t = parse_dtype(name);
+  if (!t) fail("unknown tensor type '{}'", name);
+  return *t;
+}
+
+}  // namespace
+
+void register_convert(CLI::App& app) {
+  struct Flags {
+    ModelFlags model;
+    std::string output, type = "f32";
+    std::string in, out;
+  };
+  auto flags = std::make_shared<Flags>();
+  CLI::App* convert = app.add_subcommand("convert", "convert a llama2.c checkpoint (+ tokenizer.bin) to GGUF");
+  add_model_flags(convert, flags->model, false);
+  convert->add_option("-o,--output", flags->output, "output GGUF file")->required();
+  convert->add_option("--type", flags->type, "f32 or f16 (default f32)")->check(CLI::IsMember({"f32", "f16"}));
+  convert->callback([flags] {
+    if (flags->model.model.empty()) fail("convert needs -m MODEL");
+    std::unique_ptr<Model> model = open_model(flags->model);
+    save_model_gguf(*model, flags->output, parse_type_flag(flags->type));
+    std::fprintf(stderr, "wrote %s\n", flags->output.c_str());
+  });
+
+  CLI::App* quantize = app.add_subcommand("quantize", "rewrite a model with another weight type: IN OUT TYPE");
+  quantize->add_option("input", flags->in, "input model")->required();
+  quantize->add_option("output", flags->out, "output GGUF file")->required();
+  quantize->add_option("type", flags->type, "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1")->required();
+  quantize->callback([flags] {
+    DType type = parse_type_flag(flags->type);
+    std::unique_ptr<Model> model = load_model(flags->in);
+    save_model_gguf(*model, flags->out, type,
+                    [](int done, int total) { draw_progress("quantize", done, total); });
+    std::fprintf(stderr, "wrote %s (%s)\n", flags->out.c_str(), flags->type.c_str());
+  });
+}
+
+}  // namespace skiff::cli

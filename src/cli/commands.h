@@ -1,0 +1,24 @@
+// One register_* function per subcommand, each in its own cmd_*.cpp.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace skiff::cli {
+
+void register_generate(CLI::App& app);
+void register_tokenize(CLI::App& app);
+void register_info(CLI::App& app);
+void register_perplexity(CLI::App& app);
+void register_convert(CLI::App& app);
+void register_dump_logits(CLI::App& app);
+
+inline void register_commands(CLI::App& app) {
+  register_generate(app);
+  register_tokenize(app);
+  register_info(app);
+  register_perplexity(app);
+  register_convert(app);
+  register_dump_logits(app);
+}
+
+}  // namespace skiff::cli

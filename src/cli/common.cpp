@@ -1,0 +1,55 @@
+#include "cli/common.h"
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "base/error.h"
+
+extern "C" const uint8_t skiff_default_model_begin[];
+extern "C" const uint8_t skiff_default_model_end[];
+
+namespace skiff::cli {
+
+void add_model_flags(CLI::App* cmd, ModelFlags& flags, bool with_threads) {
+  cmd->add_option("-m,--model", flags.model,
+                  "model file: GGUF or llama2.c checkpoint (default: the built-in stories260K)");
+  cmd->add_option("--tokenizer", flags.tokenizer, "tokenizer.bin for a llama2.c checkpoint");
+  if (with_threads)
+    cmd->add_option("-t,--threads", flags.threads, "threads (default: one per core)")
+        ->check(CLI::Range(0, 1024));
+}
+
+std::unique_ptr<Model> open_model(const ModelFlags& flags) {
+  if (!flags.model.empty()) return load_model(flags.model, flags.tokenizer);
+  if (!flags.tokenizer.empty()) fail("--tokenizer needs -m (the built-in model has its tokenizer)");
+  std::span<const uint8_t> bytes(skiff_default_model_begin,
+                                 static_cast<size_t>(skiff_default_model_end - skiff_default_model_begin));
+  return load_model_gguf(MappedFile::borrow(bytes, "<built-in stories260K>"));
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("cannot read {}", path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string read_prompt(const std::string& text, const std::string& file) {
+  if (!text.empty() && !file.empty()) fail("give the prompt with -p or -f, not both");
+  return file.empty() ? text : read_text_file(file);
+}
+
+void draw_progress(const char* label, int done, int total) {
+  constexpr int kWidth = 30;
+  int filled = total > 0 ? done * kWidth / total : kWidth;
+  std::string bar(static_cast<size_t>(filled), '=');
+  if (filled < kWidth) bar += '>';
+  bar.resize(kWidth, ' ');
+  std::fprintf(stderr, "\r%s [%s] %d/%d", label, bar.c_str(), done, total);
+  if (done >= total) std::fputc('\n', stderr);
+  std::fflush(stderr);
+}
+
+}  // namespace skiff::cli

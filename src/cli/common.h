@@ -1,0 +1,31 @@
+// Pieces every `skiff` subcommand shares: the model flags (with the linked-in default model),
+// prompt input, and a progress bar on stderr.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "model/model.h"
+
+namespace skiff::cli {
+
+struct ModelFlags {
+  std::string model;      // empty: the default model linked into the binary
+  std::string tokenizer;  // llama2.c checkpoints only
+  int threads = 0;        // 0: one per core
+};
+
+// Adds -m/--model, --tokenizer and (when with_threads) -t/--threads to `cmd`.
+void add_model_flags(CLI::App* cmd, ModelFlags& flags, bool with_threads = true);
+std::unique_ptr<Model> open_model(const ModelFlags& flags);
+
+// The prompt from -p TEXT or -f FILE (exactly one may be given; neither gives "").
+std::string read_prompt(const std::string& text, const std::string& file);
+std::string read_text_file(const std::string& path);
+
+// A one-line progress bar redrawn on stderr: "label [=====>    ] 12/40".
+void draw_progress(const char* label, int done, int total);
+
+}  // namespace skiff::cli

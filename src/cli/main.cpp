@@ -1,0 +1,36 @@
+// `skiff <command>`: thin entry points over the engine. Errors from any layer end here as one
+// line "error: ..." on stderr and a non-zero exit.
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+
+#include "base/error.h"
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"skiff: fast LLaMA-family inference on the CPU, with early exit"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "help for every command");
+  skiff::cli::register_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string message = e.what();
+    for (char& ch : message) if (ch == '\n') ch = ' ';
+    std::fprintf(stderr, "error: %s (see skiff --help)\n", message.c_str());
+    return 2;
+  } catch (const skiff::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

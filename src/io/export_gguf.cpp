@@ -1,0 +1,125 @@
+#include "io/export_gguf.h"
+
+#include <vector>
+
+#include "base/error.h"
+#include "io/gguf.h"
+#include "model/model.h"
+
+namespace skiff {
+namespace {
+
+// llama.cpp's general.file_type numbering (LLAMA_FTYPE_*).
+uint32_t file_type_of(DType t) {
+  switch (t) {
+    case DType::F32: return 0;
+    case DType::F16: return 1;
+    case DType::Q4_0: return 2;
+    case DType::Q4_1: return 3;
+    case DType::Q8_0: return 7;
+    case DType::Q5_0: return 8;
+    case DType::Q5_1: return 9;
+    case DType::Q4_K: return 15;
+    case DType::Q5_K: return 17;
+    case DType::Q6_K: return 18;
+    case DType::BF16: return 32;
+    default: return 0;
+  }
+}
+
+std::vector<GgufValue> strings(const std::vector<std::string>& v) {
+  std::vector<GgufValue> out;
+  out.reserve(v.size());
+  for (const auto& s : v) out.push_back(GgufValue::str(s));
+  return out;
+}
+
+}  // namespace
+
+void save_model_gguf(const Model& model, const std::string& path, DType type,
+                     const std::function<void(int, int)>& progress) {
+  const ModelConfig& c = model.config;
+  {
+    std::vector<float> probe(static_cast<size_t>(traits(type).block_size));
+    std::vector<uint8_t> out(row_bytes(type, traits(type).block_size));
+    if (!quantize_row(type, probe.data(), out.data(), traits(type).block_size))
+      fail("cannot write tensors of type {}", dtype_name(type));
+  }
+  GgufWriter writer;
+  writer.set("general.architecture", GgufValue::str("llama"));
+  writer.set("general.name", GgufValue::str(c.name.empty() ? "skiff" : c.name));
+  writer.set("general.file_type", GgufValue::u32(file_type_of(type)));
+  writer.set("llama.context_length", GgufValue::u32(static_cast<uint32_t>(c.context_length)));
+  writer.set("llama.embedding_length", GgufValue::u32(static_cast<uint32_t>(c.dim)));
+  writer.set("llama.block_count", GgufValue::u32(static_cast<uint32_t>(c.n_layers)));
+  writer.set("llama.feed_forward_length", GgufValue::u32(static_cast<uint32_t>(c.ffn_dim)));
+  writer.set("llama.rope.dimension_count", GgufValue::u32(static_cast<uint32_t>(c.rope_dim)));
+  writer.set("llama.attention.head_count", GgufValue::u32(static_cast<uint32_t>(c.n_heads)));
+  writer.set("llama.attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(c.n_kv_heads)));
+  writer.set("llama.attention.layer_norm_rms_epsilon", GgufValue::f32(c.rms_eps));
+  writer.set("llama.rope.freq_base", GgufValue::f32(c.rope_theta));
+  writer.set("llama.vocab_size", GgufValue::u32(static_cast<uint32_t>(c.vocab_size)));
+
+  const Vocab& vocab = model.tokenizer->vocab();
+  std::vector<GgufValue> scores, types;
+  for (int i = 0; i < vocab.size(); ++i) {
+    scores.push_back(GgufValue::f32(vocab.scores[static_cast<size_t>(i)]));
+    types.push_back(GgufValue::i32(static_cast<int32_t>(vocab.types[static_cast<size_t>(i)])));
+  }
+  writer.set("tokenizer.ggml.model", GgufValue::str("llama"));
+  writer.set("tokenizer.ggml.tokens", GgufValue::array(GgufType::STRING, strings(vocab.pieces)));
+  writer.set("tokenizer.ggml.scores", GgufValue::array(GgufType::FLOAT32, std::move(scores)));
+  writer.set("tokenizer.ggml.token_type", GgufValue::array(GgufType::INT32, std::move(types)));
+  writer.set("tokenizer.ggml.bos_token_id", GgufValue::u32(static_cast<uint32_t>(vocab.bos_id)));
+  writer.set("tokenizer.ggml.eos_token_id", GgufValue::u32(static_cast<uint32_t>(vocab.eos_id)));
+  writer.set("tokenizer.ggml.unknown_token_id", GgufValue::u32(static_cast<uint32_t>(vocab.unk_id)));
+  if (vocab.pad_id >= 0)
+    writer.set("tokenizer.ggml.padding_token_id", GgufValue::u32(static_cast<uint32_t>(vocab.pad_id)));
+  writer.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(vocab.add_bos));
+  writer.set("tokenizer.ggml.add_eos_token", GgufValue::boolean(vocab.add_eos));
+
+  std::vector<std::pair<std::string, const TensorView*>> tensors;
+  tensors.emplace_back("token_embd.weight", &model.token_embd);
+  tensors.emplace_back("output_norm.weight", &model.output_norm);
+  if (!model.tied_output) tensors.emplace_back("output.weight", &model.output);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& w = model.layers[static_cast<size_t>(l)];
+    std::string p = "blk." + std::to_string(l) + ".";
+    tensors.emplace_back(p + "attn_norm.weight", &w.attn_norm);
+    tensors.emplace_back(p + "attn_q.weight", &w.wq);
+    tensors.emplace_back(p + "attn_k.weight", &w.wk);
+    tensors.emplace_back(p + "attn_v.weight", &w.wv);
+    tensors.emplace_back(p + "attn_output.weight", &w.wo);
+    tensors.emplace_back(p + "ffn_norm.weight", &w.ffn_norm);
+    tensors.emplace_back(p + "ffn_gate.weight", &w.ffn_gate);
+    tensors.emplace_back(p + "ffn_up.weight", &w.ffn_up);
+    tensors.emplace_back(p + "ffn_down.weight", &w.ffn_down);
+  }
+
+  int done = 0;
+  std::vector<float> row;
+  for (const auto& [name, t] : tensors) {
+    bool is_vector = t->rows == 1;
+    DType out_type = (is_vector || t->cols % traits(type).block_size != 0) ? DType::F32 : type;
+    if (t->type == out_type) {
+      writer.add_tensor(name, out_type, is_vector ? std::vector<int64_t>{t->cols}
+                                                  : std::vector<int64_t>{t->cols, t->rows},
+                        std::span<const uint8_t>(t->data, t->nbytes()));
+    } else {
+      size_t rb = row_bytes(out_type, t->cols);
+      std::vector<uint8_t> data(rb * static_cast<size_t>(t->rows));
+      row.resize(static_cast<size_t>(t->cols));
+      for (int64_t r = 0; r < t->rows; ++r) {
+        dequantize_row(t->type, t->row(r), row.data(), t->cols);
+        quantize_row(out_type, row.data(), data.data() + rb * static_cast<size_t>(r), t->cols);
+      }
+      writer.add_tensor(name, out_type, is_vector ? std::vector<int64_t>{t->cols}
+                                                  : std::vector<int64_t>{t->cols, t->rows},
+                        data);
+    }
+    if (progress) progress(++done, static_cast<int>(tensors.size()));
+  }
+  writer.write(path);
+}
+
+}  // namespace skiff

@@ -1,0 +1,19 @@
+// Writes a loaded model as a GGUF file of architecture "llama" that both skiff and llama.cpp
+// read: used by `skiff convert` (llama2.c -> GGUF) and `skiff quantize` (retyping weights).
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "tensor/dtype.h"
+
+namespace skiff {
+
+struct Model;
+
+// Matrices are stored as `type`; vectors (norms) and matrices whose rows are not a multiple
+// of the type's block size stay F32. progress(done, total) after each tensor.
+void save_model_gguf(const Model& model, const std::string& path, DType type,
+                     const std::function<void(int, int)>& progress = {});
+
+}  // namespace skiff

@@ -1,0 +1,50 @@
+#include "kernels/ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace skiff {
+
+void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps) {
+  double ss = 0.0;  // double: the sum of 4096 squares should not lose the small ones
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
+}
+
+void rope(float* x, int n_heads, int head_dim, int n_rot, int pos, float theta) {
+  for (int i = 0; i < n_rot; i += 2) {
+    // Same angle computation as ggml: theta_scale^(i/2) with theta_scale = base^(-2/n_rot).
+    double freq = std::pow(static_cast<double>(theta), -static_cast<double>(i) / n_rot);
+    double angle = pos * freq;
+    float c = static_cast<float>(std::cos(angle));
+    float s = static_cast<float>(std::sin(angle));
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = x + static_cast<int64_t>(h) * head_dim + i;
+      float a = v[0], b = v[1];
+      v[0] = a * c - b * s;
+      v[1] = a * s + b * c;
+    }
+  }
+}
+
+void softmax(float* x, int64_t n) {
+  float max = x[0];
+  for (int64_t i = 1; i < n; ++i) max = std::max(max, x[i]);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - max);
+    sum += x[i];
+  }
+  float inv = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void swiglu(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+}  // namespace skiff

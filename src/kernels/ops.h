@@ -1,0 +1,23 @@
+// The element-wise and row-wise operations of the LLaMA block, as plain functions over float
+// rows. Each mirrors one equation of the model; tests check them against NumPy/PyTorch.
+#pragma once
+
+#include <cstdint>
+
+namespace skiff {
+
+// out = x / sqrt(mean(x^2) + eps) * weight   (out may alias x)
+void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps);
+
+// Rotary position embedding, GGUF "llama" convention (ggml rope mode 0): within each head of
+// head_dim values, rotate consecutive pairs (x[2i], x[2i+1]) by pos * theta^(-2i/n_rot), for
+// 2i < n_rot; the remaining dims are left as they are.
+void rope(float* x, int n_heads, int head_dim, int n_rot, int pos, float theta);
+
+// In-place softmax of x[0..n).
+void softmax(float* x, int64_t n);
+
+// gate[i] = silu(gate[i]) * up[i]   (SwiGLU)
+void swiglu(float* gate, const float* up, int64_t n);
+
+}  // namespace skiff

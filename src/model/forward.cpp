@@ -1,0 +1,151 @@
+#include "model/forward.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "base/error.h"
+#include "kernels/dot.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+
+namespace skiff {
+
+Context::Context(const Model& model, int context_length, int n_threads)
+    : model_(model),
+      cache_(model.config.n_layers,
+             context_length > 0 ? context_length : model.config.context_length,
+             model.config.kv_dim()),
+      pool_(n_threads) {
+  if (context_length > model.config.context_length)
+    fail("context length {} exceeds the model's {}", context_length, model.config.context_length);
+}
+
+Context::Scratch& Context::scratch(int64_t T) {
+  if (T > scratch_T_) {
+    const ModelConfig& c = model_.config;
+    auto size = [&](std::vector<float>& v, int64_t width) { v.assign(static_cast<size_t>(T * width), 0.0f); };
+    size(scratch_.norm, c.dim);
+    size(scratch_.q, c.q_dim());
+    size(scratch_.k, c.kv_dim());
+    size(scratch_.v, c.kv_dim());
+    size(scratch_.attn, c.q_dim());
+    size(scratch_.proj, c.dim);
+    size(scratch_.gate, c.ffn_dim);
+    size(scratch_.up, c.ffn_dim);
+    scratch_T_ = T;
+  }
+  // One row of attention scores per thread.
+  size_t want = static_cast<size_t>(pool_.size()) * static_cast<size_t>(context_length());
+  if (scratch_.scores.size() < want) scratch_.scores.assign(want, 0.0f);
+  return scratch_;
+}
+
+void embed(const Model& model, std::span<const int32_t> tokens, float* hidden) {
+  const int dim = model.config.dim;
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    int32_t id = tokens[t];
+    if (id < 0 || id >= model.config.vocab_size)
+      fail("token id {} is outside the vocabulary (size {})", id, model.config.vocab_size);
+    dequantize_tensor_row(model.token_embd, id, hidden + t * dim);
+  }
+}
+
+namespace {
+
+// Causal grouped-query attention of T new positions [pos0, pos0 + T) against the cache.
+void attention(Context& ctx, int layer, int pos0, int64_t T, const float* q, float* out,
+               float* scores_all) {
+  const ModelConfig& c = ctx.model().config;
+  const int hd = c.head_dim, kv_dim = c.kv_dim(), group = c.n_heads / c.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const KvCache& cache = ctx.cache();
+  const int64_t ctx_len = ctx.context_length();
+  ctx.pool().parallel_for(T * c.n_heads, [&](int64_t begin, int64_t end, int thread) {
+    float* scores = scores_all + thread * ctx_len;
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t t = job / c.n_heads;
+      const int h = static_cast<int>(job % c.n_heads);
+      const int kv_off = (h / group) * hd;
+      const float* qh = q + t * c.q_dim() + static_cast<int64_t>(h) * hd;
+      const int n_pos = pos0 + static_cast<int>(t) + 1;  // causal: up to and including itself
+      for (int p = 0; p < n_pos; ++p) scores[p] = dot_f32(qh, cache.key(layer, p) + kv_off, hd) * scale;
+      softmax(scores, n_pos);
+      float* oh = out + t * c.q_dim() + static_cast<int64_t>(h) * hd;
+      std::fill(oh, oh + hd, 0.0f);
+      for (int p = 0; p < n_pos; ++p) axpy_f32(scores[p], cache.value(layer, p) + kv_off, oh, hd);
+    }
+  });
+  (void)kv_dim;
+}
+
+}  // namespace
+
+void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_layer) {
+  const Model& m = ctx.model();
+  const ModelConfig& c = m.config;
+  if (first_layer < 0 || last_layer > c.n_layers || first_layer > last_layer)
+    fail("layer range [{}, {}) is outside the model's {} layers", first_layer, last_layer, c.n_layers);
+  KvCache& cache = ctx.cache();
+  for (int l = first_layer; l < last_layer; ++l) {
+    if (cache.length(l) + T > cache.context_length())
+      fail("context length {} exceeded: layer {} holds {} positions and {} more were asked for",
+           cache.context_length(), l, cache.length(l), T);
+  }
+  Context::Scratch& s = ctx.scratch(T);
+  ThreadPool& pool = ctx.pool();
+  const int dim = c.dim, kv_dim = c.kv_dim(), q_dim = c.q_dim();
+
+  for (int l = first_layer; l < last_layer; ++l) {
+    const LayerWeights& w = m.layers[static_cast<size_t>(l)];
+    const int pos0 = cache.length(l);
+
+    // Attention block: x += wo(attention(rope(wq h), rope(wk h), wv h)), h = rmsnorm(x).
+    for (int64_t t = 0; t < T; ++t)
+      rmsnorm(&s.norm[t * dim], hidden + t * dim, w.attn_norm.f32(), dim, c.rms_eps);
+    matmul(w.wq, s.norm.data(), T, s.q.data(), pool);
+    matmul(w.wk, s.norm.data(), T, s.k.data(), pool);
+    matmul(w.wv, s.norm.data(), T, s.v.data(), pool);
+    for (int64_t t = 0; t < T; ++t) {
+      const int pos = pos0 + static_cast<int>(t);
+      rope(&s.q[t * q_dim], c.n_heads, c.head_dim, c.rope_dim, pos, c.rope_theta);
+      rope(&s.k[t * kv_dim], c.n_kv_heads, c.head_dim, c.rope_dim, pos, c.rope_theta);
+      std::copy_n(&s.k[t * kv_dim], kv_dim, cache.key(l, pos));
+      std::copy_n(&s.v[t * kv_dim], kv_dim, cache.value(l, pos));
+    }
+    cache.extend(l, static_cast<int>(T));
+    attention(ctx, l, pos0, T, s.q.data(), s.attn.data(), s.scores.data());
+    matmul(w.wo, s.attn.data(), T, s.proj.data(), pool);
+    for (int64_t i = 0; i < T * dim; ++i) hidden[i] += s.proj[i];
+
+    // Feed-forward block: x += down(silu(gate h) * up h), h = rmsnorm(x).
+    for (int64_t t = 0; t < T; ++t)
+      rmsnorm(&s.norm[t * dim], hidden + t * dim, w.ffn_norm.f32(), dim, c.rms_eps);
+    matmul(w.ffn_gate, s.norm.data(), T, s.gate.data(), pool);
+    matmul(w.ffn_up, s.norm.data(), T, s.up.data(), pool);
+    swiglu(s.gate.data(), s.up.data(), T * c.ffn_dim);
+    matmul(w.ffn_down, s.gate.data(), T, s.proj.data(), pool);
+    for (int64_t i = 0; i < T * dim; ++i) hidden[i] += s.proj[i];
+  }
+}
+
+void compute_logits(Context& ctx, const float* hidden, int64_t T, float* logits) {
+  const Model& m = ctx.model();
+  const int dim = m.config.dim;
+  Context::Scratch& s = ctx.scratch(T);
+  for (int64_t t = 0; t < T; ++t)
+    rmsnorm(&s.norm[t * dim], hidden + t * dim, m.output_norm.f32(), dim, m.config.rms_eps);
+  matmul(m.output, s.norm.data(), T, logits, ctx.pool());
+}
+
+std::vector<float> eval_tokens(Context& ctx, std::span<const int32_t> tokens) {
+  const ModelConfig& c = ctx.model().config;
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  std::vector<float> hidden(static_cast<size_t>(T * c.dim));
+  embed(ctx.model(), tokens, hidden.data());
+  forward(ctx, hidden.data(), T, 0, c.n_layers);
+  std::vector<float> logits(static_cast<size_t>(c.vocab_size));
+  compute_logits(ctx, hidden.data() + (T - 1) * c.dim, 1, logits.data());
+  return logits;
+}
+
+}  // namespace skiff

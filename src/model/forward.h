@@ -1,0 +1,63 @@
+// The forward pass over a RANGE of layers, for T positions at once (T = 1: decode; T > 1:
+// prefill or speculative verification). Hidden states go in and come out, so a caller can
+// stop after any layer and ask for logits there (early exit), or resume at a later layer
+// from states it kept (self-speculative verification), or hand them to another process
+// (pipeline stages).
+//
+//   autoregressive:  embed -> forward(0, L) -> logits
+//   early exit:      embed -> forward(0, E) -> logits
+//
+// Each layer l places its T inputs at positions cache.length(l) .. + T - 1.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
+
+namespace skiff {
+
+// One sequence being decoded: its KV cache, a thread pool and scratch space.
+class Context {
+ public:
+  // context_length <= 0 uses the model's; more than the model's is an error.
+  Context(const Model& model, int context_length = 0, int n_threads = 0);
+
+  const Model& model() const { return model_; }
+  KvCache& cache() { return cache_; }
+  const KvCache& cache() const { return cache_; }
+  ThreadPool& pool() { return pool_; }
+  int context_length() const { return cache_.context_length(); }
+
+  // Scratch buffers sized for T positions (grown on demand, never shrunk).
+  struct Scratch {
+    std::vector<float> norm, q, k, v, attn, proj, gate, up, scores;
+  };
+  Scratch& scratch(int64_t T);
+
+ private:
+  const Model& model_;
+  KvCache cache_;
+  ThreadPool pool_;
+  Scratch scratch_;
+  int64_t scratch_T_ = 0;
+};
+
+// hidden[T][dim] = embeddings of the tokens. Throws Error for an id outside the vocabulary.
+void embed(const Model& model, std::span<const int32_t> tokens, float* hidden);
+
+// Runs layers [first_layer, last_layer) over hidden[T][dim] in place, appending T positions
+// to each of those layers' KV cache. Throws Error when a layer's cache would pass the
+// context length (nothing is written then).
+void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_layer);
+
+// logits[T][vocab] = output(rmsnorm(hidden) * output_norm): valid after ANY layer.
+void compute_logits(Context& ctx, const float* hidden, int64_t T, float* logits);
+
+// Convenience: embed + all layers + logits for the last position only.
+std::vector<float> eval_tokens(Context& ctx, std::span<const int32_t> tokens);
+
+}  // namespace skiff

@@ -1,0 +1,27 @@
+#include "model/kv_cache.h"
+
+#include "base/error.h"
+
+namespace skiff {
+
+KvCache::KvCache(int n_layers, int context_length, int kv_dim)
+    : context_length_(context_length),
+      kv_dim_(kv_dim),
+      lengths_(static_cast<size_t>(n_layers), 0),
+      keys_(static_cast<size_t>(n_layers) * context_length * kv_dim),
+      values_(keys_.size()) {}
+
+void KvCache::truncate(int layer, int len) {
+  if (layer < 0 || layer >= n_layers()) fail("kv cache: layer {} out of range", layer);
+  if (len < 0 || len > length(layer))
+    fail("kv cache: cannot truncate layer {} of length {} to {}", layer, length(layer), len);
+  lengths_[static_cast<size_t>(layer)] = len;
+}
+
+void KvCache::truncate_all(int len) {
+  for (int l = 0; l < n_layers(); ++l) {
+    if (len < length(l)) lengths_[static_cast<size_t>(l)] = len;
+  }
+}
+
+}  // namespace skiff

@@ -1,0 +1,64 @@
+#include "model/model.h"
+
+#include <cstring>
+#include <filesystem>
+
+#include "base/error.h"
+#include "io/llama2c.h"
+
+namespace skiff {
+
+void ModelConfig::validate(const std::string& source) const {
+  auto check = [&](bool ok, const char* what) {
+    if (!ok) fail("{}: invalid hyper-parameters: {}", source, what);
+  };
+  check(dim > 0 && dim <= (1 << 16), "embedding length must be in 1..65536");
+  check(n_layers > 0 && n_layers <= 1024, "block count must be in 1..1024");
+  check(n_heads > 0 && n_heads <= dim, "head count must be in 1..embedding length");
+  check(dim % n_heads == 0, "embedding length is not a multiple of the head count");
+  check(n_kv_heads > 0 && n_heads % n_kv_heads == 0, "head count is not a multiple of the KV head count");
+  check(head_dim == dim / n_heads, "head dimension must be embedding length / head count");
+  check(ffn_dim > 0 && ffn_dim <= (1 << 20), "feed-forward length must be in 1..2^20");
+  check(vocab_size > 0 && vocab_size <= (1 << 24), "vocabulary size must be in 1..2^24");
+  check(context_length > 0 && context_length <= (1 << 24), "context length must be in 1..2^24");
+  check(rope_dim > 0 && rope_dim <= head_dim && rope_dim % 2 == 0,
+        "rope dimension count must be even and in 1..head dimension");
+  check(rms_eps > 0 && rms_eps < 1, "rms epsilon must be in (0, 1)");
+  check(rope_theta > 0, "rope freq base must be positive");
+}
+
+int64_t Model::parameter_count() const {
+  int64_t n = 0;
+  auto add = [&](const TensorView& t) { n += t.cols * t.rows; };
+  add(token_embd);
+  add(output_norm);
+  if (!tied_output) add(output);
+  for (const auto& l : layers) {
+    for (const TensorView* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm,
+                                &l.ffn_gate, &l.ffn_up, &l.ffn_down})
+      add(*t);
+  }
+  return n;
+}
+
+size_t Model::weight_bytes() const {
+  size_t n = token_embd.nbytes() + output_norm.nbytes() + (tied_output ? 0 : output.nbytes());
+  for (const auto& l : layers) {
+    for (const TensorView* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm,
+                                &l.ffn_gate, &l.ffn_up, &l.ffn_down})
+      n += t->nbytes();
+  }
+  return n;
+}
+
+std::unique_ptr<Model> load_model(const std::string& path, const std::string& tokenizer_path) {
+  auto file = MappedFile::open(path);
+  if (file->size() >= 4 && std::memcmp(file->data(), "GGUF", 4) == 0) {
+    if (!tokenizer_path.empty())
+      fail("{}: a GGUF file carries its own tokenizer; drop --tokenizer", path);
+    return load_model_gguf(std::move(file));
+  }
+  return load_llama2c(std::move(file), tokenizer_path);
+}
+
+}  // namespace skiff

@@ -1,0 +1,68 @@
+// A loaded LLaMA-family model: hyper-parameters, weight views and tokenizer. Weights are
+// views into the memory-mapped file when its layout allows (GGUF), or into buffers the model
+// owns (llama2.c checkpoints, whose tensors are stored in another order).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/mapped_file.h"
+#include "io/gguf.h"
+#include "tensor/tensor.h"
+#include "tokenizer/tokenizer.h"
+
+namespace skiff {
+
+struct ModelConfig {
+  std::string name;
+  int dim = 0;           // embedding width
+  int n_layers = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;    // grouped-query attention: n_heads is a multiple of n_kv_heads
+  int head_dim = 0;      // dim / n_heads
+  int ffn_dim = 0;       // SwiGLU hidden width
+  int vocab_size = 0;
+  int context_length = 0;
+  int rope_dim = 0;      // rotated dims per head (<= head_dim)
+  float rope_theta = 10000.0f;
+  float rms_eps = 1e-5f;
+
+  int kv_dim() const { return n_kv_heads * head_dim; }
+  int q_dim() const { return n_heads * head_dim; }
+  // Throws Error when the numbers cannot describe a model.
+  void validate(const std::string& source) const;
+};
+
+struct LayerWeights {
+  TensorView attn_norm, wq, wk, wv, wo;
+  TensorView ffn_norm, ffn_gate, ffn_up, ffn_down;
+};
+
+struct Model {
+  ModelConfig config;
+  TensorView token_embd;   // [vocab rows][dim]
+  TensorView output_norm;  // [dim]
+  TensorView output;       // [vocab rows][dim]; the same as token_embd when tied
+  bool tied_output = false;
+  std::vector<LayerWeights> layers;
+  std::unique_ptr<Tokenizer> tokenizer;
+
+  std::string source;                       // file it came from
+  std::string format;                       // "gguf" or "llama2c"
+  std::optional<GgufFile> gguf;             // the parsed file, for GGUF models
+  std::shared_ptr<MappedFile> file;         // keeps the mapping alive
+  std::vector<std::vector<float>> owned;    // weights copied out of the file (llama2c, F32 norms)
+
+  int64_t parameter_count() const;
+  size_t weight_bytes() const;  // bytes of all weight tensors as stored
+};
+
+// Loads a GGUF file or a llama2.c checkpoint (detected from the first bytes). llama2.c needs
+// a tokenizer.bin: `tokenizer_path`, or tokenizer.bin / tok<vocab>.bin beside the model.
+std::unique_ptr<Model> load_model(const std::string& path, const std::string& tokenizer_path = "");
+std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file);
+
+}  // namespace skiff

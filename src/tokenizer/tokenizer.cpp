@@ -1,0 +1,308 @@
+// The SentencePiece BPE tokenizer, step for step as llama.cpp's llm_tokenizer_spm: escape
+// spaces, split into UTF-8 characters, merge the best-scoring adjacent pair until none is in
+// the vocabulary, then emit each symbol as its token or as byte tokens.
+#include "tokenizer/tokenizer.h"
+
+#include <algorithm>
+#include <limits>
+#include <queue>
+
+#include "base/error.h"
+
+namespace skiff {
+namespace {
+
+constexpr std::string_view kSpaceMark = "\xE2\x96\x81";  // U+2581
+
+// Length of a UTF-8 sequence from its first byte, as llama.cpp's unicode_len_utf8 counts it:
+// stray continuation bytes count as one-byte characters.
+size_t utf8_sequence_length(uint8_t first) {
+  static constexpr uint8_t kLengths[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+  return kLengths[first >> 4];
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+// The byte of a "<0xNN>" piece, or -1.
+int byte_piece_value(std::string_view piece) {
+  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return -1;
+  int hi = hex_value(piece[3]);
+  int lo = hex_value(piece[4]);
+  if (hi < 0 || lo < 0) return -1;
+  return hi * 16 + lo;
+}
+
+std::string unescape_spaces(std::string_view piece) {
+  std::string out;
+  out.reserve(piece.size());
+  size_t i = 0;
+  while (i < piece.size()) {
+    if (piece.substr(i, kSpaceMark.size()) == kSpaceMark) {
+      out += ' ';
+      i += kSpaceMark.size();
+    } else {
+      out += piece[i++];
+    }
+  }
+  return out;
+}
+
+// How many bytes at the end of `s` are the start of a UTF-8 character still waiting for its
+// continuation bytes (0 when the tail is complete or can never become valid).
+size_t incomplete_utf8_tail(const std::string& s) {
+  const size_t n = s.size();
+  for (size_t k = 1; k <= 3 && k <= n; ++k) {
+    auto c = static_cast<uint8_t>(s[n - k]);
+    if ((c & 0xC0) == 0x80) continue;  // continuation byte: keep looking for the lead byte
+    size_t need = 0;
+    if ((c & 0xE0) == 0xC0) {
+      need = 2;
+    } else if ((c & 0xF0) == 0xE0) {
+      need = 3;
+    } else if ((c & 0xF8) == 0xF0) {
+      need = 4;
+    }
+    return need > k ? k : 0;
+  }
+  return 0;
+}
+
+// One piece of the text during merging: a byte range linked to its neighbours. A symbol
+// merged into its left neighbour keeps length 0.
+struct Symbol {
+  int32_t prev;
+  int32_t next;
+  size_t start;
+  size_t length;
+};
+
+// A candidate merge of two adjacent symbols. `length` is the merged length when it was
+// queued: if either side has changed since, the entry is stale and skipped.
+struct Bigram {
+  float score;
+  int32_t left;
+  int32_t right;
+  size_t length;
+};
+
+// Highest score first; on equal scores the leftmost pair first.
+struct BigramOrder {
+  bool operator()(const Bigram& a, const Bigram& b) const {
+    return a.score < b.score || (a.score == b.score && a.left > b.left);
+  }
+};
+
+}  // namespace
+
+Tokenizer::Tokenizer(Vocab vocab) : vocab_(std::move(vocab)) {
+  validate_vocab(vocab_, "tokenizer");
+  const int32_t n = vocab_.size();
+  piece_to_id_.reserve(static_cast<size_t>(n));
+  bytes_.resize(static_cast<size_t>(n));
+  for (int32_t id = 0; id < n; ++id) {
+    const std::string& piece = vocab_.pieces[static_cast<size_t>(id)];
+    // A later duplicate wins, as in llama.cpp. Empty pieces can never match a symbol.
+    if (!piece.empty()) piece_to_id_[piece] = id;
+
+    std::string& bytes = bytes_[static_cast<size_t>(id)];
+    switch (vocab_.types[static_cast<size_t>(id)]) {
+      case TokenType::Normal:
+        bytes = unescape_spaces(piece);
+        break;
+      case TokenType::Byte: {
+        int value = byte_piece_value(piece);
+        // A byte token whose text is not <0xNN> is decoded as if it were normal text.
+        bytes = value >= 0 ? std::string(1, static_cast<char>(value)) : unescape_spaces(piece);
+        break;
+      }
+      case TokenType::UserDefined:
+        bytes = piece;
+        if (!piece.empty()) user_defined_.push_back(id);
+        break;
+      case TokenType::Undefined:
+      case TokenType::Unknown:
+      case TokenType::Control:
+      case TokenType::Unused:
+        break;  // nothing, as llama.cpp prints them when not rendering special tokens
+    }
+  }
+  for (int b = 0; b < 256; ++b) {
+    int32_t id = find_piece(fmt::format("<0x{:02X}>", b));
+    if (id < 0) id = find_piece(std::string(1, static_cast<char>(b)));
+    byte_tokens_[b] = id;
+  }
+  // llama.cpp splits special text out longest first.
+  std::stable_sort(user_defined_.begin(), user_defined_.end(), [&](int32_t a, int32_t b) {
+    return vocab_.pieces[static_cast<size_t>(a)].size() > vocab_.pieces[static_cast<size_t>(b)].size();
+  });
+}
+
+int32_t Tokenizer::find_piece(std::string_view piece) const {
+  auto it = piece_to_id_.find(piece);
+  return it == piece_to_id_.end() ? -1 : it->second;
+}
+
+void Tokenizer::encode_fragment(std::string_view text, std::vector<int32_t>& out) const {
+  if (text.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    fail("tokenizer: a text of {} bytes is too long to encode", text.size());
+  }
+  std::vector<Symbol> symbols;
+  symbols.reserve(text.size());
+  for (size_t offset = 0; offset < text.size();) {
+    size_t length = std::min(utf8_sequence_length(static_cast<uint8_t>(text[offset])),
+                             text.size() - offset);
+    auto index = static_cast<int32_t>(symbols.size());
+    offset += length;
+    symbols.push_back({index - 1, offset == text.size() ? -1 : index + 1, offset - length, length});
+  }
+  if (symbols.empty()) return;
+
+  std::priority_queue<Bigram, std::vector<Bigram>, BigramOrder> queue;
+  auto try_add_bigram = [&](int32_t left, int32_t right) {
+    if (left < 0 || right < 0) return;
+    const Symbol& l = symbols[static_cast<size_t>(left)];
+    const Symbol& r = symbols[static_cast<size_t>(right)];
+    // Merged symbols stay contiguous in the text, so the pair is one substring.
+    int32_t id = find_piece(text.substr(l.start, l.length + r.length));
+    if (id < 0) return;
+    queue.push({vocab_.scores[static_cast<size_t>(id)], left, right, l.length + r.length});
+  };
+  for (size_t i = 1; i < symbols.size(); ++i) {
+    try_add_bigram(static_cast<int32_t>(i - 1), static_cast<int32_t>(i));
+  }
+
+  while (!queue.empty()) {
+    Bigram bigram = queue.top();
+    queue.pop();
+    Symbol& left = symbols[static_cast<size_t>(bigram.left)];
+    Symbol& right = symbols[static_cast<size_t>(bigram.right)];
+    if (left.length == 0 || right.length == 0 || left.length + right.length != bigram.length) {
+      continue;  // one side was merged into something else since this pair was queued
+    }
+    left.length += right.length;
+    right.length = 0;
+    left.next = right.next;
+    if (right.next >= 0) symbols[static_cast<size_t>(right.next)].prev = bigram.left;
+    try_add_bigram(left.prev, bigram.left);
+    try_add_bigram(bigram.left, left.next);
+  }
+
+  // Every merged symbol is a vocabulary piece (it was merged because it is one), so only
+  // single characters can be missing; llama.cpp's rev_merge re-split never applies to them.
+  for (int32_t i = 0; i != -1; i = symbols[static_cast<size_t>(i)].next) {
+    const Symbol& symbol = symbols[static_cast<size_t>(i)];
+    std::string_view piece = text.substr(symbol.start, symbol.length);
+    int32_t id = find_piece(piece);
+    if (id >= 0) {
+      out.push_back(id);
+      continue;
+    }
+    for (char c : piece) {
+      int32_t byte_id = byte_tokens_[static_cast<uint8_t>(c)];
+      out.push_back(byte_id >= 0 ? byte_id : vocab_.unk_id);
+    }
+  }
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos) const {
+  std::vector<int32_t> out;
+  if (add_bos) out.push_back(vocab_.bos_id);
+  if (text.empty()) return out;  // SentencePiece: no dummy prefix for empty text
+
+  // Split out user-defined tokens (llama.cpp does so even when not parsing special tokens).
+  struct Fragment {
+    size_t start;
+    size_t length;
+    int32_t token;  // -1 for text
+  };
+  std::vector<Fragment> fragments{{0, text.size(), -1}};
+  for (int32_t id : user_defined_) {
+    const std::string& piece = vocab_.pieces[static_cast<size_t>(id)];
+    std::vector<Fragment> split;
+    for (const Fragment& fragment : fragments) {
+      if (fragment.token >= 0) {
+        split.push_back(fragment);
+        continue;
+      }
+      const size_t end = fragment.start + fragment.length;
+      const std::string_view window = text.substr(0, end);
+      size_t position = fragment.start;
+      while (true) {
+        size_t hit = window.find(piece, position);
+        if (hit == std::string_view::npos) break;
+        if (hit > position) split.push_back({position, hit - position, -1});
+        split.push_back({hit, piece.size(), id});
+        position = hit + piece.size();
+      }
+      if (position < end) split.push_back({position, end - position, -1});
+    }
+    fragments = std::move(split);
+  }
+
+  bool previous_was_special = true;  // the first text fragment gets the dummy prefix
+  std::string escaped;
+  for (const Fragment& fragment : fragments) {
+    if (fragment.token >= 0) {
+      out.push_back(fragment.token);
+      previous_was_special = true;
+      continue;
+    }
+    escaped.clear();
+    if (vocab_.add_space_prefix && previous_was_special) escaped += kSpaceMark;
+    for (char c : text.substr(fragment.start, fragment.length)) {
+      if (c == ' ') {
+        escaped += kSpaceMark;
+      } else {
+        escaped += c;
+      }
+    }
+    encode_fragment(escaped, out);
+    previous_was_special = false;
+  }
+  return out;
+}
+
+std::string Tokenizer::token_bytes(int32_t id, bool after_bos) const {
+  if (id < 0 || id >= vocab_.size()) {
+    fail("tokenizer: token id {} is out of range for a vocabulary of {} tokens", id, vocab_.size());
+  }
+  const std::string& bytes = bytes_[static_cast<size_t>(id)];
+  if (after_bos && vocab_.add_space_prefix && !bytes.empty() && bytes[0] == ' ') {
+    return bytes.substr(1);
+  }
+  return bytes;
+}
+
+std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  std::string out;
+  size_t i = !ids.empty() && ids[0] == vocab_.bos_id ? 1 : 0;
+  for (bool first = true; i < ids.size(); ++i, first = false) out += token_bytes(ids[i], first);
+  return out;
+}
+
+std::string StreamDecoder::push(int32_t id) {
+  // The same rule as decode(): skip a leading BOS, strip the space of the piece after it.
+  if (state_ == State::Start && id == tokenizer_.bos()) {
+    state_ = State::AfterBos;
+    return "";
+  }
+  pending_ += tokenizer_.token_bytes(id, state_ != State::Inside);
+  state_ = State::Inside;
+  const size_t ready = pending_.size() - incomplete_utf8_tail(pending_);
+  std::string out = pending_.substr(0, ready);
+  pending_.erase(0, ready);
+  return out;
+}
+
+std::string StreamDecoder::flush() {
+  std::string out = std::move(pending_);
+  pending_.clear();
+  return out;
+}
+
+}  // namespace skiff

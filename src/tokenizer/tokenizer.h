@@ -1,0 +1,79 @@
+// SentencePiece-style BPE as LLaMA 1/2 use it (and as llama.cpp's SPM tokenizer does it):
+// spaces become U+2581, a dummy space prefix is added, the text is split into UTF-8
+// characters, adjacent pairs are merged highest-score first, and any piece not in the
+// vocabulary falls back to its bytes as <0xNN> tokens.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "tokenizer/vocab.h"
+
+namespace skiff {
+
+class Tokenizer {
+ public:
+  // Throws Error when the vocabulary is inconsistent (see validate_vocab).
+  explicit Tokenizer(Vocab vocab);
+
+  const Vocab& vocab() const { return vocab_; }
+  int32_t bos() const { return vocab_.bos_id; }
+  int32_t eos() const { return vocab_.eos_id; }
+
+  // Encodes text; prepends BOS when add_bos (callers pass vocab().add_bos for the default).
+  // EOS is never appended here (callers append eos() when vocab().add_eos). Text equal to a
+  // user-defined token is split out first, as llama.cpp does; control-token text is not.
+  std::vector<int32_t> encode(std::string_view text, bool add_bos) const;
+
+  // The bytes a token stands for: byte tokens give their byte, U+2581 gives a space,
+  // control, unknown and unused tokens give "", user-defined tokens their text. When
+  // `after_bos` is true (and the vocabulary adds a dummy prefix) a leading space is dropped,
+  // as llama.cpp does for the first piece after BOS.
+  // Throws Error for an id outside the vocabulary.
+  std::string token_bytes(int32_t id, bool after_bos = false) const;
+  // Decodes a whole sequence (a leading BOS is skipped and the dummy-prefix space dropped).
+  std::string decode(const std::vector<int32_t>& ids) const;
+
+ private:
+  // Looks strings up by std::string_view without building a std::string.
+  struct PieceHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  int32_t find_piece(std::string_view piece) const;  // -1 when absent
+  // The SentencePiece merge loop over one fragment (already escaped and prefixed).
+  void encode_fragment(std::string_view text, std::vector<int32_t>& out) const;
+
+  Vocab vocab_;
+  std::unordered_map<std::string, int32_t, PieceHash, std::equal_to<>> piece_to_id_;
+  int32_t byte_tokens_[256];           // id of <0xNN> (else of the 1-byte piece), or -1
+  std::vector<std::string> bytes_;     // what each token decodes to (token_bytes)
+  std::vector<int32_t> user_defined_;  // split out of the text first, longest first
+};
+
+// Streams decoded text so that a UTF-8 character split across tokens is emitted whole:
+// push() returns the complete characters available so far; flush() returns the rest.
+// At most 3 bytes are held back, and only while they can still become a valid character.
+// Pushing ids one by one yields exactly what decode() gives for the whole sequence.
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
+  std::string push(int32_t id);
+  std::string flush();
+  // true (the default): the next id starts a sequence, as in decode(): a leading BOS is
+  // skipped and the first piece loses its dummy-prefix space. false: ids continue a sequence
+  // (e.g. only the generated tokens after a prompt are pushed), so nothing is dropped.
+  void set_after_bos(bool v) { state_ = v ? State::Start : State::Inside; }
+
+ private:
+  enum class State { Start, AfterBos, Inside };
+  const Tokenizer& tokenizer_;
+  std::string pending_;
+  State state_ = State::Start;
+};
+
+}  // namespace skiff

@@ -1,0 +1,252 @@
+"""An independent LLaMA forward pass in PyTorch, computed in float64, for checking skiff.
+
+Written from the model's equations, not from skiff's code:
+  x = token_embd[tokens]
+  per layer l < n_layers:
+    x += wo( attention( rope(wq h), rope(wk h), wv h ) ),  h = rmsnorm(x) * attn_norm
+    x += w_down( silu(w_gate h) * w_up h ),                 h = rmsnorm(x) * ffn_norm
+  logits = output( rmsnorm(x) * output_norm )     (output = token_embd when tied)
+RMSNorm: x / sqrt(mean(x^2) + eps). Attention: causal, grouped-query (query head h reads kv
+head h // (n_heads / n_kv_heads)), scale 1/sqrt(head_dim). RoPE: the GGUF "llama" convention
+(ggml rope mode 0, NORMAL): within each head, consecutive pairs (x[2i], x[2i+1]) rotate by
+pos * base^(-2i/n_rot) for 2i < n_rot; dims >= n_rot pass through unrotated.
+
+Weights are a dict keyed by GGUF tensor names holding float arrays in PyTorch layout
+([out, in] for matrices = [ne1, ne0]; token_embd is [vocab, dim]). Everything is converted to
+float64, so the result is the exact-arithmetic answer for the weights the file holds, up to
+float64 rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+DTYPE = torch.float64
+
+
+@dataclass
+class LlamaConfig:
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    ffn: int
+    vocab: int
+    rms_eps: float = 1e-5
+    rope_base: float = 10000.0
+    n_rot: int | None = None        # llama.rope.dimension_count; None = head_dim
+    context_length: int = 64
+    tied: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def rope_dims(self) -> int:
+        return self.head_dim if self.n_rot is None else self.n_rot
+
+    def validate(self):
+        assert self.dim % self.n_heads == 0
+        assert self.n_heads % self.n_kv_heads == 0
+        assert self.rope_dims % 2 == 0 and self.rope_dims <= self.head_dim
+
+
+def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps) * weight
+
+
+def rope(x: torch.Tensor, positions: torch.Tensor, n_rot: int, base: float) -> torch.Tensor:
+    """x: [T, heads, head_dim]. Rotates pairs (2i, 2i+1) for 2i < n_rot."""
+    i = torch.arange(0, n_rot, 2, dtype=DTYPE)
+    inv_freq = base ** (-i / n_rot)                          # [n_rot/2]
+    angle = positions.to(DTYPE)[:, None] * inv_freq[None]    # [T, n_rot/2]
+    cos, sin = angle.cos()[:, None, :], angle.sin()[:, None, :]
+    x0, x1 = x[..., 0:n_rot:2], x[..., 1:n_rot:2]
+    out = x.clone()
+    out[..., 0:n_rot:2] = x0 * cos - x1 * sin
+    out[..., 1:n_rot:2] = x0 * sin + x1 * cos
+    return out
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """q: [T, H, hd]; k, v: [T, KV, hd]. Causal, grouped-query. Returns [T, H*hd]."""
+    T, H, hd = q.shape
+    group = H // k.shape[1]
+    k = k.repeat_interleave(group, dim=1)   # query head h uses kv head h // group
+    v = v.repeat_interleave(group, dim=1)
+    scores = torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd)
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    scores = scores.masked_fill(mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    return torch.einsum("hts,shd->thd", probs, v).reshape(T, H * hd)
+
+
+def forward(cfg: LlamaConfig, weights: dict, tokens, n_layers: int | None = None) -> np.ndarray:
+    """Logits [len(tokens), vocab] (float64) after layers 0..n_layers-1 (default: all) and the
+    final norm + head; positions are 0..len(tokens)-1."""
+    cfg.validate()
+    W = {k: torch.as_tensor(np.asarray(v), dtype=DTYPE) for k, v in weights.items()}
+    n_layers = cfg.n_layers if n_layers is None else n_layers
+    assert 0 <= n_layers <= cfg.n_layers
+    tokens = torch.as_tensor(list(tokens), dtype=torch.long)
+    T = tokens.shape[0]
+    H, KV, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    pos = torch.arange(T)
+
+    x = W["token_embd.weight"][tokens]                                  # [T, dim]
+    for l in range(n_layers):
+        p = f"blk.{l}."
+        h = rmsnorm(x, W[p + "attn_norm.weight"], cfg.rms_eps)
+        q = (h @ W[p + "attn_q.weight"].T).reshape(T, H, hd)
+        k = (h @ W[p + "attn_k.weight"].T).reshape(T, KV, hd)
+        v = (h @ W[p + "attn_v.weight"].T).reshape(T, KV, hd)
+        q = rope(q, pos, cfg.rope_dims, cfg.rope_base)
+        k = rope(k, pos, cfg.rope_dims, cfg.rope_base)
+        x = x + attention(q, k, v) @ W[p + "attn_output.weight"].T
+        h = rmsnorm(x, W[p + "ffn_norm.weight"], cfg.rms_eps)
+        gate = h @ W[p + "ffn_gate.weight"].T
+        up = h @ W[p + "ffn_up.weight"].T
+        x = x + (torch.nn.functional.silu(gate) * up) @ W[p + "ffn_down.weight"].T
+    x = rmsnorm(x, W["output_norm.weight"], cfg.rms_eps)
+    head = W["token_embd.weight"] if cfg.tied else W["output.weight"]
+    return (x @ head.T).numpy()
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading a model back from a GGUF file (config + dequantized weights).
+# ----------------------------------------------------------------------------------------------
+def config_from_gguf(g) -> LlamaConfig:
+    md = g.metadata
+    assert md["general.architecture"] == "llama", md["general.architecture"]
+    dim = int(md["llama.embedding_length"])
+    n_heads = int(md["llama.attention.head_count"])
+    vocab = int(md.get("llama.vocab_size", len(md["tokenizer.ggml.tokens"])))
+    return LlamaConfig(
+        dim=dim,
+        n_layers=int(md["llama.block_count"]),
+        n_heads=n_heads,
+        n_kv_heads=int(md.get("llama.attention.head_count_kv", n_heads)),
+        ffn=int(md["llama.feed_forward_length"]),
+        vocab=vocab,
+        rms_eps=float(md["llama.attention.layer_norm_rms_epsilon"]),
+        rope_base=float(md.get("llama.rope.freq_base", 10000.0)),
+        n_rot=int(md.get("llama.rope.dimension_count", dim // n_heads)),
+        context_length=int(md["llama.context_length"]),
+        tied="output.weight" not in g.tensors,
+    )
+
+
+def weights_from_gguf(g) -> dict:
+    return {name: g.tensor_values(name) for name in g.tensors}
+
+
+# ----------------------------------------------------------------------------------------------
+# Random tiny models written as GGUF (for the tests).
+# ----------------------------------------------------------------------------------------------
+def tensor_shapes(cfg: LlamaConfig) -> dict:
+    """GGUF tensor name -> PyTorch-layout shape ([out, in] for matrices), in file order."""
+    hd = cfg.head_dim
+    shapes = {"token_embd.weight": (cfg.vocab, cfg.dim), "output_norm.weight": (cfg.dim,)}
+    if not cfg.tied:
+        shapes["output.weight"] = (cfg.vocab, cfg.dim)
+    for l in range(cfg.n_layers):
+        p = f"blk.{l}."
+        shapes[p + "attn_norm.weight"] = (cfg.dim,)
+        shapes[p + "attn_q.weight"] = (cfg.n_heads * hd, cfg.dim)
+        shapes[p + "attn_k.weight"] = (cfg.n_kv_heads * hd, cfg.dim)
+        shapes[p + "attn_v.weight"] = (cfg.n_kv_heads * hd, cfg.dim)
+        shapes[p + "attn_output.weight"] = (cfg.dim, cfg.n_heads * hd)
+        shapes[p + "ffn_norm.weight"] = (cfg.dim,)
+        shapes[p + "ffn_gate.weight"] = (cfg.ffn, cfg.dim)
+        shapes[p + "ffn_up.weight"] = (cfg.ffn, cfg.dim)
+        shapes[p + "ffn_down.weight"] = (cfg.dim, cfg.ffn)
+    return shapes
+
+
+def random_weights(cfg: LlamaConfig, seed: int) -> dict:
+    """float32 weights from torch.manual_seed(seed): embeddings ~ N(0, 1), matrices
+    ~ N(0, 1/in), norm weights ~ 1 + N(0, 0.1^2)."""
+    torch.manual_seed(seed)
+    out = {}
+    for name, shape in tensor_shapes(cfg).items():
+        if len(shape) == 1:
+            w = 1.0 + 0.1 * torch.randn(shape)
+        elif name == "token_embd.weight":
+            w = torch.randn(shape)
+        else:
+            w = torch.randn(shape) / math.sqrt(shape[1])
+        out[name] = w.to(torch.float32).numpy()
+    return out
+
+
+def llama_vocab(n: int):
+    """A valid SentencePiece-style llama vocabulary of n >= 300 tokens:
+    <unk>, <s>, </s>, the 256 byte tokens, then distinct normal pieces."""
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    scores = [0.0] * len(tokens)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    pieces = ["\u2581" + c for c in letters] + list(letters)
+    pieces += ["\u2581" + a + b for a in letters for b in letters]
+    i = 0
+    while len(tokens) < n:
+        tokens.append(pieces[i])
+        types.append(1)
+        scores.append(-float(i + 1))
+        i += 1
+    return tokens, scores, types
+
+
+def add_llama_metadata(w, cfg: LlamaConfig, name: str = "skiff-test"):
+    """Writes the hyper-parameters and the vocabulary skiff reads into GGUFWriter w."""
+    w.add_string("general.architecture", "llama")
+    w.add_string("general.name", name)
+    w.add_u32("llama.context_length", cfg.context_length)
+    w.add_u32("llama.embedding_length", cfg.dim)
+    w.add_u32("llama.block_count", cfg.n_layers)
+    w.add_u32("llama.feed_forward_length", cfg.ffn)
+    w.add_u32("llama.attention.head_count", cfg.n_heads)
+    w.add_u32("llama.attention.head_count_kv", cfg.n_kv_heads)
+    w.add_f32("llama.attention.layer_norm_rms_epsilon", cfg.rms_eps)
+    w.add_f32("llama.rope.freq_base", cfg.rope_base)
+    w.add_u32("llama.rope.dimension_count", cfg.rope_dims)
+    w.add_u32("llama.vocab_size", cfg.vocab)
+    tokens, scores, types = llama_vocab(cfg.vocab)
+    w.add_string("tokenizer.ggml.model", "llama")
+    w.add_array_str("tokenizer.ggml.tokens", tokens)
+    w.add_array_f32("tokenizer.ggml.scores", scores)
+    w.add_array_i32("tokenizer.ggml.token_type", types)
+    w.add_u32("tokenizer.ggml.bos_token_id", 1)
+    w.add_u32("tokenizer.ggml.eos_token_id", 2)
+    w.add_u32("tokenizer.ggml.unknown_token_id", 0)
+
+
+def build_writer(cfg: LlamaConfig, weights: dict, type_for=None, seed: int = 0):
+    """A GGUFWriter holding cfg's metadata and every tensor of `weights`, each encoded as
+    type_for(name, shape) (default F32; 1-D tensors and rows whose length is not a multiple of
+    the type's block size are written as F32). K-quant tensors are generated at random
+    (np.random.default_rng(seed)) rather than quantized from `weights`.
+    Returns (writer, dequantized weights dict = exactly what the file holds)."""
+    import gguf_writer as gw  # local import: this module is usable without the writer
+    rng = np.random.default_rng(seed)
+    w = gw.GGUFWriter()
+    add_llama_metadata(w, cfg)
+    deq = {}
+    for name, shape in tensor_shapes(cfg).items():
+        values = weights[name]
+        t = gw.F32 if type_for is None or len(shape) == 1 else type_for(name, shape)
+        if shape[-1] % gw.block_size(t) != 0:
+            t = gw.F32
+        if t in (gw.Q4_K, gw.Q5_K, gw.Q6_K):
+            std = 1.0 if name == "token_embd.weight" else 1.0 / math.sqrt(shape[1])
+            data, values = gw.random_k_quant(shape, t, rng, std)
+        else:
+            data, values = gw.encode(values, t)
+        w.add_tensor(name, list(reversed(shape)), t, data)
+        deq[name] = values
+    return w, deq
