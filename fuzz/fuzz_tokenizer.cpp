@@ -48,9 +48,19 @@ Vocab embedded_vocab(bool byte_tokens, bool user_defined) {
     }
   }
   const std::string s(kSpaceMark);
-  const char* merges[] = {"he", "in", "er", "an", "on", "ou", "re", "is", "at", "it", "en", "ed",
-                          "or", "ing", "the", "and", "ll", "ee", "oo", "aa", "aaa", "ab", "bc",
-                          "abc", "\xC3\xA9t", "\xE6\x97\xA5\xE6\x9C\xAC"};
+  const char* merges[] = {"he",        "in",
+                          "er",        "an",
+                          "on",        "ou",
+                          "re",        "is",
+                          "at",        "it",
+                          "en",        "ed",
+                          "or",        "ing",
+                          "the",       "and",
+                          "ll",        "ee",
+                          "oo",        "aa",
+                          "aaa",       "ab",
+                          "bc",        "abc",
+                          "\xC3\xA9t", "\xE6\x97\xA5\xE6\x9C\xAC"};
   float score = -1;
   for (const char* word : {"t", "a", "s", "w", "the", "to", "and", "is", "in", "h", "b"}) {
     add(v, s + word, score, TokenType::Normal);
@@ -63,7 +73,8 @@ Vocab embedded_vocab(bool byte_tokens, bool user_defined) {
     score -= 0.5f;  // pairs of equal-looking neighbours, no exact order between them
   }
   add(v, s, score - 1, TokenType::Normal);
-  for (int c = 0x21; c < 0x7F; ++c) add(v, std::string(1, static_cast<char>(c)), score - 2, TokenType::Normal);
+  for (int c = 0x21; c < 0x7F; ++c)
+    add(v, std::string(1, static_cast<char>(c)), score - 2, TokenType::Normal);
   for (const char* c : {"\xC3\xA9", "\xE6\x97\xA5", "\xE6\x9C\xAC", "\xF0\x9F\x98\x80"}) {
     add(v, c, score - 3, TokenType::Normal);
   }

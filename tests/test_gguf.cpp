@@ -200,7 +200,8 @@ TEST(GgufRoundTrip, DisplayStrings) {
   EXPECT_EQ(GgufValue::str("a\nb").to_display_string(), "\"a\\nb\"");
   std::vector<GgufValue> items;
   for (int i = 0; i < 10; ++i) items.push_back(GgufValue::i32(i));
-  EXPECT_EQ(GgufValue::array(GgufType::INT32, items).to_display_string(3), "[0, 1, 2, ... (10 items)]");
+  EXPECT_EQ(GgufValue::array(GgufType::INT32, items).to_display_string(3),
+            "[0, 1, 2, ... (10 items)]");
   EXPECT_EQ(GgufValue::array(GgufType::INT32, {}).to_display_string(), "[]");
   const std::string long_string(1000, 'x');
   EXPECT_LT(GgufValue::str(long_string).to_display_string().size(), 300u);
@@ -487,8 +488,9 @@ TEST(GgufCorrupt, StringsPastTheEnd) {
   EXPECT_PARSE_ERROR(RawGguf().header(0, 1).u64(1000).u64(0).bytes, "metadata key length 1000");
   EXPECT_PARSE_ERROR(RawGguf().header(0, 1).str("k").u32(8).u64(~uint64_t{0}).bytes,
                      "string value length");
-  EXPECT_PARSE_ERROR(RawGguf().header(1, 0).u64(uint64_t{1} << 62).u32(1).u64(1).u32(0).u64(0).bytes,
-                     "tensor name length");
+  EXPECT_PARSE_ERROR(
+      RawGguf().header(1, 0).u64(uint64_t{1} << 62).u32(1).u64(1).u32(0).u64(0).bytes,
+      "tensor name length");
 }
 
 TEST(GgufCorrupt, ValueTypes) {

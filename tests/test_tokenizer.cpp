@@ -258,9 +258,9 @@ TEST(Tokenizer, WhitespaceEdgeCases) {
     EXPECT_EQ(t->encode("", true), std::vector<int32_t>{1});
     EXPECT_EQ(t->decode({}), "");
     EXPECT_EQ(t->decode({1}), "");
-    for (std::string text : {" ", "  ", "     ", " leading", "trailing ", "  both  ",
-                             "multiple   spaces  here", "\n", "\n\n", "line one\nline two\n",
-                             " \n \n", "\t tab", "a", "ab a\r\n", "x  \n  y"}) {
+    for (std::string text :
+         {" ", "  ", "     ", " leading", "trailing ", "  both  ", "multiple   spaces  here", "\n",
+          "\n\n", "line one\nline two\n", " \n \n", "\t tab", "a", "ab a\r\n", "x  \n  y"}) {
       std::vector<int32_t> ids = t->encode(text, true);
       EXPECT_EQ(t->decode(ids), text) << "\"" << text << "\"";
       EXPECT_EQ(t->decode(t->encode(text, false)), text) << "\"" << text << "\"";
@@ -288,7 +288,8 @@ std::string stream_decode(const Tokenizer& t, const std::vector<int32_t>& ids,
 
 TEST(StreamDecoder, SplitUtf8ThroughByteTokens) {
   const Tokenizer& t = tok512();
-  const std::string text = "Hi \xF0\x9F\x98\x80 \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E caf\xC3\xA9 \xE2\x9C\x85!";
+  const std::string text =
+      "Hi \xF0\x9F\x98\x80 \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E caf\xC3\xA9 \xE2\x9C\x85!";
   std::vector<int32_t> ids = t.encode(text, true);
   // The emoji is not in the 512-token vocabulary: it falls back to 4 byte tokens.
   int byte_tokens = 0;
@@ -304,8 +305,9 @@ TEST(StreamDecoder, SplitUtf8ThroughByteTokens) {
 }
 
 TEST(StreamDecoder, MatchesDecodeOnRealText) {
-  const std::string text = read_text(shared_path("data/tinystories_valid_prefix.txt")).substr(0, 20000) +
-                           " \xE4\xBD\xA0\xE5\xA5\xBD\xEF\xBC\x81 \xF0\x9F\xA6\x99\xF0\x9F\xA6\x99.";
+  const std::string text =
+      read_text(shared_path("data/tinystories_valid_prefix.txt")).substr(0, 20000) +
+      " \xE4\xBD\xA0\xE5\xA5\xBD\xEF\xBC\x81 \xF0\x9F\xA6\x99\xF0\x9F\xA6\x99.";
   for (const Tokenizer* t : {&tok512(), &llama_bin()}) {
     std::vector<int32_t> ids = t->encode(text, true);
     EXPECT_EQ(stream_decode(*t, ids), text);
@@ -321,7 +323,7 @@ TEST(StreamDecoder, InvalidBytesAreNotHeldForever) {
   EXPECT_EQ(decoder.push(byte(0x82)), "");
   // 'A' cannot continue the sequence: everything comes out.
   std::string out = decoder.push(t.encode("A", false).back());
-  EXPECT_EQ(out, "\xE2\x82" "A");
+  EXPECT_EQ(out, std::string("\xE2\x82") + 'A');
   EXPECT_EQ(decoder.push(byte(0x80)), "\x80");  // stray continuation byte
   EXPECT_EQ(decoder.push(byte(0xF0)), "");
   EXPECT_EQ(decoder.flush(), "\xF0");
@@ -339,9 +341,9 @@ TEST(StreamDecoder, LeadingSpaceAfterBos) {
   generated.set_after_bos(false);
   EXPECT_EQ(generated.push(3186), " world");
   // Only a BOS at the very start is skipped, exactly as decode() does (found by the fuzzer).
-  for (std::vector<int32_t> seq : {std::vector<int32_t>{15043, 1, 3186},
-                                   std::vector<int32_t>{1, 1, 15043}, std::vector<int32_t>{2, 15043},
-                                   std::vector<int32_t>{1, 2, 15043, 1, 3186}}) {
+  for (std::vector<int32_t> seq :
+       {std::vector<int32_t>{15043, 1, 3186}, std::vector<int32_t>{1, 1, 15043},
+        std::vector<int32_t>{2, 15043}, std::vector<int32_t>{1, 2, 15043, 1, 3186}}) {
     EXPECT_EQ(stream_decode(t, seq), t.decode(seq));
   }
   EXPECT_EQ(t.decode({1, 1, 15043}), " Hello");
@@ -406,16 +408,17 @@ TEST(Tokenizer, UnknownWithoutByteTokens) {
   Vocab v = make_vocab({{"\xE2\x96\x81", -1}, {"x", -1}}, false);
   Tokenizer t(std::move(v));
   // "x?" -> ▁ x <unk>: '?' has no piece and there are no byte tokens.
-  EXPECT_EQ(t.encode("x?", false), (std::vector<int32_t>{id_of(t, "\xE2\x96\x81"), id_of(t, "x"), 0}));
+  EXPECT_EQ(t.encode("x?", false),
+            (std::vector<int32_t>{id_of(t, "\xE2\x96\x81"), id_of(t, "x"), 0}));
   // A multi-byte character becomes one UNK per byte, as llama.cpp does.
   EXPECT_EQ(t.encode("\xC3\xA9", false).size(), 3u);
 }
 
 TEST(Tokenizer, InvalidUtf8NeverCrashesAndRoundTrips) {
   const Tokenizer& t = tok512();
-  for (std::string text : {std::string("\xFF\xFE\xFD"), std::string("\xC3"), std::string("a\xE2\x82"),
-                           std::string("\x80\x80 x"), std::string("\xF0\x9F\x98"),
-                           std::string("nul\0inside", 10)}) {
+  for (std::string text :
+       {std::string("\xFF\xFE\xFD"), std::string("\xC3"), std::string("a\xE2\x82"),
+        std::string("\x80\x80 x"), std::string("\xF0\x9F\x98"), std::string("nul\0inside", 10)}) {
     std::vector<int32_t> ids = t.encode(text, true);
     EXPECT_EQ(t.decode(ids), text);
   }
@@ -423,7 +426,8 @@ TEST(Tokenizer, InvalidUtf8NeverCrashesAndRoundTrips) {
 
 TEST(Tokenizer, UserDefinedTokensAreSplitOut) {
   Vocab v = make_vocab(
-      {{"\xE2\x96\x81", -1}, {"h", -2}, {"i", -3}, {"\xE2\x96\x81h", -1}, {"\xE2\x96\x81hi", -1}}, true);
+      {{"\xE2\x96\x81", -1}, {"h", -2}, {"i", -3}, {"\xE2\x96\x81h", -1}, {"\xE2\x96\x81hi", -1}},
+      true);
   v.pieces.push_back("<|sep|>");
   v.scores.push_back(0);
   v.types.push_back(TokenType::UserDefined);
@@ -523,8 +527,14 @@ TEST(Vocab, Llama2cBadLengthsAndSizes) {
 GgufWriter good_gguf_vocab() {
   GgufWriter w;
   std::vector<GgufValue> tokens, scores, types;
-  const std::vector<std::pair<std::string, int>> pieces = {
-      {"<unk>", 2}, {"<s>", 3}, {"</s>", 3}, {"\xE2\x96\x81", 1}, {"a", 1}, {"\xE2\x96\x81" "a", 1}};
+  const std::vector<std::pair<std::string, int>> pieces = {{"<unk>", 2},
+                                                           {"<s>", 3},
+                                                           {"</s>", 3},
+                                                           {"\xE2\x96\x81", 1},
+                                                           {"a", 1},
+                                                           {"\xE2\x96\x81"
+                                                            "a",
+                                                            1}};
   for (size_t i = 0; i < pieces.size(); ++i) {
     tokens.push_back(GgufValue::str(pieces[i].first));
     scores.push_back(GgufValue::f32(-static_cast<float>(i)));

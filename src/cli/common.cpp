@@ -1,5 +1,7 @@
 #include "cli/common.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -42,6 +44,13 @@ std::string read_prompt(const std::string& text, const std::string& file) {
 }
 
 void draw_progress(const char* label, int done, int total) {
+  // On a terminal the bar is redrawn in place; into a file or pipe, a line per 10%.
+  static const bool tty = isatty(fileno(stderr)) != 0;
+  if (!tty) {
+    if (total > 0 && done * 10 / total != (done - 1) * 10 / total)
+      std::fprintf(stderr, "%s %d/%d\n", label, done, total);
+    return;
+  }
   constexpr int kWidth = 30;
   int filled = total > 0 ? done * kWidth / total : kWidth;
   std::string bar(static_cast<size_t>(filled), '=');

@@ -186,7 +186,9 @@ GgufValue read_value(Reader& r, GgufType type, const std::string& key, int depth
     case GgufType::BOOL: {
       const size_t at = r.pos();
       const uint64_t b = r.read_le(1, "a bool value");
-      if (b > 1) r.fail_at(at, "metadata key \"{}\": bool value {} is not 0 or 1", printable(key), b);
+      if (b > 1) {
+        r.fail_at(at, "metadata key \"{}\": bool value {} is not 0 or 1", printable(key), b);
+      }
       v.value = b == 1;
       break;
     }
@@ -273,7 +275,9 @@ std::string GgufValue::to_display_string(size_t max_array_items) const {
       [&](const auto& v) -> std::string {
         using T = std::decay_t<decltype(v)>;
         if constexpr (std::is_same_v<T, std::string>) {
-          std::string out = "\"" + printable(v, kMaxDisplayedStringChars) + "\"";
+          std::string out = "\"";
+          out += printable(v, kMaxDisplayedStringChars);
+          out += '"';
           if (v.size() > kMaxDisplayedStringChars) out += fmt::format(" ({} bytes)", v.size());
           return out;
         } else if constexpr (std::is_same_v<T, std::vector<GgufValue>>) {
@@ -366,12 +370,12 @@ GgufFile GgufFile::parse(std::shared_ptr<MappedFile> file) {
       r.fail_at(alignment_at, "{} must be an integer, found {}", kAlignmentKey,
                 type_name(a->type));
     }
-    const bool negative = std::holds_alternative<int64_t>(a->value) && std::get<int64_t>(a->value) < 0;
-    const uint64_t alignment =
-        negative ? 0 : std::holds_alternative<uint64_t>(a->value)
-                           ? std::get<uint64_t>(a->value)
-                           : static_cast<uint64_t>(std::get<int64_t>(a->value));
-    if (negative || alignment == 0 || !std::has_single_bit(alignment) || alignment > kMaxAlignment) {
+    uint64_t alignment = 0;  // stays 0, and is refused, when negative
+    if (const auto* u = std::get_if<uint64_t>(&a->value)) alignment = *u;
+    if (const auto* i = std::get_if<int64_t>(&a->value); i && *i > 0) {
+      alignment = static_cast<uint64_t>(*i);
+    }
+    if (!std::has_single_bit(alignment) || alignment > kMaxAlignment) {
       r.fail_at(alignment_at, "{} {} is not a power of two between 1 and {}", kAlignmentKey,
                 a->to_display_string(), kMaxAlignment);
     }
@@ -631,7 +635,8 @@ std::vector<uint8_t> GgufWriter::serialize() const {
   const bool add_alignment_key = alignment_ != kDefaultAlignment && !has_alignment_key;
   if (has_alignment_key) {
     for (const auto& [k, v] : metadata_) {
-      if (k == kAlignmentKey && (!v.is_integer() || v.as_int(k) != static_cast<int64_t>(alignment_))) {
+      if (k != kAlignmentKey) continue;
+      if (!v.is_integer() || v.as_int(k) != static_cast<int64_t>(alignment_)) {
         fail("gguf writer: {} = {} disagrees with the writer's alignment {}", k,
              v.to_display_string(), alignment_);
       }

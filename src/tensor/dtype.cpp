@@ -329,7 +329,9 @@ void quantize_q8_0(const float* x, uint8_t* b) {
   const float d = amax / ((1 << 7) - 1);
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   store_u16(b, fp32_to_fp16(d));
-  for (int j = 0; j < kQK; ++j) b[2 + j] = static_cast<uint8_t>(truncate_to_int8(std::round(x[j] * id)));
+  for (int j = 0; j < kQK; ++j) {
+    b[2 + j] = static_cast<uint8_t>(truncate_to_int8(std::round(x[j] * id)));
+  }
 }
 
 // ---- K-quant quantizers (ggml's quantize_row_q4_K_ref / quantize_row_q6_K_ref) -------------
@@ -468,8 +470,9 @@ void quantize_q4_k(const float* x, uint8_t* b) {
   const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
   const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
   for (int j = 0; j < 8; ++j) {
-    const uint8_t ls = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_scale * scales[j])));
-    const uint8_t lm = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_min * mins[j])));
+    // As ggml: the int result is narrowed to uint8_t first, then capped at 63.
+    const auto ls = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_scale * scales[j])));
+    const auto lm = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_min * mins[j])));
     if (j < 4) {
       sc[j] = ls;
       sc[j + 4] = lm;
@@ -623,7 +626,8 @@ float fp16_to_fp32(uint16_t h) {
     mantissa <<= 1;
     ++shift;
   }
-  return bits_float(sign | (static_cast<uint32_t>(113 - shift) << 23) | ((mantissa & 0x3FFu) << 13));
+  const auto exponent_bits = static_cast<uint32_t>(113 - shift) << 23;
+  return bits_float(sign | exponent_bits | ((mantissa & 0x3FFu) << 13));
 }
 
 uint16_t fp32_to_fp16(float f) {

@@ -138,7 +138,8 @@ Tokenizer::Tokenizer(Vocab vocab) : vocab_(std::move(vocab)) {
   }
   // llama.cpp splits special text out longest first.
   std::stable_sort(user_defined_.begin(), user_defined_.end(), [&](int32_t a, int32_t b) {
-    return vocab_.pieces[static_cast<size_t>(a)].size() > vocab_.pieces[static_cast<size_t>(b)].size();
+    return vocab_.pieces[static_cast<size_t>(a)].size() >
+           vocab_.pieces[static_cast<size_t>(b)].size();
   });
 }
 
@@ -154,8 +155,8 @@ void Tokenizer::encode_fragment(std::string_view text, std::vector<int32_t>& out
   std::vector<Symbol> symbols;
   symbols.reserve(text.size());
   for (size_t offset = 0; offset < text.size();) {
-    size_t length = std::min(utf8_sequence_length(static_cast<uint8_t>(text[offset])),
-                             text.size() - offset);
+    size_t length =
+        std::min(utf8_sequence_length(static_cast<uint8_t>(text[offset])), text.size() - offset);
     auto index = static_cast<int32_t>(symbols.size());
     offset += length;
     symbols.push_back({index - 1, offset == text.size() ? -1 : index + 1, offset - length, length});

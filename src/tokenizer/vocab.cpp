@@ -59,6 +59,8 @@ const std::vector<GgufValue>* token_array(const GgufFile& gguf, const std::strin
 
 int32_t special_id(const GgufFile& gguf, const std::string& key, int32_t fallback) {
   int64_t id = gguf.get_int(key, fallback);
+  // llama.cpp's converters write "no such token" as uint32 0xFFFFFFFF (that is, -1).
+  if (id == 0xFFFFFFFF) id = -1;
   if (id < std::numeric_limits<int32_t>::min() || id > std::numeric_limits<int32_t>::max()) {
     fail("{}: {} = {} is out of range", gguf.path(), key, id);
   }
@@ -194,8 +196,8 @@ Vocab vocab_from_llama2c_bytes(std::span<const uint8_t> bytes, int32_t vocab_siz
   size_t offset = 4;
   for (int32_t i = 0; i < vocab_size; ++i) {
     if (size - offset < 8) {
-      fail("{}: token {} of {} at offset {}: the file ends ({} bytes)", name, i, vocab_size,
-           offset, size);
+      fail("{}: token {} of {} at offset {}: the file ends ({} bytes)", name, i, vocab_size, offset,
+           size);
     }
     const float score = read_f32(offset);
     const int32_t length = read_i32(offset + 4);
@@ -203,8 +205,8 @@ Vocab vocab_from_llama2c_bytes(std::span<const uint8_t> bytes, int32_t vocab_siz
     if (length < 0) fail("{}: token {} at offset {}: negative length {}", name, i, offset, length);
     offset += 8;
     if (static_cast<size_t>(length) > size - offset) {
-      fail("{}: token {} at offset {}: length {} runs past the end of the file ({} bytes)", name,
-           i, offset - 8, length, size);
+      fail("{}: token {} at offset {}: length {} runs past the end of the file ({} bytes)", name, i,
+           offset - 8, length, size);
     }
     std::string_view text(reinterpret_cast<const char*>(bytes.data() + offset),
                           static_cast<size_t>(length));

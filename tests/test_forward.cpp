@@ -1,0 +1,128 @@
+// The layer-range forward API and the per-layer KV cache, on the real stories260K model.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "base/error.h"
+#include "model/forward.h"
+
+namespace skiff {
+namespace {
+
+const std::string kModel = std::string(SKIFF_SOURCE_DIR) + "/models/stories260K.gguf";
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  float d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
+  return d;
+}
+
+class Forward : public ::testing::Test {
+ protected:
+  void SetUp() override { model = load_model(kModel); }
+  std::unique_ptr<Model> model;
+  std::vector<int32_t> tokens = {1, 403, 407, 261, 378, 271, 300, 42, 99, 7};
+};
+
+TEST_F(Forward, PrefillEqualsSingleSteps) {
+  const int dim = model->config.dim, L = model->config.n_layers;
+  Context batch(*model, 0, 2), steps(*model, 0, 1);
+  std::vector<float> h1(tokens.size() * dim), h2(tokens.size() * dim);
+  embed(*model, tokens, h1.data());
+  forward(batch, h1.data(), static_cast<int64_t>(tokens.size()), 0, L);
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    embed(*model, std::span<const int32_t>(&tokens[t], 1), &h2[t * dim]);
+    forward(steps, &h2[t * dim], 1, 0, L);
+  }
+  EXPECT_LT(max_abs_diff(h1, h2), 1e-5);
+  for (int l = 0; l < L; ++l) EXPECT_EQ(batch.cache().length(l), static_cast<int>(tokens.size()));
+}
+
+TEST_F(Forward, LayerRangesComposeAndLateLayersMayLag) {
+  // forward(0, 2) then forward(2, L) equals forward(0, L): the seam self-speculation uses.
+  const int dim = model->config.dim, L = model->config.n_layers;
+  Context whole(*model), split(*model);
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  std::vector<float> a(T * dim), b(T * dim);
+  embed(*model, tokens, a.data());
+  embed(*model, tokens, b.data());
+  forward(whole, a.data(), T, 0, L);
+  forward(split, b.data(), T, 0, 2);
+  EXPECT_EQ(split.cache().length(1), T);
+  EXPECT_EQ(split.cache().length(2), 0);  // late layers lag behind until they are run
+  forward(split, b.data(), T, 2, L);
+  EXPECT_EQ(max_abs_diff(a, b), 0.0f);
+}
+
+TEST_F(Forward, TruncatingTheCacheRewindsExactly) {
+  const int dim = model->config.dim, L = model->config.n_layers, V = model->config.vocab_size;
+  Context ctx(*model);
+  std::vector<float> first = eval_tokens(ctx, tokens);
+  // Append a wrong continuation, then truncate every layer back and re-evaluate.
+  std::vector<int32_t> junk = {5, 6, 7};
+  eval_tokens(ctx, junk);
+  for (int l = 0; l < L; ++l) ctx.cache().truncate(l, static_cast<int>(tokens.size()) - 1);
+  std::vector<float> again = eval_tokens(ctx, std::span<const int32_t>(&tokens.back(), 1));
+  ASSERT_EQ(first.size(), static_cast<size_t>(V));
+  EXPECT_LT(max_abs_diff(first, again), 1e-5);
+  (void)dim;
+  EXPECT_THROW(ctx.cache().truncate(0, 1000), Error);
+}
+
+TEST_F(Forward, EarlyExitLogitsAreAvailableAfterAnyLayer) {
+  const int dim = model->config.dim, V = model->config.vocab_size, L = model->config.n_layers;
+  for (int exit = 1; exit <= L; ++exit) {
+    Context ctx(*model);
+    std::vector<float> h(tokens.size() * dim), logits(tokens.size() * V);
+    embed(*model, tokens, h.data());
+    forward(ctx, h.data(), static_cast<int64_t>(tokens.size()), 0, exit);
+    compute_logits(ctx, h.data(), static_cast<int64_t>(tokens.size()), logits.data());
+    for (float v : logits) ASSERT_TRUE(std::isfinite(v));
+    EXPECT_EQ(ctx.cache().length(exit - 1), static_cast<int>(tokens.size()));
+    if (exit < L) {
+      EXPECT_EQ(ctx.cache().length(exit), 0);
+    }
+  }
+}
+
+TEST_F(Forward, PassingTheContextLengthIsAnErrorNotACrash) {
+  Context ctx(*model, 8);
+  std::vector<float> h(16 * model->config.dim);
+  std::vector<int32_t> many(9, 5);
+  embed(*model, many, h.data());
+  EXPECT_THROW(forward(ctx, h.data(), 9, 0, model->config.n_layers), Error);
+  EXPECT_EQ(ctx.cache().length(0), 0);  // nothing written
+  EXPECT_THROW(forward(ctx, h.data(), 1, 0, model->config.n_layers + 1), Error);
+  EXPECT_THROW(Context(*model, model->config.context_length + 1), Error);
+  std::vector<int32_t> bad = {model->config.vocab_size};
+  EXPECT_THROW(embed(*model, bad, h.data()), Error);
+}
+
+TEST(ModelLoad, Llama2cAndGgufGiveTheSameLogits) {
+  auto gguf = load_model(kModel);
+  auto l2c = load_model(std::string(SKIFF_SHARED_DIR) + "/models/stories260K.bin",
+                        std::string(SKIFF_SHARED_DIR) + "/models/tok512.bin");
+  auto v1 = load_model(std::string(SKIFF_SHARED_DIR) + "/models/stories260K_v1export.bin",
+                       std::string(SKIFF_SHARED_DIR) + "/models/tok512.bin");
+  std::vector<int32_t> tokens = {1, 403, 407, 261};
+  Context a(*gguf), b(*l2c), c(*v1);
+  auto la = eval_tokens(a, tokens), lb = eval_tokens(b, tokens), lc = eval_tokens(c, tokens);
+  EXPECT_EQ(la, lb);
+  EXPECT_EQ(la, lc);
+  EXPECT_EQ(l2c->config.n_kv_heads, 4);
+  EXPECT_TRUE(l2c->tied_output);
+}
+
+TEST(ModelLoad, MissingTokenizerAndBadFilesAreErrors) {
+  EXPECT_THROW(load_model("/nonexistent/model.gguf"), Error);
+  EXPECT_THROW(load_model(std::string(SKIFF_SHARED_DIR) + "/models/tok512.bin"), Error);
+  try {
+    load_model(std::string(SKIFF_SHARED_DIR) + "/models/ggml-vocab-llama-spm.gguf");
+    FAIL() << "a vocabulary-only GGUF loaded as a model";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("token_embd"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace skiff

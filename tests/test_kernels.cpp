@@ -1,0 +1,135 @@
+// Every kernel against its scalar reference, over odd sizes, on every CPU path this machine
+// has (each forced in turn).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu.h"
+#include "kernels/dot.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+
+namespace skiff {
+namespace {
+
+std::vector<float> random_vector(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+std::vector<CpuPath> available_paths() {
+  std::vector<CpuPath> paths;
+  for (CpuPath p : {CpuPath::Scalar, CpuPath::Avx2, CpuPath::Avx512})
+    if (p <= best_cpu_path()) paths.push_back(p);
+  return paths;
+}
+
+struct RestorePath {
+  CpuPath saved = active_cpu_path();
+  ~RestorePath() { set_cpu_path(saved); }
+};
+
+TEST(Kernels, DotAndAxpyMatchDoubleReferenceOnEveryPath) {
+  RestorePath restore;
+  for (CpuPath path : available_paths()) {
+    set_cpu_path(path);
+    ASSERT_EQ(active_cpu_path(), path);
+    for (int64_t n : {0, 1, 3, 7, 15, 16, 17, 31, 33, 64, 100, 257, 1023}) {
+      auto a = random_vector(static_cast<size_t>(n), 1), b = random_vector(static_cast<size_t>(n), 2);
+      double want = 0;
+      for (int64_t i = 0; i < n; ++i) want += static_cast<double>(a[i]) * b[i];
+      EXPECT_NEAR(dot_f32(a.data(), b.data(), n), want, 1e-5 * (1 + std::sqrt(n)))
+          << cpu_path_name(path) << " n=" << n;
+      std::vector<float> y = b;
+      axpy_f32(0.5f, a.data(), y.data(), n);
+      for (int64_t i = 0; i < n; ++i) ASSERT_FLOAT_EQ(y[i], b[i] + 0.5f * a[i]) << cpu_path_name(path);
+    }
+  }
+}
+
+TEST(Kernels, MatmulF32AndF16MatchReferenceOnEveryPath) {
+  RestorePath restore;
+  ThreadPool pool(2);
+  const int64_t rows = 37, cols = 96, T = 5;
+  auto w = random_vector(rows * cols, 3), x = random_vector(T * cols, 4);
+  std::vector<uint16_t> w16(w.size());
+  for (size_t i = 0; i < w.size(); ++i) w16[i] = fp32_to_fp16(w[i]);
+  for (CpuPath path : available_paths()) {
+    set_cpu_path(path);
+    for (DType type : {DType::F32, DType::F16}) {
+      TensorView view;
+      view.type = type;
+      view.rows = rows;
+      view.cols = cols;
+      view.data = type == DType::F32 ? reinterpret_cast<const uint8_t*>(w.data())
+                                     : reinterpret_cast<const uint8_t*>(w16.data());
+      view.row_stride = row_bytes(type, cols);
+      std::vector<float> y(T * rows);
+      matmul(view, x.data(), T, y.data(), pool);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t r = 0; r < rows; ++r) {
+          double want = 0;
+          for (int64_t c = 0; c < cols; ++c) {
+            float wv = type == DType::F32 ? w[r * cols + c] : fp16_to_fp32(w16[r * cols + c]);
+            want += static_cast<double>(wv) * x[t * cols + c];
+          }
+          ASSERT_NEAR(y[t * rows + r], want, 1e-4) << cpu_path_name(path) << " " << dtype_name(type);
+        }
+    }
+  }
+}
+
+TEST(Kernels, RmsnormSoftmaxSwiglu) {
+  auto x = random_vector(67, 5), w = random_vector(67, 6);
+  std::vector<float> out(67);
+  rmsnorm(out.data(), x.data(), w.data(), 67, 1e-5f);
+  double ss = 0;
+  for (float v : x) ss += double(v) * v;
+  double scale = 1.0 / std::sqrt(ss / 67 + 1e-5);
+  for (int i = 0; i < 67; ++i) EXPECT_NEAR(out[i], x[i] * scale * w[i], 1e-5);
+
+  std::vector<float> s = {1.0f, 2.0f, 3.0f, -1000.0f};
+  softmax(s.data(), 4);
+  double z = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
+  EXPECT_NEAR(s[0], std::exp(1.0) / z, 1e-6);
+  EXPECT_NEAR(s[2], std::exp(3.0) / z, 1e-6);
+  EXPECT_EQ(s[3], 0.0f);
+
+  std::vector<float> g = {-2.0f, 0.0f, 3.0f}, u = {1.0f, 5.0f, 2.0f};
+  swiglu(g.data(), u.data(), 3);
+  EXPECT_NEAR(g[0], -2.0 / (1 + std::exp(2.0)), 1e-6);
+  EXPECT_EQ(g[1], 0.0f);
+  EXPECT_NEAR(g[2], 3.0 / (1 + std::exp(-3.0)) * 2.0, 1e-5);
+}
+
+TEST(Kernels, RopeRotatesPairsAndLeavesTheRest) {
+  // One head of 8 dims, 6 rotated: pairs (0,1), (2,3), (4,5) turn; 6 and 7 stay.
+  std::vector<float> x = {1, 0, 1, 0, 1, 0, 7, 9};
+  rope(x.data(), 1, 8, 6, 3, 10000.0f);
+  for (int i = 0; i < 6; i += 2) {
+    double angle = 3 * std::pow(10000.0, -double(i) / 6);
+    EXPECT_NEAR(x[i], std::cos(angle), 1e-6);
+    EXPECT_NEAR(x[i + 1], std::sin(angle), 1e-6);
+  }
+  EXPECT_EQ(x[6], 7.0f);
+  EXPECT_EQ(x[7], 9.0f);
+}
+
+TEST(ThreadPool, CoversEveryIndexOnceForAnySize) {
+  ThreadPool pool(3);
+  for (int64_t n : {1, 2, 3, 4, 10, 1001}) {
+    std::vector<int> hits(static_cast<size_t>(n), 0);
+    pool.parallel_for(n, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+    });
+    for (int h : hits) ASSERT_EQ(h, 1);
+  }
+}
+
+}  // namespace
+}  // namespace skiff
