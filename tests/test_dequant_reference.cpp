@@ -75,9 +75,9 @@ TEST_F(DequantReference, EveryReadableTypeMatchesNumpyBitForBit) {
         const float g = got[static_cast<size_t>(i)], w = want[static_cast<size_t>(i)];
         if (std::isnan(g) && std::isnan(w)) continue;  // NaN payloads are not the point
         if (bits_of(g) != bits_of(w) && ++mismatches <= 5) {
-          ADD_FAILURE() << name << " row " << r << " element " << i << ": got " << g
-                        << " (0x" << std::hex << bits_of(g) << "), NumPy says " << w << " (0x"
-                        << bits_of(w) << std::dec << ")";
+          ADD_FAILURE() << name << " row " << r << " element " << i << ": got " << g << " (0x"
+                        << std::hex << bits_of(g) << "), NumPy says " << w << " (0x" << bits_of(w)
+                        << std::dec << ")";
         }
       }
     }

@@ -47,13 +47,13 @@ TEST(DTypeTraits, NamesSizesAndIdsMatchGgml) {
     bool can_dequantize;
   };
   const Expected table[] = {
-      {DType::F32, "f32", 1, 4, true},        {DType::F16, "f16", 1, 2, true},
-      {DType::Q4_0, "q4_0", 32, 18, true},    {DType::Q4_1, "q4_1", 32, 20, true},
-      {DType::Q5_0, "q5_0", 32, 22, true},    {DType::Q5_1, "q5_1", 32, 24, true},
-      {DType::Q8_0, "q8_0", 32, 34, true},    {DType::Q8_1, "q8_1", 32, 36, false},
-      {DType::Q2_K, "q2_K", 256, 84, false},  {DType::Q3_K, "q3_K", 256, 110, false},
-      {DType::Q4_K, "q4_K", 256, 144, true},  {DType::Q5_K, "q5_K", 256, 176, true},
-      {DType::Q6_K, "q6_K", 256, 210, true},  {DType::Q8_K, "q8_K", 256, 292, false},
+      {DType::F32, "f32", 1, 4, true},       {DType::F16, "f16", 1, 2, true},
+      {DType::Q4_0, "q4_0", 32, 18, true},   {DType::Q4_1, "q4_1", 32, 20, true},
+      {DType::Q5_0, "q5_0", 32, 22, true},   {DType::Q5_1, "q5_1", 32, 24, true},
+      {DType::Q8_0, "q8_0", 32, 34, true},   {DType::Q8_1, "q8_1", 32, 36, false},
+      {DType::Q2_K, "q2_K", 256, 84, false}, {DType::Q3_K, "q3_K", 256, 110, false},
+      {DType::Q4_K, "q4_K", 256, 144, true}, {DType::Q5_K, "q5_K", 256, 176, true},
+      {DType::Q6_K, "q6_K", 256, 210, true}, {DType::Q8_K, "q8_K", 256, 292, false},
       {DType::BF16, "bf16", 1, 2, true},
   };
   for (const Expected& e : table) {
@@ -104,12 +104,16 @@ TEST(DTypeTraits, RowBytes) {
 
 TEST(Fp16, KnownValues) {
   const std::pair<float, uint16_t> cases[] = {
-      {0.0f, 0x0000},       {-0.0f, 0x8000},     {1.0f, 0x3C00},
-      {-2.0f, 0xC000},      {0.5f, 0x3800},      {65504.0f, 0x7BFF},
-      {0.333251953125f, 0x3555},  // 1/3 as a half
-      {std::ldexp(1.0f, -14), 0x0400},            // smallest normal
-      {std::ldexp(1.0f, -24), 0x0001},            // smallest subnormal
-      {std::ldexp(1023.0f, -24), 0x03FF},         // largest subnormal
+      {0.0f, 0x0000},
+      {-0.0f, 0x8000},
+      {1.0f, 0x3C00},
+      {-2.0f, 0xC000},
+      {0.5f, 0x3800},
+      {65504.0f, 0x7BFF},
+      {0.333251953125f, 0x3555},           // 1/3 as a half
+      {std::ldexp(1.0f, -14), 0x0400},     // smallest normal
+      {std::ldexp(1.0f, -24), 0x0001},     // smallest subnormal
+      {std::ldexp(1023.0f, -24), 0x03FF},  // largest subnormal
   };
   for (const auto& [f, h] : cases) {
     EXPECT_EQ(fp32_to_fp16(f), h) << f;
@@ -123,7 +127,7 @@ TEST(Fp16, KnownValues) {
 
 TEST(Fp16, RoundsToNearestEven) {
   // Halves near 1 are 2^-10 apart.
-  EXPECT_EQ(fp32_to_fp16(1.0f + std::ldexp(1.0f, -11)), 0x3C00);  // tie -> even (down)
+  EXPECT_EQ(fp32_to_fp16(1.0f + std::ldexp(1.0f, -11)), 0x3C00);      // tie -> even (down)
   EXPECT_EQ(fp32_to_fp16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);  // tie -> even (up)
   EXPECT_EQ(fp32_to_fp16(1.0f + std::ldexp(1.0f, -11) + std::ldexp(1.0f, -20)), 0x3C01);
   EXPECT_EQ(fp32_to_fp16(65519.0f), 0x7BFF);
@@ -264,12 +268,23 @@ TEST(Quantize, BlockErrorBounds) {
         float bound = 0;
         switch (type) {
           // Symmetric types map the signed extreme exactly; the other side may clamp one step.
-          case DType::Q4_0: bound = amax / 8 * 1.01f; break;
-          case DType::Q5_0: bound = amax / 16 * 1.01f; break;
-          case DType::Q8_0: bound = amax / 127 * 0.51f + amax * 2e-3f; break;
-          case DType::Q4_1: bound = (max - min) / 15 * 0.51f + amax * 4e-3f; break;
-          case DType::Q5_1: bound = (max - min) / 31 * 0.51f + amax * 4e-3f; break;
-          default: break;
+          case DType::Q4_0:
+            bound = amax / 8 * 1.01f;
+            break;
+          case DType::Q5_0:
+            bound = amax / 16 * 1.01f;
+            break;
+          case DType::Q8_0:
+            bound = amax / 127 * 0.51f + amax * 2e-3f;
+            break;
+          case DType::Q4_1:
+            bound = (max - min) / 15 * 0.51f + amax * 4e-3f;
+            break;
+          case DType::Q5_1:
+            bound = (max - min) / 31 * 0.51f + amax * 4e-3f;
+            break;
+          default:
+            break;
         }
         for (int j = 0; j < 32; ++j) {
           ASSERT_LE(std::fabs(y[b * 32 + j] - x[b * 32 + j]), bound)
@@ -341,8 +356,8 @@ TEST(Quantize, Q8_0MatchesHandComputedBlock) {
 
 TEST(Quantize, ZerosStayZero) {
   const std::vector<float> x(512, 0.0f);
-  for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
-                     DType::Q4_K, DType::Q6_K, DType::F16, DType::BF16}) {
+  for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4_K,
+                     DType::Q6_K, DType::F16, DType::BF16}) {
     for (float v : round_trip(type, x)) ASSERT_EQ(v, 0.0f) << dtype_name(type);
   }
 }
@@ -360,13 +375,20 @@ TEST(Quantize, HostileInputsDoNotCrash) {
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> x(512);
   for (size_t i = 0; i < x.size(); ++i) {
-    const float specials[] = {std::numeric_limits<float>::quiet_NaN(), inf, -inf, 3e38f, -3e38f,
-                              1e-40f, 1e-38f, 0.0f, 1.0f};
+    const float specials[] = {std::numeric_limits<float>::quiet_NaN(),
+                              inf,
+                              -inf,
+                              3e38f,
+                              -3e38f,
+                              1e-40f,
+                              1e-38f,
+                              0.0f,
+                              1.0f};
     x[i] = specials[i % 9];
   }
   std::vector<float> tiny(512, 1e-38f);  // scale underflows to a subnormal, 1/d overflows
-  for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0,
-                     DType::Q4_K, DType::Q6_K, DType::F16, DType::BF16}) {
+  for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4_K,
+                     DType::Q6_K, DType::F16, DType::BF16}) {
     std::vector<uint8_t> q(row_bytes(type, 512));
     std::vector<float> y(512);
     EXPECT_TRUE(quantize_row(type, x.data(), q.data(), 512));

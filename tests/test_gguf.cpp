@@ -41,13 +41,13 @@ std::string parse_error(const std::vector<uint8_t>& bytes) {
   return "";
 }
 
-#define EXPECT_PARSE_ERROR(bytes, fragment)                                              \
-  do {                                                                                   \
-    const std::string message = parse_error(bytes);                                      \
-    EXPECT_NE(message.find(fragment), std::string::npos)                                 \
-        << "message: \"" << message << "\" lacks \"" << (fragment) << "\"";              \
-    EXPECT_NE(message.find("bad.gguf: byte "), std::string::npos) << message;            \
-    EXPECT_EQ(message.find('\n'), std::string::npos) << message;                         \
+#define EXPECT_PARSE_ERROR(bytes, fragment)                                   \
+  do {                                                                        \
+    const std::string message = parse_error(bytes);                           \
+    EXPECT_NE(message.find(fragment), std::string::npos)                      \
+        << "message: \"" << message << "\" lacks \"" << (fragment) << "\"";   \
+    EXPECT_NE(message.find("bad.gguf: byte "), std::string::npos) << message; \
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;              \
   } while (0)
 
 bool same_value(const GgufValue& a, const GgufValue& b) {
@@ -106,7 +106,7 @@ std::vector<std::pair<std::string, GgufValue>> every_value_type() {
       {"t.i64", V{GgufType::INT64, std::numeric_limits<int64_t>::min()}},
       {"t.f64", V{GgufType::FLOAT64, 3.141592653589793}},
       {"t.array.u8", V::array(GgufType::UINT8, {V{GgufType::UINT8, uint64_t{1}},
-                                                 V{GgufType::UINT8, uint64_t{255}}})},
+                                                V{GgufType::UINT8, uint64_t{255}}})},
       {"t.array.str", V::array(GgufType::STRING, {V::str("<unk>"), V::str(""), V::str("▁the")})},
       {"t.array.f32", V::array(GgufType::FLOAT32, {V::f32(0.5f), V::f32(-1e30f)})},
       {"t.array.bool", V::array(GgufType::BOOL, {V::boolean(true), V::boolean(false)})},
@@ -216,10 +216,10 @@ struct TensorCase {
 void check_tensor_round_trip(uint64_t alignment) {
   SCOPED_TRACE("alignment " + std::to_string(alignment));
   const std::vector<TensorCase> cases = {
-      {"f32.vec", DType::F32, {7}},  {"f16.mat", DType::F16, {6, 5}},
-      {"bf16", DType::BF16, {3, 2, 2}}, {"q4_0", DType::Q4_0, {64, 3}},
+      {"f32.vec", DType::F32, {7}},         {"f16.mat", DType::F16, {6, 5}},
+      {"bf16", DType::BF16, {3, 2, 2}},     {"q4_0", DType::Q4_0, {64, 3}},
       {"q8_0", DType::Q8_0, {32, 2, 1, 2}}, {"q4_K", DType::Q4_K, {256, 2}},
-      {"q6_K", DType::Q6_K, {512}},  {"q5_1", DType::Q5_1, {96}},
+      {"q6_K", DType::Q6_K, {512}},         {"q5_1", DType::Q5_1, {96}},
   };
   GgufWriter writer(alignment);
   writer.set("general.architecture", GgufValue::str("llama"));
@@ -269,7 +269,8 @@ TEST(GgufRoundTrip, WriteToDiskAndOpen) {
   writer.set("general.name", GgufValue::str("disk"));
   writer.add_tensor("w", DType::F32, {4}, f32_bytes({1, 2, 3, 4}));
   const std::string path = (std::filesystem::temp_directory_path() /
-                            ("skiff_gguf_test_" + std::to_string(getpid()) + ".gguf")).string();
+                            ("skiff_gguf_test_" + std::to_string(getpid()) + ".gguf"))
+                               .string();
   writer.write(path);
   {
     const GgufFile g = GgufFile::open(path);
@@ -287,9 +288,9 @@ TEST(GgufWriter, RefusesBadInput) {
   {
     GgufWriter w;
     w.add_tensor("a", DType::F32, {4}, data);
-    EXPECT_THROW(w.add_tensor("a", DType::F32, {4}, data), Error);   // duplicate name
-    EXPECT_THROW(w.add_tensor("b", DType::F32, {5}, data), Error);   // size mismatch
-    EXPECT_THROW(w.add_tensor("c", DType::F32, {}, data), Error);    // no dims
+    EXPECT_THROW(w.add_tensor("a", DType::F32, {4}, data), Error);  // duplicate name
+    EXPECT_THROW(w.add_tensor("b", DType::F32, {5}, data), Error);  // size mismatch
+    EXPECT_THROW(w.add_tensor("c", DType::F32, {}, data), Error);   // no dims
     EXPECT_THROW(w.add_tensor("d", DType::F32, {4, 0}, data), Error);
     EXPECT_THROW(w.add_tensor("e", DType::F32, {1, 1, 1, 1, 4}, data), Error);
     EXPECT_THROW(w.add_tensor("f", DType::Q4_0, {16}, data), Error);  // not whole blocks
@@ -383,8 +384,8 @@ std::vector<uint8_t> small_valid_file() {
   GgufWriter writer;
   for (const auto& [k, v] : every_value_type()) writer.set(k, v);
   writer.add_tensor("q8", DType::Q8_0, {64}, quantized(DType::Q8_0, 64, 1, 1.0f));
-  writer.add_tensor("last", DType::F32, {8, 2}, f32_bytes({1, 2, 3, 4, 5, 6, 7, 8,
-                                                           9, 10, 11, 12, 13, 14, 15, 16}));
+  writer.add_tensor("last", DType::F32, {8, 2},
+                    f32_bytes({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}));
   return writer.serialize();
 }
 
@@ -538,8 +539,7 @@ TEST(GgufCorrupt, TensorTypesAndDims) {
       RawGguf().header(2, 0).tensor("w", {8}, 0, 0).tensor("w", {8}, 0, 32).data(64).bytes,
       "duplicate tensor name \"w\"");
   // Names with control characters are escaped: the message stays on one line.
-  EXPECT_PARSE_ERROR(RawGguf().header(1, 0).tensor("a\nb", {8}, 99, 0).data(32).bytes,
-                     "a\\nb");
+  EXPECT_PARSE_ERROR(RawGguf().header(1, 0).tensor("a\nb", {8}, 99, 0).data(32).bytes, "a\\nb");
 }
 
 TEST(GgufCorrupt, TensorOffsets) {
@@ -572,7 +572,8 @@ TEST(GgufCorrupt, Alignment) {
 
 TEST(GgufCorrupt, EmptyFileOnDisk) {
   const std::string path = (std::filesystem::temp_directory_path() /
-                            ("skiff_empty_" + std::to_string(getpid()) + ".gguf")).string();
+                            ("skiff_empty_" + std::to_string(getpid()) + ".gguf"))
+                               .string();
   GgufWriter().write(path);  // a valid file first, then empty it
   std::filesystem::resize_file(path, 0);
   EXPECT_THROW(GgufFile::open(path), Error);

@@ -176,18 +176,19 @@ TEST(SamplerOrder, TopKBeforeTopP) {
   expect_dist(dist_of(p, five_logits()), {3, 1}, {0.4 / 0.7, 0.3 / 0.7});
 }
 
-TEST(SamplerOrder, TemperatureBeforeTopP) {
+TEST(SamplerOrder, TemperatureAfterTopP) {
   SamplerParams p = plain();
-  p.temperature = 0.5f;  // .5614 .3158 ... -> cumulative .877 >= .8 after 2 tokens
-  p.top_p = 0.8f;        // (at temperature 1 it would keep 3)
-  expect_dist(dist_of(p, five_logits()), {3, 1}, {0.16 / 0.25, 0.09 / 0.25});
+  p.temperature = 0.5f;  // top_p sees T = 1: .4 .7 .85 >= .8 -> 3 tokens (at T = .5 it would be 2)
+  p.top_p = 0.8f;        // then T = .5 squares the kept probabilities: .16 .09 .0225
+  expect_dist(dist_of(p, five_logits()), {3, 1, 4}, {0.16 / 0.2725, 0.09 / 0.2725, 0.0225 / 0.2725});
 }
 
-TEST(SamplerOrder, TemperatureBeforeMinP) {
+TEST(SamplerOrder, TemperatureAfterMinP) {
   SamplerParams p = plain();
-  p.temperature = 0.5f;  // p^2 ratios: .09/.16 = .5625, .0225/.16 = .14
-  p.min_p = 0.2f;        // keeps 2 (at temperature 1 it would keep .4 .3 .15 .1)
-  expect_dist(dist_of(p, five_logits()), {3, 1}, {0.16 / 0.25, 0.09 / 0.25});
+  p.temperature = 0.5f;  // min_p sees T = 1: p >= .08 keeps .4 .3 .15 .1 (at T = .5 only 2)
+  p.min_p = 0.2f;        // then squared: .16 .09 .0225 .01
+  expect_dist(dist_of(p, five_logits()), {3, 1, 4, 0},
+              {0.16 / 0.2825, 0.09 / 0.2825, 0.0225 / 0.2825, 0.01 / 0.2825});
 }
 
 TEST(SamplerOrder, TopPThenMinP) {
@@ -448,7 +449,7 @@ TokenDistribution reference_distribution(const SamplerParams& p, std::vector<flo
   std::vector<float> weights;
   double total = 0.0;
   for (int32_t id : order) {
-    weights.push_back(std::exp((logits[id] - max_logit) / p.temperature));
+    weights.push_back(std::exp(logits[id] - max_logit));  // temperature comes last
     total += weights.back();
   }
   // Sorted by prob, ties by id: exp() can give distinct logits equal weights.
@@ -480,6 +481,8 @@ TokenDistribution reference_distribution(const SamplerParams& p, std::vector<flo
   while (min_p_keep < keep && weights[min_p_keep] >= p.min_p) ++min_p_keep;
   keep = std::min(keep, min_p_keep);
   while (keep > 0 && weights[keep - 1] == 0.0f) --keep;
+  for (size_t i = 0; i < keep; ++i) weights[i] = float(std::pow(double(weights[i]), 1.0 / p.temperature));
+  while (keep > 1 && weights[keep - 1] == 0.0f) --keep;
   double kept = 0.0;
   for (size_t i = 0; i < keep; ++i) kept += weights[i];
   TokenDistribution d;

@@ -27,12 +27,25 @@ const char* const kAlignmentKey = "general.alignment";
 // left before anything is allocated for it.
 size_t min_encoded_size(GgufType type) {
   switch (type) {
-    case GgufType::UINT8: case GgufType::INT8: case GgufType::BOOL: return 1;
-    case GgufType::UINT16: case GgufType::INT16: return 2;
-    case GgufType::UINT32: case GgufType::INT32: case GgufType::FLOAT32: return 4;
-    case GgufType::UINT64: case GgufType::INT64: case GgufType::FLOAT64: return 8;
-    case GgufType::STRING: return 8;   // u64 length
-    case GgufType::ARRAY: return 12;   // u32 element type + u64 count
+    case GgufType::UINT8:
+    case GgufType::INT8:
+    case GgufType::BOOL:
+      return 1;
+    case GgufType::UINT16:
+    case GgufType::INT16:
+      return 2;
+    case GgufType::UINT32:
+    case GgufType::INT32:
+    case GgufType::FLOAT32:
+      return 4;
+    case GgufType::UINT64:
+    case GgufType::INT64:
+    case GgufType::FLOAT64:
+      return 8;
+    case GgufType::STRING:
+      return 8;  // u64 length
+    case GgufType::ARRAY:
+      return 12;  // u32 element type + u64 count
   }
   return 1;
 }
@@ -41,19 +54,32 @@ bool is_valid_type(uint32_t type) { return type <= static_cast<uint32_t>(GgufTyp
 
 const char* type_name(GgufType type) {
   switch (type) {
-    case GgufType::UINT8: return "uint8";
-    case GgufType::INT8: return "int8";
-    case GgufType::UINT16: return "uint16";
-    case GgufType::INT16: return "int16";
-    case GgufType::UINT32: return "uint32";
-    case GgufType::INT32: return "int32";
-    case GgufType::FLOAT32: return "float32";
-    case GgufType::BOOL: return "bool";
-    case GgufType::STRING: return "string";
-    case GgufType::ARRAY: return "array";
-    case GgufType::UINT64: return "uint64";
-    case GgufType::INT64: return "int64";
-    case GgufType::FLOAT64: return "float64";
+    case GgufType::UINT8:
+      return "uint8";
+    case GgufType::INT8:
+      return "int8";
+    case GgufType::UINT16:
+      return "uint16";
+    case GgufType::INT16:
+      return "int16";
+    case GgufType::UINT32:
+      return "uint32";
+    case GgufType::INT32:
+      return "int32";
+    case GgufType::FLOAT32:
+      return "float32";
+    case GgufType::BOOL:
+      return "bool";
+    case GgufType::STRING:
+      return "string";
+    case GgufType::ARRAY:
+      return "array";
+    case GgufType::UINT64:
+      return "uint64";
+    case GgufType::INT64:
+      return "int64";
+    case GgufType::FLOAT64:
+      return "float64";
   }
   return "unknown";
 }
@@ -165,10 +191,18 @@ GgufValue read_value(Reader& r, GgufType type, const std::string& key, int depth
   GgufValue v;
   v.type = type;
   switch (type) {
-    case GgufType::UINT8: v.value = r.read_le(1, "a uint8 value"); break;
-    case GgufType::UINT16: v.value = r.read_le(2, "a uint16 value"); break;
-    case GgufType::UINT32: v.value = r.read_le(4, "a uint32 value"); break;
-    case GgufType::UINT64: v.value = r.read_le(8, "a uint64 value"); break;
+    case GgufType::UINT8:
+      v.value = r.read_le(1, "a uint8 value");
+      break;
+    case GgufType::UINT16:
+      v.value = r.read_le(2, "a uint16 value");
+      break;
+    case GgufType::UINT32:
+      v.value = r.read_le(4, "a uint32 value");
+      break;
+    case GgufType::UINT64:
+      v.value = r.read_le(8, "a uint64 value");
+      break;
     case GgufType::INT8:
       v.value = int64_t{static_cast<int8_t>(r.read_le(1, "an int8 value"))};
       break;
@@ -178,11 +212,15 @@ GgufValue read_value(Reader& r, GgufType type, const std::string& key, int depth
     case GgufType::INT32:
       v.value = int64_t{static_cast<int32_t>(r.read_le(4, "an int32 value"))};
       break;
-    case GgufType::INT64: v.value = static_cast<int64_t>(r.read_le(8, "an int64 value")); break;
+    case GgufType::INT64:
+      v.value = static_cast<int64_t>(r.read_le(8, "an int64 value"));
+      break;
     case GgufType::FLOAT32:
       v.value = double{std::bit_cast<float>(static_cast<uint32_t>(r.read_le(4, "a float32")))};
       break;
-    case GgufType::FLOAT64: v.value = std::bit_cast<double>(r.read_le(8, "a float64")); break;
+    case GgufType::FLOAT64:
+      v.value = std::bit_cast<double>(r.read_le(8, "a float64"));
+      break;
     case GgufType::BOOL: {
       const size_t at = r.pos();
       const uint64_t b = r.read_le(1, "a bool value");
@@ -192,7 +230,9 @@ GgufValue read_value(Reader& r, GgufType type, const std::string& key, int depth
       v.value = b == 1;
       break;
     }
-    case GgufType::STRING: v.value = r.string("string value"); break;
+    case GgufType::STRING:
+      v.value = r.string("string value");
+      break;
     case GgufType::ARRAY: {
       if (depth >= kMaxArrayNesting) {
         r.fail_at(r.pos(), "metadata key \"{}\": arrays nested deeper than {}", printable(key),
@@ -367,8 +407,7 @@ GgufFile GgufFile::parse(std::shared_ptr<MappedFile> file) {
   }
   if (const GgufValue* a = g.find(kAlignmentKey)) {
     if (!a->is_integer()) {
-      r.fail_at(alignment_at, "{} must be an integer, found {}", kAlignmentKey,
-                type_name(a->type));
+      r.fail_at(alignment_at, "{} must be an integer, found {}", kAlignmentKey, type_name(a->type));
     }
     uint64_t alignment = 0;  // stays 0, and is refused, when negative
     if (const auto* u = std::get_if<uint64_t>(&a->value)) alignment = *u;
@@ -441,15 +480,18 @@ GgufFile GgufFile::parse(std::shared_ptr<MappedFile> file) {
     GgufTensorInfo& t = g.tensors_[i];
     const std::string name = printable(t.name);
     if (t.offset % g.alignment_ != 0) {
-      r.fail_at(offset_field_pos[i], "tensor \"{}\" data offset {} is not a multiple of the "
-                "alignment {}", name, t.offset, g.alignment_);
+      r.fail_at(offset_field_pos[i],
+                "tensor \"{}\" data offset {} is not a multiple of the "
+                "alignment {}",
+                name, t.offset, g.alignment_);
     }
     uint64_t begin = 0, end = 0;
     if (__builtin_add_overflow(data_start, t.offset, &begin) ||
         __builtin_add_overflow(begin, uint64_t{t.nbytes}, &end) || end > size) {
-      r.fail_at(offset_field_pos[i], "tensor \"{}\" data (offset {}, {} bytes) runs past the end "
-                "of the file ({} bytes, data section at {})", name, t.offset, t.nbytes, size,
-                data_start);
+      r.fail_at(offset_field_pos[i],
+                "tensor \"{}\" data (offset {}, {} bytes) runs past the end "
+                "of the file ({} bytes, data section at {})",
+                name, t.offset, t.nbytes, size, data_start);
     }
     t.data = data + begin;
   }
@@ -513,8 +555,8 @@ class Buffer {
 // signedness, after checking it fits.
 uint64_t checked_integer(const GgufValue& v, int bits, const std::string& key) {
   const bool want_signed = is_signed(v.type);
-  const uint64_t umax = bits == 64 ? std::numeric_limits<uint64_t>::max()
-                                   : (uint64_t{1} << bits) - 1;
+  const uint64_t umax =
+      bits == 64 ? std::numeric_limits<uint64_t>::max() : (uint64_t{1} << bits) - 1;
   const int64_t smax = static_cast<int64_t>(umax >> 1);
   const int64_t smin = -smax - 1;
   if (const auto* u = std::get_if<uint64_t>(&v.value)) {
@@ -524,8 +566,7 @@ uint64_t checked_integer(const GgufValue& v, int bits, const std::string& key) {
     return *u;
   }
   if (const auto* i = std::get_if<int64_t>(&v.value)) {
-    if (want_signed ? (*i < smin || *i > smax)
-                    : (*i < 0 || static_cast<uint64_t>(*i) > umax)) {
+    if (want_signed ? (*i < smin || *i > smax) : (*i < 0 || static_cast<uint64_t>(*i) > umax)) {
       fail("gguf writer: key {}: {} does not fit in {}", key, *i, type_name(v.type));
     }
     return static_cast<uint64_t>(*i) & umax;
@@ -540,14 +581,28 @@ double checked_double(const GgufValue& v, const std::string& key) {
 
 void write_payload(Buffer& out, const GgufValue& v, const std::string& key, int depth) {
   switch (v.type) {
-    case GgufType::UINT8: case GgufType::INT8: out.put_le(checked_integer(v, 8, key), 1); return;
-    case GgufType::UINT16: case GgufType::INT16: out.put_le(checked_integer(v, 16, key), 2); return;
-    case GgufType::UINT32: case GgufType::INT32: out.put_le(checked_integer(v, 32, key), 4); return;
-    case GgufType::UINT64: case GgufType::INT64: out.put_le(checked_integer(v, 64, key), 8); return;
+    case GgufType::UINT8:
+    case GgufType::INT8:
+      out.put_le(checked_integer(v, 8, key), 1);
+      return;
+    case GgufType::UINT16:
+    case GgufType::INT16:
+      out.put_le(checked_integer(v, 16, key), 2);
+      return;
+    case GgufType::UINT32:
+    case GgufType::INT32:
+      out.put_le(checked_integer(v, 32, key), 4);
+      return;
+    case GgufType::UINT64:
+    case GgufType::INT64:
+      out.put_le(checked_integer(v, 64, key), 8);
+      return;
     case GgufType::FLOAT32:
       out.put_le(std::bit_cast<uint32_t>(static_cast<float>(checked_double(v, key))), 4);
       return;
-    case GgufType::FLOAT64: out.put_le(std::bit_cast<uint64_t>(checked_double(v, key)), 8); return;
+    case GgufType::FLOAT64:
+      out.put_le(std::bit_cast<uint64_t>(checked_double(v, key)), 8);
+      return;
     case GgufType::BOOL: {
       const auto* b = std::get_if<bool>(&v.value);
       if (b == nullptr) fail("gguf writer: key {}: bool value holds no bool", key);
@@ -629,9 +684,8 @@ std::vector<uint8_t> GgufWriter::serialize() const {
     fail("gguf writer: alignment {} is not a power of two between 1 and {}", alignment_,
          kMaxAlignment);
   }
-  const bool has_alignment_key =
-      std::any_of(metadata_.begin(), metadata_.end(),
-                  [](const auto& kv) { return kv.first == kAlignmentKey; });
+  const bool has_alignment_key = std::any_of(
+      metadata_.begin(), metadata_.end(), [](const auto& kv) { return kv.first == kAlignmentKey; });
   const bool add_alignment_key = alignment_ != kDefaultAlignment && !has_alignment_key;
   if (has_alignment_key) {
     for (const auto& [k, v] : metadata_) {

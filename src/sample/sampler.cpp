@@ -144,11 +144,13 @@ size_t filter(const SamplerParams& p, std::span<const float> logits,
     sorted = true;
   }
 
-  // Softmax numerator with temperature; the max weight is exactly exp(0) = 1. Tokens whose
-  // weight is 0 (-inf logits, underflow) can never be drawn, so they leave now.
+  // Softmax numerator at temperature 1: as in llama.cpp's default chain, top_p and min_p see
+  // the model's own probabilities and the temperature only shapes the final draw (applied to
+  // the survivors at the end). The max weight is exactly exp(0) = 1. Tokens whose weight is
+  // 0 (-inf logits, underflow) can never be drawn, so they leave now.
   double total = 0.0;
   for (Candidate& c : candidates) {
-    c.value = std::exp((c.value - max_logit) / p.temperature);
+    c.value = std::exp(c.value - max_logit);
     total += c.value;
   }
   std::erase_if(candidates, [](const Candidate& c) { return c.value == 0.0f; });
@@ -209,6 +211,15 @@ size_t filter(const SamplerParams& p, std::span<const float> logits,
     }
   } else if (!sorted) {
     sort_candidates(begin, begin + count, scratch);
+  }
+  // Temperature last: exp((l - max) / T) = weight^(1/T), which keeps the order.
+  if (p.temperature != 1.0f) {
+    const double inv_t = 1.0 / p.temperature;
+    for (size_t i = 0; i < keep; ++i)
+      candidates[i].value = static_cast<float>(std::pow(static_cast<double>(candidates[i].value), inv_t));
+    // A low temperature can underflow the tail to 0; those can never be drawn (sorted, so
+    // they are at the end; the first is exactly 1).
+    while (keep > 1 && candidates[keep - 1].value == 0.0f) --keep;
   }
   return keep;
 }

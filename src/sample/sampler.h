@@ -1,9 +1,9 @@
-// Token sampling: logits -> penalties -> top_k -> softmax(logits / T) -> top_p -> min_p ->
-// renormalize -> draw. Every result is deterministic: candidates are ordered by (value desc,
+// Token sampling, in llama.cpp's default order: logits -> penalties -> top_k -> softmax ->
+// top_p -> min_p -> temperature -> renormalize -> draw. Every result is deterministic: candidates are ordered by (value desc,
 // id asc) everywhere, and the RNG is our own xoshiro256** so a seed gives the same tokens
 // with any compiler or standard library. Also StopStrings, for ending generation on text.
-// Note: top_p and min_p see the temperature-scaled probabilities (as in HF transformers);
-// current llama.cpp applies temperature after them, so at T != 1 the kept sets can differ.
+// top_p and min_p see the model's probabilities at temperature 1; the temperature only
+// reshapes the survivors (HF transformers scales first, so its kept sets can differ at T != 1).
 #pragma once
 
 #include <cstdint>

@@ -294,8 +294,7 @@ void quantize_q5_0(const float* x, uint8_t* b) {
   store_u16(b, fp32_to_fp16(d));
   uint32_t qh = 0;
   for (int j = 0; j < 16; ++j) {
-    const uint8_t q0 =
-        static_cast<uint8_t>(std::min<int>(31, truncate_to_int8(x[j] * id + 16.5f)));
+    const uint8_t q0 = static_cast<uint8_t>(std::min<int>(31, truncate_to_int8(x[j] * id + 16.5f)));
     const uint8_t q1 =
         static_cast<uint8_t>(std::min<int>(31, truncate_to_int8(x[j + 16] * id + 16.5f)));
     b[6 + j] = static_cast<uint8_t>((q0 & 0x0F) | ((q1 & 0x0F) << 4));
@@ -460,8 +459,8 @@ void quantize_q4_k(const float* x, uint8_t* b) {
     for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
     const float av_x = std::sqrt(sum_x2 / 32);
     for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-    scales[j] = make_qkx2_quants(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.f,
-                                 0.1f, 20);
+    scales[j] =
+        make_qkx2_quants(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20);
     max_scale = std::max(max_scale, scales[j]);
     max_min = std::max(max_min, mins[j]);
   }
@@ -552,28 +551,45 @@ using BlockQuantizer = void (*)(const float*, uint8_t*);
 
 BlockDequantizer block_dequantizer(DType type) {
   switch (type) {
-    case DType::Q4_0: return dequantize_q4_0;
-    case DType::Q4_1: return dequantize_q4_1;
-    case DType::Q5_0: return dequantize_q5_0;
-    case DType::Q5_1: return dequantize_q5_1;
-    case DType::Q8_0: return dequantize_q8_0;
-    case DType::Q4_K: return dequantize_q4_k;
-    case DType::Q5_K: return dequantize_q5_k;
-    case DType::Q6_K: return dequantize_q6_k;
-    default: return nullptr;
+    case DType::Q4_0:
+      return dequantize_q4_0;
+    case DType::Q4_1:
+      return dequantize_q4_1;
+    case DType::Q5_0:
+      return dequantize_q5_0;
+    case DType::Q5_1:
+      return dequantize_q5_1;
+    case DType::Q8_0:
+      return dequantize_q8_0;
+    case DType::Q4_K:
+      return dequantize_q4_k;
+    case DType::Q5_K:
+      return dequantize_q5_k;
+    case DType::Q6_K:
+      return dequantize_q6_k;
+    default:
+      return nullptr;
   }
 }
 
 BlockQuantizer block_quantizer(DType type) {
   switch (type) {
-    case DType::Q4_0: return quantize_q4_0;
-    case DType::Q4_1: return quantize_q4_1;
-    case DType::Q5_0: return quantize_q5_0;
-    case DType::Q5_1: return quantize_q5_1;
-    case DType::Q8_0: return quantize_q8_0;
-    case DType::Q4_K: return quantize_q4_k;
-    case DType::Q6_K: return quantize_q6_k;
-    default: return nullptr;
+    case DType::Q4_0:
+      return quantize_q4_0;
+    case DType::Q4_1:
+      return quantize_q4_1;
+    case DType::Q5_0:
+      return quantize_q5_0;
+    case DType::Q5_1:
+      return quantize_q5_1;
+    case DType::Q8_0:
+      return quantize_q8_0;
+    case DType::Q4_K:
+      return quantize_q4_k;
+    case DType::Q6_K:
+      return quantize_q6_k;
+    default:
+      return nullptr;
   }
 }
 
