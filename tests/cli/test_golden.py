@@ -70,6 +70,24 @@ def main() -> int:
             check(f"{source}: {case['prompt']!r}", r.returncode == 0 and got == want,
                   f"rc={r.returncode} stderr={r.stderr.strip()!r}\n  got:  {got!r}\n  want: {want!r}")
 
+    # F16 conversion: loads, and its logits stay within F16 rounding of the F32 ones.
+    converted_f16 = os.path.join(tmp, "stories260K-f16.gguf")
+    r = subprocess.run([args.skiff, "convert", "-m", os.path.join(models, "stories260K.bin"),
+                        "--tokenizer", os.path.join(models, "tok512.bin"), "--type", "f16", "-o", converted_f16],
+                       capture_output=True, text=True)
+    check("convert llama2.c -> gguf f16", r.returncode == 0, r.stderr)
+    import numpy as np
+    ids = "1 403 407 261 378 271 300 42 99 7"
+    dumps = {}
+    for name, path in (("f32", converted), ("f16", converted_f16)):
+        out = os.path.join(tmp, name + ".logits")
+        subprocess.run([args.skiff, "dump-logits", "-m", path, "--tokens", ids, "-o", out], check=True)
+        dumps[name] = np.fromfile(out, dtype=np.float32)
+    diff = float(np.abs(dumps["f32"] - dumps["f16"]).max())
+    check(f"f16 logits within 0.05 of f32 (max diff {diff:.4f})", 0 < diff < 0.05, f"max diff {diff}")
+    size_ratio = os.path.getsize(converted_f16) / os.path.getsize(converted)
+    check(f"f16 file is about half the f32 file ({size_ratio:.2f})", 0.4 < size_ratio < 0.65, str(size_ratio))
+
     # The converted file through an independent reader and forward pass.
     import numpy as np
     import gguf_writer as gw
