@@ -3,6 +3,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "io/gguf.h"
 
 namespace skiff::cli {
 
@@ -19,8 +20,15 @@ void register_tokenize(CLI::App& app) {
   cmd->add_option("-f,--file", flags->prompt_file, "read the text from a file");
   cmd->add_flag("--no-bos", flags->no_bos, "do not add BOS");
   cmd->callback([flags] {
-    std::unique_ptr<Model> model = open_model(flags->model);
-    const Tokenizer& tok = *model->tokenizer;
+    // A GGUF needs only its tokenizer.ggml.* metadata, so vocabulary-only files work too.
+    std::unique_ptr<Model> model;
+    std::unique_ptr<Tokenizer> vocab_only;
+    if (is_gguf_file(flags->model.model)) {
+      vocab_only = std::make_unique<Tokenizer>(vocab_from_gguf(GgufFile::open(flags->model.model)));
+    } else {
+      model = open_model(flags->model);
+    }
+    const Tokenizer& tok = vocab_only ? *vocab_only : *model->tokenizer;
     std::string text = read_prompt(flags->prompt, flags->prompt_file);
     std::vector<int32_t> ids = tok.encode(text, tok.vocab().add_bos && !flags->no_bos);
     std::string line;

@@ -30,6 +30,13 @@ std::unique_ptr<Model> open_model(const ModelFlags& flags) {
   return load_model_gguf(MappedFile::borrow(bytes, "<built-in stories260K>"));
 }
 
+bool is_gguf_file(const std::string& path) {
+  if (path.empty()) return false;
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  return in.read(magic, 4) && std::string(magic, 4) == "GGUF";
+}
+
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot read {}", path);

@@ -20,6 +20,9 @@ struct ModelFlags {
 // Adds -m/--model, --tokenizer and (when with_threads) -t/--threads to `cmd`.
 void add_model_flags(CLI::App* cmd, ModelFlags& flags, bool with_threads = true);
 std::unique_ptr<Model> open_model(const ModelFlags& flags);
+// True when `path` names a file that starts with the GGUF magic ("" is the built-in model:
+// false, it is opened with open_model).
+bool is_gguf_file(const std::string& path);
 
 // The prompt from -p TEXT or -f FILE (exactly one may be given; neither gives "").
 std::string read_prompt(const std::string& text, const std::string& file);
