@@ -1,8 +1,42 @@
 #include "base/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 
 namespace skiff {
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Waits until `value` differs from `old`: spins for up to spin_us, then sleeps on a futex
+// (std::atomic::wait). Returns the new value.
+template <class T>
+T wait_for_change(const std::atomic<T>& value, T old, int spin_us) {
+  T now = value.load(std::memory_order_acquire);
+  if (now != old) return now;
+  if (spin_us > 0) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
+    for (;;) {
+      for (int i = 0; i < 64; ++i) {
+        cpu_relax();
+        now = value.load(std::memory_order_acquire);
+        if (now != old) return now;
+      }
+      if (std::chrono::steady_clock::now() > deadline) break;
+    }
+  }
+  for (;;) {
+    value.wait(old, std::memory_order_acquire);
+    now = value.load(std::memory_order_acquire);
+    if (now != old) return now;
+  }
+}
+
+}  // namespace
 
 int ThreadPool::default_thread_count() {
   unsigned n = std::thread::hardware_concurrency();
@@ -15,34 +49,52 @@ ThreadPool::ThreadPool(int n_threads)
 }
 
 ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-  }
-  start_cv_.notify_all();
+  stopping_.store(true, std::memory_order_release);
+  wake_.fetch_add(1, std::memory_order_acq_rel);
+  wake_.notify_all();
   for (auto& w : workers_) w.join();
 }
 
-void ThreadPool::run_chunk(int index) {
-  int64_t chunk = (n_ + n_threads_ - 1) / n_threads_;
-  int64_t begin = std::min<int64_t>(n_, chunk * index);
-  int64_t end = std::min<int64_t>(n_, begin + chunk);
-  if (begin < end) (*body_)(begin, end, index);
+void ThreadPool::run_chunks(int index) {
+  for (;;) {
+    const uint64_t job = job_.load(std::memory_order_acquire);
+    uint64_t claim = claim_.load(std::memory_order_acquire);
+    if ((job >> 32) != (claim >> 32)) continue;  // the caller is publishing a loop right now
+    const uint32_t total = static_cast<uint32_t>(job);
+    const uint32_t chunk = static_cast<uint32_t>(claim);
+    if (chunk >= total) return;
+    if (!claim_.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel)) continue;
+    const int64_t begin = static_cast<int64_t>(chunk) * grain_;
+    (*body_)(begin, std::min(n_, begin + grain_), index);
+    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == total) done_.notify_one();
+  }
 }
 
 void ThreadPool::worker_loop(int index) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      start_cv_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-      if (stopping_) return;
-      seen = generation_;
-    }
-    run_chunk(index);
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (--pending_ == 0) done_cv_.notify_one();
+    seen = wait_for_change(wake_, seen, spin_us_);
+    if (stopping_.load(std::memory_order_acquire)) return;
+    run_chunks(index);
   }
+}
+
+void ThreadPool::dispatch(int64_t n, int64_t grain, const Body& fn) {
+  grain = std::max<int64_t>(1, grain);
+  const auto total = static_cast<uint32_t>((n + grain - 1) / grain);
+  body_ = &fn;
+  n_ = n;
+  grain_ = grain;
+  done_.store(0, std::memory_order_relaxed);
+  const uint64_t epoch = uint64_t{++epoch_} << 32;
+  job_.store(epoch | total, std::memory_order_release);
+  claim_.store(epoch, std::memory_order_release);
+  wake_.fetch_add(1, std::memory_order_acq_rel);
+  wake_.notify_all();
+  run_chunks(0);
+  uint32_t done = done_.load(std::memory_order_acquire);
+  while (done != total) done = wait_for_change(done_, done, spin_us_);
+  body_ = nullptr;
 }
 
 void ThreadPool::parallel_for(int64_t n, const Body& fn) {
@@ -51,18 +103,17 @@ void ThreadPool::parallel_for(int64_t n, const Body& fn) {
     fn(0, n, 0);
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    body_ = &fn;
-    n_ = n;
-    pending_ = n_threads_ - 1;
-    ++generation_;
+  // One chunk per thread, as a static split would cut them; any thread may take any chunk.
+  dispatch(n, (n + n_threads_ - 1) / n_threads_, fn);
+}
+
+void ThreadPool::parallel_for_dynamic(int64_t n, int64_t grain, const Body& fn) {
+  if (n <= 0) return;
+  if (n_threads_ == 1 || n <= grain) {
+    fn(0, n, 0);
+    return;
   }
-  start_cv_.notify_all();
-  run_chunk(0);
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_cv_.wait(lock, [&] { return pending_ == 0; });
-  body_ = nullptr;
+  dispatch(n, grain, fn);
 }
 
 }  // namespace skiff

@@ -1,12 +1,13 @@
 // A fixed pool of worker threads for data-parallel loops. The calling thread takes part, so
-// a pool of n threads starts n-1 workers. Idle workers sleep on a condition variable (no
-// spinning); a loop is split into one contiguous chunk per thread.
+// a pool of n threads starts n-1 workers. Between loops a worker spins briefly (decode runs
+// hundreds of small loops per token, and a futex wake-up costs more than most of them), then
+// sleeps on a futex, so an idle pool burns no CPU. Results never depend on the thread count:
+// callers compute each output element wholly inside one chunk.
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -27,22 +28,38 @@ class ThreadPool {
   using Body = std::function<void(int64_t begin, int64_t end, int thread)>;
   void parallel_for(int64_t n, const Body& fn);
 
+  // Like parallel_for, but [0, n) is cut into chunks of `grain` that threads take as they
+  // become free: balances uneven work and cores shared with other processes.
+  void parallel_for_dynamic(int64_t n, int64_t grain, const Body& fn);
+
+  // How long an idle worker spins before it sleeps (microseconds; 0 sleeps at once).
+  void set_spin_microseconds(int us) { spin_us_ = us; }
+
   static int default_thread_count();
 
  private:
   void worker_loop(int index);
-  void run_chunk(int index);
+  // Claims and runs chunks of the current loop until none is left.
+  void run_chunks(int index);
+  void dispatch(int64_t n, int64_t grain, const Body& fn);
 
   int n_threads_;
+  int spin_us_ = 200;
   std::vector<std::thread> workers_;
-  std::mutex mutex_;
-  std::condition_variable start_cv_;
-  std::condition_variable done_cv_;
+  // The current loop. Chunks are claimed through claim_, so a worker that wakes late (its
+  // core busy with another process) never holds the caller up: the caller runs the
+  // unclaimed chunks itself and waits only for chunks already started. job_ and claim_ carry
+  // the loop's epoch in their high 32 bits, so a late worker cannot claim a chunk of a loop
+  // that has already finished; body_, n_ and grain_ are only read after a successful claim.
   const Body* body_ = nullptr;
   int64_t n_ = 0;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stopping_ = false;
+  int64_t grain_ = 1;
+  uint32_t epoch_ = 0;
+  alignas(64) std::atomic<uint64_t> job_{0};    // epoch << 32 | number of chunks
+  alignas(64) std::atomic<uint64_t> claim_{0};  // epoch << 32 | next chunk
+  alignas(64) std::atomic<uint32_t> done_{0};   // chunks finished
+  alignas(64) std::atomic<uint32_t> wake_{0};   // bumped for each loop; idle workers wait on it
+  std::atomic<bool> stopping_{false};
 };
 
 }  // namespace skiff

@@ -38,7 +38,7 @@ void register_convert(CLI::App& app) {
   CLI::App* quantize = app.add_subcommand("quantize", "rewrite a model with another weight type: IN OUT TYPE");
   quantize->add_option("input", flags->in, "input model")->required();
   quantize->add_option("output", flags->out, "output GGUF file")->required();
-  quantize->add_option("type", flags->type, "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1")->required();
+  quantize->add_option("type", flags->type, "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q6_K")->required();
   quantize->callback([flags] {
     DType type = parse_type_flag(flags->type);
     std::unique_ptr<Model> model = load_model(flags->in);

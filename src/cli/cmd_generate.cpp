@@ -6,7 +6,11 @@
 #include "base/error.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "decode/early_exit_drafter.h"
 #include "decode/generate.h"
+#include "decode/model_drafter.h"
+#include "decode/ngram_drafter.h"
+#include "decode/speculative.h"
 
 namespace skiff::cli {
 namespace {
@@ -19,10 +23,37 @@ struct GenerateFlags {
   int64_t seed = -1;
   std::vector<std::string> stop;
   SamplerParams sampling;
+  // Early exit and speculative decoding (at most one strategy).
+  int exit_layer = 0;
+  int self_spec = 0;
+  std::string draft_model;
+  int lookup = 0;
+  int draft_max = 4;
+  float draft_p_min = kDefaultDraftPMin;
 };
 
-void run_generate(const GenerateFlags& f) {
+// Which decoding strategy the flags ask for; Error for combinations that make no sense.
+enum class Strategy { Autoregressive, EarlyExit, SelfSpec, DraftModel, Lookup };
+Strategy pick_strategy(const GenerateFlags& f, const CLI::App& cmd) {
+  const bool exit = cmd.count("--exit-layer") > 0, self = cmd.count("--self-spec") > 0,
+             model = cmd.count("--draft-model") > 0, lookup = cmd.count("--lookup") > 0;
+  if (exit + self + model + lookup > 1)
+    fail("--exit-layer, --self-spec, --draft-model and --lookup exclude each other");
+  if (!(self || model || lookup) && (cmd.count("--draft-max") > 0 || cmd.count("--draft-p-min") > 0))
+    fail("--draft-max and --draft-p-min need --self-spec, --draft-model or --lookup");
+  if (exit) return Strategy::EarlyExit;
+  if (self) return Strategy::SelfSpec;
+  if (model) return Strategy::DraftModel;
+  if (lookup) return Strategy::Lookup;
+  return Strategy::Autoregressive;
+}
+
+void run_generate(const GenerateFlags& f, const CLI::App& cmd) {
   f.sampling.validate();
+  const Strategy strategy = pick_strategy(f, cmd);
+  SpecParams spec;
+  spec.draft_max = f.draft_max;
+  if (strategy != Strategy::Autoregressive && strategy != Strategy::EarlyExit) spec.validate();
   std::unique_ptr<Model> model = open_model(f.model);
   std::string text = read_prompt(f.prompt, f.prompt_file);
   const Tokenizer& tok = *model->tokenizer;
@@ -41,20 +72,54 @@ void run_generate(const GenerateFlags& f) {
     std::fwrite(s.data(), 1, s.size(), stdout);
     std::fflush(stdout);
   };
-  GenerateStats stats = generate(ctx, sampler, prompt, f.n_predict, [&](int32_t token) {
+  TokenCallback on_token = [&](int32_t token) {
     StopStrings::Output r = stops.push(decoder.push(token));
     emit(r.text);
     return !r.stopped;
-  });
+  };
+  std::unique_ptr<Model> draft_model;
+  std::unique_ptr<Drafter> drafter;
+  switch (strategy) {
+    case Strategy::Autoregressive: break;
+    case Strategy::EarlyExit: break;
+    case Strategy::SelfSpec:
+      drafter = std::make_unique<EarlyExitDrafter>(ctx, f.self_spec, f.draft_p_min);
+      break;
+    case Strategy::DraftModel:
+      draft_model = load_model(f.draft_model);
+      drafter = std::make_unique<ModelDrafter>(*model, *draft_model, f.context, f.model.threads,
+                                               f.draft_p_min);
+      break;
+    case Strategy::Lookup:
+      drafter = std::make_unique<NgramDrafter>(*model, f.lookup);
+      break;
+  }
+  GenerateStats stats;
+  SpecStats spec_stats;
+  if (drafter) {
+    spec_stats = generate_speculative(ctx, sampler, *drafter, prompt, f.n_predict, spec, on_token);
+    stats = spec_stats.generation;
+  } else if (strategy == Strategy::EarlyExit) {
+    stats = generate_early_exit(ctx, sampler, prompt, f.exit_layer, f.n_predict, on_token);
+  } else {
+    stats = generate(ctx, sampler, prompt, f.n_predict, on_token);
+  }
   if (!stops.stopped()) emit(stops.push(decoder.flush()).text + stops.flush());
   emit("\n");
 
   auto rate = [](int n, double s) { return s > 0 ? n / s : 0.0; };
+  std::string spec_note;
+  if (drafter) {
+    spec_note = fmt::format(" | {}: {} rounds, acceptance {:.1f}% ({}/{}), {:.2f} tokens/round",
+                            drafter->name(), spec_stats.rounds, 100.0 * spec_stats.acceptance_rate(),
+                            spec_stats.accepted, spec_stats.drafted,
+                            spec_stats.rounds > 0 ? double(stats.generated_tokens) / spec_stats.rounds : 0.0);
+  }
   std::fprintf(stderr,
-               "prompt: %d tokens, %.1f tok/s | generated: %d tokens, %.1f tok/s | seed %llu%s\n",
+               "prompt: %d tokens, %.1f tok/s | generated: %d tokens, %.1f tok/s | seed %llu%s%s\n",
                stats.prompt_tokens, rate(stats.prompt_tokens, stats.prompt_seconds),
                stats.generated_tokens, rate(stats.generated_tokens, stats.generate_seconds),
-               static_cast<unsigned long long>(params.seed),
+               static_cast<unsigned long long>(params.seed), spec_note.c_str(),
                stats.hit_context_limit ? " | stopped: context full" : "");
 }
 
@@ -78,7 +143,19 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--frequency-penalty", flags->sampling.frequency_penalty, "frequency penalty (default 0)");
   cmd->add_option("-s,--seed", flags->seed, "random seed; same seed, same text (default: random)");
   cmd->add_option("--stop", flags->stop, "stop when this text is generated (repeatable)");
-  cmd->callback([flags] { run_generate(*flags); });
+  cmd->add_option("--exit-layer", flags->exit_layer,
+                  "early exit: run layers 0..E-1 only, then the final norm and head (1..L)");
+  cmd->add_option("--self-spec", flags->self_spec,
+                  "self-speculative decoding: draft with layers 0..E-1, verify with E..L-1 (1..L-1)");
+  cmd->add_option("--draft-model", flags->draft_model,
+                  "speculative decoding with this smaller model (same tokenizer) drafting");
+  cmd->add_option("--lookup", flags->lookup,
+                  "speculative decoding with prompt lookup: draft what followed the last N-gram (N..1)");
+  cmd->add_option("--draft-max", flags->draft_max, "most drafted tokens per round, >= 1 (default 4)");
+  cmd->add_option("--draft-p-min", flags->draft_p_min,
+                  fmt::format("stop drafting when the draft's top probability is below this (default {})",
+                              kDefaultDraftPMin));
+  cmd->callback([flags, cmd] { run_generate(*flags, *cmd); });
 }
 
 }  // namespace skiff::cli

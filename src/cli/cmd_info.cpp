@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "bench/system.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 
@@ -67,6 +68,11 @@ void register_info(CLI::App& app) {
     std::printf("memory: weights %s (memory-mapped) + kv cache %s at context %d + scratch %s = %s\n",
                 human_bytes(weights).c_str(), human_bytes(kv).c_str(), ctx, human_bytes(scratch).c_str(),
                 human_bytes(weights + kv + scratch).c_str());
+    // Weights are used in place from the mapping: only what has been read is resident.
+    std::printf("resident: %s now (%s of the mapped file paged in)\n",
+                human_bytes(static_cast<double>(resident_bytes())).c_str(),
+                human_bytes(model->file ? static_cast<double>(resident_bytes_of(model->file->data(), model->file->size()))
+                                        : 0.0).c_str());
   });
 }
 

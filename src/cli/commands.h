@@ -11,6 +11,10 @@ void register_info(CLI::App& app);
 void register_perplexity(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_dump_logits(CLI::App& app);
+void register_train(CLI::App& app);
+void register_bench(CLI::App& app);
+void register_synth(CLI::App& app);
+void register_sweep(CLI::App& app);
 
 inline void register_commands(CLI::App& app) {
   register_generate(app);
@@ -19,6 +23,10 @@ inline void register_commands(CLI::App& app) {
   register_perplexity(app);
   register_convert(app);
   register_dump_logits(app);
+  register_train(app);
+  register_bench(app);
+  register_synth(app);
+  register_sweep(app);
 }
 
 }  // namespace skiff::cli

@@ -1,32 +1,29 @@
 // Plain autoregressive generation: prefill the prompt in one batch, then one token at a time
-// through all layers. The drafting strategies of speculative decoding build on the same
-// Context and sampler.
+// through all layers (or, for early exit, through layers 0..E-1 then the final norm + head).
+// Speculative decoding (speculative.h) reuses the same stop rules (emitter.h) and sampler.
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <span>
 
+#include "decode/emitter.h"
 #include "model/forward.h"
 #include "sample/sampler.h"
 
 namespace skiff {
-
-struct GenerateStats {
-  int prompt_tokens = 0;
-  double prompt_seconds = 0;
-  int generated_tokens = 0;
-  double generate_seconds = 0;
-  bool hit_context_limit = false;
-};
-
-// Called with each generated token; return false to stop (e.g. a stop string matched).
-using TokenCallback = std::function<bool(int32_t token)>;
 
 // Generates up to max_tokens after `prompt` (which must be non-empty and fit in the context;
 // otherwise Error). Stops at EOS (not passed to the callback), at max_tokens, when the
 // callback says so, or when the context is full (stats.hit_context_limit).
 GenerateStats generate(Context& ctx, Sampler& sampler, std::span<const int32_t> prompt,
                        int max_tokens, const TokenCallback& on_token);
+
+// The same with an early exit: every token runs layers [0, exit_layer) only, then the final
+// norm and head. exit_layer must be in 1..L (L: plain decoding); otherwise Error.
+GenerateStats generate_early_exit(Context& ctx, Sampler& sampler, std::span<const int32_t> prompt,
+                                  int exit_layer, int max_tokens, const TokenCallback& on_token);
+
+// The checks every generation loop makes on its arguments (Error with a one-line message).
+void check_generate_args(const Context& ctx, std::span<const int32_t> prompt, int max_tokens);
 
 }  // namespace skiff

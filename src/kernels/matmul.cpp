@@ -1,32 +1,208 @@
+// matmul's dispatch and scheduling: picks the kernel for (type, CPU path), prepares the
+// input once per call, and shares rows among threads in chunks. Small products (the
+// stories260K model: dim 64) run on the calling thread, where a wake-up would cost more
+// than the work.
 #include "kernels/matmul.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <vector>
 
+#include "kernels/cpu.h"
 #include "kernels/dot.h"
+#include "kernels/matmul_impl.h"
 
 namespace skiff {
+
+namespace kernels {
+
+void quantize_input_q8(const float* x, int64_t n, int8_t* q, float* d) {
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float* xb = x + b * 32;
+    float amax = 0.0f;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    const float scale = amax / 127.0f;
+    const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+    d[b] = scale;
+    for (int i = 0; i < 32; ++i) {
+      // lrint: round to nearest even, and no undefined behaviour for NaN or huge values.
+      long v = std::lrint(xb[i] * inv);
+      q[b * 32 + i] = static_cast<int8_t>(std::clamp(v, -127L, 127L));
+    }
+  }
+}
+
+size_t input_stride(InputFormat f, int64_t cols) {
+  const int64_t nb = cols / 32;
+  size_t bytes = 0;
+  switch (f) {
+    case InputFormat::F32: return static_cast<size_t>(cols) * sizeof(float);
+    case InputFormat::Q8: bytes = static_cast<size_t>(nb) * sizeof(float) + static_cast<size_t>(cols); break;
+    case InputFormat::Q8Pairs:
+    case InputFormat::Q8PairsNibble: bytes = static_cast<size_t>((nb + 1) / 2) * sizeof(Q8Pair); break;
+  }
+  return (bytes + 63) / 64 * 64;
+}
+
+void prepare_input(InputFormat f, const float* x, int64_t cols, uint8_t* out) {
+  const int64_t nb = cols / 32;
+  if (f == InputFormat::F32) {
+    std::memcpy(out, x, static_cast<size_t>(cols) * sizeof(float));
+    return;
+  }
+  if (f == InputFormat::Q8) {
+    quantize_input_q8(x, cols, reinterpret_cast<int8_t*>(out + nb * sizeof(float)),
+                      reinterpret_cast<float*>(out));
+    return;
+  }
+  int8_t q[64];
+  float d[2];
+  Q8Pair* pairs = reinterpret_cast<Q8Pair*>(out);
+  const bool nibble = f == InputFormat::Q8PairsNibble;
+  const int bias = nibble ? 8 : 128;
+  for (int64_t p = 0; p < (nb + 1) / 2; ++p) {
+    const int64_t blocks = std::min<int64_t>(2, nb - 2 * p);
+    std::memset(q, 0, sizeof q);
+    d[0] = d[1] = 0.0f;
+    quantize_input_q8(x + p * 64, blocks * 32, q, d);
+    Q8Pair& pair = pairs[p];
+    for (int i = 0; i < 64; ++i) {
+      // Nibble order: 16-byte quarter k holds block (k & 1), elements 16 * (k >> 1) ...
+      const int k = i / 16, j = i % 16;
+      pair.x[i] = nibble ? q[(k & 1) * 32 + (k >> 1) * 16 + j] : q[i];
+    }
+    for (int lane = 0; lane < 16; ++lane) {
+      int sum = 0;
+      for (int i = 0; i < 4; ++i) sum += pair.x[lane * 4 + i];
+      pair.corr[lane] = -bias * sum;
+      const int block = nibble ? (lane / 4) & 1 : lane / 8;
+      pair.d[lane] = d[block];
+    }
+  }
+}
+
+void run_dequantize_dot(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in,
+                        size_t in_stride, int64_t T, float* y, int64_t y_stride) {
+  thread_local std::vector<float> row;
+  const int64_t cols = w.cols;
+  if (static_cast<int64_t>(row.size()) < cols) row.resize(static_cast<size_t>(cols));
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* wr;
+    if (w.type == DType::F32) {
+      wr = reinterpret_cast<const float*>(w.row(r));
+    } else {
+      dequantize_row(w.type, w.row(r), row.data(), cols);
+      wr = row.data();
+    }
+    for (int64_t t = 0; t < T; ++t)
+      y[t * y_stride + r] = dot_f32(wr, reinterpret_cast<const float*>(in + t * in_stride), cols);
+  }
+}
+
+}  // namespace kernels
+
+namespace {
+
+using kernels::InputFormat;
+using kernels::MatmulKernel;
+
+MatmulKernel select_kernel(DType type) {
+  MatmulKernel k;
+  switch (active_cpu_path()) {
+    case CpuPath::Avx512: k = kernels::matmul_kernel_avx512(type); break;
+    case CpuPath::Avx2: k = kernels::matmul_kernel_avx2(type); break;
+    default: k = kernels::matmul_kernel_scalar(type); break;
+  }
+  if (k.run == nullptr) k = {InputFormat::F32, kernels::run_dequantize_dot};
+  return k;
+}
+
+// Products below this many multiply-adds run on the calling thread.
+constexpr int64_t kSerialWork = int64_t{1} << 21;
+// Rows per unit of work handed to a thread (a multiple of every kernel's row tile).
+constexpr int64_t kRowsPerUnit = 16;
+
+}  // namespace
+
+bool matmul_quantizes_input(DType type) { return select_kernel(type).input != InputFormat::F32; }
 
 void dequantize_tensor_row(const TensorView& w, int64_t r, float* out) {
   dequantize_row(w.type, w.row(r), out, w.cols);
 }
 
 void matmul(const TensorView& w, const float* x, int64_t T, float* y, ThreadPool& pool) {
-  const int64_t rows = w.rows, cols = w.cols;
-  pool.parallel_for(rows, [&](int64_t begin, int64_t end, int) {
-    // Non-F32 rows are dequantized once into a scratch row, then dotted with every input.
-    thread_local std::vector<float> scratch;
-    if (w.type != DType::F32 && static_cast<int64_t>(scratch.size()) < cols) scratch.resize(cols);
-    for (int64_t r = begin; r < end; ++r) {
-      const float* wr;
-      if (w.type == DType::F32) {
-        wr = reinterpret_cast<const float*>(w.row(r));
-      } else {
-        dequantize_row(w.type, w.row(r), scratch.data(), cols);
-        wr = scratch.data();
-      }
-      for (int64_t t = 0; t < T; ++t) y[t * rows + r] = dot_f32(wr, x + t * cols, cols);
+  MatmulJob job{&w, y};
+  matmul_many(std::span<const MatmulJob>(&job, 1), x, T, pool);
+}
+
+void matmul_many(std::span<const MatmulJob> jobs, const float* x, int64_t T, ThreadPool& pool) {
+  if (jobs.empty() || T <= 0) return;
+  const int64_t cols = jobs[0].w->cols;
+  constexpr size_t kMaxJobs = 8;
+  MatmulKernel kernel[kMaxJobs];
+  int64_t unit_end[kMaxJobs];  // cumulative units
+  if (jobs.size() > kMaxJobs) {
+    for (size_t i = 0; i < jobs.size(); i += kMaxJobs)
+      matmul_many(jobs.subspan(i, std::min(kMaxJobs, jobs.size() - i)), x, T, pool);
+    return;
+  }
+
+  // Prepare the input once per format the kernels ask for.
+  thread_local std::vector<uint8_t> prepared[kernels::kInputFormats];
+  bool have[kernels::kInputFormats] = {};
+  int64_t units = 0, work = 0;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    kernel[j] = select_kernel(jobs[j].w->type);
+    units += (jobs[j].w->rows + kRowsPerUnit - 1) / kRowsPerUnit;
+    unit_end[j] = units;
+    work += jobs[j].w->rows * cols * T;
+    have[static_cast<int>(kernel[j].input)] = true;
+  }
+  const bool serial = work < kSerialWork || pool.size() == 1;
+  const uint8_t* input[kernels::kInputFormats] = {};
+  size_t stride[kernels::kInputFormats] = {};
+  for (int f = 0; f < kernels::kInputFormats; ++f) {
+    if (!have[f]) continue;
+    const auto format = static_cast<InputFormat>(f);
+    stride[f] = kernels::input_stride(format, cols);
+    if (format == InputFormat::F32) {
+      input[f] = reinterpret_cast<const uint8_t*>(x);
+      continue;
     }
-  });
+    std::vector<uint8_t>& buf = prepared[f];
+    if (buf.size() < stride[f] * static_cast<size_t>(T)) buf.resize(stride[f] * static_cast<size_t>(T));
+    auto prep = [&, f, format](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t)
+        kernels::prepare_input(format, x + t * cols, cols, buf.data() + static_cast<size_t>(t) * stride[f]);
+    };
+    if (serial || T < 4) prep(0, T, 0);
+    else pool.parallel_for(T, prep);
+    input[f] = buf.data();
+  }
+
+  auto body = [&](int64_t ub, int64_t ue, int) {
+    size_t j = 0;
+    for (int64_t u = ub; u < ue; ++u) {
+      while (u >= unit_end[j]) ++j;
+      const TensorView& w = *jobs[j].w;
+      const int64_t first = j == 0 ? 0 : unit_end[j - 1];
+      const int64_t r0 = (u - first) * kRowsPerUnit;
+      // Extend over the following units of the same matrix in one call.
+      int64_t last = std::min(ue, unit_end[j]);
+      const int64_t r1 = std::min(w.rows, (last - first) * kRowsPerUnit);
+      const int f = static_cast<int>(kernel[j].input);
+      kernel[j].run(w, r0, r1, input[f], stride[f], T, jobs[j].y, w.rows);
+      u = last - 1;
+    }
+  };
+  if (serial) {
+    body(0, units, 0);
+    return;
+  }
+  // Several units per grab when there are many, so grabs stay rare but the tail balances.
+  const int64_t grain = std::max<int64_t>(1, units / (pool.size() * 8));
+  pool.parallel_for_dynamic(units, grain, body);
 }
 
 }  // namespace skiff

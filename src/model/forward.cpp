@@ -60,7 +60,10 @@ void attention(Context& ctx, int layer, int pos0, int64_t T, const float* q, flo
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const KvCache& cache = ctx.cache();
   const int64_t ctx_len = ctx.context_length();
-  ctx.pool().parallel_for(T * c.n_heads, [&](int64_t begin, int64_t end, int thread) {
+  // Small attention (short contexts, tiny models) runs on the calling thread: waking the
+  // pool costs more than the work.
+  const int64_t work = T * c.n_heads * static_cast<int64_t>(pos0 + T) * hd;
+  auto body = [&](int64_t begin, int64_t end, int thread) {
     float* scores = scores_all + thread * ctx_len;
     for (int64_t job = begin; job < end; ++job) {
       const int64_t t = job / c.n_heads;
@@ -74,7 +77,9 @@ void attention(Context& ctx, int layer, int pos0, int64_t T, const float* q, flo
       std::fill(oh, oh + hd, 0.0f);
       for (int p = 0; p < n_pos; ++p) axpy_f32(scores[p], cache.value(layer, p) + kv_off, oh, hd);
     }
-  });
+  };
+  if (work < (int64_t{1} << 20)) body(0, T * c.n_heads, 0);
+  else ctx.pool().parallel_for(T * c.n_heads, body);
   (void)kv_dim;
 }
 
@@ -102,9 +107,8 @@ void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_l
     // Attention block: x += wo(attention(rope(wq h), rope(wk h), wv h)), h = rmsnorm(x).
     for (int64_t t = 0; t < T; ++t)
       rmsnorm(&s.norm[t * dim], hidden + t * dim, w.attn_norm.f32(), dim, c.rms_eps);
-    matmul(w.wq, s.norm.data(), T, s.q.data(), pool);
-    matmul(w.wk, s.norm.data(), T, s.k.data(), pool);
-    matmul(w.wv, s.norm.data(), T, s.v.data(), pool);
+    const MatmulJob qkv[] = {{&w.wq, s.q.data()}, {&w.wk, s.k.data()}, {&w.wv, s.v.data()}};
+    matmul_many(qkv, s.norm.data(), T, pool);
     for (int64_t t = 0; t < T; ++t) {
       const int pos = pos0 + static_cast<int>(t);
       rope(&s.q[t * q_dim], c.n_heads, c.head_dim, c.rope_dim, pos, c.rope_theta);
@@ -120,8 +124,8 @@ void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_l
     // Feed-forward block: x += down(silu(gate h) * up h), h = rmsnorm(x).
     for (int64_t t = 0; t < T; ++t)
       rmsnorm(&s.norm[t * dim], hidden + t * dim, w.ffn_norm.f32(), dim, c.rms_eps);
-    matmul(w.ffn_gate, s.norm.data(), T, s.gate.data(), pool);
-    matmul(w.ffn_up, s.norm.data(), T, s.up.data(), pool);
+    const MatmulJob gate_up[] = {{&w.ffn_gate, s.gate.data()}, {&w.ffn_up, s.up.data()}};
+    matmul_many(gate_up, s.norm.data(), T, pool);
     swiglu(s.gate.data(), s.up.data(), T * c.ffn_dim);
     matmul(w.ffn_down, s.gate.data(), T, s.proj.data(), pool);
     for (int64_t i = 0; i < T * dim; ++i) hidden[i] += s.proj[i];

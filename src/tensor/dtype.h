@@ -59,7 +59,8 @@ uint16_t fp32_to_bf16(float f);
 void dequantize_row(DType type, const void* src, float* dst, int64_t n);
 
 // Quantizes n floats (a multiple of the block size) into dst (row_bytes(type, n) bytes),
-// with ggml's reference rounding. Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1.
+// with ggml's reference rounding. Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+// Q4_K, Q6_K.
 // Returns false for a type it cannot produce.
 bool quantize_row(DType type, const float* src, void* dst, int64_t n);
 

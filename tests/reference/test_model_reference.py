@@ -47,6 +47,14 @@ from llama_reference import LlamaConfig  # noqa: E402
 TOLERANCE = {name: 1e-4 for name in
              ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K",
               "MIXED32", "MIXED_K")}
+# Q8_0 and Q4_0 matrices take their input quantized on the fly to 8-bit blocks of 32 (one
+# scale per block, amax/127) and use integer dot products, as llama.cpp does (see
+# src/kernels/matmul.h). That rounds each activation by up to half a step (~0.4% of its
+# block's largest value), which these small random models carry to the logits: observed
+# max-abs 0.052 (Q8_0, logits up to 3.9), 0.050 (Q4_0, up to 4.0) and 0.22 for the mixed
+# model (logits up to 58), on every CPU path alike (the integers are the same on all paths).
+# Batch and thread invariance are still checked bit for bit by tests/test_matmul.cpp.
+TOLERANCE.update({"Q8_0": 0.1, "Q4_0": 0.1, "MIXED32": 0.4})
 
 N_PROMPT, N_MORE = 7, 20          # 7 tokens as one batch, then 20 single steps
 SKIFF_TIMEOUT_S = 60

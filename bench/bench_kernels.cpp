@@ -1,0 +1,113 @@
+// Google Benchmark micro-benchmarks for the matmul kernels: every weight type on every CPU
+// path this machine has, for decode (T = 1: bytes/s of weights) and prefill (T = 32, 128:
+// multiply-adds/s). Not run by the tests: build-perf/skiff_microbench [--benchmark_filter=...].
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "kernels/cpu.h"
+#include "kernels/dot.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+
+namespace skiff {
+namespace {
+
+struct Weights {
+  TensorView view;
+  std::vector<uint8_t> bytes;
+};
+
+Weights make_weights(DType type, int64_t rows, int64_t cols) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> n(0.0f, 0.02f);
+  Weights w;
+  const size_t rb = row_bytes(type, cols);
+  w.bytes.resize(rb * static_cast<size_t>(rows));
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (auto& v : row) v = n(rng);
+    quantize_row(type, row.data(), w.bytes.data() + rb * static_cast<size_t>(r), cols);
+  }
+  w.view.type = type;
+  w.view.rows = rows;
+  w.view.cols = cols;
+  w.view.data = w.bytes.data();
+  w.view.row_stride = rb;
+  return w;
+}
+
+// args: type, path, T, threads. Shape: the FFN up projection of the reference shape.
+void BM_Matmul(benchmark::State& state) {
+  const auto type = static_cast<DType>(state.range(0));
+  const auto path = static_cast<CpuPath>(state.range(1));
+  const int64_t T = state.range(2);
+  if (path > best_cpu_path()) {
+    state.SkipWithError("CPU path not available");
+    return;
+  }
+  set_cpu_path(path);
+  const int64_t rows = state.range(4), cols = 2048;
+  Weights w = make_weights(type, rows, cols);
+  std::vector<float> x(static_cast<size_t>(T * cols), 0.5f), y(static_cast<size_t>(T * rows));
+  ThreadPool pool(static_cast<int>(state.range(3)));
+  for (auto _ : state) {
+    matmul(w.view, x.data(), T, y.data(), pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetLabel(std::string(dtype_name(type)) + " " + std::string(cpu_path_name(path)));
+  state.counters["weights_GBps"] = benchmark::Counter(static_cast<double>(w.bytes.size()),
+                                                      benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GMACs"] = benchmark::Counter(static_cast<double>(rows * cols * T) / 1e9,
+                                               benchmark::Counter::kIsIterationInvariantRate);
+  set_cpu_path(best_cpu_path());
+}
+
+void MatmulArgs(benchmark::internal::Benchmark* b) {
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K})
+    for (CpuPath p : {CpuPath::Scalar, CpuPath::Avx2, CpuPath::Avx512})
+      for (int64_t T : {1, 128})
+        for (int64_t threads : {1, 2}) {
+          if (p == CpuPath::Scalar && T > 1) continue;  // the reference is too slow to matter
+          b->Args({static_cast<int64_t>(t), static_cast<int64_t>(p), T, threads, 5632});
+        }
+}
+BENCHMARK(BM_Matmul)->Apply(MatmulArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// Decode from DRAM: a matrix far larger than the caches (the shape above fits in L3).
+void MatmulDramArgs(benchmark::internal::Benchmark* b) {
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K})
+    for (int64_t threads : {1, 2})
+      b->Args({static_cast<int64_t>(t), static_cast<int64_t>(best_cpu_path()), 1, threads, 131072});
+}
+BENCHMARK(BM_Matmul)->Name("BM_MatmulDram")->Apply(MatmulDramArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+void BM_Dot(benchmark::State& state) {
+  const auto path = static_cast<CpuPath>(state.range(0));
+  if (path > best_cpu_path()) {
+    state.SkipWithError("CPU path not available");
+    return;
+  }
+  set_cpu_path(path);
+  std::vector<float> a(4096, 1.0f), b(4096, 0.5f);
+  for (auto _ : state) benchmark::DoNotOptimize(dot_f32(a.data(), b.data(), 4096));
+  state.SetLabel(std::string(cpu_path_name(path)));
+  set_cpu_path(best_cpu_path());
+}
+BENCHMARK(BM_Dot)->Arg(0)->Arg(1)->Arg(2);
+
+void BM_Rmsnorm(benchmark::State& state) {
+  std::vector<float> x(2048, 0.3f), w(2048, 1.0f), out(2048);
+  for (auto _ : state) {
+    rmsnorm(out.data(), x.data(), w.data(), 2048, 1e-5f);
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+BENCHMARK(BM_Rmsnorm);
+
+}  // namespace
+}  // namespace skiff
+
+BENCHMARK_MAIN();

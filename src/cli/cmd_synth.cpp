@@ -1,0 +1,46 @@
+// skiff synth: writes a random-weight LLaMA GGUF of a named shape (for benchmarks and tests).
+#include <cstdio>
+
+#include "base/error.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "synth/synth.h"
+
+#ifndef SKIFF_DEFAULT_VOCAB
+#define SKIFF_DEFAULT_VOCAB ""
+#endif
+
+namespace skiff::cli {
+
+void register_synth(CLI::App& app) {
+  struct Flags {
+    std::string output, shape = "tinyllama", type = "f16", vocab = SKIFF_DEFAULT_VOCAB;
+    uint64_t seed = 1;
+    int threads = 0;
+  };
+  auto flags = std::make_shared<Flags>();
+  CLI::App* cmd = app.add_subcommand("synth", "write a random-weight LLaMA GGUF of a given shape");
+  cmd->add_option("-o,--output", flags->output, "output GGUF file")->required();
+  cmd->add_option("--shape", flags->shape, "tinyllama (default), small or tiny");
+  cmd->add_option("--type", flags->type, "matrix type: f16 (default), f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q6_K");
+  cmd->add_option("--vocab", flags->vocab, "GGUF holding the vocabulary (default: LLaMA-2's from ../shared/models)");
+  cmd->add_option("--seed", flags->seed, "random seed (default 1)");
+  cmd->add_option("-t,--threads", flags->threads, "threads (default: one per core)")->check(CLI::Range(0, 1024));
+  cmd->callback([flags] {
+    SynthOptions o;
+    std::optional<SynthShape> shape = synth_shape(flags->shape);
+    if (!shape) fail("unknown shape '{}' (known: {})", flags->shape, synth_shape_names());
+    std::optional<DType> type = parse_dtype(flags->type);
+    if (!type) fail("unknown tensor type '{}'", flags->type);
+    if (flags->vocab.empty()) fail("give the vocabulary GGUF with --vocab");
+    o.shape = *shape;
+    o.type = *type;
+    o.seed = flags->seed;
+    o.vocab_path = flags->vocab;
+    o.threads = flags->threads;
+    write_synthetic_model(o, flags->output, [](int done, int total) { draw_progress("synth", done, total); });
+    std::fprintf(stderr, "wrote %s (%s, %s)\n", flags->output.c_str(), flags->shape.c_str(), flags->type.c_str());
+  });
+}
+
+}  // namespace skiff::cli

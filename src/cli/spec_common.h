@@ -1,0 +1,25 @@
+// What `skiff bench --self-spec ...` and `skiff sweep` share: the prompt set (bench/prompts),
+// the drafter built from the flags, and the result table's formats.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "decode/spec_bench.h"
+#include "model/model.h"
+
+namespace skiff::cli {
+
+// Reads a jsonl prompt set ({"task", "prompt"} per line) and tokenizes it (with BOS as the
+// vocabulary says). An empty path finds bench/prompts/speculative.jsonl beside the current
+// directory or the executable's parent; failing that, a built-in set of three prompts.
+// `source` receives where the prompts came from.
+std::vector<SpecBenchPrompt> load_spec_prompts(const std::string& path, const Tokenizer& tokenizer,
+                                               std::string& source);
+
+// One row of results as JSON (every number SpecBenchResult has) plus the run's settings.
+nlohmann::json spec_result_json(const SpecBenchResult& r, const nlohmann::json& settings);
+
+}  // namespace skiff::cli

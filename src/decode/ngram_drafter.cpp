@@ -1,0 +1,33 @@
+#include "decode/ngram_drafter.h"
+
+#include <algorithm>
+
+#include "base/error.h"
+
+namespace skiff {
+
+NgramDrafter::NgramDrafter(const Model& target, int max_ngram) : Drafter(target), max_ngram_(max_ngram) {
+  if (max_ngram < 1) fail("--lookup N: the n-gram length must be at least 1, got {}", max_ngram);
+}
+
+void NgramDrafter::propose(std::span<const int32_t> tokens, int max_drafts, Sampler& sampler,
+                           Draft& out) {
+  const int n = static_cast<int>(tokens.size());
+  const int32_t eos = target_.tokenizer->eos();
+  for (int size = std::min(max_ngram_, n - 1); size >= 1 && max_drafts > 0; --size) {
+    const int32_t* tail = tokens.data() + (n - size);
+    // The latest start j < n - size whose n-gram equals the tail and that has a follower.
+    for (int j = n - size - 1; j >= 0; --j) {
+      if (!std::equal(tail, tail + size, tokens.data() + j)) continue;
+      for (int f = j + size; f < n && static_cast<int>(out.size()) < max_drafts; ++f) {
+        const int32_t token = tokens[static_cast<size_t>(f)];
+        out.push(token, TokenDistribution{{token}, {1.0f}});
+        if (token == eos) break;
+      }
+      return;
+    }
+  }
+  (void)sampler;
+}
+
+}  // namespace skiff

@@ -1,0 +1,151 @@
+#include "decode/speculative.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "base/error.h"
+#include "decode/generate.h"
+
+namespace skiff {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+void SpecParams::validate() const {
+  if (draft_max < 1) fail("--draft-max must be at least 1 (drafts per round), got {}", draft_max);
+}
+
+TokenDistribution residual(const TokenDistribution& p, const TokenDistribution& q) {
+  // q's probabilities by id in a dense scratch row (reset afterwards): p and q may each
+  // hold the whole vocabulary, so a pairwise lookup would be quadratic.
+  thread_local std::vector<float> q_by_id;
+  for (int32_t id : q.ids)
+    if (static_cast<size_t>(id) >= q_by_id.size()) q_by_id.resize(static_cast<size_t>(id) + 1, 0.0f);
+  for (size_t i = 0; i < q.size(); ++i) q_by_id[static_cast<size_t>(q.ids[i])] = q.probs[i];
+  TokenDistribution r;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const size_t id = static_cast<size_t>(p.ids[i]);
+    const float qi = id < q_by_id.size() ? q_by_id[id] : 0.0f;
+    if (p.probs[i] > qi) {
+      r.ids.push_back(p.ids[i]);
+      r.probs.push_back(p.probs[i] - qi);
+    }
+  }
+  for (int32_t id : q.ids) q_by_id[static_cast<size_t>(id)] = 0.0f;
+  return r.size() > 0 ? r : p;
+}
+
+Verdict judge_draft(const TokenDistribution& p, const TokenDistribution& q, int32_t x, Sampler& sampler) {
+  const float px = p.prob_of(x), qx = q.prob_of(x);
+  // px >= qx: always accepted, without spending a random number. Otherwise with
+  // probability px / qx (qx > 0: x was drawn from q).
+  if (px >= qx || sampler.uniform() * qx < px) return {true, x};
+  return {false, sampler.draw(residual(p, q))};
+}
+
+SpecStats generate_speculative(Context& target, Sampler& sampler, Drafter& drafter,
+                               std::span<const int32_t> prompt, int max_tokens,
+                               const SpecParams& params, const TokenCallback& on_token,
+                               const RoundCallback& on_round) {
+  params.validate();
+  check_generate_args(target, prompt, max_tokens);
+  const ModelConfig& c = target.model().config;
+  const int L = c.n_layers, V = c.vocab_size, dim = c.dim;
+  KvCache& cache = target.cache();
+
+  SpecStats stats;
+  GenerateStats& g = stats.generation;
+  g.prompt_tokens = static_cast<int>(prompt.size());
+  std::vector<int32_t> tokens(prompt.begin(), prompt.end());
+  Emitter emitter(tokens, target.model().tokenizer->eos(), target.context_length(), max_tokens,
+                  on_token, g);
+  const int64_t steps_before = drafter.forward_steps();
+
+  Clock::time_point t0 = Clock::now();
+  if (!drafter.defers_prefill() && prompt.size() > 1) {
+    // The prompt but its newest token, which every round's batch starts with.
+    const int64_t T = static_cast<int64_t>(prompt.size()) - 1;
+    std::vector<float> h(static_cast<size_t>(T) * dim);
+    embed(target.model(), prompt.first(static_cast<size_t>(T)), h.data());
+    forward(target, h.data(), T, 0, L);
+  }
+  drafter.start(prompt);
+  g.prompt_seconds = seconds_between(t0, Clock::now());
+
+  Draft draft;
+  std::vector<int32_t> seq;
+  std::vector<float> hidden, logits;
+  const Clock::time_point start = Clock::now();
+  while (!emitter.done()) {
+    const int n = static_cast<int>(tokens.size());
+    // Positions n-1 .. n-1+k must fit the context, and a round yields at most k+1 tokens.
+    const int k_max = std::max(0, std::min({params.draft_max, target.context_length() - n,
+                                            emitter.remaining() - 1}));
+    t0 = Clock::now();
+    draft.clear();
+    drafter.propose(tokens, k_max, sampler, draft);
+    const int k = static_cast<int>(draft.size());
+    if (k > k_max || draft.dists.size() != draft.tokens.size())
+      fail("drafter {} proposed {} tokens where at most {} were asked for", drafter.name(), k, k_max);
+    seq.assign(tokens.begin(), tokens.end());
+    seq.insert(seq.end(), draft.tokens.begin(), draft.tokens.end());
+    const int from = cache.length(L - 1);
+    const int first = drafter.verification_input(seq, from, hidden);
+    Clock::time_point t1 = Clock::now();
+    stats.draft_seconds += seconds_between(t0, t1);
+
+    // ONE forward of the target over every position it has not seen, the drafts included.
+    const int T = static_cast<int>(seq.size()) - from;
+    if (hidden.size() < static_cast<size_t>(T) * dim)
+      fail("drafter {} gave {} hidden values for {} positions", drafter.name(), hidden.size(), T);
+    forward(target, hidden.data(), T, first, L);
+    logits.resize(static_cast<size_t>(k + 1) * V);
+    compute_logits(target, hidden.data() + static_cast<size_t>(T - (k + 1)) * dim, k + 1, logits.data());
+
+    // Row i is the target's prediction after seq[0 .. n+i): it judges draft i, and row k
+    // gives the bonus token when every draft passed.
+    int accepted = 0;
+    for (int i = 0; i <= k; ++i) {
+      std::span<const float> row(logits.data() + static_cast<size_t>(i) * V, static_cast<size_t>(V));
+      TokenDistribution p = sampler.distribution(row, std::span<const int32_t>(seq.data(), static_cast<size_t>(n + i)));
+      if (i == k) {
+        emitter.push(sampler.draw(p));
+        break;
+      }
+      Verdict verdict = judge_draft(p, draft.dists[static_cast<size_t>(i)], draft.tokens[static_cast<size_t>(i)], sampler);
+      if (verdict.accepted) ++accepted;
+      if (!emitter.push(verdict.token) || !verdict.accepted) break;
+    }
+
+    // Back to plain decoding's cache: every position but the newest token's (at EOS, which
+    // is never appended, plain decoding has run the newest too).
+    const int keep = static_cast<int>(tokens.size()) - (g.hit_eos ? 0 : 1);
+    cache.truncate_all(keep);
+    drafter.accepted(static_cast<int>(tokens.size()));
+    Clock::time_point t2 = Clock::now();
+    stats.verify_seconds += seconds_between(t1, t2);
+    if (T == k + 1) {
+      ++stats.steady_rounds;
+      stats.steady_verify_seconds += seconds_between(t1, t2);
+    }
+    ++stats.rounds;
+    stats.drafted += k;
+    stats.accepted += accepted;
+    stats.verified_positions += T;
+    if (on_round) {
+      on_round(SpecRound{std::span<const int32_t>(draft.tokens), accepted, first, T,
+                         std::span<const int32_t>(tokens), emitter.done(), g.hit_eos});
+    }
+  }
+  g.generate_seconds = seconds_between(start, Clock::now());
+  stats.draft_steps = drafter.forward_steps() - steps_before;
+  return stats;
+}
+
+}  // namespace skiff

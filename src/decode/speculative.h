@@ -1,0 +1,92 @@
+// Speculative decoding: one verification path for every drafting strategy (drafter.h).
+// Each round the drafter proposes up to D tokens; the target model checks them all in ONE
+// forward over its layers [first, L) (first = E for self-speculation, whose drafts already
+// went through layers 0..E-1, else 0), keeps the longest prefix it agrees with plus one token
+// of its own, and cuts every layer's cache back to the accepted length.
+//
+// Agreement is the speculative rejection rule on the sampler's filtered distributions:
+// accept a draft x ~ q with probability min(1, p(x)/q(x)); at the first rejection draw from
+// norm(max(0, p - q)); when every draft passes draw a bonus token from p. The output then has
+// exactly the target's distribution; with greedy sampling (one-hot p and q) it is token for
+// token the autoregressive output, because a position's result does not depend on the batch
+// it was computed in (forward.h's batch invariance).
+//
+// Invariant between rounds (n = accepted tokens): every layer of the target holds exactly
+// n-1 positions, the cache plain decoding would have; the newest token is not yet through
+// any layer. Self-speculation's first round is the exception its deferred prefill makes:
+// the late layers start empty and catch up on the prompt in the first verification.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "decode/drafter.h"
+#include "decode/emitter.h"
+#include "model/forward.h"
+#include "sample/sampler.h"
+
+namespace skiff {
+
+// The default --draft-p-min, chosen by measurement on stories260K (docs/SPECULATIVE.md):
+// higher values only help a model whose early exits are poor; 0.8 stays within a few percent
+// of the best there while still letting a LayerSkip-trained model draft.
+inline constexpr float kDefaultDraftPMin = 0.8f;
+
+struct SpecParams {
+  int draft_max = 4;  // D: most drafts per round
+  // Throws Error for draft_max < 1.
+  void validate() const;
+};
+
+struct SpecStats {
+  GenerateStats generation;
+  int rounds = 0;
+  int64_t drafted = 0;   // draft tokens proposed
+  int64_t accepted = 0;  // of those, accepted by the target
+  int64_t draft_steps = 0;     // the drafter's forward passes
+  double draft_seconds = 0;    // proposing, plus preparing the verification input
+  double verify_seconds = 0;   // the target's batched forward, logits and acceptance
+  // Rounds whose verification batch held only the round's own positions (k+1), and their
+  // time: the first self-speculative round also carries the deferred prefill.
+  int steady_rounds = 0;
+  double steady_verify_seconds = 0;
+  int64_t verified_positions = 0;  // positions through the target in verification batches
+
+  double acceptance_rate() const { return drafted > 0 ? double(accepted) / double(drafted) : 0.0; }
+  // Accepted drafts per round (the round's own token not counted).
+  double mean_accepted_length() const { return rounds > 0 ? double(accepted) / rounds : 0.0; }
+};
+
+// What a round did, for tests and tracing; `tokens` is the accepted sequence after it.
+struct SpecRound {
+  std::span<const int32_t> drafts;
+  int accepted = 0;     // drafts kept
+  int first_layer = 0;  // where verification entered the target
+  int verified = 0;     // positions in the verification batch
+  std::span<const int32_t> tokens;
+  bool last = false;    // generation ends after this round
+  bool eos = false;     // ... because the target chose EOS
+};
+using RoundCallback = std::function<void(const SpecRound&)>;
+
+// Generates like generate() (same arguments, same stop rules) with drafts from `drafter`,
+// which must have been built for this `target` context. The context must be fresh.
+SpecStats generate_speculative(Context& target, Sampler& sampler, Drafter& drafter,
+                               std::span<const int32_t> prompt, int max_tokens,
+                               const SpecParams& params, const TokenCallback& on_token,
+                               const RoundCallback& on_round = {});
+
+// One step of the rejection rule: the draft x (drawn from q) against the target's p.
+// Uses one sampler.uniform() unless p(x) >= q(x), and one draw on rejection.
+struct Verdict {
+  bool accepted = false;
+  int32_t token = -1;  // x when accepted, else the correction drawn from the residual
+};
+Verdict judge_draft(const TokenDistribution& p, const TokenDistribution& q, int32_t x, Sampler& sampler);
+
+// norm(max(0, p - q)) unnormalized, over p's support; p itself if that is empty (p == q).
+TokenDistribution residual(const TokenDistribution& p, const TokenDistribution& q);
+
+}  // namespace skiff

@@ -1,0 +1,63 @@
+// Internals of matmul: the per-path kernels and the input layouts they read. Only the
+// kernels/ files and their tests include this.
+//
+// A kernel computes rows [r0, r1) of y = x W^T for T positions from an input prepared once
+// per call in the layout it asks for. Each output element is one dot product computed by a
+// fixed sequence of operations (the kernel may interleave several rows and positions in
+// registers, never change an element's own sequence): that is what makes results independent
+// of T and of the thread count.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "tensor/tensor.h"
+
+namespace skiff::kernels {
+
+enum class InputFormat : int {
+  F32 = 0,      // the floats themselves
+  Q8 = 1,       // per position: nb floats (block scales) then cols int8 (natural order)
+  Q8Pairs = 2,  // AVX-512 layout for Q8_0 weights: Q8Pair per two blocks, natural order
+  Q8PairsNibble = 3,  // AVX-512 layout for Q4_0 weights: Q8Pair with nibble order (below)
+};
+constexpr int kInputFormats = 4;
+
+// Two blocks of 32 quantized inputs for the AVX-512 integer kernels. `corr` holds, per
+// 32-bit lane (4 bytes of x), -bias * (sum of those 4 bytes): vpdpbusd multiplies unsigned
+// weight bytes that carry a +bias (Q8_0: w+128; Q4_0: the raw nibble, w+8), and starting the
+// accumulator at corr cancels the bias exactly in integers. `d` is each lane's block scale.
+// Nibble order (Q4_0): bytes [x0[0..15], x1[0..15], x0[16..31], x1[16..31]], matching the
+// weights' low nibbles then high nibbles of the two blocks.
+struct Q8Pair {
+  int8_t x[64];
+  int32_t corr[16];
+  float d[16];
+};
+static_assert(sizeof(Q8Pair) == 192);
+
+using RunFn = void (*)(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in,
+                       size_t in_stride, int64_t T, float* y, int64_t y_stride);
+
+struct MatmulKernel {
+  InputFormat input = InputFormat::F32;
+  RunFn run = nullptr;  // nullptr: no kernel for this type on this path
+};
+
+MatmulKernel matmul_kernel_scalar(DType type);
+MatmulKernel matmul_kernel_avx2(DType type);
+MatmulKernel matmul_kernel_avx512(DType type);
+
+// Any type on any path: dequantizes each weight row once, then dot_f32 with every position.
+void run_dequantize_dot(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in,
+                        size_t in_stride, int64_t T, float* y, int64_t y_stride);
+
+// Bytes per position of an input in format f, and the preparation of one position.
+size_t input_stride(InputFormat f, int64_t cols);
+void prepare_input(InputFormat f, const float* x, int64_t cols, uint8_t* out);
+
+// The 8-bit quantization of inputs (one scale per 32 values, amax/127, round to nearest
+// even): the same on every path, so all paths see the same integers.
+void quantize_input_q8(const float* x, int64_t n, int8_t* q, float* d);
+
+}  // namespace skiff::kernels

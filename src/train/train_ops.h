@@ -1,0 +1,60 @@
+// The operations of the LLaMA block as *_forward / *_backward pairs over float32 row-major
+// buffers (llm.c style). Forward functions save what their backward needs in buffers the
+// caller owns; backward functions ACCUMULATE (+=) into parameter gradients and, unless
+// stated otherwise, into input gradients. Shapes: N rows (tokens), a sample is T
+// consecutive rows at positions 0..T-1. Matrix products are in train_kernels.h.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "base/thread_pool.h"
+
+namespace skiff::train {
+
+// out[n] = table[tokens[n]]
+void embedding_forward(float* out, const int32_t* tokens, const float* table, int64_t N, int64_t D);
+// dtable[tokens[n]] += dout[n]   (serial: rows may repeat)
+void embedding_backward(float* dtable, const float* dout, const int32_t* tokens, int64_t N, int64_t D);
+
+// out[n] = x[n] * rstd[n] * w, rstd[n] = 1/sqrt(mean(x[n]^2) + eps); saves rstd.
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N, int64_t D,
+                     float eps, ThreadPool& pool);
+// dx += d/dx, dw += d/dw  (dw summed over rows in order: serial over rows, parallel over D)
+void rmsnorm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
+                      const float* rstd, int64_t N, int64_t D, ThreadPool& pool);
+
+// Rotary embedding tables for positions 0..T-1: cos/sin[t][i], i < n_rot/2, angle
+// t * theta^(-2i/n_rot) (GGUF "llama" pairing (x[2i], x[2i+1])).
+struct RopeTable {
+  int T = 0, half = 0;
+  std::vector<float> cos, sin;
+  void init(int T, int n_rot, float theta);
+};
+// x[N][heads*head_dim] rotated in place (forward) or by the transpose (backward, on the
+// gradient). Row n has position n % T.
+void rope_forward(float* x, int64_t N, int heads, int head_dim, const RopeTable& table);
+void rope_backward(float* dx, int64_t N, int heads, int head_dim, const RopeTable& table);
+
+// Causal grouped-query attention per sample: q[N][H*hd], k, v [N][KV*hd] -> out[N][H*hd];
+// att[B][H][T][T] saves the probabilities (zero above the diagonal). B = N / T.
+void attention_forward(float* out, float* att, const float* q, const float* k, const float* v,
+                       int64_t B, int T, int H, int KV, int hd, ThreadPool& pool);
+// dq, dk, dv are OVERWRITTEN.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* att,
+                        const float* q, const float* k, const float* v, int64_t B, int T, int H,
+                        int KV, int hd, ThreadPool& pool);
+
+// out = silu(gate) * up
+void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, ThreadPool& pool);
+// dgate, dup OVERWRITTEN.
+void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate,
+                     const float* up, int64_t n, ThreadPool& pool);
+
+// Per row: loss[n] = logsumexp(logits[n]) - logits[n][target[n]], argmax[n]; when
+// `grad_scale` != 0 the logits are overwritten by grad_scale * (softmax - onehot(target)).
+void cross_entropy_forward_backward(float* logits, float* loss, int32_t* argmax,
+                                    const int32_t* targets, int64_t N, int64_t V,
+                                    float grad_scale, ThreadPool& pool);
+
+}  // namespace skiff::train

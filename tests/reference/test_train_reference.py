@@ -1,0 +1,345 @@
+#!/usr/bin/python3
+"""`skiff train` against an independent float64 PyTorch autograd reference (train_reference.py).
+
+Run: /usr/bin/python3 tests/reference/test_train_reference.py --skiff build/skiff --shared ../shared
+Prints one line per check and ends with "N passed, M failed"; exit 0 only when nothing failed.
+
+Checks
+- Gradients of every parameter (`skiff train-check`) vs autograd on random tiny models (GQA
+  2:1 untied with partial rotary, MQA tied, MHA), with FIXED layer-dropout masks written by
+  the test and the early-exit loss on (curricula none, rotational:2, gradual): per tensor
+  max|g - g_ref| / max|g_ref| <= 1e-4; losses, exit layers and scales too.
+- The first 10 losses of a fixed-seed `skiff train` run (layer dropout, early-exit loss,
+  warm-up + cosine, clipping, weight decay, accumulation) equal the reference replaying the
+  same batches and masks (which skiff writes with a hidden --debug-dump flag).
+- The same run again, and with one thread, gives bit-identical losses.
+- The checkpoint GGUF loads in the engine: `skiff dump-logits` equals the trainer's forward
+  and the reference; `skiff generate -m ckpt.gguf` works.
+- SIGKILL at random moments (and while a checkpoint temp file exists) always leaves a
+  checkpoint that loads (GGUF and state); resuming it ends with weights bit-identical to an
+  uninterrupted run.
+- NaN in the gradients stops training with a clear message; the last checkpoint is intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gguf_writer as gw  # noqa: E402
+import llama_reference as ref  # noqa: E402
+import train_reference as tr  # noqa: E402
+
+TIMEOUT_S = 120
+GRAD_TOL = 1e-4
+
+
+class Results:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def run(self, name, fn):
+        try:
+            ok, detail = fn()
+        except Exception as e:  # noqa: BLE001 - any error is a failed check, with its reason
+            ok, detail = False, f"{type(e).__name__}: {e}"
+            traceback.print_exc()
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+        print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
+
+
+def run(cmd, check=True, **kw):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, **kw)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.strip()[-2000:]}")
+    return p
+
+
+def write_model(path, cfg, seed):
+    weights = ref.random_weights(cfg, seed)
+    w, deq = ref.build_writer(cfg, weights)
+    w.write(path)
+    return deq
+
+
+def rel_err(got, want):
+    denom = float(np.max(np.abs(want)))
+    diff = float(np.max(np.abs(got - want)))
+    return diff / denom if denom > 0 else diff
+
+
+# ---------------------------------------------------------------------------------------------
+def check_gradients(skiff, tmp, name, cfg, B, T, skip, e_scale, curriculum, step, steps, seed):
+    model = os.path.join(tmp, f"{name}.gguf")
+    weights = write_model(model, cfg, seed)
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, cfg.vocab, size=(B, T + 1), dtype=np.int32)
+    tokens.tofile(os.path.join(tmp, f"{name}.tokens"))
+    cmd = [skiff, "train-check", "-m", model, "--tokens", os.path.join(tmp, f"{name}.tokens"),
+           "-b", str(B), "--seq-len", str(T), "-o", os.path.join(tmp, name), "-t", "2"]
+    if skip is not None:
+        np.asarray(skip, dtype=np.uint8).tofile(os.path.join(tmp, f"{name}.skip"))
+        cmd += ["--skip", os.path.join(tmp, f"{name}.skip")]
+    if e_scale is not None:
+        cmd += ["--early-exit-loss", str(e_scale), "--early-exit-curriculum", curriculum,
+                "--step", str(step), "--steps", str(steps)]
+    run(cmd)
+    if e_scale is not None:
+        exits = tr.active_exits(curriculum, cfg.n_layers, step, steps)
+        scales = tr.exit_scales(exits, cfg.n_layers, e_scale)
+    else:
+        exits, scales = [cfg.n_layers - 1], [1.0]
+    loss, per_exit, g_ref, logits_ref = tr.grads(cfg, weights, tokens, skip, exits, scales)
+
+    lines = open(os.path.join(tmp, name, "loss.txt")).read().split("\n")
+    got_loss = float(lines[0].split()[1])
+    got_exits = [(int(l.split()[1]), float(l.split()[2]), float(l.split()[3])) for l in lines[1:] if l]
+    problems = []
+    if [e for e, _, _ in got_exits] != exits:
+        problems.append(f"exit layers {[e for e, _, _ in got_exits]} != {exits}")
+    else:
+        for (e, s, le), s_ref, le_ref in zip(got_exits, scales, per_exit):
+            if abs(s - s_ref) > 1e-6 or abs(le - le_ref) > 1e-5 * max(1, abs(le_ref)):
+                problems.append(f"exit {e}: scale {s} vs {s_ref}, loss {le} vs {le_ref}")
+    if abs(got_loss - loss) > 1e-5 * max(1.0, abs(loss)):
+        problems.append(f"loss {got_loss} vs {loss}")
+    flat = np.fromfile(os.path.join(tmp, name, "grads.f32"), dtype=np.float32)
+    off, worst, worst_name = 0, 0.0, ""
+    for n in tr.param_names(cfg):
+        want = g_ref[n]
+        got = flat[off:off + want.size].reshape(want.shape)
+        off += want.size
+        e = rel_err(got.astype(np.float64), want)
+        if e > worst:
+            worst, worst_name = e, n
+        if e > GRAD_TOL:
+            problems.append(f"{n}: rel err {e:.2e}")
+    if off != flat.size:
+        problems.append(f"gradient file has {flat.size} floats, expected {off}")
+    logits = np.fromfile(os.path.join(tmp, name, "logits.f32"), dtype=np.float32).reshape(logits_ref.reshape(B * T, -1).shape)
+    le = float(np.max(np.abs(logits - logits_ref.reshape(B * T, -1))))
+    if le > 1e-4:
+        problems.append(f"logits max abs err {le:.2e}")
+    detail = f"loss {got_loss:.6f}, exits {exits}, worst grad rel err {worst:.1e} ({worst_name}), logits {le:.1e}"
+    return not problems, detail + ("; " + "; ".join(problems[:6]) if problems else "")
+
+
+# ---------------------------------------------------------------------------------------------
+def make_text(path, n_docs, seed):
+    rng = random.Random(seed)
+    words = ["ab", "ba", "cab", "dad", "bead", "face", "gag", "hid", "jig", "kale", "mole", "nag", "on", "a", "i"]
+    docs = []
+    for _ in range(n_docs):
+        docs.append(" ".join(rng.choice(words) for _ in range(rng.randint(5, 25))))
+    with open(path, "w") as f:
+        f.write("\n\n".join(docs) + "\n")
+
+
+TINY = ref.LlamaConfig(dim=32, n_layers=3, n_heads=4, n_kv_heads=2, ffn=40, vocab=300, n_rot=6,
+                       context_length=64)
+RUN = dict(steps=10, batch=2, seq=12, accum=2, lr=0.01, min_lr=0.001, warmup=3, wd=0.1, clip=0.5,
+           p_max=0.6, e_scale=0.8, curriculum="rotational:2")
+
+
+def train_cmd(skiff, model, data, out, extra=(), threads=2, steps=None):
+    r = RUN
+    return [skiff, "train", "-m", model, "--data", data, "--seq-len", str(r["seq"]), "-b", str(r["batch"]),
+            "--accum", str(r["accum"]), "--steps", str(steps or r["steps"]), "--lr", str(r["lr"]),
+            "--min-lr", str(r["min_lr"]), "--warmup", str(r["warmup"]), "--weight-decay", str(r["wd"]),
+            "--clip", str(r["clip"]), "--layer-dropout", str(r["p_max"]), "--early-exit-loss", str(r["e_scale"]),
+            "--early-exit-curriculum", r["curriculum"], "--seed", "7", "--eval-batches", "1",
+            "-o", out, "-t", str(threads), "--quiet", *extra]
+
+
+def read_losses(stem):
+    rows = open(stem + ".log.csv").read().strip().split("\n")[1:]
+    return {int(r.split(",")[0]): float(r.split(",")[1]) for r in rows}
+
+
+def check_first_losses(skiff, tmp, ctx):
+    model = os.path.join(tmp, "tiny.gguf")
+    weights = write_model(model, TINY, 11)
+    data = os.path.join(tmp, "text.txt")
+    make_text(data, 60, 3)
+    dump = os.path.join(tmp, "dump")
+    out = os.path.join(tmp, "run1.gguf")
+    run(train_cmd(skiff, model, data, out, ["--debug-dump", dump]))
+    got = read_losses(os.path.join(tmp, "run1"))
+    r = RUN
+    trainer = tr.Trainer(TINY, weights, r["lr"], r["min_lr"], r["warmup"], r["steps"], r["wd"], r["clip"])
+    L, B, T = TINY.n_layers, r["batch"], r["seq"]
+    want = []
+    for t in range(r["steps"]):
+        micro = []
+        for m in range(r["accum"]):
+            tokens = np.fromfile(f"{dump}/step{t}_{m}.tokens", dtype=np.int32).reshape(B, T + 1)
+            skip = np.fromfile(f"{dump}/step{t}_{m}.skip", dtype=np.uint8).reshape(B, L).astype(bool)
+            micro.append((tokens, skip))
+        exits = tr.active_exits(r["curriculum"], L, t, r["steps"])
+        scales = tr.exit_scales(exits, L, r["e_scale"])
+        want.append(trainer.step(t, micro, exits, scales))
+    ctx["weights_after"] = {n: p.detach().numpy() for n, p in trainer.W.items()}
+    ctx["run1"] = got
+    skipped = sum(int(np.fromfile(f, dtype=np.uint8).sum()) for f in glob.glob(f"{dump}/*.skip"))
+    errs = [abs(got[t + 1] - want[t]) / max(1.0, abs(want[t])) for t in range(r["steps"])]
+    detail = (f"max rel diff {max(errs):.1e} over 10 steps; losses {want[0]:.4f} -> {want[-1]:.4f}; "
+              f"{skipped} layer skips")
+    return max(errs) <= 1e-4 and skipped > 0, detail
+
+
+def check_deterministic(skiff, tmp, ctx):
+    model, data = os.path.join(tmp, "tiny.gguf"), os.path.join(tmp, "text.txt")
+    out2, out3 = os.path.join(tmp, "run2.gguf"), os.path.join(tmp, "run3.gguf")
+    run(train_cmd(skiff, model, data, out2))
+    run(train_cmd(skiff, model, data, out3, threads=1))
+    a, b, c = ctx["run1"], read_losses(os.path.join(tmp, "run2")), read_losses(os.path.join(tmp, "run3"))
+    sa = open(os.path.join(tmp, "run1.state"), "rb").read()
+    sb = open(os.path.join(tmp, "run2.state"), "rb").read()
+    sc = open(os.path.join(tmp, "run3.state"), "rb").read()
+    return a == b == c and sa == sb == sc, "same seed: identical losses and state; 1 vs 2 threads: identical"
+
+
+def check_engine_loads(skiff, tmp, ctx):
+    ckpt = os.path.join(tmp, "run1.gguf")
+    g = gw.read_gguf(ckpt)
+    cfg = ref.config_from_gguf(g)
+    weights = ref.weights_from_gguf(g)
+    # the checkpoint holds what the reference's AdamW produced
+    werr = max(rel_err(weights[n].astype(np.float64), ctx["weights_after"][n]) for n in weights)
+    rng = np.random.default_rng(5)
+    T = 12
+    tokens = rng.integers(3, cfg.vocab, size=(1, T + 1), dtype=np.int32)
+    tokens.tofile(os.path.join(tmp, "eng.tokens"))
+    run([skiff, "train-check", "-m", ckpt, "--tokens", os.path.join(tmp, "eng.tokens"), "-b", "1",
+         "--seq-len", str(T), "-o", os.path.join(tmp, "eng")])
+    trainer_logits = np.fromfile(os.path.join(tmp, "eng", "logits.f32"), dtype=np.float32).reshape(T, -1)
+    run([skiff, "dump-logits", "-m", ckpt, "--tokens", " ".join(map(str, tokens[0, :T])), "-o",
+         os.path.join(tmp, "eng.logits")])
+    engine_logits = np.fromfile(os.path.join(tmp, "eng.logits"), dtype=np.float32).reshape(T, -1)
+    ref_logits = ref.forward(cfg, weights, tokens[0, :T])
+    e1 = float(np.max(np.abs(engine_logits - trainer_logits)))
+    e2 = float(np.max(np.abs(engine_logits - ref_logits)))
+    gen = run([skiff, "generate", "-m", ckpt, "-p", "ab ba", "-n", "8", "--temp", "0"])
+    ok = e1 <= 1e-4 and e2 <= 1e-4 and werr <= 1e-3
+    return ok, (f"engine vs trainer logits {e1:.1e}, vs reference {e2:.1e}; weights vs reference AdamW "
+                f"rel {werr:.1e}; generate printed {len(gen.stdout)} bytes")
+
+
+def load_checkpoint_ok(skiff, ckpt):
+    g = gw.read_gguf(ckpt)  # parses every tensor
+    assert "token_embd.weight" in g.tensors
+    p = run([skiff, "train-check", "--state", ckpt[:-5] + ".state"])
+    run([skiff, "dump-logits", "-m", ckpt, "--tokens", "1 5 9", "-o", ckpt + ".probe"])
+    return int(p.stdout.split()[1])
+
+
+def check_sigkill(skiff, tmp, ctx):
+    cfg = ref.LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn=96, vocab=300, context_length=64)
+    model = os.path.join(tmp, "kill.gguf")
+    write_model(model, cfg, 4)
+    data = os.path.join(tmp, "text.txt")
+    steps = 150
+    base = [skiff, "train", "-m", model, "--data", data, "--seq-len", "16", "-b", "2", "--steps", str(steps),
+            "--lr", "0.003", "--layer-dropout", "0.3", "--early-exit-loss", "1", "--seed", "3",
+            "--eval-batches", "1", "--eval-every", "10", "--quiet", "-t", "2"]
+    ref_out = os.path.join(tmp, "nokill.gguf")
+    run(base + ["-o", ref_out])
+    out = os.path.join(tmp, "killed.gguf")
+    rng = random.Random(1234)
+    kills, during_write, steps_seen = 0, 0, []
+    for attempt in range(6):
+        resume = ["--resume"] if os.path.exists(out[:-5] + ".state") else []
+        proc = subprocess.Popen(base + ["-o", out, "--save-every", "1"] + resume,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        hit_write = False
+        if attempt % 2 == 0:  # kill while a temp file of the checkpoint exists
+            deadline = time.time() + 10
+            while time.time() < deadline and proc.poll() is None:
+                if glob.glob(os.path.join(tmp, "killed.*.tmp*")):
+                    hit_write = True
+                    break
+        else:
+            time.sleep(rng.uniform(0.02, 0.3))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+            during_write += hit_write
+        proc.wait()
+        if os.path.exists(out):
+            steps_seen.append(load_checkpoint_ok(skiff, out))
+        for f in glob.glob(os.path.join(tmp, "killed.*.tmp*")):
+            os.unlink(f)
+    # finish the run and compare with the uninterrupted one
+    if os.path.exists(out[:-5] + ".state") and load_checkpoint_ok(skiff, out) < steps:
+        run(base + ["-o", out, "--resume"])  # saving less often does not change the state
+    same = open(out[:-5] + ".state", "rb").read() == open(ref_out[:-5] + ".state", "rb").read()
+    return kills >= 3 and same, (f"{kills} kills ({during_write} during a checkpoint write), checkpoint "
+                                 f"steps {steps_seen} all loaded; resumed run's final state equals the "
+                                 f"uninterrupted one: {same}")
+
+
+def check_nan(skiff, tmp, ctx):
+    model, data = os.path.join(tmp, "tiny.gguf"), os.path.join(tmp, "text.txt")
+    out = os.path.join(tmp, "nan.gguf")
+    p = run(train_cmd(skiff, model, data, out, ["--save-every", "2", "--debug-nan-step", "4"]), check=False)
+    msg = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
+    step = load_checkpoint_ok(skiff, out)
+    ok = p.returncode != 0 and "nan" in msg.lower() and "last good checkpoint" in msg and step == 4
+    return ok, f"exit {p.returncode}, '{msg}', checkpoint at step {step}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--skiff", required=True)
+    ap.add_argument("--shared", required=True)
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    res = Results()
+    tmp_obj = tempfile.TemporaryDirectory(prefix="skiff-train-")
+    tmp = tmp_obj.name
+    sk = args.skiff
+
+    gqa = ref.LlamaConfig(dim=32, n_layers=4, n_heads=4, n_kv_heads=2, ffn=44, vocab=300, n_rot=6, context_length=32)
+    mqa = ref.LlamaConfig(dim=24, n_layers=3, n_heads=4, n_kv_heads=1, ffn=36, vocab=300, tied=True,
+                          rms_eps=1e-6, rope_base=500.0, context_length=32)
+    mha = ref.LlamaConfig(dim=16, n_layers=2, n_heads=2, n_kv_heads=2, ffn=24, vocab=300, context_length=32)
+    skip4 = [[0, 1, 0, 1], [0, 0, 0, 0], [0, 1, 1, 1]]   # layer 1 skipped by two samples, sample 2 mostly
+    skip3 = [[0, 1, 1], [0, 0, 1]]                        # the last layer skipped by every sample
+    res.run("grads gqa untied, masks, early-exit none", lambda: check_gradients(
+        sk, tmp, "g1", gqa, 3, 9, skip4, 0.7, "none", 0, 10, 1))
+    res.run("grads gqa untied, masks, early-exit rotational:2 step 1", lambda: check_gradients(
+        sk, tmp, "g2", gqa, 3, 9, skip4, 1.0, "rotational:2", 1, 10, 2))
+    res.run("grads mqa tied, masks, early-exit gradual step 70/100", lambda: check_gradients(
+        sk, tmp, "g3", mqa, 2, 7, skip3, 0.5, "gradual", 70, 100, 3))
+    res.run("grads mha, no masks, final-layer loss only", lambda: check_gradients(
+        sk, tmp, "g4", mha, 2, 5, None, None, "none", 0, 1, 4))
+    ctx = {}
+    res.run("first 10 losses of a fixed-seed run", lambda: check_first_losses(sk, tmp, ctx))
+    res.run("determinism (same seed; 1 vs 2 threads)", lambda: check_deterministic(sk, tmp, ctx))
+    res.run("checkpoint loads in the engine, logits equal", lambda: check_engine_loads(sk, tmp, ctx))
+    res.run("SIGKILL during checkpoint writes, resume", lambda: check_sigkill(sk, tmp, ctx))
+    res.run("NaN stops training, last checkpoint intact", lambda: check_nan(sk, tmp, ctx))
+    if args.keep:
+        print(f"kept {tmp}")
+        tmp_obj.cleanup = lambda: None  # noqa
+    print(f"{res.passed} passed, {res.failed} failed")
+    return 0 if res.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+// matmul on every weight type and every CPU path this machine has, over odd sizes:
+// - against the scalar path (same input integers for the 8-bit-input types) and against a
+//   float64 product of the dequantized weights;
+// - batch invariance, bit for bit: row t of a T = 7 call equals a T = 1 call on row t alone
+//   (self-speculative verification depends on it), and matmul_many equals separate calls;
+// - thread invariance, bit for bit: 1, 2 and 3 threads give the same bits.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu.h"
+#include "kernels/dequant.h"
+#include "kernels/matmul.h"
+#include "kernels/matmul_impl.h"
+
+namespace skiff {
+namespace {
+
+struct RestorePath {
+  CpuPath saved = active_cpu_path();
+  ~RestorePath() { set_cpu_path(saved); }
+};
+
+std::vector<CpuPath> available_paths() {
+  std::vector<CpuPath> paths;
+  for (CpuPath p : {CpuPath::Scalar, CpuPath::Avx2, CpuPath::Avx512})
+    if (p <= best_cpu_path()) paths.push_back(p);
+  return paths;
+}
+
+std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+struct Matrix {
+  std::vector<uint8_t> bytes;
+  TensorView view;
+  std::vector<float> dequantized;  // what the file means: rows x cols floats
+};
+
+Matrix make_matrix(DType type, int64_t rows, int64_t cols, uint32_t seed) {
+  Matrix m;
+  const size_t rb = row_bytes(type, cols);
+  m.bytes.resize(rb * static_cast<size_t>(rows));
+  std::vector<float> w = random_vector(static_cast<size_t>(rows * cols), seed, 0.5f);
+  m.dequantized.resize(w.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* dst = m.bytes.data() + rb * static_cast<size_t>(r);
+    EXPECT_TRUE(quantize_row(type, &w[static_cast<size_t>(r * cols)], dst, cols)) << dtype_name(type);
+    dequantize_row(type, dst, &m.dequantized[static_cast<size_t>(r * cols)], cols);
+  }
+  m.view.name = std::string(dtype_name(type));
+  m.view.type = type;
+  m.view.rows = rows;
+  m.view.cols = cols;
+  m.view.data = m.bytes.data();
+  m.view.row_stride = rb;
+  return m;
+}
+
+struct Case {
+  DType type;
+  int64_t cols;
+};
+
+// Odd row counts, and for the 32-blocks an odd block count (the AVX-512 kernels take blocks
+// in pairs), for the floats a length that is not a multiple of 16.
+const Case kCases[] = {
+    {DType::F32, 67},   {DType::F32, 160},  {DType::F16, 67},   {DType::F16, 96},
+    {DType::BF16, 67},  {DType::BF16, 96},  {DType::Q8_0, 96},  {DType::Q8_0, 128},
+    {DType::Q4_0, 96},  {DType::Q4_0, 160}, {DType::Q4_1, 96},  {DType::Q5_0, 96},
+    {DType::Q5_1, 96},  {DType::Q4_K, 256}, {DType::Q4_K, 768}, {DType::Q6_K, 256},
+};
+
+bool bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+std::string label(DType type, int64_t cols, CpuPath path) {
+  return std::string(dtype_name(type)) + " cols " + std::to_string(cols) + " " +
+         std::string(cpu_path_name(path));
+}
+
+TEST(Matmul, MatchesScalarPathAndFloat64OnEveryPath) {
+  RestorePath restore;
+  ThreadPool pool(2);
+  const int64_t rows = 37, T = 7;
+  for (const Case& c : kCases) {
+    Matrix m = make_matrix(c.type, rows, c.cols, 11);
+    std::vector<float> x = random_vector(static_cast<size_t>(T * c.cols), 12);
+    set_cpu_path(CpuPath::Scalar);
+    std::vector<float> scalar(static_cast<size_t>(T * rows));
+    matmul(m.view, x.data(), T, scalar.data(), pool);
+    for (CpuPath path : available_paths()) {
+      set_cpu_path(path);
+      std::vector<float> y(static_cast<size_t>(T * rows));
+      matmul(m.view, x.data(), T, y.data(), pool);
+      const bool quantized_input = matmul_quantizes_input(c.type);
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          double exact = 0, magnitude = 0, rounding = 0;
+          for (int64_t k = 0; k < c.cols; ++k) {
+            const float wk = m.dequantized[static_cast<size_t>(r * c.cols + k)];
+            double term = static_cast<double>(wk) * x[static_cast<size_t>(t * c.cols + k)];
+            exact += term;
+            magnitude += std::fabs(term);
+            // 8-bit inputs: each moves by at most half a step, amax / 254 of its block of 32.
+            float amax = 0;
+            for (int64_t i = k / 32 * 32; i < k / 32 * 32 + 32; ++i)
+              amax = std::max(amax, std::fabs(x[static_cast<size_t>(t * c.cols + i)]));
+            rounding += std::fabs(wk) * amax / 254.0;
+          }
+          const float got = y[static_cast<size_t>(t * rows + r)];
+          // Paths differ only in float32 summation order.
+          ASSERT_NEAR(got, scalar[static_cast<size_t>(t * rows + r)], 1e-5 * (1 + magnitude))
+              << label(c.type, c.cols, path) << " t " << t << " r " << r;
+          const double tol = (quantized_input ? rounding : 0.0) + 1e-5 * (1 + magnitude);
+          ASSERT_NEAR(got, exact, tol) << label(c.type, c.cols, path) << " t " << t << " r " << r;
+        }
+      }
+    }
+  }
+}
+
+TEST(Matmul, BatchInvariantBitForBitOnEveryTypeAndPath) {
+  RestorePath restore;
+  ThreadPool pool(2);
+  const int64_t rows = 37, T = 7;
+  for (const Case& c : kCases) {
+    Matrix m = make_matrix(c.type, rows, c.cols, 21);
+    std::vector<float> x = random_vector(static_cast<size_t>(T * c.cols), 22);
+    for (CpuPath path : available_paths()) {
+      set_cpu_path(path);
+      std::vector<float> batch(static_cast<size_t>(T * rows));
+      matmul(m.view, x.data(), T, batch.data(), pool);
+      for (int64_t t = 0; t < T; ++t) {
+        std::vector<float> one(static_cast<size_t>(rows));
+        matmul(m.view, &x[static_cast<size_t>(t * c.cols)], 1, one.data(), pool);
+        std::vector<float> row(batch.begin() + t * rows, batch.begin() + (t + 1) * rows);
+        ASSERT_TRUE(bits_equal(one, row)) << label(c.type, c.cols, path) << " position " << t;
+      }
+      // Positions 2..5 as a batch of 3 (another place in the position tiles).
+      std::vector<float> part(static_cast<size_t>(3 * rows));
+      matmul(m.view, &x[static_cast<size_t>(2 * c.cols)], 3, part.data(), pool);
+      std::vector<float> want(batch.begin() + 2 * rows, batch.begin() + 5 * rows);
+      ASSERT_TRUE(bits_equal(part, want)) << label(c.type, c.cols, path);
+    }
+  }
+}
+
+TEST(Matmul, ManyEqualsSeparateCallsBitForBit) {
+  RestorePath restore;
+  ThreadPool pool(2);
+  const int64_t T = 5, cols = 128;
+  Matrix a = make_matrix(DType::Q4_0, 45, cols, 31), b = make_matrix(DType::Q8_0, 19, cols, 32),
+         c = make_matrix(DType::F16, 23, cols, 33);
+  std::vector<float> x = random_vector(static_cast<size_t>(T * cols), 34);
+  for (CpuPath path : available_paths()) {
+    set_cpu_path(path);
+    std::vector<float> ya(T * 45), yb(T * 19), yc(T * 23), za(T * 45), zb(T * 19), zc(T * 23);
+    const MatmulJob jobs[] = {{&a.view, ya.data()}, {&b.view, yb.data()}, {&c.view, yc.data()}};
+    matmul_many(jobs, x.data(), T, pool);
+    matmul(a.view, x.data(), T, za.data(), pool);
+    matmul(b.view, x.data(), T, zb.data(), pool);
+    matmul(c.view, x.data(), T, zc.data(), pool);
+    EXPECT_TRUE(bits_equal(ya, za) && bits_equal(yb, zb) && bits_equal(yc, zc)) << cpu_path_name(path);
+  }
+}
+
+TEST(Matmul, ThreadCountDoesNotChangeBits) {
+  RestorePath restore;
+  // Large enough that the work is shared among threads (small products run serially).
+  const int64_t rows = 611, cols = 1024, T = 7;
+  for (DType type : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q6_K}) {
+    Matrix m = make_matrix(type, rows, cols, 41);
+    std::vector<float> x = random_vector(static_cast<size_t>(T * cols), 42);
+    for (CpuPath path : available_paths()) {
+      set_cpu_path(path);
+      std::vector<float> want;
+      for (int threads : {1, 2, 3}) {
+        ThreadPool pool(threads);
+        std::vector<float> y(static_cast<size_t>(T * rows));
+        matmul(m.view, x.data(), T, y.data(), pool);
+        if (want.empty()) {
+          want = y;
+        }
+        ASSERT_TRUE(bits_equal(y, want)) << label(type, cols, path) << " threads " << threads;
+      }
+    }
+  }
+}
+
+TEST(Matmul, InputQuantizationRoundsToNearestWithinHalfAStep) {
+  std::vector<float> x = random_vector(96, 51, 3.0f);
+  x[5] = 0.0f;
+  std::fill(x.begin() + 64, x.end(), 0.0f);  // an all-zero block: scale 0, values 0
+  std::vector<int8_t> q(96);
+  std::vector<float> d(3);
+  kernels::quantize_input_q8(x.data(), 96, q.data(), d.data());
+  for (int b = 0; b < 3; ++b) {
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b * 32 + i]));
+    EXPECT_FLOAT_EQ(d[b], amax / 127.0f);
+    for (int i = 0; i < 32; ++i) {
+      const float v = x[b * 32 + i];
+      EXPECT_LE(std::fabs(q[b * 32 + i] * d[b] - v), d[b] * 0.5f + 1e-7f);
+      if (std::fabs(v) == amax && amax > 0) {
+        EXPECT_EQ(std::abs(q[b * 32 + i]), 127);
+      }
+    }
+  }
+  EXPECT_EQ(d[2], 0.0f);
+  EXPECT_EQ(q[70], 0);
+  // Non-finite inputs give some value in range, never undefined behaviour.
+  x[0] = std::nanf("");
+  x[1] = INFINITY;
+  kernels::quantize_input_q8(x.data(), 32, q.data(), d.data());
+  for (int i = 0; i < 32; ++i) EXPECT_LE(std::abs(q[i]), 127);
+}
+
+TEST(Dequantize, Avx512KQuantsEqualTheReferenceBitForBit) {
+  if (best_cpu_path() < CpuPath::Avx512) GTEST_SKIP() << "no AVX-512";
+  for (DType type : {DType::Q4_K, DType::Q6_K}) {
+    Matrix m = make_matrix(type, 5, 768, 61);
+    std::vector<float> want(5 * 768), got(5 * 768);
+    for (int64_t r = 0; r < 5; ++r) {
+      dequantize_row(type, m.view.row(r), &want[static_cast<size_t>(r * 768)], 768);
+      ASSERT_TRUE(kernels::dequantize_row_avx512(type, m.view.row(r), &got[static_cast<size_t>(r * 768)], 768));
+    }
+    EXPECT_TRUE(bits_equal(got, want)) << dtype_name(type);
+  }
+}
+
+TEST(ThreadPool, DynamicLoopsCoverEveryIndexOnce) {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {1, 2, 5, 64, 1001}) {
+      for (int64_t grain : {1, 3, 100}) {
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        pool.parallel_for_dynamic(n, grain, [&](int64_t b, int64_t e, int thread) {
+          ASSERT_LT(thread, threads);
+          for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+        });
+        for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+      }
+    }
+  }
+}
+
+TEST(ThreadPool, IdleWorkersSleep) {
+  // After a loop, workers spin briefly and then sleep: an idle pool uses (almost) no CPU.
+  ThreadPool pool(2);
+  pool.set_spin_microseconds(100);
+  std::atomic<int64_t> sum{0};
+  pool.parallel_for(1000, [&](int64_t b, int64_t e, int) { sum += e - b; });
+  auto cpu_seconds = [] {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
+  };
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // past the spin
+  const double before = cpu_seconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_LT(cpu_seconds() - before, 0.02);  // 200 ms of wall time, < 20 ms of CPU
+  EXPECT_EQ(sum.load(), 1000);
+}
+
+}  // namespace
+}  // namespace skiff

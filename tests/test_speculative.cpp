@@ -1,0 +1,353 @@
+// Greedy speculative decoding must be plain decoding, token for token, whoever drafts:
+// self-speculation (every exit layer E in 1..L-1, draft length D in 1..8), a draft model and
+// prompt lookup; on stories260K and on random GQA models; with the context filling up and
+// with EOS inside drafts. After every round the target's KV cache must equal the one plain
+// decoding has at that point, bit for bit, and self-speculation must run the early layers
+// exactly once per position per round (nothing recomputed).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "base/error.h"
+#include "decode/early_exit_drafter.h"
+#include "decode/model_drafter.h"
+#include "decode/ngram_drafter.h"
+#include "speculative_test_util.h"
+
+namespace skiff {
+namespace {
+
+using namespace testing_spec;
+
+enum class Kind { SelfSpec, DraftModel, Lookup };
+
+struct SpecSetup {
+  Kind kind = Kind::SelfSpec;
+  int param = 1;  // E for self-speculation, N for lookup
+  int draft_max = 4;
+  float p_min = 0.0f;
+  const Model* draft = nullptr;
+};
+
+// What the runs saw, to show the interesting cases were really exercised.
+struct Coverage {
+  int runs = 0, eos_in_draft = 0, context_limit = 0, full_accept = 0, rejections = 0, eos_stops = 0;
+};
+
+std::unique_ptr<Drafter> make_drafter(Context& ctx, const SpecSetup& s) {
+  switch (s.kind) {
+    case Kind::SelfSpec: return std::make_unique<EarlyExitDrafter>(ctx, s.param, s.p_min);
+    case Kind::DraftModel: return std::make_unique<ModelDrafter>(ctx.model(), *s.draft, 0, 1, s.p_min);
+    case Kind::Lookup: return std::make_unique<NgramDrafter>(ctx.model(), s.param);
+  }
+  return nullptr;
+}
+
+// Speculative decoding of `prompt` equals `ar` (plain decoding of the same prompt).
+void expect_same_as_autoregressive(const Model& model, std::span<const int32_t> prompt, int n, int context,
+                                   const SpecSetup& s, const ArRun& ar, Coverage& cov) {
+  Context ctx(model, context, 1);
+  Sampler sampler(SamplerParams{0.0f});
+  std::unique_ptr<Drafter> drafter = make_drafter(ctx, s);
+  CacheChecker checker(model, context);
+  std::vector<int32_t> out;
+  const int32_t eos = model.tokenizer->eos();
+  int64_t early_positions = 0;  // what self-speculation must have run through layers 0..E-1
+  bool first = true;
+  SpecStats st = generate_speculative(
+      ctx, sampler, *drafter, prompt, n, SpecParams{s.draft_max},
+      [&](int32_t t) {
+        out.push_back(t);
+        return true;
+      },
+      [&](const SpecRound& r) {
+        checker.after_round(ctx, r.tokens, r.eos);
+        const int k = static_cast<int>(r.drafts.size());
+        EXPECT_LE(k, s.draft_max);
+        if (std::find(r.drafts.begin(), r.drafts.end(), eos) != r.drafts.end()) ++cov.eos_in_draft;
+        if (k > 0 && r.accepted == k) ++cov.full_accept;
+        if (r.accepted < k) ++cov.rejections;
+        const int expected_batch = k + 1 + (first && s.kind == Kind::SelfSpec ? static_cast<int>(prompt.size()) - 1 : 0);
+        EXPECT_EQ(r.verified, expected_batch) << "the verification batch holds exactly the unseen positions";
+        EXPECT_EQ(r.first_layer, s.kind == Kind::SelfSpec ? s.param : 0);
+        if (s.kind == Kind::SelfSpec) {
+          EXPECT_EQ(static_cast<EarlyExitDrafter&>(*drafter).exit_count(), 0);
+          early_positions += k + 1;
+        }
+        first = false;
+      });
+  ASSERT_EQ(out, ar.tokens);
+  EXPECT_EQ(st.generation.generated_tokens, ar.stats.generated_tokens);
+  EXPECT_EQ(st.generation.hit_context_limit, ar.stats.hit_context_limit);
+  EXPECT_EQ(st.generation.hit_eos, ar.stats.hit_eos);
+  checker.final_check(ctx);
+  if (s.kind == Kind::SelfSpec) {
+    EXPECT_EQ(st.draft_steps, early_positions) << "one early pass per position per round";
+  }
+  EXPECT_LE(st.accepted, st.drafted);
+  ++cov.runs;
+  cov.context_limit += st.generation.hit_context_limit;
+  cov.eos_stops += st.generation.hit_eos;
+}
+
+struct PromptCase {
+  std::vector<int32_t> tokens;
+  int context;  // 0: the model's
+};
+
+// Every case against plain decoding, for every setup.
+void sweep(const Model& model, const std::vector<PromptCase>& prompts, int n, const std::vector<SpecSetup>& setups,
+           Coverage& cov) {
+  for (const PromptCase& p : prompts) {
+    const ArRun ar = run_autoregressive(model, p.tokens, n, p.context);
+    for (const SpecSetup& s : setups) {
+      SCOPED_TRACE(::testing::Message() << "prompt of " << p.tokens.size() << " tokens, context " << p.context
+                                        << ", kind " << static_cast<int>(s.kind) << ", param " << s.param
+                                        << ", D " << s.draft_max << ", p_min " << s.p_min);
+      expect_same_as_autoregressive(model, p.tokens, n, p.context, s, ar, cov);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  }
+}
+
+std::vector<SpecSetup> self_spec_setups(int n_layers, float p_min = 0.0f) {
+  std::vector<SpecSetup> v;
+  for (int e = 1; e < n_layers; ++e)
+    for (int d = 1; d <= 8; ++d) v.push_back({Kind::SelfSpec, e, d, p_min});
+  return v;
+}
+
+class Stories : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { model_ = load_model(kStories).release(); }
+  static void TearDownTestSuite() {
+    delete model_;
+    model_ = nullptr;
+  }
+  static std::vector<PromptCase> prompts(int short_context) {
+    const Tokenizer& tok = *model_->tokenizer;
+    std::vector<PromptCase> v;
+    for (const char* text : {"", "Once upon a time", "Tom and his dog Max went to the beach. The sun was hot and",
+                             "Lily had a red ball. She liked the red ball. One day the red ball rolled away. Lily"}) {
+      v.push_back({tok.encode(text, true), 0});
+    }
+    // The same prompts where the context fills up mid-generation.
+    for (size_t i = 1; i < 4; ++i) v.push_back({v[i].tokens, short_context});
+    return v;
+  }
+  static Model* model_;
+};
+Model* Stories::model_ = nullptr;
+
+TEST_F(Stories, SelfSpeculationIsAutoregressiveForEveryExitAndDraftLength) {
+  Coverage cov;
+  sweep(*model_, prompts(40), 60, self_spec_setups(model_->config.n_layers), cov);
+  EXPECT_EQ(cov.runs, 7 * 4 * 8);
+  EXPECT_GT(cov.context_limit, 0);
+  EXPECT_GT(cov.full_accept, 0);
+  EXPECT_GT(cov.rejections, 0);
+}
+
+TEST_F(Stories, AdaptiveDraftLengthKeepsTheOutput) {
+  Coverage cov;
+  for (float p_min : {0.3f, 0.8f}) {
+    std::vector<SpecSetup> setups;
+    for (int e = 1; e < model_->config.n_layers; ++e)
+      for (int d : {2, 5, 8}) setups.push_back({Kind::SelfSpec, e, d, p_min});
+    sweep(*model_, prompts(40), 50, setups, cov);
+  }
+  EXPECT_GT(cov.rejections, 0);
+}
+
+TEST_F(Stories, EosInsideDrafts) {
+  // stories260K never emits its own EOS, so a frequent token plays EOS: generation ends
+  // there, often in the middle of a draft.
+  std::unique_ptr<Model> m = load_model(kStories);
+  const PromptCase p{m->tokenizer->encode("Once upon a time", true), 0};
+  const ArRun free_run = run_autoregressive(*m, p.tokens, 60, 0);
+  Coverage cov;
+  ASSERT_EQ(free_run.tokens.size(), 60u);
+  for (size_t at : {3u, 9u, 20u, 41u}) {
+    set_eos(*m, free_run.tokens[at]);
+    std::vector<SpecSetup> setups = self_spec_setups(m->config.n_layers);
+    for (int n = 1; n <= 4; ++n)
+      for (int d : {2, 5, 8}) setups.push_back({Kind::Lookup, n, d});
+    setups.push_back({Kind::DraftModel, 0, 6, 0.0f, m.get()});
+    sweep(*m, {p, {m->tokenizer->encode("Tom and his dog", true), 0}}, 60, setups, cov);
+  }
+  EXPECT_GT(cov.eos_in_draft, 0);
+  EXPECT_GT(cov.eos_stops, 0);
+}
+
+TEST_F(Stories, DraftModelIsAutoregressive) {
+  // Drafting with itself (everything accepted: the bonus-token path), and with random
+  // models of the same vocabulary (mostly rejected), one of them with a short context.
+  std::unique_ptr<Model> same = load_model(kStories);
+  RandomShape shape;
+  shape.vocab = 0;
+  shape.n_layers = 2;
+  shape.dim = 32;
+  shape.n_heads = 4;
+  shape.n_kv_heads = 2;
+  shape.ffn_dim = 40;
+  shape.context = 30;
+  OwnedModel random_draft = make_random_model(shape);
+  std::vector<SpecSetup> setups;
+  for (int d = 1; d <= 8; ++d) {
+    setups.push_back({Kind::DraftModel, 0, d, 0.0f, same.get()});
+    setups.push_back({Kind::DraftModel, 0, d, 0.0f, random_draft.model.get()});
+  }
+  setups.push_back({Kind::DraftModel, 0, 5, 0.5f, same.get()});
+  Coverage cov;
+  sweep(*model_, prompts(40), 60, setups, cov);
+  EXPECT_GT(cov.full_accept, 0);
+  EXPECT_GT(cov.rejections, 0);
+}
+
+TEST_F(Stories, PromptLookupIsAutoregressive) {
+  std::vector<SpecSetup> setups;
+  for (int n = 1; n <= 4; ++n)
+    for (int d = 1; d <= 8; ++d) setups.push_back({Kind::Lookup, n, d});
+  Coverage cov;
+  sweep(*model_, prompts(40), 60, setups, cov);
+  EXPECT_GT(cov.full_accept, 0);
+  EXPECT_GT(cov.rejections, 0);
+}
+
+TEST_F(Stories, RepetitionPenaltiesSeeTheDraftsAsHistory) {
+  // Penalties depend on the history, which inside a round includes the drafts before a
+  // position: the verifier must judge draft i with the history plain decoding would have.
+  SamplerParams sp{0.0f};
+  sp.repeat_penalty = 1.3f;
+  sp.frequency_penalty = 0.2f;
+  const std::vector<int32_t> prompt = model_->tokenizer->encode("Once upon a time", true);
+  const ArRun ar = run_autoregressive(*model_, prompt, 80, 0, sp);
+  for (int e = 1; e < model_->config.n_layers; ++e) {
+    Context ctx(*model_, 0, 1);
+    Sampler sampler(sp);
+    EarlyExitDrafter drafter(ctx, e, 0.0f);
+    std::vector<int32_t> out;
+    generate_speculative(ctx, sampler, drafter, prompt, 80, SpecParams{6}, [&](int32_t t) {
+      out.push_back(t);
+      return true;
+    });
+    EXPECT_EQ(out, ar.tokens) << "E=" << e;
+  }
+}
+
+TEST_F(Stories, StopsWhenTheCallbackSaysSo) {
+  const std::vector<int32_t> prompt = model_->tokenizer->encode("Once upon a time", true);
+  for (int stop_after : {1, 2, 7}) {
+    Context ctx(*model_, 0, 1);
+    Sampler sampler(SamplerParams{0.0f});
+    EarlyExitDrafter drafter(ctx, 4, 0.0f);
+    int seen = 0;
+    SpecStats st = generate_speculative(ctx, sampler, drafter, prompt, 100, SpecParams{8},
+                                        [&](int32_t) { return ++seen < stop_after; });
+    EXPECT_EQ(seen, stop_after);
+    EXPECT_EQ(st.generation.generated_tokens, stop_after);
+  }
+  // max_tokens = 0 generates nothing.
+  Context ctx(*model_, 0, 1);
+  Sampler sampler(SamplerParams{0.0f});
+  EarlyExitDrafter drafter(ctx, 2, 0.0f);
+  SpecStats st = generate_speculative(ctx, sampler, drafter, prompt, 0, SpecParams{4}, [](int32_t) { return true; });
+  EXPECT_EQ(st.generation.generated_tokens, 0);
+  EXPECT_EQ(st.rounds, 0);
+}
+
+// Random GQA models: several shapes, our own small vocabulary and stories260K's.
+TEST(RandomModels, EveryStrategyIsAutoregressive) {
+  std::vector<RandomShape> shapes(3);
+  shapes[0] = {48, 4, 6, 2, 72, 64, 24, 0.6f, 3.0f, 11};
+  shapes[1] = {40, 6, 5, 1, 56, 48, 0, 0.4f, 4.0f, 12};
+  shapes[2] = {36, 3, 6, 3, 50, 40, 40, 1.0f, 2.0f, 13};
+  Coverage cov;
+  for (const RandomShape& shape : shapes) {
+    SCOPED_TRACE(::testing::Message() << "shape seed " << shape.seed);
+    OwnedModel m = make_random_model(shape);
+    RandomShape small = shape;
+    small.n_layers = 1;
+    small.seed += 100;
+    small.context = 16;  // shorter than the longest prompt: the draft model falls silent
+    OwnedModel draft = make_random_model(small);
+    std::mt19937 rng(shape.seed);
+    const int vocab = m->config.vocab_size;
+    std::vector<PromptCase> prompts;
+    for (int len : {1, 4, 17}) {
+      std::vector<int32_t> t(static_cast<size_t>(len));
+      for (int32_t& x : t) x = static_cast<int32_t>(3 + rng() % static_cast<uint32_t>(vocab - 3));
+      t[0] = 1;
+      prompts.push_back({t, 0});
+    }
+    prompts.push_back({prompts[2].tokens, 28});  // fills the context
+    prompts.push_back({prompts[2].tokens, 17});  // the prompt alone fills it
+    std::vector<SpecSetup> setups = self_spec_setups(shape.n_layers);
+    for (int d = 1; d <= 8; ++d) {
+      setups.push_back({Kind::DraftModel, 0, d, 0.0f, draft.model.get()});
+      setups.push_back({Kind::DraftModel, 0, d, 0.0f, m.model.get()});
+      setups.push_back({Kind::Lookup, 1 + d % 3, d});
+    }
+    sweep(*m, prompts, 40, setups, cov);
+    if (::testing::Test::HasFatalFailure()) return;
+    // And with a frequent token as EOS, so that drafts run into it.
+    // (A token some free run produces at its 7th step, from the longest run.)
+    ArRun free_run;
+    for (const PromptCase& p : prompts) {
+      ArRun r = run_autoregressive(*m, p.tokens, 40, 0);
+      if (r.tokens.size() > free_run.tokens.size()) free_run = r;
+    }
+    ASSERT_GT(free_run.tokens.size(), 6u);
+    set_eos(*m, free_run.tokens[6]);
+    set_eos(*draft, free_run.tokens[6]);  // a draft model must share the special ids too
+    sweep(*m, prompts, 40, setups, cov);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  EXPECT_GT(cov.eos_in_draft, 0);
+  EXPECT_GT(cov.context_limit, 0);
+  EXPECT_GT(cov.full_accept, 0);
+  EXPECT_GT(cov.rejections, 0);
+}
+
+TEST(EarlyExit, RunsOnlyTheFirstLayers) {
+  std::unique_ptr<Model> m = load_model(kStories);
+  const int L = m->config.n_layers, V = m->config.vocab_size, dim = m->config.dim;
+  const std::vector<int32_t> prompt = m->tokenizer->encode("Once upon a time", true);
+  const ArRun full = run_autoregressive(*m, prompt, 30, 0);
+  for (int e = 1; e <= L; ++e) {
+    Context ctx(*m, 0, 1);
+    Sampler sampler(SamplerParams{0.0f});
+    std::vector<int32_t> out;
+    generate_early_exit(ctx, sampler, prompt, e, 30, [&](int32_t t) {
+      out.push_back(t);
+      return true;
+    });
+    if (e == L) {
+      EXPECT_EQ(out, full.tokens);
+    }
+    for (int l = e; l < L; ++l) EXPECT_EQ(ctx.cache().length(l), 0);
+    // The same by hand: layers [0, e), then the final norm and head.
+    Context manual(*m, 0, 1);
+    std::vector<int32_t> seq = prompt, expect;
+    std::vector<float> logits(static_cast<size_t>(V));
+    size_t done = 0;
+    while (expect.size() < out.size()) {
+      std::vector<float> h((seq.size() - done) * dim);
+      embed(*m, std::span<const int32_t>(seq).subspan(done), h.data());
+      forward(manual, h.data(), static_cast<int64_t>(seq.size() - done), 0, e);
+      compute_logits(manual, h.data() + (seq.size() - done - 1) * dim, 1, logits.data());
+      done = seq.size();
+      seq.push_back(argmax(logits));
+      expect.push_back(seq.back());
+    }
+    EXPECT_EQ(out, expect) << "exit layer " << e;
+  }
+  Context ctx(*m, 0, 1);
+  Sampler sampler(SamplerParams{0.0f});
+  auto ignore = [](int32_t) { return true; };
+  EXPECT_THROW(generate_early_exit(ctx, sampler, prompt, 0, 5, ignore), Error);
+  EXPECT_THROW(generate_early_exit(ctx, sampler, prompt, L + 1, 5, ignore), Error);
+}
+
+}  // namespace
+}  // namespace skiff

@@ -1,0 +1,119 @@
+// skiff synth's random models and skiff quantize's output load and run: finite logits,
+// the shape asked for, K-quants where rows allow them and F32 where they do not.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "io/export_gguf.h"
+#include "model/forward.h"
+#include "synth/synth.h"
+
+namespace skiff {
+namespace {
+
+const std::string kVocab = std::string(SKIFF_SHARED_DIR) + "/models/ggml-vocab-llama-spm.gguf";
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("skiff_test_" + std::to_string(getpid()) + "_" + name)).string();
+}
+
+struct TempFile {
+  std::string path;
+  ~TempFile() { std::filesystem::remove(path); }
+};
+
+void expect_runs(const Model& model) {
+  Context ctx(model, 32, 2);
+  std::vector<int32_t> tokens = {1, 450, 4996, 17354, 1701, 432};
+  std::vector<float> logits = eval_tokens(ctx, tokens);
+  ASSERT_EQ(logits.size(), static_cast<size_t>(model.config.vocab_size));
+  float spread = 0;
+  for (float v : logits) {
+    ASSERT_TRUE(std::isfinite(v));
+    spread = std::max(spread, std::fabs(v - logits[0]));
+  }
+  EXPECT_GT(spread, 0.0f);  // not all equal
+}
+
+TEST(Synth, ShapesAreTheDocumentedOnes) {
+  auto t = synth_shape("tinyllama");
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->dim, 2048);
+  EXPECT_EQ(t->n_layers, 16);
+  EXPECT_EQ(t->n_heads, 32);
+  EXPECT_EQ(t->n_kv_heads, 8);
+  EXPECT_EQ(t->ffn_dim, 5632);
+  EXPECT_EQ(t->vocab_size, 32000);
+  EXPECT_EQ(t->context_length, 2048);
+  EXPECT_FALSE(synth_shape("nope").has_value());
+}
+
+TEST(Synth, TinyModelsLoadAndGiveFiniteLogitsInEveryType) {
+  for (DType type : {DType::F16, DType::Q8_0, DType::Q4_0, DType::BF16}) {
+    SynthOptions o;
+    o.shape = *synth_shape("tiny");
+    o.type = type;
+    o.vocab_path = kVocab;
+    o.threads = 2;
+    TempFile f{temp_path(std::string(dtype_name(type)) + ".gguf")};
+    write_synthetic_model(o, f.path);
+    auto model = load_model(f.path);
+    EXPECT_EQ(model->config.dim, 64);
+    EXPECT_EQ(model->config.n_kv_heads, 2);
+    EXPECT_EQ(model->config.vocab_size, 32000);
+    EXPECT_EQ(model->layers[0].wq.type, type);
+    EXPECT_EQ(model->layers[0].ffn_down.type, type);
+    EXPECT_EQ(model->tokenizer->vocab().pieces[450], "\xE2\x96\x81The");  // LLaMA-2's vocabulary
+    expect_runs(*model);
+  }
+}
+
+TEST(Synth, SameSeedSameFileOtherSeedOtherWeights) {
+  SynthOptions o;
+  o.shape = *synth_shape("tiny");
+  o.type = DType::Q8_0;
+  o.vocab_path = kVocab;
+  TempFile a{temp_path("a.gguf")}, b{temp_path("b.gguf")}, c{temp_path("c.gguf")};
+  o.threads = 1;
+  write_synthetic_model(o, a.path);
+  o.threads = 2;  // the thread count does not change the weights
+  write_synthetic_model(o, b.path);
+  o.seed = 2;
+  write_synthetic_model(o, c.path);
+  auto ma = load_model(a.path), mb = load_model(b.path), mc = load_model(c.path);
+  const size_t n = ma->layers[1].wv.nbytes();
+  EXPECT_EQ(std::memcmp(ma->layers[1].wv.data, mb->layers[1].wv.data, n), 0);
+  EXPECT_NE(std::memcmp(ma->layers[1].wv.data, mc->layers[1].wv.data, n), 0);
+}
+
+TEST(QuantizeModel, KQuantsWhereRowsAllowThemF32ElsewhereAndTheOutputRuns) {
+  // dim 256 rows take Q4_K / Q6_K blocks of 256; the FFN down rows (ffn 192) cannot.
+  SynthOptions o;
+  o.shape = SynthShape{"k", 256, 1, 4, 2, 192, 32000, 64};
+  o.type = DType::F16;
+  o.vocab_path = kVocab;
+  TempFile src{temp_path("k_src.gguf")};
+  write_synthetic_model(o, src.path);
+  auto model = load_model(src.path);
+  for (DType type : {DType::Q4_K, DType::Q6_K, DType::Q4_0, DType::BF16}) {
+    TempFile out{temp_path("k_" + std::string(dtype_name(type)) + ".gguf")};
+    int calls = 0;
+    save_model_gguf(*model, out.path, type, [&](int done, int total) {
+      ++calls;
+      EXPECT_LE(done, total);
+    });
+    EXPECT_GT(calls, 0);
+    auto q = load_model(out.path);
+    EXPECT_EQ(q->layers[0].wq.type, type);
+    EXPECT_EQ(q->layers[0].ffn_gate.type, type);
+    const bool fits = 192 % traits(type).block_size == 0;
+    EXPECT_EQ(q->layers[0].ffn_down.type, fits ? type : DType::F32) << dtype_name(type);
+    EXPECT_EQ(q->layers[0].attn_norm.type, DType::F32);
+    expect_runs(*q);
+  }
+}
+
+}  // namespace
+}  // namespace skiff
