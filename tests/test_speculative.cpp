@@ -169,7 +169,9 @@ TEST_F(Stories, EosInsideDrafts) {
   ASSERT_EQ(free_run.tokens.size(), 60u);
   for (size_t at : {3u, 9u, 20u, 41u}) {
     set_eos(*m, free_run.tokens[at]);
-    std::vector<SpecSetup> setups = self_spec_setups(m->config.n_layers);
+    std::vector<SpecSetup> setups;
+    for (int e = 1; e < m->config.n_layers; ++e)
+      for (int d : {1, 3, 8}) setups.push_back({Kind::SelfSpec, e, d});
     for (int n = 1; n <= 4; ++n)
       for (int d : {2, 5, 8}) setups.push_back({Kind::Lookup, n, d});
     setups.push_back({Kind::DraftModel, 0, 6, 0.0f, m.get()});

@@ -363,6 +363,22 @@ TEST(Trainer, ResumeGivesTheSameLosses) {
   // the logs, the eval curve and its plot sit beside the checkpoint
   for (const char* f : {"/part.log.csv", "/part.eval.csv", "/part.svg", "/part.state", "/part.gguf"})
     EXPECT_TRUE(std::filesystem::exists(dir + f)) << f;
+  // resuming with other settings is refused
+  {
+    ThreadPool pool(1);
+    TrainModel m(tiny_config(), false, 3, 12, pool);
+    Dataset data(toks, val, 12, 5);
+    TrainOptions o = small_options();
+    o.batch = 3;
+    o.out = dir + "/part.gguf";
+    o.resume = true;
+    try {
+      run_training(m, data, test_tokenizer(), o, pool);
+      ADD_FAILURE() << "resumed with another batch size";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("other settings"), std::string::npos) << e.what();
+    }
+  }
   std::filesystem::remove_all(dir);
 }
 

@@ -63,7 +63,7 @@ std::string speed_color(double s) {
 std::string heat_map_svg(const std::vector<int>& es, const std::vector<int>& ds, const std::vector<Cell>& cells,
                          const std::string& title) {
   const int cw = 64, ch = 40, left = 90, top = 60;
-  const int width = left + cw * static_cast<int>(ds.size()) + 20;
+  const int width = std::max(600, left + cw * static_cast<int>(ds.size()) + 20);
   const int height = top + ch * static_cast<int>(es.size()) + 50;
   std::string s = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"13\">\n"

@@ -10,16 +10,8 @@ namespace skiff::train {
 
 namespace {
 constexpr char kMagic[8] = {'S', 'K', 'I', 'F', 'F', 'T', 'R', 'N'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 
-uint64_t fnv1a(const uint8_t* p, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
 
 template <typename T>
 void put(std::vector<uint8_t>& out, const T& v) {
@@ -27,6 +19,16 @@ void put(std::vector<uint8_t>& out, const T& v) {
   out.insert(out.end(), p, p + sizeof(T));
 }
 }  // namespace
+
+uint64_t fnv1a(const void* data, size_t n) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
 
 std::string checkpoint_stem(const std::string& path) {
   const std::string ext = ".gguf";
@@ -50,6 +52,7 @@ void save_state(const std::string& path, const TrainState& s) {
   put(out, s.position.index);
   put(out, s.seed);
   put(out, s.adam_t);
+  put(out, s.fingerprint);
   put(out, n);
   for (const std::vector<float>* v : {&s.params, &s.m, &s.v}) {
     const auto* p = reinterpret_cast<const uint8_t*>(v->data());
@@ -63,7 +66,7 @@ TrainState load_state(const std::string& path) {
   auto file = MappedFile::open(path);
   const uint8_t* p = file->data();
   const size_t size = file->size();
-  constexpr size_t header = 8 + 4 + 4 + 8 * 6;
+  constexpr size_t header = 8 + 4 + 4 + 8 * 7;
   if (size < header + 8 || std::memcmp(p, kMagic, 8) != 0)
     fail("{}: not a skiff training state (bad magic or truncated)", path);
   auto get = [&](size_t off, auto& v) { std::memcpy(&v, p + off, sizeof v); };
@@ -77,7 +80,8 @@ TrainState load_state(const std::string& path) {
   get(32, s.position.index);
   get(40, s.seed);
   get(48, s.adam_t);
-  get(56, n);
+  get(56, s.fingerprint);
+  get(64, n);
   if (n > (size - header - 8) / 12 || size != header + 12 * n + 8)
     fail("{}: size {} does not match {} parameters (truncated?)", path, size, n);
   uint64_t sum = 0;
@@ -95,13 +99,14 @@ TrainState load_state(const std::string& path) {
 }
 
 void save_checkpoint(const std::string& gguf_path, const TrainModel& model, const AdamW& adam,
-                     int64_t step, const DataPosition& pos, uint64_t seed, const Tokenizer& tokenizer,
-                     const std::string& name) {
+                     int64_t step, const DataPosition& pos, uint64_t seed, uint64_t fingerprint,
+                     const Tokenizer& tokenizer, const std::string& name) {
   TrainState s;
   s.step = step;
   s.position = pos;
   s.seed = seed;
   s.adam_t = adam.t();
+  s.fingerprint = fingerprint;
   s.params = model.params();
   s.m = adam.m();
   s.v = adam.v();

@@ -22,6 +22,7 @@ struct TrainState {
   DataPosition position;
   uint64_t seed = 0;
   int64_t adam_t = 0;
+  uint64_t fingerprint = 0;  // of the settings a resumed run must share (see trainer.cpp)
   std::vector<float> params, m, v;
 };
 
@@ -35,7 +36,10 @@ TrainState load_state(const std::string& path);
 
 // Writes <stem>.state then the GGUF.
 void save_checkpoint(const std::string& gguf_path, const TrainModel& model, const AdamW& adam,
-                     int64_t step, const DataPosition& pos, uint64_t seed, const Tokenizer& tokenizer,
-                     const std::string& name);
+                     int64_t step, const DataPosition& pos, uint64_t seed, uint64_t fingerprint,
+                     const Tokenizer& tokenizer, const std::string& name);
+
+// FNV-1a 64 of bytes (the sidecar's checksum; also used for fingerprints).
+uint64_t fnv1a(const void* data, size_t n);
 
 }  // namespace skiff::train

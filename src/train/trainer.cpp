@@ -106,6 +106,13 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
   if (o.accum < 1) fail("train: --accum must be at least 1");
   if (o.steps < 1) fail("train: --steps must be at least 1");
   if (o.layer_dropout < 0 || o.layer_dropout > 1) fail("train: --layer-dropout must be in [0, 1]");
+  // What a resumed run must share with the first one for "continues exactly" to hold. The
+  // step count and learning rates may change (that changes the schedule, knowingly).
+  const std::string settings = fmt::format(
+      "batch {} seq {} accum {} params {} train {} val {} dropout {} {} exit {} {} {}", B, T, o.accum,
+      model.params().size(), data.train_tokens(), data.val_tokens(), o.layer_dropout,
+      static_cast<int>(o.dropout_curriculum), o.early_exit, o.e_scale, o.exit_curriculum.to_string());
+  const uint64_t fingerprint = fnv1a(settings.data(), settings.size());
   AdamW adam(model.params().size());
   DataPosition pos;
   int64_t start = 0;
@@ -116,6 +123,9 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
     if (s.params.size() != model.params().size())
       fail("{}: holds {} parameters, the model has {}", state_path(o.out), s.params.size(), model.params().size());
     if (s.seed != o.seed) fail("{}: was written with --seed {}, not {}", state_path(o.out), s.seed, o.seed);
+    if (s.fingerprint != fingerprint)
+      fail("{}: was written by a run with other settings (batch, sequence length, accumulation, data, "
+           "model or LayerSkip flags); resume with the first run's flags", state_path(o.out));
     model.params() = s.params;
     adam.m() = s.m;
     adam.v() = s.v;
@@ -123,6 +133,18 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
     pos = s.position;
     start = s.step;
     if (start >= o.steps) fail("train: the checkpoint is at step {}, not before --steps {}", start, o.steps);
+  }
+  if (!stem.empty()) {
+    // Temp files a killed run left behind (write_file_atomically names them <file>.tmp<pid>).
+    namespace fs = std::filesystem;
+    fs::path dir = fs::path(stem).parent_path();
+    const std::string base = fs::path(stem).filename().string();
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir.empty() ? fs::path(".") : dir, ec)) {
+      const std::string n = e.path().filename().string();
+      for (const char* ext : {".gguf.tmp", ".state.tmp", ".svg.tmp"})
+        if (n.rfind(base + ext, 0) == 0) fs::remove(e.path(), ec);
+    }
   }
   std::ofstream log, eval_log;
   std::vector<EvalPoint> history;
@@ -141,7 +163,7 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
   int64_t last_saved = o.resume ? start : -1;
   auto save = [&](int64_t step) {
     if (o.out.empty()) return;
-    save_checkpoint(o.out, model, adam, step, pos, o.seed, tokenizer, o.name);
+    save_checkpoint(o.out, model, adam, step, pos, o.seed, fingerprint, tokenizer, o.name);
     last_saved = step;
   };
   auto run_eval = [&](int64_t step) {
