@@ -113,7 +113,7 @@ TEST(Matmul, MatchesScalarPathAndFloat64OnEveryPath) {
             magnitude += std::fabs(term);
             // 8-bit inputs: each moves by at most half a step, amax / 254 of its block of 32.
             float amax = 0;
-            for (int64_t i = k / 32 * 32; i < k / 32 * 32 + 32; ++i)
+            for (int64_t i = k / 32 * 32; i < std::min(c.cols, k / 32 * 32 + 32); ++i)
               amax = std::max(amax, std::fabs(x[static_cast<size_t>(t * c.cols + i)]));
             rounding += std::fabs(wk) * amax / 254.0;
           }
