@@ -9,8 +9,16 @@
 namespace skiff {
 namespace {
 
-// llama.cpp's general.file_type numbering (LLAMA_FTYPE_*).
-uint32_t file_type_of(DType t) {
+std::vector<GgufValue> strings(const std::vector<std::string>& v) {
+  std::vector<GgufValue> out;
+  out.reserve(v.size());
+  for (const auto& s : v) out.push_back(GgufValue::str(s));
+  return out;
+}
+
+}  // namespace
+
+uint32_t llama_file_type(DType t) {
   switch (t) {
     case DType::F32: return 0;
     case DType::F16: return 1;
@@ -27,15 +35,6 @@ uint32_t file_type_of(DType t) {
   }
 }
 
-std::vector<GgufValue> strings(const std::vector<std::string>& v) {
-  std::vector<GgufValue> out;
-  out.reserve(v.size());
-  for (const auto& s : v) out.push_back(GgufValue::str(s));
-  return out;
-}
-
-}  // namespace
-
 void save_model_gguf(const Model& model, const std::string& path, DType type,
                      const std::function<void(int, int)>& progress) {
   const ModelConfig& c = model.config;
@@ -48,7 +47,7 @@ void save_model_gguf(const Model& model, const std::string& path, DType type,
   GgufWriter writer;
   writer.set("general.architecture", GgufValue::str("llama"));
   writer.set("general.name", GgufValue::str(c.name.empty() ? "skiff" : c.name));
-  writer.set("general.file_type", GgufValue::u32(file_type_of(type)));
+  writer.set("general.file_type", GgufValue::u32(llama_file_type(type)));
   writer.set("llama.context_length", GgufValue::u32(static_cast<uint32_t>(c.context_length)));
   writer.set("llama.embedding_length", GgufValue::u32(static_cast<uint32_t>(c.dim)));
   writer.set("llama.block_count", GgufValue::u32(static_cast<uint32_t>(c.n_layers)));

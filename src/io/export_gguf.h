@@ -2,6 +2,7 @@
 // read: used by `skiff convert` (llama2.c -> GGUF) and `skiff quantize` (retyping weights).
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -10,6 +11,9 @@
 namespace skiff {
 
 struct Model;
+
+// llama.cpp's general.file_type number (LLAMA_FTYPE_*) for a file whose matrices are `t`.
+uint32_t llama_file_type(DType t);
 
 // Matrices are stored as `type`; vectors (norms) and matrices whose rows are not a multiple
 // of the type's block size stay F32. progress(done, total) after each tensor.

@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "base/thread_pool.h"
+#include "io/export_gguf.h"
 #include "io/gguf.h"
 
 namespace skiff {
@@ -30,22 +31,6 @@ void fill_normal(Rng& rng, float* out, int64_t n, float sigma) {
     float a = kTwoPi * rng.uniform();
     out[i] = r * std::cos(a);
     if (i + 1 < n) out[i + 1] = r * std::sin(a);
-  }
-}
-
-uint32_t file_type_of(DType t) {  // llama.cpp's general.file_type (LLAMA_FTYPE_*)
-  switch (t) {
-    case DType::F32: return 0;
-    case DType::F16: return 1;
-    case DType::Q4_0: return 2;
-    case DType::Q4_1: return 3;
-    case DType::Q8_0: return 7;
-    case DType::Q5_0: return 8;
-    case DType::Q5_1: return 9;
-    case DType::Q4_K: return 15;
-    case DType::Q6_K: return 18;
-    case DType::BF16: return 32;
-    default: return 0;
   }
 }
 
@@ -80,7 +65,7 @@ void write_synthetic_model(const SynthOptions& o, const std::string& path,
   GgufWriter w;
   w.set("general.architecture", GgufValue::str("llama"));
   w.set("general.name", GgufValue::str("skiff-synth-" + s.name));
-  w.set("general.file_type", GgufValue::u32(file_type_of(o.type)));
+  w.set("general.file_type", GgufValue::u32(llama_file_type(o.type)));
   w.set("llama.context_length", GgufValue::u32(static_cast<uint32_t>(s.context_length)));
   w.set("llama.embedding_length", GgufValue::u32(static_cast<uint32_t>(s.dim)));
   w.set("llama.block_count", GgufValue::u32(static_cast<uint32_t>(s.n_layers)));
