@@ -47,4 +47,8 @@ void swiglu(float* gate, const float* up, int64_t n) {
   }
 }
 
+void reglu(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) gate[i] = (gate[i] > 0.0f ? gate[i] : 0.0f) * up[i];
+}
+
 }  // namespace skiff

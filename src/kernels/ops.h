@@ -20,4 +20,7 @@ void softmax(float* x, int64_t n);
 // gate[i] = silu(gate[i]) * up[i]   (SwiGLU)
 void swiglu(float* gate, const float* up, int64_t n);
 
+// gate[i] = max(gate[i], 0) * up[i]   (ReLU-gated GLU: exactly zero where the gate is <= 0)
+void reglu(float* gate, const float* up, int64_t n);
+
 }  // namespace skiff

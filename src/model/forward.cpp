@@ -121,13 +121,18 @@ void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_l
     matmul(w.wo, s.attn.data(), T, s.proj.data(), pool);
     for (int64_t i = 0; i < T * dim; ++i) hidden[i] += s.proj[i];
 
-    // Feed-forward block: x += down(silu(gate h) * up h), h = rmsnorm(x).
+    // Feed-forward block: x += down(act(gate h) * up h), h = rmsnorm(x), act = SiLU or ReLU.
     for (int64_t t = 0; t < T; ++t)
       rmsnorm(&s.norm[t * dim], hidden + t * dim, w.ffn_norm.f32(), dim, c.rms_eps);
-    const MatmulJob gate_up[] = {{&w.ffn_gate, s.gate.data()}, {&w.ffn_up, s.up.data()}};
-    matmul_many(gate_up, s.norm.data(), T, pool);
-    swiglu(s.gate.data(), s.up.data(), T * c.ffn_dim);
-    matmul(w.ffn_down, s.gate.data(), T, s.proj.data(), pool);
+    if (FfnProvider* ffn = ctx.ffn_provider()) {
+      ffn->run(ctx, l, s.norm.data(), T, s.proj.data());
+    } else {
+      const MatmulJob gate_up[] = {{&w.ffn_gate, s.gate.data()}, {&w.ffn_up, s.up.data()}};
+      matmul_many(gate_up, s.norm.data(), T, pool);
+      if (c.ffn_activation == FfnActivation::kRelu) reglu(s.gate.data(), s.up.data(), T * c.ffn_dim);
+      else swiglu(s.gate.data(), s.up.data(), T * c.ffn_dim);
+      matmul(w.ffn_down, s.gate.data(), T, s.proj.data(), pool);
+    }
     for (int64_t i = 0; i < T * dim; ++i) hidden[i] += s.proj[i];
   }
 }

@@ -20,6 +20,17 @@
 
 namespace skiff {
 
+class Context;
+
+// Takes over the feed-forward block of every layer (LLM in a Flash streams the FFN neurons
+// from disk instead of reading dense matrices). A layer's FFN weights may then be absent.
+class FfnProvider {
+ public:
+  virtual ~FfnProvider() = default;
+  // out[T][dim] = down(act(gate x) * up x) for layer `layer`, x[T][dim] already normalized.
+  virtual void run(Context& ctx, int layer, const float* x, int64_t T, float* out) = 0;
+};
+
 // One sequence being decoded: its KV cache, a thread pool and scratch space.
 class Context {
  public:
@@ -31,6 +42,9 @@ class Context {
   const KvCache& cache() const { return cache_; }
   ThreadPool& pool() { return pool_; }
   int context_length() const { return cache_.context_length(); }
+  // nullptr: the dense FFN of the model's weights (default).
+  void set_ffn_provider(FfnProvider* ffn) { ffn_ = ffn; }
+  FfnProvider* ffn_provider() const { return ffn_; }
 
   // Scratch buffers sized for T positions (grown on demand, never shrunk).
   struct Scratch {
@@ -44,6 +58,7 @@ class Context {
   ThreadPool pool_;
   Scratch scratch_;
   int64_t scratch_T_ = 0;
+  FfnProvider* ffn_ = nullptr;
 };
 
 // hidden[T][dim] = embeddings of the tokens. Throws Error for an id outside the vocabulary.

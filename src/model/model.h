@@ -16,6 +16,10 @@
 
 namespace skiff {
 
+// The gate's nonlinearity in the feed-forward block: SiLU (LLaMA's SwiGLU) or ReLU
+// (ReLU-gated models are exactly sparse: LLM in a Flash). GGUF key "skiff.ffn_activation".
+enum class FfnActivation { kSilu, kRelu };
+
 struct ModelConfig {
   std::string name;
   int dim = 0;           // embedding width
@@ -29,6 +33,7 @@ struct ModelConfig {
   int rope_dim = 0;      // rotated dims per head (<= head_dim)
   float rope_theta = 10000.0f;
   float rms_eps = 1e-5f;
+  FfnActivation ffn_activation = FfnActivation::kSilu;
 
   int kv_dim() const { return n_kv_heads * head_dim; }
   int q_dim() const { return n_heads * head_dim; }
