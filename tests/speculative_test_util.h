@@ -28,6 +28,7 @@ struct RandomShape {
   float layer_scale = 0.6f;  // residual branches' weight scale (small: early exits agree more)
   float head_scale = 3.0f;   // output weights' scale (large: peaked distributions)
   uint32_t seed = 1;
+  bool relu = false;  // ReLU-gated FFN (skiff.ffn_activation = relu)
 };
 
 // A model and the bytes it is a view of.
@@ -52,6 +53,7 @@ inline OwnedModel make_random_model(const RandomShape& s) {
   w.set("llama.attention.head_count_kv", V::u32(static_cast<uint32_t>(s.n_kv_heads)));
   w.set("llama.context_length", V::u32(static_cast<uint32_t>(s.context)));
   w.set("llama.attention.layer_norm_rms_epsilon", V::f32(1e-5f));
+  if (s.relu) w.set("skiff.ffn_activation", V::str("relu"));
   int vocab = s.vocab;
   if (vocab == 0) {
     GgufFile stories = GgufFile::open(kStories);

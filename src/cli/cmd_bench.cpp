@@ -12,6 +12,7 @@
 
 #include "base/error.h"
 #include "bench/system.h"
+#include "cli/bench_flash.h"
 #include "cli/bench_spec.h"
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -118,7 +119,13 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--membw-mib", flags->membw_mib, "buffer for the bandwidth measurement, MiB (default 1024)")
       ->check(CLI::Range(16, 1 << 16));
   std::shared_ptr<SpecBenchOptions> spec = add_spec_bench_flags(cmd);
-  cmd->callback([flags, spec] {
+  std::shared_ptr<FlashBenchOptions> flash = add_flash_bench_flags(cmd);
+  cmd->callback([flags, spec, flash, cmd] {
+    if (flash_bench_requested(*flash)) {
+      run_flash_bench(*flash, *cmd, flags->model, flags->n_prompt, flags->n_gen, flags->output);
+      return;
+    }
+    check_no_flash_flags(*flash, *cmd);
     if (spec_bench_requested(*spec)) {
       run_spec_bench(*spec, flags->model, flags->repetitions, flags->output);
       return;

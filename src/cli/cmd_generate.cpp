@@ -6,6 +6,7 @@
 #include "base/error.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/flash_flags.h"
 #include "decode/early_exit_drafter.h"
 #include "decode/generate.h"
 #include "decode/model_drafter.h"
@@ -30,6 +31,7 @@ struct GenerateFlags {
   int lookup = 0;
   int draft_max = 4;
   float draft_p_min = kDefaultDraftPMin;
+  FlashFlags flash;
 };
 
 // Which decoding strategy the flags ask for; Error for combinations that make no sense.
@@ -54,16 +56,33 @@ void run_generate(const GenerateFlags& f, const CLI::App& cmd) {
   SpecParams spec;
   spec.draft_max = f.draft_max;
   if (strategy != Strategy::Autoregressive && strategy != Strategy::EarlyExit) spec.validate();
-  std::unique_ptr<Model> model = open_model(f.model);
+  const flash::FlashOptions flash_opts = flash_options(f.flash, cmd);
+  std::unique_ptr<Model> owned_model;
+  flash::LoadedPack pack;
+  if (!f.flash.pack.empty()) {
+    if (!f.model.model.empty()) fail("give -m or --flash, not both (a pack holds its model)");
+    pack = flash::load_pack(f.flash.pack);
+  } else {
+    owned_model = open_model(f.model);
+  }
+  const Model* model = pack.model ? pack.model.get() : owned_model.get();
   std::string text = read_prompt(f.prompt, f.prompt_file);
   const Tokenizer& tok = *model->tokenizer;
   std::vector<int32_t> prompt = tok.encode(text, tok.vocab().add_bos);
   if (prompt.empty()) prompt.push_back(tok.bos());  // a model without add_bos and no prompt
+  std::unique_ptr<flash::FlashRun> flash_run;
+  if (pack.model) {
+    const int threads = f.model.threads > 0 ? f.model.threads : ThreadPool::default_thread_count();
+    flash_run = flash::open_flash(std::move(pack), flash_opts, f.flash.budget, f.context,
+                                  static_cast<int>(prompt.size()) + 8, threads);
+    std::fprintf(stderr, "%s\n", describe_plan(*flash_run).c_str());
+  }
 
   SamplerParams params = f.sampling;
   params.seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
   Sampler sampler(params);
   Context ctx(*model, f.context, f.model.threads);
+  if (flash_run) ctx.set_ffn_provider(flash_run->ffn.get());
 
   StreamDecoder decoder(tok);
   decoder.set_after_bos(prompt.size() == 1 && prompt[0] == tok.bos());
@@ -121,6 +140,7 @@ void run_generate(const GenerateFlags& f, const CLI::App& cmd) {
                stats.generated_tokens, rate(stats.generated_tokens, stats.generate_seconds),
                static_cast<unsigned long long>(params.seed), spec_note.c_str(),
                stats.hit_context_limit ? " | stopped: context full" : "");
+  if (flash_run) std::fprintf(stderr, "%s\n", describe_stats(flash_run->ffn->stats()).c_str());
 }
 
 }  // namespace
@@ -151,6 +171,7 @@ void register_generate(CLI::App& app) {
                   "speculative decoding with this smaller model (same tokenizer) drafting");
   cmd->add_option("--lookup", flags->lookup,
                   "speculative decoding with prompt lookup: draft what followed the last N-gram (N..1)");
+  add_flash_flags(cmd, flags->flash);
   cmd->add_option("--draft-max", flags->draft_max, "most drafted tokens per round, >= 1 (default 4)");
   cmd->add_option("--draft-p-min", flags->draft_p_min,
                   fmt::format("stop drafting when the draft's top probability is below this (default {})",

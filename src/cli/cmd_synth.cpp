@@ -1,9 +1,11 @@
-// skiff synth: writes a random-weight LLaMA GGUF of a named shape (for benchmarks and tests).
+// skiff synth: writes a random-weight LLaMA GGUF of a named shape (for benchmarks and tests),
+// optionally marked ReLU-gated (skiff.ffn_activation = "relu") for the flash path's sparsity.
 #include <cstdio>
 
 #include "base/error.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "io/export_gguf.h"
 #include "synth/synth.h"
 
 #ifndef SKIFF_DEFAULT_VOCAB
@@ -15,6 +17,7 @@ namespace skiff::cli {
 void register_synth(CLI::App& app) {
   struct Flags {
     std::string output, shape = "tinyllama", type = "f16", vocab = SKIFF_DEFAULT_VOCAB;
+    std::string activation = "silu";
     uint64_t seed = 1;
     int threads = 0;
   };
@@ -24,6 +27,8 @@ void register_synth(CLI::App& app) {
   cmd->add_option("--shape", flags->shape, "tinyllama (default), small or tiny");
   cmd->add_option("--type", flags->type, "matrix type: f16 (default), f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q6_K");
   cmd->add_option("--vocab", flags->vocab, "GGUF holding the vocabulary (default: LLaMA-2's from ../shared/models)");
+  cmd->add_option("--activation", flags->activation,
+                  "FFN gate nonlinearity: silu (default, LLaMA) or relu (e.g. --shape tiny)");
   cmd->add_option("--seed", flags->seed, "random seed (default 1)");
   cmd->add_option("-t,--threads", flags->threads, "threads (default: one per core)")->check(CLI::Range(0, 1024));
   cmd->callback([flags] {
@@ -32,6 +37,8 @@ void register_synth(CLI::App& app) {
     if (!shape) fail("unknown shape '{}' (known: {})", flags->shape, synth_shape_names());
     std::optional<DType> type = parse_dtype(flags->type);
     if (!type) fail("unknown tensor type '{}'", flags->type);
+    std::optional<FfnActivation> activation = parse_ffn_activation(flags->activation);
+    if (!activation) fail("unknown activation '{}' (silu or relu)", flags->activation);
     if (flags->vocab.empty()) fail("give the vocabulary GGUF with --vocab");
     o.shape = *shape;
     o.type = *type;
@@ -39,7 +46,13 @@ void register_synth(CLI::App& app) {
     o.vocab_path = flags->vocab;
     o.threads = flags->threads;
     write_synthetic_model(o, flags->output, [](int done, int total) { draw_progress("synth", done, total); });
-    std::fprintf(stderr, "wrote %s (%s, %s)\n", flags->output.c_str(), flags->shape.c_str(), flags->type.c_str());
+    if (*activation == FfnActivation::kRelu) {
+      // Rewrites the file with the key added (atomically; the mapping keeps the old inode).
+      copy_gguf(GgufFile::open(flags->output), flags->output, {},
+                {{"skiff.ffn_activation", GgufValue::str("relu")}});
+    }
+    std::fprintf(stderr, "wrote %s (%s, %s, %s)\n", flags->output.c_str(), flags->shape.c_str(),
+                 flags->type.c_str(), flags->activation.c_str());
   });
 }
 

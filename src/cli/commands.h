@@ -15,6 +15,7 @@ void register_train(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_synth(CLI::App& app);
 void register_sweep(CLI::App& app);
+void register_flash_pack(CLI::App& app);
 
 inline void register_commands(CLI::App& app) {
   register_generate(app);
@@ -27,6 +28,7 @@ inline void register_commands(CLI::App& app) {
   register_bench(app);
   register_synth(app);
   register_sweep(app);
+  register_flash_pack(app);
 }
 
 }  // namespace skiff::cli

@@ -28,12 +28,17 @@ struct IoStats {
 
 struct IoOptions {
   enum class Backend { kAuto, kUring, kThreads } backend = Backend::kAuto;
-  bool direct = true;                // O_DIRECT; silently buffered where unsupported (tmpfs)
-  int queue_depth = 32;              // reads in flight
-  size_t max_read = 256 * 1024;      // a coalesced read never exceeds this
-  size_t max_gap = 16 * 1024;        // pieces at most this far apart join one read
+  bool direct = true;            // O_DIRECT; silently buffered where unsupported (tmpfs)
+  int queue_depth = 32;          // reads in flight (at least 1)
+  size_t max_read = 256 * 1024;  // a coalesced read never exceeds this (rounded down
+                                 // to a multiple of 4096, at least 4096)
+  size_t max_gap = 16 * 1024;    // pieces at most this far apart join one read
 };
 
+// Offsets, lengths and bounce buffers are aligned to 4096 bytes (a multiple of every logical
+// block size in use). Backend::kAuto takes io_uring when liburing was found at build time and
+// the kernel grants a ring, else threads; kUring throws Error when no ring can be had. Use
+// from one thread at a time.
 class DirectReader {
  public:
   // Opens `path` read-only. Throws Error naming the file when it cannot be opened.
@@ -47,16 +52,22 @@ class DirectReader {
   uint64_t file_size() const;
 
   // Starts reading the requests (in any order; must not overlap each other's dst). The
-  // requests' memory must stay valid until wait() returns.
+  // requests' memory must stay valid until wait() returns. Throws Error naming the file and
+  // offset, before reading anything, when a request runs past file_size(). Zero-byte
+  // requests are ignored. With io_uring at most queue_depth coalesced reads are in flight
+  // when submit() returns; the rest are issued from wait() as completions free buffers. It
+  // may be called several times before one wait().
   void submit(std::span<const ReadRequest> requests);
-  // Blocks until every submitted request has landed. Throws Error naming the file and
-  // offset on an I/O error or a read past the end of the file.
+  // Blocks until every submitted request has landed; adds the time to stats().wait_ms.
+  // Throws Error naming the file and offset on an I/O error or a read past the end of the
+  // file (e.g. one truncated since it was opened); the reader stays usable afterwards.
   void wait();
 
   const IoStats& stats() const;
   void reset_stats();
   // Bytes of aligned bounce buffers the reader holds (fixed after construction), for budget
-  // accounting: queue_depth * max_read plus alignment.
+  // accounting: one buffer of max_read + 4096 bytes per read in flight (queue_depth for
+  // io_uring, one per I/O thread, at most 8, for threads), plus alignment slack.
   size_t buffer_bytes() const;
 
  private:

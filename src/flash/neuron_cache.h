@@ -52,11 +52,11 @@ class NeuronCache {
  private:
   int n_neurons_, capacity_, size_ = 0;
   size_t stride_;
-  std::vector<uint8_t> storage_;   // capacity * stride + alignment slack
-  uint8_t* buffer_ = nullptr;      // 64-byte aligned start inside storage_
-  std::vector<int> slot_of_;       // [n_neurons] -> slot or -1
-  std::vector<int> neuron_of_;     // [capacity] -> neuron (valid below size_)
-  std::vector<int64_t> last_used_; // [capacity]
+  std::vector<uint8_t> storage_;    // capacity * stride + alignment slack
+  uint8_t* buffer_ = nullptr;       // 64-byte aligned start inside storage_
+  std::vector<int> slot_of_;        // [n_neurons] -> slot or -1
+  std::vector<int> neuron_of_;      // [capacity] -> neuron (valid below size_)
+  std::vector<int64_t> last_used_;  // [capacity]
 };
 
 }  // namespace skiff::flash

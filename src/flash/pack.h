@@ -17,7 +17,9 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "model/model.h"
 #include "tensor/dtype.h"
@@ -52,6 +54,10 @@ struct PackOptions {
   // Bundle element type (F32, F16 or BF16). Unset: F32/F16/BF16 sources keep their type,
   // quantized sources become F16 (a down COLUMN cuts across the row-wise quant blocks).
   std::optional<DType> type;
+  // Type of the resident copy of the gate matrices (threshold mode computes the gate from
+  // it). Unset: as in the source. A smaller type (e.g. Q8_0) shrinks the resident set so a
+  // tighter budget leaves more room for the neuron caches; the bundles keep `type`.
+  std::optional<DType> gate_type;
   // Called as bundles are written: (done, total) over all layers' neurons.
   std::function<void(int64_t done, int64_t total)> progress;
 };
@@ -64,6 +70,20 @@ void write_pack(const Model& model, const std::string& out_dir, const PackOption
 // Paths of the two files inside a pack folder.
 std::string resident_path(const std::string& pack_dir);
 std::string bundles_path(const std::string& pack_dir);
+
+// bundles.bin's header, little-endian, in the first kPackAlign bytes:
+//   0 magic[8]  8 version u32  12 type u32 (GGUF type id)  16 n_layers u32  20 dim u32
+//   24 ffn_dim u32  28 reserved u32 (0)  32 row_bytes u64  40 stride u64  48 data_offset u64
+//   56 file_bytes u64  64 FNV-1a 64 of bytes [0, 64) u64; the rest of the kPackAlign bytes 0.
+inline constexpr uint64_t kPackHeaderUsedBytes = 72;
+
+// The header as kPackAlign bytes, checksum included (what write_pack writes).
+std::vector<uint8_t> encode_pack_header(const PackHeader& header);
+
+// Checks `bytes` (the first min(file_size, kPackAlign) bytes of a file of `file_size` bytes
+// named `name`) as read_pack_header does, and returns the header. Throws Error.
+PackHeader parse_pack_header(std::span<const uint8_t> bytes, uint64_t file_size,
+                             const std::string& name);
 
 // Reads and checks bundles.bin's header: magic, version, checksum, known type, positive
 // sizes, stride >= 3 * row_bytes, file size == file_bytes (truncation). Throws Error naming

@@ -58,6 +58,9 @@ void save_model_gguf(const Model& model, const std::string& path, DType type,
   writer.set("llama.attention.layer_norm_rms_epsilon", GgufValue::f32(c.rms_eps));
   writer.set("llama.rope.freq_base", GgufValue::f32(c.rope_theta));
   writer.set("llama.vocab_size", GgufValue::u32(static_cast<uint32_t>(c.vocab_size)));
+  // SiLU is the llama default; only ReLU-gated models carry the key (llama.cpp ignores it).
+  if (c.ffn_activation == FfnActivation::kRelu)
+    writer.set("skiff.ffn_activation", GgufValue::str("relu"));
 
   const Vocab& vocab = model.tokenizer->vocab();
   std::vector<GgufValue> scores, types;
@@ -98,6 +101,10 @@ void save_model_gguf(const Model& model, const std::string& path, DType type,
   int done = 0;
   std::vector<float> row;
   for (const auto& [name, t] : tensors) {
+    if (t->empty()) {  // e.g. a flash pack's resident model, whose ffn_up/ffn_down are absent
+      if (progress) progress(++done, static_cast<int>(tensors.size()));
+      continue;
+    }
     bool is_vector = t->rows == 1;
     DType out_type = (is_vector || t->cols % traits(type).block_size != 0) ? DType::F32 : type;
     if (t->type == out_type) {
@@ -117,6 +124,19 @@ void save_model_gguf(const Model& model, const std::string& path, DType type,
                         data);
     }
     if (progress) progress(++done, static_cast<int>(tensors.size()));
+  }
+  writer.write(path);
+}
+
+void copy_gguf(const GgufFile& source, const std::string& path,
+               const std::function<bool(const GgufTensorInfo&)>& keep,
+               const std::vector<std::pair<std::string, GgufValue>>& extra) {
+  GgufWriter writer(source.alignment());
+  for (const auto& [key, value] : source.metadata()) writer.set(key, value);
+  for (const auto& [key, value] : extra) writer.set(key, value);
+  for (const GgufTensorInfo& t : source.tensors()) {
+    if (keep && !keep(t)) continue;
+    writer.add_tensor(t.name, t.type, t.dims, std::span<const uint8_t>(t.data, t.nbytes));
   }
   writer.write(path);
 }

@@ -5,7 +5,10 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "io/gguf.h"
 #include "tensor/dtype.h"
 
 namespace skiff {
@@ -19,5 +22,13 @@ uint32_t llama_file_type(DType t);
 // of the type's block size stay F32. progress(done, total) after each tensor.
 void save_model_gguf(const Model& model, const std::string& path, DType type,
                      const std::function<void(int, int)>& progress = {});
+
+// Writes a copy of `source` to `path` (atomically): every metadata key (then `extra`, which
+// replaces keys of the same name) and the tensors `keep` accepts, with their bytes unchanged
+// and in their original order. `keep` unset keeps every tensor. Used for a flash pack's
+// resident.gguf and to add keys to a written model.
+void copy_gguf(const GgufFile& source, const std::string& path,
+               const std::function<bool(const GgufTensorInfo&)>& keep = {},
+               const std::vector<std::pair<std::string, GgufValue>>& extra = {});
 
 }  // namespace skiff

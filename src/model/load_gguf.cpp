@@ -1,6 +1,6 @@
 // Builds a Model from a GGUF file of architecture "llama": hyper-parameters from the llama.*
 // keys, weights as views into the mapping, each tensor checked against the shape the
-// hyper-parameters imply.
+// hyper-parameters imply. "skiff.ffn_activation" (optional) selects the FFN gate's nonlinearity.
 #include "base/error.h"
 #include "model/model.h"
 
@@ -42,6 +42,12 @@ struct Loader {
     return v;
   }
 
+  // Like matrix(), but an absent tensor gives an empty view.
+  TensorView optional_matrix(const std::string& name, int64_t cols, int64_t rows) const {
+    if (gguf.find_tensor(name) == nullptr) return TensorView{};
+    return matrix(name, cols, rows);
+  }
+
   // A norm weight vector: always F32 in memory (converted once if the file stores another type).
   TensorView vector(const std::string& name, int64_t n) const {
     TensorView v = matrix(name, n, 1);
@@ -67,9 +73,35 @@ int to_int(const GgufFile& gguf, const std::string& key, int64_t v) {
   return static_cast<int>(v);
 }
 
+FfnActivation read_activation(const GgufFile& gguf) {
+  const char* const kKey = "skiff.ffn_activation";
+  if (gguf.find(kKey) == nullptr) return FfnActivation::kSilu;
+  std::string value = gguf.get_string(kKey, "");
+  std::optional<FfnActivation> a = parse_ffn_activation(value);
+  if (!a)
+    fail("{}: metadata {} = '{}' is not a known activation (silu or relu)", gguf.path(), kKey,
+         value);
+  return *a;
+}
+
 }  // namespace
 
+const char* ffn_activation_name(FfnActivation a) {
+  return a == FfnActivation::kRelu ? "relu" : "silu";
+}
+
+std::optional<FfnActivation> parse_ffn_activation(const std::string& name) {
+  if (name == "silu") return FfnActivation::kSilu;
+  if (name == "relu") return FfnActivation::kRelu;
+  return std::nullopt;
+}
+
 std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file) {
+  return load_model_gguf(std::move(file), LoadOptions{});
+}
+
+std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file,
+                                       const LoadOptions& options) {
   auto model = std::make_unique<Model>();
   model->source = file->name();
   model->format = "gguf";
@@ -94,6 +126,7 @@ std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file) {
   c.context_length = to_int(gguf, key("context_length"), gguf.get_int(key("context_length"), 2048));
   c.rms_eps = static_cast<float>(gguf.get_double(key("attention.layer_norm_rms_epsilon"), 1e-5));
   c.rope_theta = static_cast<float>(gguf.get_double(key("rope.freq_base"), 10000.0));
+  c.ffn_activation = read_activation(gguf);
   c.head_dim = c.n_heads > 0 ? c.dim / c.n_heads : 0;
   c.rope_dim = to_int(gguf, key("rope.dimension_count"),
                       gguf.get_int(key("rope.dimension_count"), c.head_dim));
@@ -126,8 +159,13 @@ std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file) {
     w.wo = load.matrix(name("attn_output"), c.q_dim(), c.dim);
     w.ffn_norm = load.vector(name("ffn_norm"), c.dim);
     w.ffn_gate = load.matrix(name("ffn_gate"), c.dim, c.ffn_dim);
-    w.ffn_up = load.matrix(name("ffn_up"), c.dim, c.ffn_dim);
-    w.ffn_down = load.matrix(name("ffn_down"), c.ffn_dim, c.dim);
+    if (options.ffn_up_down_optional) {
+      w.ffn_up = load.optional_matrix(name("ffn_up"), c.dim, c.ffn_dim);
+      w.ffn_down = load.optional_matrix(name("ffn_down"), c.ffn_dim, c.dim);
+    } else {
+      w.ffn_up = load.matrix(name("ffn_up"), c.dim, c.ffn_dim);
+      w.ffn_down = load.matrix(name("ffn_down"), c.ffn_dim, c.dim);
+    }
     model->layers.push_back(std::move(w));
   }
 

@@ -65,9 +65,23 @@ struct Model {
   size_t weight_bytes() const;  // bytes of all weight tensors as stored
 };
 
+// How strict load_model_gguf is about which tensors must be present.
+struct LoadOptions {
+  // A flash pack's resident.gguf has no blk.N.ffn_up / ffn_down: with this set, missing ones
+  // leave empty TensorViews (present ones are still shape-checked). The model then cannot run
+  // the dense FFN; the flash path reads those rows from bundles.bin instead.
+  bool ffn_up_down_optional = false;
+};
+
 // Loads a GGUF file or a llama2.c checkpoint (detected from the first bytes). llama2.c needs
 // a tokenizer.bin: `tokenizer_path`, or tokenizer.bin / tok<vocab>.bin beside the model.
 std::unique_ptr<Model> load_model(const std::string& path, const std::string& tokenizer_path = "");
 std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file);
+std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file,
+                                       const LoadOptions& options);
+
+// GGUF value of "skiff.ffn_activation" for `a` ("silu", "relu"), and back (nullopt if unknown).
+const char* ffn_activation_name(FfnActivation a);
+std::optional<FfnActivation> parse_ffn_activation(const std::string& name);
 
 }  // namespace skiff
