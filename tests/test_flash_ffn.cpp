@@ -227,3 +227,49 @@ TEST(FlashBudget, ParsesSizes) {
 
 }  // namespace
 }  // namespace skiff::flash
+
+namespace skiff::flash {
+namespace {
+
+TEST(FlashPackGate, GateTypeRequantizesEveryLayersResidentGate) {
+  testing_spec::RandomShape s;
+  s.dim = 64;
+  s.n_heads = 4;
+  s.n_kv_heads = 2;
+  s.ffn_dim = 40;
+  s.n_layers = 12;  // two-digit layer names too
+  s.vocab = 24;
+  testing_spec::OwnedModel m = testing_spec::make_random_model(s);
+  const std::string dir = std::filesystem::temp_directory_path() / ("skiff-gate-" + std::to_string(::getpid()));
+  PackOptions o;
+  o.gate_type = DType::Q8_0;
+  write_pack(*m, dir, o);
+  LoadedPack pack = load_pack(dir);
+  std::vector<float> want(64), got(64);
+  for (int l = 0; l < s.n_layers; ++l) {
+    const TensorView& g = pack.model->layers[static_cast<size_t>(l)].ffn_gate;
+    ASSERT_EQ(g.type, DType::Q8_0) << "layer " << l;
+    // The resident copy is the source gate quantized with ggml's Q8_0 rounding.
+    for (int r = 0; r < s.ffn_dim; ++r) {
+      dequantize_row(DType::F32, m->layers[static_cast<size_t>(l)].ffn_gate.row(r), want.data(), 64);
+      std::vector<uint8_t> q(row_bytes(DType::Q8_0, 64));
+      ASSERT_TRUE(quantize_row(DType::Q8_0, want.data(), q.data(), 64));
+      ASSERT_EQ(std::memcmp(q.data(), g.row(r), q.size()), 0) << "layer " << l << " row " << r;
+    }
+  }
+  std::filesystem::remove_all(dir);
+  // A width that is not a multiple of the block size is a clear error.
+  s.dim = 40;
+  s.n_heads = 4;
+  testing_spec::OwnedModel odd = testing_spec::make_random_model(s);
+  try {
+    write_pack(*odd, dir, o);
+    FAIL() << "q8_0 gates of width 40 were accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("block size"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace skiff::flash

@@ -291,7 +291,7 @@ void check_pack_matches(const PackHeader& h, const ModelConfig& c,
 namespace {
 
 bool is_gate(const GgufTensorInfo& t) {
-  return t.name.size() > 21 && t.name.ends_with(".ffn_gate.weight");
+  return t.name.ends_with(".ffn_gate.weight");
 }
 
 // resident.gguf: the source without up/down; the gates re-quantized to `gate_type` if set.
