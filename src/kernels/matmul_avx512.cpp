@@ -36,19 +36,26 @@ inline float hsum(__m512 v) {
   return _mm_cvtss_f32(q);
 }
 
+// Software prefetch distance for weight rows (bytes ahead): the hardware prefetchers do not
+// keep up with several rows streamed at once.
+constexpr int kPrefetchBytes = 512;
+
 // ---- float weights: 16 at a time as float32 ------------------------------------------------
 
 struct F32Weights {
+  static constexpr int64_t kBytes = 4;  // per element
   static __m512 load(const uint8_t* row, int64_t i, __mmask16 m) {
     return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(row) + i);
   }
 };
 struct F16Weights {
+  static constexpr int64_t kBytes = 2;
   static __m512 load(const uint8_t* row, int64_t i, __mmask16 m) {
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(row) + i));
   }
 };
 struct BF16Weights {  // exact: bf16 is the top half of a float32
+  static constexpr int64_t kBytes = 2;
   static __m512 load(const uint8_t* row, int64_t i, __mmask16 m) {
     __m256i h = _mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(row) + i);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -66,7 +73,13 @@ void float_tile(const uint8_t* const* rows, const float* const* xs, int64_t cols
   for (int64_t i = 0; i < cols; i += 16) {
     const __mmask16 m = cols - i >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (cols - i)) - 1);
     __m512 wv[R];
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) wv[r] = W::load(rows[r], i, m);
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+      // One prefetch per 64-byte line, kPrefetchBytes ahead (every step for F32, every
+      // second for F16/BF16); past the row's end it is harmless (no fault, a wasted line).
+      if (W::kBytes * i % 64 == 0)
+        _mm_prefetch(reinterpret_cast<const char*>(rows[r]) + W::kBytes * i + kPrefetchBytes, _MM_HINT_T0);
+      wv[r] = W::load(rows[r], i, m);
+    }
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) {
       const __m512 xv = _mm512_maskz_loadu_ps(m, xs[c] + i);
       _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) acc[r][c] = _mm512_fmadd_ps(wv[r], xv, acc[r][c]);
@@ -137,9 +150,6 @@ struct Q4_0Weights {
   }
 };
 
-// Software prefetch distance for weight rows (bytes ahead): the hardware prefetchers do not
-// keep up with several rows streamed at once.
-constexpr int kPrefetchBytes = 512;
 
 template <class W, int R, int C>
 void q8_tile(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t nb, float* out,
