@@ -15,7 +15,7 @@ namespace skiff::cli {
 
 void add_model_flags(CLI::App* cmd, ModelFlags& flags, bool with_threads) {
   cmd->add_option("-m,--model", flags.model,
-                  "model file: GGUF or llama2.c checkpoint (default: the built-in stories260K)");
+                  "model file: GGUF or llama2.c checkpoint (default: the built-in stories3M-layerskip)");
   cmd->add_option("--tokenizer", flags.tokenizer, "tokenizer.bin for a llama2.c checkpoint");
   if (with_threads)
     cmd->add_option("-t,--threads", flags.threads, "threads (default: one per core)")
@@ -27,7 +27,7 @@ std::unique_ptr<Model> open_model(const ModelFlags& flags) {
   if (!flags.tokenizer.empty()) fail("--tokenizer needs -m (the built-in model has its tokenizer)");
   std::span<const uint8_t> bytes(skiff_default_model_begin,
                                  static_cast<size_t>(skiff_default_model_end - skiff_default_model_begin));
-  return load_model_gguf(MappedFile::borrow(bytes, "<built-in stories260K>"));
+  return load_model_gguf(MappedFile::borrow(bytes, "<built-in stories3M-layerskip>"));
 }
 
 bool is_gguf_file(const std::string& path) {

@@ -1,4 +1,4 @@
-// The default model (models/stories260K.gguf), linked into the binary so `skiff generate`
+// The default model (models/stories3M-layerskip.gguf), linked into the binary so `skiff generate`
 // works without -m from anywhere. Symbols: skiff_default_model_begin / _end.
   .section .rodata
   .balign 64

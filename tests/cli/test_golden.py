@@ -6,7 +6,7 @@ llama.cpp) must reproduce `expected` (= prompt + continuation) exactly, from:
   - the llama2.c legacy checkpoint + tok512.bin,
   - the llama2.c version-1 ("ak42") export,
   - llama.cpp's own GGUF conversion (peer/stories260K.gguf),
-  - skiff's conversion to GGUF (F32), and the built-in default model (no -m).
+  - skiff's conversion to GGUF (F32), and the copy in models/ (the built-in default model is the LayerSkip-trained one: test_default_model.py).
 skiff's converted GGUF is also read by the independent Python GGUF reader and run by the
 NumPy/PyTorch reference, which must produce the same story: the file is readable by a
 second implementation, not only by skiff.
@@ -56,7 +56,7 @@ def main() -> int:
         "llama2c-v1": ["-m", os.path.join(models, "stories260K_v1export.bin"), "--tokenizer", os.path.join(models, "tok512.bin")],
         "peer-gguf": ["-m", os.path.join(models, "peer", "stories260K.gguf")],
         "converted-gguf": ["-m", converted],
-        "built-in": [],
+        "repo-gguf": ["-m", os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "models", "stories260K.gguf")],
     }
     for source, model_args in sources.items():
         for case in golden:
