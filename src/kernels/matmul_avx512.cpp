@@ -185,10 +185,11 @@ void q8_tile(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t nb, fl
 // ---- tiling over rows and positions ---------------------------------------------------------
 
 constexpr int kRows = 4;       // row tile
+constexpr int kDecodeRows = 8;  // row tile when there is one position
 constexpr int kPositions = 4;  // position tile
 
-// Calls Tile<R, C> with runtime r in 1..kRows and c in 1..kPositions.
-template <template <int, int> class Tile, int R = kRows>
+// Calls Tile<R, C> with runtime r in 1..R and c in 1..MaxC.
+template <template <int, int> class Tile, int R = kRows, int MaxC = kPositions>
 struct Dispatch {
   template <int C, class... Args>
   static void by_c(int c, Args&&... args) {
@@ -200,8 +201,8 @@ struct Dispatch {
   template <class... Args>
   static void call(int r, int c, Args&&... args) {
     if constexpr (R >= 1) {
-      if (r == R) return by_c<kPositions>(c, args...);
-      Dispatch<Tile, R - 1>::call(r, c, args...);
+      if (r == R) return by_c<MaxC>(c, args...);
+      Dispatch<Tile, R - 1, MaxC>::call(r, c, args...);
     }
   }
 };
@@ -237,12 +238,22 @@ void run_block(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, s
     const int c = static_cast<int>(std::min<int64_t>(kPositions, T - t0));
     const void* xs[kPositions];
     for (int j = 0; j < c; ++j) xs[j] = in + static_cast<size_t>(t0 + j) * in_stride;
-    for (int64_t r = r0; r < r1; r += kRows) {
-      const int nr = static_cast<int>(std::min<int64_t>(kRows, r1 - r));
-      const uint8_t* rows[kRows];
+    // One position (decode): 8 rows per tile, so more independent loads are in flight.
+    const int row_tile = c == 1 ? kDecodeRows : kRows;
+    for (int64_t r = r0; r < r1; r += row_tile) {
+      const int nr = static_cast<int>(std::min<int64_t>(row_tile, r1 - r));
+      const uint8_t* rows[kDecodeRows];
       for (int j = 0; j < nr; ++j) rows[j] = w.row(r + j);
       float* out = y + t0 * y_stride + r;
-      if constexpr (kQuantized) {
+      if (c == 1) {
+        if constexpr (kQuantized) {
+          Dispatch<Q8Tile<W>::template T, kDecodeRows, 1>::call(
+              nr, 1, rows, reinterpret_cast<const Q8Pair* const*>(xs), w.cols / 32, out, y_stride);
+        } else {
+          Dispatch<FloatTile<W>::template T, kDecodeRows, 1>::call(
+              nr, 1, rows, reinterpret_cast<const float* const*>(xs), w.cols, out, y_stride);
+        }
+      } else if constexpr (kQuantized) {
         Dispatch<Q8Tile<W>::template T>::call(nr, c, rows, reinterpret_cast<const Q8Pair* const*>(xs),
                                               w.cols / 32, out, y_stride);
       } else {
