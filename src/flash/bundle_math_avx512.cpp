@@ -1,7 +1,9 @@
 // AVX-512 versions of bundle_math.h for F16 and BF16 rows (F32 rows use kernels/dot.h).
 // GCC 12's conversion intrinsics start from _mm512_undefined_*(), which -Wmaybe-uninitialized
 // reports inside the system header; the values are fully written before use.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include "flash/bundle_math.h"
