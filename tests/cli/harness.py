@@ -4,6 +4,7 @@ recognize skiff's one-line errors. Each script prints one line per check and end
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 
 
@@ -28,6 +29,15 @@ class Checks:
     def finish(self) -> int:
         print(f"{self.passed} passed, {self.failed} failed")
         return 0 if self.failed == 0 else 1
+
+
+def setup() -> tuple[argparse.Namespace, Checks]:
+    """Parses the --skiff/--shared arguments every CLI test script takes."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skiff", required=True)
+    ap.add_argument("--shared", required=True)
+    args = ap.parse_args()
+    return args, Checks(args.skiff)
 
 
 def one_line_error(r: subprocess.CompletedProcess, code: int = 1) -> bool:

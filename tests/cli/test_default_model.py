@@ -14,7 +14,6 @@ Run: /usr/bin/python3 tests/cli/test_default_model.py --skiff build/skiff --shar
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,7 +23,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from harness import Checks  # noqa: E402
+from harness import setup  # noqa: E402
 
 MODEL = os.path.join(REPO, "models", "stories3M-layerskip.gguf")
 STORIES260K = os.path.join(REPO, "models", "stories260K.gguf")
@@ -33,11 +32,7 @@ PROMPTS = ["Once upon a time", "Lily and Ben went to the park. They saw"]
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--skiff", required=True)
-    ap.add_argument("--shared", required=True)
-    args = ap.parse_args()
-    c = Checks(args.skiff)
+    args, c = setup()
 
     r = c.skiff("info")
     c.check("info without -m shows the built-in model's shape",

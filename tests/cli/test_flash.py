@@ -16,7 +16,6 @@ Run: /usr/bin/python3 tests/cli/test_flash.py --skiff build/skiff --shared ../sh
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import os
@@ -25,17 +24,13 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Checks, one_line_error  # noqa: E402
+from harness import one_line_error, setup  # noqa: E402
 
 PROMPT = "Once upon a time"
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--skiff", required=True)
-    ap.add_argument("--shared", required=True)
-    args = ap.parse_args()
-    c = Checks(args.skiff)
+    args, c = setup()
     vocab = os.path.join(args.shared, "models", "ggml-vocab-llama-spm.gguf")
 
     with tempfile.TemporaryDirectory(prefix="skiff-flash-cli-") as tmp:
