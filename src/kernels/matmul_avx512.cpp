@@ -186,7 +186,9 @@ void q8_tile(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t nb, fl
 
 constexpr int kRows = 4;       // row tile
 constexpr int kDecodeRows = 8;  // row tile when there is one position
-constexpr int kPositions = 4;  // position tile
+constexpr int kPositions = 4;  // position tile (quantized weights)
+constexpr int kFloatPositions = 6;  // position tile (float weights)
+constexpr int kFloatRows = 4;       // row tile (float weights)
 
 // Calls Tile<R, C> with runtime r in 1..R and c in 1..MaxC.
 template <template <int, int> class Tile, int R = kRows, int MaxC = kPositions>
@@ -234,12 +236,18 @@ struct Q8Tile {
 template <class W, bool kQuantized>
 void run_block(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, size_t in_stride,
                int64_t T, float* y, int64_t y_stride) {
-  for (int64_t t0 = 0; t0 < T; t0 += kPositions) {
-    const int c = static_cast<int>(std::min<int64_t>(kPositions, T - t0));
-    const void* xs[kPositions];
+  // Float tiles take 6 positions (24 accumulators + 4 weight vectors + 1 input fit the 32
+  // registers); quantized tiles also hold scales and corrections, so 4.
+  // T is cut into ceil(T / P) tiles of near-equal size (8 -> 4 + 4, not 6 + 2): a small
+  // leftover tile would run at nearly decode speed.
+  constexpr int P = kQuantized ? kPositions : kFloatPositions;
+  const int64_t n_tiles = (T + P - 1) / P;
+  for (int64_t tile = 0, t0 = 0; tile < n_tiles; ++tile) {
+    const int c = static_cast<int>(T / n_tiles + (tile < T % n_tiles ? 1 : 0));
+    const void* xs[P];
     for (int j = 0; j < c; ++j) xs[j] = in + static_cast<size_t>(t0 + j) * in_stride;
     // One position (decode): 8 rows per tile, so more independent loads are in flight.
-    const int row_tile = c == 1 ? kDecodeRows : kRows;
+    const int row_tile = c == 1 ? kDecodeRows : kQuantized ? kRows : kFloatRows;
     for (int64_t r = r0; r < r1; r += row_tile) {
       const int nr = static_cast<int>(std::min<int64_t>(row_tile, r1 - r));
       const uint8_t* rows[kDecodeRows];
@@ -257,10 +265,11 @@ void run_block(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, s
         Dispatch<Q8Tile<W>::template T>::call(nr, c, rows, reinterpret_cast<const Q8Pair* const*>(xs),
                                               w.cols / 32, out, y_stride);
       } else {
-        Dispatch<FloatTile<W>::template T>::call(nr, c, rows, reinterpret_cast<const float* const*>(xs),
-                                                 w.cols, out, y_stride);
+        Dispatch<FloatTile<W>::template T, kFloatRows, kFloatPositions>::call(
+            nr, c, rows, reinterpret_cast<const float* const*>(xs), w.cols, out, y_stride);
       }
     }
+    t0 += c;
   }
 }
 
