@@ -70,6 +70,16 @@ void expect_close(const std::vector<std::vector<float>>& a, const std::vector<st
   }
 }
 
+// A flash run over a pack and a Context whose FFN it provides.
+struct FlashSession {
+  FlashSession(const std::string& pack, const FlashOptions& o, const std::string& budget, int threads)
+      : run(open_flash(load_pack(pack), o, budget, 0, 8, threads)), ctx(run->model(), 0, threads) {
+    ctx.set_ffn_provider(run->ffn.get());
+  }
+  std::unique_ptr<FlashRun> run;
+  Context ctx;
+};
+
 struct Case {
   const char* budget;  // "" unlimited
   int window;
@@ -88,7 +98,6 @@ TEST(FlashFfn, ReluThresholdZeroEqualsDense) {
     want = run_sequence(ctx);
   }
   // Budgets from unlimited down to a few neurons per layer (chunked reads and eviction).
-  const uint64_t dense = dense_model_bytes(*load_pack(dir.str()).model, load_pack(dir.str()).header);
   const Case cases[] = {{"", 4, 1, IoOptions::Backend::kAuto},
                         {"", 1, 2, IoOptions::Backend::kThreads},
                         {"0", 2, 2, IoOptions::Backend::kAuto}};
@@ -96,15 +105,14 @@ TEST(FlashFfn, ReluThresholdZeroEqualsDense) {
     FlashOptions o;
     o.window = c.window;
     o.io.backend = c.backend;
-    auto run = open_flash(load_pack(dir.str()), o, c.budget, 0, 8, c.threads);
-    Context ctx(run->model(), 0, c.threads);
-    ctx.set_ffn_provider(run->ffn.get());
+    FlashSession f(dir.str(), o, c.budget, c.threads);
+    FlashRun* run = f.run.get();
+    Context& ctx = f.ctx;
     SCOPED_TRACE(std::string("budget '") + c.budget + "' window " + std::to_string(c.window));
     expect_close(run_sequence(ctx), want, 1e-5f);
     EXPECT_GT(run->ffn->stats().bytes_read, 0u);
     EXPECT_LT(run->ffn->stats().active, run->ffn->stats().considered);  // ReLU: sparse
   }
-  (void)dense;
 }
 
 TEST(FlashFfn, SmallCachesChunkAndEvictButStayExact) {
@@ -142,10 +150,8 @@ TEST(FlashFfn, DenseModeAndSiluThresholdZeroEqualDense) {
   for (auto mode : {FlashOptions::Mode::kDense, FlashOptions::Mode::kThreshold}) {
     FlashOptions o;
     o.mode = mode;
-    auto run = open_flash(load_pack(dir.str()), o, "", 0, 8, 1);
-    Context ctx(run->model(), 0, 1);
-    ctx.set_ffn_provider(run->ffn.get());
-    expect_close(run_sequence(ctx), want, 1e-5f);
+    FlashSession f(dir.str(), o, "", 1);
+    expect_close(run_sequence(f.ctx), want, 1e-5f);
   }
 }
 
@@ -155,11 +161,9 @@ TEST(FlashFfn, WindowKeepsRecentNeuronsCached) {
   write_pack(*m, dir.str());
   FlashOptions o;
   o.window = 100;
-  auto run = open_flash(load_pack(dir.str()), o, "", 0, 8, 1);
-  Context ctx(run->model(), 0, 1);
-  ctx.set_ffn_provider(run->ffn.get());
-  run_sequence(ctx);
-  const FlashStats& s = run->ffn->stats();
+  FlashSession f(dir.str(), o, "", 1);
+  run_sequence(f.ctx);
+  const FlashStats& s = f.run->ffn->stats();
   EXPECT_GT(s.hits, 0);
   // Every neuron is read at most once when nothing is ever evicted.
   EXPECT_LE(s.misses, static_cast<int64_t>(m->config.n_layers) * m->config.ffn_dim);
@@ -200,16 +204,13 @@ TEST(FlashFfn, SparsityCalibrationHitsTheTarget) {
   write_pack(*m, dir.str());
   FlashOptions o;
   o.sparsity = 0.6f;
-  auto run = open_flash(load_pack(dir.str()), o, "", 0, 8, 1);
-  Context ctx(run->model(), 0, 1);
-  ctx.set_ffn_provider(run->ffn.get());
-  std::vector<float> hidden;
+  FlashSession f(dir.str(), o, "", 1);
   const int32_t t = 3;
-  eval_tokens(ctx, std::span<const int32_t>(&t, 1));  // one position: exactly 40% stay active
-  const FlashStats& st = run->ffn->stats();
+  eval_tokens(f.ctx, std::span<const int32_t>(&t, 1));  // one position: exactly 40% stay active
+  const FlashStats& st = f.run->ffn->stats();
   const double active = static_cast<double>(st.active) / static_cast<double>(st.considered);
   EXPECT_NEAR(active, 0.4, 0.03);
-  for (int l = 0; l < m->config.n_layers; ++l) EXPECT_GT(run->ffn->layer_threshold(l), 0.0f);
+  for (int l = 0; l < m->config.n_layers; ++l) EXPECT_GT(f.run->ffn->layer_threshold(l), 0.0f);
 }
 
 TEST(FlashBudget, ParsesSizes) {
