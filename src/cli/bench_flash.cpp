@@ -50,21 +50,6 @@ int32_t argmax(const std::vector<float>& v) {
   return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
-flash::FlashStats minus(const flash::FlashStats& a, const flash::FlashStats& b) {
-  flash::FlashStats d;
-  d.tokens = a.tokens - b.tokens;
-  d.io_wait_ms = a.io_wait_ms - b.io_wait_ms;
-  d.memory_ms = a.memory_ms - b.memory_ms;
-  d.compute_ms = a.compute_ms - b.compute_ms;
-  d.bytes_read = a.bytes_read - b.bytes_read;
-  d.reads = a.reads - b.reads;
-  d.active = a.active - b.active;
-  d.considered = a.considered - b.considered;
-  d.hits = a.hits - b.hits;
-  d.misses = a.misses - b.misses;
-  return d;
-}
-
 // Prefills `prompt`, then steps through `tokens` one at a time (or, when `tokens` is empty,
 // decodes `n_gen` greedy tokens into it). `before_step` runs untimed before each step.
 std::vector<Step> run_steps(Context& ctx, const std::vector<int32_t>& prompt, std::vector<int32_t>& tokens,
@@ -83,7 +68,7 @@ std::vector<Step> run_steps(Context& ctx, const std::vector<int32_t>& prompt, st
     Step s;
     s.ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     s.top1 = next = argmax(logits);
-    if (ffn) s.delta = minus(ffn->stats(), before);
+    if (ffn) s.delta = ffn->stats() - before;
     steps.push_back(s);
   }
   return steps;
@@ -100,7 +85,8 @@ double median_ms(const std::vector<Step>& steps, size_t skip) {
 
 void run_flash_bench(const FlashBenchOptions& o, const CLI::App& cmd, const ModelFlags& model_flags,
                      int n_prompt, int n_gen, const std::string& output_format) {
-  const flash::FlashOptions options = flash_options(o.flash, cmd);
+  flash::FlashOptions options = flash_options(o.flash, cmd);
+  options.measure_recall = options.mode == flash::FlashOptions::Mode::kPredictor;
   const int threads = model_flags.threads > 0 ? model_flags.threads : ThreadPool::default_thread_count();
   n_prompt = std::max(1, n_prompt);
   n_gen = std::max(2, n_gen);
@@ -111,7 +97,8 @@ void run_flash_bench(const FlashBenchOptions& o, const CLI::App& cmd, const Mode
   std::vector<Step> flash_steps;
   nlohmann::json plan_json;
   std::string plan_line;
-  flash::FlashStats flash_total;
+  flash::FlashStats flash_total, after_warmup;  // after_warmup: tokens past the first window
+  double ffn_bytes = 0;                         // all layers' gate, up and down weights
   float threshold0 = 0.0f;
   {
     flash::LoadedPack pack = flash::load_pack(o.flash.pack);
@@ -125,13 +112,12 @@ void run_flash_bench(const FlashBenchOptions& o, const CLI::App& cmd, const Mode
     Context ctx(run->model(), ctx_len, threads);
     ctx.set_ffn_provider(run->ffn.get());
     flash_steps = run_steps(ctx, prompt, tokens, n_gen, run->ffn.get(), false);
-    for (const Step& s : flash_steps) {
-      flash::FlashStats& t = flash_total;
-      t = {t.tokens + s.delta.tokens, t.io_wait_ms + s.delta.io_wait_ms, t.memory_ms + s.delta.memory_ms,
-           t.compute_ms + s.delta.compute_ms, t.bytes_read + s.delta.bytes_read, t.reads + s.delta.reads,
-           t.active + s.delta.active, t.considered + s.delta.considered, t.hits + s.delta.hits,
-           t.misses + s.delta.misses};
+    for (size_t i = 0; i < flash_steps.size(); ++i) {
+      flash_total += flash_steps[i].delta;
+      if (static_cast<int>(i) >= options.window) after_warmup += flash_steps[i].delta;
     }
+    ffn_bytes = static_cast<double>(run->pack.header.n_layers) * run->pack.header.ffn_dim * 3.0 *
+                static_cast<double>(run->pack.header.row_bytes);
     threshold0 = run->ffn->layer_threshold(0);
     plan_json = {{"budget_bytes", run->plan.budget}, {"dense_model_bytes", run->dense_bytes},
                  {"resident_bytes", run->plan.resident}, {"cache_bytes", run->plan.cache},
@@ -145,6 +131,7 @@ void run_flash_bench(const FlashBenchOptions& o, const CLI::App& cmd, const Mode
     flash::FlashOptions naive = options;
     naive.mode = flash::FlashOptions::Mode::kDense;
     naive.window = 1;
+    naive.measure_recall = false;
     auto run = flash::open_flash(flash::load_pack(o.flash.pack), naive, o.flash.budget, ctx_len, n_prompt, threads);
     Context ctx(run->model(), ctx_len, threads);
     ctx.set_ffn_provider(run->ffn.get());
@@ -163,6 +150,7 @@ void run_flash_bench(const FlashBenchOptions& o, const CLI::App& cmd, const Mode
   } else {
     flash::FlashOptions ram = options;
     ram.mode = flash::FlashOptions::Mode::kDense;
+    ram.measure_recall = false;
     auto run = flash::open_flash(flash::load_pack(o.flash.pack), ram, "", ctx_len, n_prompt, threads);
     run->ffn->preload_all();
     Context ctx(run->model(), ctx_len, threads);
@@ -181,6 +169,13 @@ void run_flash_bench(const FlashBenchOptions& o, const CLI::App& cmd, const Mode
   const double active = flash_total.considered
                             ? static_cast<double>(flash_total.active) / static_cast<double>(flash_total.considered)
                             : 0.0;
+  const bool has_recall = flash_total.true_active > 0;
+  const double recall = has_recall ? static_cast<double>(flash_total.predicted_true) /
+                                         static_cast<double>(flash_total.true_active)
+                                   : 1.0;
+  const double warm_bytes = after_warmup.tokens > 0
+                                ? static_cast<double>(after_warmup.bytes_read) / static_cast<double>(after_warmup.tokens)
+                                : 0.0;
 
   if (output_format == "json") {
     nlohmann::json per_token = nlohmann::json::array();
@@ -199,7 +194,13 @@ void run_flash_bench(const FlashBenchOptions& o, const CLI::App& cmd, const Mode
                         {"io_ms_per_token", flash_total.io_wait_ms / n},
                         {"memory_ms_per_token", flash_total.memory_ms / n},
                         {"compute_ms_per_token", flash_total.compute_ms / n},
-                        {"predictor_recall", nullptr},  // the gate threshold is exact
+                        // null for the gate threshold, which decides from the exact gate
+                        {"predictor_recall", has_recall ? nlohmann::json(recall) : nlohmann::json(nullptr)},
+                        {"mode", options.mode == flash::FlashOptions::Mode::kPredictor ? "predictor" : "threshold"},
+                        {"ffn_bytes", ffn_bytes},
+                        {"bytes_read_per_token_after_warmup", warm_bytes},
+                        {"after_warmup_fraction_of_ffn_bytes", ffn_bytes > 0 ? warm_bytes / ffn_bytes : 0.0},
+                        {"warmup_tokens", options.window},
                         {"threshold_layer0", threshold0},
                         {"top1_agreement_with_ram", double(agree) / double(flash_steps.size())},
                         {"ram_run", ram_kind}, {"plan", plan_json}, {"per_token", per_token}};
@@ -223,6 +224,11 @@ void run_flash_bench(const FlashBenchOptions& o, const CLI::App& cmd, const Mode
               "top-1 agreement with RAM %d/%zu\n",
               ms > 0 ? naive_ms / ms : 0.0, double(flash_total.bytes_read) / n / 1e6, 100.0 * hit_rate,
               100.0 * active, agree, flash_steps.size());
+  const std::string recall_text = has_recall ? fmt::format(" | predictor recall {:.2f}%", 100.0 * recall) : "";
+  std::printf("after the first %d tokens (warm-up = the window): %.3f MB read/token = %.2f%% of the FFN "
+              "weights (%.2f MB)%s\n",
+              options.window, warm_bytes / 1e6, ffn_bytes > 0 ? 100.0 * warm_bytes / ffn_bytes : 0.0,
+              ffn_bytes / 1e6, recall_text.c_str());
 }
 
 }  // namespace skiff::cli

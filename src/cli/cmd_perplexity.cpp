@@ -1,8 +1,11 @@
-// skiff perplexity: llama.cpp-comparable perplexity of a text file.
+// skiff perplexity: llama.cpp-comparable perplexity of a text file, from a model or from a
+// flash pack (--flash: FFN neurons streamed from disk, as generate --flash runs them).
 #include <cstdio>
 
+#include "base/error.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/flash_flags.h"
 #include "eval/perplexity.h"
 
 namespace skiff::cli {
@@ -10,6 +13,7 @@ namespace skiff::cli {
 void register_perplexity(CLI::App& app) {
   struct Flags {
     ModelFlags model;
+    FlashFlags flash;
     std::string file;
     int context = 512;
     int chunks = 0;
@@ -18,16 +22,31 @@ void register_perplexity(CLI::App& app) {
   auto flags = std::make_shared<Flags>();
   CLI::App* cmd = app.add_subcommand("perplexity", "perplexity of a text file (llama.cpp's method)");
   add_model_flags(cmd, flags->model);
+  add_flash_flags(cmd, flags->flash);
   cmd->add_option("-f,--file", flags->file, "text file")->required();
   cmd->add_option("-c,--ctx-size", flags->context, "tokens per chunk (default 512)");
   cmd->add_option("--chunks", flags->chunks, "score at most this many chunks (default: all)");
   cmd->add_option("-o,--output", flags->format, "text or json")->check(CLI::IsMember({"text", "json"}));
-  cmd->callback([flags] {
-    std::unique_ptr<Model> model = open_model(flags->model);
+  cmd->callback([flags, cmd] {
+    const flash::FlashOptions flash_opts = flash_options(flags->flash, *cmd);
+    std::unique_ptr<Model> owned;
+    std::unique_ptr<flash::FlashRun> flash_run;
+    if (!flags->flash.pack.empty()) {
+      if (!flags->model.model.empty()) fail("give -m or --flash, not both (a pack holds its model)");
+      const int threads = flags->model.threads > 0 ? flags->model.threads : ThreadPool::default_thread_count();
+      flash_run = flash::open_flash(flash::load_pack(flags->flash.pack), flash_opts, flags->flash.budget,
+                                    flags->context, flags->context, threads);
+      std::fprintf(stderr, "%s\n", describe_plan(*flash_run).c_str());
+    } else {
+      owned = open_model(flags->model);
+    }
+    const Model& model = flash_run ? flash_run->model() : *owned;
     std::string text = read_text_file(flags->file);
-    std::vector<int32_t> tokens = model->tokenizer->encode(text, true);
-    PerplexityResult r = perplexity(*model, tokens, flags->context, flags->model.threads, flags->chunks,
-                                    [](int done, int total) { draw_progress("perplexity", done, total); });
+    std::vector<int32_t> tokens = model.tokenizer->encode(text, true);
+    PerplexityResult r = perplexity(model, tokens, flags->context, flags->model.threads, flags->chunks,
+                                    [](int done, int total) { draw_progress("perplexity", done, total); },
+                                    flash_run ? flash_run->ffn.get() : nullptr);
+    if (flash_run) std::fprintf(stderr, "%s\n", describe_stats(flash_run->ffn->stats()).c_str());
     if (flags->format == "json")
       std::printf("{\"ppl\": %.6f, \"ppl_err\": %.6f, \"tokens\": %lld, \"chunks\": %d, \"ctx\": %d}\n", r.ppl,
                   r.ppl_err, static_cast<long long>(r.tokens), r.chunks, flags->context);

@@ -16,6 +16,7 @@ void register_bench(CLI::App& app);
 void register_synth(CLI::App& app);
 void register_sweep(CLI::App& app);
 void register_flash_pack(CLI::App& app);
+void register_flash_train_predictor(CLI::App& app);
 
 inline void register_commands(CLI::App& app) {
   register_generate(app);
@@ -29,6 +30,7 @@ inline void register_commands(CLI::App& app) {
   register_synth(app);
   register_sweep(app);
   register_flash_pack(app);
+  register_flash_train_predictor(app);
 }
 
 }  // namespace skiff::cli

@@ -16,20 +16,27 @@ void add_flash_flags(CLI::App* cmd, FlashFlags& f) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--flash-sparsity", f.sparsity, "flash: per-layer threshold set on the prompt for this fraction of inactive neurons")
       ->check(CLI::Range(0.0, 0.999));
+  cmd->add_flag("--flash-predict", f.predict,
+                "flash: decide active neurons with the pack's learned predictors (skiff flash-train-predictor) "
+                "instead of the resident gate");
   cmd->add_option("--io", f.io, "flash: io_uring, threads or auto (default)")
       ->check(CLI::IsMember({"auto", "io_uring", "threads"}));
   cmd->add_flag("--no-direct", f.buffered, "flash: read through the page cache instead of O_DIRECT");
 }
 
 flash::FlashOptions flash_options(const FlashFlags& f, const CLI::App& cmd) {
-  const char* flash_only[] = {"--mem-budget", "--window", "--flash-threshold", "--flash-sparsity", "--io", "--no-direct"};
+  const char* flash_only[] = {"--mem-budget", "--window", "--flash-threshold", "--flash-sparsity",
+                              "--flash-predict", "--io", "--no-direct"};
   if (f.pack.empty()) {
     for (const char* name : flash_only)
       if (cmd.count(name) > 0) fail("{} needs --flash PACK", name);
   }
   if (cmd.count("--flash-threshold") > 0 && cmd.count("--flash-sparsity") > 0)
     fail("give --flash-threshold or --flash-sparsity, not both");
+  if (f.predict && (cmd.count("--flash-threshold") > 0 || cmd.count("--flash-sparsity") > 0))
+    fail("--flash-predict decides activity with the predictors: drop --flash-threshold / --flash-sparsity");
   flash::FlashOptions o;
+  if (f.predict) o.mode = flash::FlashOptions::Mode::kPredictor;
   o.threshold = f.threshold;
   o.sparsity = f.sparsity;
   o.window = f.window;
@@ -45,10 +52,12 @@ std::string describe_plan(const flash::FlashRun& run) {
   const flash::FlashPlan& p = run.plan;
   return fmt::format(
       "flash: budget {} (dense model {}): resident {}, context {}, neuron caches {} "
-      "({} of {} neurons per layer), reads via {}{}; charged {}",
+      "({} of {} neurons per layer), activity by {}, reads via {}{}; charged {}",
       p.budget ? format_bytes(p.budget) : std::string("unlimited"), format_bytes(run.dense_bytes),
       format_bytes(p.resident), format_bytes(p.context), format_bytes(p.cache), p.capacity,
-      run.pack.header.ffn_dim, run.ffn->reader().backend(),
+      run.pack.header.ffn_dim,
+      run.options.mode == flash::FlashOptions::Mode::kPredictor ? "learned predictors" : "gate threshold",
+      run.ffn->reader().backend(),
       run.ffn->reader().direct() ? " (O_DIRECT)" : " (buffered)", format_bytes(run.budget.used()));
 }
 
@@ -60,7 +69,10 @@ std::string describe_stats(const flash::FlashStats& s) {
       "active {:.1f}%, cache hit rate {:.1f}%",
       s.io_wait_ms / n, s.memory_ms / n, s.compute_ms / n, static_cast<double>(s.bytes_read) / n / 1e6,
       s.considered ? 100.0 * static_cast<double>(s.active) / static_cast<double>(s.considered) : 0.0,
-      lookups ? 100.0 * static_cast<double>(s.hits) / static_cast<double>(lookups) : 0.0);
+      lookups ? 100.0 * static_cast<double>(s.hits) / static_cast<double>(lookups) : 0.0) +
+         (s.true_active > 0 ? fmt::format(", predictor recall {:.2f}%", 100.0 * static_cast<double>(s.predicted_true) /
+                                                                             static_cast<double>(s.true_active))
+                            : std::string());
 }
 
 }  // namespace skiff::cli

@@ -18,6 +18,7 @@ struct FlashFlags {
   float sparsity = -1.0f;
   std::string io = "auto";
   bool buffered = false;
+  bool predict = false;   // --flash-predict: the pack's learned predictors decide
 };
 
 void add_flash_flags(CLI::App* cmd, FlashFlags& flags);

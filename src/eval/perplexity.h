@@ -8,6 +8,7 @@
 #include <functional>
 #include <span>
 
+#include "model/forward.h"
 #include "model/model.h"
 
 namespace skiff {
@@ -19,10 +20,11 @@ struct PerplexityResult {
   int chunks = 0;
 };
 
-// progress(chunks_done, chunks_total) after each chunk. Throws Error when the text has fewer
-// than 2 * n_ctx tokens or n_ctx is out of range.
+// progress(chunks_done, chunks_total) after each chunk. `ffn` (optional) replaces the dense
+// FFN (a flash run). Throws Error when the text has fewer than 2 * n_ctx tokens or n_ctx is
+// out of range.
 PerplexityResult perplexity(const Model& model, std::span<const int32_t> tokens, int n_ctx,
                             int n_threads, int max_chunks,
-                            const std::function<void(int, int)>& progress);
+                            const std::function<void(int, int)>& progress, FfnProvider* ffn = nullptr);
 
 }  // namespace skiff

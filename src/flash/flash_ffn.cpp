@@ -34,17 +34,52 @@ uint64_t layer_cache_bytes(int ffn_dim, int capacity, uint64_t slot_bytes) {
 
 }  // namespace
 
+FlashStats& FlashStats::operator+=(const FlashStats& o) {
+  tokens += o.tokens;
+  io_wait_ms += o.io_wait_ms;
+  memory_ms += o.memory_ms;
+  compute_ms += o.compute_ms;
+  bytes_read += o.bytes_read;
+  reads += o.reads;
+  active += o.active;
+  considered += o.considered;
+  hits += o.hits;
+  misses += o.misses;
+  true_active += o.true_active;
+  predicted_true += o.predicted_true;
+  return *this;
+}
+
+FlashStats FlashStats::operator-(const FlashStats& o) const {
+  FlashStats d = *this;
+  d.tokens -= o.tokens;
+  d.io_wait_ms -= o.io_wait_ms;
+  d.memory_ms -= o.memory_ms;
+  d.compute_ms -= o.compute_ms;
+  d.bytes_read -= o.bytes_read;
+  d.reads -= o.reads;
+  d.active -= o.active;
+  d.considered -= o.considered;
+  d.hits -= o.hits;
+  d.misses -= o.misses;
+  d.true_active -= o.true_active;
+  d.predicted_true -= o.predicted_true;
+  return d;
+}
+
 uint64_t cached_bundle_bytes(const PackHeader& header, FlashOptions::Mode mode) {
   return (mode == FlashOptions::Mode::kThreshold ? 2 : 3) * header.row_bytes;
 }
 
-uint64_t resident_weight_bytes(const Model& model, FlashOptions::Mode mode) {
+uint64_t resident_weight_bytes(const Model& model, const FlashOptions& options) {
+  const FlashOptions::Mode mode = options.mode;
   uint64_t total = model.output_norm.nbytes() + model.output.nbytes();
   for (const LayerWeights& w : model.layers) {
     total += w.attn_norm.nbytes() + w.wq.nbytes() + w.wk.nbytes() + w.wv.nbytes() + w.wo.nbytes();
     total += w.ffn_norm.nbytes() + w.ffn_up.nbytes() + w.ffn_down.nbytes();
     if (mode == FlashOptions::Mode::kThreshold) total += w.ffn_gate.nbytes();
   }
+  if (mode == FlashOptions::Mode::kPredictor && options.predictors) total += options.predictors->bytes();
   return total;  // a tied output IS token_embd: counted once, as the output
 }
 
@@ -59,7 +94,7 @@ FlashPlan plan_memory(const Model& model, const PackHeader& header, const FlashO
                       uint64_t budget, uint64_t context_bytes) {
   FlashPlan p;
   p.budget = budget;
-  p.resident = resident_weight_bytes(model, options.mode);
+  p.resident = resident_weight_bytes(model, options);
   p.context = context_bytes;
   p.io_buffers = static_cast<uint64_t>(options.io.queue_depth) * (options.io.max_read + 2 * 4096) + 8192;
   p.slot_bytes = round_up(cached_bundle_bytes(header, options.mode), 64);
@@ -98,6 +133,12 @@ FlashFfn::FlashFfn(const Model& model, const PackHeader& header, const std::stri
     for (int l = 0; l < c.n_layers; ++l)
       if (model.layers[static_cast<size_t>(l)].ffn_gate.empty())
         fail("the gate threshold needs layer {}'s ffn_gate in the resident set", l);
+  }
+  if (options.mode == FlashOptions::Mode::kPredictor) {
+    const Predictors* p = options.predictors;
+    if (p == nullptr) fail("flash: predictor mode without predictors");
+    if (static_cast<int>(p->layers.size()) != c.n_layers || p->dim != header.dim || p->ffn_dim != header.ffn_dim)
+      fail("flash: the predictors do not fit the pack's shape");
   }
   read_bytes_ = cached_bundle_bytes(header, options.mode);
   reader_ = std::make_unique<DirectReader>(bundles_file, options.io);
@@ -144,11 +185,27 @@ void FlashFfn::submit_reads(int layer, const std::vector<int>& neurons) {
   if (!requests_.empty()) reader_->submit(requests_);
 }
 
-void FlashFfn::decide(int layer, const float* gate, int64_t T) {
+void FlashFfn::decide(Context& ctx, int layer, const float* x, const float* gate, int64_t T) {
   const int F = header_.ffn_dim;
   active_.clear();
   if (options_.mode == FlashOptions::Mode::kDense) {
     for (int i = 0; i < F; ++i) active_.push_back(i);
+    return;
+  }
+  if (options_.mode == FlashOptions::Mode::kPredictor) {
+    const LayerPredictor& p = options_.predictors->layers[static_cast<size_t>(layer)];
+    gate_.resize(static_cast<size_t>(T * F));
+    predict_scores(p, header_.dim, F, x, T, gate_.data(), hidden_, ctx.pool());
+    chosen_.resize(static_cast<size_t>(T * F));
+    for (size_t k = 0; k < chosen_.size(); ++k) chosen_[k] = gate_[k] > p.cutoff ? 1 : 0;
+    for (int i = 0; i < F; ++i) {
+      for (int64_t t = 0; t < T; ++t) {
+        if (chosen_[static_cast<size_t>(t * F + i)]) {
+          active_.push_back(i);
+          break;
+        }
+      }
+    }
     return;
   }
   const FfnActivation act = model_.config.ffn_activation;
@@ -173,6 +230,22 @@ void FlashFfn::decide(int layer, const float* gate, int64_t T) {
   }
 }
 
+// Exact gate from the resident matrix (a measurement: untimed, not charged to the budget):
+// which (position, neuron) pairs are truly active, and how many of them were predicted.
+void FlashFfn::count_recall(Context& ctx, int layer, const float* x, int64_t T) {
+  const int F = header_.ffn_dim;
+  std::vector<float> gate(static_cast<size_t>(T * F));
+  matmul(model_.layers[static_cast<size_t>(layer)].ffn_gate, x, T, gate.data(), ctx.pool());
+  const FfnActivation act = model_.config.ffn_activation;
+  const float thr = options_.predictors->label_threshold;
+  for (size_t k = 0; k < gate.size(); ++k) {
+    if (std::fabs(activation(act, gate[k])) > thr) {
+      ++stats_.true_active;
+      stats_.predicted_true += chosen_[k];
+    }
+  }
+}
+
 void FlashFfn::compute(Context& ctx, int layer, const std::vector<int>& slots, const float* x,
                        const float* gate, int64_t T) {
   if (slots.empty()) return;
@@ -180,7 +253,9 @@ void FlashFfn::compute(Context& ctx, int layer, const std::vector<int>& slots, c
   const int D = header_.dim, F = header_.ffn_dim;
   const DType type = header_.type;
   const uint64_t rb = header_.row_bytes;
-  const bool dense = options_.mode == FlashOptions::Mode::kDense;
+  // Threshold mode knows the gate; the others compute it from the bundle's gate row.
+  const bool own_gate = options_.mode != FlashOptions::Mode::kThreshold;
+  const bool predicted = options_.mode == FlashOptions::Mode::kPredictor;
   const float thr = thresholds_[static_cast<size_t>(layer)];
   const FfnActivation act = model_.config.ffn_activation;
   ctx.pool().parallel_for(static_cast<int64_t>(slots.size()), [&](int64_t b, int64_t e, int th) {
@@ -190,10 +265,11 @@ void FlashFfn::compute(Context& ctx, int layer, const std::vector<int>& slots, c
       const uint8_t* bundle = cache.data(slot);
       const int neuron = cache.neuron(slot);
       for (int64_t t = 0; t < T; ++t) {
+        if (predicted && !chosen_[static_cast<size_t>(t * F + neuron)]) continue;  // not predicted here
         const float* xt = x + t * D;
-        const float g = dense ? dot_row(type, bundle + 2 * rb, xt, D) : gate[t * F + neuron];
+        const float g = own_gate ? dot_row(type, bundle + 2 * rb, xt, D) : gate[t * F + neuron];
         const float a = activation(act, g);
-        if (a == 0.0f || (!dense && !(std::fabs(a) > thr))) continue;  // inactive here
+        if (a == 0.0f || (!own_gate && !(std::fabs(a) > thr))) continue;  // inactive here
         const float u = dot_row(type, bundle, xt, D);
         axpy_row(type, a * u, bundle + rb, acc + t * D, D);
       }
@@ -218,12 +294,14 @@ void FlashFfn::run(Context& ctx, int layer, const float* x, int64_t T, float* ou
     matmul(model_.layers[l].ffn_gate, x, T, gate_.data(), ctx.pool());
     gate = gate_.data();
   }
+  if (options_.mode == FlashOptions::Mode::kPredictor) decide(ctx, layer, x, nullptr, T);
   stats_.compute_ms += ms_since(t0);
+  if (options_.mode == FlashOptions::Mode::kPredictor && options_.measure_recall) count_recall(ctx, layer, x, T);
 
   // 2. Active neurons, split into cached (hits) and missing; the window drops neurons no
   // token in the last `window` used. Hits are marked "next step" until computed.
   t0 = Clock::now();
-  decide(layer, gate, T);
+  if (options_.mode != FlashOptions::Mode::kPredictor) decide(ctx, layer, x, gate, T);
   misses_.clear();
   std::vector<int> hit_ids;
   for (int id : active_) {

@@ -9,6 +9,10 @@
 //   kThreshold  the gate matrix is resident; gate = W_gate x is computed exactly and neuron i
 //               is active where |act(gate_i)| > threshold (threshold 0 on a ReLU-gated model
 //               is exact). The cache holds [up | down] of each neuron.
+//   kPredictor  learned low-rank predictors (predictor.h) score every neuron from x; the
+//               predicted ones (per position) are read whole and their gate is computed
+//               exactly from the bundle, so the gate matrix need not be resident. The cache
+//               holds [up | down | gate].
 //   kDense      every neuron is active and the gate row comes from the bundle: the naive
 //               baseline (everything read from disk each token) and the all-in-RAM check.
 //               The cache holds [up | down | gate].
@@ -22,18 +26,23 @@
 #include "flash/direct_io.h"
 #include "flash/neuron_cache.h"
 #include "flash/pack.h"
+#include "flash/predictor.h"
 #include "model/forward.h"
 
 namespace skiff::flash {
 
 struct FlashOptions {
-  enum class Mode { kThreshold, kDense } mode = Mode::kThreshold;
+  enum class Mode { kThreshold, kPredictor, kDense } mode = Mode::kThreshold;
   float threshold = 0.0f;
   // >= 0: instead of `threshold`, each layer's threshold is set on its first call (the
   // prompt) so that this fraction of the (position, neuron) gate values falls below it.
   float sparsity = -1.0f;
   int window = 4;  // neurons used by the last `window` tokens stay cached (>= 1)
   IoOptions io;
+  const Predictors* predictors = nullptr;  // kPredictor: owned by the caller
+  // kPredictor: also compute the exact gate from the resident matrix (not charged to the
+  // budget, not timed) to count the predictor's recall in FlashStats.
+  bool measure_recall = false;
 };
 
 // Accumulated over run() calls; per token = divide by tokens.
@@ -47,6 +56,12 @@ struct FlashStats {
   int64_t active = 0;           // active (layer, neuron) pairs, summed over calls
   int64_t considered = 0;       // (layer, neuron) pairs looked at
   int64_t hits = 0, misses = 0; // active neurons found in / missing from the cache
+  // measure_recall: (position, layer, neuron) triples truly active, and how many of those
+  // the predictor chose. recall = predicted_true / true_active.
+  int64_t true_active = 0, predicted_true = 0;
+
+  FlashStats& operator+=(const FlashStats& o);
+  FlashStats operator-(const FlashStats& o) const;  // the counts between two snapshots
 };
 
 // How the memory budget is spent (plan_memory).
@@ -65,8 +80,9 @@ struct FlashPlan {
 uint64_t cached_bundle_bytes(const PackHeader& header, FlashOptions::Mode mode);
 // Weights the flash engine keeps in RAM: everything in resident.gguf except the token
 // embedding table (rows are read through the mapping on demand, one per distinct token;
-// counted when tied to the output) and, in kDense mode, the gate matrices.
-uint64_t resident_weight_bytes(const Model& model, FlashOptions::Mode mode);
+// counted when tied to the output), the gate matrices only in kThreshold mode, and the
+// predictors in kPredictor mode.
+uint64_t resident_weight_bytes(const Model& model, const FlashOptions& options);
 // Bytes of the original dense model: what "50%" of --mem-budget refers to.
 uint64_t dense_model_bytes(const Model& model, const PackHeader& header);
 // Splits `budget` (0: unlimited, everything cached) among the fixed costs and the
@@ -96,7 +112,8 @@ class FlashFfn final : public FfnProvider {
   float layer_threshold(int layer) const { return thresholds_[static_cast<size_t>(layer)]; }
 
  private:
-  void decide(int layer, const float* gate, int64_t T);
+  void decide(Context& ctx, int layer, const float* x, const float* gate, int64_t T);
+  void count_recall(Context& ctx, int layer, const float* x, int64_t T);
   void compute(Context& ctx, int layer, const std::vector<int>& slots, const float* x,
                const float* gate, int64_t T);
   void submit_reads(int layer, const std::vector<int>& neurons);
@@ -112,7 +129,9 @@ class FlashFfn final : public FfnProvider {
   std::vector<int64_t> step_;  // calls per layer: the window's clock
   FlashStats stats_;
   // Scratch, sized once per T.
-  std::vector<float> gate_;       // [T][ffn] (kThreshold)
+  std::vector<float> gate_;       // [T][ffn] (kThreshold; kPredictor: scores)
+  std::vector<uint8_t> chosen_;   // [T][ffn] (kPredictor): predicted active at position t
+  std::vector<float> hidden_;     // predictor scratch
   std::vector<float> partial_;    // [threads][T][dim]
   std::vector<int> active_, hits_, misses_;
   std::vector<ReadRequest> requests_;

@@ -27,15 +27,21 @@ std::unique_ptr<FlashRun> open_flash(LoadedPack pack, const FlashOptions& option
   run->pack = std::move(pack);
   run->options = options;
   const Model& m = *run->pack.model;
+  if (run->options.mode == FlashOptions::Mode::kPredictor && run->options.predictors == nullptr) {
+    const PackHeader& h = run->pack.header;
+    run->predictors = std::make_unique<Predictors>(
+        load_predictors(predictors_path(run->pack.dir), h.n_layers, h.dim, h.ffn_dim));
+    run->options.predictors = run->predictors.get();
+  }
   run->dense_bytes = dense_model_bytes(m, run->pack.header);
   const uint64_t budget =
       budget_text.empty() || budget_text == "0" ? 0 : parse_mem_size(budget_text, run->dense_bytes);
   const uint64_t ctx_bytes = context_bytes(m.config, context_length, max_batch, threads);
-  run->plan = plan_memory(m, run->pack.header, options, budget, ctx_bytes);
+  run->plan = plan_memory(m, run->pack.header, run->options, budget, ctx_bytes);
   run->budget = MemoryBudget(budget);
   run->budget.charge(run->plan.resident, "resident weights");
   run->budget.charge(ctx_bytes, "KV cache and scratch");
-  run->ffn = std::make_unique<FlashFfn>(m, run->pack.header, run->pack.bundles_file, options,
+  run->ffn = std::make_unique<FlashFfn>(m, run->pack.header, run->pack.bundles_file, run->options,
                                         run->plan.capacity);
   run->budget.charge(run->ffn->cache_bytes(), "neuron caches and I/O buffers");
   return run;

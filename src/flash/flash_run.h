@@ -19,6 +19,7 @@ struct FlashRun {
   FlashPlan plan;
   MemoryBudget budget;
   uint64_t dense_bytes = 0;  // the original model's weight bytes
+  std::unique_ptr<Predictors> predictors;  // kPredictor: the pack's predictors.gguf
   std::unique_ptr<FlashFfn> ffn;
 
   const Model& model() const { return *pack.model; }
@@ -30,7 +31,8 @@ uint64_t context_bytes(const ModelConfig& config, int context_length, int max_ba
 
 // Runs a loaded pack (load_pack) under `budget_text` ("" or "0": unlimited; else a size or a
 // percentage of the dense model, see parse_mem_size). Throws Error naming the minimum budget
-// when it is too small.
+// when it is too small. In kPredictor mode without options.predictors, the pack's
+// predictors.gguf is loaded (an Error says how to make it when missing).
 std::unique_ptr<FlashRun> open_flash(LoadedPack pack, const FlashOptions& options,
                                      const std::string& budget_text, int context_length,
                                      int max_batch, int threads);

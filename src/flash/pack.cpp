@@ -363,6 +363,7 @@ LoadedPack load_pack(const std::string& pack_dir) {
       fail("{}: layer {} has no ffn_gate (the flash path needs it resident)", pack.model->source,
            l);
   }
+  pack.dir = pack_dir;
   pack.bundles_file = bundles_path(pack_dir);
   pack.header = read_pack_header(pack.bundles_file);
   check_pack_matches(pack.header, pack.model->config, pack.bundles_file);

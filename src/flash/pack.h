@@ -100,6 +100,7 @@ struct LoadedPack {
   std::unique_ptr<Model> model;
   PackHeader header;
   std::string bundles_file;
+  std::string dir;  // the pack folder (predictors.gguf lives there)
 };
 LoadedPack load_pack(const std::string& pack_dir);
 

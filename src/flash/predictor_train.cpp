@@ -1,0 +1,206 @@
+#include "flash/predictor_train.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "base/error.h"
+#include "kernels/matmul.h"
+#include "train/train_kernels.h"
+
+namespace skiff::flash {
+
+namespace {
+
+inline float activation(FfnActivation act, float g) {
+  if (act == FfnActivation::kRelu) return g > 0.0f ? g : 0.0f;
+  return g / (1.0f + std::exp(-g));
+}
+
+inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
+
+// log(1 + e^z) without overflow.
+inline double softplus(double z) { return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z)); }
+
+struct Adam {
+  std::vector<float> m, v;
+  int64_t t = 0;
+  void step(std::vector<float>& w, const std::vector<float>& g, float lr) {
+    if (m.empty()) m.assign(w.size(), 0.0f), v.assign(w.size(), 0.0f);
+    const float b1 = 0.9f, b2 = 0.999f;
+    const float c1 = 1.0f - std::pow(b1, static_cast<float>(t + 1));
+    const float c2 = 1.0f - std::pow(b2, static_cast<float>(t + 1));
+    for (size_t i = 0; i < w.size(); ++i) {
+      m[i] = b1 * m[i] + (1 - b1) * g[i];
+      v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+      w[i] -= lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + 1e-8f);
+    }
+  }
+};
+
+// Scores of rows [r0, r1) of the samples: z[n][ffn] (h is scratch).
+void score_rows(const LayerPredictor& p, const LayerSamples& s, int dim, int ffn, int64_t r0, int64_t r1,
+                std::vector<float>& h, std::vector<float>& z, ThreadPool& pool) {
+  const int64_t n = r1 - r0;
+  h.resize(static_cast<size_t>(n * p.rank));
+  z.resize(static_cast<size_t>(n * ffn));
+  train::matmul_forward(h.data(), s.x.data() + r0 * dim, p.a.data(), n, dim, p.rank, pool);
+  train::matmul_forward(z.data(), h.data(), p.b.data(), n, p.rank, ffn, pool);
+  for (int64_t k = 0; k < n; ++k)
+    for (int i = 0; i < ffn; ++i) z[static_cast<size_t>(k * ffn + i)] += p.bias[static_cast<size_t>(i)];
+}
+
+}  // namespace
+
+ActivationCollector::ActivationCollector(const Model& model, FfnProvider& inner, float label_threshold,
+                                         int64_t max_samples)
+    : model_(model), inner_(inner), label_threshold_(label_threshold), max_samples_(max_samples),
+      samples_(static_cast<size_t>(model.config.n_layers)) {}
+
+bool ActivationCollector::full() const {
+  for (const LayerSamples& s : samples_)
+    if (s.n < max_samples_) return false;
+  return true;
+}
+
+void ActivationCollector::run(Context& ctx, int layer, const float* x, int64_t T, float* out) {
+  LayerSamples& s = samples_[static_cast<size_t>(layer)];
+  const int D = model_.config.dim, F = model_.config.ffn_dim;
+  const int64_t take = std::min(T, max_samples_ - s.n);
+  if (take > 0) {
+    gate_.resize(static_cast<size_t>(take * F));
+    matmul(model_.layers[static_cast<size_t>(layer)].ffn_gate, x, take, gate_.data(), ctx.pool());
+    s.x.insert(s.x.end(), x, x + take * D);
+    const FfnActivation act = model_.config.ffn_activation;
+    for (int64_t k = 0; k < take * F; ++k)
+      s.active.push_back(std::fabs(activation(act, gate_[static_cast<size_t>(k)])) > label_threshold_ ? 1 : 0);
+    s.n += take;
+  }
+  inner_.run(ctx, layer, x, T, out);
+}
+
+LayerPredictor train_layer_predictor(const LayerSamples& s, int dim, int ffn,
+                                     const PredictorTrainOptions& o, ThreadPool& pool,
+                                     LayerTrainReport* report) {
+  const int64_t n_test = static_cast<int64_t>(static_cast<double>(s.n) * o.test);
+  const int64_t n_cal = static_cast<int64_t>(static_cast<double>(s.n) * o.calibrate);
+  const int64_t n_train = s.n - n_test - n_cal;
+  if (n_train < 16 || n_test < 1 || n_cal < 1)
+    fail("{} activation samples are too few to train, calibrate and test a predictor (need more text)", s.n);
+  const int r = std::min(o.rank, dim);
+
+  // Class balance: positives weighted by negatives / positives over the training split.
+  int64_t positives = 0;
+  for (int64_t k = 0; k < n_train * ffn; ++k) positives += s.active[static_cast<size_t>(k)];
+  const double pos_rate = std::clamp(static_cast<double>(positives) / static_cast<double>(n_train * ffn), 1e-6, 1 - 1e-6);
+  const float pos_weight = static_cast<float>(std::clamp((1 - pos_rate) / pos_rate, 1e-2, 1e2));
+
+  // Initialization: random projections, and the bias at each neuron's logit of being active.
+  LayerPredictor p;
+  p.rank = r;
+  std::mt19937_64 rng(o.seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  p.a.resize(static_cast<size_t>(r) * dim);
+  p.b.resize(static_cast<size_t>(ffn) * r);
+  for (float& w : p.a) w = normal(rng) / std::sqrt(static_cast<float>(dim));
+  for (float& w : p.b) w = normal(rng) * 0.01f;
+  p.bias.resize(static_cast<size_t>(ffn));
+  for (int i = 0; i < ffn; ++i) {
+    int64_t on = 0;
+    for (int64_t k = 0; k < n_train; ++k) on += s.active[static_cast<size_t>(k * ffn + i)];
+    const double rate = std::clamp((static_cast<double>(on) + 0.5) / (static_cast<double>(n_train) + 1.0), 1e-4, 1 - 1e-4);
+    p.bias[static_cast<size_t>(i)] = static_cast<float>(std::log(rate / (1 - rate)));
+  }
+
+  // Adam over shuffled mini-batches (rows gathered into a contiguous batch).
+  Adam adam_a, adam_b, adam_c;
+  std::vector<float> ga, gb, gc, h, z, dz, dh, xb;
+  std::vector<uint8_t> yb;
+  std::vector<int64_t> order(static_cast<size_t>(n_train));
+  std::iota(order.begin(), order.end(), 0);
+  LayerSamples batch;
+  double epoch_loss = 0;
+  for (int epoch = 0; epoch < o.epochs; ++epoch) {
+    std::shuffle(order.begin(), order.end(), rng);
+    epoch_loss = 0;
+    for (int64_t b0 = 0; b0 < n_train; b0 += o.batch) {
+      const int64_t n = std::min<int64_t>(o.batch, n_train - b0);
+      batch.n = n;
+      batch.x.resize(static_cast<size_t>(n * dim));
+      batch.active.resize(static_cast<size_t>(n * ffn));
+      for (int64_t k = 0; k < n; ++k) {
+        const int64_t row = order[static_cast<size_t>(b0 + k)];
+        std::copy_n(s.x.data() + row * dim, dim, batch.x.data() + k * dim);
+        std::copy_n(s.active.data() + row * ffn, ffn, batch.active.data() + k * ffn);
+      }
+      score_rows(p, batch, dim, ffn, 0, n, h, z, pool);
+      // Weighted logistic loss, mean over the batch's (sample, neuron) pairs.
+      dz.resize(z.size());
+      const float scale = 1.0f / static_cast<float>(n * ffn);
+      double loss = 0;
+      for (size_t k = 0; k < z.size(); ++k) {
+        const float sg = sigmoid(z[k]);
+        if (batch.active[k]) {
+          loss += pos_weight * softplus(-z[k]);
+          dz[k] = pos_weight * (sg - 1.0f) * scale;
+        } else {
+          loss += softplus(z[k]);
+          dz[k] = sg * scale;
+        }
+      }
+      epoch_loss += loss * scale * static_cast<double>(n);
+      ga.assign(p.a.size(), 0.0f);
+      gb.assign(p.b.size(), 0.0f);
+      gc.assign(p.bias.size(), 0.0f);
+      dh.assign(static_cast<size_t>(n * r), 0.0f);
+      train::matmul_backward_weight(gb.data(), dz.data(), h.data(), n, r, ffn, pool);
+      train::matmul_backward_input(dh.data(), dz.data(), p.b.data(), n, r, ffn, pool);
+      train::matmul_backward_weight(ga.data(), dh.data(), batch.x.data(), n, dim, r, pool);
+      for (int64_t k = 0; k < n; ++k)
+        for (int i = 0; i < ffn; ++i) gc[static_cast<size_t>(i)] += dz[static_cast<size_t>(k * ffn + i)];
+      adam_a.step(p.a, ga, o.lr);
+      adam_b.step(p.b, gb, o.lr);
+      adam_c.step(p.bias, gc, o.lr);
+      ++adam_a.t, ++adam_b.t, ++adam_c.t;
+    }
+    epoch_loss /= static_cast<double>(n_train);
+  }
+
+  // Cutoff from the calibration split: keep >= target_recall of its active pairs.
+  score_rows(p, s, dim, ffn, n_train, n_train + n_cal, h, z, pool);
+  std::vector<float> positive_scores;
+  for (int64_t k = 0; k < n_cal * ffn; ++k)
+    if (s.active[static_cast<size_t>((n_train * ffn) + k)]) positive_scores.push_back(z[static_cast<size_t>(k)]);
+  if (positive_scores.empty()) {
+    p.cutoff = 0.0f;
+  } else {
+    std::sort(positive_scores.begin(), positive_scores.end());
+    const size_t miss = static_cast<size_t>(std::floor((1.0 - o.target_recall) * static_cast<double>(positive_scores.size())));
+    // Scores strictly above the cutoff count as active: step just below the kept minimum.
+    p.cutoff = std::nextafter(positive_scores[std::min(miss, positive_scores.size() - 1)], -INFINITY);
+  }
+
+  // Recall and precision on the test split.
+  const int64_t t0 = n_train + n_cal;
+  score_rows(p, s, dim, ffn, t0, s.n, h, z, pool);
+  int64_t tp = 0, fp = 0, fn = 0;
+  for (int64_t k = 0; k < n_test * ffn; ++k) {
+    const bool truth = s.active[static_cast<size_t>(t0 * ffn + k)] != 0;
+    const bool pred = z[static_cast<size_t>(k)] > p.cutoff;
+    tp += truth && pred;
+    fp += !truth && pred;
+    fn += truth && !pred;
+  }
+  p.recall = tp + fn > 0 ? static_cast<float>(static_cast<double>(tp) / static_cast<double>(tp + fn)) : 1.0f;
+  p.precision = tp + fp > 0 ? static_cast<float>(static_cast<double>(tp) / static_cast<double>(tp + fp)) : 1.0f;
+  if (report) {
+    const double pairs = static_cast<double>(n_test * ffn);
+    report->active_rate = static_cast<double>(tp + fn) / pairs;
+    report->predicted_rate = static_cast<double>(tp + fp) / pairs;
+    report->final_loss = epoch_loss;
+  }
+  return p;
+}
+
+}  // namespace skiff::flash
