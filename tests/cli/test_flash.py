@@ -7,9 +7,14 @@
 - `bench --flash -o json` carries ms_per_token, naive_ms_per_token, ram_ms_per_token,
   speedup_vs_naive, bytes_read_per_token, cache_hit_rate; with the exact decision the flash
   run's top-1 tokens all agree with the dense model's, and the budget charged stays under it.
+- `flash-train-predictor` on a text prints recall and precision per layer and writes
+  predictors.gguf; `generate --flash-predict` then runs, `bench --flash-predict -o json`
+  reports a predictor_recall in (0, 1], and `perplexity --flash` (threshold 0: exact) equals
+  `perplexity -m`.
 - Bad input is a one-line error with exit code 1: a budget below the resident set (naming the
   minimum), a truncated or corrupted bundles.bin, --flash with -m, flash flags without
-  --flash, a malformed budget, flash-pack of a file that is not GGUF.
+  --flash, a malformed budget, flash-pack of a file that is not GGUF, --flash-predict without
+  predictors.gguf or together with a threshold, too little text to train predictors.
 
 Run: /usr/bin/python3 tests/cli/test_flash.py --skiff build/skiff --shared ../shared
 """
@@ -78,6 +83,49 @@ def main() -> int:
             c.check("bench --flash: charged bytes within the budget",
                     0 < plan.get("charged_bytes", 0) <= plan.get("budget_bytes", 0), str(plan))
             c.check("bench --flash: per-token rows", len(j.get("per_token", [])) == 8, "")
+
+        # Learned predictors.
+        text = os.path.join(args.shared, "data", "tinystories_valid_prefix.txt")
+        r = c.skiff(*gen, "--flash", pack, "--flash-predict")
+        c.check("--flash-predict before training: says how to make predictors",
+                one_line_error(r) and "flash-train-predictor" in r.stderr, r.stderr)
+        r = c.skiff("flash-train-predictor", pack, "--data", text, "--rank", "16", "--samples", "2048",
+                    "-c", "128", "--epochs", "4", "-t", "2")
+        rows = re.findall(r"^\| (\d+) \| 16 \| [0-9.]+% \| [0-9.]+% \| ([0-9.]+)% \| ([0-9.]+)% \|",
+                          r.stdout, re.M)
+        c.check("flash-train-predictor reports recall and precision per layer",
+                r.returncode == 0 and len(rows) == 2 and all(0 < float(rc) <= 100 for _, rc, _ in rows)
+                and os.path.exists(os.path.join(pack, "predictors.gguf")), r.stdout + r.stderr[-300:])
+        r = c.skiff(*gen, "--flash", pack, "--flash-predict", "--mem-budget", tight)
+        c.check("generate --flash-predict", r.returncode == 0 and r.stdout.strip() != "" and
+                "learned predictors" in r.stderr, r.stderr[-300:])
+        r = c.skiff("bench", "--flash", pack, "--flash-predict", "-p", "8", "-n", "8", "--naive-tokens", "2",
+                    "-t", "2", "-o", "json")
+        try:
+            j = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            j = {}
+        recall = j.get("predictor_recall")
+        c.check("bench --flash-predict reports the predictor's recall",
+                r.returncode == 0 and isinstance(recall, float) and 0 < recall <= 1,
+                r.stderr[-300:] + r.stdout[:200])
+        ppl = ["perplexity", "-f", text, "-c", "64", "--chunks", "3", "-t", "2", "-o", "json"]
+        dense_ppl = c.skiff(*ppl, "-m", model)
+        flash_ppl = c.skiff(*ppl, "--flash", pack)
+        try:
+            a, b = json.loads(dense_ppl.stdout)["ppl"], json.loads(flash_ppl.stdout)["ppl"]
+        except (json.JSONDecodeError, KeyError):
+            a, b = 0, -1
+        c.check("perplexity --flash (threshold 0) == perplexity -m", abs(a - b) <= 1e-4 * abs(a),
+                f"{a} vs {b} {flash_ppl.stderr[-300:]}")
+        r = c.skiff(*gen, "--flash", pack, "--flash-predict", "--flash-threshold", "0.1")
+        c.check("--flash-predict with a threshold", one_line_error(r), r.stderr)
+        short = os.path.join(tmp, "short.txt")
+        with open(short, "w") as f:
+            f.write("Once upon a time there was a cat.\n")
+        r = c.skiff("flash-train-predictor", pack, "--data", short)
+        c.check("flash-train-predictor with too little text", one_line_error(r) and "tokens" in r.stderr,
+                r.stderr)
 
         # Bad input.
         r = c.skiff(*gen, "--flash", pack, "--mem-budget", "1K")
