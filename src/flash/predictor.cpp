@@ -102,7 +102,11 @@ void save_predictors(const Predictors& p, const std::string& path) {
 Predictors load_predictors(const std::string& path, int n_layers, int dim, int ffn_dim) {
   if (!std::filesystem::exists(path))
     fail("{}: no predictors (train them with `skiff flash-train-predictor`)", path);
-  const GgufFile f = GgufFile::open(path);
+  return parse_predictors(GgufFile::open(path), n_layers, dim, ffn_dim);
+}
+
+Predictors parse_predictors(const GgufFile& f, int n_layers, int dim, int ffn_dim) {
+  const std::string& path = f.path();
   if (f.get_string("general.architecture", "") != "skiff-predictor")
     fail("{}: not a predictor file (general.architecture is not skiff-predictor)", path);
   Predictors p;

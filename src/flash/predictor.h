@@ -20,6 +20,10 @@
 
 #include "base/thread_pool.h"
 
+namespace skiff {
+class GgufFile;
+}
+
 namespace skiff::flash {
 
 struct LayerPredictor {
@@ -46,6 +50,9 @@ void save_predictors(const Predictors& predictors, const std::string& path);
 // Loads and checks shapes against the pack (layers, dim, ffn). Throws Error naming the file
 // and what is wrong (missing tensor, wrong shape or type, non-finite cutoff).
 Predictors load_predictors(const std::string& path, int n_layers, int dim, int ffn_dim);
+// The same checks on a parsed GGUF (load_predictors opens the file; the fuzz target parses
+// bytes).
+Predictors parse_predictors(const GgufFile& file, int n_layers, int dim, int ffn_dim);
 
 // scores[T][ffn] for x[T][dim]; `hidden` is scratch (resized to T * rank).
 void predict_scores(const LayerPredictor& p, int dim, int ffn_dim, const float* x, int64_t T,
