@@ -1,8 +1,9 @@
 // Unit tests of the trainer (src/train): LayerSkip rates, scales and curricula against
 // hand-computed values; the schedule and clipping; data splitting and shuffling; checkpoint
-// round trip and corruption; thread-count invariance; overfitting a tiny batch; resume after
-// an interruption (bit-exact); the NaN guard; the trainer's logits against the engine's
-// forward. Gradients against PyTorch are in tests/reference/test_train_reference.py.
+// round trip and corruption; thread-count invariance (SiLU, and ReLU with the activation L1
+// penalty); overfitting a tiny batch; resume after an interruption (bit-exact); the NaN guard;
+// the trainer's logits against the engine's forward (SiLU and ReLU). Gradients against
+// PyTorch are in tests/reference/test_train_reference.py.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -270,26 +271,62 @@ TEST(TrainCheckpoint, StateRoundTripAndCorruption) {
 }
 
 TEST(TrainModel, ThreadCountDoesNotChangeResults) {
-  std::vector<std::vector<float>> results;
-  for (int threads : {1, 2}) {
-    ThreadPool pool(threads);
-    TrainModel m(tiny_config(), false, 3, 9, pool);
-    m.init_random(5);
-    auto tokens = random_tokens(3 * 10, 1);
-    std::vector<uint8_t> skip = {0, 1, 0, 0, 0, 1, 0, 1, 1};
-    m.zero_grads();
-    m.forward(tokens.data(), skip.data());
-    LossSpec spec{{0, 1, 2}, early_exit_scales({0, 1, 2}, 3, 1.0)};
-    m.backward(spec, 1.0f);
-    results.push_back(m.grads());
+  for (FfnActivation act : {FfnActivation::kSilu, FfnActivation::kRelu}) {
+    ModelConfig c = tiny_config();
+    c.ffn_activation = act;
+    std::vector<std::vector<float>> results;
+    std::vector<double> losses;
+    for (int threads : {1, 2}) {
+      ThreadPool pool(threads);
+      TrainModel m(c, false, 3, 9, pool);
+      m.init_random(5);
+      auto tokens = random_tokens(3 * 10, 1);
+      std::vector<uint8_t> skip = {0, 1, 0, 0, 0, 1, 0, 1, 1};
+      m.zero_grads();
+      m.forward(tokens.data(), skip.data());
+      LossSpec spec;
+      spec.exit_layers = {0, 1, 2};
+      spec.scales = early_exit_scales({0, 1, 2}, 3, 1.0);
+      if (act == FfnActivation::kRelu) spec.activation_l1 = 0.3;
+      StepResult r = m.backward(spec, 1.0f);
+      if (act == FfnActivation::kRelu) {
+        EXPECT_GT(r.sparsity_loss, 0.0);
+        EXPECT_GT(r.sparsity, 0.2);  // random init: about half the gates are <= 0
+        EXPECT_LT(r.sparsity, 0.8);
+      } else {
+        EXPECT_EQ(r.sparsity_loss, 0.0);
+      }
+      results.push_back(m.grads());
+      losses.push_back(r.loss);
+    }
+    EXPECT_EQ(results[0], results[1]) << ffn_activation_name(act);
+    EXPECT_EQ(losses[0], losses[1]) << ffn_activation_name(act);
   }
-  EXPECT_EQ(results[0], results[1]);
 }
 
-TEST(TrainModel, LogitsEqualTheEngineForward) {
+TEST(TrainModel, ActivationL1NeedsRelu) {
+  ThreadPool pool(1);
+  TrainModel m(tiny_config(), false, 1, 4, pool);
+  m.init_random(5);
+  auto tokens = random_tokens(5, 1);
+  m.forward(tokens.data(), nullptr);
+  LossSpec spec;
+  spec.exit_layers = {2};
+  spec.scales = {1.0};
+  spec.activation_l1 = 0.1;
+  EXPECT_THROW(m.backward(spec, 1.0f), Error);
+}
+
+namespace {
+// The trainer's final logits against the engine's forward of as_model() (which must keep the
+// FFN activation: it is what the checkpoint's GGUF says).
+void expect_logits_equal_engine(FfnActivation act) {
+  SCOPED_TRACE(ffn_activation_name(act));
+  ModelConfig c = tiny_config();
+  c.ffn_activation = act;
   ThreadPool pool(2);
   const int T = 11;
-  TrainModel m(tiny_config(), false, 1, T, pool);
+  TrainModel m(c, false, 1, T, pool);
   m.init_random(3);
   for (float& p : m.params()) p *= 20.0f;  // sizeable activations
   auto tokens = random_tokens(T + 1, 2);
@@ -297,6 +334,7 @@ TEST(TrainModel, LogitsEqualTheEngineForward) {
   std::vector<float> got(static_cast<size_t>(T) * 512);
   m.exit_logits(2, got.data(), nullptr, nullptr);
   std::unique_ptr<Model> model = m.as_model(test_tokenizer(), "tiny");
+  EXPECT_EQ(model->config.ffn_activation, act);
   Context ctx(*model, 0, 1);
   std::vector<float> hidden(static_cast<size_t>(T) * 32), want(got.size());
   embed(*model, std::span<const int32_t>(tokens.data(), T), hidden.data());
@@ -308,6 +346,12 @@ TEST(TrainModel, LogitsEqualTheEngineForward) {
     scale = std::max(scale, std::fabs(want[i]));
   }
   EXPECT_LT(worst, 1e-4f * std::max(1.0f, scale)) << "max logit " << scale;
+}
+}  // namespace
+
+TEST(TrainModel, LogitsEqualTheEngineForward) {
+  expect_logits_equal_engine(FfnActivation::kSilu);
+  expect_logits_equal_engine(FfnActivation::kRelu);
 }
 
 TEST(Trainer, OverfitsATinyBatch) {

@@ -1,7 +1,9 @@
 // skiff train: LayerSkip training on the CPU (layer dropout, early-exit loss), from scratch
 // (shape flags) or continual from a GGUF / llama2.c model. skiff train-check (hidden): one
 // forward/backward on given tokens and masks, writing loss, gradients and logits for the
-// PyTorch reference tests.
+// PyTorch reference tests. --activation relu trains a ReLU-gated FFN; on a SiLU model loaded
+// with -m that is ReLU-fication ("ReLU strikes back", LLM in a Flash): the weights are kept,
+// only the gate's nonlinearity changes, and --activation-l1 pushes activations to zero.
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -40,6 +42,26 @@ std::unique_ptr<Tokenizer> vocabulary_for(const std::string& path, int vocab_siz
   return std::make_unique<Tokenizer>(vocab_from_llama2c(path, vocab_size));
 }
 
+// --activation (empty: keep `current`).
+FfnActivation activation_from_flag(const std::string& flag, FfnActivation current) {
+  if (flag.empty()) return current;
+  std::optional<FfnActivation> a = parse_ffn_activation(flag);
+  if (!a) fail("--activation {}: expected silu or relu", flag);
+  return *a;
+}
+
+// --resume rebuilds the model from the flags; the checkpoint GGUF says which FFN activation the
+// first run trained, and a different one would continue a different model.
+void check_resumed_activation(const std::string& ckpt, FfnActivation flags_activation) {
+  if (!std::filesystem::exists(ckpt)) return;  // killed before the first GGUF: the state decides
+  ModelFlags f;
+  f.model = ckpt;
+  const FfnActivation saved = open_model(f)->config.ffn_activation;
+  if (saved != flags_activation)
+    fail("--resume: {} is a {}-gated model but the flags give {}; resume with --activation {}", ckpt,
+         ffn_activation_name(saved), ffn_activation_name(flags_activation), ffn_activation_name(saved));
+}
+
 }  // namespace
 
 void register_train(CLI::App& app) {
@@ -56,6 +78,7 @@ void register_train(CLI::App& app) {
     double val_fraction = 0.05;
     int seq_len = 256;
     std::string dropout_curriculum = "constant", exit_curriculum = "none";
+    std::string activation;  // empty: keep the model's (silu from scratch)
     double early_exit = -1;
     train::TrainOptions o;
   };
@@ -94,6 +117,13 @@ void register_train(CLI::App& app) {
       ->check(CLI::IsMember({"constant", "exp"}));
   cmd->add_option("--early-exit-loss", f->early_exit, "LayerSkip E_SCALE: early-exit loss on, with this scale for non-final layers");
   cmd->add_option("--early-exit-curriculum", f->exit_curriculum, "none, rotational:R or gradual[:F]");
+  cmd->add_option("--activation", f->activation,
+                  "FFN gate activation: silu or relu; with -m, relu ReLU-fies the model (weights kept) "
+                  "(default: the model's; silu from scratch)")
+      ->check(CLI::IsMember({"silu", "relu"}));
+  cmd->add_option("--activation-l1", f->o.activation_l1,
+                  "ReLU models: L1 penalty LAMBDA on the mean FFN activation per layer, for sparsity")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("-o,--output", f->o.out, "checkpoint .gguf (beside it: .state, .log.csv, .eval.csv, .svg)")->required();
   cmd->add_option("--save-every", f->o.save_every, "checkpoint every N steps (and at the end)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--eval-every", f->o.eval_every, "evaluate every N steps (and at the end)")->check(CLI::NonNegativeNumber);
@@ -143,6 +173,11 @@ void register_train(CLI::App& app) {
       tied = source->tied_output;
       tokenizer = std::make_unique<Tokenizer>(source->tokenizer->vocab());
     }
+    config.ffn_activation = activation_from_flag(f->activation, config.ffn_activation);
+    if (o.activation_l1 > 0 && config.ffn_activation != FfnActivation::kRelu)
+      fail("--activation-l1 needs a ReLU-gated model: add --activation relu (the model's FFN activation "
+           "is {})", ffn_activation_name(config.ffn_activation));
+    if (o.resume) check_resumed_activation(o.out, config.ffn_activation);
     ThreadPool pool(f->model.threads);
     train::TrainModel model(config, tied, o.batch, f->seq_len, pool);
     if (source)
@@ -160,10 +195,10 @@ void register_train(CLI::App& app) {
     train::Dataset data(*tokenizer, dc, pool);
     if (o.progress)
       std::fprintf(stderr,
-                   "train: %lld parameters (dim %d, %d layers, %d/%d heads, ffn %d, vocab %d, %s head); "
+                   "train: %lld parameters (dim %d, %d layers, %d/%d heads, ffn %d %s, vocab %d, %s head); "
                    "%lld documents, %zu train / %zu validation tokens; %d x %d tokens x %d per step, %d threads\n",
                    static_cast<long long>(model.params().size()), config.dim, config.n_layers, config.n_heads,
-                   config.n_kv_heads, config.ffn_dim, config.vocab_size, tied ? "tied" : "untied",
+                   config.n_kv_heads, config.ffn_dim, ffn_activation_name(config.ffn_activation), config.vocab_size, tied ? "tied" : "untied",
                    static_cast<long long>(data.documents()), data.train_tokens(), data.val_tokens(), o.batch,
                    f->seq_len, o.accum, pool.size());
     train::TrainSummary s = train::run_training(model, data, *tokenizer, o, pool);
@@ -184,7 +219,7 @@ void register_train(CLI::App& app) {
     ModelFlags model;
     std::string tokens, skip, out, curriculum = "none", state, eval_data;
     int batch = 1, seq_len = 0;
-    double early_exit = -1;
+    double early_exit = -1, activation_l1 = 0;
     int64_t step = 0, steps = 1;
   };
   auto c = std::make_shared<Check>();
@@ -197,6 +232,7 @@ void register_train(CLI::App& app) {
   check->add_option("--seq-len", c->seq_len, "tokens per sequence");
   check->add_option("--early-exit-loss", c->early_exit, "E_SCALE (default: final-layer loss only)");
   check->add_option("--early-exit-curriculum", c->curriculum, "none, rotational:R or gradual[:F]");
+  check->add_option("--activation-l1", c->activation_l1, "activation L1 penalty (ReLU models)");
   check->add_option("--step", c->step, "step for the curriculum");
   check->add_option("--steps", c->steps, "total steps for the curriculum");
   check->add_option("-o,--output", c->out, "folder for loss.txt, grads.f32, logits.f32");
@@ -228,12 +264,14 @@ void register_train(CLI::App& app) {
     o.e_scale = c->early_exit;
     o.exit_curriculum = train::ExitCurriculum::parse(c->curriculum);
     o.steps = c->steps;
+    o.activation_l1 = c->activation_l1;
     train::LossSpec spec = train::loss_spec(o, L, c->step);
     model.zero_grads();
     model.forward(tokens.data(), skip.empty() ? nullptr : skip.data());
     train::StepResult r = model.backward(spec, 1.0f);
     std::filesystem::create_directories(c->out);
-    std::string text = fmt::format("loss {:.9g}\n", r.loss);
+    std::string text = fmt::format("loss {:.9g}\nsparsity_loss {:.9g}\nsparsity {:.9g}\n", r.loss,
+                                   r.sparsity_loss, r.sparsity);
     for (size_t i = 0; i < spec.exit_layers.size(); ++i)
       text += fmt::format("exit {} {:.9g} {:.9g}\n", spec.exit_layers[i], spec.scales[i], r.exit_loss[i]);
     write_file_atomically(c->out + "/loss.txt", std::span<const uint8_t>(

@@ -209,7 +209,10 @@ void TrainModel::layer_forward(int l) {
   rmsnorm_forward(a.ln2.data(), a.rstd2.data(), a.xmid.data(), P + o.ffn_norm, Na, D, c.rms_eps, pool_);
   matmul_forward(a.gate.data(), a.ln2.data(), P + o.gate, Na, D, F, pool_);
   matmul_forward(a.up.data(), a.ln2.data(), P + o.up, Na, D, F, pool_);
-  swiglu_forward(a.hsw.data(), a.gate.data(), a.up.data(), Na * F, pool_);
+  if (c.ffn_activation == FfnActivation::kRelu)
+    reglu_forward(a.hsw.data(), a.gate.data(), a.up.data(), Na * F, pool_);
+  else
+    swiglu_forward(a.hsw.data(), a.gate.data(), a.up.data(), Na * F, pool_);
   matmul_forward(dln_.data(), a.hsw.data(), P + o.down, Na, F, D, pool_);
   for (int64_t i = 0; i < Na * D; ++i) dln_[static_cast<size_t>(i)] += a.xmid[static_cast<size_t>(i)];
   scatter(x_next, dln_.data(), a.active, T_, D);
@@ -236,7 +239,7 @@ double TrainModel::head(int layer, float grad_scale, float* dres) {
   return sum / static_cast<double>(N_);
 }
 
-void TrainModel::layer_backward(int l, float* dres) {
+void TrainModel::layer_backward(int l, float* dres, float l1_grad) {
   const ModelConfig& c = config_;
   const int64_t D = c.dim, QD = c.q_dim(), KVD = c.kv_dim(), F = c.ffn_dim;
   const LayerOffsets& o = layout_.layers[static_cast<size_t>(l)];
@@ -246,11 +249,15 @@ void TrainModel::layer_backward(int l, float* dres) {
   const int64_t Bn = static_cast<int64_t>(a.active.size()), Na = Bn * T_;
   if (Na == 0) return;  // the identity: dres passes through
   gather(dc_.data(), dres, a.active, T_, D);
-  // out = xmid + swiglu(ln2 Wg^T, ln2 Wu^T) Wd^T
+  // out = xmid + act(ln2 Wg^T, ln2 Wu^T) Wd^T, act = swiglu or reglu
   std::fill(dhsw_.begin(), dhsw_.begin() + Na * F, 0.0f);
   matmul_backward_input(dhsw_.data(), dc_.data(), P + o.down, Na, F, D, pool_);
   matmul_backward_weight(G + o.down, dc_.data(), a.hsw.data(), Na, F, D, pool_);
-  swiglu_backward(dgate_.data(), dup_.data(), dhsw_.data(), a.gate.data(), a.up.data(), Na * F, pool_);
+  if (c.ffn_activation == FfnActivation::kRelu)
+    reglu_backward(dgate_.data(), dup_.data(), dhsw_.data(), a.gate.data(), a.up.data(), Na * F, l1_grad,
+                   pool_);
+  else
+    swiglu_backward(dgate_.data(), dup_.data(), dhsw_.data(), a.gate.data(), a.up.data(), Na * F, pool_);
   std::fill(dln_.begin(), dln_.begin() + Na * D, 0.0f);
   matmul_backward_input(dln_.data(), dgate_.data(), P + o.gate, Na, D, F, pool_);
   matmul_backward_input(dln_.data(), dup_.data(), P + o.up, Na, D, F, pool_);
@@ -283,8 +290,17 @@ StepResult TrainModel::backward(const LossSpec& spec, float grad_scale) {
   const int L = config_.n_layers;
   if (spec.exit_layers.size() != spec.scales.size() || spec.exit_layers.empty())
     fail("train: loss spec needs one scale per exit layer");
+  const bool relu = config_.ffn_activation == FfnActivation::kRelu;
+  if (spec.activation_l1 < 0) fail("train: the activation L1 penalty must not be negative");
+  if (spec.activation_l1 > 0 && !relu)
+    fail("train: the activation L1 penalty needs a ReLU-gated model (this one's FFN activation is {})",
+         ffn_activation_name(config_.ffn_activation));
+  // d(lambda * sum(relu(gate)) / (N F)) / d gate, where gate > 0
+  const double l1_scale = spec.activation_l1 / (static_cast<double>(N_) * config_.ffn_dim);
+  const float l1_grad = static_cast<float>(grad_scale * l1_scale);
   StepResult r;
   r.exit_loss.assign(spec.exit_layers.size(), 0.0);
+  int ran = 0;  // layers some sample ran
   std::fill(dres_.begin(), dres_.end(), 0.0f);
   int next = static_cast<int>(spec.exit_layers.size()) - 1;
   for (int l = L - 1; l >= 0; --l) {
@@ -295,8 +311,18 @@ StepResult TrainModel::backward(const LossSpec& spec, float grad_scale) {
       r.loss += s * loss;
       --next;
     }
-    layer_backward(l, dres_.data());
+    const LayerActs& a = acts_[static_cast<size_t>(l)];
+    if (relu && !a.active.empty()) {
+      const int64_t n = static_cast<int64_t>(a.active.size()) * T_ * config_.ffn_dim;
+      const ReluStats st = relu_stats(a.gate.data(), n);
+      r.sparsity += static_cast<double>(st.zeros) / static_cast<double>(n);
+      r.sparsity_loss += l1_scale * st.sum;
+      ++ran;
+    }
+    layer_backward(l, dres_.data(), l1_grad);
   }
+  if (ran > 0) r.sparsity /= ran;
+  r.loss += r.sparsity_loss;
   embedding_backward(grads_.data() + layout_.token_embd, dres_.data(), inputs_.data(), N_, config_.dim);
   return r;
 }

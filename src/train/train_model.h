@@ -1,5 +1,5 @@
 // The engine's LLaMA architecture (model/forward.h: RMSNorm, GGUF RoPE, grouped-query causal
-// attention, SwiGLU, shared final norm + tied or untied head) as a trainable model, llm.c
+// attention, SwiGLU or ReLU-gated FFN (config.ffn_activation), shared final norm + tied or untied head) as a trainable model, llm.c
 // style: parameters, gradients and activations live in buffers sized once at construction
 // for a batch of B samples of T positions; each op is a *_forward / *_backward pair
 // (train_ops.h, train_kernels.h).
@@ -48,11 +48,19 @@ struct ParamLayout {
 struct LossSpec {
   std::vector<int> exit_layers;  // ascending; layer l means "after layer l"
   std::vector<double> scales;    // one per exit layer
+  // ProSparse-style activation-sparsity penalty (ReLU-gated models only): each layer that ran
+  // adds activation_l1 * sum(relu(gate)) / (B*T * ffn_dim), i.e. lambda times the mean of the
+  // FFN intermediate activation over the batch's rows (a row that skipped the layer adds 0).
+  double activation_l1 = 0;
 };
 
 struct StepResult {
-  double loss = 0;                // sum over exits of scale * mean CE
+  double loss = 0;                // sum over exits of scale * mean CE, plus sparsity_loss
   std::vector<double> exit_loss;  // per exit layer of the spec
+  double sparsity_loss = 0;       // the activation-sparsity penalty (in `loss`)
+  // ReLU-gated models: the fraction of zero FFN activations (gate <= 0) over the rows that ran
+  // each layer, averaged over the layers some row ran; 0 for SiLU (never exactly zero).
+  double sparsity = 0;
 };
 
 class TrainModel {
@@ -92,7 +100,8 @@ class TrainModel {
 
  private:
   void layer_forward(int l);
-  void layer_backward(int l, float* dres);
+  // l1_grad: the sparsity penalty's gradient per positive gate value (ReLU only).
+  void layer_backward(int l, float* dres, float l1_grad);
   // Head on resid_[layer+1]: loss (+ gradient into dres when grad_scale != 0).
   double head(int layer, float grad_scale, float* dres);
 

@@ -237,6 +237,36 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
   });
 }
 
+void reglu_forward(float* out, const float* gate, const float* up, int64_t n, ThreadPool& pool) {
+  pool.parallel_for(n, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) out[i] = gate[i] > 0.0f ? gate[i] * up[i] : 0.0f;
+  });
+}
+
+void reglu_backward(float* dgate, float* dup, const float* dout, const float* gate,
+                    const float* up, int64_t n, float l1_grad, ThreadPool& pool) {
+  pool.parallel_for(n, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) {
+      const bool on = gate[i] > 0.0f;
+      dup[i] = on ? dout[i] * gate[i] : 0.0f;
+      dgate[i] = on ? dout[i] * up[i] + l1_grad : 0.0f;
+    }
+  });
+}
+
+ReluStats relu_stats(const float* gate, int64_t n) {
+  // Serial: a handful of flops per element next to the layer's matmuls, and the sum's order
+  // (hence the L1 loss to the last bit) stays fixed.
+  ReluStats s;
+  for (int64_t i = 0; i < n; ++i) {
+    if (gate[i] > 0.0f)
+      s.sum += gate[i];
+    else
+      ++s.zeros;
+  }
+  return s;
+}
+
 void cross_entropy_forward_backward(float* logits, float* loss, int32_t* argmax,
                                     const int32_t* targets, int64_t N, int64_t V,
                                     float grad_scale, ThreadPool& pool) {

@@ -51,6 +51,21 @@ void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, T
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate,
                      const float* up, int64_t n, ThreadPool& pool);
 
+// out = relu(gate) * up (the ReLU-gated FFN of ModelConfig::ffn_activation == kRelu)
+void reglu_forward(float* out, const float* gate, const float* up, int64_t n, ThreadPool& pool);
+// dgate, dup OVERWRITTEN; relu'(0) = 0. `l1_grad` is added to dgate where gate > 0: the
+// gradient of l1_grad * sum(relu(gate)), the activation-sparsity penalty (0: none).
+void reglu_backward(float* dgate, float* dup, const float* dout, const float* gate,
+                    const float* up, int64_t n, float l1_grad, ThreadPool& pool);
+
+// sum(relu(gate)) (in double, summed in a fixed order: the result does not depend on the
+// thread count) and how many gate values are <= 0, i.e. give a zero ReLU activation.
+struct ReluStats {
+  double sum = 0;
+  int64_t zeros = 0;
+};
+ReluStats relu_stats(const float* gate, int64_t n);
+
 // Per row: loss[n] = logsumexp(logits[n]) - logits[n][target[n]], argmax[n]; when
 // `grad_scale` != 0 the logits are overwritten by grad_scale * (softmax - onehot(target)).
 void cross_entropy_forward_backward(float* logits, float* loss, int32_t* argmax,

@@ -90,6 +90,7 @@ EvalResult evaluate(TrainModel& model, const Dataset& data, int batches) {
 
 LossSpec loss_spec(const TrainOptions& o, int n_layers, int64_t step) {
   LossSpec s;
+  s.activation_l1 = o.activation_l1;
   if (!o.early_exit) {
     s.exit_layers = {n_layers - 1};
     s.scales = {1.0};
@@ -103,15 +104,24 @@ LossSpec loss_spec(const TrainOptions& o, int n_layers, int64_t step) {
 TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tokenizer,
                           const TrainOptions& o, ThreadPool& pool) {
   const int B = model.batch(), T = model.seq_len(), L = model.config().n_layers;
+  const bool relu = model.config().ffn_activation == FfnActivation::kRelu;
+  if (o.activation_l1 < 0) fail("train: --activation-l1 must not be negative");
+  if (o.activation_l1 > 0 && !relu)
+    fail("train: --activation-l1 needs a ReLU-gated model (--activation relu); this one's FFN activation "
+         "is {}", ffn_activation_name(model.config().ffn_activation));
   if (o.accum < 1) fail("train: --accum must be at least 1");
   if (o.steps < 1) fail("train: --steps must be at least 1");
   if (o.layer_dropout < 0 || o.layer_dropout > 1) fail("train: --layer-dropout must be in [0, 1]");
   // What a resumed run must share with the first one for "continues exactly" to hold. The
   // step count and learning rates may change (that changes the schedule, knowingly).
-  const std::string settings = fmt::format(
+  std::string settings = fmt::format(
       "batch {} seq {} accum {} params {} train {} val {} dropout {} {} exit {} {} {}", B, T, o.accum,
       model.params().size(), data.train_tokens(), data.val_tokens(), o.layer_dropout,
       static_cast<int>(o.dropout_curriculum), o.early_exit, o.e_scale, o.exit_curriculum.to_string());
+  // The FFN activation is part of the model a resumed run rebuilds from its flags (the state
+  // holds only numbers); appended only when not the default, so SiLU runs' states written
+  // before --activation existed still resume.
+  if (relu || o.activation_l1 > 0) settings += fmt::format(" activation relu l1 {}", o.activation_l1);
   const uint64_t fingerprint = fnv1a(settings.data(), settings.size());
   AdamW adam(model.params().size());
   DataPosition pos;
@@ -125,7 +135,8 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
     if (s.seed != o.seed) fail("{}: was written with --seed {}, not {}", state_path(o.out), s.seed, o.seed);
     if (s.fingerprint != fingerprint)
       fail("{}: was written by a run with other settings (batch, sequence length, accumulation, data, "
-           "model or LayerSkip flags); resume with the first run's flags", state_path(o.out));
+           "model, --activation, --activation-l1 or LayerSkip flags); resume with the first run's flags",
+           state_path(o.out));
     model.params() = s.params;
     adam.m() = s.m;
     adam.v() = s.v;
@@ -151,7 +162,7 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
   if (!stem.empty()) {
     const bool append = o.resume && std::filesystem::exists(stem + ".log.csv");
     log.open(stem + ".log.csv", append ? std::ios::app : std::ios::trunc);
-    if (!append) log << "step,loss,final_layer_loss,lr,grad_norm,tokens_per_s,elapsed_s\n";
+    if (!append) log << "step,loss,final_layer_loss,lr,grad_norm,tokens_per_s,elapsed_s,sparsity_loss,sparsity\n";
     const bool eval_append = o.resume && std::filesystem::exists(stem + ".eval.csv");
     if (eval_append) history = read_eval_csv(stem + ".eval.csv", L, start);
     eval_log.open(stem + ".eval.csv", eval_append ? std::ios::app : std::ios::trunc);
@@ -200,7 +211,7 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
     const double time_scale = dropout_time_scale(o.dropout_curriculum, step, o.steps);
     const LossSpec spec = loss_spec(o, L, step);
     model.zero_grads();
-    double loss = 0.0, final_loss = 0.0;
+    double loss = 0.0, final_loss = 0.0, l1_loss = 0.0, sparsity = 0.0;
     for (int micro = 0; micro < o.accum; ++micro) {
       data.next_train_batch(pos, B, tokens.data());
       const bool dropout = o.layer_dropout > 0;
@@ -214,6 +225,8 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
       StepResult r = model.backward(spec, 1.0f / static_cast<float>(o.accum));
       loss += r.loss / o.accum;
       final_loss += r.exit_loss.back() / o.accum;
+      l1_loss += r.sparsity_loss / o.accum;
+      sparsity += r.sparsity / o.accum;
     }
     if (step == o.debug_nan_step) model.grads()[model.grads().size() / 2] = NAN;
     const double norm = global_norm(model.grads());
@@ -233,12 +246,17 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
     summary.tokens_per_second = tps;
     const double eta = elapsed / static_cast<double>(done - start) * static_cast<double>(o.steps - done);
     if (log.is_open())
-      log << fmt::format("{},{:.6f},{:.6f},{:.6g},{:.6g},{:.1f},{:.3f}\n", done, loss, final_loss, lr, norm, tps,
-                         elapsed);
-    if (o.progress)
-      std::fprintf(stderr, "\rstep %lld/%lld | loss %.4f | final %.4f | lr %.2e | %.0f tok/s | ETA %s   ",
-                   static_cast<long long>(done), static_cast<long long>(o.steps), loss, final_loss, lr, tps,
-                   duration_string(eta).c_str());
+      log << fmt::format("{},{:.6f},{:.6f},{:.6g},{:.6g},{:.1f},{:.3f},{:.6g},{:.6f}\n", done, loss, final_loss, lr,
+                         norm, tps, elapsed, l1_loss, sparsity);
+    if (o.progress) {
+      // ReLU-fication: the fraction of zero FFN activations is what to watch (and the penalty).
+      std::string relu_part;
+      if (relu) relu_part = fmt::format(" | sparsity {:.1f}%", 100 * sparsity);
+      if (o.activation_l1 > 0) relu_part += fmt::format(" | l1 {:.4f}", l1_loss);
+      std::fprintf(stderr, "\rstep %lld/%lld | loss %.4f | final %.4f%s | lr %.2e | %.0f tok/s | ETA %s   ",
+                   static_cast<long long>(done), static_cast<long long>(o.steps), loss, final_loss,
+                   relu_part.c_str(), lr, tps, duration_string(eta).c_str());
+    }
     const bool last = done == o.steps;
     if ((o.eval_every > 0 && done % o.eval_every == 0) || last) {
       EvalResult r = run_eval(done);

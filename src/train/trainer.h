@@ -1,5 +1,6 @@
 // The training loop: micro-batches with layer dropout, the (early-exit) loss, gradient
-// accumulation, NaN/Inf guard, clipping, AdamW; a progress line, a CSV log, periodic
+// accumulation, NaN/Inf guard, clipping, AdamW; a progress line, a CSV log (with the FFN
+// activation sparsity and its L1 penalty when training a ReLU-gated model), periodic
 // evaluation (validation loss and top-1 agreement with the final layer after every layer),
 // an SVG of those curves, and checkpoints. Files beside the checkpoint <stem>.gguf:
 // <stem>.state (resume), <stem>.log.csv, <stem>.eval.csv, <stem>.svg.
@@ -29,6 +30,7 @@ struct TrainOptions {
   bool early_exit = false;
   double e_scale = 1.0;
   ExitCurriculum exit_curriculum;
+  double activation_l1 = 0;     // LossSpec::activation_l1 (ReLU-gated models only)
   uint64_t seed = 1;
   std::string out;              // checkpoint path (.gguf); empty: no files at all
   std::string name = "skiff-layerskip";
@@ -51,7 +53,8 @@ struct EvalResult {
 // Evaluates on the first `batches` x B validation windows without dropout.
 EvalResult evaluate(TrainModel& model, const Dataset& data, int batches);
 
-// The loss spec of `step`: the final layer only, or the early-exit layers and scales.
+// The loss spec of `step`: the final layer only, or the early-exit layers and scales; the
+// activation L1 penalty.
 LossSpec loss_spec(const TrainOptions& o, int n_layers, int64_t step);
 
 struct TrainSummary {

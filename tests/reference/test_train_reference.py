@@ -19,6 +19,13 @@ Checks
   checkpoint that loads (GGUF and state); resuming it ends with weights bit-identical to an
   uninterrupted run.
 - NaN in the gradients stops training with a clear message; the last checkpoint is intact.
+- ReLU (skiff.ffn_activation = relu): gradients with masks and the early-exit loss, with and
+  without the activation L1 penalty (--activation-l1), the penalty and the fraction of zero
+  activations too; ReLU-fication (`train -m SILU --activation relu --activation-l1 L`): the
+  first losses equal the reference replaying the batches, the checkpoint carries the key, the
+  engine's logits equal the reference's ReLU forward, `generate` runs, `--resume` keeps the
+  activation (and refuses flags that would change it); --activation-l1 on a SiLU model fails
+  with a clear message.
 """
 
 from __future__ import annotations
@@ -70,9 +77,11 @@ def run(cmd, check=True, **kw):
     return p
 
 
-def write_model(path, cfg, seed):
+def write_model(path, cfg, seed, activation="silu"):
     weights = ref.random_weights(cfg, seed)
     w, deq = ref.build_writer(cfg, weights)
+    if activation != "silu":
+        w.add_string("skiff.ffn_activation", activation)
     w.write(path)
     return deq
 
@@ -84,9 +93,26 @@ def rel_err(got, want):
 
 
 # ---------------------------------------------------------------------------------------------
-def check_gradients(skiff, tmp, name, cfg, B, T, skip, e_scale, curriculum, step, steps, seed):
+def read_loss_file(path):
+    """train-check's loss.txt: (loss, [(exit, scale, loss)], {sparsity_loss, sparsity})."""
+    loss, exits, stats = None, [], {}
+    for line in open(path).read().split("\n"):
+        f = line.split()
+        if not f:
+            continue
+        if f[0] == "loss":
+            loss = float(f[1])
+        elif f[0] == "exit":
+            exits.append((int(f[1]), float(f[2]), float(f[3])))
+        else:
+            stats[f[0]] = float(f[1])
+    return loss, exits, stats
+
+
+def check_gradients(skiff, tmp, name, cfg, B, T, skip, e_scale, curriculum, step, steps, seed,
+                    activation="silu", l1=0.0):
     model = os.path.join(tmp, f"{name}.gguf")
-    weights = write_model(model, cfg, seed)
+    weights = write_model(model, cfg, seed, activation)
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, cfg.vocab, size=(B, T + 1), dtype=np.int32)
     tokens.tofile(os.path.join(tmp, f"{name}.tokens"))
@@ -98,18 +124,28 @@ def check_gradients(skiff, tmp, name, cfg, B, T, skip, e_scale, curriculum, step
     if e_scale is not None:
         cmd += ["--early-exit-loss", str(e_scale), "--early-exit-curriculum", curriculum,
                 "--step", str(step), "--steps", str(steps)]
+    if l1 > 0:
+        cmd += ["--activation-l1", str(l1)]
     run(cmd)
     if e_scale is not None:
         exits = tr.active_exits(curriculum, cfg.n_layers, step, steps)
         scales = tr.exit_scales(exits, cfg.n_layers, e_scale)
     else:
         exits, scales = [cfg.n_layers - 1], [1.0]
-    loss, per_exit, g_ref, logits_ref = tr.grads(cfg, weights, tokens, skip, exits, scales)
+    loss, per_exit, g_ref, logits_ref, stats = tr.grads(cfg, weights, tokens, skip, exits, scales, activation, l1)
 
-    lines = open(os.path.join(tmp, name, "loss.txt")).read().split("\n")
-    got_loss = float(lines[0].split()[1])
-    got_exits = [(int(l.split()[1]), float(l.split()[2]), float(l.split()[3])) for l in lines[1:] if l]
+    got_loss, got_exits, got_stats = read_loss_file(os.path.join(tmp, name, "loss.txt"))
     problems = []
+    sl, sl_ref = got_stats.get("sparsity_loss", float("nan")), stats["sparsity_loss"]
+    if not abs(sl - sl_ref) <= 1e-5 * max(1.0, abs(sl_ref)):
+        problems.append(f"sparsity loss {sl} vs {sl_ref}")
+    if l1 > 0 and not sl_ref > 0:
+        problems.append("the L1 penalty is 0: nothing tested")
+    sp, sp_ref = got_stats.get("sparsity", float("nan")), stats["sparsity"]
+    if not abs(sp - sp_ref) <= 1e-3:  # a gate within rounding of 0 may fall either side
+        problems.append(f"sparsity {sp} vs {sp_ref}")
+    if activation == "relu" and not 0.2 < sp_ref < 0.8:
+        problems.append(f"reference sparsity {sp_ref}: expected about half the random gates <= 0")
     if [e for e, _, _ in got_exits] != exits:
         problems.append(f"exit layers {[e for e, _, _ in got_exits]} != {exits}")
     else:
@@ -136,6 +172,8 @@ def check_gradients(skiff, tmp, name, cfg, B, T, skip, e_scale, curriculum, step
     if le > 1e-4:
         problems.append(f"logits max abs err {le:.2e}")
     detail = f"loss {got_loss:.6f}, exits {exits}, worst grad rel err {worst:.1e} ({worst_name}), logits {le:.1e}"
+    if activation == "relu":
+        detail += f", sparsity {sp:.3f}, L1 term {sl:.4g}"
     return not problems, detail + ("; " + "; ".join(problems[:6]) if problems else "")
 
 
@@ -305,6 +343,122 @@ def check_nan(skiff, tmp, ctx):
     return ok, f"exit {p.returncode}, '{msg}', checkpoint at step {step}"
 
 
+# ---------------------------------------------------------------------------------------------
+# ReLU-fication: a SiLU model continued as a ReLU-gated one, with the activation L1 penalty
+RELU_L1 = 0.05
+
+
+def with_warmup(cmd, warmup):
+    cmd = list(cmd)
+    cmd[cmd.index("--warmup") + 1] = str(warmup)
+    return cmd
+
+
+def relu_cmd(skiff, model, out, steps, extra=()):
+    cmd = train_cmd(skiff, model, os.path.join(os.path.dirname(out), "text.txt"), out,
+                    ["--activation", "relu", "--activation-l1", str(RELU_L1), *extra], steps=steps)
+    return cmd if steps > RUN["warmup"] else with_warmup(cmd, 1)
+
+
+def read_log(stem):
+    lines = open(stem + ".log.csv").read().strip().split("\n")
+    head = lines[0].split(",")
+    return [dict(zip(head, map(float, r.split(",")))) for r in lines[1:]]
+
+
+def check_l1_needs_relu(skiff, tmp, ctx):
+    model, data = os.path.join(tmp, "tiny.gguf"), os.path.join(tmp, "text.txt")
+    out = os.path.join(tmp, "l1silu.gguf")
+    p = run(with_warmup(train_cmd(skiff, model, data, out, ["--activation-l1", "0.1"], steps=2), 1), check=False)
+    lines = p.stderr.strip().splitlines()
+    msg = lines[-1] if lines else ""
+    ok = (p.returncode != 0 and len(lines) == 1 and msg.startswith("error: ") and "--activation-l1" in msg
+          and "relu" in msg and not os.path.exists(out))
+    return ok, f"exit {p.returncode}, '{msg}'"
+
+
+def check_relufication(skiff, tmp, ctx):
+    """The first losses of `train -m SILU --activation relu --activation-l1` equal the reference."""
+    model = os.path.join(tmp, "tiny.gguf")
+    weights = write_model(model, TINY, 11)  # the same SiLU model as the first runs
+    dump = os.path.join(tmp, "dump_relu")
+    out = os.path.join(tmp, "relu.gguf")
+    steps = 4
+    r = RUN
+    run(relu_cmd(skiff, model, out, steps, ["--debug-dump", dump]))
+    log = read_log(os.path.join(tmp, "relu"))
+    trainer = tr.Trainer(TINY, weights, r["lr"], r["min_lr"], r["warmup"], steps, r["wd"], r["clip"],
+                         activation="relu", l1=RELU_L1)
+    L, B, T = TINY.n_layers, r["batch"], r["seq"]
+    want = []
+    for t in range(steps):
+        micro = []
+        for m in range(r["accum"]):
+            tokens = np.fromfile(f"{dump}/step{t}_{m}.tokens", dtype=np.int32).reshape(B, T + 1)
+            skip = np.fromfile(f"{dump}/step{t}_{m}.skip", dtype=np.uint8).reshape(B, L).astype(bool)
+            micro.append((tokens, skip))
+        exits = tr.active_exits(r["curriculum"], L, t, steps)
+        scales = tr.exit_scales(exits, L, r["e_scale"])
+        want.append(trainer.step(t, micro, exits, scales))
+    ctx["relu_weights"] = {n: p_.detach().numpy() for n, p_ in trainer.W.items()}
+    errs = [abs(log[t]["loss"] - want[t]) / max(1.0, abs(want[t])) for t in range(steps)]
+    sparsity = [row["sparsity"] for row in log]
+    l1 = [row["sparsity_loss"] for row in log]
+    ok = (max(errs) <= 1e-4 and all(0 < s < 1 for s in sparsity) and all(v > 0 for v in l1)
+          and len(log) == steps)
+    return ok, (f"max rel diff {max(errs):.1e} over {steps} steps (losses with the L1 term); logged "
+                f"sparsity {sparsity[0]:.3f} -> {sparsity[-1]:.3f}, L1 term {l1[0]:.4f} -> {l1[-1]:.4f}")
+
+
+def check_relu_checkpoint(skiff, tmp, ctx):
+    """The ReLU-fied checkpoint is a ReLU model: the key, `info`, the engine's logits, generate."""
+    ckpt = os.path.join(tmp, "relu.gguf")
+    g = gw.read_gguf(ckpt)
+    key = g.metadata.get("skiff.ffn_activation")
+    info = run([skiff, "info", "-m", ckpt]).stdout
+    info_line = next((l for l in info.splitlines() if "skiff.ffn_activation" in l), "")
+    cfg = ref.config_from_gguf(g)
+    weights = ref.weights_from_gguf(g)
+    werr = max(rel_err(weights[n].astype(np.float64), ctx["relu_weights"][n]) for n in weights)
+    rng = np.random.default_rng(6)
+    T = 12
+    tokens = rng.integers(3, cfg.vocab, size=(1, T + 1), dtype=np.int32)
+    run([skiff, "dump-logits", "-m", ckpt, "--tokens", " ".join(map(str, tokens[0, :T])), "-o",
+         os.path.join(tmp, "relu.logits")])
+    engine = np.fromfile(os.path.join(tmp, "relu.logits"), dtype=np.float32).reshape(T, -1)
+    W = tr.make_params(weights, cfg)
+    _, _, want, _ = tr.loss_fn(cfg, W, tokens, None, [cfg.n_layers - 1], [1.0], "relu")
+    _, _, silu, _ = tr.loss_fn(cfg, W, tokens, None, [cfg.n_layers - 1], [1.0], "silu")
+    e = float(np.max(np.abs(engine - want.numpy()[0])))
+    e_silu = float(np.max(np.abs(engine - silu.numpy()[0])))
+    gen = run([skiff, "generate", "-m", ckpt, "-p", "ab ba", "-n", "4", "--temp", "0"])
+    ok = key == "relu" and "relu" in info_line and e <= 1e-4 and e_silu > 1e-3 and werr <= 1e-3
+    return ok, (f"key {key!r}, info '{info_line.strip()}'; engine vs reference ReLU logits {e:.1e} (vs SiLU "
+                f"{e_silu:.1e}); weights vs reference AdamW rel {werr:.1e}; generate printed "
+                f"{len(gen.stdout)} bytes")
+
+
+def check_relu_resume(skiff, tmp, ctx):
+    """--resume of a ReLU-fication run continues it as ReLU; flags that would resume it as SiLU are
+    refused with a clear message (exact resume itself is the SIGKILL check's)."""
+    model, data = os.path.join(tmp, "tiny.gguf"), os.path.join(tmp, "text.txt")
+    out = os.path.join(tmp, "relu_resume.gguf")
+    run(relu_cmd(skiff, model, out, 2))  # --steps 2 (warm-up 1)
+    key2 = gw.read_gguf(out).metadata.get("skiff.ffn_activation")
+    # bytes: 4 tokens of a barely trained model may end inside a UTF-8 sequence
+    gen = subprocess.run([skiff, "generate", "-m", out, "-p", "ab", "-n", "4", "--temp", "0"],
+                         capture_output=True, timeout=TIMEOUT_S, check=True)
+    bad = run(with_warmup(train_cmd(skiff, model, data, out, ["--resume"], steps=4), 1), check=False)
+    msg = bad.stderr.strip().splitlines()[-1] if bad.stderr.strip() else ""
+    run(with_warmup(relu_cmd(skiff, model, out, 4, ["--resume"]), 1))
+    step = load_checkpoint_ok(skiff, out)
+    key = gw.read_gguf(out).metadata.get("skiff.ffn_activation")
+    ok = (bad.returncode != 0 and "relu" in msg and "--activation" in msg and step == 4 and key == "relu"
+          and key2 == "relu")
+    return ok, (f"after --steps 2: key {key2!r}, generate printed {len(gen.stdout)} bytes; resume without --activation relu: exit {bad.returncode}, '{msg}'; with it: checkpoint at "
+                f"step {step}, key {key!r}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skiff", required=True)
@@ -336,6 +490,19 @@ def main() -> int:
     res.run("checkpoint loads in the engine, logits equal", lambda: check_engine_loads(sk, tmp, ctx))
     res.run("SIGKILL during checkpoint writes, resume", lambda: check_sigkill(sk, tmp, ctx))
     res.run("NaN stops training, last checkpoint intact", lambda: check_nan(sk, tmp, ctx))
+    res.run("grads relu gqa untied, masks, early-exit rotational:2 step 1", lambda: check_gradients(
+        sk, tmp, "r1", gqa, 3, 9, skip4, 1.0, "rotational:2", 1, 10, 5, activation="relu"))
+    res.run("grads relu gqa untied, masks, early-exit none, activation L1 0.5", lambda: check_gradients(
+        sk, tmp, "r2", gqa, 3, 9, skip4, 0.7, "none", 0, 10, 6, activation="relu", l1=0.5))
+    res.run("grads relu mqa tied, masks (last layer skipped by all), early-exit gradual, L1 2", lambda: check_gradients(
+        sk, tmp, "r3", mqa, 2, 7, skip3, 0.5, "gradual", 70, 100, 7, activation="relu", l1=2.0))
+    res.run("grads relu mha, no masks, final-layer loss, L1 0.1", lambda: check_gradients(
+        sk, tmp, "r4", mha, 2, 5, None, None, "none", 0, 1, 8, activation="relu", l1=0.1))
+    res.run("--activation-l1 with a SiLU model fails clearly", lambda: check_l1_needs_relu(sk, tmp, ctx))
+    res.run("ReLU-fication run (--activation relu --activation-l1): losses equal the reference",
+            lambda: check_relufication(sk, tmp, ctx))
+    res.run("ReLU-fied checkpoint: key, info, engine logits, generate", lambda: check_relu_checkpoint(sk, tmp, ctx))
+    res.run("ReLU-fication resume keeps the activation", lambda: check_relu_resume(sk, tmp, ctx))
     if args.keep:
         print(f"kept {tmp}")
         tmp_obj.cleanup = lambda: None  # noqa

@@ -8,6 +8,9 @@ torchtune's reference code, not from skiff's C++:
 - early-exit loss: sum over active exit layers e of scale_e * CE(head(rmsnorm(h_e))), scales
   = cumsum(e+1) (over the active layers), times e_scale below the last layer, normalized;
   curricula rotational:R (np.roll of the every-R-th pattern) and gradual[:F];
+- FFN activation silu (SwiGLU) or relu (ReLU-gated: relu(gate) * up, "skiff.ffn_activation");
+  the activation-sparsity penalty (ProSparse-style L1) adds, per layer, l1 * sum of relu(gate)
+  over the rows that ran it / (B * T * ffn) (rows that skipped the layer add nothing);
 - AdamW = torch.optim.AdamW (decay on matrices only), clipping = clip_grad_norm_, schedule
   = linear warm-up then cosine to min_lr.
 """
@@ -85,8 +88,15 @@ def make_params(weights: dict, cfg: ref.LlamaConfig) -> dict:
     return {n: torch.tensor(np.asarray(weights[n]), dtype=DTYPE, requires_grad=True) for n in param_names(cfg)}
 
 
-def layer(cfg, W, l, x, pos):
-    """One block on x [T, dim] (one sample)."""
+def ffn_act(gate, activation: str):
+    if activation == "relu":
+        return torch.relu(gate)
+    assert activation == "silu", activation
+    return torch.nn.functional.silu(gate)
+
+
+def layer(cfg, W, l, x, pos, activation="silu"):
+    """One block on x [T, dim] (one sample). Returns (output, FFN activation act(gate) [T, ffn])."""
     T = x.shape[0]
     H, KV, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     p = f"blk.{l}."
@@ -100,7 +110,8 @@ def layer(cfg, W, l, x, pos):
     h = ref.rmsnorm(x, W[p + "ffn_norm.weight"], cfg.rms_eps)
     g = h @ W[p + "ffn_gate.weight"].T
     u = h @ W[p + "ffn_up.weight"].T
-    return x + (torch.nn.functional.silu(g) * u) @ W[p + "ffn_down.weight"].T
+    a = ffn_act(g, activation)
+    return x + (a * u) @ W[p + "ffn_down.weight"].T, a
 
 
 def head_logits(cfg, W, x):
@@ -109,8 +120,11 @@ def head_logits(cfg, W, x):
     return h @ out.T
 
 
-def loss_fn(cfg, W, tokens: np.ndarray, skip, exits: list[int], scales: list[float]):
-    """tokens [B, T+1]; skip [B, L] bools or None. Returns (loss, per-exit losses, final logits)."""
+def loss_fn(cfg, W, tokens: np.ndarray, skip, exits: list[int], scales: list[float], activation="silu", l1=0.0):
+    """tokens [B, T+1]; skip [B, L] bools or None. Returns (loss, per-exit losses, final logits,
+    stats) where loss includes the L1 penalty and stats = {"sparsity_loss": the penalty,
+    "sparsity": fraction of zero activations over the rows that ran each layer, averaged over the
+    layers some row ran (relu only, else 0)}."""
     tokens = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
     B, T1 = tokens.shape
     T = T1 - 1
@@ -118,14 +132,27 @@ def loss_fn(cfg, W, tokens: np.ndarray, skip, exits: list[int], scales: list[flo
     pos = torch.arange(T)
     hidden = {}
     xs = []
+    acts = {}  # layer -> the activations [T, ffn] of the samples that ran it
     for b in range(B):
         x = W["token_embd.weight"][inp[b]]
         for l in range(cfg.n_layers):
             if skip is None or not skip[b][l]:
-                x = layer(cfg, W, l, x, pos)
+                x, a = layer(cfg, W, l, x, pos, activation)
+                acts.setdefault(l, []).append(a)
             hidden.setdefault(l, []).append(x)
         xs.append(x)
     total = torch.zeros((), dtype=DTYPE)
+    sparsity_loss = torch.zeros((), dtype=DTYPE)
+    zero_fractions = []
+    for l, a in acts.items():
+        a = torch.stack(a)
+        if l1 > 0:
+            sparsity_loss = sparsity_loss + l1 * a.sum() / (B * T * cfg.ffn)
+        if activation == "relu":
+            zero_fractions.append(float((a == 0).double().mean()))
+    total = total + sparsity_loss
+    stats = {"sparsity_loss": sparsity_loss.item(),
+             "sparsity": float(np.mean(zero_fractions)) if zero_fractions else 0.0}
     per_exit = []
     for e, s in zip(exits, scales):
         h = torch.stack(hidden[e])                       # [B, T, dim]
@@ -134,23 +161,26 @@ def loss_fn(cfg, W, tokens: np.ndarray, skip, exits: list[int], scales: list[flo
         per_exit.append(ce.item())
         total = total + s * ce
     final_logits = head_logits(cfg, W, torch.stack(xs)).detach()
-    return total, per_exit, final_logits
+    return total, per_exit, final_logits, stats
 
 
-def grads(cfg, weights: dict, tokens, skip, exits, scales):
+def grads(cfg, weights: dict, tokens, skip, exits, scales, activation="silu", l1=0.0):
+    """Returns (loss, per-exit losses, gradients by name, final logits, stats of loss_fn)."""
     W = make_params(weights, cfg)
-    loss, per_exit, logits = loss_fn(cfg, W, tokens, skip, exits, scales)
+    loss, per_exit, logits, stats = loss_fn(cfg, W, tokens, skip, exits, scales, activation, l1)
     loss.backward()
     # a parameter no loss reaches (e.g. a layer every sample skipped) has gradient 0
     g = {n: (W[n].grad.numpy() if W[n].grad is not None else np.zeros(W[n].shape)) for n in param_names(cfg)}
-    return loss.item(), per_exit, g, logits.numpy()
+    return loss.item(), per_exit, g, logits.numpy(), stats
 
 
 class Trainer:
     """Replays skiff's run: given each step's tokens and masks, takes the same AdamW steps."""
 
-    def __init__(self, cfg, weights, lr, min_lr, warmup, total, wd, clip, betas=(0.9, 0.95), eps=1e-8):
+    def __init__(self, cfg, weights, lr, min_lr, warmup, total, wd, clip, betas=(0.9, 0.95), eps=1e-8,
+                 activation="silu", l1=0.0):
         self.cfg = cfg
+        self.activation, self.l1 = activation, l1
         self.W = make_params(weights, cfg)
         decay = [self.W[n] for n in param_names(cfg) if self.W[n].dim() == 2]
         no_decay = [self.W[n] for n in param_names(cfg) if self.W[n].dim() != 2]
@@ -164,7 +194,7 @@ class Trainer:
         self.opt.zero_grad()
         total = 0.0
         for tokens, skip in micro_batches:
-            loss, _, _ = loss_fn(self.cfg, self.W, tokens, skip, exits, scales)
+            loss, _, _, _ = loss_fn(self.cfg, self.W, tokens, skip, exits, scales, self.activation, self.l1)
             (loss / len(micro_batches)).backward()
             total += loss.item() / len(micro_batches)
         if self.clip > 0:
