@@ -1,11 +1,13 @@
-// skiff info: what a model file holds and what running it costs.
+// skiff info: what a model file (or a flash pack folder) holds and what running it costs.
 #include <cstdio>
+#include <filesystem>
 
 #include <fmt/format.h>
 
 #include "bench/system.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "flash/flash_run.h"
 
 namespace skiff::cli {
 namespace {
@@ -23,6 +25,50 @@ void print_tensor(const TensorView& t) {
               static_cast<long long>(t.rows), t.nbytes());
 }
 
+// A flash pack: the bundle file, the resident model, the predictors and the smallest budgets.
+void print_pack_info(const std::string& dir, int context) {
+  flash::LoadedPack pack = flash::load_pack(dir);
+  const flash::PackHeader& h = pack.header;
+  const Model& m = *pack.model;
+  std::printf("flash pack: %s\n", dir.c_str());
+  std::printf("bundles.bin: %s, %d layers x %d neurons, %s bundles [up | down | gate] of %llu B (stride %llu B)\n",
+              human_bytes(static_cast<double>(h.file_bytes)).c_str(), h.n_layers, h.ffn_dim,
+              std::string(dtype_name(h.type)).c_str(), static_cast<unsigned long long>(3 * h.row_bytes),
+              static_cast<unsigned long long>(h.stride));
+  const ModelConfig& c = m.config;
+  std::printf("resident.gguf: %s; dim %d, layers %d, heads %d, kv heads %d, ffn %d (%s), vocab %d, context %d\n",
+              human_bytes(static_cast<double>(std::filesystem::file_size(flash::resident_path(dir)))).c_str(), c.dim,
+              c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_dim, ffn_activation_name(c.ffn_activation), c.vocab_size,
+              c.context_length);
+  std::printf("dense model: %s\n", human_bytes(static_cast<double>(flash::dense_model_bytes(m, h))).c_str());
+  std::unique_ptr<flash::Predictors> predictors;
+  if (std::filesystem::exists(flash::predictors_path(dir))) {
+    predictors = std::make_unique<flash::Predictors>(
+        flash::load_predictors(flash::predictors_path(dir), h.n_layers, h.dim, h.ffn_dim));
+    std::printf("predictors.gguf: %s, label threshold %g\n", human_bytes(static_cast<double>(predictors->bytes())).c_str(),
+                static_cast<double>(predictors->label_threshold));
+    for (size_t l = 0; l < predictors->layers.size(); ++l) {
+      const flash::LayerPredictor& p = predictors->layers[l];
+      std::printf("  layer %zu: rank %d, cutoff %.3f, held-out recall %.2f%%, precision %.1f%%\n", l, p.rank,
+                  static_cast<double>(p.cutoff), 100.0 * p.recall, 100.0 * p.precision);
+    }
+  } else {
+    std::printf("predictors.gguf: none (skiff flash-train-predictor makes them)\n");
+  }
+  const uint64_t ctx_bytes = flash::context_bytes(c, context, 1, ThreadPool::default_thread_count());
+  flash::FlashOptions threshold;
+  std::printf("smallest --mem-budget at context %d: %s (gate threshold)",
+              context > 0 ? context : c.context_length,
+              flash::format_bytes(flash::plan_memory(m, h, threshold, 0, ctx_bytes).minimum).c_str());
+  if (predictors) {
+    flash::FlashOptions predict;
+    predict.mode = flash::FlashOptions::Mode::kPredictor;
+    predict.predictors = predictors.get();
+    std::printf(", %s (--flash-predict)", flash::format_bytes(flash::plan_memory(m, h, predict, 0, ctx_bytes).minimum).c_str());
+  }
+  std::printf("\n");
+}
+
 }  // namespace
 
 void register_info(CLI::App& app) {
@@ -31,10 +77,14 @@ void register_info(CLI::App& app) {
     int context = 0;
   };
   auto flags = std::make_shared<Flags>();
-  CLI::App* cmd = app.add_subcommand("info", "print a model's metadata, tensors and memory needs");
+  CLI::App* cmd = app.add_subcommand("info", "print a model's (or a flash pack's) metadata, tensors and memory needs");
   add_model_flags(cmd, flags->model, false);
   cmd->add_option("-c,--ctx-size", flags->context, "context length for the memory estimate (default: the model's)");
   cmd->callback([flags] {
+    if (!flags->model.model.empty() && std::filesystem::is_directory(flags->model.model)) {
+      print_pack_info(flags->model.model, flags->context);
+      return;
+    }
     std::unique_ptr<Model> model = open_model(flags->model);
     const ModelConfig& c = model->config;
     std::printf("file: %s (%s)\n", model->source.c_str(), model->format.c_str());
