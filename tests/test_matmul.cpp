@@ -132,7 +132,9 @@ TEST(Matmul, MatchesScalarPathAndFloat64OnEveryPath) {
 TEST(Matmul, BatchInvariantBitForBitOnEveryTypeAndPath) {
   RestorePath restore;
   ThreadPool pool(2);
-  const int64_t rows = 37, T = 7;
+  const int64_t rows = 37;
+  // 7 positions: the direct tiles; 13: also F16/BF16's convert-once path for many positions.
+  for (const int64_t T : {int64_t{7}, int64_t{13}})
   for (const Case& c : kCases) {
     Matrix m = make_matrix(c.type, rows, c.cols, 21);
     std::vector<float> x = random_vector(static_cast<size_t>(T * c.cols), 22);
@@ -144,7 +146,7 @@ TEST(Matmul, BatchInvariantBitForBitOnEveryTypeAndPath) {
         std::vector<float> one(static_cast<size_t>(rows));
         matmul(m.view, &x[static_cast<size_t>(t * c.cols)], 1, one.data(), pool);
         std::vector<float> row(batch.begin() + t * rows, batch.begin() + (t + 1) * rows);
-        ASSERT_TRUE(bits_equal(one, row)) << label(c.type, c.cols, path) << " position " << t;
+        ASSERT_TRUE(bits_equal(one, row)) << label(c.type, c.cols, path) << " T " << T << " position " << t;
       }
       // Positions 2..5 as a batch of 3 (another place in the position tiles).
       std::vector<float> part(static_cast<size_t>(3 * rows));

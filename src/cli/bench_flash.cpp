@@ -173,9 +173,13 @@ void run_flash_bench(const FlashBenchOptions& o, const CLI::App& cmd, const Mode
   const double recall = has_recall ? static_cast<double>(flash_total.predicted_true) /
                                          static_cast<double>(flash_total.true_active)
                                    : 1.0;
-  const double warm_bytes = after_warmup.tokens > 0
-                                ? static_cast<double>(after_warmup.bytes_read) / static_cast<double>(after_warmup.tokens)
-                                : 0.0;
+  const double warm_tokens = static_cast<double>(std::max<int64_t>(1, after_warmup.tokens));
+  const double warm_bytes = static_cast<double>(after_warmup.bytes_read) / warm_tokens;
+  const double warm_bundle_bytes = static_cast<double>(after_warmup.bundle_bytes) / warm_tokens;
+  // Mean fraction of each layer's neurons held in its cache (after each layer call).
+  const double cache_fill = after_warmup.considered ? static_cast<double>(after_warmup.cached) /
+                                                          static_cast<double>(after_warmup.considered)
+                                                    : 0.0;
 
   if (output_format == "json") {
     nlohmann::json per_token = nlohmann::json::array();
@@ -200,6 +204,10 @@ void run_flash_bench(const FlashBenchOptions& o, const CLI::App& cmd, const Mode
                         {"ffn_bytes", ffn_bytes},
                         {"bytes_read_per_token_after_warmup", warm_bytes},
                         {"after_warmup_fraction_of_ffn_bytes", ffn_bytes > 0 ? warm_bytes / ffn_bytes : 0.0},
+                        // the bundles asked for, without O_DIRECT's page alignment
+                        {"bundle_bytes_per_token_after_warmup", warm_bundle_bytes},
+                        {"after_warmup_bundle_fraction_of_ffn_bytes", ffn_bytes > 0 ? warm_bundle_bytes / ffn_bytes : 0.0},
+                        {"cache_fill_after_warmup", cache_fill},
                         {"warmup_tokens", options.window},
                         {"threshold_layer0", threshold0},
                         {"top1_agreement_with_ram", double(agree) / double(flash_steps.size())},
@@ -225,10 +233,12 @@ void run_flash_bench(const FlashBenchOptions& o, const CLI::App& cmd, const Mode
               ms > 0 ? naive_ms / ms : 0.0, double(flash_total.bytes_read) / n / 1e6, 100.0 * hit_rate,
               100.0 * active, agree, flash_steps.size());
   const std::string recall_text = has_recall ? fmt::format(" | predictor recall {:.2f}%", 100.0 * recall) : "";
+  const auto pct = [&](double bytes) { return ffn_bytes > 0 ? 100.0 * bytes / ffn_bytes : 0.0; };
   std::printf("after the first %d tokens (warm-up = the window): %.3f MB read/token = %.2f%% of the FFN "
-              "weights (%.2f MB)%s\n",
-              options.window, warm_bytes / 1e6, ffn_bytes > 0 ? 100.0 * warm_bytes / ffn_bytes : 0.0,
-              ffn_bytes / 1e6, recall_text.c_str());
+              "weights (%.2f MB); bundles asked for %.3f MB = %.2f%% (the rest: O_DIRECT "
+              "alignment and gaps read to merge requests); caches hold %.1f%% of the neurons%s\n",
+              options.window, warm_bytes / 1e6, pct(warm_bytes), ffn_bytes / 1e6, warm_bundle_bytes / 1e6,
+              pct(warm_bundle_bytes), 100.0 * cache_fill, recall_text.c_str());
 }
 
 }  // namespace skiff::cli

@@ -21,12 +21,16 @@ void add_flash_flags(CLI::App* cmd, FlashFlags& f) {
                 "instead of the resident gate");
   cmd->add_option("--io", f.io, "flash: io_uring, threads or auto (default)")
       ->check(CLI::IsMember({"auto", "io_uring", "threads"}));
+  cmd->add_option("--io-gap", f.io_gap,
+                  "flash: bundles at most this many bytes apart on disk are read in one request, gap included "
+                  "(default 16384; 0: only adjacent ones)")
+      ->check(CLI::Range(size_t{0}, size_t{1} << 24));
   cmd->add_flag("--no-direct", f.buffered, "flash: read through the page cache instead of O_DIRECT");
 }
 
 flash::FlashOptions flash_options(const FlashFlags& f, const CLI::App& cmd) {
   const char* flash_only[] = {"--mem-budget", "--window", "--flash-threshold", "--flash-sparsity",
-                              "--flash-predict", "--io", "--no-direct"};
+                              "--flash-predict", "--io", "--io-gap", "--no-direct"};
   if (f.pack.empty()) {
     for (const char* name : flash_only)
       if (cmd.count(name) > 0) fail("{} needs --flash PACK", name);
@@ -41,6 +45,7 @@ flash::FlashOptions flash_options(const FlashFlags& f, const CLI::App& cmd) {
   o.sparsity = f.sparsity;
   o.window = f.window;
   o.io.direct = !f.buffered;
+  o.io.max_gap = f.io_gap;
   o.io.backend = f.io == "io_uring"  ? flash::IoOptions::Backend::kUring
                  : f.io == "threads" ? flash::IoOptions::Backend::kThreads
                                      : flash::IoOptions::Backend::kAuto;
@@ -58,7 +63,9 @@ std::string describe_plan(const flash::FlashRun& run) {
       run.pack.header.ffn_dim,
       run.options.mode == flash::FlashOptions::Mode::kPredictor ? "learned predictors" : "gate threshold",
       run.ffn->reader().backend(),
-      run.ffn->reader().direct() ? " (O_DIRECT)" : " (buffered)", format_bytes(run.budget.used()));
+      run.ffn->reader().direct() ? fmt::format(" (O_DIRECT, {}-byte aligned)", run.ffn->reader().alignment())
+                                 : std::string(" (buffered)"),
+      format_bytes(run.budget.used()));
 }
 
 std::string describe_stats(const flash::FlashStats& s) {

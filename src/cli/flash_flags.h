@@ -18,7 +18,8 @@ struct FlashFlags {
   float sparsity = -1.0f;
   std::string io = "auto";
   bool buffered = false;
-  bool predict = false;   // --flash-predict: the pack's learned predictors decide
+  bool predict = false;
+  size_t io_gap = 16 * 1024;  // --io-gap: bundles at most this far apart are read as one   // --flash-predict: the pack's learned predictors decide
 };
 
 void add_flash_flags(CLI::App* cmd, FlashFlags& flags);

@@ -1,6 +1,6 @@
 // DirectReader: the flash-loading read path. Requests are split so no read exceeds max_read,
-// sorted, and coalesced into aligned reads (O_DIRECT needs 4096-byte aligned offsets, lengths
-// and buffers); each read lands in a preallocated bounce buffer and its pieces are copied out
+// sorted, and coalesced into aligned reads (O_DIRECT needs offsets and lengths aligned to
+// the file's direct-I/O alignment, 512 or 4096 bytes, and aligned buffers); each read lands in a preallocated bounce buffer and its pieces are copied out
 // on completion. Two backends keep many reads in flight: io_uring (one ring, driven from the
 // caller's thread) and a small pool of threads calling pread, for kernels or sandboxes that
 // refuse io_uring.
@@ -30,13 +30,30 @@
 namespace skiff::flash {
 namespace {
 
-// 4096 covers every logical block size in use (512 and 4096), so it is always a valid O_DIRECT
-// alignment and saves querying the device (BLKSSZGET / statx) per file system.
+// Bounce buffers are aligned to 4096 bytes, a multiple of every logical block size in use.
+// Read offsets and lengths use the file's own direct-I/O alignment when statx reports it
+// (often 512 bytes: a 2 KiB bundle then costs 2.5 KiB of reading, not 8 KiB), else 4096.
 constexpr size_t kAlign = 4096;
 constexpr int kMaxThreads = 8;
 
-uint64_t align_down(uint64_t x) { return x / kAlign * kAlign; }
-uint64_t align_up(uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+uint64_t align_down(uint64_t x, uint64_t a) { return x / a * a; }
+uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+// The offset alignment O_DIRECT reads of `fd` need: statx's STATX_DIOALIGN when the kernel
+// and file system report it (a power of two from 512 to 4096), else 4096.
+size_t direct_io_alignment(int fd) {
+#if defined(STATX_DIOALIGN)
+  struct statx stx {};
+  if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 && (stx.stx_mask & STATX_DIOALIGN) != 0) {
+    const uint32_t a = stx.stx_dio_offset_align;
+    const bool usable = a >= 512 && a <= kAlign && (a & (a - 1)) == 0 && stx.stx_dio_mem_align <= a;  // buffers are used at offsets that are multiples of a
+    if (usable) return a;
+  }
+#else
+  (void)fd;
+#endif
+  return kAlign;
+}
 
 // One requested piece; a request larger than max_read becomes several.
 struct Piece {
@@ -46,7 +63,7 @@ struct Piece {
 };
 
 // One aligned read issued to the kernel: [start, start + length) with length a multiple of
-// kAlign; `needed` bytes from start must arrive (the rest may lie past the end of the file).
+// the alignment; `needed` bytes from start must arrive (the rest may lie past the end of the file).
 struct MergedRead {
   uint64_t start = 0;
   size_t length = 0;
@@ -55,7 +72,7 @@ struct MergedRead {
 };
 
 // Splits, sorts and coalesces requests into aligned reads of at most max_read bytes.
-std::vector<MergedRead> coalesce(std::vector<Piece> pieces, size_t max_read, size_t max_gap) {
+std::vector<MergedRead> coalesce(std::vector<Piece> pieces, size_t max_read, size_t max_gap, size_t align) {
   std::sort(pieces.begin(), pieces.end(),
             [](const Piece& a, const Piece& b) { return a.offset < b.offset; });
   std::vector<MergedRead> reads;
@@ -63,17 +80,17 @@ std::vector<MergedRead> coalesce(std::vector<Piece> pieces, size_t max_read, siz
   for (const Piece& p : pieces) {
     const uint64_t p_end = p.offset + p.bytes;
     const bool joins = !reads.empty() && p.offset <= end + max_gap &&
-                       align_up(std::max(end, p_end)) - reads.back().start <= max_read;
+                       align_up(std::max(end, p_end), align) - reads.back().start <= max_read;
     if (!joins) {
       reads.emplace_back();
-      reads.back().start = align_down(p.offset);
+      reads.back().start = align_down(p.offset, align);
       end = 0;
     }
     MergedRead& r = reads.back();
     end = std::max(end, p_end);
     r.pieces.push_back(p);
     r.needed = static_cast<size_t>(end - r.start);
-    r.length = static_cast<size_t>(align_up(end) - r.start);
+    r.length = static_cast<size_t>(align_up(end, align) - r.start);
   }
   return reads;
 }
@@ -90,6 +107,7 @@ struct DirectReader::Impl {
   IoOptions options;
   int fd = -1;
   bool direct = false;
+  size_t align = kAlign;  // read offsets and lengths (direct_io_alignment)
   uint64_t file_size = 0;
   size_t max_read = 0;     // options.max_read rounded to a multiple of kAlign
   size_t buffer_size = 0;  // one bounce buffer: max_read + kAlign
@@ -154,7 +172,7 @@ size_t DirectReader::Impl::pread_all(const MergedRead& read, uint8_t* buf) const
   size_t got = 0, delivered = 0;
   while (got < read.needed) {
     // Resume from an aligned offset: O_DIRECT rejects unaligned ones; re-reading is harmless.
-    const size_t from = static_cast<size_t>(align_down(got));
+    const size_t from = static_cast<size_t>(align_down(got, align));
     const ssize_t n =
         ::pread(fd, buf + from, read.length - from, static_cast<off_t>(read.start + from));
     if (n < 0 && errno == EINTR) continue;
@@ -226,7 +244,7 @@ bool DirectReader::Impl::try_init_uring() {
 
 void DirectReader::Impl::issue(size_t slot) {
   Slot& s = slots[slot];
-  const size_t from = static_cast<size_t>(align_down(s.got));  // O_DIRECT needs alignment
+  const size_t from = static_cast<size_t>(align_down(s.got, align));  // O_DIRECT needs alignment
   io_uring_sqe* sqe = io_uring_get_sqe(&ring);
   if (sqe == nullptr) {  // cannot happen: the ring has an entry per bounce buffer
     io_uring_submit(&ring);
@@ -257,7 +275,7 @@ void DirectReader::Impl::complete(const io_uring_cqe* cqe) {
   const size_t slot = static_cast<size_t>(io_uring_cqe_get_data64(cqe));
   Slot& s = slots[slot];
   const int res = cqe->res;
-  const size_t from = static_cast<size_t>(align_down(s.got));
+  const size_t from = static_cast<size_t>(align_down(s.got, align));
   if (res == -EINTR || res == -EAGAIN) {
     issue(slot);
     io_uring_submit(&ring);
@@ -312,7 +330,7 @@ DirectReader::DirectReader(const std::string& path, const IoOptions& options)
   m.path = path;
   m.options = options;
   if (options.queue_depth < 1) fail("direct_io: {}: queue_depth {} < 1", path, options.queue_depth);
-  m.max_read = static_cast<size_t>(std::max<uint64_t>(kAlign, align_down(options.max_read)));
+  m.max_read = static_cast<size_t>(std::max<uint64_t>(kAlign, align_down(options.max_read, kAlign)));
   m.buffer_size = m.max_read + kAlign;
   if (options.direct) {
     m.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
@@ -323,6 +341,7 @@ DirectReader::DirectReader(const std::string& path, const IoOptions& options)
   }
   if (m.fd < 0) m.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (m.fd < 0) fail("direct_io: cannot open {}: {}", path, std::strerror(errno));
+  if (m.direct) m.align = direct_io_alignment(m.fd);
   struct stat st {};
   if (::fstat(m.fd, &st) != 0) {
     const int err = errno;
@@ -358,6 +377,7 @@ DirectReader::~DirectReader() {
 
 const char* DirectReader::backend() const { return impl_->uring ? "io_uring" : "threads"; }
 bool DirectReader::direct() const { return impl_->direct; }
+size_t DirectReader::alignment() const { return impl_->align; }
 uint64_t DirectReader::file_size() const { return impl_->file_size; }
 const IoStats& DirectReader::stats() const { return impl_->stats; }
 void DirectReader::reset_stats() { impl_->stats = IoStats(); }
@@ -383,14 +403,14 @@ void DirectReader::submit(std::span<const ReadRequest> requests) {
     uint8_t* dst = r.dst;
     const uint64_t end = r.offset + r.bytes;
     while (offset < end) {
-      const uint64_t piece_end = std::min<uint64_t>(end, align_down(offset) + m.max_read);
+      const uint64_t piece_end = std::min<uint64_t>(end, align_down(offset, m.align) + m.max_read);
       pieces.push_back({offset, static_cast<size_t>(piece_end - offset), dst});
       dst += piece_end - offset;
       offset = piece_end;
     }
   }
   if (pieces.empty()) return;
-  std::vector<MergedRead> reads = coalesce(std::move(pieces), m.max_read, m.options.max_gap);
+  std::vector<MergedRead> reads = coalesce(std::move(pieces), m.max_read, m.options.max_gap, m.align);
   m.stats.reads += reads.size();
 #if defined(SKIFF_HAVE_LIBURING)
   if (m.uring) {

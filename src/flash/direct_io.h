@@ -35,8 +35,9 @@ struct IoOptions {
   size_t max_gap = 16 * 1024;    // pieces at most this far apart join one read
 };
 
-// Offsets, lengths and bounce buffers are aligned to 4096 bytes (a multiple of every logical
-// block size in use). Backend::kAuto takes io_uring when liburing was found at build time and
+// Bounce buffers are aligned to 4096 bytes (a multiple of every logical block size in use);
+// read offsets and lengths to the file's O_DIRECT alignment (statx STATX_DIOALIGN, often 512
+// bytes; 4096 when unknown or buffered). Backend::kAuto takes io_uring when liburing was found at build time and
 // the kernel grants a ring, else threads; kUring throws Error when no ring can be had. Use
 // from one thread at a time.
 class DirectReader {
@@ -49,6 +50,7 @@ class DirectReader {
 
   const char* backend() const;  // "io_uring" or "threads"
   bool direct() const;          // whether O_DIRECT is in effect
+  size_t alignment() const;     // read offset and length alignment in bytes
   uint64_t file_size() const;
 
   // Starts reading the requests (in any order; must not overlap each other's dst). The

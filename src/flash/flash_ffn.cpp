@@ -40,6 +40,8 @@ FlashStats& FlashStats::operator+=(const FlashStats& o) {
   memory_ms += o.memory_ms;
   compute_ms += o.compute_ms;
   bytes_read += o.bytes_read;
+  bundle_bytes += o.bundle_bytes;
+  cached += o.cached;
   reads += o.reads;
   active += o.active;
   considered += o.considered;
@@ -57,6 +59,8 @@ FlashStats FlashStats::operator-(const FlashStats& o) const {
   d.memory_ms -= o.memory_ms;
   d.compute_ms -= o.compute_ms;
   d.bytes_read -= o.bytes_read;
+  d.bundle_bytes -= o.bundle_bytes;
+  d.cached -= o.cached;
   d.reads -= o.reads;
   d.active -= o.active;
   d.considered -= o.considered;
@@ -182,6 +186,7 @@ void FlashFfn::submit_reads(int layer, const std::vector<int>& neurons) {
     const int slot = cache.insert(id, protect);
     requests_.push_back({header_.offset(layer, id), read_bytes_, cache.data(slot)});
   }
+  stats_.bundle_bytes += requests_.size() * read_bytes_;
   if (!requests_.empty()) reader_->submit(requests_);
 }
 
@@ -382,6 +387,7 @@ void FlashFfn::run(Context& ctx, int layer, const float* x, int64_t T, float* ou
   stats_.compute_ms += ms_since(t0);
   stats_.bytes_read += reader_->stats().bytes_read - bytes_before;
   stats_.reads += reader_->stats().reads - reads_before;
+  stats_.cached += cache.size();
   if (layer == header_.n_layers - 1) stats_.tokens += T;
   step_[l] = step + 1;
 }

@@ -52,6 +52,8 @@ struct FlashStats {
   double memory_ms = 0;         // deciding activity, cache bookkeeping, submitting reads
   double compute_ms = 0;        // gate matmul, neuron FFN, reduction
   uint64_t bytes_read = 0;      // from the pack file, alignment and gaps included
+  uint64_t bundle_bytes = 0;    // of those, the bundle bytes asked for (no alignment, gaps)
+  int64_t cached = 0;           // neurons in the caches after each layer call, summed
   uint64_t reads = 0;
   int64_t active = 0;           // active (layer, neuron) pairs, summed over calls
   int64_t considered = 0;       // (layer, neuron) pairs looked at
