@@ -25,12 +25,19 @@ void add_flash_flags(CLI::App* cmd, FlashFlags& f) {
                   "flash: bundles at most this many bytes apart on disk are read in one request, gap included "
                   "(default 16384; 0: only adjacent ones)")
       ->check(CLI::Range(size_t{0}, size_t{1} << 24));
+  cmd->add_option("--io-depth", f.io_depth, "flash: reads in flight, each with its bounce buffer (default 32)")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--io-max-read", f.io_max_read,
+                  "flash: largest coalesced read and bounce buffer in bytes (default 262144; a small model "
+                  "under a small budget wants less)")
+      ->check(CLI::Range(size_t{4096}, size_t{1} << 26));
   cmd->add_flag("--no-direct", f.buffered, "flash: read through the page cache instead of O_DIRECT");
 }
 
 flash::FlashOptions flash_options(const FlashFlags& f, const CLI::App& cmd) {
   const char* flash_only[] = {"--mem-budget", "--window", "--flash-threshold", "--flash-sparsity",
-                              "--flash-predict", "--io", "--io-gap", "--no-direct"};
+                              "--flash-predict", "--io", "--io-gap", "--io-depth", "--io-max-read",
+                              "--no-direct"};
   if (f.pack.empty()) {
     for (const char* name : flash_only)
       if (cmd.count(name) > 0) fail("{} needs --flash PACK", name);
@@ -46,6 +53,8 @@ flash::FlashOptions flash_options(const FlashFlags& f, const CLI::App& cmd) {
   o.window = f.window;
   o.io.direct = !f.buffered;
   o.io.max_gap = f.io_gap;
+  o.io.queue_depth = f.io_depth;
+  o.io.max_read = f.io_max_read;
   o.io.backend = f.io == "io_uring"  ? flash::IoOptions::Backend::kUring
                  : f.io == "threads" ? flash::IoOptions::Backend::kThreads
                                      : flash::IoOptions::Backend::kAuto;

@@ -19,7 +19,9 @@ struct FlashFlags {
   std::string io = "auto";
   bool buffered = false;
   bool predict = false;
-  size_t io_gap = 16 * 1024;  // --io-gap: bundles at most this far apart are read as one   // --flash-predict: the pack's learned predictors decide
+  size_t io_gap = 16 * 1024;  // --io-gap: bundles at most this far apart are read as one
+  int io_depth = 32;          // --io-depth: reads in flight
+  size_t io_max_read = 256 * 1024;  // --io-max-read: largest coalesced read   // --flash-predict: the pack's learned predictors decide
 };
 
 void add_flash_flags(CLI::App* cmd, FlashFlags& flags);
