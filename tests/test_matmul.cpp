@@ -133,7 +133,7 @@ TEST(Matmul, BatchInvariantBitForBitOnEveryTypeAndPath) {
   RestorePath restore;
   ThreadPool pool(2);
   const int64_t rows = 37;
-  // 7 positions: the direct tiles; 13: also F16/BF16's convert-once path for many positions.
+  // 7 and 13 positions: one and several position tiles.
   for (const int64_t T : {int64_t{7}, int64_t{13}})
   for (const Case& c : kCases) {
     Matrix m = make_matrix(c.type, rows, c.cols, 21);

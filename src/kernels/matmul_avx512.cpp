@@ -305,47 +305,13 @@ void run_dequantized(const TensorView& w, int64_t r0, int64_t r1, const uint8_t*
   }
 }
 
-// F16 / BF16 with many positions: each block of rows is converted to F32 once into an
-// L2-resident scratch and the F32 tiles run over it, instead of every position tile
-// converting the same weights again (the conversions compete with the FMAs for the vector
-// pipes). The converted values are exact, so results equal the direct path's bit for bit.
-constexpr int64_t kConvertMinPositions = 12;
-
-template <class W>
-void run_float(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, size_t in_stride,
-               int64_t T, float* y, int64_t y_stride) {
-  if (T < kConvertMinPositions) return run_tiles<W, false>(w, r0, r1, in, in_stride, T, y, y_stride);
-  const int64_t cols = w.cols;
-  const int64_t block_rows = std::max<int64_t>(kFloatRows, (int64_t{128} << 10) / (cols * 4) / kFloatRows * kFloatRows);
-  thread_local std::vector<float> scratch;
-  if (static_cast<int64_t>(scratch.size()) < block_rows * cols) scratch.resize(static_cast<size_t>(block_rows * cols));
-  for (int64_t b0 = r0; b0 < r1; b0 += block_rows) {
-    const int64_t n = std::min(block_rows, r1 - b0);
-    for (int64_t j = 0; j < n; ++j) {
-      const uint8_t* row = w.row(b0 + j);
-      float* dst = scratch.data() + j * cols;
-      for (int64_t i = 0; i < cols; i += 16) {
-        const __mmask16 m = cols - i >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (cols - i)) - 1);
-        _mm512_mask_storeu_ps(dst + i, m, W::load(row, i, m));
-      }
-    }
-    TensorView rows;
-    rows.type = DType::F32;
-    rows.rows = n;
-    rows.cols = cols;
-    rows.data = reinterpret_cast<const uint8_t*>(scratch.data());
-    rows.row_stride = static_cast<size_t>(cols) * sizeof(float);
-    run_block<F32Weights, false>(rows, 0, n, in, in_stride, T, y + b0, y_stride);
-  }
-}
-
 }  // namespace
 
 MatmulKernel matmul_kernel_avx512(DType type) {
   switch (type) {
     case DType::F32: return {InputFormat::F32, run_tiles<F32Weights, false>};
-    case DType::F16: return {InputFormat::F32, run_float<F16Weights>};
-    case DType::BF16: return {InputFormat::F32, run_float<BF16Weights>};
+    case DType::F16: return {InputFormat::F32, run_tiles<F16Weights, false>};
+    case DType::BF16: return {InputFormat::F32, run_tiles<BF16Weights, false>};
     case DType::Q8_0: return {Q8_0Weights::kInput, run_tiles<Q8_0Weights, true>};
     case DType::Q4_0: return {Q4_0Weights::kInput, run_tiles<Q4_0Weights, true>};
     case DType::Q4_K:
