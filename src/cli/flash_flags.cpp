@@ -23,8 +23,8 @@ void add_flash_flags(CLI::App* cmd, FlashFlags& f) {
       ->check(CLI::IsMember({"auto", "io_uring", "threads"}));
   cmd->add_option("--io-gap", f.io_gap,
                   "flash: bundles at most this many bytes apart on disk are read in one request, gap included "
-                  "(default 16384; 0: only adjacent ones)")
-      ->check(CLI::Range(size_t{0}, size_t{1} << 24));
+                  "(default: one bundle; 0: only adjacent ones)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   cmd->add_option("--io-depth", f.io_depth, "flash: reads in flight, each with its bounce buffer (default 32)")
       ->check(CLI::Range(1, 1024));
   cmd->add_option("--io-max-read", f.io_max_read,
@@ -52,7 +52,8 @@ flash::FlashOptions flash_options(const FlashFlags& f, const CLI::App& cmd) {
   o.sparsity = f.sparsity;
   o.window = f.window;
   o.io.direct = !f.buffered;
-  o.io.max_gap = f.io_gap;
+  o.gap_one_bundle = f.io_gap < 0;
+  if (f.io_gap >= 0) o.io.max_gap = static_cast<size_t>(f.io_gap);
   o.io.queue_depth = f.io_depth;
   o.io.max_read = f.io_max_read;
   o.io.backend = f.io == "io_uring"  ? flash::IoOptions::Backend::kUring

@@ -19,7 +19,7 @@ struct FlashFlags {
   std::string io = "auto";
   bool buffered = false;
   bool predict = false;
-  size_t io_gap = 16 * 1024;  // --io-gap: bundles at most this far apart are read as one
+  int64_t io_gap = -1;        // --io-gap: bundles at most this far apart are read as one (-1: auto)
   int io_depth = 32;          // --io-depth: reads in flight
   size_t io_max_read = 256 * 1024;  // --io-max-read: largest coalesced read   // --flash-predict: the pack's learned predictors decide
 };

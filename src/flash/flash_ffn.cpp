@@ -145,7 +145,9 @@ FlashFfn::FlashFfn(const Model& model, const PackHeader& header, const std::stri
       fail("flash: the predictors do not fit the pack's shape");
   }
   read_bytes_ = cached_bundle_bytes(header, options.mode);
-  reader_ = std::make_unique<DirectReader>(bundles_file, options.io);
+  IoOptions io = options.io;
+  if (options.gap_one_bundle) io.max_gap = 2 * header.stride - read_bytes_;
+  reader_ = std::make_unique<DirectReader>(bundles_file, io);
   caches_.reserve(static_cast<size_t>(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l)
     caches_.emplace_back(header.ffn_dim, capacity, round_up(read_bytes_, 64));

@@ -39,6 +39,9 @@ struct FlashOptions {
   float sparsity = -1.0f;
   int window = 4;  // neurons used by the last `window` tokens stay cached (>= 1)
   IoOptions io;
+  // Reads merge across at most one skipped bundle (plus the unread tail of the previous
+  // one): a fixed byte gap would read several unneeded bundles of a small model per merge.
+  bool gap_one_bundle = true;
   const Predictors* predictors = nullptr;  // kPredictor: owned by the caller
   // kPredictor: also compute the exact gate from the resident matrix (not charged to the
   // budget, not timed) to count the predictor's recall in FlashStats.
