@@ -1,8 +1,10 @@
 // skiff flash-train-predictor: learns the low-rank activity predictors of a flash pack
 // (flash/predictor_train.h) from the activations the model produces on a text file, reports
 // recall and precision per layer, and writes PACK/predictors.gguf for `--flash-predict`.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 
 #include "base/error.h"
 #include "cli/commands.h"
@@ -11,10 +13,33 @@
 #include "flash/predictor_train.h"
 
 namespace skiff::cli {
+namespace {
+
+// --rank: one rank for every layer, or a comma-separated rank per layer.
+std::vector<int> parse_ranks(const std::string& text, int n_layers) {
+  std::vector<int> ranks;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, comma - start);
+    char* end = nullptr;
+    const long v = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || v < 1 || v > 65536)
+      fail("--rank {}: expected a rank (1..65536) or one per layer, comma-separated", text);
+    ranks.push_back(static_cast<int>(v));
+    start = comma + 1;
+  }
+  if (ranks.size() == 1) ranks.assign(static_cast<size_t>(n_layers), ranks[0]);
+  if (static_cast<int>(ranks.size()) != n_layers)
+    fail("--rank {}: {} ranks for a model of {} layers (give one, or one per layer)", text, ranks.size(), n_layers);
+  return ranks;
+}
+
+}  // namespace
 
 void register_flash_train_predictor(CLI::App& app) {
   struct Flags {
-    std::string pack, data, output, budget;
+    std::string pack, data, output, budget, rank = "64";
     int64_t samples = 16384;
     int context = 256;
     int threads = 0;
@@ -28,8 +53,9 @@ void register_flash_train_predictor(CLI::App& app) {
   cmd->add_option("pack", f->pack, "flash pack folder (skiff flash-pack)")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--data", f->data, "text whose activations train the predictors")->required()->check(CLI::ExistingFile);
   cmd->add_option("-o,--output", f->output, "predictor file (default: PACK/predictors.gguf)");
-  cmd->add_option("--rank", f->train.rank, "rank of each layer's predictor (default 64, at most the model width)")
-      ->check(CLI::Range(1, 65536));
+  cmd->add_option("--rank", f->rank,
+                  "rank of the predictors: one for every layer or one per layer, e.g. 32,32,64,64 (default 64, "
+                  "at most the model width)");
   cmd->add_option("--samples", f->samples, "token positions collected per layer (default 16384)")
       ->check(CLI::Range(int64_t{64}, int64_t{1} << 32));
   cmd->add_option("--epochs", f->train.epochs, "passes over the training samples (default 10)")->check(CLI::Range(1, 10000));
@@ -54,6 +80,7 @@ void register_flash_train_predictor(CLI::App& app) {
     const ModelConfig c = resident.config;
     if (f->context > c.context_length)
       fail("--ctx-size {} exceeds the model's context length {}", f->context, c.context_length);
+    const std::vector<int> ranks = parse_ranks(f->rank, c.n_layers);
     const std::vector<int32_t> tokens = resident.tokenizer->encode(read_text_file(f->data), true);
 
     // Every neuron read from the bundles (kept cached when the budget allows), the gate for
@@ -90,6 +117,7 @@ void register_flash_train_predictor(CLI::App& app) {
       flash::LayerTrainReport report;
       flash::PredictorTrainOptions o = f->train;
       o.seed = f->train.seed + static_cast<uint64_t>(l);
+      o.rank = ranks[static_cast<size_t>(l)];
       predictors.layers.push_back(flash::train_layer_predictor(collector.samples()[static_cast<size_t>(l)], c.dim,
                                                                c.ffn_dim, o, ctx.pool(), &report));
       const flash::LayerPredictor& p = predictors.layers.back();

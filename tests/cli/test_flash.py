@@ -89,13 +89,16 @@ def main() -> int:
         r = c.skiff(*gen, "--flash", pack, "--flash-predict")
         c.check("--flash-predict before training: says how to make predictors",
                 one_line_error(r) and "flash-train-predictor" in r.stderr, r.stderr)
-        r = c.skiff("flash-train-predictor", pack, "--data", text, "--rank", "16", "--samples", "2048",
+        r = c.skiff("flash-train-predictor", pack, "--data", text, "--rank", "16,12", "--samples", "2048",
                     "-c", "128", "--epochs", "4", "-t", "2")
-        rows = re.findall(r"^\| (\d+) \| 16 \| [0-9.]+% \| [0-9.]+% \| ([0-9.]+)% \| ([0-9.]+)% \|",
+        rows = re.findall(r"^\| (\d+) \| (\d+) \| [0-9.]+% \| [0-9.]+% \| ([0-9.]+)% \| ([0-9.]+)% \|",
                           r.stdout, re.M)
-        c.check("flash-train-predictor reports recall and precision per layer",
-                r.returncode == 0 and len(rows) == 2 and all(0 < float(rc) <= 100 for _, rc, _ in rows)
+        c.check("flash-train-predictor reports recall and precision per layer, with a rank per layer",
+                r.returncode == 0 and [rank for _, rank, _, _ in rows] == ["16", "12"]
+                and all(0 < float(rc) <= 100 for _, _, rc, _ in rows)
                 and os.path.exists(os.path.join(pack, "predictors.gguf")), r.stdout + r.stderr[-300:])
+        r = c.skiff("flash-train-predictor", pack, "--data", text, "--rank", "16,12,8")
+        c.check("--rank with the wrong number of layers", one_line_error(r) and "2 layers" in r.stderr, r.stderr)
         r = c.skiff(*gen, "--flash", pack, "--flash-predict", "--mem-budget", tight)
         c.check("generate --flash-predict", r.returncode == 0 and r.stdout.strip() != "" and
                 "learned predictors" in r.stderr, r.stderr[-300:])
