@@ -188,7 +188,10 @@ void run_flash_bench(const FlashBenchOptions& o, const CLI::App& cmd, const Mode
       per_token.push_back({{"ms", s.ms}, {"io_ms", s.delta.io_wait_ms}, {"memory_ms", s.delta.memory_ms},
                            {"compute_ms", s.delta.compute_ms}, {"bytes_read", s.delta.bytes_read},
                            {"cache_hit_rate", lk ? double(s.delta.hits) / double(lk) : 0.0},
-                           {"active_fraction", s.delta.considered ? double(s.delta.active) / double(s.delta.considered) : 0.0}});
+                           {"active_fraction", s.delta.considered ? double(s.delta.active) / double(s.delta.considered) : 0.0},
+                           {"predictor_recall", s.delta.true_active ? nlohmann::json(double(s.delta.predicted_true) /
+                                                                                     double(s.delta.true_active))
+                                                                    : nlohmann::json(nullptr)}});
     }
     nlohmann::json j = {{"pack", o.flash.pack}, {"n_threads", threads}, {"n_prompt", n_prompt},
                         {"n_gen", n_gen}, {"ms_per_token", ms}, {"naive_ms_per_token", naive_ms},
@@ -215,15 +218,18 @@ void run_flash_bench(const FlashBenchOptions& o, const CLI::App& cmd, const Mode
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
-  std::printf("| token | ms | I/O wait ms | memory ms | compute ms | MB read | hit rate | active |\n");
-  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("| token | ms | I/O wait ms | memory ms | compute ms | MB read | hit rate | active | recall |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (size_t i = 0; i < flash_steps.size(); ++i) {
     const flash::FlashStats& d = flash_steps[i].delta;
     const int64_t lk = d.hits + d.misses;
-    std::printf("| %zu | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f%% | %.1f%% |\n", i, flash_steps[i].ms,
+    // Recall: "exact" for the gate threshold, which decides from the true gate.
+    const std::string recall =
+        d.true_active ? fmt::format("{:.1f}%", 100.0 * double(d.predicted_true) / double(d.true_active)) : "exact";
+    std::printf("| %zu | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f%% | %.1f%% | %s |\n", i, flash_steps[i].ms,
                 d.io_wait_ms, d.memory_ms, d.compute_ms, double(d.bytes_read) / 1e6,
                 lk ? 100.0 * double(d.hits) / double(lk) : 0.0,
-                d.considered ? 100.0 * double(d.active) / double(d.considered) : 0.0);
+                d.considered ? 100.0 * double(d.active) / double(d.considered) : 0.0, recall.c_str());
   }
   std::printf("\nflash %.2f ms/token (median after the first) | naive %.2f ms/token (%zu tokens) | "
               "all in RAM %.2f ms/token (%s)\n",
