@@ -74,6 +74,7 @@ struct Case {
 // in pairs), for the floats a length that is not a multiple of 16.
 const Case kCases[] = {
     {DType::F32, 67},   {DType::F32, 160},  {DType::F16, 67},   {DType::F16, 96},
+    {DType::F32, 1041}, {DType::F16, 1041}, {DType::BF16, 531},  // several column chunks
     {DType::BF16, 67},  {DType::BF16, 96},  {DType::Q8_0, 96},  {DType::Q8_0, 128},
     {DType::Q4_0, 96},  {DType::Q4_0, 160}, {DType::Q4_1, 96},  {DType::Q5_0, 96},
     {DType::Q5_1, 96},  {DType::Q4_K, 256}, {DType::Q4_K, 768}, {DType::Q6_K, 256},
