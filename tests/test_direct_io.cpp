@@ -142,6 +142,12 @@ TEST_P(DirectReaderTest, ReportsBackendAndSize) {
     EXPECT_FALSE(reader->direct());
   }
   EXPECT_GE(reader->buffer_bytes(), o.max_read);
+  // The budget plans with max_buffer_bytes before a reader exists: it must not be less.
+  EXPECT_LE(reader->buffer_bytes(), DirectReader::max_buffer_bytes(o));
+  IoOptions odd = o;
+  odd.max_read = 10000;  // not a multiple of 4096
+  odd.queue_depth = 3;
+  EXPECT_LE(open_reader(path_, odd)->buffer_bytes(), DirectReader::max_buffer_bytes(odd));
   std::printf("[          ] backend %s, direct %d, %zu bounce bytes\n", reader->backend(),
               reader->direct(), reader->buffer_bytes());
 }

@@ -383,6 +383,13 @@ const IoStats& DirectReader::stats() const { return impl_->stats; }
 void DirectReader::reset_stats() { impl_->stats = IoStats(); }
 size_t DirectReader::buffer_bytes() const { return impl_->storage.size(); }
 
+size_t DirectReader::max_buffer_bytes(const IoOptions& options) {
+  // allocate_buffers: one buffer of max_read (rounded) + kAlign per read in flight (at most
+  // queue_depth: io_uring's depth, or min(queue_depth, kMaxThreads) threads) + kAlign slack.
+  const size_t max_read = static_cast<size_t>(std::max<uint64_t>(kAlign, align_down(options.max_read, kAlign)));
+  return static_cast<size_t>(std::max(1, options.queue_depth)) * (max_read + kAlign) + kAlign;
+}
+
 void DirectReader::submit(std::span<const ReadRequest> requests) {
   Impl& m = *impl_;
   std::vector<Piece> pieces;

@@ -71,6 +71,9 @@ class DirectReader {
   // accounting: one buffer of max_read + 4096 bytes per read in flight (queue_depth for
   // io_uring, one per I/O thread, at most 8, for threads), plus alignment slack.
   size_t buffer_bytes() const;
+  // The most buffer_bytes() can be for `options` (whichever backend opens), for planning
+  // a memory budget before the reader exists.
+  static size_t max_buffer_bytes(const IoOptions& options);
 
  private:
   struct Impl;

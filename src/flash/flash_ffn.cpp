@@ -100,7 +100,7 @@ FlashPlan plan_memory(const Model& model, const PackHeader& header, const FlashO
   p.budget = budget;
   p.resident = resident_weight_bytes(model, options);
   p.context = context_bytes;
-  p.io_buffers = static_cast<uint64_t>(options.io.queue_depth) * (options.io.max_read + 2 * 4096) + 8192;
+  p.io_buffers = DirectReader::max_buffer_bytes(options.io);
   p.slot_bytes = round_up(cached_bundle_bytes(header, options.mode), 64);
   const int F = header.ffn_dim, L = header.n_layers;
   const int min_capacity = std::min(F, 64);
