@@ -40,7 +40,9 @@ def setup() -> tuple[argparse.Namespace, Checks]:
     return args, Checks(args.skiff)
 
 
-def one_line_error(r: subprocess.CompletedProcess, code: int = 1) -> bool:
-    """skiff's contract for bad input: exit `code` and exactly one 'error: ...' line."""
+def one_line_error(r: subprocess.CompletedProcess, code: int | None = 1) -> bool:
+    """skiff's contract for bad input: exit `code` and exactly one 'error: ...' line.
+    code=None accepts any non-zero exit code (e.g. 2 for a malformed command line)."""
     lines = r.stderr.strip().splitlines()
-    return r.returncode == code and len(lines) == 1 and lines[0].startswith("error: ")
+    code_ok = r.returncode != 0 if code is None else r.returncode == code
+    return code_ok and len(lines) == 1 and lines[0].startswith("error: ")

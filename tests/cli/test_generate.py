@@ -11,74 +11,64 @@ Run: /usr/bin/python3 tests/cli/test_generate.py --skiff build/skiff --shared ..
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import one_line_error, setup  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--skiff", required=True)
-    ap.add_argument("--shared", required=True)
-    args = ap.parse_args()
-    passed = failed = 0
+    args, c = setup()
 
-    def check(name: str, ok: bool, detail: str = "") -> None:
-        nonlocal passed, failed
-        print(f"{'PASS' if ok else 'FAIL'} {name}{'' if ok else ': ' + detail}", flush=True)
-        passed, failed = (passed + 1, failed) if ok else (passed, failed + 1)
-
-    def skiff(*a: str, timeout: int = 60):
-        return subprocess.run([args.skiff, *a], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+    def skiff(*a: str):  # every run here is short: a minute at most
+        return c.skiff(*a, timeout=60)
 
     for cmd in ["generate", "tokenize", "info", "perplexity", "convert", "quantize", "dump-logits"]:
         r = skiff(cmd, "--help")
-        check(f"{cmd} --help", r.returncode == 0 and "Usage" in r.stdout + r.stderr and "--" in r.stdout,
-              r.stdout[:200] + r.stderr[:200])
+        c.check(f"{cmd} --help", r.returncode == 0 and "Usage" in r.stdout + r.stderr and "--" in r.stdout,
+                r.stdout[:200] + r.stderr[:200])
     r = skiff("--help")
-    check("skiff --help lists the commands", r.returncode == 0 and "generate" in r.stdout and "perplexity" in r.stdout)
+    c.check("skiff --help lists the commands", r.returncode == 0 and "generate" in r.stdout and "perplexity" in r.stdout)
 
     vocab = os.path.join(args.shared, "models", "ggml-vocab-llama-spm.gguf")
     r = skiff("tokenize", "-m", vocab, "-p", "I believe the meaning of life is")
-    check("tokenize with the LLaMA-2 vocabulary", r.stdout.strip() == "1 306 4658 278 6593 310 2834 338", r.stdout + r.stderr)
+    c.check("tokenize with the LLaMA-2 vocabulary", r.stdout.strip() == "1 306 4658 278 6593 310 2834 338", r.stdout + r.stderr)
 
     r = skiff("generate", "-p", "Once upon a time", "-n", "20", "--temp", "0")
-    check("stdout is the continuation only", r.returncode == 0 and r.stdout.startswith(", there was a little girl"),
-          repr(r.stdout))
+    c.check("stdout is the continuation only", r.returncode == 0 and r.stdout.startswith(", there was a little girl"),
+            repr(r.stdout))
     m = re.search(r"prompt: (\d+) tokens, [0-9.]+ tok/s \| generated: (\d+) tokens, [0-9.]+ tok/s", r.stderr)
-    check("timing line on stderr", m is not None and m.group(1) == "5" and m.group(2) == "20", r.stderr)
+    c.check("timing line on stderr", m is not None and m.group(1) == "5" and m.group(2) == "20", r.stderr)
 
     runs = [skiff("generate", "-p", "Once upon a time", "-n", "40", "--temp", "1", "--seed", s).stdout
             for s in ("7", "7", "8")]
-    check("same seed, same text", runs[0] == runs[1] and len(runs[0]) > 20, repr(runs[:2]))
-    check("another seed, other text", runs[0] != runs[2], repr(runs))
+    c.check("same seed, same text", runs[0] == runs[1] and len(runs[0]) > 20, repr(runs[:2]))
+    c.check("another seed, other text", runs[0] != runs[2], repr(runs))
     r = skiff("generate", "-p", "Once upon a time", "-n", "40", "--temp", "0.7", "--top-k", "10", "--top-p", "0.9",
               "--min-p", "0.1", "--repeat-penalty", "1.3", "--presence-penalty", "0.2", "--frequency-penalty", "0.1",
               "--seed", "3")
-    check("all sampling flags together", r.returncode == 0 and len(r.stdout.strip()) > 0, r.stderr)
+    c.check("all sampling flags together", r.returncode == 0 and len(r.stdout.strip()) > 0, r.stderr)
 
     r = skiff("generate", "-p", "Once upon a time", "-n", "40", "--temp", "0", "--stop", "Lily")
-    check("--stop ends before the stop string", r.stdout == ", there was a little girl named \n", repr(r.stdout))
+    c.check("--stop ends before the stop string", r.stdout == ", there was a little girl named \n", repr(r.stdout))
     r = skiff("generate", "-p", "Once upon a time", "-n", "0")
-    check("-n 0 generates nothing", r.returncode == 0 and r.stdout == "\n", repr(r.stdout))
+    c.check("-n 0 generates nothing", r.returncode == 0 and r.stdout == "\n", repr(r.stdout))
     r = skiff("generate", "-p", "Once upon a time", "-n", "100", "--temp", "0", "-c", "16")
-    check("a full context ends generation cleanly", r.returncode == 0 and "context full" in r.stderr
-          and len(r.stdout) > 10, r.stderr)
+    c.check("a full context ends generation cleanly", r.returncode == 0 and "context full" in r.stderr
+            and len(r.stdout) > 10, r.stderr)
     r = skiff("generate", "-p", "", "-n", "12", "--temp", "0")
-    check("empty prompt starts from BOS", r.returncode == 0 and r.stdout.startswith("Once upon a time"), repr(r.stdout))
+    c.check("empty prompt starts from BOS", r.returncode == 0 and r.stdout.startswith("Once upon a time"), repr(r.stdout))
 
     for bad in (["--temp", "-1"], ["--top-p", "0"], ["--min-p", "2"], ["--repeat-penalty", "0"], ["-n", "-3"],
                 ["-m", "/nonexistent.gguf"], ["-p", "x", "-f", "/etc/hostname"]):
         r = skiff("generate", "-p", "hi", *bad) if "-p" not in bad else skiff("generate", *bad)
-        lines = r.stderr.strip().splitlines()
-        check(f"generate {' '.join(bad)} is an error", r.returncode != 0 and len(lines) == 1
-              and lines[0].startswith("error: "), f"rc={r.returncode} {r.stderr!r}")
+        # Any non-zero exit: a malformed number (-n -3) is a usage error, exit code 2.
+        c.check(f"generate {' '.join(bad)} is an error", one_line_error(r, code=None),
+                f"rc={r.returncode} {r.stderr!r}")
 
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return c.finish()
 
 
 if __name__ == "__main__":

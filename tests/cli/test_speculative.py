@@ -16,55 +16,37 @@ Prints one line per case and ends with "N passed, M failed"; exit code 0 only wh
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "reference"))
+from harness import one_line_error, setup  # noqa: E402
 
 PROMPTS = ["Once upon a time", "Tom and his dog Max went to the beach. The sun was hot and"]
 LAYERS = 5  # stories260K
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--skiff", required=True)
-    ap.add_argument("--shared", required=True)
-    args = ap.parse_args()
-    passed = failed = 0
-
-    def check(name: str, ok: bool, detail: str = "") -> None:
-        nonlocal passed, failed
-        print(f"{'PASS' if ok else 'FAIL'} {name}{'' if ok else ': ' + detail}", flush=True)
-        if ok:
-            passed += 1
-        else:
-            failed += 1
-
+    args, c = setup()
     stories = os.path.join(REPO, "models", "stories260K.gguf")
 
     def skiff(*argv, timeout=120):
         # Every case runs on stories260K (5 layers), whatever the built-in default model is.
         argv = [argv[0], "-m", stories, *argv[1:]] if "-m" not in argv else list(argv)
-        return subprocess.run([args.skiff, *argv], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-
-    def one_line_error(r) -> bool:
-        lines = r.stderr.strip().splitlines()
-        return r.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: ")
+        return c.skiff(*argv, timeout=timeout)
 
     # Greedy: every strategy prints plain decoding's text.
     for prompt in PROMPTS:
         for ctx in ([], ["-c", "40"]):
             base = ["generate", "-p", prompt, "-n", "80", "--temp", "0", "-t", "1", *ctx]
             plain = skiff(*base)
-            check(f"plain {prompt[:12]!r} {ctx}", plain.returncode == 0, plain.stderr)
+            c.check(f"plain {prompt[:12]!r} {ctx}", plain.returncode == 0, plain.stderr)
             variants = [["--self-spec", str(e), "--draft-max", str(d)]
                         for e in range(1, LAYERS) for d in (1, 3, 8)]
             variants += [["--self-spec", "3", "--draft-max", "6", "--draft-p-min", "0.7"],
@@ -75,23 +57,23 @@ def main() -> int:
                          ["--exit-layer", str(LAYERS)]]
             for v in variants:
                 r = skiff(*base, *v)
-                check(f"{' '.join(v)} == plain ({prompt[:12]!r} {ctx})",
-                      r.returncode == 0 and r.stdout == plain.stdout,
-                      f"rc={r.returncode} {r.stderr.strip()!r}\n  got:  {r.stdout!r}\n  want: {plain.stdout!r}")
+                c.check(f"{' '.join(v)} == plain ({prompt[:12]!r} {ctx})",
+                        r.returncode == 0 and r.stdout == plain.stdout,
+                        f"rc={r.returncode} {r.stderr.strip()!r}\n  got:  {r.stdout!r}\n  want: {plain.stdout!r}")
             if ctx:
-                check("plain run hit the context limit", "context full" in plain.stderr, plain.stderr)
+                c.check("plain run hit the context limit", "context full" in plain.stderr, plain.stderr)
 
     r = skiff("generate", "-p", PROMPTS[0], "-n", "20", "--temp", "0", "--exit-layer", "2")
-    check("--exit-layer 2 runs", r.returncode == 0 and len(r.stdout) > 1, r.stderr)
+    c.check("--exit-layer 2 runs", r.returncode == 0 and len(r.stdout) > 1, r.stderr)
     r = skiff("generate", "-p", PROMPTS[0], "-n", "20", "--temp", "0", "--self-spec", "2")
-    check("self-spec reports acceptance", r.returncode == 0 and "acceptance" in r.stderr, r.stderr)
+    c.check("self-spec reports acceptance", r.returncode == 0 and "acceptance" in r.stderr, r.stderr)
 
     # Sampling: a seed reproduces the text.
     for v in (["--self-spec", "3"], ["--lookup", "3"]):
         a = skiff("generate", "-p", PROMPTS[0], "-n", "60", "--temp", "0.9", "--seed", "7", *v)
         b = skiff("generate", "-p", PROMPTS[0], "-n", "60", "--temp", "0.9", "--seed", "7", *v)
-        check(f"seeded sampling reproducible {' '.join(v)}",
-              a.returncode == 0 and a.stdout == b.stdout and len(a.stdout) > 1, a.stderr)
+        c.check(f"seeded sampling reproducible {' '.join(v)}",
+                a.returncode == 0 and a.stdout == b.stdout and len(a.stdout) > 1, a.stderr)
 
     # Errors.
     tmp = tempfile.mkdtemp(prefix="skiff-spec-")
@@ -115,8 +97,8 @@ def main() -> int:
     }
     for name, (flags, word) in bad.items():
         r = skiff("generate", "-p", "hi", "-n", "5", "--temp", "0", *flags)
-        check(f"error: {name}", one_line_error(r) and word in r.stderr,
-              f"rc={r.returncode} stderr={r.stderr.strip()!r}")
+        c.check(f"error: {name}", one_line_error(r) and word in r.stderr,
+                f"rc={r.returncode} stderr={r.stderr.strip()!r}")
 
     # skiff bench: one run, both decoders, JSON.
     r = skiff("bench", "--self-spec", "3", "--draft-max", "4", "--lookup", "2", "--spec-tokens", "24",
@@ -126,47 +108,46 @@ def main() -> int:
     except ValueError:
         rows = None
     ok = r.returncode == 0 and isinstance(rows, list) and len(rows) >= 2
-    check("bench --self-spec -o json parses", ok, f"rc={r.returncode} {r.stderr.strip()!r} {r.stdout[:200]!r}")
+    c.check("bench --self-spec -o json parses", ok, f"rc={r.returncode} {r.stderr.strip()!r} {r.stdout[:200]!r}")
     if ok:
         keys = {"speedup", "acceptance_rate", "ar_tps", "spec_tps", "mean_accepted_length", "draft_step_cost",
                 "verify_cost", "task", "strategy"}
-        check("bench json keys", all(keys <= set(row) for row in rows), str(rows[0].keys()))
-        check("bench greedy text identical", all(row.get("identical") is True for row in rows))
-        check("bench has both strategies and an 'all' row",
-              {row["strategy"] for row in rows} == {"self-spec", "lookup"} and
-              any(row["task"] == "all" for row in rows))
-        check("bench numbers sane", all(row["ar_tps"] > 0 and row["spec_tps"] > 0 and
-                                        0 <= row["acceptance_rate"] <= 1 for row in rows))
+        c.check("bench json keys", all(keys <= set(row) for row in rows), str(rows[0].keys()))
+        c.check("bench greedy text identical", all(row.get("identical") is True for row in rows))
+        c.check("bench has both strategies and an 'all' row",
+                {row["strategy"] for row in rows} == {"self-spec", "lookup"} and
+                any(row["task"] == "all" for row in rows))
+        c.check("bench numbers sane", all(row["ar_tps"] > 0 and row["spec_tps"] > 0 and
+                                          0 <= row["acceptance_rate"] <= 1 for row in rows))
     r = skiff("bench", "--self-spec", "3", "--draft-max", "2", "--spec-tokens", "16", "-r", "1", "-t", "1")
-    check("bench markdown", r.returncode == 0 and "| self-spec E=3 |" in r.stdout, r.stderr + r.stdout[:300])
+    c.check("bench markdown", r.returncode == 0 and "| self-spec E=3 |" in r.stdout, r.stderr + r.stdout[:300])
     r = skiff("bench", "--self-spec", "5", "--spec-tokens", "16", "-r", "1")
-    check("bench error: E = L", one_line_error(r), r.stderr)
+    c.check("bench error: E = L", one_line_error(r), r.stderr)
 
     # skiff sweep: files and their contents.
     prefix = os.path.join(tmp, "sweep")
     r = skiff("sweep", "--exit-layers", "2,4", "--draft-max", "1,3", "-n", "16", "-t", "1", "-o", prefix)
-    check("sweep runs", r.returncode == 0, r.stderr)
+    c.check("sweep runs", r.returncode == 0, r.stderr)
     if r.returncode == 0:
         files = [prefix + ext for ext in (".md", ".csv", ".json", ".svg")]
-        check("sweep wrote md/csv/json/svg", all(os.path.getsize(f) > 0 for f in files))
+        c.check("sweep wrote md/csv/json/svg", all(os.path.getsize(f) > 0 for f in files))
         rows = json.load(open(prefix + ".json"))
         cells = {(row["exit_layer"], row["draft_max"]) for row in rows if row["task"] == "all"}
-        check("sweep json covers the grid", cells == {(2, 1), (2, 3), (4, 1), (4, 3)}, str(cells))
-        check("sweep greedy text identical", all(row["identical"] for row in rows))
+        c.check("sweep json covers the grid", cells == {(2, 1), (2, 3), (4, 1), (4, 3)}, str(cells))
+        c.check("sweep greedy text identical", all(row["identical"] for row in rows))
         csv_lines = open(prefix + ".csv").read().strip().splitlines()
-        check("sweep csv rows", csv_lines[0].startswith("exit_layer,draft_max") and len(csv_lines) == 1 + len(rows))
+        c.check("sweep csv rows", csv_lines[0].startswith("exit_layer,draft_max") and len(csv_lines) == 1 + len(rows))
         try:
             svg = ET.parse(prefix + ".svg").getroot()
             rects = [e for e in svg.iter() if e.tag.endswith("rect")]
-            check("sweep svg is a heat-map", svg.tag.endswith("svg") and len(rects) == 1 + 4, str(len(rects)))
+            c.check("sweep svg is a heat-map", svg.tag.endswith("svg") and len(rects) == 1 + 4, str(len(rects)))
         except ET.ParseError as e:
-            check("sweep svg parses", False, str(e))
-        check("sweep md has the speedup grid", "| E \\ D |" in open(prefix + ".md").read())
+            c.check("sweep svg parses", False, str(e))
+        c.check("sweep md has the speedup grid", "| E \\ D |" in open(prefix + ".md").read())
     r = skiff("sweep", "--exit-layers", "7", "-n", "4", "-o", prefix)
-    check("sweep error: E >= L", one_line_error(r), r.stderr)
+    c.check("sweep error: E >= L", one_line_error(r), r.stderr)
 
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return c.finish()
 
 
 if __name__ == "__main__":
