@@ -11,6 +11,7 @@
 #include "cli/common.h"
 #include "flash/flash_run.h"
 #include "flash/predictor_train.h"
+#include "kernels/matmul.h"
 
 namespace skiff::cli {
 namespace {
@@ -39,7 +40,7 @@ std::vector<int> parse_ranks(const std::string& text, int n_layers) {
 
 void register_flash_train_predictor(CLI::App& app) {
   struct Flags {
-    std::string pack, data, output, budget, rank = "64";
+    std::string pack, data, output, budget, rank = "64", init = "gate";
     int64_t samples = 16384;
     int context = 256;
     int threads = 0;
@@ -69,6 +70,9 @@ void register_flash_train_predictor(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-c,--ctx-size", f->context, "tokens per forward pass over the text (default 256)")->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--mem-budget", f->budget, "memory budget while collecting (default: unlimited)");
+  cmd->add_option("--init", f->init,
+                  "gate: start from the best rank-r approximation of the gate matrix (default); random")
+      ->check(CLI::IsMember({"gate", "random"}));
   cmd->add_option("--seed", f->train.seed, "seed for initialization and shuffling");
   cmd->add_option("-t,--threads", f->threads, "threads (default: one per core)");
   cmd->callback([f] {
@@ -118,8 +122,15 @@ void register_flash_train_predictor(CLI::App& app) {
       flash::PredictorTrainOptions o = f->train;
       o.seed = f->train.seed + static_cast<uint64_t>(l);
       o.rank = ranks[static_cast<size_t>(l)];
+      std::vector<float> gate;
+      if (f->init == "gate") {
+        const TensorView& w = run->model().layers[static_cast<size_t>(l)].ffn_gate;
+        gate.resize(static_cast<size_t>(c.ffn_dim) * c.dim);
+        for (int i = 0; i < c.ffn_dim; ++i) dequantize_tensor_row(w, i, gate.data() + static_cast<size_t>(i) * c.dim);
+      }
       predictors.layers.push_back(flash::train_layer_predictor(collector.samples()[static_cast<size_t>(l)], c.dim,
-                                                               c.ffn_dim, o, ctx.pool(), &report));
+                                                               c.ffn_dim, o, ctx.pool(), &report,
+                                                               gate.empty() ? nullptr : gate.data()));
       const flash::LayerPredictor& p = predictors.layers.back();
       std::printf("| %d | %d | %.1f%% | %.1f%% | %.2f%% | %.1f%% | %.4f |\n", l, p.rank, 100.0 * report.active_rate,
                   100.0 * report.predicted_rate, 100.0 * p.recall, 100.0 * p.precision, report.final_loss);

@@ -51,6 +51,40 @@ void score_rows(const LayerPredictor& p, const LayerSamples& s, int dim, int ffn
     for (int i = 0; i < ffn; ++i) z[static_cast<size_t>(k * ffn + i)] += p.bias[static_cast<size_t>(i)];
 }
 
+// a[r][dim] = the top-r right singular vectors of gate [ffn][dim] (orthonormal rows), by
+// subspace iteration on gate^T gate; b[ffn][r] = gate a^T.
+void gate_subspace(const float* gate, int ffn, int dim, int r, std::mt19937_64& rng, ThreadPool& pool,
+                   std::vector<float>& a, std::vector<float>& b) {
+  std::vector<float> gram(static_cast<size_t>(dim) * dim, 0.0f), z(static_cast<size_t>(r) * dim);
+  train::matmul_backward_weight(gram.data(), gate, gate, ffn, dim, dim, pool);  // gate^T gate
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  a.resize(static_cast<size_t>(r) * dim);
+  for (float& v : a) v = normal(rng);
+  auto orthonormalize = [&](std::vector<float>& rows) {  // modified Gram-Schmidt, in double
+    for (int i = 0; i < r; ++i) {
+      float* ri = rows.data() + static_cast<size_t>(i) * dim;
+      for (int j = 0; j < i; ++j) {
+        const float* rj = rows.data() + static_cast<size_t>(j) * dim;
+        double dot = 0;
+        for (int k = 0; k < dim; ++k) dot += static_cast<double>(ri[k]) * rj[k];
+        for (int k = 0; k < dim; ++k) ri[k] -= static_cast<float>(dot) * rj[k];
+      }
+      double norm = 0;
+      for (int k = 0; k < dim; ++k) norm += static_cast<double>(ri[k]) * ri[k];
+      const float inv = norm > 1e-30 ? static_cast<float>(1.0 / std::sqrt(norm)) : 0.0f;
+      for (int k = 0; k < dim; ++k) ri[k] *= inv;
+    }
+  };
+  orthonormalize(a);
+  for (int it = 0; it < 12; ++it) {
+    train::matmul_forward(z.data(), a.data(), gram.data(), r, dim, dim, pool);  // rows: gram a_i
+    orthonormalize(z);
+    a.swap(z);
+  }
+  b.resize(static_cast<size_t>(ffn) * r);
+  train::matmul_forward(b.data(), gate, a.data(), ffn, dim, r, pool);
+}
+
 }  // namespace
 
 ActivationCollector::ActivationCollector(const Model& model, FfnProvider& inner, float label_threshold,
@@ -82,7 +116,7 @@ void ActivationCollector::run(Context& ctx, int layer, const float* x, int64_t T
 
 LayerPredictor train_layer_predictor(const LayerSamples& s, int dim, int ffn,
                                      const PredictorTrainOptions& o, ThreadPool& pool,
-                                     LayerTrainReport* report) {
+                                     LayerTrainReport* report, const float* gate) {
   const int64_t n_test = static_cast<int64_t>(static_cast<double>(s.n) * o.test);
   const int64_t n_cal = static_cast<int64_t>(static_cast<double>(s.n) * o.calibrate);
   const int64_t n_train = s.n - n_test - n_cal;
@@ -106,7 +140,8 @@ LayerPredictor train_layer_predictor(const LayerSamples& s, int dim, int ffn,
   for (float& w : p.a) w = normal(rng) / std::sqrt(static_cast<float>(dim));
   for (float& w : p.b) w = normal(rng) * 0.01f;
   p.bias.resize(static_cast<size_t>(ffn));
-  for (int i = 0; i < ffn; ++i) {
+  if (gate != nullptr) gate_subspace(gate, ffn, dim, r, rng, pool, p.a, p.b);  // bias 0: score ~ gate
+  for (int i = 0; i < ffn && gate == nullptr; ++i) {
     int64_t on = 0;
     for (int64_t k = 0; k < n_train; ++k) on += s.active[static_cast<size_t>(k * ffn + i)];
     const double rate = std::clamp((static_cast<double>(on) + 0.5) / (static_cast<double>(n_train) + 1.0), 1e-4, 1 - 1e-4);

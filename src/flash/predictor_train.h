@@ -65,8 +65,12 @@ struct LayerTrainReport {
 
 // Fits one layer's predictor on `s` (dim-wide inputs, ffn neurons). Throws Error when there
 // are too few samples to split.
+// `gate` ([ffn][dim] floats, optional): the layer's gate matrix. The predictor then starts
+// from the gate projected on its top `rank` right singular vectors (score = W V V^T x, found
+// by subspace iteration), i.e. the best rank-r approximation of the exact gate, instead of
+// random projections; training refines it.
 LayerPredictor train_layer_predictor(const LayerSamples& s, int dim, int ffn_dim,
                                      const PredictorTrainOptions& options, ThreadPool& pool,
-                                     LayerTrainReport* report = nullptr);
+                                     LayerTrainReport* report = nullptr, const float* gate = nullptr);
 
 }  // namespace skiff::flash
