@@ -277,3 +277,44 @@ TEST(FlashPredictor, TrainingRecoversALowRankRule) {
 
 }  // namespace
 }  // namespace skiff::flash
+
+namespace skiff::flash {
+namespace {
+
+// With the gate given, the start is the gate's best rank-r approximation: for a gate of rank
+// 3 <= r that IS the gate, so labels relu(gate x) > 0 are predicted without any training.
+TEST(FlashPredictor, GateInitIsTheLowRankGate) {
+  const int D = 20, F = 30, R = 3;
+  const int64_t N = 2000;
+  std::mt19937 rng(21);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> u(static_cast<size_t>(F * R)), v(static_cast<size_t>(R * D)), gate(static_cast<size_t>(F * D), 0.0f);
+  for (float& x : u) x = normal(rng);
+  for (float& x : v) x = normal(rng);
+  for (int i = 0; i < F; ++i)
+    for (int d = 0; d < D; ++d)
+      for (int r = 0; r < R; ++r) gate[static_cast<size_t>(i * D + d)] += u[static_cast<size_t>(i * R + r)] * v[static_cast<size_t>(r * D + d)];
+  LayerSamples s;
+  s.n = N;
+  s.x.resize(static_cast<size_t>(N * D));
+  for (float& x : s.x) x = normal(rng);
+  for (int64_t k = 0; k < N; ++k)
+    for (int i = 0; i < F; ++i) {
+      double g = 0;
+      for (int d = 0; d < D; ++d) g += gate[static_cast<size_t>(i * D + d)] * s.x[static_cast<size_t>(k * D + d)];
+      s.active.push_back(g > 0 ? 1 : 0);
+    }
+  PredictorTrainOptions o;
+  o.rank = 5;     // above the gate's rank: the extra directions must not disturb the scores
+  o.epochs = 0;  // the initialization alone
+  o.target_recall = 0.98f;
+  ThreadPool pool(2);
+  const LayerPredictor with_gate = train_layer_predictor(s, D, F, o, pool, nullptr, gate.data());
+  EXPECT_GE(with_gate.recall, 0.97f);
+  EXPECT_GE(with_gate.precision, 0.97f);
+  const LayerPredictor random = train_layer_predictor(s, D, F, o, pool);
+  EXPECT_LT(random.precision, 0.8f);  // an untrained random start is no predictor at all
+}
+
+}  // namespace
+}  // namespace skiff::flash

@@ -60,20 +60,27 @@ void gate_subspace(const float* gate, int ffn, int dim, int r, std::mt19937_64& 
   std::normal_distribution<float> normal(0.0f, 1.0f);
   a.resize(static_cast<size_t>(r) * dim);
   for (float& v : a) v = normal(rng);
-  auto orthonormalize = [&](std::vector<float>& rows) {  // modified Gram-Schmidt, in double
+  // Modified Gram-Schmidt in double, each row projected out twice ("twice is enough"): rows
+  // beyond the gate's true rank are rounding noise whose top-space parts must go, or they
+  // would distort the scores.
+  auto orthonormalize = [&](std::vector<float>& rows) {
+    std::vector<double> q(rows.begin(), rows.end());
     for (int i = 0; i < r; ++i) {
-      float* ri = rows.data() + static_cast<size_t>(i) * dim;
-      for (int j = 0; j < i; ++j) {
-        const float* rj = rows.data() + static_cast<size_t>(j) * dim;
-        double dot = 0;
-        for (int k = 0; k < dim; ++k) dot += static_cast<double>(ri[k]) * rj[k];
-        for (int k = 0; k < dim; ++k) ri[k] -= static_cast<float>(dot) * rj[k];
+      double* ri = q.data() + static_cast<size_t>(i) * dim;
+      for (int pass = 0; pass < 2; ++pass) {
+        for (int j = 0; j < i; ++j) {
+          const double* rj = q.data() + static_cast<size_t>(j) * dim;
+          double dot = 0;
+          for (int k = 0; k < dim; ++k) dot += ri[k] * rj[k];
+          for (int k = 0; k < dim; ++k) ri[k] -= dot * rj[k];
+        }
       }
       double norm = 0;
-      for (int k = 0; k < dim; ++k) norm += static_cast<double>(ri[k]) * ri[k];
-      const float inv = norm > 1e-30 ? static_cast<float>(1.0 / std::sqrt(norm)) : 0.0f;
+      for (int k = 0; k < dim; ++k) norm += ri[k] * ri[k];
+      const double inv = norm > 1e-300 ? 1.0 / std::sqrt(norm) : 0.0;
       for (int k = 0; k < dim; ++k) ri[k] *= inv;
     }
+    for (size_t k = 0; k < rows.size(); ++k) rows[k] = static_cast<float>(q[k]);
   };
   orthonormalize(a);
   for (int it = 0; it < 12; ++it) {
