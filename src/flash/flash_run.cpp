@@ -9,7 +9,8 @@ namespace skiff::flash {
 uint64_t context_bytes(const ModelConfig& c, int context_length, int max_batch, int threads) {
   const uint64_t ctx = static_cast<uint64_t>(context_length > 0 ? context_length : c.context_length);
   const uint64_t T = static_cast<uint64_t>(std::max(1, max_batch));
-  const uint64_t kv = 2ull * static_cast<uint64_t>(c.n_layers) * ctx * static_cast<uint64_t>(c.kv_dim());
+  const uint64_t kv = 2ull * static_cast<uint64_t>(c.n_layers) * ctx * static_cast<uint64_t>(c.kv_dim()) +
+                      ctx * static_cast<uint64_t>(c.rope_dim);  // and the Context's RoPE table
   // Context::Scratch (norm, q, k, v, attn, proj, gate, up) + attention scores per thread.
   const uint64_t scratch = T * (3ull * c.dim + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.ffn_dim) +
                            static_cast<uint64_t>(threads) * ctx;

@@ -25,7 +25,7 @@ struct FlashRun {
   const Model& model() const { return *pack.model; }
 };
 
-// Bytes of a Context's KV cache and scratch, plus logits and the flash engine's per-call
+// Bytes of a Context's KV cache, RoPE table and scratch, plus logits and the flash engine's per-call
 // buffers, for up to `max_batch` positions per forward with `threads` threads.
 uint64_t context_bytes(const ModelConfig& config, int context_length, int max_batch, int threads);
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace skiff {
 
@@ -12,13 +13,27 @@ void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float e
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
 }
 
-void rope(float* x, int n_heads, int head_dim, int n_rot, int pos, float theta) {
+void rope_angles(int n_rot, int pos, float theta, float* cos_sin) {
+  const int half = n_rot / 2;
   for (int i = 0; i < n_rot; i += 2) {
     // Same angle computation as ggml: theta_scale^(i/2) with theta_scale = base^(-2/n_rot).
     double freq = std::pow(static_cast<double>(theta), -static_cast<double>(i) / n_rot);
     double angle = pos * freq;
-    float c = static_cast<float>(std::cos(angle));
-    float s = static_cast<float>(std::sin(angle));
+    cos_sin[i / 2] = static_cast<float>(std::cos(angle));
+    cos_sin[half + i / 2] = static_cast<float>(std::sin(angle));
+  }
+}
+
+void rope(float* x, int n_heads, int head_dim, int n_rot, int pos, float theta) {
+  std::vector<float> cos_sin(static_cast<size_t>(n_rot));
+  rope_angles(n_rot, pos, theta, cos_sin.data());
+  rope_rotate(x, n_heads, head_dim, n_rot, cos_sin.data());
+}
+
+void rope_rotate(float* x, int n_heads, int head_dim, int n_rot, const float* cos_sin) {
+  const int half = n_rot / 2;
+  for (int i = 0; i < n_rot; i += 2) {
+    const float c = cos_sin[i / 2], s = cos_sin[half + i / 2];
     for (int h = 0; h < n_heads; ++h) {
       float* v = x + static_cast<int64_t>(h) * head_dim + i;
       float a = v[0], b = v[1];

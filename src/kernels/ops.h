@@ -13,6 +13,10 @@ void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float e
 // head_dim values, rotate consecutive pairs (x[2i], x[2i+1]) by pos * theta^(-2i/n_rot), for
 // 2i < n_rot; the remaining dims are left as they are.
 void rope(float* x, int n_heads, int head_dim, int n_rot, int pos, float theta);
+// rope in two steps, so a decoder can compute each position's angles once (Context keeps a
+// table): cos_sin[0 .. n_rot/2) = cos, [n_rot/2 .. n_rot) = sin of pos * theta^(-2i/n_rot).
+void rope_angles(int n_rot, int pos, float theta, float* cos_sin);
+void rope_rotate(float* x, int n_heads, int head_dim, int n_rot, const float* cos_sin);
 
 // In-place softmax of x[0..n).
 void softmax(float* x, int64_t n);

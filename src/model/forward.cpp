@@ -20,6 +20,18 @@ Context::Context(const Model& model, int context_length, int n_threads)
     fail("context length {} exceeds the model's {}", context_length, model.config.context_length);
 }
 
+void Context::reserve_rope(int n) {
+  if (n <= rope_rows_) return;
+  const ModelConfig& c = model_.config;
+  // Grow geometrically (decoding adds one position at a time), never past the context.
+  const int rows = std::min(context_length(), std::max(n, 2 * rope_rows_));
+  rope_width_ = static_cast<size_t>(c.rope_dim);
+  rope_.resize(static_cast<size_t>(rows) * rope_width_);
+  for (int pos = rope_rows_; pos < rows; ++pos)
+    rope_angles(c.rope_dim, pos, c.rope_theta, rope_.data() + static_cast<size_t>(pos) * rope_width_);
+  rope_rows_ = rows;
+}
+
 Context::Scratch& Context::scratch(int64_t T) {
   if (T > scratch_T_) {
     const ModelConfig& c = model_.config;
@@ -109,10 +121,11 @@ void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_l
       rmsnorm(&s.norm[t * dim], hidden + t * dim, w.attn_norm.f32(), dim, c.rms_eps);
     const MatmulJob qkv[] = {{&w.wq, s.q.data()}, {&w.wk, s.k.data()}, {&w.wv, s.v.data()}};
     matmul_many(qkv, s.norm.data(), T, pool);
+    ctx.reserve_rope(pos0 + static_cast<int>(T));
     for (int64_t t = 0; t < T; ++t) {
       const int pos = pos0 + static_cast<int>(t);
-      rope(&s.q[t * q_dim], c.n_heads, c.head_dim, c.rope_dim, pos, c.rope_theta);
-      rope(&s.k[t * kv_dim], c.n_kv_heads, c.head_dim, c.rope_dim, pos, c.rope_theta);
+      rope_rotate(&s.q[t * q_dim], c.n_heads, c.head_dim, c.rope_dim, ctx.rope_row(pos));
+      rope_rotate(&s.k[t * kv_dim], c.n_kv_heads, c.head_dim, c.rope_dim, ctx.rope_row(pos));
       std::copy_n(&s.k[t * kv_dim], kv_dim, cache.key(l, pos));
       std::copy_n(&s.v[t * kv_dim], kv_dim, cache.value(l, pos));
     }

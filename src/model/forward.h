@@ -51,6 +51,10 @@ class Context {
     std::vector<float> norm, q, k, v, attn, proj, gate, up, scores;
   };
   Scratch& scratch(int64_t T);
+  // RoPE angles of positions 0 .. n-1 (rope_angles: n_rot cos/sin values each), computed
+  // once per position as the sequence grows; row(pos) is valid until the next reserve.
+  void reserve_rope(int n);
+  const float* rope_row(int pos) const { return rope_.data() + static_cast<size_t>(pos) * rope_width_; }
 
  private:
   const Model& model_;
@@ -58,6 +62,9 @@ class Context {
   ThreadPool pool_;
   Scratch scratch_;
   int64_t scratch_T_ = 0;
+  std::vector<float> rope_;  // [positions][rope_dim]
+  int rope_rows_ = 0;
+  size_t rope_width_ = 0;
   FfnProvider* ffn_ = nullptr;
 };
 
