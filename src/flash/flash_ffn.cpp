@@ -19,11 +19,6 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-inline float activation(FfnActivation act, float g) {
-  if (act == FfnActivation::kRelu) return g > 0.0f ? g : 0.0f;
-  return g / (1.0f + std::exp(-g));
-}
-
 uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 // Conservative bytes of one layer's NeuronCache of `capacity` slots (slot buffer, alignment
@@ -34,40 +29,33 @@ uint64_t layer_cache_bytes(int ffn_dim, int capacity, uint64_t slot_bytes) {
 
 }  // namespace
 
+// Applies op(field of a, same field of b) to every counter, so += and - cannot drift apart.
+template <class Op>
+void each_counter(FlashStats& a, const FlashStats& b, Op op) {
+  op(a.tokens, b.tokens);
+  op(a.io_wait_ms, b.io_wait_ms);
+  op(a.memory_ms, b.memory_ms);
+  op(a.compute_ms, b.compute_ms);
+  op(a.bytes_read, b.bytes_read);
+  op(a.bundle_bytes, b.bundle_bytes);
+  op(a.cached, b.cached);
+  op(a.reads, b.reads);
+  op(a.active, b.active);
+  op(a.considered, b.considered);
+  op(a.hits, b.hits);
+  op(a.misses, b.misses);
+  op(a.true_active, b.true_active);
+  op(a.predicted_true, b.predicted_true);
+}
+
 FlashStats& FlashStats::operator+=(const FlashStats& o) {
-  tokens += o.tokens;
-  io_wait_ms += o.io_wait_ms;
-  memory_ms += o.memory_ms;
-  compute_ms += o.compute_ms;
-  bytes_read += o.bytes_read;
-  bundle_bytes += o.bundle_bytes;
-  cached += o.cached;
-  reads += o.reads;
-  active += o.active;
-  considered += o.considered;
-  hits += o.hits;
-  misses += o.misses;
-  true_active += o.true_active;
-  predicted_true += o.predicted_true;
+  each_counter(*this, o, [](auto& x, const auto& y) { x += y; });
   return *this;
 }
 
 FlashStats FlashStats::operator-(const FlashStats& o) const {
   FlashStats d = *this;
-  d.tokens -= o.tokens;
-  d.io_wait_ms -= o.io_wait_ms;
-  d.memory_ms -= o.memory_ms;
-  d.compute_ms -= o.compute_ms;
-  d.bytes_read -= o.bytes_read;
-  d.bundle_bytes -= o.bundle_bytes;
-  d.cached -= o.cached;
-  d.reads -= o.reads;
-  d.active -= o.active;
-  d.considered -= o.considered;
-  d.hits -= o.hits;
-  d.misses -= o.misses;
-  d.true_active -= o.true_active;
-  d.predicted_true -= o.predicted_true;
+  each_counter(d, o, [](auto& x, const auto& y) { x -= y; });
   return d;
 }
 
@@ -220,7 +208,7 @@ void FlashFfn::decide(Context& ctx, int layer, const float* x, const float* gate
   if (!calibrated_[l]) {
     // Threshold at the requested quantile of |act(gate)| over this call's positions.
     std::vector<float> mags(static_cast<size_t>(T * F));
-    for (size_t k = 0; k < mags.size(); ++k) mags[k] = std::fabs(activation(act, gate[k]));
+    for (size_t k = 0; k < mags.size(); ++k) mags[k] = std::fabs(apply_ffn_activation(act, gate[k]));
     const size_t kth = std::min(mags.size() - 1, static_cast<size_t>(options_.sparsity * mags.size()));
     std::nth_element(mags.begin(), mags.begin() + static_cast<std::ptrdiff_t>(kth), mags.end());
     thresholds_[l] = mags[kth];
@@ -229,7 +217,7 @@ void FlashFfn::decide(Context& ctx, int layer, const float* x, const float* gate
   const float thr = thresholds_[l];
   for (int i = 0; i < F; ++i) {
     for (int64_t t = 0; t < T; ++t) {
-      if (std::fabs(activation(act, gate[t * F + i])) > thr) {
+      if (std::fabs(apply_ffn_activation(act, gate[t * F + i])) > thr) {
         active_.push_back(i);
         break;
       }
@@ -241,12 +229,13 @@ void FlashFfn::decide(Context& ctx, int layer, const float* x, const float* gate
 // which (position, neuron) pairs are truly active, and how many of them were predicted.
 void FlashFfn::count_recall(Context& ctx, int layer, const float* x, int64_t T) {
   const int F = header_.ffn_dim;
-  std::vector<float> gate(static_cast<size_t>(T * F));
+  std::vector<float>& gate = truth_gate_;
+  gate.resize(static_cast<size_t>(T * F));
   matmul(model_.layers[static_cast<size_t>(layer)].ffn_gate, x, T, gate.data(), ctx.pool());
   const FfnActivation act = model_.config.ffn_activation;
   const float thr = options_.predictors->label_threshold;
   for (size_t k = 0; k < gate.size(); ++k) {
-    if (std::fabs(activation(act, gate[k])) > thr) {
+    if (std::fabs(apply_ffn_activation(act, gate[k])) > thr) {
       ++stats_.true_active;
       stats_.predicted_true += chosen_[k];
     }
@@ -275,7 +264,7 @@ void FlashFfn::compute(Context& ctx, int layer, const std::vector<int>& slots, c
         if (predicted && !chosen_[static_cast<size_t>(t * F + neuron)]) continue;  // not predicted here
         const float* xt = x + t * D;
         const float g = own_gate ? dot_row(type, bundle + 2 * rb, xt, D) : gate[t * F + neuron];
-        const float a = activation(act, g);
+        const float a = apply_ffn_activation(act, g);
         if (a == 0.0f || (!own_gate && !(std::fabs(a) > thr))) continue;  // inactive here
         const float u = dot_row(type, bundle, xt, D);
         axpy_row(type, a * u, bundle + rb, acc + t * D, D);

@@ -137,6 +137,7 @@ class FlashFfn final : public FfnProvider {
   std::vector<float> gate_;       // [T][ffn] (kThreshold; kPredictor: scores)
   std::vector<uint8_t> chosen_;   // [T][ffn] (kPredictor): predicted active at position t
   std::vector<float> hidden_;     // predictor scratch
+  std::vector<float> truth_gate_; // measure_recall: the exact gate
   std::vector<float> partial_;    // [threads][T][dim]
   std::vector<int> active_, hits_, misses_;
   std::vector<ReadRequest> requests_;

@@ -25,16 +25,6 @@ GgufValue float_array(const std::vector<float>& values) {
   return GgufValue::array(GgufType::FLOAT32, std::move(items));
 }
 
-TensorView f32_view(const std::vector<float>& data, int64_t rows, int64_t cols) {
-  TensorView t;
-  t.type = DType::F32;
-  t.rows = rows;
-  t.cols = cols;
-  t.data = reinterpret_cast<const uint8_t*>(data.data());
-  t.row_stride = static_cast<size_t>(cols) * sizeof(float);
-  return t;
-}
-
 // The F32 tensor `name` of shape {cols, rows} copied out of the file.
 std::vector<float> read_tensor(const GgufFile& f, const std::string& name, int64_t cols, int64_t rows) {
   const GgufTensorInfo* t = f.find_tensor(name);
@@ -141,8 +131,8 @@ Predictors parse_predictors(const GgufFile& f, int n_layers, int dim, int ffn_di
 void predict_scores(const LayerPredictor& p, int dim, int ffn_dim, const float* x, int64_t T,
                     float* scores, std::vector<float>& hidden, ThreadPool& pool) {
   hidden.resize(static_cast<size_t>(T * p.rank));
-  matmul(f32_view(p.a, p.rank, dim), x, T, hidden.data(), pool);
-  matmul(f32_view(p.b, ffn_dim, p.rank), hidden.data(), T, scores, pool);
+  matmul(f32_view(p.a.data(), p.rank, dim), x, T, hidden.data(), pool);
+  matmul(f32_view(p.b.data(), ffn_dim, p.rank), hidden.data(), T, scores, pool);
   for (int64_t t = 0; t < T; ++t)
     for (int i = 0; i < ffn_dim; ++i) scores[t * ffn_dim + i] += p.bias[static_cast<size_t>(i)];
 }

@@ -7,49 +7,31 @@
 
 #include "base/error.h"
 #include "kernels/matmul.h"
+#include "train/optimizer.h"
 #include "train/train_kernels.h"
 
 namespace skiff::flash {
 
 namespace {
 
-inline float activation(FfnActivation act, float g) {
-  if (act == FfnActivation::kRelu) return g > 0.0f ? g : 0.0f;
-  return g / (1.0f + std::exp(-g));
-}
-
 inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 
 // log(1 + e^z) without overflow.
 inline double softplus(double z) { return z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z)); }
 
-struct Adam {
-  std::vector<float> m, v;
-  int64_t t = 0;
-  void step(std::vector<float>& w, const std::vector<float>& g, float lr) {
-    if (m.empty()) m.assign(w.size(), 0.0f), v.assign(w.size(), 0.0f);
-    const float b1 = 0.9f, b2 = 0.999f;
-    const float c1 = 1.0f - std::pow(b1, static_cast<float>(t + 1));
-    const float c2 = 1.0f - std::pow(b2, static_cast<float>(t + 1));
-    for (size_t i = 0; i < w.size(); ++i) {
-      m[i] = b1 * m[i] + (1 - b1) * g[i];
-      v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
-      w[i] -= lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + 1e-8f);
-    }
+// Adam (no weight decay) on one of the predictor's tensors, through the trainer's AdamW.
+struct TensorOptimizer {
+  train::ParamLayout layout;
+  train::AdamW adam;
+  TensorOptimizer(const char* name, int64_t rows, int64_t cols)
+      : adam(static_cast<size_t>(rows * cols)) {
+    layout.add(name, rows, cols);
+  }
+  void step(std::vector<float>& w, const std::vector<float>& g, const train::OptimizerConfig& c,
+            ThreadPool& pool) {
+    adam.step(w, g, layout, c, c.lr, 1.0, pool);
   }
 };
-
-// Scores of rows [r0, r1) of the samples: z[n][ffn] (h is scratch).
-void score_rows(const LayerPredictor& p, const LayerSamples& s, int dim, int ffn, int64_t r0, int64_t r1,
-                std::vector<float>& h, std::vector<float>& z, ThreadPool& pool) {
-  const int64_t n = r1 - r0;
-  h.resize(static_cast<size_t>(n * p.rank));
-  z.resize(static_cast<size_t>(n * ffn));
-  train::matmul_forward(h.data(), s.x.data() + r0 * dim, p.a.data(), n, dim, p.rank, pool);
-  train::matmul_forward(z.data(), h.data(), p.b.data(), n, p.rank, ffn, pool);
-  for (int64_t k = 0; k < n; ++k)
-    for (int i = 0; i < ffn; ++i) z[static_cast<size_t>(k * ffn + i)] += p.bias[static_cast<size_t>(i)];
-}
 
 // a[r][dim] = the top-r right singular vectors of gate [ffn][dim] (orthonormal rows), by
 // subspace iteration on gate^T gate; b[ffn][r] = gate a^T.
@@ -115,7 +97,7 @@ void ActivationCollector::run(Context& ctx, int layer, const float* x, int64_t T
     s.x.insert(s.x.end(), x, x + take * D);
     const FfnActivation act = model_.config.ffn_activation;
     for (int64_t k = 0; k < take * F; ++k)
-      s.active.push_back(std::fabs(activation(act, gate_[static_cast<size_t>(k)])) > label_threshold_ ? 1 : 0);
+      s.active.push_back(std::fabs(apply_ffn_activation(act, gate_[static_cast<size_t>(k)])) > label_threshold_ ? 1 : 0);
     s.n += take;
   }
   inner_.run(ctx, layer, x, T, out);
@@ -156,9 +138,12 @@ LayerPredictor train_layer_predictor(const LayerSamples& s, int dim, int ffn,
   }
 
   // Adam over shuffled mini-batches (rows gathered into a contiguous batch).
-  Adam adam_a, adam_b, adam_c;
-  std::vector<float> ga, gb, gc, h, z, dz, dh, xb;
-  std::vector<uint8_t> yb;
+  train::OptimizerConfig adam_config;
+  adam_config.lr = o.lr;
+  adam_config.beta2 = 0.999;
+  adam_config.weight_decay = 0.0;
+  TensorOptimizer opt_a("a", r, dim), opt_b("b", ffn, r), opt_c("c", 1, ffn);
+  std::vector<float> ga, gb, gc, h, z, dz, dh;
   std::vector<int64_t> order(static_cast<size_t>(n_train));
   std::iota(order.begin(), order.end(), 0);
   LayerSamples batch;
@@ -176,7 +161,8 @@ LayerPredictor train_layer_predictor(const LayerSamples& s, int dim, int ffn,
         std::copy_n(s.x.data() + row * dim, dim, batch.x.data() + k * dim);
         std::copy_n(s.active.data() + row * ffn, ffn, batch.active.data() + k * ffn);
       }
-      score_rows(p, batch, dim, ffn, 0, n, h, z, pool);
+      z.resize(static_cast<size_t>(n * ffn));
+      predict_scores(p, dim, ffn, batch.x.data(), n, z.data(), h, pool);
       // Weighted logistic loss, mean over the batch's (sample, neuron) pairs.
       dz.resize(z.size());
       const float scale = 1.0f / static_cast<float>(n * ffn);
@@ -201,16 +187,16 @@ LayerPredictor train_layer_predictor(const LayerSamples& s, int dim, int ffn,
       train::matmul_backward_weight(ga.data(), dh.data(), batch.x.data(), n, dim, r, pool);
       for (int64_t k = 0; k < n; ++k)
         for (int i = 0; i < ffn; ++i) gc[static_cast<size_t>(i)] += dz[static_cast<size_t>(k * ffn + i)];
-      adam_a.step(p.a, ga, o.lr);
-      adam_b.step(p.b, gb, o.lr);
-      adam_c.step(p.bias, gc, o.lr);
-      ++adam_a.t, ++adam_b.t, ++adam_c.t;
+      opt_a.step(p.a, ga, adam_config, pool);
+      opt_b.step(p.b, gb, adam_config, pool);
+      opt_c.step(p.bias, gc, adam_config, pool);
     }
     epoch_loss /= static_cast<double>(n_train);
   }
 
   // Cutoff from the calibration split: keep >= target_recall of its active pairs.
-  score_rows(p, s, dim, ffn, n_train, n_train + n_cal, h, z, pool);
+  z.resize(static_cast<size_t>(std::max(n_cal, n_test) * ffn));
+  predict_scores(p, dim, ffn, s.x.data() + n_train * dim, n_cal, z.data(), h, pool);
   std::vector<float> positive_scores;
   for (int64_t k = 0; k < n_cal * ffn; ++k)
     if (s.active[static_cast<size_t>((n_train * ffn) + k)]) positive_scores.push_back(z[static_cast<size_t>(k)]);
@@ -225,7 +211,7 @@ LayerPredictor train_layer_predictor(const LayerSamples& s, int dim, int ffn,
 
   // Recall and precision on the test split.
   const int64_t t0 = n_train + n_cal;
-  score_rows(p, s, dim, ffn, t0, s.n, h, z, pool);
+  predict_scores(p, dim, ffn, s.x.data() + t0 * dim, n_test, z.data(), h, pool);
   int64_t tp = 0, fp = 0, fn = 0;
   for (int64_t k = 0; k < n_test * ffn; ++k) {
     const bool truth = s.active[static_cast<size_t>(t0 * ffn + k)] != 0;

@@ -295,13 +295,7 @@ void run_dequantized(const TensorView& w, int64_t r0, int64_t r1, const uint8_t*
   for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
     const int64_t n = std::min(kBlockRows, r1 - b0);
     for (int64_t j = 0; j < n; ++j) dequantize_row_avx512(w.type, w.row(b0 + j), scratch.data() + j * cols, cols);
-    TensorView rows;
-    rows.type = DType::F32;
-    rows.rows = n;
-    rows.cols = cols;
-    rows.data = reinterpret_cast<const uint8_t*>(scratch.data());
-    rows.row_stride = static_cast<size_t>(cols) * sizeof(float);
-    run_block<F32Weights, false>(rows, 0, n, in, in_stride, T, y + b0, y_stride);
+    run_block<F32Weights, false>(f32_view(scratch.data(), n, cols), 0, n, in, in_stride, T, y + b0, y_stride);
   }
 }
 

@@ -3,6 +3,7 @@
 // owns (llama2.c checkpoints, whose tensors are stored in another order).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -19,6 +20,12 @@ namespace skiff {
 // The gate's nonlinearity in the feed-forward block: SiLU (LLaMA's SwiGLU) or ReLU
 // (ReLU-gated models are exactly sparse: LLM in a Flash). GGUF key "skiff.ffn_activation".
 enum class FfnActivation { kSilu, kRelu };
+
+// act(g): max(g, 0) or g * sigmoid(g) (ops.h's swiglu / reglu apply it to whole rows).
+inline float apply_ffn_activation(FfnActivation a, float g) {
+  if (a == FfnActivation::kRelu) return g > 0.0f ? g : 0.0f;
+  return g / (1.0f + std::exp(-g));
+}
 
 struct ModelConfig {
   std::string name;

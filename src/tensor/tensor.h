@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "tensor/dtype.h"
 
@@ -24,5 +25,17 @@ struct TensorView {
   // The vector as floats, for F32 vectors (norm weights are always F32 after loading).
   const float* f32() const { return reinterpret_cast<const float*>(data); }
 };
+
+// A view of rows x cols contiguous floats (buffers the caller owns).
+inline TensorView f32_view(const float* data, int64_t rows, int64_t cols, std::string name = {}) {
+  TensorView t;
+  t.name = std::move(name);
+  t.type = DType::F32;
+  t.rows = rows;
+  t.cols = cols;
+  t.data = reinterpret_cast<const uint8_t*>(data);
+  t.row_stride = static_cast<size_t>(cols) * sizeof(float);
+  return t;
+}
 
 }  // namespace skiff

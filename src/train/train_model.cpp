@@ -10,18 +10,19 @@
 
 namespace skiff::train {
 
+size_t ParamLayout::add(std::string name, int64_t rows, int64_t cols) {
+  ParamTensor t;
+  t.name = std::move(name);
+  t.rows = rows;
+  t.cols = cols;
+  t.offset = total;
+  t.is_matrix = rows > 1;
+  total += t.size();
+  tensors.push_back(t);
+  return t.offset;
+}
+
 ParamLayout::ParamLayout(const ModelConfig& c, bool tied) {
-  auto add = [&](std::string name, int64_t rows, int64_t cols) {
-    ParamTensor t;
-    t.name = std::move(name);
-    t.rows = rows;
-    t.cols = cols;
-    t.offset = total;
-    t.is_matrix = rows > 1;
-    total += t.size();
-    tensors.push_back(t);
-    return t.offset;
-  };
   const int64_t D = c.dim, QD = c.q_dim(), KVD = c.kv_dim(), F = c.ffn_dim, V = c.vocab_size;
   token_embd = add("token_embd.weight", V, D);
   output_norm = add("output_norm.weight", 1, D);
@@ -348,14 +349,7 @@ std::unique_ptr<Model> TrainModel::as_model(const Tokenizer& tokenizer, const st
   m->source = name;
   m->format = "gguf";
   auto view = [&](const std::string& n, size_t offset, int64_t rows, int64_t cols) {
-    TensorView v;
-    v.name = n;
-    v.type = DType::F32;
-    v.rows = rows;
-    v.cols = cols;
-    v.data = reinterpret_cast<const uint8_t*>(params_.data() + offset);
-    v.row_stride = sizeof(float) * static_cast<size_t>(cols);
-    return v;
+    return f32_view(params_.data() + offset, rows, cols, n);
   };
   const ModelConfig& c = config_;
   m->token_embd = view("token_embd.weight", layout_.token_embd, c.vocab_size, c.dim);

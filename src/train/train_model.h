@@ -43,6 +43,9 @@ struct ParamLayout {
   std::vector<LayerOffsets> layers;
   size_t total = 0;
   ParamLayout(const ModelConfig& c, bool tied);
+  ParamLayout() = default;  // empty: build with add() (e.g. the flash predictors' trainer)
+  // Appends a [rows][cols] tensor (a matrix when rows > 1) and returns its offset.
+  size_t add(std::string name, int64_t rows, int64_t cols);
 };
 
 struct LossSpec {

@@ -252,13 +252,19 @@ def check_deterministic(skiff, tmp, ctx):
     return a == b == c and sa == sb == sc, "same seed: identical losses and state; 1 vs 2 threads: identical"
 
 
+def checkpoint_vs_reference(g, want):
+    """A checkpoint's config, weights, and the worst relative error against the reference's."""
+    cfg = ref.config_from_gguf(g)
+    weights = ref.weights_from_gguf(g)
+    werr = max(rel_err(weights[n].astype(np.float64), want[n]) for n in weights)
+    return cfg, weights, werr
+
+
 def check_engine_loads(skiff, tmp, ctx):
     ckpt = os.path.join(tmp, "run1.gguf")
     g = gw.read_gguf(ckpt)
-    cfg = ref.config_from_gguf(g)
-    weights = ref.weights_from_gguf(g)
     # the checkpoint holds what the reference's AdamW produced
-    werr = max(rel_err(weights[n].astype(np.float64), ctx["weights_after"][n]) for n in weights)
+    cfg, weights, werr = checkpoint_vs_reference(g, ctx["weights_after"])
     rng = np.random.default_rng(5)
     T = 12
     tokens = rng.integers(3, cfg.vocab, size=(1, T + 1), dtype=np.int32)
@@ -417,9 +423,7 @@ def check_relu_checkpoint(skiff, tmp, ctx):
     key = g.metadata.get("skiff.ffn_activation")
     info = run([skiff, "info", "-m", ckpt]).stdout
     info_line = next((l for l in info.splitlines() if "skiff.ffn_activation" in l), "")
-    cfg = ref.config_from_gguf(g)
-    weights = ref.weights_from_gguf(g)
-    werr = max(rel_err(weights[n].astype(np.float64), ctx["relu_weights"][n]) for n in weights)
+    cfg, weights, werr = checkpoint_vs_reference(g, ctx["relu_weights"])
     rng = np.random.default_rng(6)
     T = 12
     tokens = rng.integers(3, cfg.vocab, size=(1, T + 1), dtype=np.int32)
