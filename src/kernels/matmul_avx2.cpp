@@ -58,7 +58,7 @@ struct BF16Weights {
 
 template <class W, int R, int C>
 void float_tile(const uint8_t* const* rows, const float* const* xs, int64_t cols, float* out,
-                int64_t out_stride) {
+                int64_t out_stride, TileAhead ahead) {
   __m256 acc[R][C];
   _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
@@ -66,6 +66,7 @@ void float_tile(const uint8_t* const* rows, const float* const* xs, int64_t cols
   for (; i + 8 <= cols; i += 8) {
     __m256 wv[R];
     _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) wv[r] = W::load(rows[r], i);
+    ahead.step();
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) {
       const __m256 xv = _mm256_loadu_ps(xs[c] + i);
       _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) acc[r][c] = _mm256_fmadd_ps(wv[r], xv, acc[r][c]);
@@ -108,7 +109,7 @@ struct Q4_0Weights {
 // Input in InputFormat::Q8: nb scales, then the int8 values.
 template <class W, int R, int C>
 void q8_tile(const uint8_t* const* rows, const uint8_t* const* xs, int64_t nb, float* out,
-             int64_t out_stride) {
+             int64_t out_stride, TileAhead ahead) {
   __m256 acc[R][C];
   _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
@@ -122,6 +123,7 @@ void q8_tile(const uint8_t* const* rows, const uint8_t* const* xs, int64_t nb, f
       aw[r] = _mm256_sign_epi8(sw[r], sw[r]);
       dw[r] = half_at(block);
     }
+    ahead.step();
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) {
       const float dx = reinterpret_cast<const float*>(xs[c])[b];
       const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[c] + nb * 4 + b * 32));
@@ -149,19 +151,22 @@ void run_block(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, s
       const int nr = static_cast<int>(std::min<int64_t>(kRows, r1 - r));
       const uint8_t* rows[kRows] = {w.row(r), nr > 1 ? w.row(r + 1) : nullptr};
       float* out = y + t0 * y_stride + r;
+      // Decode prefetches the next row tile (see TileAhead); prefill rereads rows from L2.
+      const int64_t steps = kQuantized ? w.cols / 32 : w.cols / 8;
+      const TileAhead ahead = c == 1 ? tile_ahead(w, r, nr, steps) : TileAhead{};
       if constexpr (kQuantized) {
         const int64_t nb = w.cols / 32;
-        if (nr == 2 && c == 2) q8_tile<W, 2, 2>(rows, xs, nb, out, y_stride);
-        else if (nr == 2) q8_tile<W, 2, 1>(rows, xs, nb, out, y_stride);
-        else if (c == 2) q8_tile<W, 1, 2>(rows, xs, nb, out, y_stride);
-        else q8_tile<W, 1, 1>(rows, xs, nb, out, y_stride);
+        if (nr == 2 && c == 2) q8_tile<W, 2, 2>(rows, xs, nb, out, y_stride, ahead);
+        else if (nr == 2) q8_tile<W, 2, 1>(rows, xs, nb, out, y_stride, ahead);
+        else if (c == 2) q8_tile<W, 1, 2>(rows, xs, nb, out, y_stride, ahead);
+        else q8_tile<W, 1, 1>(rows, xs, nb, out, y_stride, ahead);
       } else {
         const float* fx[kPositions] = {reinterpret_cast<const float*>(xs[0]),
                                        c > 1 ? reinterpret_cast<const float*>(xs[1]) : nullptr};
-        if (nr == 2 && c == 2) float_tile<W, 2, 2>(rows, fx, w.cols, out, y_stride);
-        else if (nr == 2) float_tile<W, 2, 1>(rows, fx, w.cols, out, y_stride);
-        else if (c == 2) float_tile<W, 1, 2>(rows, fx, w.cols, out, y_stride);
-        else float_tile<W, 1, 1>(rows, fx, w.cols, out, y_stride);
+        if (nr == 2 && c == 2) float_tile<W, 2, 2>(rows, fx, w.cols, out, y_stride, ahead);
+        else if (nr == 2) float_tile<W, 2, 1>(rows, fx, w.cols, out, y_stride, ahead);
+        else if (c == 2) float_tile<W, 1, 2>(rows, fx, w.cols, out, y_stride, ahead);
+        else float_tile<W, 1, 1>(rows, fx, w.cols, out, y_stride, ahead);
       }
     }
   }

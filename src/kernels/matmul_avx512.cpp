@@ -36,8 +36,8 @@ inline float hsum(__m512 v) {
   return _mm_cvtss_f32(q);
 }
 
-// Software prefetch distance for weight rows (bytes ahead): the hardware prefetchers do not
-// keep up with several rows streamed at once.
+// Software prefetch distance for weight rows (bytes ahead) when several positions share the
+// rows (prefill: the rows come from L2 after the first position tile).
 constexpr int kPrefetchBytes = 512;
 
 // ---- float weights: 16 at a time as float32 ------------------------------------------------
@@ -66,7 +66,7 @@ struct BF16Weights {  // exact: bf16 is the top half of a float32
 // when their array never escapes.)
 template <class W, int R, int C>
 void float_tile(const uint8_t* const* rows, const float* const* xs, int64_t cols, float* out,
-                int64_t out_stride) {
+                int64_t out_stride, TileAhead ahead) {
   __m512 acc[R][C];
   _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
@@ -74,12 +74,14 @@ void float_tile(const uint8_t* const* rows, const float* const* xs, int64_t cols
     const __mmask16 m = cols - i >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (cols - i)) - 1);
     __m512 wv[R];
     _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
-      // One prefetch per 64-byte line, kPrefetchBytes ahead (every step for F32, every
-      // second for F16/BF16); past the row's end it is harmless (no fault, a wasted line).
-      if (W::kBytes * i % 64 == 0)
+      // Prefill: one prefetch per 64-byte line, kPrefetchBytes ahead (every step for F32,
+      // every second for F16/BF16); past the row's end it is harmless (no fault, a wasted
+      // line). Decode prefetches through `ahead` instead.
+      if (C > 1 && W::kBytes * i % 64 == 0)
         _mm_prefetch(reinterpret_cast<const char*>(rows[r]) + W::kBytes * i + kPrefetchBytes, _MM_HINT_T0);
       wv[r] = W::load(rows[r], i, m);
     }
+    ahead.step();
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) {
       const __m512 xv = _mm512_maskz_loadu_ps(m, xs[c] + i);
       _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) acc[r][c] = _mm512_fmadd_ps(wv[r], xv, acc[r][c]);
@@ -153,7 +155,7 @@ struct Q4_0Weights {
 
 template <class W, int R, int C>
 void q8_tile(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t nb, float* out,
-             int64_t out_stride) {
+             int64_t out_stride, TileAhead ahead) {
   __m512 acc[R][C];
   _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
@@ -164,9 +166,10 @@ void q8_tile(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t nb, fl
     __m512 wd[R];
     _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
       const uint8_t* at = rows[r] + p * 2 * W::kBlockBytes;
-      _mm_prefetch(reinterpret_cast<const char*>(at) + kPrefetchBytes, _MM_HINT_T0);
+      if (C > 1) _mm_prefetch(reinterpret_cast<const char*>(at) + kPrefetchBytes, _MM_HINT_T0);
       W::unpack(at, half, wv[r], wd[r]);
     }
+    ahead.step();
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) {
       const Q8Pair& a = xs[c][p];
       const __m512i xv = _mm512_loadu_si512(a.x);
@@ -214,8 +217,8 @@ struct FloatTile {
   template <int R, int C>
   struct T {
     static void run(const uint8_t* const* rows, const float* const* xs, int64_t cols, float* out,
-                    int64_t stride) {
-      float_tile<W, R, C>(rows, xs, cols, out, stride);
+                    int64_t stride, TileAhead ahead) {
+      float_tile<W, R, C>(rows, xs, cols, out, stride, ahead);
     }
   };
 };
@@ -225,8 +228,8 @@ struct Q8Tile {
   template <int R, int C>
   struct T {
     static void run(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t nb, float* out,
-                    int64_t stride) {
-      q8_tile<W, R, C>(rows, xs, nb, out, stride);
+                    int64_t stride, TileAhead ahead) {
+      q8_tile<W, R, C>(rows, xs, nb, out, stride, ahead);
     }
   };
 };
@@ -254,19 +257,21 @@ void run_block(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, s
       for (int j = 0; j < nr; ++j) rows[j] = w.row(r + j);
       float* out = y + t0 * y_stride + r;
       if (c == 1) {
+        const int64_t steps = kQuantized ? (w.cols / 32 + 1) / 2 : (w.cols + 15) / 16;
+        const TileAhead ahead = tile_ahead(w, r, nr, steps);
         if constexpr (kQuantized) {
           Dispatch<Q8Tile<W>::template T, kDecodeRows, 1>::call(
-              nr, 1, rows, reinterpret_cast<const Q8Pair* const*>(xs), w.cols / 32, out, y_stride);
+              nr, 1, rows, reinterpret_cast<const Q8Pair* const*>(xs), w.cols / 32, out, y_stride, ahead);
         } else {
           Dispatch<FloatTile<W>::template T, kDecodeRows, 1>::call(
-              nr, 1, rows, reinterpret_cast<const float* const*>(xs), w.cols, out, y_stride);
+              nr, 1, rows, reinterpret_cast<const float* const*>(xs), w.cols, out, y_stride, ahead);
         }
       } else if constexpr (kQuantized) {
         Dispatch<Q8Tile<W>::template T>::call(nr, c, rows, reinterpret_cast<const Q8Pair* const*>(xs),
-                                              w.cols / 32, out, y_stride);
+                                              w.cols / 32, out, y_stride, TileAhead{});
       } else {
         Dispatch<FloatTile<W>::template T, kFloatRows, kFloatPositions>::call(
-            nr, c, rows, reinterpret_cast<const float* const*>(xs), w.cols, out, y_stride);
+            nr, c, rows, reinterpret_cast<const float* const*>(xs), w.cols, out, y_stride, TileAhead{});
       }
     }
     t0 += c;

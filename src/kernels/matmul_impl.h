@@ -36,6 +36,34 @@ struct Q8Pair {
 };
 static_assert(sizeof(Q8Pair) == 192);
 
+// Decode streams weights from DRAM, and a row tile reads R rows side by side. Each row is
+// a short stream (1152 bytes for a Q4_0 row of 2048), too short for the hardware
+// prefetchers to learn, so decode read only 15 GB/s per core from DRAM. Instead each step
+// of a tile prefetches its share of the *next* row tile, whose bytes are contiguous, in
+// address order: one tile of lead hides DRAM latency (AVX-512, Q4_0 weights from DRAM,
+// 2 threads: 27 -> 45-55 GB/s; reference model tg64 53 -> 77-92 t/s).
+struct TileAhead {
+  const char* next = nullptr;  // next line to prefetch
+  const char* end = nullptr;   // end of the next tile (or of the matrix)
+  int lines = 0;               // lines per step
+  void step() {
+    for (int k = 0; k < lines; ++k, next += 64)
+      if (next < end) __builtin_prefetch(next, 0, 3);
+  }
+};
+
+// The prefetch plan for the row tile [r, r + nr) of w walked in `steps` steps.
+inline TileAhead tile_ahead(const TensorView& w, int64_t r, int64_t nr, int64_t steps) {
+  TileAhead a;
+  if (r + nr >= w.rows || steps <= 0) return a;
+  const int64_t tile_bytes = static_cast<int64_t>(w.row_stride) * nr;
+  const int64_t left = static_cast<int64_t>(w.row_stride) * (w.rows - r - nr);
+  a.next = reinterpret_cast<const char*>(w.row(r + nr));
+  a.end = a.next + (tile_bytes < left ? tile_bytes : left);
+  a.lines = static_cast<int>((tile_bytes + 64 * steps - 1) / (64 * steps));
+  return a;
+}
+
 using RunFn = void (*)(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in,
                        size_t in_stride, int64_t T, float* y, int64_t y_stride);
 
