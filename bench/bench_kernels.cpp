@@ -39,7 +39,8 @@ Weights make_weights(DType type, int64_t rows, int64_t cols) {
   return w;
 }
 
-// args: type, path, T, threads. Shape: the FFN up projection of the reference shape.
+// args: type, path, T, threads, rows, cols (the FFN up projection of the reference shape;
+// --benchmark_filter picks, or add Args for other shapes).
 void BM_Matmul(benchmark::State& state) {
   const auto type = static_cast<DType>(state.range(0));
   const auto path = static_cast<CpuPath>(state.range(1));
@@ -49,7 +50,7 @@ void BM_Matmul(benchmark::State& state) {
     return;
   }
   set_cpu_path(path);
-  const int64_t rows = state.range(4), cols = 2048;
+  const int64_t rows = state.range(4), cols = state.range(5);
   Weights w = make_weights(type, rows, cols);
   std::vector<float> x(static_cast<size_t>(T * cols), 0.5f), y(static_cast<size_t>(T * rows));
   ThreadPool pool(static_cast<int>(state.range(3)));
@@ -71,16 +72,26 @@ void MatmulArgs(benchmark::internal::Benchmark* b) {
       for (int64_t T : {1, 128})
         for (int64_t threads : {1, 2}) {
           if (p == CpuPath::Scalar && T > 1) continue;  // the reference is too slow to matter
-          b->Args({static_cast<int64_t>(t), static_cast<int64_t>(p), T, threads, 5632});
+          b->Args({static_cast<int64_t>(t), static_cast<int64_t>(p), T, threads, 5632, 2048});
         }
 }
 BENCHMARK(BM_Matmul)->Apply(MatmulArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// Prefill of the other reference shapes, one and two threads: attention (2048 x 2048), FFN down
+// (2048 x 5632), a short row (512) whose position tile fits in L1, and a matrix far larger
+// than the caches (32768 x 2048), as the model's weights are.
+void PrefillShapeArgs(benchmark::internal::Benchmark* b) {
+  for (DType t : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0})
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{2048, 2048}, {2048, 5632}, {8192, 512}, {32768, 2048}})
+      for (int64_t threads : {1, 2}) b->Args({static_cast<int64_t>(t), static_cast<int64_t>(best_cpu_path()), 128, threads, rows, cols});
+}
+BENCHMARK(BM_Matmul)->Name("BM_MatmulPrefill")->Apply(PrefillShapeArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 // Decode from DRAM: a matrix far larger than the caches (the shape above fits in L3).
 void MatmulDramArgs(benchmark::internal::Benchmark* b) {
   for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K})
     for (int64_t threads : {1, 2})
-      b->Args({static_cast<int64_t>(t), static_cast<int64_t>(best_cpu_path()), 1, threads, 131072});
+      b->Args({static_cast<int64_t>(t), static_cast<int64_t>(best_cpu_path()), 1, threads, 131072, 2048});
 }
 BENCHMARK(BM_Matmul)->Name("BM_MatmulDram")->Apply(MatmulDramArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();
 

@@ -153,7 +153,7 @@ void run_block(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, s
       float* out = y + t0 * y_stride + r;
       // Decode prefetches the next row tile (see TileAhead); prefill rereads rows from L2.
       const int64_t steps = kQuantized ? w.cols / 32 : w.cols / 8;
-      const TileAhead ahead = c == 1 ? tile_ahead(w, r, nr, steps) : TileAhead{};
+      const TileAhead ahead = c == 1 ? rows_ahead(w, r + nr, nr, steps) : TileAhead{};
       if constexpr (kQuantized) {
         const int64_t nb = w.cols / 32;
         if (nr == 2 && c == 2) q8_tile<W, 2, 2>(rows, xs, nb, out, y_stride, ahead);

@@ -258,7 +258,7 @@ void run_block(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, s
       float* out = y + t0 * y_stride + r;
       if (c == 1) {
         const int64_t steps = kQuantized ? (w.cols / 32 + 1) / 2 : (w.cols + 15) / 16;
-        const TileAhead ahead = tile_ahead(w, r, nr, steps);
+        const TileAhead ahead = rows_ahead(w, r + nr, nr, steps);
         if constexpr (kQuantized) {
           Dispatch<Q8Tile<W>::template T, kDecodeRows, 1>::call(
               nr, 1, rows, reinterpret_cast<const Q8Pair* const*>(xs), w.cols / 32, out, y_stride, ahead);

@@ -52,15 +52,16 @@ struct TileAhead {
   }
 };
 
-// The prefetch plan for the row tile [r, r + nr) of w walked in `steps` steps.
-inline TileAhead tile_ahead(const TensorView& w, int64_t r, int64_t nr, int64_t steps) {
+// A plan that prefetches rows [first, first + n) of w (clamped to the matrix) over `steps`
+// calls of step().
+inline TileAhead rows_ahead(const TensorView& w, int64_t first, int64_t n, int64_t steps) {
   TileAhead a;
-  if (r + nr >= w.rows || steps <= 0) return a;
-  const int64_t tile_bytes = static_cast<int64_t>(w.row_stride) * nr;
-  const int64_t left = static_cast<int64_t>(w.row_stride) * (w.rows - r - nr);
-  a.next = reinterpret_cast<const char*>(w.row(r + nr));
-  a.end = a.next + (tile_bytes < left ? tile_bytes : left);
-  a.lines = static_cast<int>((tile_bytes + 64 * steps - 1) / (64 * steps));
+  if (first >= w.rows || n <= 0 || steps <= 0) return a;
+  const int64_t bytes = static_cast<int64_t>(w.row_stride) * n;
+  const int64_t left = static_cast<int64_t>(w.row_stride) * (w.rows - first);
+  a.next = reinterpret_cast<const char*>(w.row(first));
+  a.end = a.next + (bytes < left ? bytes : left);
+  a.lines = static_cast<int>((bytes + 64 * steps - 1) / (64 * steps));
   return a;
 }
 
