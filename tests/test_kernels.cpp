@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/activation.h"
 #include "kernels/cpu.h"
 #include "kernels/dot.h"
 #include "kernels/matmul.h"
@@ -49,6 +50,59 @@ TEST(Kernels, DotAndAxpyMatchDoubleReferenceOnEveryPath) {
       axpy_f32(0.5f, a.data(), y.data(), n);
       for (int64_t i = 0; i < n; ++i) ASSERT_FLOAT_EQ(y[i], b[i] + 0.5f * a[i]) << cpu_path_name(path);
     }
+  }
+}
+
+TEST(Kernels, VectorExpIsWithinTwoUlpOfDoubleExp) {
+  if (best_cpu_path() < CpuPath::Avx512) GTEST_SKIP() << "no AVX-512 on this CPU";
+  // A dense sweep of the whole finite range, plus the edges.
+  std::vector<float> x;
+  for (float v = -104.0f; v <= 89.0f; v += 0.0137f) x.push_back(v);
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 88.72f, -87.33f, -103.9f}) x.push_back(v);
+  std::vector<float> y(x.size());
+  kernels::exp_avx512(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double want = std::exp(static_cast<double>(x[i]));
+    if (want > 3.4028234663852886e38) {  // overflows float
+      EXPECT_EQ(y[i], INFINITY) << "x=" << x[i];
+      continue;
+    }
+    if (want < 1.2e-38) {  // subnormal results: absolute error within two subnormal ulps
+      EXPECT_NEAR(y[i], want, 3e-45) << "x=" << x[i];
+      continue;
+    }
+    EXPECT_LE(std::fabs(y[i] - want), 2.0 * std::fabs(std::nextafter(static_cast<float>(want), INFINITY) - static_cast<float>(want)))
+        << "x=" << x[i];
+  }
+  const float special[] = {INFINITY, -INFINITY, NAN, 200.0f, -200.0f};
+  float out[5];
+  kernels::exp_avx512(special, out, 5);
+  EXPECT_EQ(out[0], INFINITY);
+  EXPECT_EQ(out[1], 0.0f);
+  EXPECT_TRUE(std::isnan(out[2]));
+  EXPECT_EQ(out[3], INFINITY);
+  EXPECT_EQ(out[4], 0.0f);
+}
+
+TEST(Kernels, SwigluMatchesDoubleReferenceOnEveryPath) {
+  RestorePath restore;
+  for (CpuPath path : available_paths()) {
+    set_cpu_path(path);
+    for (int64_t n : {1, 15, 16, 17, 100, 1000}) {
+      auto g = random_vector(static_cast<size_t>(n), 5), u = random_vector(static_cast<size_t>(n), 6);
+      for (auto& v : g) v *= 30.0f;  // both tails of the sigmoid
+      std::vector<float> out = g;
+      swiglu(out.data(), u.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double want = g[i] / (1.0 + std::exp(-static_cast<double>(g[i]))) * u[i];
+        EXPECT_NEAR(out[i], want, 1e-6 * std::fabs(want) + 1e-30) << cpu_path_name(path) << " g=" << g[i];
+      }
+    }
+    float g[3] = {INFINITY, -1000.0f, 1000.0f}, u[3] = {1.0f, 1.0f, 2.0f};
+    swiglu(g, u, 3);
+    EXPECT_EQ(g[0], INFINITY) << cpu_path_name(path);
+    EXPECT_EQ(g[1], 0.0f) << cpu_path_name(path);
+    EXPECT_EQ(g[2], 2000.0f) << cpu_path_name(path);
   }
 }
 

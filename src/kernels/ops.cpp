@@ -4,6 +4,9 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/activation.h"
+#include "kernels/cpu.h"
+
 namespace skiff {
 
 void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float eps) {
@@ -55,11 +58,16 @@ void softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-void swiglu(float* gate, const float* up, int64_t n) {
+void kernels::swiglu_scalar(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     float g = gate[i];
     gate[i] = g / (1.0f + std::exp(-g)) * up[i];
   }
+}
+
+void swiglu(float* gate, const float* up, int64_t n) {
+  if (active_cpu_path() == CpuPath::Avx512) kernels::swiglu_avx512(gate, up, n);
+  else kernels::swiglu_scalar(gate, up, n);
 }
 
 void reglu(float* gate, const float* up, int64_t n) {

@@ -64,6 +64,34 @@ void embed(const Model& model, std::span<const int32_t> tokens, float* hidden) {
 
 namespace {
 
+// Element-wise work over n values, shared among the pool's threads when there is enough
+// of it (prefill); each element's result does not depend on the split.
+constexpr int64_t kParallelElements = int64_t{1} << 16;
+template <class Fn>
+void apply_rows(ThreadPool& pool, int64_t n, Fn&& fn) {
+  if (n < kParallelElements || pool.size() == 1) {
+    fn(0, n);
+    return;
+  }
+  pool.parallel_for(n, [&](int64_t b, int64_t e, int) { fn(b, e); });
+}
+
+// x[i] += y[i] for i < n.
+void add_rows(ThreadPool& pool, float* x, const float* y, int64_t n) {
+  apply_rows(pool, n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) x[i] += y[i];
+  });
+}
+
+// out[t] = rmsnorm(x[t]) for T rows of dim.
+void rmsnorm_rows(float* out, const float* x, const float* weight, int64_t T, int dim, float eps, ThreadPool& pool) {
+  auto rows = [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) rmsnorm(out + t * dim, x + t * dim, weight, dim, eps);
+  };
+  if (T * dim < kParallelElements || pool.size() == 1) rows(0, T);
+  else pool.parallel_for(T, [&](int64_t b, int64_t e, int) { rows(b, e); });
+}
+
 // Causal grouped-query attention of T new positions [pos0, pos0 + T) against the cache.
 void attention(Context& ctx, int layer, int pos0, int64_t T, const float* q, float* out,
                float* scores_all) {
@@ -117,8 +145,7 @@ void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_l
     const int pos0 = cache.length(l);
 
     // Attention block: x += wo(attention(rope(wq h), rope(wk h), wv h)), h = rmsnorm(x).
-    for (int64_t t = 0; t < T; ++t)
-      rmsnorm(&s.norm[t * dim], hidden + t * dim, w.attn_norm.f32(), dim, c.rms_eps);
+    rmsnorm_rows(s.norm.data(), hidden, w.attn_norm.f32(), T, dim, c.rms_eps, pool);
     const MatmulJob qkv[] = {{&w.wq, s.q.data()}, {&w.wk, s.k.data()}, {&w.wv, s.v.data()}};
     matmul_many(qkv, s.norm.data(), T, pool);
     ctx.reserve_rope(pos0 + static_cast<int>(T));
@@ -132,21 +159,22 @@ void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_l
     cache.extend(l, static_cast<int>(T));
     attention(ctx, l, pos0, T, s.q.data(), s.attn.data(), s.scores.data());
     matmul(w.wo, s.attn.data(), T, s.proj.data(), pool);
-    for (int64_t i = 0; i < T * dim; ++i) hidden[i] += s.proj[i];
+    add_rows(pool, hidden, s.proj.data(), T * dim);
 
     // Feed-forward block: x += down(act(gate h) * up h), h = rmsnorm(x), act = SiLU or ReLU.
-    for (int64_t t = 0; t < T; ++t)
-      rmsnorm(&s.norm[t * dim], hidden + t * dim, w.ffn_norm.f32(), dim, c.rms_eps);
+    rmsnorm_rows(s.norm.data(), hidden, w.ffn_norm.f32(), T, dim, c.rms_eps, pool);
     if (FfnProvider* ffn = ctx.ffn_provider()) {
       ffn->run(ctx, l, s.norm.data(), T, s.proj.data());
     } else {
       const MatmulJob gate_up[] = {{&w.ffn_gate, s.gate.data()}, {&w.ffn_up, s.up.data()}};
       matmul_many(gate_up, s.norm.data(), T, pool);
-      if (c.ffn_activation == FfnActivation::kRelu) reglu(s.gate.data(), s.up.data(), T * c.ffn_dim);
-      else swiglu(s.gate.data(), s.up.data(), T * c.ffn_dim);
+      apply_rows(pool, T * c.ffn_dim, [&](int64_t b, int64_t e) {
+        if (c.ffn_activation == FfnActivation::kRelu) reglu(s.gate.data() + b, s.up.data() + b, e - b);
+        else swiglu(s.gate.data() + b, s.up.data() + b, e - b);
+      });
       matmul(w.ffn_down, s.gate.data(), T, s.proj.data(), pool);
     }
-    for (int64_t i = 0; i < T * dim; ++i) hidden[i] += s.proj[i];
+    add_rows(pool, hidden, s.proj.data(), T * dim);
   }
 }
 
