@@ -169,6 +169,7 @@ void register_bench(CLI::App& app) {
     const size_t resident = resident_bytes();
     const size_t weights = model->weight_bytes();
     const size_t mapped_resident = model->file ? resident_bytes_of(model->file->data(), model->file->size()) : 0;
+    const bool copied = model->file && model->file->copied();
     // Bytes of weights one decode step reads: everything but the embedding table (one row),
     // unless the output head is the embedding table.
     const double read_per_token = static_cast<double>(weights) -
@@ -195,7 +196,8 @@ void register_bench(CLI::App& app) {
                             {"stddev_ts", r.stddev()},
                             {"samples_ts", r.samples},
                             {"resident_bytes", resident},
-                            {"weights_resident_bytes", mapped_resident}};
+                            {"weights_resident_bytes", mapped_resident},
+                            {"use_mmap", !copied}};
         if (r.n_gen > 0) {
           j["weight_read_gbps"] = read_per_token * r.mean() / 1e9;
           if (membw > 0) {
@@ -214,8 +216,9 @@ void register_bench(CLI::App& app) {
       std::printf("| %s | %s | %s | %d | %s | %.2f ± %.2f |\n", label.c_str(),
                   human_size(static_cast<double>(weights)).c_str(), human_params(params).c_str(), threads,
                   r.test.c_str(), r.mean(), r.stddev());
-    std::printf("\ncpu path %s; resident %s (weights %s memory-mapped, %s of them paged in)\n", path.c_str(),
+    std::printf("\ncpu path %s; resident %s (weights %s %s, %s of them paged in)\n", path.c_str(),
                 human_size(static_cast<double>(resident)).c_str(), human_size(static_cast<double>(weights)).c_str(),
+                copied ? "copied into huge pages (--no-mmap)" : "memory-mapped",
                 human_size(static_cast<double>(mapped_resident)).c_str());
     for (const Result& r : results) {
       if (r.n_gen == 0) continue;

@@ -17,13 +17,17 @@ void add_model_flags(CLI::App* cmd, ModelFlags& flags, bool with_threads) {
   cmd->add_option("-m,--model", flags.model,
                   "model file: GGUF or llama2.c checkpoint (default: the built-in stories3M-layerskip)");
   cmd->add_option("--tokenizer", flags.tokenizer, "tokenizer.bin for a llama2.c checkpoint");
+  cmd->add_flag("--no-mmap", flags.no_mmap,
+                "copy the weights into transparent huge pages instead of mapping the file (one copy in "
+                "RAM: the file's page cache is dropped); faster where TLB misses are costly");
   if (with_threads)
     cmd->add_option("-t,--threads", flags.threads, "threads (default: one per core)")
         ->check(CLI::Range(0, 1024));
 }
 
 std::unique_ptr<Model> open_model(const ModelFlags& flags) {
-  if (!flags.model.empty()) return load_model(flags.model, flags.tokenizer);
+  if (!flags.model.empty())
+    return load_model(flags.model, flags.tokenizer, flags.no_mmap ? Residency::kHugePages : Residency::kMapped);
   if (!flags.tokenizer.empty()) fail("--tokenizer needs -m (the built-in model has its tokenizer)");
   std::span<const uint8_t> bytes(skiff_default_model_begin,
                                  static_cast<size_t>(skiff_default_model_end - skiff_default_model_begin));

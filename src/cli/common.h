@@ -15,9 +15,10 @@ struct ModelFlags {
   std::string model;      // empty: the default model linked into the binary
   std::string tokenizer;  // llama2.c checkpoints only
   int threads = 0;        // 0: one per core
+  bool no_mmap = false;   // copy the weights into huge pages instead of mapping the file
 };
 
-// Adds -m/--model, --tokenizer and (when with_threads) -t/--threads to `cmd`.
+// Adds -m/--model, --tokenizer, --no-mmap and (when with_threads) -t/--threads to `cmd`.
 void add_model_flags(CLI::App* cmd, ModelFlags& flags, bool with_threads = true);
 std::unique_ptr<Model> open_model(const ModelFlags& flags);
 // True when `path` names a file that starts with the GGUF magic ("" is the built-in model:

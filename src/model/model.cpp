@@ -51,8 +51,9 @@ size_t Model::weight_bytes() const {
   return n;
 }
 
-std::unique_ptr<Model> load_model(const std::string& path, const std::string& tokenizer_path) {
-  auto file = MappedFile::open(path);
+std::unique_ptr<Model> load_model(const std::string& path, const std::string& tokenizer_path,
+                                  Residency residency) {
+  auto file = MappedFile::open(path, residency);
   if (file->size() >= 4 && std::memcmp(file->data(), "GGUF", 4) == 0) {
     if (!tokenizer_path.empty())
       fail("{}: a GGUF file carries its own tokenizer; drop --tokenizer", path);

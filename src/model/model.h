@@ -82,7 +82,9 @@ struct LoadOptions {
 
 // Loads a GGUF file or a llama2.c checkpoint (detected from the first bytes). llama2.c needs
 // a tokenizer.bin: `tokenizer_path`, or tokenizer.bin / tok<vocab>.bin beside the model.
-std::unique_ptr<Model> load_model(const std::string& path, const std::string& tokenizer_path = "");
+// `residency`: map the file (default) or copy it into huge pages (see MappedFile).
+std::unique_ptr<Model> load_model(const std::string& path, const std::string& tokenizer_path = "",
+                                  Residency residency = Residency::kMapped);
 std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file);
 std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file,
                                        const LoadOptions& options);

@@ -3,8 +3,8 @@
 
 stdout carries only the continuation; a timing line goes to stderr; the same seed gives the
 same text and other seeds other text; --stop ends the text before the stop string; the
-context limit ends generation cleanly; bad sampling values are errors; every command has
---help.
+context limit ends generation cleanly; --no-mmap changes nothing but where the weights live;
+bad sampling values are errors; every command has --help.
 
 Run: /usr/bin/python3 tests/cli/test_generate.py --skiff build/skiff --shared ../shared
 """
@@ -60,6 +60,15 @@ def main() -> int:
             and len(r.stdout) > 10, r.stderr)
     r = skiff("generate", "-p", "", "-n", "12", "--temp", "0")
     c.check("empty prompt starts from BOS", r.returncode == 0 and r.stdout.startswith("Once upon a time"), repr(r.stdout))
+
+    # --no-mmap copies the weights into huge pages: the same model, the same text.
+    model = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "stories3M-layerskip.gguf")
+    mapped = skiff("generate", "-m", model, "-p", "Once upon a time", "-n", "24", "--temp", "0")
+    copied = skiff("generate", "-m", model, "--no-mmap", "-p", "Once upon a time", "-n", "24", "--temp", "0")
+    c.check("--no-mmap gives the same text", mapped.returncode == 0 and copied.returncode == 0
+            and mapped.stdout == copied.stdout and len(mapped.stdout) > 20, repr(mapped.stdout) + repr(copied.stdout))
+    r = skiff("info", "-m", model, "--no-mmap")
+    c.check("info reports the huge-page copy", r.returncode == 0 and "copied into huge pages" in r.stdout, r.stdout[-300:])
 
     for bad in (["--temp", "-1"], ["--top-p", "0"], ["--min-p", "2"], ["--repeat-penalty", "0"], ["-n", "-3"],
                 ["-m", "/nonexistent.gguf"], ["-p", "x", "-f", "/etc/hostname"]):
