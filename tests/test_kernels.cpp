@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/activation.h"
+#include "kernels/attention.h"
 #include "kernels/cpu.h"
 #include "kernels/dot.h"
 #include "kernels/matmul.h"
@@ -103,6 +104,38 @@ TEST(Kernels, SwigluMatchesDoubleReferenceOnEveryPath) {
     EXPECT_EQ(g[0], INFINITY) << cpu_path_name(path);
     EXPECT_EQ(g[1], 0.0f) << cpu_path_name(path);
     EXPECT_EQ(g[2], 2000.0f) << cpu_path_name(path);
+  }
+}
+
+TEST(Kernels, AttendHeadMatchesDoubleReferenceOnEveryPath) {
+  RestorePath restore;
+  for (CpuPath path : available_paths()) {
+    set_cpu_path(path);
+    for (int hd : {8, 16, 17, 48, 64, 100, 128, 256, 300}) {
+      for (int n : {1, 3, 4, 5, 17, 130}) {
+        const int64_t stride = hd + 7;  // slices of a wider row, as in the KV cache
+        auto q = random_vector(static_cast<size_t>(hd), 7);
+        auto k = random_vector(static_cast<size_t>(n * stride), 8), v = random_vector(static_cast<size_t>(n * stride), 9);
+        for (auto& x : q) x *= 4.0f;  // peaked softmax
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        std::vector<double> s(static_cast<size_t>(n)), want(static_cast<size_t>(hd), 0.0);
+        double mx = -1e300, sum = 0.0;
+        for (int p = 0; p < n; ++p) {
+          double d = 0.0;
+          for (int i = 0; i < hd; ++i) d += static_cast<double>(q[i]) * k[p * stride + i];
+          s[p] = d * scale;
+          mx = std::max(mx, s[p]);
+        }
+        for (int p = 0; p < n; ++p) sum += (s[p] = std::exp(s[p] - mx));
+        for (int p = 0; p < n; ++p)
+          for (int i = 0; i < hd; ++i) want[i] += s[p] / sum * v[p * stride + i];
+        std::vector<float> scores(static_cast<size_t>(n)), out(static_cast<size_t>(hd) + 1, -7.0f);
+        attend_head(q.data(), k.data(), v.data(), stride, n, hd, scale, scores.data(), out.data());
+        for (int i = 0; i < hd; ++i)
+          ASSERT_NEAR(out[i], want[i], 2e-6) << cpu_path_name(path) << " hd=" << hd << " n=" << n << " i=" << i;
+        EXPECT_EQ(out[hd], -7.0f) << "wrote past the head";
+      }
+    }
   }
 }
 

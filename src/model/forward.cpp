@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "kernels/dot.h"
+#include "kernels/attention.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 
@@ -111,16 +112,13 @@ void attention(Context& ctx, int layer, int pos0, int64_t T, const float* q, flo
       const int kv_off = (h / group) * hd;
       const float* qh = q + t * c.q_dim() + static_cast<int64_t>(h) * hd;
       const int n_pos = pos0 + static_cast<int>(t) + 1;  // causal: up to and including itself
-      for (int p = 0; p < n_pos; ++p) scores[p] = dot_f32(qh, cache.key(layer, p) + kv_off, hd) * scale;
-      softmax(scores, n_pos);
       float* oh = out + t * c.q_dim() + static_cast<int64_t>(h) * hd;
-      std::fill(oh, oh + hd, 0.0f);
-      for (int p = 0; p < n_pos; ++p) axpy_f32(scores[p], cache.value(layer, p) + kv_off, oh, hd);
+      attend_head(qh, cache.key(layer, 0) + kv_off, cache.value(layer, 0) + kv_off, kv_dim, n_pos, hd, scale, scores,
+                  oh);
     }
   };
   if (work < (int64_t{1} << 20)) body(0, T * c.n_heads, 0);
   else ctx.pool().parallel_for(T * c.n_heads, body);
-  (void)kv_dim;
 }
 
 }  // namespace
