@@ -285,7 +285,11 @@ void run_tiles(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, s
   // every position tile passes over them. Each block rereads all T inputs, so bigger blocks
   // read them less often: 384 KiB against 128 KiB, one thread, T = 128, F16 FFN down
   // (2048 x 5632) 77 -> 91 GMAC/s, 2048 x 2048 86 -> 90 (skiff_microbench BM_MatmulPrefill).
-  const int64_t block = std::max<int64_t>(kRows, (int64_t{384} << 10) / static_cast<int64_t>(w.row_stride) / kRows * kRows);
+  // A thread's rows are cut into near-equal blocks (128 rows -> 64 + 64, not 96 + 32).
+  if (r1 <= r0) return;
+  const int64_t most = std::max<int64_t>(kRows, (int64_t{384} << 10) / static_cast<int64_t>(w.row_stride) / kRows * kRows);
+  const int64_t n_blocks = (r1 - r0 + most - 1) / most;
+  const int64_t block = ((r1 - r0 + n_blocks - 1) / n_blocks + kRows - 1) / kRows * kRows;
   for (int64_t b0 = r0; b0 < r1; b0 += block) {
     run_block<W, kQuantized>(w, b0, std::min(r1, b0 + block), in, in_stride, T, y, y_stride);
   }
