@@ -1,5 +1,5 @@
 // Element-wise activations per CPU path. ops.h's swiglu dispatches here; the AVX-512 path
-// evaluates exp with its own vector routine (within 2 ulp of expf, see exp_avx512), so its
+// evaluates exp with its own vector routine (within 2 ulp of exp, see avx512_util.h), so its
 // results may differ from the scalar path in the last bits, like every other kernel.
 #pragma once
 

@@ -1,24 +1,13 @@
 // AVX-512 activations (compiled with -mavx512f...; called only when the CPU has them).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
+#include "kernels/avx512_util.h"  // first: its pragmas cover this file
 
 #include "kernels/activation.h"
-#include "kernels/exp_avx512.h"
 
 namespace skiff::kernels {
-namespace {
-
-inline __mmask16 tail(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
-
-}  // namespace
-
 void exp_avx512(const float* x, float* out, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, exp512(_mm512_loadu_ps(x + i)));
-  if (i < n) _mm512_mask_storeu_ps(out + i, tail(n - i), exp512(_mm512_maskz_loadu_ps(tail(n - i), x + i)));
+  if (i < n) _mm512_mask_storeu_ps(out + i, first_lanes(n - i), exp512(_mm512_maskz_loadu_ps(first_lanes(n - i), x + i)));
 }
 
 void swiglu_avx512(float* gate, const float* up, int64_t n) {
@@ -30,7 +19,7 @@ void swiglu_avx512(float* gate, const float* up, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) _mm512_storeu_ps(gate + i, step(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
   if (i < n) {
-    const __mmask16 m = tail(n - i);
+    const __mmask16 m = first_lanes(n - i);
     _mm512_mask_storeu_ps(gate + i, m, step(_mm512_maskz_loadu_ps(m, gate + i), _mm512_maskz_loadu_ps(m, up + i)));
   }
 }

@@ -3,7 +3,7 @@
 // where position p's key and value slices of hd floats are at keys + p * stride and
 // values + p * stride. `scores` is scratch of n floats. attend_head dispatches on the CPU
 // path; the AVX-512 kernel keeps the query and the output in registers (head_dim <= 256)
-// and takes exp from exp_avx512.h.
+// and takes exp from avx512_util.h.
 #pragma once
 
 #include <cstdint>

@@ -1,43 +1,20 @@
 // AVX-512 attention of one query head (see attention.h). Scores are computed four positions
 // at a time (independent chains), the softmax is exp512 over vectors, and the weighted sum
 // of values accumulates in registers, normalized once at the end.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
+#include "kernels/avx512_util.h"  // first: its pragmas cover this file
 
 #include <cmath>
 
 #include "kernels/attention.h"
-#include "kernels/exp_avx512.h"
 
 namespace skiff::kernels {
 namespace {
-
-inline float hsum(__m512 v) {
-  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-  q = _mm_add_ss(q, _mm_movehdup_ps(q));
-  return _mm_cvtss_f32(q);
-}
-
-inline float hmax(__m512 v) {
-  __m256 h = _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-  q = _mm_max_ps(q, _mm_movehl_ps(q, q));
-  q = _mm_max_ss(q, _mm_movehdup_ps(q));
-  return _mm_cvtss_f32(q);
-}
-
-inline __mmask16 first(int64_t n) { return n >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << n) - 1); }
 
 // NCH = ceil(hd / 16) vectors per head slice; the last one masked when hd % 16 != 0.
 template <int NCH>
 void attend(const float* q, const float* keys, const float* values, int64_t stride, int n, int hd, float scale,
             float* scores, float* out) {
-  const __mmask16 last = first(hd - 16 * (NCH - 1));
+  const __mmask16 last = first_lanes(hd - 16 * (NCH - 1));
   __m512 qv[NCH];
   _Pragma("GCC unroll 16") for (int c = 0; c < NCH; ++c)
     qv[c] = _mm512_maskz_loadu_ps(c == NCH - 1 ? last : __mmask16{0xFFFF}, q + 16 * c);
@@ -53,26 +30,26 @@ void attend(const float* q, const float* keys, const float* values, int64_t stri
     _Pragma("GCC unroll 16") for (int c = 0; c < NCH; ++c)
       _Pragma("GCC unroll 4") for (int j = 0; j < 4; ++j)
         acc[j] = _mm512_fmadd_ps(qv[c], load(keys + (p + j) * stride, c), acc[j]);
-    _Pragma("GCC unroll 4") for (int j = 0; j < 4; ++j) scores[p + j] = hsum(acc[j]) * scale;
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; ++j) scores[p + j] = hsum512(acc[j]) * scale;
   }
   for (; p < n; ++p) {
     __m512 acc = _mm512_setzero_ps();
     _Pragma("GCC unroll 16") for (int c = 0; c < NCH; ++c) acc = _mm512_fmadd_ps(qv[c], load(keys + p * stride, c), acc);
-    scores[p] = hsum(acc) * scale;
+    scores[p] = hsum512(acc) * scale;
   }
 
   // Softmax numerators exp(s - max) and their sum.
   __m512 mx = _mm512_set1_ps(-INFINITY);
-  for (int i = 0; i < n; i += 16) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, first(n - i), scores + i));
-  const __m512 m = _mm512_set1_ps(hmax(mx));
+  for (int i = 0; i < n; i += 16) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, first_lanes(n - i), scores + i));
+  const __m512 m = _mm512_set1_ps(hmax512(mx));
   __m512 sum = _mm512_setzero_ps();
   for (int i = 0; i < n; i += 16) {
-    const __mmask16 k = first(n - i);
+    const __mmask16 k = first_lanes(n - i);
     const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, scores + i), m));
     _mm512_mask_storeu_ps(scores + i, k, e);
     sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(k, e));
   }
-  const __m512 inv = _mm512_set1_ps(1.0f / hsum(sum));
+  const __m512 inv = _mm512_set1_ps(1.0f / hsum512(sum));
 
   // out = sum_p e_p v_p / sum.
   __m512 o[NCH];

@@ -2,11 +2,7 @@
 // (tensor/dtype.cpp, ggml's definitions) bit for bit (same float operations, no FMA), about
 // ten times faster. The matmul kernels for Q4_K / Q6_K dequantize a few rows at a time with
 // these and run the float register tiles over them.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
+#include "kernels/avx512_util.h"  // first: its pragmas cover this file
 
 #include <cstring>
 

@@ -1,18 +1,9 @@
 // AVX-512 kernels (compiled with -mavx512f...; called only when the CPU has them).
-#include <immintrin.h>
+#include "kernels/avx512_util.h"  // first: its pragmas cover this file
 
 #include "kernels/dot.h"
 
 namespace skiff::kernels {
-
-// Horizontal sum. (Not _mm512_reduce_add_ps: GCC 12 warns about its uninitialized temporary.)
-static inline float hsum512(__m512 v) {
-  __m256 h = _mm256_add_ps(_mm512_extractf32x8_ps(v, 0), _mm512_extractf32x8_ps(v, 1));
-  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-  q = _mm_add_ss(q, _mm_movehdup_ps(q));
-  return _mm_cvtss_f32(q);
-}
 
 float dot_f32_avx512(const float* a, const float* b, int64_t n) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();

@@ -10,13 +10,7 @@
 // Q4_0: the nibble, w + 8) by 64 signed input bytes into 16 int32 lanes, starting from the
 // input's bias correction (see Q8Pair), so each lane holds an exact partial dot product; the
 // lanes are converted to float and accumulated with the two blocks' d_w * d_x.
-// GCC 12's intrinsics headers build unmasked conversions from a self-initialized
-// "undefined" vector, which -Wuninitialized reports at every call (a GCC bug, fixed later).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
+#include "kernels/avx512_util.h"  // first: its pragmas cover this file
 
 #include <algorithm>
 #include <cstring>
@@ -27,14 +21,6 @@
 
 namespace skiff::kernels {
 namespace {
-
-inline float hsum(__m512 v) {
-  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-  q = _mm_add_ss(q, _mm_movehdup_ps(q));
-  return _mm_cvtss_f32(q);
-}
 
 // Software prefetch distance for weight rows (bytes ahead) when several positions share the
 // rows (prefill: the rows come from L2 after the first position tile).
@@ -88,7 +74,7 @@ void float_tile(const uint8_t* const* rows, const float* const* xs, int64_t cols
     }
   }
   _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
-    _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum(acc[r][c]);
+    _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum512(acc[r][c]);
 }
 
 // ---- Q8_0 / Q4_0 weights: two blocks at a time as unsigned bytes ---------------------------
@@ -182,7 +168,7 @@ void q8_tile(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t nb, fl
     }
   }
   _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
-    _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum(acc[r][c]);
+    _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum512(acc[r][c]);
 }
 
 // ---- tiling over rows and positions ---------------------------------------------------------

@@ -1,10 +1,41 @@
-// The AVX-512 vector exp shared by the *_avx512.cpp kernels (include only from those: it
-// needs their ISA flags).
+// Helpers shared by the *_avx512.cpp kernels. Include only from those files (it needs their
+// ISA flags), and first: the diagnostic pragmas below apply to the rest of the file.
+//
+// GCC 12's intrinsics headers build unmasked conversions from a self-initialized
+// "undefined" vector, which -Wuninitialized reports at every call (a GCC bug, fixed later).
 #pragma once
-
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace skiff::kernels {
+
+// Sum of the 16 lanes as the tree ((l[i] + l[i+8]) + (l[i+4] + l[i+12])) ..., the same in
+// every kernel. (Not _mm512_reduce_add_ps: GCC 12 warns about its uninitialized temporary.)
+inline float hsum512(__m512 v) {
+  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_movehdup_ps(q));
+  return _mm_cvtss_f32(q);
+}
+
+inline float hmax512(__m512 v) {
+  __m256 h = _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_max_ss(q, _mm_movehdup_ps(q));
+  return _mm_cvtss_f32(q);
+}
+
+// The first min(n, 16) lanes.
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << n) - 1);
+}
 
 // exp(x) = 2^k * e^r with k = round(x / ln 2) and r = x - k ln 2 in [-ln2/2, ln2/2]
 // (ln 2 split in two so k ln 2 is exact), e^r by its Taylor polynomial of degree 7
