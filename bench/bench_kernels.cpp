@@ -1,12 +1,13 @@
-// Google Benchmark micro-benchmarks for the matmul kernels: every weight type on every CPU
-// path this machine has, for decode (T = 1: bytes/s of weights) and prefill (T = 32, 128:
-// multiply-adds/s). Not run by the tests: build-perf/skiff_microbench [--benchmark_filter=...].
+// Google Benchmark micro-benchmarks for the kernels: matmul for every weight type on every
+// CPU path this machine has, for decode (T = 1: bytes/s of weights) and prefill (T = 128:
+// multiply-adds/s); dot, RMSNorm, attention of one head, SwiGLU. Not run by the tests: build-perf/skiff_microbench [--benchmark_filter=...].
 #include <benchmark/benchmark.h>
 
 #include <random>
 #include <vector>
 
 #include "base/thread_pool.h"
+#include "kernels/attention.h"
 #include "kernels/cpu.h"
 #include "kernels/dot.h"
 #include "kernels/matmul.h"
@@ -117,6 +118,46 @@ void BM_Rmsnorm(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_Rmsnorm);
+
+// args: path, positions attended. One head of the reference shape (head_dim 64, KV rows of
+// 512 floats).
+void BM_AttendHead(benchmark::State& state) {
+  const auto path = static_cast<CpuPath>(state.range(0));
+  if (path > best_cpu_path()) {
+    state.SkipWithError("CPU path not available");
+    return;
+  }
+  set_cpu_path(path);
+  const int n = static_cast<int>(state.range(1)), hd = 64, stride = 512;
+  std::vector<float> q(hd, 0.1f), kv(static_cast<size_t>(n) * stride, 0.2f), scores(static_cast<size_t>(n)), out(hd);
+  for (auto _ : state) {
+    attend_head(q.data(), kv.data(), kv.data(), stride, n, hd, 0.125f, scores.data(), out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetLabel(std::string(cpu_path_name(path)));
+  state.counters["positions_per_s"] = benchmark::Counter(n, benchmark::Counter::kIsIterationInvariantRate);
+  set_cpu_path(best_cpu_path());
+}
+BENCHMARK(BM_AttendHead)->ArgsProduct({{0, 1, 2}, {128, 2048}});
+
+// args: path. SwiGLU over one prompt's FFN activations row (5632).
+void BM_Swiglu(benchmark::State& state) {
+  const auto path = static_cast<CpuPath>(state.range(0));
+  if (path > best_cpu_path()) {
+    state.SkipWithError("CPU path not available");
+    return;
+  }
+  set_cpu_path(path);
+  std::vector<float> g(5632, 0.7f), u(5632, 1.1f);
+  for (auto _ : state) {
+    swiglu(g.data(), u.data(), 5632);
+    benchmark::DoNotOptimize(g.data());
+    g.assign(g.size(), 0.7f);
+  }
+  state.SetLabel(std::string(cpu_path_name(path)));
+  set_cpu_path(best_cpu_path());
+}
+BENCHMARK(BM_Swiglu)->Arg(0)->Arg(2);
 
 }  // namespace
 }  // namespace skiff
