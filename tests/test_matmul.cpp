@@ -247,6 +247,40 @@ TEST(Dequantize, Avx512KQuantsEqualTheReferenceBitForBit) {
   }
 }
 
+TEST(Matmul, DecodePrefetchPlansCoverTheNextRowsAndStayInsideTheMatrix) {
+  std::vector<uint8_t> bytes(1000 * 300);
+  TensorView w;
+  w.type = DType::Q8_0;
+  w.rows = 1000;
+  w.cols = 256;  // row_stride is set by hand below: only the geometry matters here
+  w.row_stride = 300;
+  w.data = bytes.data();
+  const char* begin = reinterpret_cast<const char*>(bytes.data());
+  const char* end = begin + bytes.size();
+  for (int64_t first : {0, 8, 500, 992, 996, 999, 1000}) {
+    for (int64_t n : {1, 8}) {
+      for (int64_t steps : {1, 4, 7, 64}) {
+        kernels::TileAhead a = kernels::rows_ahead(w, first, n, steps);
+        if (first >= w.rows) {
+          EXPECT_EQ(a.lines, 0) << first;
+          continue;
+        }
+        EXPECT_EQ(a.next, begin + first * 300);
+        EXPECT_EQ(a.end, begin + std::min<int64_t>(w.rows, first + n) * 300) << first << " " << n;
+        EXPECT_LE(a.end, end);
+        EXPECT_GE(int64_t{a.lines} * steps * 64, n * 300) << "the steps must reach every line";
+        // Walking all the steps prefetches only inside [next, end).
+        const char* start = a.next;
+        int64_t issued = 0;
+        for (int64_t s = 0; s < steps; ++s)
+          for (int k = 0; k < a.lines; ++k) issued += start + (s * a.lines + k) * 64 < a.end ? 1 : 0;
+        EXPECT_EQ(issued, (a.end - start + 63) / 64);
+        for (int64_t s = 0; s < steps; ++s) a.step();
+      }
+    }
+  }
+}
+
 TEST(ThreadPool, DynamicLoopsCoverEveryIndexOnce) {
   for (int threads : {1, 2, 3}) {
     ThreadPool pool(threads);
