@@ -40,17 +40,29 @@ Weights make_weights(DType type, int64_t rows, int64_t cols) {
   return w;
 }
 
+// Forces `path` for one benchmark and restores the best path after; false (and the
+// benchmark skipped) when this CPU lacks it.
+bool use_path(benchmark::State& state, CpuPath path) {
+  if (path > best_cpu_path()) {
+    state.SkipWithError("CPU path not available");
+    return false;
+  }
+  set_cpu_path(path);
+  state.SetLabel(std::string(cpu_path_name(path)));
+  return true;
+}
+struct RestoreBestPath {
+  ~RestoreBestPath() { set_cpu_path(best_cpu_path()); }
+};
+
 // args: type, path, T, threads, rows, cols (the FFN up projection of the reference shape;
 // --benchmark_filter picks, or add Args for other shapes).
 void BM_Matmul(benchmark::State& state) {
   const auto type = static_cast<DType>(state.range(0));
   const auto path = static_cast<CpuPath>(state.range(1));
   const int64_t T = state.range(2);
-  if (path > best_cpu_path()) {
-    state.SkipWithError("CPU path not available");
-    return;
-  }
-  set_cpu_path(path);
+  RestoreBestPath restore;
+  if (!use_path(state, path)) return;
   const int64_t rows = state.range(4), cols = state.range(5);
   Weights w = make_weights(type, rows, cols);
   std::vector<float> x(static_cast<size_t>(T * cols), 0.5f), y(static_cast<size_t>(T * rows));
@@ -64,7 +76,6 @@ void BM_Matmul(benchmark::State& state) {
                                                       benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GMACs"] = benchmark::Counter(static_cast<double>(rows * cols * T) / 1e9,
                                                benchmark::Counter::kIsIterationInvariantRate);
-  set_cpu_path(best_cpu_path());
 }
 
 void MatmulArgs(benchmark::internal::Benchmark* b) {
@@ -98,15 +109,10 @@ BENCHMARK(BM_Matmul)->Name("BM_MatmulDram")->Apply(MatmulDramArgs)->Unit(benchma
 
 void BM_Dot(benchmark::State& state) {
   const auto path = static_cast<CpuPath>(state.range(0));
-  if (path > best_cpu_path()) {
-    state.SkipWithError("CPU path not available");
-    return;
-  }
-  set_cpu_path(path);
+  RestoreBestPath restore;
+  if (!use_path(state, path)) return;
   std::vector<float> a(4096, 1.0f), b(4096, 0.5f);
   for (auto _ : state) benchmark::DoNotOptimize(dot_f32(a.data(), b.data(), 4096));
-  state.SetLabel(std::string(cpu_path_name(path)));
-  set_cpu_path(best_cpu_path());
 }
 BENCHMARK(BM_Dot)->Arg(0)->Arg(1)->Arg(2);
 
@@ -123,39 +129,29 @@ BENCHMARK(BM_Rmsnorm);
 // 512 floats).
 void BM_AttendHead(benchmark::State& state) {
   const auto path = static_cast<CpuPath>(state.range(0));
-  if (path > best_cpu_path()) {
-    state.SkipWithError("CPU path not available");
-    return;
-  }
-  set_cpu_path(path);
+  RestoreBestPath restore;
+  if (!use_path(state, path)) return;
   const int n = static_cast<int>(state.range(1)), hd = 64, stride = 512;
   std::vector<float> q(hd, 0.1f), kv(static_cast<size_t>(n) * stride, 0.2f), scores(static_cast<size_t>(n)), out(hd);
   for (auto _ : state) {
     attend_head(q.data(), kv.data(), kv.data(), stride, n, hd, 0.125f, scores.data(), out.data());
     benchmark::DoNotOptimize(out.data());
   }
-  state.SetLabel(std::string(cpu_path_name(path)));
   state.counters["positions_per_s"] = benchmark::Counter(n, benchmark::Counter::kIsIterationInvariantRate);
-  set_cpu_path(best_cpu_path());
 }
 BENCHMARK(BM_AttendHead)->ArgsProduct({{0, 1, 2}, {128, 2048}});
 
 // args: path. SwiGLU over one prompt's FFN activations row (5632).
 void BM_Swiglu(benchmark::State& state) {
   const auto path = static_cast<CpuPath>(state.range(0));
-  if (path > best_cpu_path()) {
-    state.SkipWithError("CPU path not available");
-    return;
-  }
-  set_cpu_path(path);
+  RestoreBestPath restore;
+  if (!use_path(state, path)) return;
   std::vector<float> g(5632, 0.7f), u(5632, 1.1f);
   for (auto _ : state) {
     swiglu(g.data(), u.data(), 5632);
     benchmark::DoNotOptimize(g.data());
     g.assign(g.size(), 0.7f);
   }
-  state.SetLabel(std::string(cpu_path_name(path)));
-  set_cpu_path(best_cpu_path());
 }
 BENCHMARK(BM_Swiglu)->Arg(0)->Arg(2);
 

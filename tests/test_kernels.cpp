@@ -6,7 +6,6 @@
 #include <random>
 #include <vector>
 
-#include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/cpu.h"
 #include "kernels/dot.h"
@@ -54,35 +53,37 @@ TEST(Kernels, DotAndAxpyMatchDoubleReferenceOnEveryPath) {
   }
 }
 
-TEST(Kernels, VectorExpIsWithinTwoUlpOfDoubleExp) {
-  if (best_cpu_path() < CpuPath::Avx512) GTEST_SKIP() << "no AVX-512 on this CPU";
+TEST(Kernels, ExpIsWithinTwoUlpOfDoubleExpOnEveryPath) {
+  RestorePath restore;
   // A dense sweep of the whole finite range, plus the edges.
   std::vector<float> x;
   for (float v = -104.0f; v <= 89.0f; v += 0.0137f) x.push_back(v);
   for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 88.72f, -87.33f, -103.9f}) x.push_back(v);
-  std::vector<float> y(x.size());
-  kernels::exp_avx512(x.data(), y.data(), static_cast<int64_t>(x.size()));
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double want = std::exp(static_cast<double>(x[i]));
-    if (want > 3.4028234663852886e38) {  // overflows float
-      EXPECT_EQ(y[i], INFINITY) << "x=" << x[i];
-      continue;
+  for (CpuPath path : available_paths()) {
+    set_cpu_path(path);
+    std::vector<float> y(x.size());
+    exp_f32(x.data(), y.data(), static_cast<int64_t>(x.size()));
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double want = std::exp(static_cast<double>(x[i]));
+      if (want > 3.4028234663852886e38) {  // overflows float
+        EXPECT_EQ(y[i], INFINITY) << cpu_path_name(path) << " x=" << x[i];
+        continue;
+      }
+      if (want < 1.2e-38) {  // subnormal results: absolute error within two subnormal ulps
+        EXPECT_NEAR(y[i], want, 3e-45) << cpu_path_name(path) << " x=" << x[i];
+        continue;
+      }
+      const double ulp = std::fabs(std::nextafter(static_cast<float>(want), INFINITY) - static_cast<float>(want));
+      EXPECT_LE(std::fabs(y[i] - want), 2.0 * ulp) << cpu_path_name(path) << " x=" << x[i];
     }
-    if (want < 1.2e-38) {  // subnormal results: absolute error within two subnormal ulps
-      EXPECT_NEAR(y[i], want, 3e-45) << "x=" << x[i];
-      continue;
-    }
-    EXPECT_LE(std::fabs(y[i] - want), 2.0 * std::fabs(std::nextafter(static_cast<float>(want), INFINITY) - static_cast<float>(want)))
-        << "x=" << x[i];
+    float special[] = {INFINITY, -INFINITY, NAN, 200.0f, -200.0f};
+    exp_f32(special, special, 5);  // in place
+    EXPECT_EQ(special[0], INFINITY) << cpu_path_name(path);
+    EXPECT_EQ(special[1], 0.0f) << cpu_path_name(path);
+    EXPECT_TRUE(std::isnan(special[2])) << cpu_path_name(path);
+    EXPECT_EQ(special[3], INFINITY) << cpu_path_name(path);
+    EXPECT_EQ(special[4], 0.0f) << cpu_path_name(path);
   }
-  const float special[] = {INFINITY, -INFINITY, NAN, 200.0f, -200.0f};
-  float out[5];
-  kernels::exp_avx512(special, out, 5);
-  EXPECT_EQ(out[0], INFINITY);
-  EXPECT_EQ(out[1], 0.0f);
-  EXPECT_TRUE(std::isnan(out[2]));
-  EXPECT_EQ(out[3], INFINITY);
-  EXPECT_EQ(out[4], 0.0f);
 }
 
 TEST(Kernels, SwigluMatchesDoubleReferenceOnEveryPath) {

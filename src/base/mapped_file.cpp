@@ -20,7 +20,7 @@ namespace {
 constexpr size_t kHugePage = size_t{2} << 20;
 
 // Reads all of fd into a fresh 2 MiB-aligned anonymous region advised to use huge pages.
-// Returns the region (start, length to unmap) and the aligned start of the data.
+// Returns the aligned start of the data; *region and *region_size are what to unmap.
 void* read_into_huge_pages(int fd, const std::string& path, size_t size, void** region, size_t* region_size) {
   // Over-allocate by one huge page so the data can start on a 2 MiB boundary.
   const size_t length = (size + kHugePage - 1) / kHugePage * kHugePage + kHugePage;
@@ -68,7 +68,6 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path, Residency 
       ::close(fd);
       throw;
     }
-    file->owns_mapping_ = true;
     file->copied_ = true;
   } else if (file->size_ > 0) {
     void* p = mmap(nullptr, file->size_, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -78,7 +77,6 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path, Residency 
       fail("cannot map {}: {}", path, std::strerror(err));
     }
     file->data_ = static_cast<const uint8_t*>(p);
-    file->owns_mapping_ = true;
     file->mapping_ = p;
     file->mapping_size_ = file->size_;
   }
@@ -95,7 +93,7 @@ std::shared_ptr<MappedFile> MappedFile::borrow(std::span<const uint8_t> bytes, s
 }
 
 MappedFile::~MappedFile() {
-  if (owns_mapping_) munmap(mapping_, mapping_size_);
+  if (mapping_ != nullptr) munmap(mapping_, mapping_size_);
 }
 
 void write_file_atomically(const std::string& path, std::span<const uint8_t> bytes) {

@@ -117,13 +117,14 @@ void register_info(CLI::App& app) {
     std::printf("parameters: %lld\n", static_cast<long long>(model->parameter_count()));
     const bool copied = model->file && model->file->copied();
     std::printf("memory: weights %s (%s) + kv cache %s at context %d + scratch %s = %s\n",
-                human_bytes(weights).c_str(), copied ? "copied into huge pages, --no-mmap" : "memory-mapped", human_bytes(kv).c_str(), ctx, human_bytes(scratch).c_str(),
-                human_bytes(weights + kv + scratch).c_str());
+                human_bytes(weights).c_str(), copied ? "copied into huge pages, --no-mmap" : "memory-mapped",
+                human_bytes(kv).c_str(), ctx, human_bytes(scratch).c_str(), human_bytes(weights + kv + scratch).c_str());
     // Weights are used in place from the mapping: only what has been read is resident.
-    std::printf(copied ? "resident: %s now (%s of the copied file)\n" : "resident: %s now (%s of the mapped file paged in)\n",
+    std::printf("resident: %s now (%s of the %s)\n",
                 human_bytes(static_cast<double>(resident_bytes())).c_str(),
                 human_bytes(model->file ? static_cast<double>(resident_bytes_of(model->file->data(), model->file->size()))
-                                        : 0.0).c_str());
+                                        : 0.0).c_str(),
+                copied ? "copied file" : "mapped file paged in");
   });
 }
 

@@ -1,4 +1,4 @@
-// Element-wise activations per CPU path. ops.h's swiglu dispatches here; the AVX-512 path
+// Element-wise activations per CPU path. ops.h's swiglu and exp_f32 dispatch here; the AVX-512 path
 // evaluates exp with its own vector routine (within 2 ulp of exp, see avx512_util.h), so its
 // results may differ from the scalar path in the last bits, like every other kernel.
 #pragma once
@@ -11,7 +11,7 @@ namespace skiff::kernels {
 void swiglu_scalar(float* gate, const float* up, int64_t n);
 void swiglu_avx512(float* gate, const float* up, int64_t n);
 
-// out[i] = exp(x[i]) (AVX-512), for tests of the vector exp.
+// out[i] = exp(x[i]) (ops.h's exp_f32 dispatches here)
 void exp_avx512(const float* x, float* out, int64_t n);
 
 }  // namespace skiff::kernels

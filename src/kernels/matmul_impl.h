@@ -43,12 +43,13 @@ static_assert(sizeof(Q8Pair) == 192);
 // address order: one tile of lead hides DRAM latency (AVX-512, Q4_0 weights from DRAM,
 // 2 threads: 27 -> 45-55 GB/s; reference model tg64 53 -> 77-92 t/s).
 struct TileAhead {
-  const char* next = nullptr;  // next line to prefetch
-  const char* end = nullptr;   // end of the next tile (or of the matrix)
+  const char* base = nullptr;  // first byte of the rows to prefetch
+  int64_t next = 0;            // offset of the next line to prefetch
+  int64_t end = 0;             // bytes to prefetch
   int lines = 0;               // lines per step
   void step() {
     for (int k = 0; k < lines; ++k, next += 64)
-      if (next < end) __builtin_prefetch(next, 0, 3);
+      if (next < end) __builtin_prefetch(base + next, 0, 3);
   }
 };
 
@@ -59,8 +60,8 @@ inline TileAhead rows_ahead(const TensorView& w, int64_t first, int64_t n, int64
   if (first >= w.rows || n <= 0 || steps <= 0) return a;
   const int64_t bytes = static_cast<int64_t>(w.row_stride) * n;
   const int64_t left = static_cast<int64_t>(w.row_stride) * (w.rows - first);
-  a.next = reinterpret_cast<const char*>(w.row(first));
-  a.end = a.next + (bytes < left ? bytes : left);
+  a.base = reinterpret_cast<const char*>(w.row(first));
+  a.end = bytes < left ? bytes : left;
   a.lines = static_cast<int>((bytes + 64 * steps - 1) / (64 * steps));
   return a;
 }

@@ -46,14 +46,21 @@ void rope_rotate(float* x, int n_heads, int head_dim, int n_rot, const float* co
   }
 }
 
+void exp_f32(const float* x, float* out, int64_t n) {
+  if (active_cpu_path() == CpuPath::Avx512) {
+    kernels::exp_avx512(x, out, n);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) out[i] = std::exp(x[i]);
+}
+
 void softmax(float* x, int64_t n) {
   float max = x[0];
   for (int64_t i = 1; i < n; ++i) max = std::max(max, x[i]);
+  for (int64_t i = 0; i < n; ++i) x[i] -= max;
+  exp_f32(x, x, n);
   float sum = 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - max);
-    sum += x[i];
-  }
+  for (int64_t i = 0; i < n; ++i) sum += x[i];
   float inv = 1.0f / sum;
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }

@@ -18,6 +18,9 @@ void rope(float* x, int n_heads, int head_dim, int n_rot, int pos, float theta);
 void rope_angles(int n_rot, int pos, float theta, float* cos_sin);
 void rope_rotate(float* x, int n_heads, int head_dim, int n_rot, const float* cos_sin);
 
+// out[i] = exp(x[i]) (out may alias x). The AVX-512 path is within 2 ulp of exp.
+void exp_f32(const float* x, float* out, int64_t n);
+
 // In-place softmax of x[0..n).
 void softmax(float* x, int64_t n);
 

@@ -4,8 +4,8 @@
 #include <cmath>
 
 #include "base/error.h"
-#include "kernels/dot.h"
 #include "kernels/attention.h"
+#include "kernels/dot.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 
@@ -65,12 +65,12 @@ void embed(const Model& model, std::span<const int32_t> tokens, float* hidden) {
 
 namespace {
 
-// Element-wise work over n values, shared among the pool's threads when there is enough
-// of it (prefill); each element's result does not depend on the split.
-constexpr int64_t kParallelElements = int64_t{1} << 16;
+// Calls fn(begin, end) over [0, n) items of `item_size` values each, shared among the
+// pool's threads when there is enough work (prefill); no result depends on the split.
 template <class Fn>
-void apply_rows(ThreadPool& pool, int64_t n, Fn&& fn) {
-  if (n < kParallelElements || pool.size() == 1) {
+void split_items(ThreadPool& pool, int64_t n, int64_t item_size, Fn&& fn) {
+  constexpr int64_t kParallelValues = int64_t{1} << 16;
+  if (n * item_size < kParallelValues || pool.size() == 1) {
     fn(0, n);
     return;
   }
@@ -79,18 +79,16 @@ void apply_rows(ThreadPool& pool, int64_t n, Fn&& fn) {
 
 // x[i] += y[i] for i < n.
 void add_rows(ThreadPool& pool, float* x, const float* y, int64_t n) {
-  apply_rows(pool, n, [&](int64_t b, int64_t e) {
+  split_items(pool, n, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) x[i] += y[i];
   });
 }
 
 // out[t] = rmsnorm(x[t]) for T rows of dim.
 void rmsnorm_rows(float* out, const float* x, const float* weight, int64_t T, int dim, float eps, ThreadPool& pool) {
-  auto rows = [&](int64_t b, int64_t e) {
+  split_items(pool, T, dim, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) rmsnorm(out + t * dim, x + t * dim, weight, dim, eps);
-  };
-  if (T * dim < kParallelElements || pool.size() == 1) rows(0, T);
-  else pool.parallel_for(T, [&](int64_t b, int64_t e, int) { rows(b, e); });
+  });
 }
 
 // Causal grouped-query attention of T new positions [pos0, pos0 + T) against the cache.
@@ -166,7 +164,7 @@ void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_l
     } else {
       const MatmulJob gate_up[] = {{&w.ffn_gate, s.gate.data()}, {&w.ffn_up, s.up.data()}};
       matmul_many(gate_up, s.norm.data(), T, pool);
-      apply_rows(pool, T * c.ffn_dim, [&](int64_t b, int64_t e) {
+      split_items(pool, T * c.ffn_dim, 1, [&](int64_t b, int64_t e) {
         if (c.ffn_activation == FfnActivation::kRelu) reglu(s.gate.data() + b, s.up.data() + b, e - b);
         else swiglu(s.gate.data() + b, s.up.data() + b, e - b);
       });
