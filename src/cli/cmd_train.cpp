@@ -133,6 +133,9 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--quiet", [f](int64_t) { f->o.progress = false; }, "no progress line");
   cmd->add_option("--debug-dump", f->o.debug_dump, "test hook: write each step's tokens and masks here")->group("");
   cmd->add_option("--debug-nan-step", f->o.debug_nan_step, "test hook: poison the gradients at this step")->group("");
+  cmd->add_option("--debug-kill-mid-save", f->o.debug_kill_mid_save,
+                  "test hook: SIGKILL between the model and the state of the checkpoint after this step")
+      ->group("");
   cmd->callback([f] {
     train::TrainOptions& o = f->o;
     o.dropout_curriculum = f->dropout_curriculum == "exp" ? train::DropoutCurriculum::Exp

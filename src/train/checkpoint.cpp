@@ -100,7 +100,11 @@ TrainState load_state(const std::string& path) {
 
 void save_checkpoint(const std::string& gguf_path, const TrainModel& model, const AdamW& adam,
                      int64_t step, const DataPosition& pos, uint64_t seed, uint64_t fingerprint,
-                     const Tokenizer& tokenizer, const std::string& name) {
+                     const Tokenizer& tokenizer, const std::string& name,
+                     const std::function<void()>& between) {
+  std::unique_ptr<Model> m = model.as_model(tokenizer, name);
+  save_model_gguf(*m, gguf_path, DType::F32);
+  if (between) between();
   TrainState s;
   s.step = step;
   s.position = pos;
@@ -111,8 +115,6 @@ void save_checkpoint(const std::string& gguf_path, const TrainModel& model, cons
   s.m = adam.m();
   s.v = adam.v();
   save_state(state_path(gguf_path), s);
-  std::unique_ptr<Model> m = model.as_model(tokenizer, name);
-  save_model_gguf(*m, gguf_path, DType::F32);
 }
 
 }  // namespace skiff::train

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,10 +35,14 @@ void save_state(const std::string& path, const TrainState& state);
 // Throws Error naming the file when it is truncated, corrupt or of another version.
 TrainState load_state(const std::string& path);
 
-// Writes <stem>.state then the GGUF.
+// Writes the GGUF, then <stem>.state, each atomically. The state comes second so that a run
+// killed between the two leaves a state that is never newer than its model (on the first save:
+// a model and no state, which resume treats as no checkpoint); --resume reads only the state.
+// `between` (a test hook) runs after the model is in place and before the state is written.
 void save_checkpoint(const std::string& gguf_path, const TrainModel& model, const AdamW& adam,
                      int64_t step, const DataPosition& pos, uint64_t seed, uint64_t fingerprint,
-                     const Tokenizer& tokenizer, const std::string& name);
+                     const Tokenizer& tokenizer, const std::string& name,
+                     const std::function<void()>& between = {});
 
 // FNV-1a 64 of bytes (the sidecar's checksum; also used for fingerprints).
 uint64_t fnv1a(const void* data, size_t n);

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -129,6 +130,9 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
   const std::string stem = o.out.empty() ? "" : checkpoint_stem(o.out);
   if (o.resume) {
     if (o.out.empty()) fail("train: --resume needs -o CHECKPOINT");
+    if (!std::filesystem::exists(state_path(o.out)))
+      fail("--resume: {} does not exist (the run stopped before its first complete checkpoint); "
+           "start again without --resume", state_path(o.out));
     TrainState s = load_state(state_path(o.out));
     if (s.params.size() != model.params().size())
       fail("{}: holds {} parameters, the model has {}", state_path(o.out), s.params.size(), model.params().size());
@@ -174,7 +178,9 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
   int64_t last_saved = o.resume ? start : -1;
   auto save = [&](int64_t step) {
     if (o.out.empty()) return;
-    save_checkpoint(o.out, model, adam, step, pos, o.seed, fingerprint, tokenizer, o.name);
+    save_checkpoint(o.out, model, adam, step, pos, o.seed, fingerprint, tokenizer, o.name, [&] {
+      if (step == o.debug_kill_mid_save) std::raise(SIGKILL);
+    });
     last_saved = step;
   };
   auto run_eval = [&](int64_t step) {

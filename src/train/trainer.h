@@ -40,9 +40,11 @@ struct TrainOptions {
   bool resume = false;
   bool progress = true;         // the progress line on stderr
   // Test hooks: write each step's tokens and dropout masks under this folder; poison the
-  // gradients with NaN at this step (counted from 0).
+  // gradients with NaN at this step (counted from 0); SIGKILL the process in the middle of the
+  // checkpoint written after this many steps (the model written, its state not yet).
   std::string debug_dump;
   int64_t debug_nan_step = -1;
+  int64_t debug_kill_mid_save = -1;
   int64_t stop_after = -1;  // return after this step, as if interrupted (tests)
 };
 

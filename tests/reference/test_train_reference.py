@@ -17,7 +17,8 @@ Checks
   and the reference; `skiff generate -m ckpt.gguf` works.
 - SIGKILL at random moments (and while a checkpoint temp file exists) always leaves a
   checkpoint that loads (GGUF and state); resuming it ends with weights bit-identical to an
-  uninterrupted run.
+  uninterrupted run; so does a kill between a checkpoint's model and its state (a test hook), and
+  a state is never left without its model.
 - NaN in the gradients stops training with a clear message; the last checkpoint is intact.
 - ReLU (skiff.ffn_activation = relu): gradients with masks and the early-exit loss, with and
   without the activation L1 penalty (--activation-l1), the penalty and the fraction of zero
@@ -324,8 +325,13 @@ def check_sigkill(skiff, tmp, ctx):
             kills += 1
             during_write += hit_write
         proc.wait()
-        if os.path.exists(out):
+        if os.path.exists(out[:-5] + ".state") and not os.path.exists(out):
+            return False, f"kill {kills} left {out[:-5]}.state without its model"
+        if os.path.exists(out[:-5] + ".state"):
             steps_seen.append(load_checkpoint_ok(skiff, out))
+        elif os.path.exists(out):  # killed in the first save, after its model: that model loads
+            gw.read_gguf(out)
+            steps_seen.append("model only")
         for f in glob.glob(os.path.join(tmp, "killed.*.tmp*")):
             os.unlink(f)
     # finish the run and compare with the uninterrupted one
@@ -337,6 +343,36 @@ def check_sigkill(skiff, tmp, ctx):
     return kills >= 3 and same, (f"{kills} kills ({during_write} during a checkpoint write), checkpoint "
                                  f"steps {steps_seen} all loaded; resumed run's final state equals the "
                                  f"uninterrupted one: {same}")
+
+
+def check_kill_mid_save(skiff, tmp, ctx):
+    """Deterministic kills between the two files of a checkpoint (the model written, the state
+    not yet): on the first save, then on a later one; the resumed run must equal an uninterrupted one."""
+    model, data = os.path.join(tmp, "kill.gguf"), os.path.join(tmp, "text.txt")  # from check_sigkill
+    steps = 6
+    base = [skiff, "train", "-m", model, "--data", data, "--seq-len", "16", "-b", "2", "--steps", str(steps),
+            "--lr", "0.003", "--layer-dropout", "0.3", "--early-exit-loss", "1", "--seed", "5",
+            "--eval-batches", "1", "--quiet", "-t", "2"]
+    ref_out, out = os.path.join(tmp, "mid_ref.gguf"), os.path.join(tmp, "mid.gguf")
+    state = out[:-5] + ".state"
+    run(base + ["-o", ref_out])
+    first = run(base + ["-o", out, "--save-every", "1", "--debug-kill-mid-save", "1"], check=False)
+    if first.returncode != -signal.SIGKILL:
+        return False, f"the first run was to be killed at its first save; it exited {first.returncode}"
+    gw.read_gguf(out)
+    run([skiff, "dump-logits", "-m", out, "--tokens", "1 5 9", "-o", out + ".probe"])
+    first_ok = not os.path.exists(state)  # the first save's model is in place, its state never came
+    bad = run(base + ["-o", out, "--resume"], check=False)
+    msg = bad.stderr.strip().splitlines()[-1] if bad.stderr.strip() else ""
+    first_ok = first_ok and bad.returncode == 1 and "without --resume" in msg
+    second = run(base + ["-o", out, "--save-every", "1", "--debug-kill-mid-save", "3"], check=False)
+    state_step = load_checkpoint_ok(skiff, out)
+    run(base + ["-o", out, "--resume"])
+    same = open(state, "rb").read() == open(ref_out[:-5] + ".state", "rb").read()
+    ok = first_ok and second.returncode == -signal.SIGKILL and state_step == 2 and same
+    return ok, (f"killed in the first save: model loads, no state, --resume says '{msg}': {first_ok}; killed in the save after step 3: "
+                f"exit {second.returncode}, state at step {state_step} and the model loads; resumed run's final "
+                f"state equals the uninterrupted one: {same}")
 
 
 def check_nan(skiff, tmp, ctx):
@@ -493,6 +529,7 @@ def main() -> int:
     res.run("determinism (same seed; 1 vs 2 threads)", lambda: check_deterministic(sk, tmp, ctx))
     res.run("checkpoint loads in the engine, logits equal", lambda: check_engine_loads(sk, tmp, ctx))
     res.run("SIGKILL during checkpoint writes, resume", lambda: check_sigkill(sk, tmp, ctx))
+    res.run("SIGKILL between a checkpoint's model and state, resume", lambda: check_kill_mid_save(sk, tmp, ctx))
     res.run("NaN stops training, last checkpoint intact", lambda: check_nan(sk, tmp, ctx))
     res.run("grads relu gqa untied, masks, early-exit rotational:2 step 1", lambda: check_gradients(
         sk, tmp, "r1", gqa, 3, 9, skip4, 1.0, "rotational:2", 1, 10, 5, activation="relu"))
