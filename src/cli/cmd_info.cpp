@@ -1,4 +1,5 @@
 // skiff info: what a model file (or a flash pack folder) holds and what running it costs.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -8,6 +9,8 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "flash/flash_run.h"
+#include "kernels/cpu.h"
+#include "kernels/matmul.h"
 
 namespace skiff::cli {
 namespace {
@@ -110,6 +113,22 @@ void register_info(CLI::App& app) {
                                   &l.ffn_up, &l.ffn_down})
         print_tensor(*t);
     }
+    // How each weight type's matrix products treat their input on this CPU (accuracy).
+    std::vector<DType> types;
+    auto note_type = [&](const TensorView& t) {
+      if (t.cols > 1 && std::find(types.begin(), types.end(), t.type) == types.end()) types.push_back(t.type);
+    };
+    note_type(model->tied_output ? model->token_embd : model->output);
+    for (const LayerWeights& l : model->layers)
+      for (const TensorView* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) note_type(*t);
+    std::string inputs;
+    for (DType t : types) {
+      const int64_t block = matmul_input_block(t);
+      inputs += fmt::format("{}{} {}", inputs.empty() ? "" : ", ", dtype_name(t),
+                            block ? fmt::format("8-bit/{}", block) : std::string("f32"));
+    }
+    std::printf("cpu path %s; matmul inputs: %s\n", std::string(cpu_path_name(active_cpu_path())).c_str(),
+                inputs.c_str());
     int ctx = flags->context > 0 ? flags->context : c.context_length;
     double weights = static_cast<double>(model->weight_bytes());
     double kv = 2.0 * c.n_layers * ctx * c.kv_dim() * sizeof(float);

@@ -17,21 +17,54 @@ namespace skiff {
 
 namespace kernels {
 
-void quantize_input_q8(const float* x, int64_t n, int8_t* q, float* d) {
-  for (int64_t b = 0; b < n / 32; ++b) {
-    const float* xb = x + b * 32;
+void quantize_input_q8(const float* x, int64_t n, int8_t* q, float* d, int64_t block) {
+  for (int64_t b = 0; b < n / block; ++b) {
+    const float* xb = x + b * block;
     float amax = 0.0f;
-    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    for (int64_t i = 0; i < block; ++i) amax = std::max(amax, std::fabs(xb[i]));
     const float scale = amax / 127.0f;
     const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
     d[b] = scale;
-    for (int i = 0; i < 32; ++i) {
+    for (int64_t i = 0; i < block; ++i) {
       // lrint: round to nearest even, and no undefined behaviour for NaN or huge values.
       long v = std::lrint(xb[i] * inv);
-      q[b * 32 + i] = static_cast<int8_t>(std::clamp(v, -127L, 127L));
+      q[b * block + i] = static_cast<int8_t>(std::clamp(v, -127L, 127L));
     }
   }
 }
+
+int64_t input_block(InputFormat f) {
+  switch (f) {
+    case InputFormat::F32: return 0;
+    case InputFormat::Q8K:
+    case InputFormat::Q8KNibble: return 256;
+    default: return 32;
+  }
+}
+
+namespace {
+
+// One position's input as Q8KBlocks (cols is a multiple of 256 for every K-quant).
+void prepare_q8k(const float* x, int64_t cols, bool nibble, Q8KBlock* out) {
+  int8_t q[256];
+  for (int64_t b = 0; b < cols / 256; ++b) {
+    Q8KBlock& blk = out[b];
+    std::memset(&blk, 0, sizeof blk);
+    quantize_input_q8(x + b * 256, 256, q, &blk.d, 256);
+    for (int g = 0; g < 16; ++g) {
+      int sum = 0;
+      for (int i = 0; i < 16; ++i) sum += q[g * 16 + i];
+      blk.bsum[g] = static_cast<int16_t>(sum);
+    }
+    for (int k = 0; k < 8; ++k) {
+      // Nibble order swaps the middle two 32-groups of each 128: 0, 2, 1, 3.
+      const int from = nibble && (k & 3) == 1 ? k + 1 : nibble && (k & 3) == 2 ? k - 1 : k;
+      std::memcpy(blk.q + k * 32, q + from * 32, 32);
+    }
+  }
+}
+
+}  // namespace
 
 size_t input_stride(InputFormat f, int64_t cols) {
   const int64_t nb = cols / 32;
@@ -41,6 +74,8 @@ size_t input_stride(InputFormat f, int64_t cols) {
     case InputFormat::Q8: bytes = static_cast<size_t>(nb) * sizeof(float) + static_cast<size_t>(cols); break;
     case InputFormat::Q8Pairs:
     case InputFormat::Q8PairsNibble: bytes = static_cast<size_t>((nb + 1) / 2) * sizeof(Q8Pair); break;
+    case InputFormat::Q8K:
+    case InputFormat::Q8KNibble: bytes = static_cast<size_t>(cols / 256) * sizeof(Q8KBlock); break;
   }
   return (bytes + 63) / 64 * 64;
 }
@@ -54,6 +89,10 @@ void prepare_input(InputFormat f, const float* x, int64_t cols, uint8_t* out) {
   if (f == InputFormat::Q8) {
     quantize_input_q8(x, cols, reinterpret_cast<int8_t*>(out + nb * sizeof(float)),
                       reinterpret_cast<float*>(out));
+    return;
+  }
+  if (f == InputFormat::Q8K || f == InputFormat::Q8KNibble) {
+    prepare_q8k(x, cols, f == InputFormat::Q8KNibble, reinterpret_cast<Q8KBlock*>(out));
     return;
   }
   int8_t q[64];
@@ -126,6 +165,8 @@ constexpr int64_t kRowsPerUnit = 16;
 }  // namespace
 
 bool matmul_quantizes_input(DType type) { return select_kernel(type).input != InputFormat::F32; }
+
+int64_t matmul_input_block(DType type) { return kernels::input_block(select_kernel(type).input); }
 
 void dequantize_tensor_row(const TensorView& w, int64_t r, float* out) {
   dequantize_row(w.type, w.row(r), out, w.cols);

@@ -7,9 +7,10 @@
 //   on how many positions share the call (speculative verification relies on this);
 // - thread invariance: each y[t][r] is computed wholly by one thread, in the same way for
 //   any thread count.
-// Q8_0 and Q4_0 weights take their input quantized on the fly to 8-bit blocks of 32 (as
-// llama.cpp does) and use integer dot products; every other type computes in float32 from
-// exact weights. Weights are read in place (memory-mapped), never copied.
+// Q8_0 and Q4_0 weights take their input quantized on the fly to 8-bit blocks of 32, Q4_K
+// and Q6_K (scalar and AVX-512 paths) to 8-bit blocks of 256 (as llama.cpp does), and use
+// integer dot products; every other type computes in float32 from exact weights. Weights
+// are read in place (memory-mapped), never copied.
 #pragma once
 
 #include <cstdint>
@@ -33,7 +34,9 @@ void matmul_many(std::span<const MatmulJob> jobs, const float* x, int64_t T, Thr
 // Copies row r of W into out as floats (embedding lookup for any type).
 void dequantize_tensor_row(const TensorView& w, int64_t r, float* out);
 
-// True when the active CPU path quantizes the input of `type` to 8 bits (see above).
+// True when the active CPU path quantizes the input of `type` to 8 bits (see above), and
+// how many inputs share one scale then (32, or 256 for K-quants; 0 when not quantized).
 bool matmul_quantizes_input(DType type);
+int64_t matmul_input_block(DType type);
 
 }  // namespace skiff

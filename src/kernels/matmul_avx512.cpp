@@ -140,8 +140,9 @@ struct Q4_0Weights {
 
 
 template <class W, int R, int C>
-void q8_tile(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t nb, float* out,
+void q8_tile(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t cols, float* out,
              int64_t out_stride, TileAhead ahead) {
+  const int64_t nb = cols / 32;
   __m512 acc[R][C];
   _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
@@ -171,16 +172,156 @@ void q8_tile(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t nb, fl
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum512(acc[r][c]);
 }
 
+// ---- Q4_K / Q6_K weights: a super-block of 256 at a time -----------------------------------
+//
+// A super-block is unpacked once per row into four vectors of 64 unsigned weight bytes and
+// four vectors of per-lane scales (16-bit). Per position and 64 weights, vpmaddubsw multiplies
+// weight bytes by input bytes into 16-bit pair sums (at most 2 * 63 * 127: no saturation) and
+// vpdpwssd multiplies those by the scales into 32-bit lanes. The lanes are exact integers
+// until they are converted to float once per super-block and scaled by d_w * d_x.
+
+inline __m512i lo_nibbles(__m512i v) { return _mm512_and_si512(v, _mm512_set1_epi8(0x0F)); }
+inline __m512i hi_nibbles(__m512i v) { return lo_nibbles(_mm512_srli_epi16(v, 4)); }
+
+// Q4_K (layout in matmul_scalar.cpp): 64 bytes of nibbles hold sub-blocks [2j | 2j+2] in the
+// low nibbles and [2j+1 | 2j+3] in the high ones, the input's nibble order. The sub-block
+// minimums are subtracted through the input's 16-sums: sum m_j * (bsum[2j] + bsum[2j+1]).
+struct Q4_KWeights {
+  static constexpr int kBlockBytes = 144;
+  static constexpr InputFormat kInput = InputFormat::Q8KNibble;
+  struct Unpacked {
+    __m512i q[4], s[4];
+    __m512i mins;  // 16-bit lanes 2i, 2i+1: minimum of sub-block i (lanes 16.. zero)
+    __m512 d, dmin;
+  };
+  static void unpack(const uint8_t* b, Unpacked& u) {
+    uint32_t w[3];
+    std::memcpy(w, b + 4, 12);
+    // Bytes: scales 0..3, scales 4..7, minimums 0..3, minimums 4..7 (6 bits each; the
+    // upper four of each keep their top two bits in the first eight bytes).
+    const uint32_t sc_lo = w[0] & 0x3F3F3F3Fu, m_lo = w[1] & 0x3F3F3F3Fu;
+    const uint32_t sc_hi = (w[2] & 0x0F0F0F0Fu) | ((w[0] >> 6) & 0x03030303u) << 4;
+    const uint32_t m_hi = ((w[2] >> 4) & 0x0F0F0F0Fu) | ((w[1] >> 6) & 0x03030303u) << 4;
+    const __m128i bytes = _mm_set_epi32(static_cast<int>(m_hi), static_cast<int>(m_lo),
+                                        static_cast<int>(sc_hi), static_cast<int>(sc_lo));
+    const __m512i sm = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(bytes));  // 16-bit: sc 0..7, m 0..7
+    // Chunk k's lanes 0..15 belong to sub-block a, 16..31 to b: (a, b) = (0,2) (1,3) (4,6) (5,7).
+    u.s[0] = _mm512_permutexvar_epi16(_mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                                                       0, 0, 0, 0), sm);
+    u.s[1] = _mm512_permutexvar_epi16(_mm512_set_epi64(0x0003000300030003, 0x0003000300030003, 0x0003000300030003, 0x0003000300030003,
+                                                       0x0001000100010001, 0x0001000100010001, 0x0001000100010001, 0x0001000100010001), sm);
+    u.s[2] = _mm512_permutexvar_epi16(_mm512_set_epi64(0x0006000600060006, 0x0006000600060006, 0x0006000600060006, 0x0006000600060006,
+                                                       0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004), sm);
+    u.s[3] = _mm512_permutexvar_epi16(_mm512_set_epi64(0x0007000700070007, 0x0007000700070007, 0x0007000700070007, 0x0007000700070007,
+                                                       0x0005000500050005, 0x0005000500050005, 0x0005000500050005, 0x0005000500050005), sm);
+    // Lanes 2i, 2i+1 <- minimum i (16-bit lanes 8 + i of sm); lanes 16.. <- lane 16 (zero).
+    u.mins = _mm512_permutexvar_epi16(_mm512_set_epi64(0x0010001000100010, 0x0010001000100010, 0x0010001000100010, 0x0010001000100010,
+                                                       0x000F000F000E000E, 0x000D000D000C000C, 0x000B000B000A000A, 0x0009000900080008), sm);
+    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(load_u32(b)));  // d, dmin
+    u.d = _mm512_broadcastss_ps(dd);
+    u.dmin = _mm512_broadcastss_ps(_mm_movehdup_ps(dd));
+    const __m512i q0 = _mm512_loadu_si512(b + 16), q1 = _mm512_loadu_si512(b + 80);
+    u.q[0] = lo_nibbles(q0);
+    u.q[1] = hi_nibbles(q0);
+    u.q[2] = lo_nibbles(q1);
+    u.q[3] = hi_nibbles(q1);
+  }
+  static __m512 dot(const Unpacked& u, const Q8KBlock& x, __m512 acc) {
+    __m512i sum = _mm512_setzero_si512();
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; ++k) {
+      const __m512i pairs = _mm512_maddubs_epi16(u.q[k], _mm512_loadu_si512(x.q + 64 * k));
+      sum = _mm512_dpwssd_epi32(sum, pairs, u.s[k]);
+    }
+    const __m512i bsum = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsum)));
+    const __m512i msum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), bsum, u.mins);
+    const __m512 v = _mm512_fmsub_ps(_mm512_cvtepi32_ps(sum), u.d, _mm512_mul_ps(_mm512_cvtepi32_ps(msum), u.dmin));
+    return _mm512_fmadd_ps(v, _mm512_set1_ps(x.d), acc);
+  }
+};
+
+// Q6_K (layout in matmul_scalar.cpp), unpacked to natural order: per half of 128 weights,
+// ql's 64 bytes give weights 0..63 in their low nibbles and 64..127 in their high ones, and
+// the two high bits come from qh (32 bytes) shifted into bits 4..5. The offset of 32 is
+// subtracted through the input's 16-sums: -32 * sum scale_g * bsum[g].
+struct Q6_KWeights {
+  static constexpr int kBlockBytes = 210;
+  static constexpr InputFormat kInput = InputFormat::Q8K;
+  struct Unpacked {
+    __m512i q[4], s[4];
+    __m512i offset;  // 16-bit lanes 0..15: -32 * scale_g (lanes 16.. zero)
+    __m512 d;
+  };
+  static void unpack(const uint8_t* b, Unpacked& u) {
+    const __m512i three = _mm512_set1_epi8(0x30);
+    // 16-bit shift counts: the low 256 bits take qh's bits 0-1 (<< 4) or 4-5 (>> 0), the high
+    // 256 bits its bits 2-3 (<< 2) or 6-7 (>> 2); bits crossing into the other byte of a
+    // 16-bit lane are masked off.
+    const __m512i left = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                                          0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004);
+    const __m512i right = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                                           0, 0, 0, 0);
+    _Pragma("GCC unroll 2") for (int h = 0; h < 2; ++h) {
+      const __m512i ql = _mm512_loadu_si512(b + 64 * h);
+      const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)));
+      u.q[2 * h] = _mm512_or_si512(lo_nibbles(ql), _mm512_and_si512(_mm512_sllv_epi16(qh, left), three));
+      u.q[2 * h + 1] = _mm512_or_si512(hi_nibbles(ql), _mm512_and_si512(_mm512_srlv_epi16(qh, right), three));
+    }
+    const __m512i sc = _mm512_zextsi256_si512(
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192))));
+    // Chunk k (weights 64k .. 64k+63): 16-bit lane i covers weights 64k + 2i, +1: scale 4k + i/8.
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; ++k) {
+      const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16(static_cast<short>(4 * k)),
+                                           _mm512_set_epi64(0x0003000300030003, 0x0003000300030003, 0x0002000200020002, 0x0002000200020002,
+                                                            0x0001000100010001, 0x0001000100010001, 0, 0));
+      u.s[k] = _mm512_permutexvar_epi16(idx, sc);
+    }
+    u.offset = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(sc, 5));
+    uint16_t h;
+    std::memcpy(&h, b + 208, 2);
+    u.d = _mm512_set1_ps(_cvtsh_ss(h));
+  }
+  static __m512 dot(const Unpacked& u, const Q8KBlock& x, __m512 acc) {
+    const __m512i bsum = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsum)));
+    __m512i sum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), bsum, u.offset);
+    _Pragma("GCC unroll 4") for (int k = 0; k < 4; ++k) {
+      const __m512i pairs = _mm512_maddubs_epi16(u.q[k], _mm512_loadu_si512(x.q + 64 * k));
+      sum = _mm512_dpwssd_epi32(sum, pairs, u.s[k]);
+    }
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(u.d, _mm512_set1_ps(x.d)), acc);
+  }
+};
+
+template <class W, int R, int C>
+void kquant_tile(const uint8_t* const* rows, const Q8KBlock* const* xs, int64_t cols, float* out,
+                 int64_t out_stride, TileAhead ahead) {
+  const int64_t nsb = cols / 256;
+  __m512 acc[R][C];
+  _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
+    _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nsb; ++b) {
+    // One row's unpacked super-block at a time: with the accumulators they fill the registers.
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
+      const uint8_t* at = rows[r] + b * W::kBlockBytes;
+      if (C > 1) {
+        for (int off = 0; off < W::kBlockBytes; off += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(at) + kPrefetchBytes + off, _MM_HINT_T0);
+      }
+      typename W::Unpacked u;
+      W::unpack(at, u);
+      _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) acc[r][c] = W::dot(u, xs[c][b], acc[r][c]);
+    }
+    ahead.step();
+  }
+  _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
+    _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum512(acc[r][c]);
+}
+
 // ---- tiling over rows and positions ---------------------------------------------------------
 
-constexpr int kRows = 4;       // row tile
 constexpr int kDecodeRows = 8;  // row tile when there is one position
-constexpr int kPositions = 4;  // position tile (quantized weights)
-constexpr int kFloatPositions = 6;  // position tile (float weights)
-constexpr int kFloatRows = 4;       // row tile (float weights)
 
 // Calls Tile<R, C> with runtime r in 1..R and c in 1..MaxC.
-template <template <int, int> class Tile, int R = kRows, int MaxC = kPositions>
+template <template <int, int> class Tile, int R, int MaxC>
 struct Dispatch {
   template <int C, class... Args>
   static void by_c(int c, Args&&... args) {
@@ -198,11 +339,18 @@ struct Dispatch {
   }
 };
 
+// A family of tiles for one weight type: the input element they read, the tile shape for
+// several positions, and the steps of the walk along a row (for the decode prefetch).
+// Float tiles take 6 positions (24 accumulators + 4 weight vectors + 1 input fit the 32
+// registers); quantized tiles also hold scales and corrections, so 4.
 template <class W>
 struct FloatTile {
+  using Input = float;
+  static constexpr int kRows = 4, kPositions = 6;
+  static int64_t steps(int64_t cols) { return (cols + 15) / 16; }
   template <int R, int C>
   struct T {
-    static void run(const uint8_t* const* rows, const float* const* xs, int64_t cols, float* out,
+    static void run(const uint8_t* const* rows, const Input* const* xs, int64_t cols, float* out,
                     int64_t stride, TileAhead ahead) {
       float_tile<W, R, C>(rows, xs, cols, out, stride, ahead);
     }
@@ -211,60 +359,65 @@ struct FloatTile {
 
 template <class W>
 struct Q8Tile {
+  using Input = Q8Pair;
+  static constexpr int kRows = 4, kPositions = 4;
+  static int64_t steps(int64_t cols) { return (cols / 32 + 1) / 2; }
   template <int R, int C>
   struct T {
-    static void run(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t nb, float* out,
+    static void run(const uint8_t* const* rows, const Input* const* xs, int64_t cols, float* out,
                     int64_t stride, TileAhead ahead) {
-      q8_tile<W, R, C>(rows, xs, nb, out, stride, ahead);
+      q8_tile<W, R, C>(rows, xs, cols, out, stride, ahead);
     }
   };
 };
 
-// Positions in tiles of kPositions (outer: their inputs stay in cache while all the rows of
-// this chunk pass), rows in tiles of kRows.
-template <class W, bool kQuantized>
+template <class W>
+struct KQuantTile {
+  using Input = Q8KBlock;
+  static constexpr int kRows = 4, kPositions = 4;
+  static int64_t steps(int64_t cols) { return cols / 256; }
+  template <int R, int C>
+  struct T {
+    static void run(const uint8_t* const* rows, const Input* const* xs, int64_t cols, float* out,
+                    int64_t stride, TileAhead ahead) {
+      kquant_tile<W, R, C>(rows, xs, cols, out, stride, ahead);
+    }
+  };
+};
+
+// Positions in tiles of Tiles::kPositions (outer: their inputs stay in cache while all the
+// rows of this chunk pass), rows in tiles of Tiles::kRows.
+template <class Tiles>
 void run_block(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, size_t in_stride,
                int64_t T, float* y, int64_t y_stride) {
-  // Float tiles take 6 positions (24 accumulators + 4 weight vectors + 1 input fit the 32
-  // registers); quantized tiles also hold scales and corrections, so 4.
   // T is cut into ceil(T / P) tiles of near-equal size (8 -> 4 + 4, not 6 + 2): a small
   // leftover tile would run at nearly decode speed.
-  constexpr int P = kQuantized ? kPositions : kFloatPositions;
+  using Input = typename Tiles::Input;
+  constexpr int P = Tiles::kPositions;
   const int64_t n_tiles = (T + P - 1) / P;
   for (int64_t tile = 0, t0 = 0; tile < n_tiles; ++tile) {
     const int c = static_cast<int>(T / n_tiles + (tile < T % n_tiles ? 1 : 0));
-    const void* xs[P];
-    for (int j = 0; j < c; ++j) xs[j] = in + static_cast<size_t>(t0 + j) * in_stride;
+    const Input* xs[P];
+    for (int j = 0; j < c; ++j) xs[j] = reinterpret_cast<const Input*>(in + static_cast<size_t>(t0 + j) * in_stride);
     // One position (decode): 8 rows per tile, so more independent loads are in flight.
-    const int row_tile = c == 1 ? kDecodeRows : kQuantized ? kRows : kFloatRows;
+    const int row_tile = c == 1 ? kDecodeRows : Tiles::kRows;
     for (int64_t r = r0; r < r1; r += row_tile) {
       const int nr = static_cast<int>(std::min<int64_t>(row_tile, r1 - r));
       const uint8_t* rows[kDecodeRows];
       for (int j = 0; j < nr; ++j) rows[j] = w.row(r + j);
       float* out = y + t0 * y_stride + r;
       if (c == 1) {
-        const int64_t steps = kQuantized ? (w.cols / 32 + 1) / 2 : (w.cols + 15) / 16;
-        const TileAhead ahead = rows_ahead(w, r + nr, nr, steps);
-        if constexpr (kQuantized) {
-          Dispatch<Q8Tile<W>::template T, kDecodeRows, 1>::call(
-              nr, 1, rows, reinterpret_cast<const Q8Pair* const*>(xs), w.cols / 32, out, y_stride, ahead);
-        } else {
-          Dispatch<FloatTile<W>::template T, kDecodeRows, 1>::call(
-              nr, 1, rows, reinterpret_cast<const float* const*>(xs), w.cols, out, y_stride, ahead);
-        }
-      } else if constexpr (kQuantized) {
-        Dispatch<Q8Tile<W>::template T>::call(nr, c, rows, reinterpret_cast<const Q8Pair* const*>(xs),
-                                              w.cols / 32, out, y_stride, TileAhead{});
+        const TileAhead ahead = rows_ahead(w, r + nr, nr, Tiles::steps(w.cols));
+        Dispatch<Tiles::template T, kDecodeRows, 1>::call(nr, 1, rows, xs, w.cols, out, y_stride, ahead);
       } else {
-        Dispatch<FloatTile<W>::template T, kFloatRows, kFloatPositions>::call(
-            nr, c, rows, reinterpret_cast<const float* const*>(xs), w.cols, out, y_stride, TileAhead{});
+        Dispatch<Tiles::template T, Tiles::kRows, P>::call(nr, c, rows, xs, w.cols, out, y_stride, TileAhead{});
       }
     }
     t0 += c;
   }
 }
 
-template <class W, bool kQuantized>
+template <class Tiles>
 void run_tiles(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, size_t in_stride,
                int64_t T, float* y, int64_t y_stride) {
   // Rows in blocks of about 384 KiB of weights, which stay in L2 (1 MiB on Zen 4/5) while
@@ -273,26 +426,12 @@ void run_tiles(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, s
   // (2048 x 5632) 77 -> 91 GMAC/s, 2048 x 2048 86 -> 90 (skiff_microbench BM_MatmulPrefill).
   // A thread's rows are cut into near-equal blocks (128 rows -> 64 + 64, not 96 + 32).
   if (r1 <= r0) return;
+  constexpr int64_t kRows = Tiles::kRows;
   const int64_t most = std::max<int64_t>(kRows, (int64_t{384} << 10) / static_cast<int64_t>(w.row_stride) / kRows * kRows);
   const int64_t n_blocks = (r1 - r0 + most - 1) / most;
   const int64_t block = ((r1 - r0 + n_blocks - 1) / n_blocks + kRows - 1) / kRows * kRows;
   for (int64_t b0 = r0; b0 < r1; b0 += block) {
-    run_block<W, kQuantized>(w, b0, std::min(r1, b0 + block), in, in_stride, T, y, y_stride);
-  }
-}
-
-// K-quants: a few rows at a time are dequantized (exactly, see dequant.h) into a scratch
-// buffer, then the float tiles run over it; each element's sequence is that of F32 weights.
-void run_dequantized(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, size_t in_stride,
-                     int64_t T, float* y, int64_t y_stride) {
-  constexpr int64_t kBlockRows = 16;
-  thread_local std::vector<float> scratch;
-  const int64_t cols = w.cols;
-  if (static_cast<int64_t>(scratch.size()) < kBlockRows * cols) scratch.resize(static_cast<size_t>(kBlockRows * cols));
-  for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
-    const int64_t n = std::min(kBlockRows, r1 - b0);
-    for (int64_t j = 0; j < n; ++j) dequantize_row_avx512(w.type, w.row(b0 + j), scratch.data() + j * cols, cols);
-    run_block<F32Weights, false>(f32_view(scratch.data(), n, cols), 0, n, in, in_stride, T, y + b0, y_stride);
+    run_block<Tiles>(w, b0, std::min(r1, b0 + block), in, in_stride, T, y, y_stride);
   }
 }
 
@@ -300,13 +439,13 @@ void run_dequantized(const TensorView& w, int64_t r0, int64_t r1, const uint8_t*
 
 MatmulKernel matmul_kernel_avx512(DType type) {
   switch (type) {
-    case DType::F32: return {InputFormat::F32, run_tiles<F32Weights, false>};
-    case DType::F16: return {InputFormat::F32, run_tiles<F16Weights, false>};
-    case DType::BF16: return {InputFormat::F32, run_tiles<BF16Weights, false>};
-    case DType::Q8_0: return {Q8_0Weights::kInput, run_tiles<Q8_0Weights, true>};
-    case DType::Q4_0: return {Q4_0Weights::kInput, run_tiles<Q4_0Weights, true>};
-    case DType::Q4_K:
-    case DType::Q6_K: return {InputFormat::F32, run_dequantized};
+    case DType::F32: return {InputFormat::F32, run_tiles<FloatTile<F32Weights>>};
+    case DType::F16: return {InputFormat::F32, run_tiles<FloatTile<F16Weights>>};
+    case DType::BF16: return {InputFormat::F32, run_tiles<FloatTile<BF16Weights>>};
+    case DType::Q8_0: return {Q8_0Weights::kInput, run_tiles<Q8Tile<Q8_0Weights>>};
+    case DType::Q4_0: return {Q4_0Weights::kInput, run_tiles<Q8Tile<Q4_0Weights>>};
+    case DType::Q4_K: return {Q4_KWeights::kInput, run_tiles<KQuantTile<Q4_KWeights>>};
+    case DType::Q6_K: return {Q6_KWeights::kInput, run_tiles<KQuantTile<Q6_KWeights>>};
     default: return {};
   }
 }

@@ -20,8 +20,10 @@ enum class InputFormat : int {
   Q8 = 1,       // per position: nb floats (block scales) then cols int8 (natural order)
   Q8Pairs = 2,  // AVX-512 layout for Q8_0 weights: Q8Pair per two blocks, natural order
   Q8PairsNibble = 3,  // AVX-512 layout for Q4_0 weights: Q8Pair with nibble order (below)
+  Q8K = 4,            // K-quant weights: Q8KBlock per 256 inputs, natural order
+  Q8KNibble = 5,      // AVX-512 layout for Q4_K weights: Q8KBlock in Q4_K's nibble order
 };
-constexpr int kInputFormats = 4;
+constexpr int kInputFormats = 6;
 
 // Two blocks of 32 quantized inputs for the AVX-512 integer kernels. `corr` holds, per
 // 32-bit lane (4 bytes of x), -bias * (sum of those 4 bytes): vpdpbusd multiplies unsigned
@@ -35,6 +37,19 @@ struct Q8Pair {
   float d[16];
 };
 static_assert(sizeof(Q8Pair) == 192);
+
+// 256 inputs quantized with one scale (amax/127, as llama.cpp's Q8_K), for the K-quant
+// weights' super-blocks of 256. bsum[g] is the sum of the 16 inputs g*16 .. g*16+15 (natural
+// order): Q4_K subtracts its sub-block minimums and Q6_K its offset of 32 through them.
+// Nibble order (Q4_K): the 32-input groups stored as 0, 2, 1, 3, 4, 6, 5, 7, matching the low
+// then high nibbles of each 64 bytes of Q4_K weights.
+struct Q8KBlock {
+  int8_t q[256];
+  int16_t bsum[16];
+  float d;
+  uint8_t pad[28];
+};
+static_assert(sizeof(Q8KBlock) == 320);
 
 // Decode streams weights from DRAM, and a row tile reads R rows side by side. Each row is
 // a short stream (1152 bytes for a Q4_0 row of 2048), too short for the hardware
@@ -86,8 +101,11 @@ void run_dequantize_dot(const TensorView& w, int64_t r0, int64_t r1, const uint8
 size_t input_stride(InputFormat f, int64_t cols);
 void prepare_input(InputFormat f, const float* x, int64_t cols, uint8_t* out);
 
-// The 8-bit quantization of inputs (one scale per 32 values, amax/127, round to nearest
+// The 8-bit quantization of inputs (one scale per `block` values, amax/127, round to nearest
 // even): the same on every path, so all paths see the same integers.
-void quantize_input_q8(const float* x, int64_t n, int8_t* q, float* d);
+void quantize_input_q8(const float* x, int64_t n, int8_t* q, float* d, int64_t block = 32);
+
+// Values per input scale of format f (0: not quantized).
+int64_t input_block(InputFormat f);
 
 }  // namespace skiff::kernels

@@ -1,6 +1,7 @@
 // Scalar matmul kernels: the reference the SIMD paths are tested against, and the path for
 // CPUs without AVX2. Q8_0 / Q4_0 weights: integer dot product per block of 32 with the
-// 8-bit input, then acc += float(isum) * (d_w * d_x), block by block.
+// 8-bit input, then acc += float(isum) * (d_w * d_x), block by block; Q4_K / Q6_K the same
+// per super-block of 256.
 #include <cstring>
 
 #include "kernels/matmul_impl.h"
@@ -53,12 +54,84 @@ void run_q8_input(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in
   }
 }
 
+// K-quants against Q8KBlock inputs: per super-block of 256 an integer sum, scaled once by
+// the weights' d (and dmin) times the input's d. Written element by element from the block
+// layouts (tensor/dtype.cpp decodes the same bytes) as the reference for the SIMD kernels.
+
+// Q4_K: fp16 d, fp16 dmin, 12 bytes of 6-bit scales and minimums for eight sub-blocks of 32,
+// 128 bytes of nibbles: bytes 32j..32j+31 hold sub-block 2j in their low nibbles and 2j+1 in
+// their high nibbles. Weight = d * scale * q - dmin * min.
+void scale_min_q4_k(int j, const uint8_t* s, int& sc, int& m) {
+  if (j < 4) {
+    sc = s[j] & 63;
+    m = s[j + 4] & 63;
+  } else {
+    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+float superblock_dot_q4_k(const uint8_t* b, const Q8KBlock& x) {
+  const uint8_t* qs = b + 16;
+  int32_t isum = 0, msum = 0;
+  for (int j = 0; j < 8; ++j) {
+    int sc, m;
+    scale_min_q4_k(j, b + 4, sc, m);
+    int32_t dot = 0;
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t byte = qs[(j / 2) * 32 + l];
+      const int q = j % 2 == 0 ? byte & 0x0F : byte >> 4;
+      dot += q * int32_t{x.q[j * 32 + l]};
+    }
+    isum += sc * dot;
+    msum += m * (x.bsum[2 * j] + x.bsum[2 * j + 1]);
+  }
+  return static_cast<float>(isum) * (half_at(b) * x.d) - static_cast<float>(msum) * (half_at(b + 2) * x.d);
+}
+
+// Q6_K: 128 bytes of low nibbles (ql), 64 bytes of 2-bit highs (qh), 16 int8 scales (one per
+// 16 weights), fp16 d. In each half of 128 weights, weight l (0..31) + 32k takes ql's nibble
+// (byte l + 32 * (k & 1), high nibble for k >= 2) and bits 2k, 2k+1 of qh[l]. Weight =
+// d * scale * (q - 32).
+float superblock_dot_q6_k(const uint8_t* b, const Q8KBlock& x) {
+  const int8_t* scales = reinterpret_cast<const int8_t*>(b + 192);
+  int32_t isum = 0;
+  for (int g = 0; g < 16; ++g) {
+    int32_t dot = 0;
+    for (int i = 0; i < 16; ++i) {
+      const int w = g * 16 + i, half = w / 128, k = (w % 128) / 32, l = w % 32;
+      const uint8_t lo = b[half * 64 + l + 32 * (k & 1)];
+      const int q = (k >= 2 ? lo >> 4 : lo & 0x0F) | (((b[128 + half * 32 + l] >> (2 * k)) & 3) << 4);
+      dot += q * int32_t{x.q[w]};
+    }
+    isum += scales[g] * (dot - 32 * x.bsum[g]);
+  }
+  return static_cast<float>(isum) * (half_at(b + 208) * x.d);
+}
+
+template <int kBlockBytes, float (*SuperblockDot)(const uint8_t*, const Q8KBlock&)>
+void run_q8k_input(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, size_t in_stride,
+                   int64_t T, float* y, int64_t y_stride) {
+  const int64_t nsb = w.cols / 256;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = w.row(r);
+    for (int64_t t = 0; t < T; ++t) {
+      const auto* x = reinterpret_cast<const Q8KBlock*>(in + static_cast<size_t>(t) * in_stride);
+      float acc = 0.0f;
+      for (int64_t b = 0; b < nsb; ++b) acc += SuperblockDot(row + b * kBlockBytes, x[b]);
+      y[t * y_stride + r] = acc;
+    }
+  }
+}
+
 }  // namespace
 
 MatmulKernel matmul_kernel_scalar(DType type) {
   switch (type) {
     case DType::Q8_0: return {InputFormat::Q8, run_q8_input<34, block_dot_q8_0>};
     case DType::Q4_0: return {InputFormat::Q8, run_q8_input<18, block_dot_q4_0>};
+    case DType::Q4_K: return {InputFormat::Q8K, run_q8k_input<144, superblock_dot_q4_k>};
+    case DType::Q6_K: return {InputFormat::Q8K, run_q8k_input<210, superblock_dot_q6_k>};
     default: return {};
   }
 }

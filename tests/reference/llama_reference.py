@@ -86,11 +86,29 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     return torch.einsum("hts,shd->thd", probs, v).reshape(T, H * hd)
 
 
-def forward(cfg: LlamaConfig, weights: dict, tokens, n_layers: int | None = None) -> np.ndarray:
+def quantize_input(h: torch.Tensor, block: int) -> torch.Tensor:
+    """An engine's on-the-fly 8-bit input quantization (skiff: quantize_input_q8 in
+    src/kernels/matmul.cpp; llama.cpp: Q8_0 / Q8_K): per `block` values one scale d = amax/127
+    and q = round-half-even(x / d), in float32 as the engine computes it. Returns q * d."""
+    x = h.to(torch.float32).reshape(h.shape[0], -1, block)
+    d = x.abs().amax(dim=-1, keepdim=True) / 127.0
+    inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
+    q = torch.round(x * inv).clamp(-127, 127)
+    return (q.to(DTYPE) * d.to(DTYPE)).reshape(h.shape)
+
+
+def forward(cfg: LlamaConfig, weights: dict, tokens, n_layers: int | None = None,
+            input_blocks: dict | None = None) -> np.ndarray:
     """Logits [len(tokens), vocab] (float64) after layers 0..n_layers-1 (default: all) and the
-    final norm + head; positions are 0..len(tokens)-1."""
+    final norm + head; positions are 0..len(tokens)-1. input_blocks: {matrix name: block} for
+    the products whose input the engine quantizes to 8 bits (see quantize_input)."""
     cfg.validate()
     W = {k: torch.as_tensor(np.asarray(v), dtype=DTYPE) for k, v in weights.items()}
+    blocks = input_blocks or {}
+
+    def mm(h, name):
+        return (quantize_input(h, blocks[name]) if name in blocks else h) @ W[name].T
+
     n_layers = cfg.n_layers if n_layers is None else n_layers
     assert 0 <= n_layers <= cfg.n_layers
     tokens = torch.as_tensor(list(tokens), dtype=torch.long)
@@ -102,19 +120,18 @@ def forward(cfg: LlamaConfig, weights: dict, tokens, n_layers: int | None = None
     for l in range(n_layers):
         p = f"blk.{l}."
         h = rmsnorm(x, W[p + "attn_norm.weight"], cfg.rms_eps)
-        q = (h @ W[p + "attn_q.weight"].T).reshape(T, H, hd)
-        k = (h @ W[p + "attn_k.weight"].T).reshape(T, KV, hd)
-        v = (h @ W[p + "attn_v.weight"].T).reshape(T, KV, hd)
+        q = mm(h, p + "attn_q.weight").reshape(T, H, hd)
+        k = mm(h, p + "attn_k.weight").reshape(T, KV, hd)
+        v = mm(h, p + "attn_v.weight").reshape(T, KV, hd)
         q = rope(q, pos, cfg.rope_dims, cfg.rope_base)
         k = rope(k, pos, cfg.rope_dims, cfg.rope_base)
-        x = x + attention(q, k, v) @ W[p + "attn_output.weight"].T
+        x = x + mm(attention(q, k, v), p + "attn_output.weight")
         h = rmsnorm(x, W[p + "ffn_norm.weight"], cfg.rms_eps)
-        gate = h @ W[p + "ffn_gate.weight"].T
-        up = h @ W[p + "ffn_up.weight"].T
-        x = x + (torch.nn.functional.silu(gate) * up) @ W[p + "ffn_down.weight"].T
+        gate = mm(h, p + "ffn_gate.weight")
+        up = mm(h, p + "ffn_up.weight")
+        x = x + mm(torch.nn.functional.silu(gate) * up, p + "ffn_down.weight")
     x = rmsnorm(x, W["output_norm.weight"], cfg.rms_eps)
-    head = W["token_embd.weight"] if cfg.tied else W["output.weight"]
-    return (x @ head.T).numpy()
+    return mm(x, "token_embd.weight" if cfg.tied else "output.weight").numpy()
 
 
 # ----------------------------------------------------------------------------------------------
