@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "kernels/cpu.h"
-#include "kernels/dequant.h"
 #include "kernels/matmul.h"
 #include "kernels/matmul_impl.h"
 
@@ -232,25 +231,6 @@ TEST(Matmul, InputQuantizationRoundsToNearestWithinHalfAStep) {
   x[1] = INFINITY;
   kernels::quantize_input_q8(x.data(), 32, q.data(), d.data());
   for (int i = 0; i < 32; ++i) EXPECT_LE(std::abs(q[i]), 127);
-}
-
-TEST(Dequantize, Avx512KQuantsEqualTheReferenceBitForBit) {
-  if (best_cpu_path() < CpuPath::Avx512) {
-    // Without AVX-512 the kernel must never be chosen: forcing that path clamps below it.
-    set_cpu_path(CpuPath::Avx512);
-    EXPECT_LT(active_cpu_path(), CpuPath::Avx512);
-    set_cpu_path(best_cpu_path());
-    return;
-  }
-  for (DType type : {DType::Q4_K, DType::Q6_K}) {
-    Matrix m = make_matrix(type, 5, 768, 61);
-    std::vector<float> want(5 * 768), got(5 * 768);
-    for (int64_t r = 0; r < 5; ++r) {
-      dequantize_row(type, m.view.row(r), &want[static_cast<size_t>(r * 768)], 768);
-      ASSERT_TRUE(kernels::dequantize_row_avx512(type, m.view.row(r), &got[static_cast<size_t>(r * 768)], 768));
-    }
-    EXPECT_TRUE(bits_equal(got, want)) << dtype_name(type);
-  }
 }
 
 TEST(Matmul, DecodePrefetchPlansCoverTheNextRowsAndStayInsideTheMatrix) {

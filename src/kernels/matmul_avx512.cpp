@@ -2,8 +2,8 @@
 // CPU has them).
 //
 // Each kernel is a register tile of R weight rows x C positions, one 16-lane accumulator per
-// output element, walked over the row in steps of 16 floats (float types) or two blocks of
-// 32 (Q8_0, Q4_0). Every element gets the same operations in the same order whatever R and C
+// output element, walked over the row in steps of 16 floats (float types), two blocks of
+// 32 (Q8_0, Q4_0) or a super-block of 256 (Q4_K, Q6_K). Every element gets the same operations in the same order whatever R and C
 // are (the tile only interleaves independent chains), so T = 1 and T = 128 agree bit for bit.
 //
 // Q8_0 / Q4_0: per two blocks, vpdpbusd multiplies 64 unsigned weight bytes (Q8_0: w + 128;
@@ -14,9 +14,7 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
-#include "kernels/dequant.h"
 #include "kernels/matmul_impl.h"
 
 namespace skiff::kernels {
@@ -174,14 +172,21 @@ void q8_tile(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t cols, 
 
 // ---- Q4_K / Q6_K weights: a super-block of 256 at a time -----------------------------------
 //
-// A super-block is unpacked once per row into four vectors of 64 unsigned weight bytes and
-// four vectors of per-lane scales (16-bit). Per position and 64 weights, vpmaddubsw multiplies
-// weight bytes by input bytes into 16-bit pair sums (at most 2 * 63 * 127: no saturation) and
-// vpdpwssd multiplies those by the scales into 32-bit lanes. The lanes are exact integers
-// until they are converted to float once per super-block and scaled by d_w * d_x.
+// Per row and super-block, the scales are unpacked once into a header; then for each 64
+// weights (a chunk) the weight bytes are unpacked and, per position, vpmaddubsw multiplies
+// them by the input bytes into 16-bit pair sums (at most 2 * 63 * 127: no saturation) and
+// vpdpwssd multiplies those by the chunk's per-lane scales into 32-bit lanes. The lanes are
+// exact integers until they are converted to float once per super-block and scaled by
+// d_w * d_x. One chunk at a time keeps the registers for the accumulators.
 
 inline __m512i lo_nibbles(__m512i v) { return _mm512_and_si512(v, _mm512_set1_epi8(0x0F)); }
 inline __m512i hi_nibbles(__m512i v) { return lo_nibbles(_mm512_srli_epi16(v, 4)); }
+inline __m512i repeat_epi16(int64_t pattern) { return _mm512_set1_epi64(pattern); }
+
+// 16-bit lanes 0..15 <- lane a, 16..31 <- lane b.
+inline __m512i halves_epi16(short a, short b) {
+  return _mm512_inserti64x4(_mm512_set1_epi16(a), _mm256_set1_epi16(b), 1);
+}
 
 // Q4_K (layout in matmul_scalar.cpp): 64 bytes of nibbles hold sub-blocks [2j | 2j+2] in the
 // low nibbles and [2j+1 | 2j+3] in the high ones, the input's nibble order. The sub-block
@@ -189,12 +194,11 @@ inline __m512i hi_nibbles(__m512i v) { return lo_nibbles(_mm512_srli_epi16(v, 4)
 struct Q4_KWeights {
   static constexpr int kBlockBytes = 144;
   static constexpr InputFormat kInput = InputFormat::Q8KNibble;
-  struct Unpacked {
-    __m512i q[4], s[4];
-    __m512i mins;  // 16-bit lanes 2i, 2i+1: minimum of sub-block i (lanes 16.. zero)
+  struct Header {
+    __m512i sm;    // 16-bit lanes: scales 0..7, minimums 0..7, zeros
     __m512 d, dmin;
   };
-  static void unpack(const uint8_t* b, Unpacked& u) {
+  static Header header(const uint8_t* b) {
     uint32_t w[3];
     std::memcpy(w, b + 4, 12);
     // Bytes: scales 0..3, scales 4..7, minimums 0..3, minimums 4..7 (6 bits each; the
@@ -204,37 +208,29 @@ struct Q4_KWeights {
     const uint32_t m_hi = ((w[2] >> 4) & 0x0F0F0F0Fu) | ((w[1] >> 6) & 0x03030303u) << 4;
     const __m128i bytes = _mm_set_epi32(static_cast<int>(m_hi), static_cast<int>(m_lo),
                                         static_cast<int>(sc_hi), static_cast<int>(sc_lo));
-    const __m512i sm = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(bytes));  // 16-bit: sc 0..7, m 0..7
-    // Chunk k's lanes 0..15 belong to sub-block a, 16..31 to b: (a, b) = (0,2) (1,3) (4,6) (5,7).
-    u.s[0] = _mm512_permutexvar_epi16(_mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
-                                                       0, 0, 0, 0), sm);
-    u.s[1] = _mm512_permutexvar_epi16(_mm512_set_epi64(0x0003000300030003, 0x0003000300030003, 0x0003000300030003, 0x0003000300030003,
-                                                       0x0001000100010001, 0x0001000100010001, 0x0001000100010001, 0x0001000100010001), sm);
-    u.s[2] = _mm512_permutexvar_epi16(_mm512_set_epi64(0x0006000600060006, 0x0006000600060006, 0x0006000600060006, 0x0006000600060006,
-                                                       0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004), sm);
-    u.s[3] = _mm512_permutexvar_epi16(_mm512_set_epi64(0x0007000700070007, 0x0007000700070007, 0x0007000700070007, 0x0007000700070007,
-                                                       0x0005000500050005, 0x0005000500050005, 0x0005000500050005, 0x0005000500050005), sm);
-    // Lanes 2i, 2i+1 <- minimum i (16-bit lanes 8 + i of sm); lanes 16.. <- lane 16 (zero).
-    u.mins = _mm512_permutexvar_epi16(_mm512_set_epi64(0x0010001000100010, 0x0010001000100010, 0x0010001000100010, 0x0010001000100010,
-                                                       0x000F000F000E000E, 0x000D000D000C000C, 0x000B000B000A000A, 0x0009000900080008), sm);
     const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(load_u32(b)));  // d, dmin
-    u.d = _mm512_broadcastss_ps(dd);
-    u.dmin = _mm512_broadcastss_ps(_mm_movehdup_ps(dd));
-    const __m512i q0 = _mm512_loadu_si512(b + 16), q1 = _mm512_loadu_si512(b + 80);
-    u.q[0] = lo_nibbles(q0);
-    u.q[1] = hi_nibbles(q0);
-    u.q[2] = lo_nibbles(q1);
-    u.q[3] = hi_nibbles(q1);
+    return {_mm512_zextsi256_si512(_mm256_cvtepu8_epi16(bytes)), _mm512_broadcastss_ps(dd),
+            _mm512_broadcastss_ps(_mm_movehdup_ps(dd))};
   }
-  static __m512 dot(const Unpacked& u, const Q8KBlock& x, __m512 acc) {
-    __m512i sum = _mm512_setzero_si512();
-    _Pragma("GCC unroll 4") for (int k = 0; k < 4; ++k) {
-      const __m512i pairs = _mm512_maddubs_epi16(u.q[k], _mm512_loadu_si512(x.q + 64 * k));
-      sum = _mm512_dpwssd_epi32(sum, pairs, u.s[k]);
-    }
+  // Chunk k: the low (k even) or high nibbles of bytes 64 * (k / 2) .., sub-blocks
+  // (a, b) = (0,2) (1,3) (4,6) (5,7).
+  static __m512i weights(const uint8_t* b, int k) {
+    const __m512i v = _mm512_loadu_si512(b + 16 + 64 * (k / 2));
+    return k % 2 == 0 ? lo_nibbles(v) : hi_nibbles(v);
+  }
+  static __m512i scales(const Header& h, int k) {
+    const short a = static_cast<short>(k / 2 * 4 + k % 2);
+    return _mm512_permutexvar_epi16(halves_epi16(a, static_cast<short>(a + 2)), h.sm);
+  }
+  static __m512i start(const Header&, const Q8KBlock&) { return _mm512_setzero_si512(); }
+  static __m512 finish(const Header& h, __m512i sum, const Q8KBlock& x, __m512 acc) {
+    // Lanes 2i, 2i+1 <- minimum i (16-bit lane 8 + i of sm); lanes 16.. <- lane 16 (zero).
+    const __m512i mins = _mm512_permutexvar_epi16(
+        _mm512_set_epi64(0x0010001000100010, 0x0010001000100010, 0x0010001000100010, 0x0010001000100010,
+                         0x000F000F000E000E, 0x000D000D000C000C, 0x000B000B000A000A, 0x0009000900080008), h.sm);
     const __m512i bsum = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsum)));
-    const __m512i msum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), bsum, u.mins);
-    const __m512 v = _mm512_fmsub_ps(_mm512_cvtepi32_ps(sum), u.d, _mm512_mul_ps(_mm512_cvtepi32_ps(msum), u.dmin));
+    const __m512i msum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), bsum, mins);
+    const __m512 v = _mm512_fmsub_ps(_mm512_cvtepi32_ps(sum), h.d, _mm512_mul_ps(_mm512_cvtepi32_ps(msum), h.dmin));
     return _mm512_fmadd_ps(v, _mm512_set1_ps(x.d), acc);
   }
 };
@@ -246,48 +242,40 @@ struct Q4_KWeights {
 struct Q6_KWeights {
   static constexpr int kBlockBytes = 210;
   static constexpr InputFormat kInput = InputFormat::Q8K;
-  struct Unpacked {
-    __m512i q[4], s[4];
-    __m512i offset;  // 16-bit lanes 0..15: -32 * scale_g (lanes 16.. zero)
+  struct Header {
+    __m512i sc;  // 16-bit lanes 0..15: the scales (sign-extended), then zeros
     __m512 d;
   };
-  static void unpack(const uint8_t* b, Unpacked& u) {
-    const __m512i three = _mm512_set1_epi8(0x30);
-    // 16-bit shift counts: the low 256 bits take qh's bits 0-1 (<< 4) or 4-5 (>> 0), the high
-    // 256 bits its bits 2-3 (<< 2) or 6-7 (>> 2); bits crossing into the other byte of a
-    // 16-bit lane are masked off.
-    const __m512i left = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
-                                          0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004);
-    const __m512i right = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
-                                           0, 0, 0, 0);
-    _Pragma("GCC unroll 2") for (int h = 0; h < 2; ++h) {
-      const __m512i ql = _mm512_loadu_si512(b + 64 * h);
-      const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h)));
-      u.q[2 * h] = _mm512_or_si512(lo_nibbles(ql), _mm512_and_si512(_mm512_sllv_epi16(qh, left), three));
-      u.q[2 * h + 1] = _mm512_or_si512(hi_nibbles(ql), _mm512_and_si512(_mm512_srlv_epi16(qh, right), three));
-    }
-    const __m512i sc = _mm512_zextsi256_si512(
-        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192))));
-    // Chunk k (weights 64k .. 64k+63): 16-bit lane i covers weights 64k + 2i, +1: scale 4k + i/8.
-    _Pragma("GCC unroll 4") for (int k = 0; k < 4; ++k) {
-      const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16(static_cast<short>(4 * k)),
-                                           _mm512_set_epi64(0x0003000300030003, 0x0003000300030003, 0x0002000200020002, 0x0002000200020002,
-                                                            0x0001000100010001, 0x0001000100010001, 0, 0));
-      u.s[k] = _mm512_permutexvar_epi16(idx, sc);
-    }
-    u.offset = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(sc, 5));
+  static Header header(const uint8_t* b) {
     uint16_t h;
     std::memcpy(&h, b + 208, 2);
-    u.d = _mm512_set1_ps(_cvtsh_ss(h));
+    return {_mm512_zextsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192)))),
+            _mm512_set1_ps(_cvtsh_ss(h))};
   }
-  static __m512 dot(const Unpacked& u, const Q8KBlock& x, __m512 acc) {
+  static __m512i weights(const uint8_t* b, int k) {
+    // Chunk k = 2 * half + (0: low nibbles, 1: high). 16-bit shift counts: the low 256 bits
+    // take qh's bits 0-1 (<< 4) or 4-5 (>> 0), the high 256 bits its bits 2-3 (<< 2) or 6-7
+    // (>> 2); bits crossing into the other byte of a 16-bit lane are masked off.
+    const int half = k / 2;
+    const __m512i ql = _mm512_loadu_si512(b + 64 * half);
+    const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * half)));
+    const __m512i high = k % 2 == 0 ? _mm512_sllv_epi16(qh, halves_epi16(4, 2)) : _mm512_srlv_epi16(qh, halves_epi16(0, 2));
+    return _mm512_or_si512(k % 2 == 0 ? lo_nibbles(ql) : hi_nibbles(ql),
+                           _mm512_and_si512(high, _mm512_set1_epi8(0x30)));
+  }
+  static __m512i scales(const Header& h, int k) {
+    // Chunk k (weights 64k .. 64k+63): 16-bit lane i covers weights 64k + 2i, +1: scale 4k + i/8.
+    const __m512i idx = _mm512_set_epi64(0x0003000300030003, 0x0003000300030003, 0x0002000200020002, 0x0002000200020002,
+                                         0x0001000100010001, 0x0001000100010001, 0, 0);
+    return _mm512_permutexvar_epi16(_mm512_add_epi16(idx, _mm512_set1_epi16(static_cast<short>(4 * k))), h.sc);
+  }
+  static __m512i start(const Header& h, const Q8KBlock& x) {
+    const __m512i offset = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(h.sc, 5));
     const __m512i bsum = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsum)));
-    __m512i sum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), bsum, u.offset);
-    _Pragma("GCC unroll 4") for (int k = 0; k < 4; ++k) {
-      const __m512i pairs = _mm512_maddubs_epi16(u.q[k], _mm512_loadu_si512(x.q + 64 * k));
-      sum = _mm512_dpwssd_epi32(sum, pairs, u.s[k]);
-    }
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(u.d, _mm512_set1_ps(x.d)), acc);
+    return _mm512_dpwssd_epi32(_mm512_setzero_si512(), bsum, offset);
+  }
+  static __m512 finish(const Header& h, __m512i sum, const Q8KBlock& x, __m512 acc) {
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(h.d, _mm512_set1_ps(x.d)), acc);
   }
 };
 
@@ -299,16 +287,23 @@ void kquant_tile(const uint8_t* const* rows, const Q8KBlock* const* xs, int64_t 
   _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nsb; ++b) {
-    // One row's unpacked super-block at a time: with the accumulators they fill the registers.
     _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {
       const uint8_t* at = rows[r] + b * W::kBlockBytes;
       if (C > 1) {
         for (int off = 0; off < W::kBlockBytes; off += 64)
           _mm_prefetch(reinterpret_cast<const char*>(at) + kPrefetchBytes + off, _MM_HINT_T0);
       }
-      typename W::Unpacked u;
-      W::unpack(at, u);
-      _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) acc[r][c] = W::dot(u, xs[c][b], acc[r][c]);
+      const typename W::Header h = W::header(at);
+      __m512i sum[C];
+      _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) sum[c] = W::start(h, xs[c][b]);
+      _Pragma("GCC unroll 4") for (int k = 0; k < 4; ++k) {
+        const __m512i q = W::weights(at, k), sc = W::scales(h, k);
+        _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) {
+          const __m512i pairs = _mm512_maddubs_epi16(q, _mm512_loadu_si512(xs[c][b].q + 64 * k));
+          sum[c] = _mm512_dpwssd_epi32(sum[c], pairs, sc);
+        }
+      }
+      _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) acc[r][c] = W::finish(h, sum[c], xs[c][b], acc[r][c]);
     }
     ahead.step();
   }
