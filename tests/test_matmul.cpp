@@ -76,7 +76,7 @@ const Case kCases[] = {
     {DType::F32, 1041}, {DType::F16, 1041}, {DType::BF16, 531},  // several column chunks
     {DType::BF16, 67},  {DType::BF16, 96},  {DType::Q8_0, 96},  {DType::Q8_0, 128},
     {DType::Q4_0, 96},  {DType::Q4_0, 160}, {DType::Q4_1, 96},  {DType::Q5_0, 96},
-    {DType::Q5_1, 96},  {DType::Q4_K, 256}, {DType::Q4_K, 768}, {DType::Q6_K, 256},
+    {DType::Q5_1, 96},  {DType::Q4_K, 256}, {DType::Q4_K, 768}, {DType::Q6_K, 256}, {DType::Q6_K, 768},
 };
 
 bool bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
