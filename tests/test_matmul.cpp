@@ -233,6 +233,37 @@ TEST(Matmul, InputQuantizationRoundsToNearestWithinHalfAStep) {
   for (int i = 0; i < 32; ++i) EXPECT_LE(std::abs(q[i]), 127);
 }
 
+TEST(Matmul, EveryPathPreparesTheSameInputBytes) {
+  if (best_cpu_path() < CpuPath::Avx512) GTEST_SKIP() << "no AVX-512 preparation on this CPU";
+  // 1056 values: 33 blocks of 32 (an odd last pair), 4 super-blocks of 256 and a rest.
+  const int64_t cols = 1056;
+  std::vector<float> x = random_vector(static_cast<size_t>(cols), 71, 2.0f);
+  std::fill(x.begin() + 64, x.begin() + 96, 0.0f);      // an all-zero block
+  x[200] = INFINITY;                                    // scale inf: finite -> 0, inf -> -127
+  x[300] = NAN;                                         // skipped by the maximum
+  x[301] = 1e-44f;                                      // a denormal
+  std::fill(x.begin() + 512, x.begin() + 768, 1e-40f);  // all denormal: scale rounds to 0
+  // Scale exactly 1 (amax 127), so these are ties that round to even: 0, 2, -0, ...
+  for (int64_t end : {1024, 1056}) {
+    x[static_cast<size_t>(end - 1)] = 127.0f;
+    for (int i = 0; i < 3; ++i) x[static_cast<size_t>(end - 256 + 2 + i)] = 0.5f + static_cast<float>(i) - (i == 2 ? 3.0f : 0.0f);
+    x[static_cast<size_t>(end - 32)] = 2.5f;
+  }
+  using kernels::InputFormat;
+  for (InputFormat f : {InputFormat::Q8Pairs, InputFormat::Q8PairsNibble, InputFormat::Q8K, InputFormat::Q8KNibble}) {
+    const int64_t n = f == InputFormat::Q8K || f == InputFormat::Q8KNibble ? 1024 : cols;
+    const size_t bytes = kernels::input_stride(f, n);
+    std::vector<uint8_t> want(bytes, 0xAB), got(bytes, 0xCD);
+    kernels::prepare_input_scalar(f, x.data(), n, want.data());
+    ASSERT_TRUE(kernels::prepare_input_avx512(f, x.data(), n, got.data()));
+    // Padding past the last block is the buffer's, not the format's.
+    const size_t used = f == InputFormat::Q8K || f == InputFormat::Q8KNibble
+                            ? static_cast<size_t>(n / 256) * sizeof(kernels::Q8KBlock)
+                            : static_cast<size_t>((n / 32 + 1) / 2) * sizeof(kernels::Q8Pair);
+    EXPECT_EQ(std::memcmp(want.data(), got.data(), used), 0) << "format " << static_cast<int>(f);
+  }
+}
+
 TEST(Matmul, DecodePrefetchPlansCoverTheNextRowsAndStayInsideTheMatrix) {
   std::vector<uint8_t> bytes(1000 * 300);
   TensorView w;

@@ -81,6 +81,11 @@ size_t input_stride(InputFormat f, int64_t cols) {
 }
 
 void prepare_input(InputFormat f, const float* x, int64_t cols, uint8_t* out) {
+  if (active_cpu_path() == CpuPath::Avx512 && prepare_input_avx512(f, x, cols, out)) return;
+  prepare_input_scalar(f, x, cols, out);
+}
+
+void prepare_input_scalar(InputFormat f, const float* x, int64_t cols, uint8_t* out) {
   const int64_t nb = cols / 32;
   if (f == InputFormat::F32) {
     std::memcpy(out, x, static_cast<size_t>(cols) * sizeof(float));

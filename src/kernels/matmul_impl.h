@@ -98,8 +98,11 @@ void run_dequantize_dot(const TensorView& w, int64_t r0, int64_t r1, const uint8
                         size_t in_stride, int64_t T, float* y, int64_t y_stride);
 
 // Bytes per position of an input in format f, and the preparation of one position.
+// prepare_input uses the active CPU path's version; every version writes the same bytes.
 size_t input_stride(InputFormat f, int64_t cols);
 void prepare_input(InputFormat f, const float* x, int64_t cols, uint8_t* out);
+void prepare_input_scalar(InputFormat f, const float* x, int64_t cols, uint8_t* out);
+bool prepare_input_avx512(InputFormat f, const float* x, int64_t cols, uint8_t* out);  // false: not this format
 
 // The 8-bit quantization of inputs (one scale per `block` values, amax/127, round to nearest
 // even): the same on every path, so all paths see the same integers.
