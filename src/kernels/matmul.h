@@ -7,8 +7,8 @@
 //   on how many positions share the call (speculative verification relies on this);
 // - thread invariance: each y[t][r] is computed wholly by one thread, in the same way for
 //   any thread count.
-// Q8_0 and Q4_0 weights take their input quantized on the fly to 8-bit blocks of 32, Q4_K
-// and Q6_K to 8-bit blocks of 256 (as llama.cpp does), and use integer dot products; every other type computes in float32 from exact weights. Weights
+// Q8_0 and Q4_0 weights take their input quantized on the fly to 8-bit blocks of 32, Q4_K,
+// Q5_K and Q6_K to 8-bit blocks of 256 (as llama.cpp does), and use integer dot products; every other type computes in float32 from exact weights. Weights
 // are read in place (memory-mapped), never copied.
 #pragma once
 

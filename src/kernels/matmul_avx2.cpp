@@ -1,7 +1,7 @@
 // AVX2 + FMA + F16C matmul kernels (called only when the CPU has them). The same register
 // tiling as the AVX-512 kernels (see matmul_avx512.cpp), 8 lanes wide, 2 rows x 2 positions.
 // Q8_0 / Q4_0 use llama.cpp's sign trick: |w| (unsigned) times x carrying w's sign, with
-// vpmaddubsw + vpmaddwd, which never saturates since |w| <= 128 and |x| <= 127. Q4_K / Q6_K
+// vpmaddubsw + vpmaddwd, which never saturates since |w| <= 128 and |x| <= 127. K-quant
 // weights are unsigned already (their offsets go through the inputs' 16-sums).
 #include <immintrin.h>
 
@@ -139,7 +139,7 @@ void q8_tile(const uint8_t* const* rows, const uint8_t* const* xs, int64_t nb, f
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum(acc[r][c]);
 }
 
-// ---- Q4_K / Q6_K: a super-block of 256 against Q8KBlock inputs (natural order) -------------
+// ---- Q4_K / Q5_K / Q6_K: a super-block of 256 against Q8KBlock inputs (natural order) -------------
 // Per 32 weights, vpmaddubsw (unsigned weights 0..63 times signed inputs: pair sums of at
 // most 2 * 63 * 127, no saturation) and vpmaddwd by the 32's scales into 32-bit lanes, exact
 // until converted to float once per super-block (layouts in matmul_scalar.cpp).
@@ -149,8 +149,12 @@ inline __m256i nibbles(__m256i v, bool high) {
 }
 inline __m256i load256(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 
+// Q5_K (kFifthBit): bit j of qh[l] (32 bytes before the nibbles) is the fifth bit of weight
+// l of sub-block j.
+template <bool kFifthBit>
 struct Q4_KWeights {
-  static constexpr int kBlockBytes = 144;
+  static constexpr int kBlockBytes = kFifthBit ? 176 : 144;
+  static constexpr int kNibbles = kFifthBit ? 48 : 16;  // offset of the nibbles
   struct Header {
     uint8_t sc[8];
     __m256i mins;  // 16-bit lanes 2i, 2i+1: minimum of sub-block i
@@ -172,7 +176,12 @@ struct Q4_KWeights {
     return h;
   }
   // Sub-block j: the low (j even) or high nibbles of bytes 32 * (j / 2) ...
-  static __m256i weights(const uint8_t* b, int j) { return nibbles(load256(b + 16 + 32 * (j / 2)), j % 2 == 1); }
+  static __m256i weights(const uint8_t* b, int j) {
+    const __m256i q = nibbles(load256(b + kNibbles + 32 * (j / 2)), j % 2 == 1);
+    if constexpr (!kFifthBit) return q;
+    const __m256i bit = _mm256_and_si256(_mm256_srli_epi16(load256(b + 16), j), _mm256_set1_epi8(1));
+    return _mm256_or_si256(q, _mm256_slli_epi16(bit, 4));
+  }
   static __m256i scales(const Header& h, int j) { return _mm256_set1_epi16(h.sc[j]); }
   static __m256i start(const Header&, const Q8KBlock&) { return _mm256_setzero_si256(); }
   static __m256 finish(const Header& h, __m256i sum, const Q8KBlock& x, __m256 acc) {
@@ -309,7 +318,8 @@ MatmulKernel matmul_kernel_avx2(DType type) {
     case DType::BF16: return {InputFormat::F32, run_tiles<BF16Weights, Kind::Float>};
     case DType::Q8_0: return {InputFormat::Q8, run_tiles<Q8_0Weights, Kind::Q8>};
     case DType::Q4_0: return {InputFormat::Q8, run_tiles<Q4_0Weights, Kind::Q8>};
-    case DType::Q4_K: return {InputFormat::Q8K, run_tiles<Q4_KWeights, Kind::KQuant>};
+    case DType::Q4_K: return {InputFormat::Q8K, run_tiles<Q4_KWeights<false>, Kind::KQuant>};
+    case DType::Q5_K: return {InputFormat::Q8K, run_tiles<Q4_KWeights<true>, Kind::KQuant>};
     case DType::Q6_K: return {InputFormat::Q8K, run_tiles<Q6_KWeights, Kind::KQuant>};
     default: return {};
   }

@@ -3,7 +3,7 @@
 //
 // Each kernel is a register tile of R weight rows x C positions, one 16-lane accumulator per
 // output element, walked over the row in steps of 16 floats (float types), two blocks of
-// 32 (Q8_0, Q4_0) or a super-block of 256 (Q4_K, Q6_K). Every element gets the same operations in the same order whatever R and C
+// 32 (Q8_0, Q4_0) or a super-block of 256 (Q4_K, Q5_K, Q6_K). Every element gets the same operations in the same order whatever R and C
 // are (the tile only interleaves independent chains), so T = 1 and T = 128 agree bit for bit.
 //
 // Q8_0 / Q4_0: per two blocks, vpdpbusd multiplies 64 unsigned weight bytes (Q8_0: w + 128;
@@ -170,7 +170,7 @@ void q8_tile(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t cols, 
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum512(acc[r][c]);
 }
 
-// ---- Q4_K / Q6_K weights: a super-block of 256 at a time -----------------------------------
+// ---- Q4_K / Q5_K / Q6_K weights: a super-block of 256 at a time -----------------------------------
 //
 // Per row and super-block, the scales are unpacked once into a header; then for each 64
 // weights (a chunk) the weight bytes are unpacked and, per position, vpmaddubsw multiplies
@@ -181,7 +181,6 @@ void q8_tile(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t cols, 
 
 inline __m512i lo_nibbles(__m512i v) { return _mm512_and_si512(v, _mm512_set1_epi8(0x0F)); }
 inline __m512i hi_nibbles(__m512i v) { return lo_nibbles(_mm512_srli_epi16(v, 4)); }
-inline __m512i repeat_epi16(int64_t pattern) { return _mm512_set1_epi64(pattern); }
 
 // 16-bit lanes 0..15 <- lane a, 16..31 <- lane b.
 inline __m512i halves_epi16(short a, short b) {
@@ -191,8 +190,12 @@ inline __m512i halves_epi16(short a, short b) {
 // Q4_K (layout in matmul_scalar.cpp): 64 bytes of nibbles hold sub-blocks [2j | 2j+2] in the
 // low nibbles and [2j+1 | 2j+3] in the high ones, the input's nibble order. The sub-block
 // minimums are subtracted through the input's 16-sums: sum m_j * (bsum[2j] + bsum[2j+1]).
+// Q5_K (kFifthBit) adds 32 bytes of fifth bits before the nibbles: bit j of byte l for
+// weight l of sub-block j.
+template <bool kFifthBit>
 struct Q4_KWeights {
-  static constexpr int kBlockBytes = 144;
+  static constexpr int kBlockBytes = kFifthBit ? 176 : 144;
+  static constexpr int kNibbles = kFifthBit ? 48 : 16;  // offset of the nibbles
   static constexpr InputFormat kInput = InputFormat::Q8KNibble;
   struct Header {
     __m512i sm;    // 16-bit lanes: scales 0..7, minimums 0..7, zeros
@@ -215,8 +218,14 @@ struct Q4_KWeights {
   // Chunk k: the low (k even) or high nibbles of bytes 64 * (k / 2) .., sub-blocks
   // (a, b) = (0,2) (1,3) (4,6) (5,7).
   static __m512i weights(const uint8_t* b, int k) {
-    const __m512i v = _mm512_loadu_si512(b + 16 + 64 * (k / 2));
-    return k % 2 == 0 ? lo_nibbles(v) : hi_nibbles(v);
+    const __m512i v = _mm512_loadu_si512(b + kNibbles + 64 * (k / 2));
+    const __m512i q = k % 2 == 0 ? lo_nibbles(v) : hi_nibbles(v);
+    if constexpr (!kFifthBit) return q;
+    const short a = static_cast<short>(k / 2 * 4 + k % 2);
+    const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16)));
+    const __m512i bit = _mm512_and_si512(_mm512_srlv_epi16(qh, halves_epi16(a, static_cast<short>(a + 2))),
+                                         _mm512_set1_epi8(1));
+    return _mm512_or_si512(q, _mm512_slli_epi16(bit, 4));
   }
   static __m512i scales(const Header& h, int k) {
     const short a = static_cast<short>(k / 2 * 4 + k % 2);
@@ -439,7 +448,8 @@ MatmulKernel matmul_kernel_avx512(DType type) {
     case DType::BF16: return {InputFormat::F32, run_tiles<FloatTile<BF16Weights>>};
     case DType::Q8_0: return {Q8_0Weights::kInput, run_tiles<Q8Tile<Q8_0Weights>>};
     case DType::Q4_0: return {Q4_0Weights::kInput, run_tiles<Q8Tile<Q4_0Weights>>};
-    case DType::Q4_K: return {Q4_KWeights::kInput, run_tiles<KQuantTile<Q4_KWeights>>};
+    case DType::Q4_K: return {Q4_KWeights<false>::kInput, run_tiles<KQuantTile<Q4_KWeights<false>>>};
+    case DType::Q5_K: return {Q4_KWeights<true>::kInput, run_tiles<KQuantTile<Q4_KWeights<true>>>};
     case DType::Q6_K: return {Q6_KWeights::kInput, run_tiles<KQuantTile<Q6_KWeights>>};
     default: return {};
   }

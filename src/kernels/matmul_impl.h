@@ -40,9 +40,9 @@ static_assert(sizeof(Q8Pair) == 192);
 
 // 256 inputs quantized with one scale (amax/127, as llama.cpp's Q8_K), for the K-quant
 // weights' super-blocks of 256. bsum[g] is the sum of the 16 inputs g*16 .. g*16+15 (natural
-// order): Q4_K subtracts its sub-block minimums and Q6_K its offset of 32 through them.
-// Nibble order (Q4_K): the 32-input groups stored as 0, 2, 1, 3, 4, 6, 5, 7, matching the low
-// then high nibbles of each 64 bytes of Q4_K weights.
+// order): Q4_K / Q5_K subtract their sub-block minimums and Q6_K its offset of 32 through
+// them. Nibble order (Q4_K, Q5_K on AVX-512): the 32-input groups stored as 0, 2, 1, 3, 4, 6,
+// 5, 7, matching the low then high nibbles of each 64 bytes of their weights.
 struct Q8KBlock {
   int8_t q[256];
   int16_t bsum[16];

@@ -1,7 +1,7 @@
 // Scalar matmul kernels: the reference the SIMD paths are tested against, and the path for
 // CPUs without AVX2. Q8_0 / Q4_0 weights: integer dot product per block of 32 with the
-// 8-bit input, then acc += float(isum) * (d_w * d_x), block by block; Q4_K / Q6_K the same
-// per super-block of 256.
+// 8-bit input, then acc += float(isum) * (d_w * d_x), block by block; Q4_K / Q5_K / Q6_K
+// the same per super-block of 256.
 #include <cstring>
 
 #include "kernels/matmul_impl.h"
@@ -71,8 +71,12 @@ void scale_min_q4_k(int j, const uint8_t* s, int& sc, int& m) {
   }
 }
 
+// Q5_K: Q4_K's d, dmin and scales, then qh[32] (bit j of qh[l] is the fifth bit of weight
+// l of sub-block j), then the nibbles as in Q4_K.
+template <bool kFifthBit>
 float superblock_dot_q4_k(const uint8_t* b, const Q8KBlock& x) {
-  const uint8_t* qs = b + 16;
+  const uint8_t* qh = b + 16;
+  const uint8_t* qs = b + (kFifthBit ? 48 : 16);
   int32_t isum = 0, msum = 0;
   for (int j = 0; j < 8; ++j) {
     int sc, m;
@@ -80,7 +84,8 @@ float superblock_dot_q4_k(const uint8_t* b, const Q8KBlock& x) {
     int32_t dot = 0;
     for (int l = 0; l < 32; ++l) {
       const uint8_t byte = qs[(j / 2) * 32 + l];
-      const int q = j % 2 == 0 ? byte & 0x0F : byte >> 4;
+      int q = j % 2 == 0 ? byte & 0x0F : byte >> 4;
+      if (kFifthBit) q |= ((qh[l] >> j) & 1) << 4;
       dot += q * int32_t{x.q[j * 32 + l]};
     }
     isum += sc * dot;
@@ -130,7 +135,8 @@ MatmulKernel matmul_kernel_scalar(DType type) {
   switch (type) {
     case DType::Q8_0: return {InputFormat::Q8, run_q8_input<34, block_dot_q8_0>};
     case DType::Q4_0: return {InputFormat::Q8, run_q8_input<18, block_dot_q4_0>};
-    case DType::Q4_K: return {InputFormat::Q8K, run_q8k_input<144, superblock_dot_q4_k>};
+    case DType::Q4_K: return {InputFormat::Q8K, run_q8k_input<144, superblock_dot_q4_k<false>>};
+    case DType::Q5_K: return {InputFormat::Q8K, run_q8k_input<176, superblock_dot_q4_k<true>>};
     case DType::Q6_K: return {InputFormat::Q8K, run_q8k_input<210, superblock_dot_q6_k>};
     default: return {};
   }
