@@ -324,13 +324,13 @@ void kquant_tile(const uint8_t* const* rows, const Q8KBlock* const* xs, int64_t 
 
 constexpr int kDecodeRows = 8;  // row tile when there is one position
 
-// Calls Tile<R, C> with runtime r in 1..R and c in 1..MaxC.
-template <template <int, int> class Tile, int R, int MaxC>
+// Calls Tiles::tile<R, C> with runtime r in 1..R and c in 1..MaxC.
+template <class Tiles, int R, int MaxC>
 struct Dispatch {
   template <int C, class... Args>
   static void by_c(int c, Args&&... args) {
     if constexpr (C >= 1) {
-      if (c == C) return Tile<R, C>::run(args...);
+      if (c == C) return Tiles::template tile<R, C>(args...);
       by_c<C - 1>(c, args...);
     }
   }
@@ -338,55 +338,34 @@ struct Dispatch {
   static void call(int r, int c, Args&&... args) {
     if constexpr (R >= 1) {
       if (r == R) return by_c<MaxC>(c, args...);
-      Dispatch<Tile, R - 1, MaxC>::call(r, c, args...);
+      Dispatch<Tiles, R - 1, MaxC>::call(r, c, args...);
     }
   }
 };
 
 // A family of tiles for one weight type: the input element they read, the tile shape for
-// several positions, and the steps of the walk along a row (for the decode prefetch).
-// Float tiles take 6 positions (24 accumulators + 4 weight vectors + 1 input fit the 32
-// registers); quantized tiles also hold scales and corrections, so 4.
+// several positions, and the columns per step of the walk along a row (the decode prefetch
+// spreads over the steps). Float tiles take 6 positions (24 accumulators + 4 weight vectors
+// + 1 input fit the 32 registers); quantized tiles also hold scales and corrections, so 4.
 template <class W>
 struct FloatTile {
   using Input = float;
-  static constexpr int kRows = 4, kPositions = 6;
-  static int64_t steps(int64_t cols) { return (cols + 15) / 16; }
-  template <int R, int C>
-  struct T {
-    static void run(const uint8_t* const* rows, const Input* const* xs, int64_t cols, float* out,
-                    int64_t stride, TileAhead ahead) {
-      float_tile<W, R, C>(rows, xs, cols, out, stride, ahead);
-    }
-  };
+  static constexpr int kRows = 4, kPositions = 6, kStepCols = 16;
+  template <int R, int C, class... A> static void tile(A... a) { float_tile<W, R, C>(a...); }
 };
 
 template <class W>
 struct Q8Tile {
   using Input = Q8Pair;
-  static constexpr int kRows = 4, kPositions = 4;
-  static int64_t steps(int64_t cols) { return (cols / 32 + 1) / 2; }
-  template <int R, int C>
-  struct T {
-    static void run(const uint8_t* const* rows, const Input* const* xs, int64_t cols, float* out,
-                    int64_t stride, TileAhead ahead) {
-      q8_tile<W, R, C>(rows, xs, cols, out, stride, ahead);
-    }
-  };
+  static constexpr int kRows = 4, kPositions = 4, kStepCols = 64;
+  template <int R, int C, class... A> static void tile(A... a) { q8_tile<W, R, C>(a...); }
 };
 
 template <class W>
 struct KQuantTile {
   using Input = Q8KBlock;
-  static constexpr int kRows = 4, kPositions = 4;
-  static int64_t steps(int64_t cols) { return cols / 256; }
-  template <int R, int C>
-  struct T {
-    static void run(const uint8_t* const* rows, const Input* const* xs, int64_t cols, float* out,
-                    int64_t stride, TileAhead ahead) {
-      kquant_tile<W, R, C>(rows, xs, cols, out, stride, ahead);
-    }
-  };
+  static constexpr int kRows = 4, kPositions = 4, kStepCols = 256;
+  template <int R, int C, class... A> static void tile(A... a) { kquant_tile<W, R, C>(a...); }
 };
 
 // Positions in tiles of Tiles::kPositions (outer: their inputs stay in cache while all the
@@ -411,10 +390,11 @@ void run_block(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, s
       for (int j = 0; j < nr; ++j) rows[j] = w.row(r + j);
       float* out = y + t0 * y_stride + r;
       if (c == 1) {
-        const TileAhead ahead = rows_ahead(w, r + nr, nr, Tiles::steps(w.cols));
-        Dispatch<Tiles::template T, kDecodeRows, 1>::call(nr, 1, rows, xs, w.cols, out, y_stride, ahead);
+        const int64_t steps = (w.cols + Tiles::kStepCols - 1) / Tiles::kStepCols;
+        const TileAhead ahead = rows_ahead(w, r + nr, nr, steps);
+        Dispatch<Tiles, kDecodeRows, 1>::call(nr, 1, rows, xs, w.cols, out, y_stride, ahead);
       } else {
-        Dispatch<Tiles::template T, Tiles::kRows, P>::call(nr, c, rows, xs, w.cols, out, y_stride, TileAhead{});
+        Dispatch<Tiles, Tiles::kRows, P>::call(nr, c, rows, xs, w.cols, out, y_stride, TileAhead{});
       }
     }
     t0 += c;

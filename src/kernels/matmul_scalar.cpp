@@ -33,25 +33,25 @@ int32_t block_dot_q4_0(const uint8_t* block, const int8_t* x) {
   return sum;
 }
 
+// One row against one position's input (blocks of 32: nb scales, then the int8 values).
 template <int kBlockBytes, int32_t (*BlockDot)(const uint8_t*, const int8_t*)>
-void run_q8_input(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, size_t in_stride,
-                  int64_t T, float* y, int64_t y_stride) {
-  const int64_t nb = w.cols / 32;
-  for (int64_t r = r0; r < r1; ++r) {
-    const uint8_t* row = w.row(r);
-    for (int64_t t = 0; t < T; ++t) {
-      const uint8_t* pos = in + static_cast<size_t>(t) * in_stride;
-      const float* dx = reinterpret_cast<const float*>(pos);
-      const int8_t* qx = reinterpret_cast<const int8_t*>(pos + nb * sizeof(float));
-      float acc = 0.0f;
-      for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* block = row + b * kBlockBytes;
-        const int32_t isum = BlockDot(block, qx + b * 32);
-        acc += static_cast<float>(isum) * (half_at(block) * dx[b]);
-      }
-      y[t * y_stride + r] = acc;
-    }
+float row_dot_q8(const uint8_t* row, const uint8_t* pos, int64_t cols) {
+  const int64_t nb = cols / 32;
+  const float* dx = reinterpret_cast<const float*>(pos);
+  const int8_t* qx = reinterpret_cast<const int8_t*>(pos + nb * sizeof(float));
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* block = row + b * kBlockBytes;
+    acc += static_cast<float>(BlockDot(block, qx + b * 32)) * (half_at(block) * dx[b]);
   }
+  return acc;
+}
+
+template <float (*RowDot)(const uint8_t*, const uint8_t*, int64_t)>
+void run_rows(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, size_t in_stride,
+              int64_t T, float* y, int64_t y_stride) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t t = 0; t < T; ++t) y[t * y_stride + r] = RowDot(w.row(r), in + static_cast<size_t>(t) * in_stride, w.cols);
 }
 
 // K-quants against Q8KBlock inputs: per super-block of 256 an integer sum, scaled once by
@@ -115,29 +115,22 @@ float superblock_dot_q6_k(const uint8_t* b, const Q8KBlock& x) {
 }
 
 template <int kBlockBytes, float (*SuperblockDot)(const uint8_t*, const Q8KBlock&)>
-void run_q8k_input(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, size_t in_stride,
-                   int64_t T, float* y, int64_t y_stride) {
-  const int64_t nsb = w.cols / 256;
-  for (int64_t r = r0; r < r1; ++r) {
-    const uint8_t* row = w.row(r);
-    for (int64_t t = 0; t < T; ++t) {
-      const auto* x = reinterpret_cast<const Q8KBlock*>(in + static_cast<size_t>(t) * in_stride);
-      float acc = 0.0f;
-      for (int64_t b = 0; b < nsb; ++b) acc += SuperblockDot(row + b * kBlockBytes, x[b]);
-      y[t * y_stride + r] = acc;
-    }
-  }
+float row_dot_q8k(const uint8_t* row, const uint8_t* pos, int64_t cols) {
+  const auto* x = reinterpret_cast<const Q8KBlock*>(pos);
+  float acc = 0.0f;
+  for (int64_t b = 0; b < cols / 256; ++b) acc += SuperblockDot(row + b * kBlockBytes, x[b]);
+  return acc;
 }
 
 }  // namespace
 
 MatmulKernel matmul_kernel_scalar(DType type) {
   switch (type) {
-    case DType::Q8_0: return {InputFormat::Q8, run_q8_input<34, block_dot_q8_0>};
-    case DType::Q4_0: return {InputFormat::Q8, run_q8_input<18, block_dot_q4_0>};
-    case DType::Q4_K: return {InputFormat::Q8K, run_q8k_input<144, superblock_dot_q4_k<false>>};
-    case DType::Q5_K: return {InputFormat::Q8K, run_q8k_input<176, superblock_dot_q4_k<true>>};
-    case DType::Q6_K: return {InputFormat::Q8K, run_q8k_input<210, superblock_dot_q6_k>};
+    case DType::Q8_0: return {InputFormat::Q8, run_rows<row_dot_q8<34, block_dot_q8_0>>};
+    case DType::Q4_0: return {InputFormat::Q8, run_rows<row_dot_q8<18, block_dot_q4_0>>};
+    case DType::Q4_K: return {InputFormat::Q8K, run_rows<row_dot_q8k<144, superblock_dot_q4_k<false>>>};
+    case DType::Q5_K: return {InputFormat::Q8K, run_rows<row_dot_q8k<176, superblock_dot_q4_k<true>>>};
+    case DType::Q6_K: return {InputFormat::Q8K, run_rows<row_dot_q8k<210, superblock_dot_q6_k>>};
     default: return {};
   }
 }
