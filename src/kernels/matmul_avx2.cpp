@@ -139,7 +139,7 @@ void q8_tile(const uint8_t* const* rows, const uint8_t* const* xs, int64_t nb, f
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum(acc[r][c]);
 }
 
-// ---- Q4_K / Q5_K / Q6_K: a super-block of 256 against Q8KBlock inputs (natural order) -------------
+// ---- Q4_K / Q5_K / Q6_K: a super-block of 256 against Q8KBlock inputs (natural order) ----
 // Per 32 weights, vpmaddubsw (unsigned weights 0..63 times signed inputs: pair sums of at
 // most 2 * 63 * 127, no saturation) and vpmaddwd by the 32's scales into 32-bit lanes, exact
 // until converted to float once per super-block (layouts in matmul_scalar.cpp).

@@ -170,7 +170,7 @@ void q8_tile(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t cols, 
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum512(acc[r][c]);
 }
 
-// ---- Q4_K / Q5_K / Q6_K weights: a super-block of 256 at a time -----------------------------------
+// ---- Q4_K / Q5_K / Q6_K weights: a super-block of 256 at a time ----------------------------
 //
 // Per row and super-block, the scales are unpacked once into a header; then for each 64
 // weights (a chunk) the weight bytes are unpacked and, per position, vpmaddubsw multiplies
@@ -182,7 +182,7 @@ void q8_tile(const uint8_t* const* rows, const Q8Pair* const* xs, int64_t cols, 
 inline __m512i lo_nibbles(__m512i v) { return _mm512_and_si512(v, _mm512_set1_epi8(0x0F)); }
 inline __m512i hi_nibbles(__m512i v) { return lo_nibbles(_mm512_srli_epi16(v, 4)); }
 
-// 16-bit lanes 0..15 <- lane a, 16..31 <- lane b.
+// 16-bit lanes 0..15 hold a, 16..31 hold b.
 inline __m512i halves_epi16(short a, short b) {
   return _mm512_inserti64x4(_mm512_set1_epi16(a), _mm256_set1_epi16(b), 1);
 }
