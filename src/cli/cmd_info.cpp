@@ -108,24 +108,26 @@ void register_info(CLI::App& app) {
     print_tensor(model->token_embd);
     print_tensor(model->output_norm);
     if (!model->tied_output) print_tensor(model->output);
-    for (const LayerWeights& l : model->layers) {
-      for (const TensorView* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.ffn_gate,
-                                  &l.ffn_up, &l.ffn_down})
-        print_tensor(*t);
-    }
-    // How each weight type's matrix products treat their input on this CPU (accuracy).
+    // The weight types of the matrix products (not the norms, not an untied embedding), for
+    // how each treats its input on this CPU (accuracy).
     std::vector<DType> types;
     auto note_type = [&](const TensorView& t) {
-      if (t.cols > 1 && std::find(types.begin(), types.end(), t.type) == types.end()) types.push_back(t.type);
+      const bool vector = t.rows == 1;  // a norm's weights
+      if (!vector && std::find(types.begin(), types.end(), t.type) == types.end()) types.push_back(t.type);
     };
     note_type(model->tied_output ? model->token_embd : model->output);
-    for (const LayerWeights& l : model->layers)
-      for (const TensorView* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) note_type(*t);
+    for (const LayerWeights& l : model->layers) {
+      for (const TensorView* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.ffn_gate,
+                                  &l.ffn_up, &l.ffn_down}) {
+        print_tensor(*t);
+        note_type(*t);
+      }
+    }
     std::string inputs;
     for (DType t : types) {
       const int64_t block = matmul_input_block(t);
       inputs += fmt::format("{}{} {}", inputs.empty() ? "" : ", ", dtype_name(t),
-                            block ? fmt::format("8-bit/{}", block) : std::string("f32"));
+                            block ? fmt::format("8-bit/{}", block) : std::string("float"));
     }
     std::printf("cpu path %s; matmul inputs: %s\n", std::string(cpu_path_name(active_cpu_path())).c_str(),
                 inputs.c_str());

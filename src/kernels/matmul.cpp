@@ -56,11 +56,7 @@ void prepare_q8k(const float* x, int64_t cols, bool nibble, Q8KBlock* out) {
       for (int i = 0; i < 16; ++i) sum += q[g * 16 + i];
       blk.bsum[g] = static_cast<int16_t>(sum);
     }
-    for (int k = 0; k < 8; ++k) {
-      // Nibble order swaps the middle two 32-groups of each 128: 0, 2, 1, 3.
-      const int from = nibble && (k & 3) == 1 ? k + 1 : nibble && (k & 3) == 2 ? k - 1 : k;
-      std::memcpy(blk.q + k * 32, q + from * 32, 32);
-    }
+    for (int k = 0; k < 8; ++k) std::memcpy(blk.q + k * 32, q + (nibble ? q8k_nibble_group(k) : k) * 32, 32);
   }
 }
 
@@ -168,8 +164,6 @@ constexpr int64_t kSerialWork = int64_t{1} << 21;
 constexpr int64_t kRowsPerUnit = 16;
 
 }  // namespace
-
-bool matmul_quantizes_input(DType type) { return select_kernel(type).input != InputFormat::F32; }
 
 int64_t matmul_input_block(DType type) { return kernels::input_block(select_kernel(type).input); }
 

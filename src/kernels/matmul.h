@@ -33,9 +33,8 @@ void matmul_many(std::span<const MatmulJob> jobs, const float* x, int64_t T, Thr
 // Copies row r of W into out as floats (embedding lookup for any type).
 void dequantize_tensor_row(const TensorView& w, int64_t r, float* out);
 
-// True when the active CPU path quantizes the input of `type` to 8 bits (see above), and
-// how many inputs share one scale then (32, or 256 for K-quants; 0 when not quantized).
-bool matmul_quantizes_input(DType type);
+// How many inputs share one 8-bit scale when the active CPU path quantizes the input of
+// `type` (32, or 256 for K-quants; see above); 0 when it computes with the floats.
 int64_t matmul_input_block(DType type);
 
 }  // namespace skiff

@@ -156,20 +156,14 @@ struct Q4_KWeights {
   static constexpr int kBlockBytes = kFifthBit ? 176 : 144;
   static constexpr int kNibbles = kFifthBit ? 48 : 16;  // offset of the nibbles
   struct Header {
-    uint8_t sc[8];
-    __m256i mins;  // 16-bit lanes 2i, 2i+1: minimum of sub-block i
+    uint8_t sc[16];  // scales 0..7, minimums 0..7
+    __m256i mins;    // 16-bit lanes 2i, 2i+1: minimum of sub-block i
     float d, dmin;
   };
   static Header header(const uint8_t* b) {
-    uint32_t w[3];
-    std::memcpy(w, b + 4, 12);
-    const uint32_t sc[2] = {w[0] & 0x3F3F3F3Fu, (w[2] & 0x0F0F0F0Fu) | ((w[0] >> 6) & 0x03030303u) << 4};
-    const uint32_t m[2] = {w[1] & 0x3F3F3F3Fu, ((w[2] >> 4) & 0x0F0F0F0Fu) | ((w[1] >> 6) & 0x03030303u) << 4};
     Header h;
-    std::memcpy(h.sc, sc, 8);
-    uint64_t m8;
-    std::memcpy(&m8, m, 8);
-    const __m128i m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(m8)));
+    unpack_q4_k_scales(b + 4, h.sc);
+    const __m128i m16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(h.sc + 8)));
     h.mins = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
     h.d = half_at(b);
     h.dmin = half_at(b + 2);

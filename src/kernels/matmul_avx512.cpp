@@ -202,15 +202,9 @@ struct Q4_KWeights {
     __m512 d, dmin;
   };
   static Header header(const uint8_t* b) {
-    uint32_t w[3];
-    std::memcpy(w, b + 4, 12);
-    // Bytes: scales 0..3, scales 4..7, minimums 0..3, minimums 4..7 (6 bits each; the
-    // upper four of each keep their top two bits in the first eight bytes).
-    const uint32_t sc_lo = w[0] & 0x3F3F3F3Fu, m_lo = w[1] & 0x3F3F3F3Fu;
-    const uint32_t sc_hi = (w[2] & 0x0F0F0F0Fu) | ((w[0] >> 6) & 0x03030303u) << 4;
-    const uint32_t m_hi = ((w[2] >> 4) & 0x0F0F0F0Fu) | ((w[1] >> 6) & 0x03030303u) << 4;
-    const __m128i bytes = _mm_set_epi32(static_cast<int>(m_hi), static_cast<int>(m_lo),
-                                        static_cast<int>(sc_hi), static_cast<int>(sc_lo));
+    alignas(16) uint8_t sm[16];
+    unpack_q4_k_scales(b + 4, sm);
+    const __m128i bytes = _mm_load_si128(reinterpret_cast<const __m128i*>(sm));
     const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(load_u32(b)));  // d, dmin
     return {_mm512_zextsi256_si512(_mm256_cvtepu8_epi16(bytes)), _mm512_broadcastss_ps(dd),
             _mm512_broadcastss_ps(_mm_movehdup_ps(dd))};

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "tensor/tensor.h"
 
@@ -50,6 +51,20 @@ struct Q8KBlock {
   uint8_t pad[28];
 };
 static_assert(sizeof(Q8KBlock) == 320);
+
+// Which natural 32-group goes to slot k (0..7) of a Q8KBlock in nibble order (0, 2, 1, 3 per 128).
+constexpr int q8k_nibble_group(int k) { return (k & 3) == 1 ? k + 1 : (k & 3) == 2 ? k - 1 : k; }
+
+// The 12 bytes of Q4_K / Q5_K 6-bit scales and minimums (at block offset 4) as 16 bytes:
+// scales 0..7, then minimums 0..7. The upper four of each keep their top two bits in the
+// first eight bytes.
+inline void unpack_q4_k_scales(const uint8_t* s, uint8_t out[16]) {
+  uint32_t w[3];
+  std::memcpy(w, s, 12);
+  const uint32_t words[4] = {w[0] & 0x3F3F3F3Fu, (w[2] & 0x0F0F0F0Fu) | ((w[0] >> 6) & 0x03030303u) << 4,
+                             w[1] & 0x3F3F3F3Fu, ((w[2] >> 4) & 0x0F0F0F0Fu) | ((w[1] >> 6) & 0x03030303u) << 4};
+  std::memcpy(out, words, 16);
+}
 
 // Decode streams weights from DRAM, and a row tile reads R rows side by side. Each row is
 // a short stream (1152 bytes for a Q4_0 row of 2048), too short for the hardware

@@ -61,26 +61,17 @@ void run_rows(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, si
 // Q4_K: fp16 d, fp16 dmin, 12 bytes of 6-bit scales and minimums for eight sub-blocks of 32,
 // 128 bytes of nibbles: bytes 32j..32j+31 hold sub-block 2j in their low nibbles and 2j+1 in
 // their high nibbles. Weight = d * scale * q - dmin * min.
-void scale_min_q4_k(int j, const uint8_t* s, int& sc, int& m) {
-  if (j < 4) {
-    sc = s[j] & 63;
-    m = s[j + 4] & 63;
-  } else {
-    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
-
 // Q5_K: Q4_K's d, dmin and scales, then qh[32] (bit j of qh[l] is the fifth bit of weight
 // l of sub-block j), then the nibbles as in Q4_K.
 template <bool kFifthBit>
 float superblock_dot_q4_k(const uint8_t* b, const Q8KBlock& x) {
   const uint8_t* qh = b + 16;
   const uint8_t* qs = b + (kFifthBit ? 48 : 16);
+  uint8_t sm[16];  // scales 0..7, minimums 0..7
+  unpack_q4_k_scales(b + 4, sm);
   int32_t isum = 0, msum = 0;
   for (int j = 0; j < 8; ++j) {
-    int sc, m;
-    scale_min_q4_k(j, b + 4, sc, m);
+    const int sc = sm[j], m = sm[8 + j];
     int32_t dot = 0;
     for (int l = 0; l < 32; ++l) {
       const uint8_t byte = qs[(j / 2) * 32 + l];

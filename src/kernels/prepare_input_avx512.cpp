@@ -65,10 +65,7 @@ void prepare_q8k(const float* x, int64_t cols, bool nibble, Q8KBlock* out) {
       const __m128i bytes = _mm_load_si128(reinterpret_cast<const __m128i*>(q + 16 * g));
       blk.bsum[g] = static_cast<int16_t>(_mm512_reduce_add_epi32(_mm512_cvtepi8_epi32(bytes)));
     }
-    for (int k = 0; k < 8; ++k) {  // nibble order swaps the middle two 32-groups of each 128
-      const int from = nibble && (k & 3) == 1 ? k + 1 : nibble && (k & 3) == 2 ? k - 1 : k;
-      std::memcpy(blk.q + k * 32, q + from * 32, 32);
-    }
+    for (int k = 0; k < 8; ++k) std::memcpy(blk.q + k * 32, q + (nibble ? q8k_nibble_group(k) : k) * 32, 32);
     std::memset(blk.pad, 0, sizeof blk.pad);
   }
 }

@@ -20,7 +20,7 @@ What it checks
   dim-256 model in Q4_K, Q5_K, Q6_K and a Q4_K_M-like mix. The reference computes with the
   dequantized weights the file holds, and quantizes the inputs of the products whose inputs
   skiff quantizes (as `skiff info` reports them), so every type is held to the F32 tolerance
-  (up to rounding flips of single inputs, see TOLERANCE).
+  (up to rounding flips of single inputs, see TOL).
 - skiff on the llama.cpp-written stories260K GGUF vs the reference (real weights).
 """
 
@@ -42,20 +42,18 @@ import gguf_writer as gw  # noqa: E402
 import llama_reference as ref  # noqa: E402
 from llama_reference import LlamaConfig  # noqa: E402
 
-# Max-abs logit tolerance per weight type. The reference computes in float64 with exactly the
-# dequantized weights, so the only expected difference is skiff's float32 arithmetic (logits
-# here are O(1..10)): 1e-4 for every type.
-TOLERANCE = {name: 1e-4 for name in
-             ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K",
-              "MIXED32", "MIXED_K")}
-# Q8_0, Q4_0 (blocks of 32) and Q4_K, Q6_K (blocks of 256) matrices take their input quantized
+# Max-abs logit tolerance. The reference computes in float64 with exactly the dequantized
+# weights, so the only expected difference is skiff's float32 arithmetic (logits here are
+# O(1..10)): 1e-4 for every weight type.
+TOL = 1e-4
+# Q8_0, Q4_0 (blocks of 32) and Q4_K, Q5_K, Q6_K (blocks of 256) matrices take their input quantized
 # on the fly to 8 bits and use integer dot products, as llama.cpp does (src/kernels/matmul.h;
 # `skiff info` names them per CPU path). The reference quantizes the same inputs the same way
 # (llama_reference.quantize_input), so the integer arithmetic must agree to float32 rounding.
 # An input that sits within float32 noise of a rounding boundary can still round the other way
 # in one of the two (the reference's activations are float64); such a flip moves that
 # position's logits by up to ~0.07 on these small random models. So with quantized inputs,
-# at most a third of the positions may exceed the tolerance, and those by at most FLIP_TOL.
+# at most a third of the positions may exceed TOL, and those by at most FLIP_TOL.
 FLIP_TOL = 0.1
 
 N_PROMPT, N_MORE = 7, 20          # 7 tokens as one batch, then 20 single steps
@@ -120,17 +118,17 @@ def dump_logits(skiff: str, model: str, tokens, vocab: int, workdir: str, prefil
     return data.reshape(len(tokens), vocab).astype(np.float64)
 
 
-def compare(got: np.ndarray, want: np.ndarray, tol: float, flips: bool = False):
+def compare(got: np.ndarray, want: np.ndarray, flips: bool = False):
     """(ok, detail): max-abs difference and where it is; non-finite values count as infinite.
-    flips: up to a third of the positions may differ by up to FLIP_TOL (see TOLERANCE)."""
+    flips: up to a third of the positions may differ by up to FLIP_TOL (see TOL)."""
     diff = np.abs(got - want)
     diff[~np.isfinite(diff)] = np.inf
     t, v = np.unravel_index(int(np.argmax(diff)), diff.shape)
     worst = float(diff[t, v])
-    detail = f"max_abs={worst:.3g} (tol {tol:.0e}; max |logit| {np.abs(want).max():.3g})"
-    if worst <= tol:
+    detail = f"max_abs={worst:.3g} (tol {TOL:.0e}; max |logit| {np.abs(want).max():.3g})"
+    if worst <= TOL:
         return True, detail
-    bad_rows = np.nonzero(diff.max(axis=1) > tol)[0]
+    bad_rows = np.nonzero(diff.max(axis=1) > TOL)[0]
     detail += (f" at token {t} vocab {v} (want {want[t, v]:.6g}, got {got[t, v]:.6g});"
                f" {len(bad_rows)}/{diff.shape[0]} positions over tol, first at {bad_rows[0]};"
                f" per-position max: {np.array2string(diff.max(axis=1), precision=1, max_line_width=10**6)}")
@@ -395,16 +393,22 @@ class Model:
 
     def use_engine_input_quantization(self, skiff: str):
         """Reads which weight types' products quantize their input on this CPU (and in blocks
-        of how many) from `skiff info`, so the reference quantizes the same inputs."""
+        of how many) from `skiff info`, so the reference quantizes the same inputs; returns
+        (ok, detail) for the check that the line names exactly the model's matrix types."""
         p = subprocess.run([skiff, "info", "-m", self.path], capture_output=True, text=True,
                            timeout=SKIFF_TIMEOUT_S, check=True)
         line = next(l for l in p.stdout.splitlines() if "matmul inputs:" in l)
-        by_type = {}
+        by_type, named = {}, set()
         for item in line.split("matmul inputs:")[1].split(","):
             name, how = item.split()
+            named.add(name.lower())
             if how.startswith("8-bit/"):
                 by_type[name.lower()] = int(how[len("8-bit/"):])
         self.input_blocks = {n: by_type[t] for n, t in self.tensor_types.items() if t in by_type}
+        # The line names exactly the types of the matrices (no norm, no untied embedding).
+        matrices = {t for n, t in self.tensor_types.items()
+                    if "norm" not in n and (n != "token_embd.weight" or self.cfg.tied)}
+        return named == matrices, f"'{line.strip()}'; matrix types {sorted(matrices)}"
 
     def reference(self, tokens, n_layers=None) -> np.ndarray:
         return ref.forward(self.cfg, self.weights, tokens, n_layers, self.input_blocks)
@@ -434,10 +438,11 @@ def prompt_tokens(vocab: int, seed: int):
 # ----------------------------------------------------------------------------------------------
 # skiff checks
 # ----------------------------------------------------------------------------------------------
-def check_model(res: Results, skiff: str, tmp: str, label: str, model: Model, tokens, tol: float,
+def check_model(res: Results, skiff: str, tmp: str, label: str, model: Model, tokens,
                 exits=(), threads=False):
     vocab = model.cfg.vocab
-    model.use_engine_input_quantization(skiff)
+    res.run(f"{label} info names the matrix types and their inputs",
+            lambda: model.use_engine_input_quantization(skiff))
     want = model.reference(tokens)
     cache = {}
 
@@ -449,19 +454,19 @@ def check_model(res: Results, skiff: str, tmp: str, label: str, model: Model, to
     n = len(tokens)
     flips = bool(model.input_blocks)
     res.run(f"{label} prefill {N_PROMPT}+{n - N_PROMPT} steps vs reference",
-            lambda: compare(run(N_PROMPT), want, tol, flips))
-    res.run(f"{label} prefill {n} vs reference", lambda: compare(run(n), want, tol, flips))
+            lambda: compare(run(N_PROMPT), want, flips))
+    res.run(f"{label} prefill {n} vs reference", lambda: compare(run(n), want, flips))
     res.run(f"{label} prefill 1 (+{n - 1} steps) vs prefill {n}",
-            lambda: compare(run(1), run(n), tol))
+            lambda: compare(run(1), run(n)))
     if threads:  # the result must not depend on how the work is split between threads
         res.run(f"{label} -t 1 vs -t 3 (prefill {N_PROMPT})",
                 lambda: compare(dump_logits(skiff, model.path, tokens, vocab, tmp, N_PROMPT, threads=1),
-                                dump_logits(skiff, model.path, tokens, vocab, tmp, N_PROMPT, threads=3), tol))
+                                dump_logits(skiff, model.path, tokens, vocab, tmp, N_PROMPT, threads=3)))
     for k in exits:
         res.run(f"{label} exit-layer {k} (prefill {N_PROMPT}) vs reference early exit",
                 lambda k=k: compare(dump_logits(skiff, model.path, tokens, vocab, tmp,
                                                 prefill=N_PROMPT, exit_layer=k),
-                                    model.reference(tokens, n_layers=k), tol, flips))
+                                    model.reference(tokens, n_layers=k), flips))
 
 
 def check_sensitivity(model: Model, tokens):
@@ -477,12 +482,12 @@ def check_sensitivity(model: Model, tokens):
         d = float(np.abs(model.reference(tokens) - base).max())
         setattr(model.cfg, field, saved)
         notes.append(f"{field} {saved:g} -> default {default:g} changes logits by {d:.3g}")
-        ok &= d > 100 * TOLERANCE["F32"]
+        ok &= d > 100 * TOL
     return ok, "; ".join(notes)
 
 
 def run_skiff_checks(res: Results, skiff: str, shared: str, tmp: str):
-    def case(label, build, tokens_seed, tol, **kw):
+    def case(label, build, tokens_seed, **kw):
         """Builds a model (a failure to build is a failed check) and runs check_model on it."""
         try:
             model = build()
@@ -493,28 +498,28 @@ def run_skiff_checks(res: Results, skiff: str, shared: str, tmp: str):
         if model.cfg.rms_eps != np.float32(1e-5) or model.cfg.rope_base != 10000.0:
             res.run(f"{label} self-check: non-default hyper-parameters matter",
                     lambda: check_sensitivity(model, tokens))
-        check_model(res, skiff, tmp, label, model, tokens, tol, **kw)
+        check_model(res, skiff, tmp, label, model, tokens, **kw)
 
     for i, (name, cfg, seed) in enumerate(F32_CASES):
-        case(name, lambda: make_model(tmp, name, cfg, seed), 100 + i, TOLERANCE["F32"],
+        case(name, lambda: make_model(tmp, name, cfg, seed), 100 + i,
              exits=range(1, cfg.n_layers), threads=(i == 0))
 
     for t in QUANT32_TYPES:
         tname = gw.TYPE_INFO[t][0]
         case(f"{tname} (dim 64, ffn 96)",
              lambda: make_model(tmp, f"quant_{tname}", QUANT32_CFG, 21, lambda n, s: t),
-             200, TOLERANCE[tname])
+             200)
     case("mixed F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 (ffn 80, tied)",
-         lambda: make_model(tmp, "mixed32", MIXED32_CFG, 22, mixed32_type), 201, TOLERANCE["MIXED32"])
+         lambda: make_model(tmp, "mixed32", MIXED32_CFG, 22, mixed32_type), 201)
 
     for t in QUANTK_TYPES:
         tname = gw.TYPE_INFO[t][0]
         case(f"{tname} (dim 256, ffn 512)",
              lambda: make_model(tmp, f"quant_{tname}", QUANTK_CFG, 31, lambda n, s: t),
-             300, TOLERANCE[tname])
+             300)
     case("mixed Q4_K/Q6_K/Q8_0 like Q4_K_M (dim 256)",
          lambda: make_model(tmp, "mixed_k", QUANTK_CFG, 32, mixed_k_type), 300,
-         TOLERANCE["MIXED_K"], threads=True)
+         threads=True)
 
     # real weights in a file written by llama.cpp; the tokens are BOS + the reference's greedy
     # continuation, so positions see real text
@@ -523,7 +528,7 @@ def run_skiff_checks(res: Results, skiff: str, shared: str, tmp: str):
     while len(tokens) < N_PROMPT + N_MORE:
         tokens.append(int(np.argmax(peer.reference(tokens)[-1])))
     check_model(res, skiff, tmp, "stories260K (llama.cpp GGUF)", peer, tokens,
-                TOLERANCE["F32"], exits=range(1, peer.cfg.n_layers))
+                exits=range(1, peer.cfg.n_layers))
 
 
 def main() -> int:

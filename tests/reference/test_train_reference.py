@@ -293,15 +293,20 @@ def load_checkpoint_ok(skiff, ckpt):
     return int(p.stdout.split()[1])
 
 
+def kill_test_cmd(skiff, model, data, steps, seed):
+    """The training run the kill checks interrupt (LayerSkip flags on, so the state has it all)."""
+    return [skiff, "train", "-m", model, "--data", data, "--seq-len", "16", "-b", "2", "--steps", str(steps),
+            "--lr", "0.003", "--layer-dropout", "0.3", "--early-exit-loss", "1", "--seed", str(seed),
+            "--eval-batches", "1", "--quiet", "-t", "2"]
+
+
 def check_sigkill(skiff, tmp, ctx):
     cfg = ref.LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn=96, vocab=300, context_length=64)
     model = os.path.join(tmp, "kill.gguf")
     write_model(model, cfg, 4)
     data = os.path.join(tmp, "text.txt")
     steps = 150
-    base = [skiff, "train", "-m", model, "--data", data, "--seq-len", "16", "-b", "2", "--steps", str(steps),
-            "--lr", "0.003", "--layer-dropout", "0.3", "--early-exit-loss", "1", "--seed", "3",
-            "--eval-batches", "1", "--eval-every", "10", "--quiet", "-t", "2"]
+    base = kill_test_cmd(skiff, model, data, steps, seed=3) + ["--eval-every", "10"]
     ref_out = os.path.join(tmp, "nokill.gguf")
     run(base + ["-o", ref_out])
     out = os.path.join(tmp, "killed.gguf")
@@ -349,10 +354,7 @@ def check_kill_mid_save(skiff, tmp, ctx):
     """Deterministic kills between the two files of a checkpoint (the model written, the state
     not yet): on the first save, then on a later one; the resumed run must equal an uninterrupted one."""
     model, data = os.path.join(tmp, "kill.gguf"), os.path.join(tmp, "text.txt")  # from check_sigkill
-    steps = 6
-    base = [skiff, "train", "-m", model, "--data", data, "--seq-len", "16", "-b", "2", "--steps", str(steps),
-            "--lr", "0.003", "--layer-dropout", "0.3", "--early-exit-loss", "1", "--seed", "5",
-            "--eval-batches", "1", "--quiet", "-t", "2"]
+    base = kill_test_cmd(skiff, model, data, steps=6, seed=5)
     ref_out, out = os.path.join(tmp, "mid_ref.gguf"), os.path.join(tmp, "mid.gguf")
     state = out[:-5] + ".state"
     run(base + ["-o", ref_out])
