@@ -39,7 +39,6 @@ void EarlyExitDrafter::start(std::span<const int32_t> prompt) {
 
 void EarlyExitDrafter::propose(std::span<const int32_t> tokens, int max_drafts, Sampler& sampler,
                                Draft& out) {
-  const int32_t eos = target_.tokenizer->eos();
   std::vector<int32_t> history(tokens.begin(), tokens.end());
   int32_t current = tokens.back();
   for (int i = 0; i < max_drafts; ++i) {
@@ -50,7 +49,7 @@ void EarlyExitDrafter::propose(std::span<const int32_t> tokens, int max_drafts, 
     current = sampler.draw(q);
     history.push_back(current);
     out.push(current, std::move(q));
-    if (current == eos) break;  // nothing follows EOS
+    if (target_.tokenizer->is_eog(current)) break;  // nothing follows the end
   }
 }
 

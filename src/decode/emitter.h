@@ -1,13 +1,15 @@
 // The end-of-generation rules every decoding loop shares (autoregressive, early exit,
 // speculative): a loop offers tokens one at a time and the Emitter says whether to go on.
 // Because speculative decoding emits through the same rules, it stops exactly where plain
-// decoding would: at EOS (never passed on), at max_tokens, when the callback says so, or when
+// decoding would: at an end-of-generation token (EOS, end of turn, ...: never passed on), at max_tokens, when the callback says so, or when
 // the sequence has filled the context (the last token then never needs a forward pass).
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <vector>
+
+#include "tokenizer/tokenizer.h"
 
 namespace skiff {
 
@@ -26,16 +28,16 @@ struct GenerateStats {
 class Emitter {
  public:
   // `tokens` holds the prompt and receives every emitted token.
-  Emitter(std::vector<int32_t>& tokens, int32_t eos, int context_length, int max_tokens,
+  Emitter(std::vector<int32_t>& tokens, const Tokenizer& tokenizer, int context_length, int max_tokens,
           const TokenCallback& on_token, GenerateStats& stats)
-      : tokens_(tokens), eos_(eos), context_length_(context_length), max_tokens_(max_tokens),
+      : tokens_(tokens), tokenizer_(tokenizer), context_length_(context_length), max_tokens_(max_tokens),
         on_token_(on_token), stats_(stats), done_(max_tokens <= 0) {}
 
   // Offers the next token. Returns true when generation goes on (the token was appended and
   // will need a forward pass), false when it is over (the token was EOS, or the last one).
   bool push(int32_t token) {
     if (done_) return false;
-    if (token == eos_) {
+    if (tokenizer_.is_eog(token)) {
       stats_.hit_eos = true;
       return finish();
     }
@@ -61,7 +63,7 @@ class Emitter {
     return false;
   }
   std::vector<int32_t>& tokens_;
-  int32_t eos_;
+  const Tokenizer& tokenizer_;
   int64_t context_length_;
   int max_tokens_;
   const TokenCallback& on_token_;

@@ -32,7 +32,7 @@ GenerateStats generate_through(Context& ctx, Sampler& sampler, std::span<const i
   GenerateStats stats;
   stats.prompt_tokens = static_cast<int>(prompt.size());
   std::vector<int32_t> tokens(prompt.begin(), prompt.end());
-  Emitter emitter(tokens, ctx.model().tokenizer->eos(), ctx.context_length(), max_tokens, on_token,
+  Emitter emitter(tokens, *ctx.model().tokenizer, ctx.context_length(), max_tokens, on_token,
                   stats);
   auto start = std::chrono::steady_clock::now();
   std::vector<float> logits = eval_through(ctx, prompt, last_layer);

@@ -67,7 +67,6 @@ void ModelDrafter::propose(std::span<const int32_t> tokens, int max_drafts, Samp
   // n-2+k through it.
   max_drafts = std::min(max_drafts, ctx_.context_length() - n + 1);
   if (max_drafts <= 0) return;
-  const int32_t eos = target_.tokenizer->eos();
   std::vector<int32_t> history(tokens.begin(), tokens.end());
   // Catch up in one batch: everything from the draft cache's length to the newest token.
   std::span<const int32_t> unseen = tokens.subspan(static_cast<size_t>(ctx_.cache().length(0)));
@@ -83,7 +82,7 @@ void ModelDrafter::propose(std::span<const int32_t> tokens, int max_drafts, Samp
     const int32_t token = sampler.draw(q);
     history.push_back(token);
     out.push(token, std::move(q));
-    if (token == eos) break;
+    if (target_.tokenizer->is_eog(token)) break;
   }
 }
 

@@ -13,7 +13,6 @@ NgramDrafter::NgramDrafter(const Model& target, int max_ngram) : Drafter(target)
 void NgramDrafter::propose(std::span<const int32_t> tokens, int max_drafts, Sampler& sampler,
                            Draft& out) {
   const int n = static_cast<int>(tokens.size());
-  const int32_t eos = target_.tokenizer->eos();
   for (int size = std::min(max_ngram_, n - 1); size >= 1 && max_drafts > 0; --size) {
     const int32_t* tail = tokens.data() + (n - size);
     // The latest start j < n - size whose n-gram equals the tail and that has a follower.
@@ -22,7 +21,7 @@ void NgramDrafter::propose(std::span<const int32_t> tokens, int max_drafts, Samp
       for (int f = j + size; f < n && static_cast<int>(out.size()) < max_drafts; ++f) {
         const int32_t token = tokens[static_cast<size_t>(f)];
         out.push(token, TokenDistribution{{token}, {1.0f}});
-        if (token == eos) break;
+        if (target_.tokenizer->is_eog(token)) break;
       }
       return;
     }

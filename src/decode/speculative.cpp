@@ -63,7 +63,7 @@ SpecStats generate_speculative(Context& target, Sampler& sampler, Drafter& draft
   GenerateStats& g = stats.generation;
   g.prompt_tokens = static_cast<int>(prompt.size());
   std::vector<int32_t> tokens(prompt.begin(), prompt.end());
-  Emitter emitter(tokens, target.model().tokenizer->eos(), target.context_length(), max_tokens,
+  Emitter emitter(tokens, *target.model().tokenizer, target.context_length(), max_tokens,
                   on_token, g);
   const int64_t steps_before = drafter.forward_steps();
 

@@ -27,18 +27,43 @@ inline float apply_ffn_activation(FfnActivation a, float g) {
   return g / (1.0f + std::exp(-g));
 }
 
+// How a head's rotated dims are paired. GGUF "llama" files (and llama.cpp's convert) store
+// q/k rows so that RoPE turns consecutive pairs (x[2i], x[2i+1]); Hugging Face checkpoints
+// keep the rotate-half layout, pairing x[i] with x[i + rope_dim/2]. skiff rotates either in
+// place (no copy of wq/wk at load); the GGUF writer permutes rows to the interleaved layout.
+enum class RopeLayout { kInterleaved, kHalves };
+
+// RoPE frequency scaling (llama.cpp's rope.scaling.* keys, Hugging Face's rope_scaling).
+enum class RopeScalingType { kNone, kLinear, kYarn, kLlama3 };
+
+struct RopeScaling {
+  RopeScalingType type = RopeScalingType::kNone;
+  float factor = 1.0f;           // context extension factor (linear, YaRN, llama3)
+  int original_context = 0;      // context the model was pre-trained with (YaRN, llama3)
+  float low_freq_factor = 1.0f;  // llama3
+  float high_freq_factor = 4.0f; // llama3
+  float beta_fast = 32.0f;       // YaRN ramp, in rotations over the original context
+  float beta_slow = 1.0f;
+  float attn_factor = 0.0f;      // YaRN cos/sin scale; 0: 0.1 ln(factor) + 1
+};
+
 struct ModelConfig {
   std::string name;
   int dim = 0;           // embedding width
   int n_layers = 0;
   int n_heads = 0;
   int n_kv_heads = 0;    // grouped-query attention: n_heads is a multiple of n_kv_heads
-  int head_dim = 0;      // dim / n_heads
+  int head_dim = 0;      // usually dim / n_heads; GGUF attention.key_length, HF head_dim
   int ffn_dim = 0;       // SwiGLU hidden width
   int vocab_size = 0;
   int context_length = 0;
   int rope_dim = 0;      // rotated dims per head (<= head_dim)
   float rope_theta = 10000.0f;
+  RopeLayout rope_layout = RopeLayout::kInterleaved;
+  RopeScaling rope_scaling;
+  // Per-pair divisors of the base frequencies (rope_dim / 2 values; GGUF rope_freqs.weight,
+  // which Llama 3.1+ files carry instead of rope.scaling.type = llama3). Empty: all 1.
+  std::vector<float> rope_freq_factors;
   float rms_eps = 1e-5f;
   FfnActivation ffn_activation = FfnActivation::kSilu;
 
@@ -63,9 +88,10 @@ struct Model {
   std::unique_ptr<Tokenizer> tokenizer;
 
   std::string source;                       // file it came from
-  std::string format;                       // "gguf" or "llama2c"
+  std::string format;                       // "gguf", "llama2c" or "hf"
   std::optional<GgufFile> gguf;             // the parsed file, for GGUF models
   std::shared_ptr<MappedFile> file;         // keeps the mapping alive
+  std::vector<std::shared_ptr<MappedFile>> shards;  // every mapped file (HF: each *.safetensors)
   std::vector<std::vector<float>> owned;    // weights copied out of the file (llama2c, F32 norms)
 
   int64_t parameter_count() const;
@@ -86,6 +112,10 @@ struct LoadOptions {
 std::unique_ptr<Model> load_model(const std::string& path, const std::string& tokenizer_path = "",
                                   Residency residency = Residency::kMapped);
 std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file);
+// A Hugging Face checkpoint directory: config.json, *.safetensors (one, or sharded with
+// model.safetensors.index.json), tokenizer.json (+ tokenizer_config.json,
+// generation_config.json). Tensors are mapped, not copied (F32, F16, BF16).
+std::unique_ptr<Model> load_model_hf(const std::string& dir, Residency residency = Residency::kMapped);
 std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file,
                                        const LoadOptions& options);
 

@@ -210,7 +210,12 @@ void Tokenizer::encode_fragment(std::string_view text, std::vector<int32_t>& out
   }
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos) const {
+bool Tokenizer::is_eog(int32_t id) const {
+  if (id == vocab_.eos_id) return true;
+  return std::find(vocab_.eog_ids.begin(), vocab_.eog_ids.end(), id) != vocab_.eog_ids.end();
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool parse_special) const {
   std::vector<int32_t> out;
   if (add_bos) out.push_back(vocab_.bos_id);
   if (text.empty()) return out;  // SentencePiece: no dummy prefix for empty text

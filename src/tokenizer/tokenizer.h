@@ -23,11 +23,14 @@ class Tokenizer {
   const Vocab& vocab() const { return vocab_; }
   int32_t bos() const { return vocab_.bos_id; }
   int32_t eos() const { return vocab_.eos_id; }
+  // True for every token that ends generation (EOS, end of turn, end of message, ...).
+  bool is_eog(int32_t id) const;
 
   // Encodes text; prepends BOS when add_bos (callers pass vocab().add_bos for the default).
   // EOS is never appended here (callers append eos() when vocab().add_eos). Text equal to a
-  // user-defined token is split out first, as llama.cpp does; control-token text is not.
-  std::vector<int32_t> encode(std::string_view text, bool add_bos) const;
+  // user-defined token is split out first, as llama.cpp does; control-token text only when
+  // parse_special (e.g. "<|eot_id|>" in a rendered chat prompt).
+  std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special = false) const;
 
   // The bytes a token stands for: byte tokens give their byte, U+2581 gives a space,
   // control, unknown and unused tokens give "", user-defined tokens their text. When
