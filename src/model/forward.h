@@ -17,6 +17,7 @@
 #include "base/thread_pool.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
+#include "model/rope.h"
 
 namespace skiff {
 
@@ -62,6 +63,7 @@ class Context {
   ThreadPool pool_;
   Scratch scratch_;
   int64_t scratch_T_ = 0;
+  RopeFrequencies rope_freq_;
   std::vector<float> rope_;  // [positions][rope_dim]
   int rope_rows_ = 0;
   size_t rope_width_ = 0;
