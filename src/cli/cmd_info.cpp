@@ -11,6 +11,7 @@
 #include "flash/flash_run.h"
 #include "kernels/cpu.h"
 #include "kernels/matmul.h"
+#include "model/rope.h"
 
 namespace skiff::cli {
 namespace {
@@ -82,7 +83,7 @@ void register_info(CLI::App& app) {
   auto flags = std::make_shared<Flags>();
   CLI::App* cmd = app.add_subcommand("info", "print a model's (or a flash pack's) metadata, tensors and memory needs");
   add_model_flags(cmd, flags->model, false);
-  cmd->add_option("-c,--ctx-size", flags->context, "context length for the memory estimate (default: the model's)");
+  cmd->add_option("-c,--ctx-size", flags->context, "context length for the memory estimate (default: the model's, at most 4096)");
   cmd->callback([flags] {
     if (!flags->model.model.empty() && std::filesystem::is_directory(flags->model.model)) {
       print_pack_info(flags->model.model, flags->context);
@@ -104,6 +105,9 @@ void register_info(CLI::App& app) {
                 c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.vocab_size);
     std::printf("  context %d, rope dims %d, rope base %g, rms eps %g, output %s\n", c.context_length,
                 c.rope_dim, c.rope_theta, c.rms_eps, model->tied_output ? "tied to token_embd" : "separate");
+    std::printf("  rope scaling %s (factor %g, original context %d), %zu rope_freqs divisors, %s pairs\n",
+                rope_scaling_name(c.rope_scaling.type), c.rope_scaling.factor, c.rope_scaling.original_context,
+                c.rope_freq_factors.size(), c.rope_layout == RopeLayout::kHalves ? "rotate-half" : "interleaved");
     std::printf("tensors:\n");
     print_tensor(model->token_embd);
     print_tensor(model->output_norm);
@@ -131,7 +135,7 @@ void register_info(CLI::App& app) {
     }
     std::printf("cpu path %s; matmul inputs: %s\n", std::string(cpu_path_name(active_cpu_path())).c_str(),
                 inputs.c_str());
-    int ctx = flags->context > 0 ? flags->context : c.context_length;
+    int ctx = flags->context > 0 ? flags->context : std::min(c.context_length, Context::kDefaultContext);
     double weights = static_cast<double>(model->weight_bytes());
     double kv = 2.0 * c.n_layers * ctx * c.kv_dim() * sizeof(float);
     double scratch = 4.0 * (4.0 * c.dim + 2.0 * c.ffn_dim + c.vocab_size);

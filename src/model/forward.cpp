@@ -14,7 +14,7 @@ namespace skiff {
 Context::Context(const Model& model, int context_length, int n_threads)
     : model_(model),
       cache_(model.config.n_layers,
-             context_length > 0 ? context_length : model.config.context_length,
+             context_length > 0 ? context_length : std::min(model.config.context_length, kDefaultContext),
              model.config.kv_dim()),
       pool_(n_threads),
       rope_freq_(rope_frequencies(model.config)) {

@@ -35,7 +35,10 @@ class FfnProvider {
 // One sequence being decoded: its KV cache, a thread pool and scratch space.
 class Context {
  public:
-  // context_length <= 0 uses the model's; more than the model's is an error.
+  // context_length <= 0 uses the model's, at most kDefaultContext (as llama.cpp's default
+  // n_ctx: Llama 3.1 declares 131072 positions, whose F32 KV cache would not fit in memory);
+  // more than the model's is an error.
+  static constexpr int kDefaultContext = 4096;
   Context(const Model& model, int context_length = 0, int n_threads = 0);
 
   const Model& model() const { return model_; }
