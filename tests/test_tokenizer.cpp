@@ -600,7 +600,7 @@ TEST(Vocab, GgufRejectsBadMetadata) {
     }
   };
   GgufWriter w = good_gguf_vocab();
-  w.set("tokenizer.ggml.model", GgufValue::str("gpt2"));
+  w.set("tokenizer.ggml.model", GgufValue::str("t5"));
   expect_error(w, "tokenizer.ggml.model");
 
   w = good_gguf_vocab();

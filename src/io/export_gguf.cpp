@@ -11,13 +11,6 @@
 namespace skiff {
 namespace {
 
-std::vector<GgufValue> strings(const std::vector<std::string>& v) {
-  std::vector<GgufValue> out;
-  out.reserve(v.size());
-  for (const auto& s : v) out.push_back(GgufValue::str(s));
-  return out;
-}
-
 // Row order that turns a head's rotate-half layout (Hugging Face) into interleaved pairs
 // (GGUF "llama"): out row h*hd + 2j + k is in row h*hd + k*hd/2 + j, as llama.cpp's converter
 // permutes q/k. Empty when the rows need no reordering.
@@ -100,23 +93,7 @@ void save_model_gguf(const Model& model, const std::string& path, DType type,
   if (c.ffn_activation == FfnActivation::kRelu)
     writer.set("skiff.ffn_activation", GgufValue::str("relu"));
 
-  const Vocab& vocab = model.tokenizer->vocab();
-  std::vector<GgufValue> scores, types;
-  for (int i = 0; i < vocab.size(); ++i) {
-    scores.push_back(GgufValue::f32(vocab.scores[static_cast<size_t>(i)]));
-    types.push_back(GgufValue::i32(static_cast<int32_t>(vocab.types[static_cast<size_t>(i)])));
-  }
-  writer.set("tokenizer.ggml.model", GgufValue::str("llama"));
-  writer.set("tokenizer.ggml.tokens", GgufValue::array(GgufType::STRING, strings(vocab.pieces)));
-  writer.set("tokenizer.ggml.scores", GgufValue::array(GgufType::FLOAT32, std::move(scores)));
-  writer.set("tokenizer.ggml.token_type", GgufValue::array(GgufType::INT32, std::move(types)));
-  writer.set("tokenizer.ggml.bos_token_id", GgufValue::u32(static_cast<uint32_t>(vocab.bos_id)));
-  writer.set("tokenizer.ggml.eos_token_id", GgufValue::u32(static_cast<uint32_t>(vocab.eos_id)));
-  writer.set("tokenizer.ggml.unknown_token_id", GgufValue::u32(static_cast<uint32_t>(vocab.unk_id)));
-  if (vocab.pad_id >= 0)
-    writer.set("tokenizer.ggml.padding_token_id", GgufValue::u32(static_cast<uint32_t>(vocab.pad_id)));
-  writer.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(vocab.add_bos));
-  writer.set("tokenizer.ggml.add_eos_token", GgufValue::boolean(vocab.add_eos));
+  write_vocab_gguf(model.tokenizer->vocab(), writer);
 
   std::vector<std::pair<std::string, const TensorView*>> tensors;
   // Llama 3 scaling travels as per-pair frequency divisors, as llama.cpp expects.

@@ -1,7 +1,10 @@
-// SentencePiece-style BPE as LLaMA 1/2 use it (and as llama.cpp's SPM tokenizer does it):
-// spaces become U+2581, a dummy space prefix is added, the text is split into UTF-8
-// characters, adjacent pairs are merged highest-score first, and any piece not in the
-// vocabulary falls back to its bytes as <0xNN> tokens.
+// The two tokenizers llama.cpp calls SPM and BPE, with its semantics:
+// - SentencePiece-style BPE (LLaMA 1/2): spaces become U+2581, a dummy space prefix is
+//   added, the text is split into UTF-8 characters, adjacent pairs are merged highest-score
+//   first, and any piece not in the vocabulary falls back to its bytes as <0xNN> tokens.
+// - Byte-level BPE (GPT-2, Llama 3, ...): a pre-tokenizer splits the text into words, each
+//   word's bytes are mapped to GPT-2's printable stand-ins and merged lowest merge rank first.
+// Both split special-token text out first (tokenizer_st_partition in llama.cpp).
 #pragma once
 
 #include <cstdint>
@@ -11,6 +14,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tokenizer/merge_table.h"
+#include "tokenizer/pretokenize.h"
 #include "tokenizer/vocab.h"
 
 namespace skiff {
@@ -39,7 +44,11 @@ class Tokenizer {
   // Throws Error for an id outside the vocabulary.
   std::string token_bytes(int32_t id, bool after_bos = false) const;
   // Decodes a whole sequence (a leading BOS is skipped and the dummy-prefix space dropped).
+  // Exact: decode(encode(text)) == text for valid UTF-8 without special-token text.
   std::string decode(const std::vector<int32_t>& ids) const;
+  // decode() plus llama.cpp's clean-up of spaces (llama_detokenize: " ," -> ",", " 's" ->
+  // "'s", ...) for the byte-level BPE vocabularies whose pre-tokenizer asks for it.
+  std::string detokenize(const std::vector<int32_t>& ids) const;
 
  private:
   // Looks strings up by std::string_view without building a std::string.
@@ -51,11 +60,33 @@ class Tokenizer {
   // The SentencePiece merge loop over one fragment (already escaped and prefixed).
   void encode_fragment(std::string_view text, std::vector<int32_t>& out) const;
 
+  // Buffers reused across the words of one encode() call.
+  struct BpeScratch;
+  // Byte-level BPE over one fragment of text without special tokens.
+  void encode_bpe_fragment(std::string_view text, std::vector<int32_t>& out, BpeScratch& scratch) const;
+  // Merges one byte-mapped word and appends its tokens.
+  void encode_bpe_word(std::string_view word, std::vector<int32_t>& out, BpeScratch& scratch) const;
+
+  // Text split into special tokens and plain text (token -1).
+  struct Fragment {
+    size_t start;
+    size_t length;
+    int32_t token;
+  };
+  std::vector<Fragment> partition(std::string_view text, bool parse_special) const;
+
   Vocab vocab_;
   std::unordered_map<std::string, int32_t, PieceHash, std::equal_to<>> piece_to_id_;
   int32_t byte_tokens_[256];           // id of <0xNN> (else of the 1-byte piece), or -1
   std::vector<std::string> bytes_;     // what each token decodes to (token_bytes)
-  std::vector<int32_t> user_defined_;  // split out of the text first, longest first
+  // Control, user-defined and unknown tokens, split out of the text first, longest first
+  // (control and unknown ones only when parsing special tokens).
+  std::vector<int32_t> special_;
+  bool special_first_byte_[256] = {};  // some special token starts with this byte
+
+  // Byte-level BPE only.
+  PreTokenizerInfo pre_{};
+  MergeTable merges_;
 };
 
 // Streams decoded text so that a UTF-8 character split across tokens is emitted whole:

@@ -1,8 +1,9 @@
-// Vocabulary loaders. Both produce pieces in SentencePiece's form (U+2581 for a space) so one
-// tokenizer serves GGUF and llama2.c vocabularies alike. Every count, length and id read from
-// a file is checked against the file before it is used.
+// Vocabulary loaders (GGUF and llama2.c; Hugging Face in vocab_hf.cpp) and the GGUF writer.
+// SentencePiece pieces keep U+2581 for a space, byte-level BPE pieces GPT-2's byte stand-ins.
+// Every count, length and id read from a file is checked against the file before it is used.
 #include "tokenizer/vocab.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -10,6 +11,7 @@
 #include "base/error.h"
 #include "base/mapped_file.h"
 #include "io/gguf.h"
+#include "tokenizer/pretokenize.h"
 
 namespace skiff {
 namespace {
@@ -98,8 +100,62 @@ void validate_vocab(const Vocab& vocab, const std::string& source) {
   };
   check("BOS", vocab.bos_id, false);
   check("EOS", vocab.eos_id, false);
-  check("unknown", vocab.unk_id, false);
+  check("unknown", vocab.unk_id, vocab.kind == VocabKind::kBpe);  // BPE may have none
+  check("end-of-turn", vocab.eot_id, true);
+  check("end-of-message", vocab.eom_id, true);
+  for (int32_t id : vocab.eog_ids) check("end-of-generation", id, false);
+  if (vocab.kind == VocabKind::kBpe) {
+    try {
+      find_pre_tokenizer(vocab.pre);
+    } catch (const Error& e) {
+      fail("{}: {}", source, e.what());
+    }
+  }
   check("padding", vocab.pad_id, true);
+}
+
+void fill_end_of_generation(Vocab& vocab) {
+  // llama.cpp (llama_vocab::impl::load) finds these by their text when the ids are not given,
+  // and makes each of them a control token.
+  static constexpr std::string_view kEndOfTurn[] = {
+      "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>",
+      "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",  // DeepSeek
+  };
+  static constexpr std::string_view kEndOfGeneration[] = {
+      "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>",
+      // fill-in-the-middle pad, repository and file separators end generation too
+      "<|fim_pad|>", "<fim-pad>", "<PAD>", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>",
+      "<|file_sep|>",
+  };
+  auto is_one_of = [](std::string_view text, std::span<const std::string_view> list) {
+    return std::find(list.begin(), list.end(), text) != list.end();
+  };
+  std::vector<int32_t> eog;
+  auto add = [&](int32_t id) {
+    if (id >= 0 && std::find(eog.begin(), eog.end(), id) == eog.end()) eog.push_back(id);
+  };
+  for (int32_t id = 0; id < vocab.size(); ++id) {
+    const std::string& text = vocab.pieces[static_cast<size_t>(id)];
+    bool control = false;
+    if (vocab.eot_id < 0 && is_one_of(text, kEndOfTurn)) {
+      vocab.eot_id = id;
+      control = true;
+    }
+    if (vocab.eom_id < 0 && text == "<|eom_id|>") {
+      vocab.eom_id = id;
+      control = true;
+    }
+    if (is_one_of(text, kEndOfGeneration)) {
+      add(id);
+      control = true;
+    }
+    if (control) vocab.types[static_cast<size_t>(id)] = TokenType::Control;
+  }
+  add(vocab.eos_id);
+  add(vocab.eot_id);
+  add(vocab.eom_id);
+  std::sort(eog.begin(), eog.end());
+  vocab.eog_ids = std::move(eog);
 }
 
 Vocab vocab_from_gguf(const GgufFile& gguf) {
@@ -107,10 +163,12 @@ Vocab vocab_from_gguf(const GgufFile& gguf) {
   const GgufValue* model = gguf.find("tokenizer.ggml.model");
   if (model == nullptr) fail("{}: missing metadata key tokenizer.ggml.model", path);
   const std::string& model_name = model->as_string(path + ": tokenizer.ggml.model");
-  if (model_name != "llama") {
-    fail("{}: tokenizer.ggml.model is \"{}\"; only \"llama\" (SentencePiece) is supported", path,
-         model_name);
+  if (model_name != "llama" && model_name != "gpt2") {
+    fail("{}: tokenizer.ggml.model is \"{}\"; supported: \"llama\" (SentencePiece), \"gpt2\" "
+         "(byte-level BPE)",
+         path, model_name);
   }
+  const bool bpe = model_name == "gpt2";
 
   const auto& tokens = *token_array(gguf, "tokenizer.ggml.tokens", 0, true);
   const size_t n = tokens.size();
@@ -122,6 +180,7 @@ Vocab vocab_from_gguf(const GgufFile& gguf) {
   const auto* types = token_array(gguf, "tokenizer.ggml.token_type", n, false);
 
   Vocab vocab;
+  vocab.kind = bpe ? VocabKind::kBpe : VocabKind::kSpm;
   vocab.pieces.reserve(n);
   vocab.scores.assign(n, 0.0f);  // llama.cpp's defaults when the arrays are absent
   vocab.types.assign(n, TokenType::Normal);
@@ -155,14 +214,39 @@ Vocab vocab_from_gguf(const GgufFile& gguf) {
     }
   }
 
-  vocab.bos_id = special_id(gguf, "tokenizer.ggml.bos_token_id", 1);
-  vocab.eos_id = special_id(gguf, "tokenizer.ggml.eos_token_id", 2);
-  vocab.unk_id = special_id(gguf, "tokenizer.ggml.unknown_token_id", 0);
+  if (bpe) {
+    const auto& merges = *token_array(gguf, "tokenizer.ggml.merges", 0, true);
+    vocab.merges.reserve(merges.size());
+    for (size_t i = 0; i < merges.size(); ++i) {
+      const auto* text = std::get_if<std::string>(&merges[i].value);
+      if (merges[i].type != GgufType::STRING || text == nullptr) {
+        fail("{}: tokenizer.ggml.merges[{}] is not a string", path, i);
+      }
+      vocab.merges.push_back(*text);
+    }
+    const GgufValue* pre = gguf.find("tokenizer.ggml.pre");
+    if (pre != nullptr) vocab.pre = pre->as_string(path + ": tokenizer.ggml.pre");
+  }
+
+  // llama.cpp's defaults: SentencePiece <unk> 0, <s> 1, </s> 2, BOS added, a dummy prefix;
+  // byte-level BPE 11 for both (GPT-2's "," is no token to rely on, the keys are always
+  // there in practice), no unknown token, BOS only for Llama 3's pre-tokenizer.
+  const bool llama3 = bpe && find_pre_tokenizer(vocab.pre).ignore_merges;
+  vocab.bos_id = special_id(gguf, "tokenizer.ggml.bos_token_id", bpe ? 11 : 1);
+  vocab.eos_id = special_id(gguf, "tokenizer.ggml.eos_token_id", bpe ? 11 : 2);
+  vocab.unk_id = special_id(gguf, "tokenizer.ggml.unknown_token_id", bpe ? -1 : 0);
   vocab.pad_id = special_id(gguf, "tokenizer.ggml.padding_token_id", -1);
-  vocab.add_bos = gguf.get_bool("tokenizer.ggml.add_bos_token", true);
+  vocab.eot_id = special_id(gguf, "tokenizer.ggml.eot_token_id", -1);
+  vocab.eom_id = special_id(gguf, "tokenizer.ggml.eom_token_id", -1);
+  vocab.add_bos = gguf.get_bool("tokenizer.ggml.add_bos_token", !bpe || llama3);
   vocab.add_eos = gguf.get_bool("tokenizer.ggml.add_eos_token", false);
-  vocab.add_space_prefix = gguf.get_bool("tokenizer.ggml.add_space_prefix", true);
-  validate_vocab(vocab, path);
+  vocab.add_space_prefix = gguf.get_bool("tokenizer.ggml.add_space_prefix", !bpe);
+  const GgufValue* chat_template = gguf.find("tokenizer.chat_template");
+  if (chat_template != nullptr) {
+    vocab.chat_template = chat_template->as_string(path + ": tokenizer.chat_template");
+  }
+  validate_vocab(vocab, path);  // ids in range before they index the pieces
+  fill_end_of_generation(vocab);
   return vocab;
 }
 
@@ -242,6 +326,52 @@ Vocab vocab_from_llama2c_bytes(std::span<const uint8_t> bytes, int32_t vocab_siz
 Vocab vocab_from_llama2c(const std::string& path, int32_t vocab_size) {
   auto file = MappedFile::open(path);
   return vocab_from_llama2c_bytes(file->bytes(), vocab_size, path);
+}
+
+}  // namespace skiff
+
+namespace skiff {
+
+void write_vocab_gguf(const Vocab& vocab, GgufWriter& writer) {
+  const bool bpe = vocab.kind == VocabKind::kBpe;
+  auto strings = [](const std::vector<std::string>& v) {
+    std::vector<GgufValue> out;
+    out.reserve(v.size());
+    for (const auto& s : v) out.push_back(GgufValue::str(s));
+    return out;
+  };
+  auto id = [](int32_t v) { return GgufValue::u32(static_cast<uint32_t>(v)); };
+  std::vector<GgufValue> types;
+  types.reserve(vocab.types.size());
+  for (TokenType type : vocab.types) types.push_back(GgufValue::i32(static_cast<int32_t>(type)));
+
+  writer.set("tokenizer.ggml.model", GgufValue::str(bpe ? "gpt2" : "llama"));
+  if (bpe) writer.set("tokenizer.ggml.pre", GgufValue::str(vocab.pre.empty() ? "default" : vocab.pre));
+  writer.set("tokenizer.ggml.tokens", GgufValue::array(GgufType::STRING, strings(vocab.pieces)));
+  if (bpe) {
+    // llama.cpp's converters write no scores for byte-level BPE: the merges order it.
+    writer.set("tokenizer.ggml.merges", GgufValue::array(GgufType::STRING, strings(vocab.merges)));
+  } else {
+    std::vector<GgufValue> scores;
+    scores.reserve(vocab.scores.size());
+    for (float score : vocab.scores) scores.push_back(GgufValue::f32(score));
+    writer.set("tokenizer.ggml.scores", GgufValue::array(GgufType::FLOAT32, std::move(scores)));
+  }
+  writer.set("tokenizer.ggml.token_type", GgufValue::array(GgufType::INT32, std::move(types)));
+  writer.set("tokenizer.ggml.bos_token_id", id(vocab.bos_id));
+  writer.set("tokenizer.ggml.eos_token_id", id(vocab.eos_id));
+  if (vocab.unk_id >= 0) writer.set("tokenizer.ggml.unknown_token_id", id(vocab.unk_id));
+  if (vocab.pad_id >= 0) writer.set("tokenizer.ggml.padding_token_id", id(vocab.pad_id));
+  if (vocab.eot_id >= 0) writer.set("tokenizer.ggml.eot_token_id", id(vocab.eot_id));
+  if (vocab.eom_id >= 0) writer.set("tokenizer.ggml.eom_token_id", id(vocab.eom_id));
+  writer.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(vocab.add_bos));
+  writer.set("tokenizer.ggml.add_eos_token", GgufValue::boolean(vocab.add_eos));
+  if (bpe && vocab.add_space_prefix) {
+    writer.set("tokenizer.ggml.add_space_prefix", GgufValue::boolean(true));
+  }
+  if (!vocab.chat_template.empty()) {
+    writer.set("tokenizer.chat_template", GgufValue::str(vocab.chat_template));
+  }
 }
 
 }  // namespace skiff

@@ -48,9 +48,17 @@ struct Vocab {
   int32_t size() const { return static_cast<int32_t>(pieces.size()); }
 };
 
-// From GGUF metadata (tokenizer.ggml.model must be "llama"). Throws Error when a key is
-// missing, arrays disagree in length, or special ids are out of range.
+// From GGUF metadata: tokenizer.ggml.model "llama" (SentencePiece) or "gpt2" (byte-level BPE,
+// with tokenizer.ggml.merges and .pre). Throws Error when a key is missing, arrays disagree
+// in length, special ids are out of range, or the model or pre-tokenizer is unknown.
 Vocab vocab_from_gguf(const GgufFile& gguf);
+// Writes the vocabulary as the GGUF tokenizer.ggml.* keys llama.cpp reads (and
+// tokenizer.chat_template when there is one).
+class GgufWriter;
+void write_vocab_gguf(const Vocab& vocab, GgufWriter& writer);
+// Finds end-of-turn / end-of-message tokens by their text when eot_id / eom_id are unset and
+// fills eog_ids (EOS included) as llama.cpp does; those tokens become control tokens.
+void fill_end_of_generation(Vocab& vocab);
 // From a llama2.c tokenizer.bin (int32 max_token_length; per token: f32 score, int32 len,
 // bytes). `vocab_size` from the checkpoint; the file must hold at least that many tokens.
 // Types are derived: "<unk>" unknown, "<s>"/"</s>" control, "<0xNN>" byte, else normal.
