@@ -91,7 +91,7 @@ TEST(Synth, SameSeedSameFileOtherSeedOtherWeights) {
 TEST(QuantizeModel, KQuantsWhereRowsAllowThemF32ElsewhereAndTheOutputRuns) {
   // dim 256 rows take Q4_K / Q6_K blocks of 256; the FFN down rows (ffn 192) cannot.
   SynthOptions o;
-  o.shape = SynthShape{"k", 256, 1, 4, 2, 192, 32000, 64};
+  o.shape = llama_shape("k", 256, 1, 4, 2, 192, 32000, 64);
   o.type = DType::F16;
   o.vocab_path = kVocab;
   TempFile src{temp_path("k_src.gguf")};

@@ -152,7 +152,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("-p,--prompt", flags->prompt, "prompt text");
   cmd->add_option("-f,--file", flags->prompt_file, "read the prompt from a file");
   cmd->add_option("-n,--n-predict", flags->n_predict, "tokens to generate (default 128)")->check(CLI::Range(0, 1 << 24));
-  cmd->add_option("-c,--ctx-size", flags->context, "context length (default: the model's)")->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("-c,--ctx-size", flags->context, "context length (default: the model's, at most 4096)")->check(CLI::Range(0, 1 << 24));
   cmd->add_option("--temp", flags->sampling.temperature, "temperature; 0 = greedy (default 0.8)");
   cmd->add_option("--top-k", flags->sampling.top_k, "top-k, <= 0 off (default 40)");
   cmd->add_option("--top-p", flags->sampling.top_p, "top-p, 1 off (default 0.95)");

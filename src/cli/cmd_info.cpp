@@ -11,6 +11,7 @@
 #include "flash/flash_run.h"
 #include "kernels/cpu.h"
 #include "kernels/matmul.h"
+#include "model/rope.h"
 
 namespace skiff::cli {
 namespace {
@@ -20,20 +21,6 @@ std::string human_bytes(double b) {
   int u = 0;
   while (b >= 1024 && u < 4) b /= 1024, ++u;
   return fmt::format("{:.2f} {}", b, units[u]);
-}
-
-std::string rope_scaling_text(const RopeScaling& s) {
-  switch (s.type) {
-    case RopeScalingType::kNone: return "none";
-    case RopeScalingType::kLinear: return fmt::format("linear x{}", s.factor);
-    case RopeScalingType::kYarn:
-      return fmt::format("yarn x{} (original context {}, beta fast {} slow {}, attn factor {})", s.factor,
-                         s.original_context, s.beta_fast, s.beta_slow, s.attn_factor);
-    case RopeScalingType::kLlama3:
-      return fmt::format("llama3 x{} (original context {}, low/high freq factor {}/{})", s.factor,
-                         s.original_context, s.low_freq_factor, s.high_freq_factor);
-  }
-  return "?";
 }
 
 size_t mapped_resident_bytes(const std::vector<std::shared_ptr<MappedFile>>& files) {
@@ -102,7 +89,7 @@ void register_info(CLI::App& app) {
   auto flags = std::make_shared<Flags>();
   CLI::App* cmd = app.add_subcommand("info", "print a model's (or a flash pack's) metadata, tensors and memory needs");
   add_model_flags(cmd, flags->model, false);
-  cmd->add_option("-c,--ctx-size", flags->context, "context length for the memory estimate (default: the model's)");
+  cmd->add_option("-c,--ctx-size", flags->context, "context length for the memory estimate (default: the model's, at most 4096)");
   cmd->callback([flags] {
     // A folder is a flash pack when it has bundles.bin or resident.gguf, else a Hugging Face checkpoint.
     const std::string& path = flags->model.model;
@@ -133,9 +120,9 @@ void register_info(CLI::App& app) {
                 c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.vocab_size);
     std::printf("  context %d, rope dims %d, rope base %g, rms eps %g, output %s\n", c.context_length,
                 c.rope_dim, c.rope_theta, c.rms_eps, model->tied_output ? "tied to token_embd" : "separate");
-    std::printf("  rope layout %s, rope scaling %s\n",
-                c.rope_layout == RopeLayout::kHalves ? "halves (rotate-half)" : "interleaved",
-                rope_scaling_text(c.rope_scaling).c_str());
+    std::printf("  rope scaling %s (factor %g, original context %d), %zu rope_freqs divisors, %s pairs\n",
+                rope_scaling_name(c.rope_scaling.type), c.rope_scaling.factor, c.rope_scaling.original_context,
+                c.rope_freq_factors.size(), c.rope_layout == RopeLayout::kHalves ? "rotate-half" : "interleaved");
     std::printf("tensors:\n");
     print_tensor(model->token_embd);
     print_tensor(model->output_norm);
@@ -163,7 +150,7 @@ void register_info(CLI::App& app) {
     }
     std::printf("cpu path %s; matmul inputs: %s\n", std::string(cpu_path_name(active_cpu_path())).c_str(),
                 inputs.c_str());
-    int ctx = flags->context > 0 ? flags->context : c.context_length;
+    int ctx = flags->context > 0 ? flags->context : std::min(c.context_length, Context::kDefaultContext);
     double weights = static_cast<double>(model->weight_bytes());
     double kv = 2.0 * c.n_layers * ctx * c.kv_dim() * sizeof(float);
     double scratch = 4.0 * (4.0 * c.dim + 2.0 * c.ffn_dim + c.vocab_size);

@@ -16,7 +16,7 @@ namespace skiff::cli {
 
 void register_synth(CLI::App& app) {
   struct Flags {
-    std::string output, shape = "tinyllama", type = "f16", vocab = SKIFF_DEFAULT_VOCAB;
+    std::string output, shape = "tinyllama", type = "f16", vocab;
     std::string activation = "silu";
     uint64_t seed = 1;
     int threads = 0;
@@ -24,9 +24,9 @@ void register_synth(CLI::App& app) {
   auto flags = std::make_shared<Flags>();
   CLI::App* cmd = app.add_subcommand("synth", "write a random-weight LLaMA GGUF of a given shape");
   cmd->add_option("-o,--output", flags->output, "output GGUF file")->required();
-  cmd->add_option("--shape", flags->shape, "tinyllama (default), small or tiny");
+  cmd->add_option("--shape", flags->shape, "tinyllama (default), small, tiny, llama3-1b or llama3-8b");
   cmd->add_option("--type", flags->type, "matrix type: f16 (default), f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q6_K");
-  cmd->add_option("--vocab", flags->vocab, "GGUF holding the vocabulary (default: LLaMA-2's from ../shared/models)");
+  cmd->add_option("--vocab", flags->vocab, "GGUF holding the vocabulary (default from ../shared/models: LLaMA-2's, Llama-3's for llama3-*)");
   cmd->add_option("--activation", flags->activation,
                   "FFN gate nonlinearity: silu (default, LLaMA) or relu (e.g. --shape tiny)");
   cmd->add_option("--seed", flags->seed, "random seed (default 1)");
@@ -39,7 +39,8 @@ void register_synth(CLI::App& app) {
     if (!type) fail("unknown tensor type '{}'", flags->type);
     std::optional<FfnActivation> activation = parse_ffn_activation(flags->activation);
     if (!activation) fail("unknown activation '{}' (silu or relu)", flags->activation);
-    if (flags->vocab.empty()) fail("give the vocabulary GGUF with --vocab");
+    if (flags->vocab.empty())
+      flags->vocab = flags->shape.starts_with("llama3") ? SKIFF_LLAMA3_VOCAB : SKIFF_DEFAULT_VOCAB;
     o.shape = *shape;
     o.type = *type;
     o.seed = flags->seed;

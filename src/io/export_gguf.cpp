@@ -1,10 +1,12 @@
 #include "io/export_gguf.h"
 
+#include <cmath>
 #include <vector>
 
 #include "base/error.h"
 #include "io/gguf.h"
 #include "model/model.h"
+#include "model/rope.h"
 
 namespace skiff {
 namespace {
@@ -14,6 +16,37 @@ std::vector<GgufValue> strings(const std::vector<std::string>& v) {
   out.reserve(v.size());
   for (const auto& s : v) out.push_back(GgufValue::str(s));
   return out;
+}
+
+// Row order that turns a head's rotate-half layout (Hugging Face) into interleaved pairs
+// (GGUF "llama"): out row h*hd + 2j + k is in row h*hd + k*hd/2 + j, as llama.cpp's converter
+// permutes q/k. Empty when the rows need no reordering.
+std::vector<int64_t> interleave_rows(const ModelConfig& c, int64_t rows) {
+  if (c.rope_layout == RopeLayout::kInterleaved) return {};
+  if (c.rope_dim != c.head_dim)
+    fail("cannot write a rotate-half model with rope dimension {} != head dimension {} as GGUF",
+         c.rope_dim, c.head_dim);
+  const int64_t hd = c.head_dim, half = hd / 2;
+  std::vector<int64_t> order(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t head = r / hd, j = (r % hd) / 2, k = r % 2;
+    order[static_cast<size_t>(r)] = head * hd + k * half + j;
+  }
+  return order;
+}
+
+void write_rope_keys(GgufWriter& writer, const ModelConfig& c) {
+  const RopeScaling& s = c.rope_scaling;
+  if (s.type == RopeScalingType::kLinear || s.type == RopeScalingType::kYarn) {
+    writer.set("llama.rope.scaling.type", GgufValue::str(rope_scaling_name(s.type)));
+    writer.set("llama.rope.scaling.factor", GgufValue::f32(s.factor));
+    if (s.original_context > 0)
+      writer.set("llama.rope.scaling.original_context_length",
+                 GgufValue::u32(static_cast<uint32_t>(s.original_context)));
+    if (s.type == RopeScalingType::kYarn && s.attn_factor > 0)  // llama.cpp's factor of 0.1 ln(f) + 1
+      writer.set("llama.rope.scaling.attn_factor",
+                 GgufValue::f32(static_cast<float>(s.attn_factor / (0.1 * std::log(s.factor) + 1.0))));
+  }
 }
 
 }  // namespace
@@ -57,6 +90,11 @@ void save_model_gguf(const Model& model, const std::string& path, DType type,
   writer.set("llama.attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(c.n_kv_heads)));
   writer.set("llama.attention.layer_norm_rms_epsilon", GgufValue::f32(c.rms_eps));
   writer.set("llama.rope.freq_base", GgufValue::f32(c.rope_theta));
+  if (c.head_dim * c.n_heads != c.dim) {
+    writer.set("llama.attention.key_length", GgufValue::u32(static_cast<uint32_t>(c.head_dim)));
+    writer.set("llama.attention.value_length", GgufValue::u32(static_cast<uint32_t>(c.head_dim)));
+  }
+  write_rope_keys(writer, c);
   writer.set("llama.vocab_size", GgufValue::u32(static_cast<uint32_t>(c.vocab_size)));
   // SiLU is the llama default; only ReLU-gated models carry the key (llama.cpp ignores it).
   if (c.ffn_activation == FfnActivation::kRelu)
@@ -81,6 +119,20 @@ void save_model_gguf(const Model& model, const std::string& path, DType type,
   writer.set("tokenizer.ggml.add_eos_token", GgufValue::boolean(vocab.add_eos));
 
   std::vector<std::pair<std::string, const TensorView*>> tensors;
+  // Llama 3 scaling travels as per-pair frequency divisors, as llama.cpp expects.
+  std::vector<float> freq_factors = c.rope_freq_factors;
+  if (freq_factors.empty() && c.rope_scaling.type == RopeScalingType::kLlama3)
+    freq_factors = llama3_rope_freq_factors(c.rope_dim, c.rope_theta, c.rope_scaling);
+  TensorView rope_freqs;
+  if (!freq_factors.empty()) {
+    rope_freqs.name = "rope_freqs.weight";
+    rope_freqs.type = DType::F32;
+    rope_freqs.cols = static_cast<int64_t>(freq_factors.size());
+    rope_freqs.rows = 1;
+    rope_freqs.data = reinterpret_cast<const uint8_t*>(freq_factors.data());
+    rope_freqs.row_stride = row_bytes(DType::F32, rope_freqs.cols);
+    tensors.emplace_back("rope_freqs.weight", &rope_freqs);
+  }
   tensors.emplace_back("token_embd.weight", &model.token_embd);
   tensors.emplace_back("output_norm.weight", &model.output_norm);
   if (!model.tied_output) tensors.emplace_back("output.weight", &model.output);
@@ -107,7 +159,10 @@ void save_model_gguf(const Model& model, const std::string& path, DType type,
     }
     bool is_vector = t->rows == 1;
     DType out_type = (is_vector || t->cols % traits(type).block_size != 0) ? DType::F32 : type;
-    if (t->type == out_type) {
+    const bool rotated = name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight");
+    const std::vector<int64_t> order = rotated ? interleave_rows(c, t->rows) : std::vector<int64_t>{};
+    auto source_row = [&](int64_t r) { return order.empty() ? r : order[static_cast<size_t>(r)]; };
+    if (t->type == out_type && order.empty()) {
       writer.add_tensor(name, out_type, is_vector ? std::vector<int64_t>{t->cols}
                                                   : std::vector<int64_t>{t->cols, t->rows},
                         std::span<const uint8_t>(t->data, t->nbytes()));
@@ -116,8 +171,13 @@ void save_model_gguf(const Model& model, const std::string& path, DType type,
       std::vector<uint8_t> data(rb * static_cast<size_t>(t->rows));
       row.resize(static_cast<size_t>(t->cols));
       for (int64_t r = 0; r < t->rows; ++r) {
-        dequantize_row(t->type, t->row(r), row.data(), t->cols);
-        quantize_row(out_type, row.data(), data.data() + rb * static_cast<size_t>(r), t->cols);
+        uint8_t* out = data.data() + rb * static_cast<size_t>(r);
+        if (t->type == out_type) {  // only reordered
+          std::copy_n(t->row(source_row(r)), rb, out);
+          continue;
+        }
+        dequantize_row(t->type, t->row(source_row(r)), row.data(), t->cols);
+        quantize_row(out_type, row.data(), out, t->cols);
       }
       writer.add_tensor(name, out_type, is_vector ? std::vector<int64_t>{t->cols}
                                                   : std::vector<int64_t>{t->cols, t->rows},

@@ -16,32 +16,42 @@ void rmsnorm(float* out, const float* x, const float* weight, int64_t n, float e
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
 }
 
-void rope_angles(int n_rot, int pos, float theta, float* cos_sin) {
+void rope_angles(int n_rot, int pos, const double* inv_freq, float mscale, float* cos_sin) {
   const int half = n_rot / 2;
-  for (int i = 0; i < n_rot; i += 2) {
-    // Same angle computation as ggml: theta_scale^(i/2) with theta_scale = base^(-2/n_rot).
-    double freq = std::pow(static_cast<double>(theta), -static_cast<double>(i) / n_rot);
-    double angle = pos * freq;
-    cos_sin[i / 2] = static_cast<float>(std::cos(angle));
-    cos_sin[half + i / 2] = static_cast<float>(std::sin(angle));
+  for (int i = 0; i < half; ++i) {
+    double angle = pos * inv_freq[i];
+    cos_sin[i] = static_cast<float>(std::cos(angle)) * mscale;
+    cos_sin[half + i] = static_cast<float>(std::sin(angle)) * mscale;
   }
 }
 
-void rope(float* x, int n_heads, int head_dim, int n_rot, int pos, float theta) {
-  std::vector<float> cos_sin(static_cast<size_t>(n_rot));
-  rope_angles(n_rot, pos, theta, cos_sin.data());
-  rope_rotate(x, n_heads, head_dim, n_rot, cos_sin.data());
+void rope_angles(int n_rot, int pos, float theta, float* cos_sin) {
+  std::vector<double> inv_freq(static_cast<size_t>(n_rot / 2));
+  // Same angle computation as ggml: theta_scale^(i/2) with theta_scale = base^(-2/n_rot).
+  for (int i = 0; i < n_rot / 2; ++i)
+    inv_freq[static_cast<size_t>(i)] = std::pow(static_cast<double>(theta), -2.0 * i / n_rot);
+  rope_angles(n_rot, pos, inv_freq.data(), 1.0f, cos_sin);
 }
 
-void rope_rotate(float* x, int n_heads, int head_dim, int n_rot, const float* cos_sin) {
+void rope(float* x, int n_heads, int head_dim, int n_rot, int pos, float theta, RopeLayout layout) {
+  std::vector<float> cos_sin(static_cast<size_t>(n_rot));
+  rope_angles(n_rot, pos, theta, cos_sin.data());
+  rope_rotate(x, n_heads, head_dim, n_rot, cos_sin.data(), layout);
+}
+
+void rope_rotate(float* x, int n_heads, int head_dim, int n_rot, const float* cos_sin,
+                 RopeLayout layout) {
   const int half = n_rot / 2;
-  for (int i = 0; i < n_rot; i += 2) {
-    const float c = cos_sin[i / 2], s = cos_sin[half + i / 2];
+  // Pair i is (x[2i], x[2i+1]) or (x[i], x[i + half]).
+  const int first_step = layout == RopeLayout::kInterleaved ? 2 : 1;
+  const int second = layout == RopeLayout::kInterleaved ? 1 : half;
+  for (int i = 0; i < half; ++i) {
+    const float c = cos_sin[i], s = cos_sin[half + i];
     for (int h = 0; h < n_heads; ++h) {
-      float* v = x + static_cast<int64_t>(h) * head_dim + i;
-      float a = v[0], b = v[1];
+      float* v = x + static_cast<int64_t>(h) * head_dim + i * first_step;
+      float a = v[0], b = v[second];
       v[0] = a * c - b * s;
-      v[1] = a * s + b * c;
+      v[second] = a * s + b * c;
     }
   }
 }

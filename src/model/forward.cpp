@@ -14,9 +14,10 @@ namespace skiff {
 Context::Context(const Model& model, int context_length, int n_threads)
     : model_(model),
       cache_(model.config.n_layers,
-             context_length > 0 ? context_length : model.config.context_length,
+             context_length > 0 ? context_length : std::min(model.config.context_length, kDefaultContext),
              model.config.kv_dim()),
-      pool_(n_threads) {
+      pool_(n_threads),
+      rope_freq_(rope_frequencies(model.config)) {
   if (context_length > model.config.context_length)
     fail("context length {} exceeds the model's {}", context_length, model.config.context_length);
 }
@@ -29,7 +30,8 @@ void Context::reserve_rope(int n) {
   rope_width_ = static_cast<size_t>(c.rope_dim);
   rope_.resize(static_cast<size_t>(rows) * rope_width_);
   for (int pos = rope_rows_; pos < rows; ++pos)
-    rope_angles(c.rope_dim, pos, c.rope_theta, rope_.data() + static_cast<size_t>(pos) * rope_width_);
+    rope_angles(c.rope_dim, pos, rope_freq_.inv_freq.data(), rope_freq_.mscale,
+                rope_.data() + static_cast<size_t>(pos) * rope_width_);
   rope_rows_ = rows;
 }
 
@@ -147,8 +149,8 @@ void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_l
     ctx.reserve_rope(pos0 + static_cast<int>(T));
     for (int64_t t = 0; t < T; ++t) {
       const int pos = pos0 + static_cast<int>(t);
-      rope_rotate(&s.q[t * q_dim], c.n_heads, c.head_dim, c.rope_dim, ctx.rope_row(pos));
-      rope_rotate(&s.k[t * kv_dim], c.n_kv_heads, c.head_dim, c.rope_dim, ctx.rope_row(pos));
+      rope_rotate(&s.q[t * q_dim], c.n_heads, c.head_dim, c.rope_dim, ctx.rope_row(pos), c.rope_layout);
+      rope_rotate(&s.k[t * kv_dim], c.n_kv_heads, c.head_dim, c.rope_dim, ctx.rope_row(pos), c.rope_layout);
       std::copy_n(&s.k[t * kv_dim], kv_dim, cache.key(l, pos));
       std::copy_n(&s.v[t * kv_dim], kv_dim, cache.value(l, pos));
     }

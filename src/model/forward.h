@@ -17,6 +17,7 @@
 #include "base/thread_pool.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
+#include "model/rope.h"
 
 namespace skiff {
 
@@ -34,7 +35,10 @@ class FfnProvider {
 // One sequence being decoded: its KV cache, a thread pool and scratch space.
 class Context {
  public:
-  // context_length <= 0 uses the model's; more than the model's is an error.
+  // context_length <= 0 uses the model's, at most kDefaultContext (as llama.cpp's default
+  // n_ctx: Llama 3.1 declares 131072 positions, whose F32 KV cache would not fit in memory);
+  // more than the model's is an error.
+  static constexpr int kDefaultContext = 4096;
   Context(const Model& model, int context_length = 0, int n_threads = 0);
 
   const Model& model() const { return model_; }
@@ -62,6 +66,7 @@ class Context {
   ThreadPool pool_;
   Scratch scratch_;
   int64_t scratch_T_ = 0;
+  RopeFrequencies rope_freq_;
   std::vector<float> rope_;  // [positions][rope_dim]
   int rope_rows_ = 0;
   size_t rope_width_ = 0;

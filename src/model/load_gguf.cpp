@@ -1,6 +1,8 @@
 // Builds a Model from a GGUF file of architecture "llama": hyper-parameters from the llama.*
 // keys, weights as views into the mapping, each tensor checked against the shape the
 // hyper-parameters imply. "skiff.ffn_activation" (optional) selects the FFN gate's nonlinearity.
+#include <cmath>
+
 #include "base/error.h"
 #include "model/load_util.h"
 #include "model/model.h"
@@ -71,6 +73,32 @@ FfnActivation read_activation(const GgufFile& gguf) {
   return *a;
 }
 
+// llama.cpp's {arch}.rope.scaling.* keys. An absent type with a factor is linear, as in
+// llama.cpp (which also reads the older rope.scale_linear).
+RopeScaling read_rope_scaling(const GgufFile& gguf) {
+  RopeScaling s;
+  const std::string type = gguf.get_string("llama.rope.scaling.type", "");
+  double factor = gguf.get_double("llama.rope.scaling.factor", gguf.get_double("llama.rope.scale_linear", 0.0));
+  if (type == "none" || (type.empty() && factor == 0.0)) return s;
+  if (type == "linear" || type.empty()) {
+    s.type = RopeScalingType::kLinear;
+  } else if (type == "yarn") {
+    s.type = RopeScalingType::kYarn;
+  } else {
+    fail("{}: metadata llama.rope.scaling.type = '{}' is not supported (none, linear, yarn)", gguf.path(), type);
+  }
+  if (factor == 0.0) factor = 1.0;
+  s.factor = static_cast<float>(factor);
+  s.original_context = to_int(gguf, "llama.rope.scaling.original_context_length",
+                              gguf.get_int("llama.rope.scaling.original_context_length", 0));
+  // llama.cpp multiplies YaRN's cos/sin by attn_factor * (0.1 ln(factor) + 1); skiff keeps
+  // that product (Hugging Face's attention_factor).
+  if (s.type == RopeScalingType::kYarn && gguf.find("llama.rope.scaling.attn_factor") != nullptr)
+    s.attn_factor = static_cast<float>(gguf.get_double("llama.rope.scaling.attn_factor", 1.0) *
+                                       (0.1 * std::log(factor) + 1.0));
+  return s;
+}
+
 }  // namespace
 
 const char* ffn_activation_name(FfnActivation a) {
@@ -114,7 +142,13 @@ std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file,
   c.rms_eps = static_cast<float>(gguf.get_double(key("attention.layer_norm_rms_epsilon"), 1e-5));
   c.rope_theta = static_cast<float>(gguf.get_double(key("rope.freq_base"), 10000.0));
   c.ffn_activation = read_activation(gguf);
-  c.head_dim = c.n_heads > 0 ? c.dim / c.n_heads : 0;
+  c.head_dim = to_int(gguf, key("attention.key_length"),
+                      gguf.get_int(key("attention.key_length"), c.n_heads > 0 ? c.dim / c.n_heads : 0));
+  if (gguf.find(key("attention.value_length")) != nullptr &&
+      gguf.get_int(key("attention.value_length")) != c.head_dim)
+    fail("{}: metadata {} = {} differs from the key length {} (skiff needs them equal)", gguf.path(),
+         key("attention.value_length"), gguf.get_int(key("attention.value_length")), c.head_dim);
+  c.rope_scaling = read_rope_scaling(gguf);
   c.rope_dim = to_int(gguf, key("rope.dimension_count"),
                       gguf.get_int(key("rope.dimension_count"), c.head_dim));
 
@@ -125,9 +159,14 @@ std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file,
   if (const GgufValue* v = gguf.find(key("vocab_size")); v != nullptr && v->as_int(key("vocab_size")) != c.vocab_size)
     fail("{}: metadata {} = {} disagrees with token_embd.weight's {} rows", gguf.path(), key("vocab_size"),
          v->as_int(key("vocab_size")), c.vocab_size);
+  Loader load{*model, gguf};
+  // Llama 3.1+: per-pair frequency divisors (llama.cpp reads the same tensor).
+  if (gguf.find_tensor("rope_freqs.weight") != nullptr && c.rope_dim > 0 && c.rope_dim % 2 == 0) {
+    TensorView f = load.vector("rope_freqs.weight", c.rope_dim / 2);
+    c.rope_freq_factors.assign(f.f32(), f.f32() + c.rope_dim / 2);
+  }
   c.validate(gguf.path());
 
-  Loader load{*model, gguf};
   model->token_embd = load.matrix("token_embd.weight", c.dim, c.vocab_size);
   model->output_norm = load.vector("output_norm.weight", c.dim);
   if (gguf.find_tensor("output.weight") != nullptr) {

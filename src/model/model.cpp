@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 
@@ -15,9 +16,9 @@ void ModelConfig::validate(const std::string& source) const {
   check(dim > 0 && dim <= (1 << 16), "embedding length must be in 1..65536");
   check(n_layers > 0 && n_layers <= 1024, "block count must be in 1..1024");
   check(n_heads > 0 && n_heads <= dim, "head count must be in 1..embedding length");
-  check(dim % n_heads == 0, "embedding length is not a multiple of the head count");
   check(n_kv_heads > 0 && n_heads % n_kv_heads == 0, "head count is not a multiple of the KV head count");
-  check(head_dim == dim / n_heads, "head dimension must be embedding length / head count");
+  check(head_dim > 0 && head_dim <= 1024 && head_dim % 2 == 0,
+        "head dimension (attention.key_length) must be even and in 2..1024");
   check(ffn_dim > 0 && ffn_dim <= (1 << 20), "feed-forward length must be in 1..2^20");
   check(vocab_size > 0 && vocab_size <= (1 << 24), "vocabulary size must be in 1..2^24");
   check(context_length > 0 && context_length <= (1 << 24), "context length must be in 1..2^24");
@@ -25,6 +26,17 @@ void ModelConfig::validate(const std::string& source) const {
         "rope dimension count must be even and in 1..head dimension");
   check(rms_eps > 0 && rms_eps < 1, "rms epsilon must be in (0, 1)");
   check(rope_theta > 0, "rope freq base must be positive");
+  check(rope_freq_factors.empty() || rope_freq_factors.size() == static_cast<size_t>(rope_dim / 2),
+        "rope_freqs must hold rope dimension count / 2 values");
+  for (float f : rope_freq_factors) check(std::isfinite(f) && f > 0, "rope_freqs values must be positive");
+  const RopeScaling& s = rope_scaling;
+  if (s.type != RopeScalingType::kNone)
+    check(std::isfinite(s.factor) && s.factor >= 1 && s.factor <= 1024, "rope scaling factor must be in 1..1024");
+  if (s.type == RopeScalingType::kLlama3)
+    check(s.original_context > 0 && s.low_freq_factor > 0 && s.high_freq_factor > s.low_freq_factor,
+          "llama3 rope scaling needs original context > 0 and high_freq_factor > low_freq_factor > 0");
+  if (s.type == RopeScalingType::kYarn)
+    check(s.beta_fast > 0 && s.beta_slow > 0 && s.attn_factor >= 0, "yarn rope scaling needs positive betas");
 }
 
 int64_t Model::parameter_count() const {

@@ -12,6 +12,7 @@
 
 #include "base/mapped_file.h"
 #include "io/gguf.h"
+#include "kernels/ops.h"
 #include "tensor/tensor.h"
 #include "tokenizer/tokenizer.h"
 
@@ -26,12 +27,6 @@ inline float apply_ffn_activation(FfnActivation a, float g) {
   if (a == FfnActivation::kRelu) return g > 0.0f ? g : 0.0f;
   return g / (1.0f + std::exp(-g));
 }
-
-// How a head's rotated dims are paired. GGUF "llama" files (and llama.cpp's convert) store
-// q/k rows so that RoPE turns consecutive pairs (x[2i], x[2i+1]); Hugging Face checkpoints
-// keep the rotate-half layout, pairing x[i] with x[i + rope_dim/2]. skiff rotates either in
-// place (no copy of wq/wk at load); the GGUF writer permutes rows to the interleaved layout.
-enum class RopeLayout { kInterleaved, kHalves };
 
 // RoPE frequency scaling (llama.cpp's rope.scaling.* keys, Hugging Face's rope_scaling).
 enum class RopeScalingType { kNone, kLinear, kYarn, kLlama3 };
@@ -59,6 +54,9 @@ struct ModelConfig {
   int context_length = 0;
   int rope_dim = 0;      // rotated dims per head (<= head_dim)
   float rope_theta = 10000.0f;
+  // GGUF "llama" files (and llama.cpp's converter) store q/k rows so that RoPE turns
+  // consecutive pairs; Hugging Face checkpoints keep the rotate-half layout. skiff rotates
+  // either in place (no copy of wq/wk at load); the GGUF writer permutes rows to interleaved.
   RopeLayout rope_layout = RopeLayout::kInterleaved;
   RopeScaling rope_scaling;
   // Per-pair divisors of the base frequencies (rope_dim / 2 values; GGUF rope_freqs.weight,

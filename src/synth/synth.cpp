@@ -7,6 +7,7 @@
 #include "base/thread_pool.h"
 #include "io/export_gguf.h"
 #include "io/gguf.h"
+#include "model/rope.h"
 
 namespace skiff {
 namespace {
@@ -36,14 +37,41 @@ void fill_normal(Rng& rng, float* out, int64_t n, float sigma) {
 
 }  // namespace
 
+SynthShape llama_shape(std::string name, int dim, int n_layers, int n_heads, int n_kv_heads, int ffn_dim,
+                       int vocab_size, int context_length) {
+  SynthShape s;
+  s.name = std::move(name);
+  s.dim = dim;
+  s.n_layers = n_layers;
+  s.n_heads = n_heads;
+  s.n_kv_heads = n_kv_heads;
+  s.ffn_dim = ffn_dim;
+  s.vocab_size = vocab_size;
+  s.context_length = context_length;
+  return s;
+}
+
 std::optional<SynthShape> synth_shape(std::string_view name) {
-  if (name == "tinyllama") return SynthShape{"tinyllama", 2048, 16, 32, 8, 5632, 32000, 2048};
-  if (name == "small") return SynthShape{"small", 512, 8, 8, 4, 1408, 32000, 1024};
-  if (name == "tiny") return SynthShape{"tiny", 64, 2, 4, 2, 192, 32000, 256};
+  if (name == "tinyllama") return llama_shape("tinyllama", 2048, 16, 32, 8, 5632, 32000, 2048);
+  if (name == "small") return llama_shape("small", 512, 8, 8, 4, 1408, 32000, 1024);
+  if (name == "tiny") return llama_shape("tiny", 64, 2, 4, 2, 192, 32000, 256);
+  if (name == "llama3-1b" || name == "llama3-8b") {
+    const bool small = name == "llama3-1b";
+    SynthShape s = small ? llama_shape("llama3-1b", 2048, 16, 32, 8, 8192, 128256, 131072)
+                         : llama_shape("llama3-8b", 4096, 32, 32, 8, 14336, 128256, 131072);
+    s.rope_theta = 500000.0f;
+    s.tied = small;
+    s.rope_scaling.type = RopeScalingType::kLlama3;
+    s.rope_scaling.factor = small ? 32.0f : 8.0f;
+    s.rope_scaling.original_context = 8192;
+    s.rope_scaling.low_freq_factor = 1.0f;
+    s.rope_scaling.high_freq_factor = 4.0f;
+    return s;
+  }
   return std::nullopt;
 }
 
-std::string synth_shape_names() { return "tinyllama, small, tiny"; }
+std::string synth_shape_names() { return "tinyllama, small, tiny, llama3-1b, llama3-8b"; }
 
 void write_synthetic_model(const SynthOptions& o, const std::string& path,
                            const std::function<void(int, int)>& progress) {
@@ -74,7 +102,7 @@ void write_synthetic_model(const SynthOptions& o, const std::string& path,
   w.set("llama.attention.head_count", GgufValue::u32(static_cast<uint32_t>(s.n_heads)));
   w.set("llama.attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(s.n_kv_heads)));
   w.set("llama.attention.layer_norm_rms_epsilon", GgufValue::f32(1e-5f));
-  w.set("llama.rope.freq_base", GgufValue::f32(10000.0f));
+  w.set("llama.rope.freq_base", GgufValue::f32(s.rope_theta));
   w.set("llama.vocab_size", GgufValue::u32(static_cast<uint32_t>(s.vocab_size)));
   for (const auto& [key, value] : vocab.metadata())
     if (key.rfind("tokenizer.ggml.", 0) == 0) w.set(key, value);
@@ -83,8 +111,14 @@ void write_synthetic_model(const SynthOptions& o, const std::string& path,
     std::string name;
     int64_t cols, rows;  // rows == 0: a norm vector
   };
-  std::vector<Spec> specs = {{"token_embd.weight", s.dim, s.vocab_size}, {"output_norm.weight", s.dim, 0},
-                             {"output.weight", s.dim, s.vocab_size}};
+  std::vector<float> rope_freqs;
+  if (s.rope_scaling.type == RopeScalingType::kLlama3) {
+    rope_freqs = llama3_rope_freq_factors(head_dim, s.rope_theta, s.rope_scaling);
+    w.add_tensor("rope_freqs.weight", DType::F32, {static_cast<int64_t>(rope_freqs.size())},
+                 std::span(reinterpret_cast<const uint8_t*>(rope_freqs.data()), rope_freqs.size() * sizeof(float)));
+  }
+  std::vector<Spec> specs = {{"token_embd.weight", s.dim, s.vocab_size}, {"output_norm.weight", s.dim, 0}};
+  if (!s.tied) specs.push_back({"output.weight", s.dim, s.vocab_size});
   for (int l = 0; l < s.n_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     specs.push_back({p + "attn_norm.weight", s.dim, 0});

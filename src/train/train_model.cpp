@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "base/error.h"
+#include "model/rope.h"
 #include "train/layerskip.h"
 #include "train/train_kernels.h"
 
@@ -47,6 +48,15 @@ TrainModel::TrainModel(const ModelConfig& config, bool tied, int batch, int seq_
     : config_(config), tied_(tied), B_(batch), T_(seq_len),
       N_(static_cast<int64_t>(batch) * seq_len), pool_(pool), layout_(config, tied) {
   config_.validate("train");
+  if (config_.head_dim * config_.n_heads != config_.dim)
+    fail("train: the embedding length {} must be the head count {} times the head dimension {}",
+         config_.dim, config_.n_heads, config_.head_dim);
+  if (config_.rope_layout != RopeLayout::kInterleaved || config_.rope_scaling.type != RopeScalingType::kNone ||
+      !config_.rope_freq_factors.empty())
+    fail("train: the trainer supports plain RoPE only (interleaved pairs, no frequency scaling or "
+         "rope_freqs); this model has {} scaling, {} frequency factors, {} layout",
+         rope_scaling_name(config_.rope_scaling.type), config_.rope_freq_factors.size(),
+         config_.rope_layout == RopeLayout::kHalves ? "rotate-half" : "interleaved");
   if (batch < 1 || seq_len < 1) fail("train: batch and sequence length must be positive");
   if (seq_len > config_.context_length)
     fail("train: sequence length {} exceeds the model's context length {}", seq_len,

@@ -10,6 +10,12 @@ RMSNorm: x / sqrt(mean(x^2) + eps). Attention: causal, grouped-query (query head
 head h // (n_heads / n_kv_heads)), scale 1/sqrt(head_dim). RoPE: the GGUF "llama" convention
 (ggml rope mode 0, NORMAL): within each head, consecutive pairs (x[2i], x[2i+1]) rotate by
 pos * base^(-2i/n_rot) for 2i < n_rot; dims >= n_rot pass through unrotated.
+RoPE scaling as ggml's rope computes it (ggml-cpu rope_yarn): theta_extrap = pos *
+base^(-2i/n_rot) / rope_freqs[i] (Llama 3's per-pair divisors, when the file has them);
+linear: theta = theta_extrap / factor; YaRN: theta = theta_interp (1 - ramp) + theta_extrap *
+ramp with theta_interp = theta_extrap / factor, ramp = 1 - clamp((i - lo) / max(0.001, hi -
+lo), 0, 1) between ggml_rope_yarn_corr_dims' lo and hi, and cos/sin times attn_factor *
+(1 + 0.1 ln factor). head_dim comes from attention.key_length when present.
 
 Weights are a dict keyed by GGUF tensor names holding float arrays in PyTorch layout
 ([out, in] for matrices = [ne1, ne0]; token_embd is [vocab, dim]). Everything is converted to
@@ -41,17 +47,22 @@ class LlamaConfig:
     n_rot: int | None = None        # llama.rope.dimension_count; None = head_dim
     context_length: int = 64
     tied: bool = False
+    key_length: int | None = None    # llama.attention.key_length; None = dim // n_heads
+    rope_freqs: list | None = None   # rope_freqs.weight (n_rot/2 divisors)
+    rope_scaling: str = "none"       # llama.rope.scaling.type: none, linear, yarn
+    rope_factor: float = 1.0
+    rope_orig_ctx: int = 0           # llama.rope.scaling.original_context_length; 0 = context
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.n_heads
+        return self.dim // self.n_heads if self.key_length is None else self.key_length
 
     @property
     def rope_dims(self) -> int:
         return self.head_dim if self.n_rot is None else self.n_rot
 
     def validate(self):
-        assert self.dim % self.n_heads == 0
+        assert self.key_length is not None or self.dim % self.n_heads == 0
         assert self.n_heads % self.n_kv_heads == 0
         assert self.rope_dims % 2 == 0 and self.rope_dims <= self.head_dim
 
@@ -60,12 +71,41 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps) * weight
 
 
-def rope(x: torch.Tensor, positions: torch.Tensor, n_rot: int, base: float) -> torch.Tensor:
-    """x: [T, heads, head_dim]. Rotates pairs (2i, 2i+1) for 2i < n_rot."""
+def rope_angles(cfg: "LlamaConfig", positions: torch.Tensor):
+    """cos, sin [T, 1, n_rot/2] with ggml's scaling (see the module docstring)."""
+    n_rot = cfg.rope_dims
     i = torch.arange(0, n_rot, 2, dtype=DTYPE)
-    inv_freq = base ** (-i / n_rot)                          # [n_rot/2]
-    angle = positions.to(DTYPE)[:, None] * inv_freq[None]    # [T, n_rot/2]
-    cos, sin = angle.cos()[:, None, :], angle.sin()[:, None, :]
+    theta_extrap = positions.to(DTYPE)[:, None] * (cfg.rope_base ** (-i / n_rot))[None]
+    if cfg.rope_freqs is not None:
+        theta_extrap = theta_extrap / torch.as_tensor(cfg.rope_freqs, dtype=DTYPE)[None]
+    mscale = 1.0
+    theta = theta_extrap
+    if cfg.rope_scaling == "linear":
+        theta = theta_extrap / cfg.rope_factor
+    elif cfg.rope_scaling == "yarn":
+        orig = cfg.rope_orig_ctx or cfg.context_length
+        def corr_dim(rotations):
+            return n_rot * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(cfg.rope_base))
+        lo = max(0.0, math.floor(corr_dim(32.0)))
+        hi = min(n_rot - 1.0, math.ceil(corr_dim(1.0)))
+        pair = torch.arange(0, n_rot // 2, dtype=DTYPE)
+        ramp = 1 - torch.clamp((pair - lo) / max(0.001, hi - lo), 0, 1)
+        theta_interp = theta_extrap / cfg.rope_factor
+        theta = theta_interp * (1 - ramp[None]) + theta_extrap * ramp[None]
+        mscale = 1.0 + 0.1 * math.log(cfg.rope_factor)
+    return (theta.cos() * mscale)[:, None, :], (theta.sin() * mscale)[:, None, :]
+
+
+def rope(x: torch.Tensor, positions: torch.Tensor, n_rot: int, base: float,
+         cfg: "LlamaConfig | None" = None) -> torch.Tensor:
+    """x: [T, heads, head_dim]. Rotates pairs (2i, 2i+1) for 2i < n_rot."""
+    if cfg is None:
+        i = torch.arange(0, n_rot, 2, dtype=DTYPE)
+        inv_freq = base ** (-i / n_rot)                          # [n_rot/2]
+        angle = positions.to(DTYPE)[:, None] * inv_freq[None]    # [T, n_rot/2]
+        cos, sin = angle.cos()[:, None, :], angle.sin()[:, None, :]
+    else:
+        cos, sin = rope_angles(cfg, positions)
     x0, x1 = x[..., 0:n_rot:2], x[..., 1:n_rot:2]
     out = x.clone()
     out[..., 0:n_rot:2] = x0 * cos - x1 * sin
@@ -123,8 +163,8 @@ def forward(cfg: LlamaConfig, weights: dict, tokens, n_layers: int | None = None
         q = mm(h, p + "attn_q.weight").reshape(T, H, hd)
         k = mm(h, p + "attn_k.weight").reshape(T, KV, hd)
         v = mm(h, p + "attn_v.weight").reshape(T, KV, hd)
-        q = rope(q, pos, cfg.rope_dims, cfg.rope_base)
-        k = rope(k, pos, cfg.rope_dims, cfg.rope_base)
+        q = rope(q, pos, cfg.rope_dims, cfg.rope_base, cfg)
+        k = rope(k, pos, cfg.rope_dims, cfg.rope_base, cfg)
         x = x + mm(attention(q, k, v), p + "attn_output.weight")
         h = rmsnorm(x, W[p + "ffn_norm.weight"], cfg.rms_eps)
         gate = mm(h, p + "ffn_gate.weight")
@@ -143,7 +183,15 @@ def config_from_gguf(g) -> LlamaConfig:
     dim = int(md["llama.embedding_length"])
     n_heads = int(md["llama.attention.head_count"])
     vocab = int(md.get("llama.vocab_size", len(md["tokenizer.ggml.tokens"])))
+    key_length = md.get("llama.attention.key_length")
+    head_dim = int(key_length) if key_length is not None else dim // n_heads
+    freqs = g.tensor_values("rope_freqs.weight") if "rope_freqs.weight" in g.tensors else None
     return LlamaConfig(
+        key_length=None if key_length is None else int(key_length),
+        rope_freqs=None if freqs is None else [float(f) for f in np.asarray(freqs).reshape(-1)],
+        rope_scaling=str(md.get("llama.rope.scaling.type", "none")),
+        rope_factor=float(md.get("llama.rope.scaling.factor", 1.0)),
+        rope_orig_ctx=int(md.get("llama.rope.scaling.original_context_length", 0)),
         dim=dim,
         n_layers=int(md["llama.block_count"]),
         n_heads=n_heads,
@@ -152,14 +200,14 @@ def config_from_gguf(g) -> LlamaConfig:
         vocab=vocab,
         rms_eps=float(md["llama.attention.layer_norm_rms_epsilon"]),
         rope_base=float(md.get("llama.rope.freq_base", 10000.0)),
-        n_rot=int(md.get("llama.rope.dimension_count", dim // n_heads)),
+        n_rot=int(md.get("llama.rope.dimension_count", head_dim)),
         context_length=int(md["llama.context_length"]),
         tied="output.weight" not in g.tensors,
     )
 
 
 def weights_from_gguf(g) -> dict:
-    return {name: g.tensor_values(name) for name in g.tensors}
+    return {name: g.tensor_values(name) for name in g.tensors if name != "rope_freqs.weight"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,6 +281,14 @@ def add_llama_metadata(w, cfg: LlamaConfig, name: str = "skiff-test"):
     w.add_f32("llama.rope.freq_base", cfg.rope_base)
     w.add_u32("llama.rope.dimension_count", cfg.rope_dims)
     w.add_u32("llama.vocab_size", cfg.vocab)
+    if cfg.key_length is not None:
+        w.add_u32("llama.attention.key_length", cfg.key_length)
+        w.add_u32("llama.attention.value_length", cfg.key_length)
+    if cfg.rope_scaling != "none":
+        w.add_string("llama.rope.scaling.type", cfg.rope_scaling)
+        w.add_f32("llama.rope.scaling.factor", cfg.rope_factor)
+        if cfg.rope_orig_ctx:
+            w.add_u32("llama.rope.scaling.original_context_length", cfg.rope_orig_ctx)
     tokens, scores, types = llama_vocab(cfg.vocab)
     w.add_string("tokenizer.ggml.model", "llama")
     w.add_array_str("tokenizer.ggml.tokens", tokens)
@@ -254,6 +310,10 @@ def build_writer(cfg: LlamaConfig, weights: dict, type_for=None, seed: int = 0):
     w = gw.GGUFWriter()
     add_llama_metadata(w, cfg)
     deq = {}
+    if cfg.rope_freqs is not None:
+        freqs = np.asarray(cfg.rope_freqs, dtype=np.float32)
+        data, _ = gw.encode(freqs, gw.F32)
+        w.add_tensor("rope_freqs.weight", [len(freqs)], gw.F32, data)
     for name, shape in tensor_shapes(cfg).items():
         values = weights[name]
         t = gw.F32 if type_for is None or len(shape) == 1 else type_for(name, shape)

@@ -354,6 +354,20 @@ F32_CASES = [
     ("f32_mqa_partial_rope",
      LlamaConfig(dim=32, n_layers=4, n_heads=4, n_kv_heads=1, ffn=45, vocab=300, n_rot=6,
                  rope_base=100000.0), 14),
+    # head_dim != dim / heads (attention.key_length): q is wider than the embedding
+    ("f32_key_length_24x4_dim48",
+     LlamaConfig(dim=48, n_layers=2, n_heads=4, n_kv_heads=2, ffn=40, vocab=300, key_length=24), 15),
+    # RoPE scaling: a small base and original context, so that within 27 positions every
+    # scheme moves some pairs by much more than the tolerance (the sensitivity self-check)
+    ("f32_rope_freqs_divisors",
+     LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn=48, vocab=300, rope_base=100.0,
+                 rope_freqs=[1.0, 1.0, 1.5, 2.5, 4.0, 8.0, 8.0, 8.0]), 16),
+    ("f32_rope_linear_x4",
+     LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn=48, vocab=300, rope_base=100.0,
+                 rope_scaling="linear", rope_factor=4.0), 17),
+    ("f32_rope_yarn_x4_ctx16",
+     LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=4, ffn=48, vocab=300, rope_base=100.0,
+                 rope_scaling="yarn", rope_factor=4.0, rope_orig_ctx=16, context_length=64), 18),
 ]
 
 QUANT32_CFG = LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn=96, vocab=300)
@@ -474,14 +488,17 @@ def check_sensitivity(model: Model, tokens):
     tolerance, or the case could not catch an engine that ignores it."""
     base = model.reference(tokens)
     notes, ok = [], True
-    for field, default in (("rms_eps", 1e-5), ("rope_base", 10000.0)):
+    for field, default in (("rms_eps", 1e-5), ("rope_base", 10000.0), ("rope_scaling", "none"),
+                           ("rope_freqs", None)):
         saved = getattr(model.cfg, field)
-        if abs(saved - default) <= 1e-6 * default:
+        if isinstance(default, float) and abs(saved - default) <= 1e-6 * default:
+            continue
+        if not isinstance(default, float) and saved == default:
             continue
         setattr(model.cfg, field, default)
         d = float(np.abs(model.reference(tokens) - base).max())
         setattr(model.cfg, field, saved)
-        notes.append(f"{field} {saved:g} -> default {default:g} changes logits by {d:.3g}")
+        notes.append(f"{field} {saved} -> default {default} changes logits by {d:.3g}")
         ok &= d > 100 * TOL
     return ok, "; ".join(notes)
 
@@ -495,7 +512,8 @@ def run_skiff_checks(res: Results, skiff: str, shared: str, tmp: str):
             res.record(False, f"{label}: building the model", f"{type(e).__name__}: {e}")
             return
         tokens = prompt_tokens(model.cfg.vocab, tokens_seed)
-        if model.cfg.rms_eps != np.float32(1e-5) or model.cfg.rope_base != 10000.0:
+        if (model.cfg.rms_eps != np.float32(1e-5) or model.cfg.rope_base != 10000.0
+                or model.cfg.rope_scaling != "none" or model.cfg.rope_freqs is not None):
             res.run(f"{label} self-check: non-default hyper-parameters matter",
                     lambda: check_sensitivity(model, tokens))
         check_model(res, skiff, tmp, label, model, tokens, **kw)
