@@ -147,6 +147,40 @@ def reference_logits(cfg: HfConfig, weights: dict, tokens) -> np.ndarray:
     return (x @ head.T).numpy()
 
 
+def interleave_rows(w: np.ndarray, n_head: int) -> np.ndarray:
+    """q/k rows from HF's rotate-half order (pairs i, i + hd/2) to the interleaved order
+    (pairs 2i, 2i + 1) within each head: row i -> 2i, row hd/2 + i -> 2i + 1."""
+    hd = w.shape[0] // n_head
+    return w.reshape(n_head, 2, hd // 2, -1).swapaxes(1, 2).reshape(w.shape)
+
+
+def check_reference_against_interleaved():
+    """The HF-layout reference on checkpoint weights equals llama_reference.py (GGUF layout,
+    interleaved pairs, written independently) on the same weights with q/k rows interleaved:
+    pins rotate_half, cos/sin over the full head and the layout mapping, without skiff."""
+    import llama_reference as lr
+    cfg = HfConfig(hidden=32, layers=2, heads=4, kv_heads=2, ffn=40, vocab=64, rope_theta=1000.0)
+    w = hw.random_weights(cfg, seed=7)
+    g = {"token_embd.weight": w["model.embed_tokens.weight"], "output_norm.weight": w["model.norm.weight"],
+         "output.weight": w["lm_head.weight"]}
+    for l in range(cfg.layers):
+        p, b = f"model.layers.{l}.", f"blk.{l}."
+        g[b + "attn_norm.weight"] = w[p + "input_layernorm.weight"]
+        g[b + "attn_q.weight"] = interleave_rows(w[p + "self_attn.q_proj.weight"], cfg.heads)
+        g[b + "attn_k.weight"] = interleave_rows(w[p + "self_attn.k_proj.weight"], cfg.kv_heads)
+        g[b + "attn_v.weight"] = w[p + "self_attn.v_proj.weight"]
+        g[b + "attn_output.weight"] = w[p + "self_attn.o_proj.weight"]
+        g[b + "ffn_norm.weight"] = w[p + "post_attention_layernorm.weight"]
+        g[b + "ffn_gate.weight"] = w[p + "mlp.gate_proj.weight"]
+        g[b + "ffn_up.weight"] = w[p + "mlp.up_proj.weight"]
+        g[b + "ffn_down.weight"] = w[p + "mlp.down_proj.weight"]
+    lcfg = lr.LlamaConfig(dim=cfg.hidden, n_layers=cfg.layers, n_heads=cfg.heads, n_kv_heads=cfg.kv_heads,
+                          ffn=cfg.ffn, vocab=cfg.vocab, rms_eps=cfg.rms_eps, rope_base=cfg.rope_theta)
+    tokens = list(range(3, 30))
+    diff = float(np.abs(reference_logits(cfg, w, tokens) - lr.forward(lcfg, g, tokens)).max())
+    return diff < 1e-9, f"max_abs={diff:.3g}"
+
+
 # ----------------------------------------------------------------------------------------------
 # Running skiff
 # ----------------------------------------------------------------------------------------------
@@ -275,6 +309,9 @@ def main() -> int:
     b = hw.bf16_bits_to_f32(hw.to_bf16_bits(x))
     check("writer bf16 rounding", lambda: (bool(np.all(b == torch.tensor(x).to(torch.bfloat16).float().numpy())),
                                            f"{b.tolist()}"))
+
+    check("reference self-check: HF layout == interleaved layout with q/k rows permuted",
+          check_reference_against_interleaved)
 
     with tempfile.TemporaryDirectory(prefix="skiff_hf_") as tmp:
         for i, (label, cfg, dtype, norm_dtype, shards, index) in enumerate(CASES):
