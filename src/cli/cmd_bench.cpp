@@ -168,7 +168,9 @@ void register_bench(CLI::App& app) {
     }
     const size_t resident = resident_bytes();
     const size_t weights = model->weight_bytes();
-    const size_t mapped_resident = model->file ? resident_bytes_of(model->file->data(), model->file->size()) : 0;
+    size_t mapped_resident = 0;  // over every mapped file (a sharded checkpoint has several)
+    for (const auto& f : model->shards.empty() ? std::vector<std::shared_ptr<MappedFile>>{model->file} : model->shards)
+      if (f) mapped_resident += resident_bytes_of(f->data(), f->size());
     const bool copied = model->file && model->file->copied();
     // Bytes of weights one decode step reads: everything but the embedding table (one row),
     // unless the output head is the embedding table.

@@ -1,5 +1,7 @@
-// skiff convert (llama2.c -> GGUF) and skiff quantize (GGUF -> GGUF of another type).
+// skiff convert (llama2.c checkpoint or Hugging Face folder -> GGUF) and skiff quantize (GGUF ->
+// GGUF of another type).
 #include <cstdio>
+#include <filesystem>
 
 #include "base/error.h"
 #include "cli/commands.h"
@@ -21,18 +23,27 @@ void register_convert(CLI::App& app) {
   struct Flags {
     ModelFlags model;
     std::string output, type = "f32";
-    std::string in, out;
+    std::string in, out, hf;
   };
   auto flags = std::make_shared<Flags>();
-  CLI::App* convert = app.add_subcommand("convert", "convert a llama2.c checkpoint (+ tokenizer.bin) to GGUF");
+  CLI::App* convert = app.add_subcommand(
+      "convert", "convert a llama2.c checkpoint (+ tokenizer.bin) or a Hugging Face checkpoint folder to GGUF");
   add_model_flags(convert, flags->model, false);
+  convert->add_option("--hf", flags->hf, "Hugging Face checkpoint folder (config.json + *.safetensors)");
   convert->add_option("-o,--output", flags->output, "output GGUF file")->required();
-  convert->add_option("--type", flags->type, "f32 or f16 (default f32)")->check(CLI::IsMember({"f32", "f16"}));
+  convert->add_option("--type", flags->type,
+                      "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q6_K (default f32)");
   convert->callback([flags] {
-    if (flags->model.model.empty()) fail("convert needs -m MODEL");
+    if (!flags->hf.empty()) {
+      if (!flags->model.model.empty()) fail("give the model with -m or --hf, not both");
+      if (!std::filesystem::is_directory(flags->hf)) fail("--hf {}: not a folder", flags->hf);
+      flags->model.model = flags->hf;
+    }
+    if (flags->model.model.empty()) fail("convert needs -m MODEL or --hf DIR");
+    const DType type = parse_type_flag(flags->type);
     std::unique_ptr<Model> model = open_model(flags->model);
-    save_model_gguf(*model, flags->output, parse_type_flag(flags->type));
-    std::fprintf(stderr, "wrote %s\n", flags->output.c_str());
+    save_model_gguf(*model, flags->output, type, [](int done, int total) { draw_progress("convert", done, total); });
+    std::fprintf(stderr, "wrote %s (%s)\n", flags->output.c_str(), flags->type.c_str());
   });
 
   CLI::App* quantize = app.add_subcommand("quantize", "rewrite a model with another weight type: IN OUT TYPE");

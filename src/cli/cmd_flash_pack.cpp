@@ -44,6 +44,9 @@ void register_flash_pack(CLI::App& app) {
       options.gate_type = parse_dtype(flags->gate_type);
       if (!options.gate_type) fail("--gate-type {}: unknown type", flags->gate_type);
     }
+    if (std::filesystem::is_directory(flags->input))
+      fail("{}: a folder, not a GGUF file (flash-pack needs one; for a Hugging Face checkpoint run "
+           "skiff convert --hf {} -o MODEL.gguf first)", flags->input, flags->input);
     std::shared_ptr<MappedFile> file = MappedFile::open(flags->input);
     if (file->size() < 4 || std::memcmp(file->data(), "GGUF", 4) != 0)
       fail("{}: not a GGUF file (flash-pack needs one)", flags->input);

@@ -23,6 +23,12 @@ std::string human_bytes(double b) {
   return fmt::format("{:.2f} {}", b, units[u]);
 }
 
+size_t mapped_resident_bytes(const std::vector<std::shared_ptr<MappedFile>>& files) {
+  size_t n = 0;
+  for (const auto& f : files) n += resident_bytes_of(f->data(), f->size());
+  return n;
+}
+
 void print_tensor(const TensorView& t) {
   std::printf("  %-28s %-6s [%lld, %lld] %zu bytes\n", t.name.c_str(),
               std::string(dtype_name(t.type)).c_str(), static_cast<long long>(t.cols),
@@ -85,7 +91,10 @@ void register_info(CLI::App& app) {
   add_model_flags(cmd, flags->model, false);
   cmd->add_option("-c,--ctx-size", flags->context, "context length for the memory estimate (default: the model's, at most 4096)");
   cmd->callback([flags] {
-    if (!flags->model.model.empty() && std::filesystem::is_directory(flags->model.model)) {
+    // A folder is a flash pack when it has bundles.bin or resident.gguf, else a Hugging Face checkpoint.
+    const std::string& path = flags->model.model;
+    if (!path.empty() && std::filesystem::is_directory(path) &&
+        (std::filesystem::exists(flash::bundles_path(path)) || std::filesystem::exists(flash::resident_path(path)))) {
       print_pack_info(flags->model.model, flags->context);
       return;
     }
@@ -99,6 +108,12 @@ void register_info(CLI::App& app) {
       std::printf("metadata:\n");
       for (const auto& [key, value] : model->gguf->metadata())
         std::printf("  %s = %s\n", key.c_str(), value.to_display_string().c_str());
+    }
+    if (model->format == "hf") {
+      std::printf("hugging face checkpoint, %zu safetensors file%s:\n", model->shards.size(),
+                  model->shards.size() == 1 ? "" : "s");
+      for (const auto& shard : model->shards)
+        std::printf("  %s %s\n", shard->name().c_str(), human_bytes(static_cast<double>(shard->size())).c_str());
     }
     std::printf("hyper-parameters:\n");
     std::printf("  dim %d, layers %d, heads %d, kv heads %d, head dim %d, ffn %d, vocab %d\n", c.dim,
@@ -140,15 +155,16 @@ void register_info(CLI::App& app) {
     double kv = 2.0 * c.n_layers * ctx * c.kv_dim() * sizeof(float);
     double scratch = 4.0 * (4.0 * c.dim + 2.0 * c.ffn_dim + c.vocab_size);
     std::printf("parameters: %lld\n", static_cast<long long>(model->parameter_count()));
-    const bool copied = model->file && model->file->copied();
+    std::vector<std::shared_ptr<MappedFile>> files = model->shards;
+    if (files.empty() && model->file) files.push_back(model->file);
+    const bool copied = !files.empty() && files.front()->copied();
     std::printf("memory: weights %s (%s) + kv cache %s at context %d + scratch %s = %s\n",
                 human_bytes(weights).c_str(), copied ? "copied into huge pages, --no-mmap" : "memory-mapped",
                 human_bytes(kv).c_str(), ctx, human_bytes(scratch).c_str(), human_bytes(weights + kv + scratch).c_str());
     // Weights are used in place from the mapping: only what has been read is resident.
     std::printf("resident: %s now (%s of the %s)\n",
                 human_bytes(static_cast<double>(resident_bytes())).c_str(),
-                human_bytes(model->file ? static_cast<double>(resident_bytes_of(model->file->data(), model->file->size()))
-                                        : 0.0).c_str(),
+                human_bytes(static_cast<double>(mapped_resident_bytes(files))).c_str(),
                 copied ? "copied file" : "mapped file paged in");
   });
 }

@@ -15,7 +15,8 @@ namespace skiff::cli {
 
 void add_model_flags(CLI::App* cmd, ModelFlags& flags, bool with_threads) {
   cmd->add_option("-m,--model", flags.model,
-                  "model file: GGUF or llama2.c checkpoint (default: the built-in stories3M-layerskip)");
+                  "model: a GGUF file, a llama2.c checkpoint or a Hugging Face checkpoint folder (config.json + "
+                  "*.safetensors) (default: the built-in stories3M-layerskip)");
   cmd->add_option("--tokenizer", flags.tokenizer, "tokenizer.bin for a llama2.c checkpoint");
   cmd->add_flag("--no-mmap", flags.no_mmap,
                 "copy the weights into transparent huge pages instead of mapping the file (one copy in "

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "base/error.h"
+#include "model/load_util.h"
 #include "model/model.h"
 
 namespace skiff {
@@ -52,21 +53,7 @@ struct Loader {
 
   // A norm weight vector: always F32 in memory (converted once if the file stores another type).
   TensorView vector(const std::string& name, int64_t n) const {
-    TensorView v = matrix(name, n, 1);
-    if (v.type != DType::F32) {
-      std::vector<float>& buf = model.owned.emplace_back(static_cast<size_t>(n));
-      dequantize_row(v.type, v.data, buf.data(), n);
-      v.type = DType::F32;
-      v.data = reinterpret_cast<const uint8_t*>(buf.data());
-      v.row_stride = row_bytes(DType::F32, n);
-    }
-    return v;
-  }
-
-  static std::string shape_string(const std::vector<int64_t>& dims) {
-    std::string s = "[";
-    for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
-    return s + "]";
+    return f32_vector(model, matrix(name, n, 1));
   }
 };
 

@@ -65,6 +65,11 @@ size_t Model::weight_bytes() const {
 
 std::unique_ptr<Model> load_model(const std::string& path, const std::string& tokenizer_path,
                                   Residency residency) {
+  if (std::filesystem::is_directory(path)) {
+    if (!tokenizer_path.empty())
+      fail("{}: a Hugging Face checkpoint folder carries its own tokenizer.json; drop --tokenizer", path);
+    return load_model_hf(path, residency);
+  }
   auto file = MappedFile::open(path, residency);
   if (file->size() >= 4 && std::memcmp(file->data(), "GGUF", 4) == 0) {
     if (!tokenizer_path.empty())
