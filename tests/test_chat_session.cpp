@@ -34,13 +34,17 @@ struct Turn {
   ChatTurnStats stats;
 };
 
-Turn chat_turn(ChatSession& session, const std::vector<int32_t>& conversation, int n, Drafter* drafter = nullptr) {
+Turn chat_turn(ChatSession& session, const std::vector<int32_t>& conversation, int n,
+               Drafter* drafter = nullptr) {
   Sampler sampler(SamplerParams{0.0f});
   Turn t;
-  t.stats = session.reply(conversation, sampler, n, [&](int32_t tok) {
-    t.reply.push_back(tok);
-    return true;
-  }, drafter, SpecParams{3});
+  t.stats = session.reply(
+      conversation, sampler, n,
+      [&](int32_t tok) {
+        t.reply.push_back(tok);
+        return true;
+      },
+      drafter, SpecParams{3});
   return t;
 }
 

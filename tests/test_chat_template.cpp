@@ -43,7 +43,8 @@ TEST(ChatTemplate, DetectsEveryTemplateFile) {
       {"microsoft-Phi-3.5-mini-instruct", "phi3"},
       {"mistralai-Mistral-Nemo-Instruct-2407", "mistral-v3-tekken"},
   };
-  const std::filesystem::path dir = std::filesystem::path(SKIFF_SHARED_DIR) / "models" / "chat-templates";
+  const std::filesystem::path dir =
+      std::filesystem::path(SKIFF_SHARED_DIR) / "models" / "chat-templates";
   int seen = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     if (entry.path().extension() != ".jinja") continue;
@@ -59,8 +60,11 @@ TEST(ChatTemplate, DetectsEveryTemplateFile) {
 }
 
 TEST(ChatTemplate, VariantsReadFromTheText) {
-  const std::filesystem::path dir = std::filesystem::path(SKIFF_SHARED_DIR) / "models" / "chat-templates";
-  auto detect = [&](const char* stem) { return detect_chat_template(read_file(dir / (std::string(stem) + ".jinja"))); };
+  const std::filesystem::path dir =
+      std::filesystem::path(SKIFF_SHARED_DIR) / "models" / "chat-templates";
+  auto detect = [&](const char* stem) {
+    return detect_chat_template(read_file(dir / (std::string(stem) + ".jinja")));
+  };
   EXPECT_FALSE(detect("meta-llama-Llama-3.1-8B-Instruct").date_from_today);
   EXPECT_TRUE(detect("meta-llama-Llama-3.2-3B-Instruct").date_from_today);
   EXPECT_TRUE(detect("meta-llama-Meta-Llama-3-8B-Instruct").always_generation_prompt);
@@ -97,16 +101,20 @@ TEST(ChatTemplate, ByName) {
 }
 
 TEST(ChatTemplate, RendersChatMlAndLlama3) {
-  const std::vector<ChatMessage> chat = {{"system", "S"}, {"user", "U"}, {"assistant", " A "}, {"user", "V"}};
-  EXPECT_EQ(apply_chat_template(chat_template_by_name("chatml"), chat, true),
-            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n A "
-            "<|im_end|>\n<|im_start|>user\nV<|im_end|>\n<|im_start|>assistant\n");
+  const std::vector<ChatMessage> chat = {
+      {"system", "S"}, {"user", "U"}, {"assistant", " A "}, {"user", "V"}};
+  EXPECT_EQ(
+      apply_chat_template(chat_template_by_name("chatml"), chat, true),
+      "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n A "
+      "<|im_end|>\n<|im_start|>user\nV<|im_end|>\n<|im_start|>assistant\n");
   ChatRenderOptions o{"<|begin_of_text|>", "<|eot_id|>", ""};
   EXPECT_EQ(apply_chat_template(chat_template_by_name("llama3"), {{"user", " U "}}, false, o),
             "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nU<|eot_id|>");
   EXPECT_EQ(apply_chat_template(chat_template_by_name("llama3.1"), {{"user", "U"}}, true, o),
-            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December "
-            "2023\nToday Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nU<|eot_id|>"
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge "
+            "Date: December "
+            "2023\nToday Date: 26 Jul "
+            "2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nU<|eot_id|>"
             "<|start_header_id|>assistant<|end_header_id|>\n\n");
   EXPECT_EQ(strip_bos_text("<s>[INST] hi", "<s>"), "[INST] hi");
   EXPECT_EQ(strip_bos_text("[INST] hi", "<s>"), "[INST] hi");

@@ -7,8 +7,9 @@
 
 namespace skiff {
 
-ChatTurnStats ChatSession::reply(std::span<const int32_t> conversation, Sampler& sampler, int max_tokens,
-                                 const TokenCallback& on_token, Drafter* drafter, const SpecParams& spec) {
+ChatTurnStats ChatSession::reply(std::span<const int32_t> conversation, Sampler& sampler,
+                                 int max_tokens, const TokenCallback& on_token, Drafter* drafter,
+                                 const SpecParams& spec) {
   if (conversation.empty()) fail("the conversation is empty");
   if (static_cast<int64_t>(conversation.size()) > ctx_.context_length())
     fail("the conversation has {} tokens but the context holds only {}", conversation.size(),
@@ -16,7 +17,8 @@ ChatTurnStats ChatSession::reply(std::span<const int32_t> conversation, Sampler&
   KvCache& cache = ctx_.cache();
   int cached = cache.length(0);
   for (int l = 1; l < cache.n_layers(); ++l) cached = std::min(cached, cache.length(l));
-  const size_t limit = std::min({tokens_.size(), conversation.size() - 1, static_cast<size_t>(cached)});
+  const size_t limit =
+      std::min({tokens_.size(), conversation.size() - 1, static_cast<size_t>(cached)});
   size_t common = 0;
   while (common < limit && tokens_[common] == conversation[common]) ++common;
   cache.truncate_all(static_cast<int>(common));
@@ -30,7 +32,8 @@ ChatTurnStats ChatSession::reply(std::span<const int32_t> conversation, Sampler&
     return on_token(token);
   };
   if (drafter) {
-    stats.spec = generate_speculative_continue(ctx_, sampler, *drafter, conversation, max_tokens, spec, record);
+    stats.spec = generate_speculative_continue(ctx_, sampler, *drafter, conversation, max_tokens,
+                                               spec, record);
     stats.generation = stats.spec.generation;
   } else {
     stats.generation = generate_continue(ctx_, sampler, conversation, max_tokens, record);

@@ -66,14 +66,23 @@ ChatTemplate make(ChatFormat f, const char* name) {
   t.format = f;
   t.name = name;
   switch (f) {
-    case ChatFormat::kLlama2: case ChatFormat::kLlama2Sys: case ChatFormat::kLlama2SysBos:
-    case ChatFormat::kLlama2SysStrip: case ChatFormat::kMistralV1: case ChatFormat::kMistralV3:
-    case ChatFormat::kMistralV3Tekken: case ChatFormat::kMistralV7: case ChatFormat::kLlama3:
-    case ChatFormat::kLlama31: case ChatFormat::kGemma: case ChatFormat::kDeepSeek3:
+    case ChatFormat::kLlama2:
+    case ChatFormat::kLlama2Sys:
+    case ChatFormat::kLlama2SysBos:
+    case ChatFormat::kLlama2SysStrip:
+    case ChatFormat::kMistralV1:
+    case ChatFormat::kMistralV3:
+    case ChatFormat::kMistralV3Tekken:
+    case ChatFormat::kMistralV7:
+    case ChatFormat::kLlama3:
+    case ChatFormat::kLlama31:
+    case ChatFormat::kGemma:
+    case ChatFormat::kDeepSeek3:
     case ChatFormat::kCommandR:
       t.bos_first = true;
       break;
-    default: break;
+    default:
+      break;
   }
   if (std::string_view(name) == "deepseek-r1") {
     t.think = true;
@@ -99,27 +108,34 @@ ChatFormat detect_format(const std::string& t, bool& found) {
     return ChatFormat::kLlama2;
   }
   if (has("<|assistant|>") && has("<|end|>")) return ChatFormat::kPhi3;
-  if (has("<|assistant|>") && has("<|user|>")) return has("</s>") ? ChatFormat::kFalcon3 : ChatFormat::kGlmEdge;
+  if (has("<|assistant|>") && has("<|user|>"))
+    return has("</s>") ? ChatFormat::kFalcon3 : ChatFormat::kGlmEdge;
   if (has("<|user|>") && has("<|endoftext|>")) return ChatFormat::kZephyr;
   if (has("bos_token + message['role']")) return ChatFormat::kMonarch;
   if (has("<start_of_turn>")) return ChatFormat::kGemma;
   if (has("'\\n\\nAssistant: ' + eos_token")) return ChatFormat::kOrion;
   if (has("GPT4 Correct ")) return ChatFormat::kOpenChat;
-  if (has("USER: ") && has("ASSISTANT: ")) return has("SYSTEM: ") ? ChatFormat::kVicunaOrca : ChatFormat::kVicuna;
+  if (has("USER: ") && has("ASSISTANT: "))
+    return has("SYSTEM: ") ? ChatFormat::kVicunaOrca : ChatFormat::kVicuna;
   if (has("### Instruction:") && has("<|EOT|>")) return ChatFormat::kDeepSeek;
   if (has("<|START_OF_TURN_TOKEN|>") && has("<|USER_TOKEN|>")) return ChatFormat::kCommandR;
   if (has("<|start_header_id|>") && has("<|end_header_id|>"))
-    return has("Cutting Knowledge Date: December 2023\\n") || has("Cutting Knowledge Date: December 2023\n")
-               ? ChatFormat::kLlama31 : ChatFormat::kLlama3;
+    return has("Cutting Knowledge Date: December 2023\\n") ||
+                   has("Cutting Knowledge Date: December 2023\n")
+               ? ChatFormat::kLlama31
+               : ChatFormat::kLlama3;
   if (has("[gMASK]sop")) return ChatFormat::kChatGlm3;
   if (has("[gMASK]<sop>")) return ChatFormat::kChatGlm4;
   if (has("<用户>")) return ChatFormat::kMiniCpm;
   if (has("'Assistant: ' + message['content'] + eos_token")) return ChatFormat::kDeepSeek2;
-  if (has("<｜Assistant｜>") && has("<｜User｜>") && has("<｜end▁of▁sentence｜>")) return ChatFormat::kDeepSeek3;
-  if (has("[|system|]") && has("[|assistant|]") && has("[|endofturn|]")) return ChatFormat::kExaone3;
+  if (has("<｜Assistant｜>") && has("<｜User｜>") && has("<｜end▁of▁sentence｜>"))
+    return ChatFormat::kDeepSeek3;
+  if (has("[|system|]") && has("[|assistant|]") && has("[|endofturn|]"))
+    return ChatFormat::kExaone3;
   if (has("rwkv-world")) return ChatFormat::kRwkvWorld;
   if (has("<|start_of_role|>")) return ChatFormat::kGranite;
-  if (has("message['role'] + additional_special_tokens[0] + message['content'] + additional_special_tokens[1]"))
+  if (has("message['role'] + additional_special_tokens[0] + message['content'] + "
+          "additional_special_tokens[1]"))
     return ChatFormat::kGigaChat;
   if (has("<|role_start|>")) return ChatFormat::kMegrez;
   found = false;
@@ -183,7 +199,8 @@ ChatTemplate detect_chat_template(const std::string& jinja) {
     t.default_system = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
   t.date_from_today = has("strftime_now");
   t.system_in_last_user = (f == ChatFormat::kMistralV1 || f == ChatFormat::kMistralV3 ||
-                           f == ChatFormat::kMistralV3Tekken) && has("loop.last and system_message");
+                           f == ChatFormat::kMistralV3Tekken) &&
+                          has("loop.last and system_message");
   t.eos_without_generation_prompt = f == ChatFormat::kPhi3 && has("eos_token");
   if (f == ChatFormat::kDeepSeek3) {
     t.think = has("<think>");
@@ -194,7 +211,8 @@ ChatTemplate detect_chat_template(const std::string& jinja) {
 }
 
 std::string_view strip_bos_text(std::string_view prompt, std::string_view bos_token) {
-  if (!bos_token.empty() && prompt.substr(0, bos_token.size()) == bos_token) prompt.remove_prefix(bos_token.size());
+  if (!bos_token.empty() && prompt.substr(0, bos_token.size()) == bos_token)
+    prompt.remove_prefix(bos_token.size());
   return prompt;
 }
 
@@ -210,17 +228,23 @@ std::string apply_chat_template(const ChatTemplate& t, const std::vector<ChatMes
   using F = ChatFormat;
   switch (t.format) {
     case F::kChatMl:
-      for (const ChatMessage& m : chat) s += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
+      for (const ChatMessage& m : chat)
+        s += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
       if (gen) s += "<|im_start|>assistant\n";
       break;
     case F::kMistralV7:
       for (const ChatMessage& m : chat) {
-        if (m.role == "system") s += "[SYSTEM_PROMPT] " + m.content + "[/SYSTEM_PROMPT]";
-        else if (m.role == "user") s += "[INST] " + m.content + "[/INST]";
-        else s += " " + m.content + eos;
+        if (m.role == "system")
+          s += "[SYSTEM_PROMPT] " + m.content + "[/SYSTEM_PROMPT]";
+        else if (m.role == "user")
+          s += "[INST] " + m.content + "[/INST]";
+        else
+          s += " " + m.content + eos;
       }
       break;
-    case F::kMistralV1: case F::kMistralV3: case F::kMistralV3Tekken: {
+    case F::kMistralV1:
+    case F::kMistralV3:
+    case F::kMistralV3Tekken: {
       const std::string lead = t.format == F::kMistralV1 ? " " : "";
       const std::string trail = t.format == F::kMistralV3Tekken ? "" : " ";
       const bool trim_assistant = t.format == F::kMistralV3;
@@ -229,8 +253,10 @@ std::string apply_chat_template(const ChatTemplate& t, const std::vector<ChatMes
         std::string system;
         size_t last_user = chat.size();
         for (size_t i = 0; i < chat.size(); ++i) {
-          if (chat[i].role == "system" && i == 0) system = chat[i].content;
-          else if (chat[i].role == "user") last_user = i;
+          if (chat[i].role == "system" && i == 0)
+            system = chat[i].content;
+          else if (chat[i].role == "user")
+            last_user = i;
         }
         for (size_t i = 0; i < chat.size(); ++i) {
           const ChatMessage& m = chat[i];
@@ -253,8 +279,10 @@ std::string apply_chat_template(const ChatTemplate& t, const std::vector<ChatMes
           s += lead + "[INST]" + trail;
           inside = true;
         }
-        if (m.role == "system") s += m.content + "\n\n";
-        else if (m.role == "user") s += m.content + lead + "[/INST]";
+        if (m.role == "system")
+          s += m.content + "\n\n";
+        else if (m.role == "user")
+          s += m.content + lead + "[/INST]";
         else {
           s += trail + (trim_assistant ? trim(m.content) : m.content) + eos;
           inside = false;
@@ -262,7 +290,10 @@ std::string apply_chat_template(const ChatTemplate& t, const std::vector<ChatMes
       }
       break;
     }
-    case F::kLlama2: case F::kLlama2Sys: case F::kLlama2SysBos: case F::kLlama2SysStrip: {
+    case F::kLlama2:
+    case F::kLlama2Sys:
+    case F::kLlama2SysBos:
+    case F::kLlama2SysStrip: {
       const bool system_ok = t.format != F::kLlama2;
       const bool bos_inside = t.format == F::kLlama2SysBos;
       const bool strip = t.format == F::kLlama2SysStrip;
@@ -272,10 +303,13 @@ std::string apply_chat_template(const ChatTemplate& t, const std::vector<ChatMes
         const std::string content = strip ? trim(m.content) : m.content;
         if (!inside) {
           inside = true;
-          s += bos_inside ? (options.bos_token.empty() ? "<s>" : options.bos_token) + "[INST] " : "[INST] ";
+          s += bos_inside ? (options.bos_token.empty() ? "<s>" : options.bos_token) + "[INST] "
+                          : "[INST] ";
         }
-        if (m.role == "system") s += system_ok ? "<<SYS>>\n" + content + "\n<</SYS>>\n\n" : content + "\n";
-        else if (m.role == "user") s += content + " [/INST]";
+        if (m.role == "system")
+          s += system_ok ? "<<SYS>>\n" + content + "\n<</SYS>>\n\n" : content + "\n";
+        else if (m.role == "user")
+          s += content + " [/INST]";
         else {
           s += content + eos;
           inside = false;
@@ -288,11 +322,14 @@ std::string apply_chat_template(const ChatTemplate& t, const std::vector<ChatMes
         if (m.role == "system" && m.content.empty()) continue;
         s += "<|" + m.role + "|>\n" + m.content + "<|end|>\n";
       }
-      if (gen) s += "<|assistant|>\n";
-      else if (t.eos_without_generation_prompt) s += options.eos_token;
+      if (gen)
+        s += "<|assistant|>\n";
+      else if (t.eos_without_generation_prompt)
+        s += options.eos_token;
       break;
     case F::kPhi4:
-      for (const ChatMessage& m : chat) s += "<|im_start|>" + m.role + "<|im_sep|>" + m.content + "<|im_end|>";
+      for (const ChatMessage& m : chat)
+        s += "<|im_start|>" + m.role + "<|im_sep|>" + m.content + "<|im_end|>";
       if (gen) s += "<|im_start|>assistant<|im_sep|>";
       break;
     case F::kFalcon3:
@@ -349,38 +386,51 @@ std::string apply_chat_template(const ChatTemplate& t, const std::vector<ChatMes
           s += m.content + "<|end_of_turn|>";
         } else {
           std::string role = m.role;
-          if (!role.empty()) role[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(role[0])));
+          if (!role.empty())
+            role[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(role[0])));
           s += "GPT4 Correct " + role + ": " + m.content + "<|end_of_turn|>";
         }
       }
       if (gen) s += "GPT4 Correct Assistant:";
       break;
-    case F::kVicuna: case F::kVicunaOrca:
+    case F::kVicuna:
+    case F::kVicunaOrca:
       for (const ChatMessage& m : chat) {
-        if (m.role == "system") s += t.format == F::kVicunaOrca ? "SYSTEM: " + m.content + "\n" : m.content + "\n\n";
-        else if (m.role == "user") s += "USER: " + m.content + "\n";
-        else if (m.role == "assistant") s += "ASSISTANT: " + m.content + "</s>\n";
+        if (m.role == "system")
+          s += t.format == F::kVicunaOrca ? "SYSTEM: " + m.content + "\n" : m.content + "\n\n";
+        else if (m.role == "user")
+          s += "USER: " + m.content + "\n";
+        else if (m.role == "assistant")
+          s += "ASSISTANT: " + m.content + "</s>\n";
       }
       if (gen) s += "ASSISTANT:";
       break;
     case F::kDeepSeek:
       for (const ChatMessage& m : chat) {
-        if (m.role == "system") s += m.content;
-        else if (m.role == "user") s += "### Instruction:\n" + m.content + "\n";
-        else if (m.role == "assistant") s += "### Response:\n" + m.content + "\n<|EOT|>\n";
+        if (m.role == "system")
+          s += m.content;
+        else if (m.role == "user")
+          s += "### Instruction:\n" + m.content + "\n";
+        else if (m.role == "assistant")
+          s += "### Response:\n" + m.content + "\n<|EOT|>\n";
       }
       if (gen) s += "### Response:\n";
       break;
     case F::kCommandR:
       for (const ChatMessage& m : chat) {
-        if (m.role == "system") s += "<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>" + trim(m.content) + "<|END_OF_TURN_TOKEN|>";
-        else if (m.role == "user") s += "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>" + trim(m.content) + "<|END_OF_TURN_TOKEN|>";
+        if (m.role == "system")
+          s +=
+              "<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>" + trim(m.content) + "<|END_OF_TURN_TOKEN|>";
+        else if (m.role == "user")
+          s += "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>" + trim(m.content) + "<|END_OF_TURN_TOKEN|>";
         else if (m.role == "assistant")
-          s += "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>" + trim(m.content) + "<|END_OF_TURN_TOKEN|>";
+          s += "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>" + trim(m.content) +
+               "<|END_OF_TURN_TOKEN|>";
       }
       if (gen) s += "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>";
       break;
-    case F::kLlama3: case F::kLlama31: {
+    case F::kLlama3:
+    case F::kLlama31: {
       size_t first = 0;
       if (t.format == F::kLlama31) {
         // The system turn is always there, with the knowledge cut-off and the date.
@@ -391,11 +441,13 @@ std::string apply_chat_template(const ChatTemplate& t, const std::vector<ChatMes
         }
         std::string date = "26 Jul 2024";
         if (t.date_from_today) date = options.today.empty() ? today_date() : options.today;
-        s += "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: " +
+        s += "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December "
+             "2023\nToday Date: " +
              date + "\n\n" + system + "<|eot_id|>";
       }
       for (size_t i = first; i < chat.size(); ++i)
-        s += "<|start_header_id|>" + chat[i].role + "<|end_header_id|>\n\n" + trim(chat[i].content) + "<|eot_id|>";
+        s += "<|start_header_id|>" + chat[i].role + "<|end_header_id|>\n\n" +
+             trim(chat[i].content) + "<|eot_id|>";
       if (gen) s += "<|start_header_id|>assistant<|end_header_id|>\n\n";
       break;
     }
@@ -404,22 +456,28 @@ std::string apply_chat_template(const ChatTemplate& t, const std::vector<ChatMes
       for (const ChatMessage& m : chat) s += "<|" + m.role + "|>\n " + m.content;
       if (gen) s += "<|assistant|>";
       break;
-    case F::kChatGlm4: case F::kGlmEdge:
+    case F::kChatGlm4:
+    case F::kGlmEdge:
       if (t.format == F::kChatGlm4) s += "[gMASK]<sop>";
       for (const ChatMessage& m : chat) s += "<|" + m.role + "|>\n" + m.content;
       if (gen) s += "<|assistant|>";
       break;
     case F::kMiniCpm:
       for (const ChatMessage& m : chat) {
-        if (m.role == "user") s += "<用户>" + trim(m.content) + "<AI>";
-        else s += trim(m.content);
+        if (m.role == "user")
+          s += "<用户>" + trim(m.content) + "<AI>";
+        else
+          s += trim(m.content);
       }
       break;
     case F::kDeepSeek2:
       for (const ChatMessage& m : chat) {
-        if (m.role == "system") s += m.content + "\n\n";
-        else if (m.role == "user") s += "User: " + m.content + "\n\n";
-        else if (m.role == "assistant") s += "Assistant: " + m.content + "<｜end▁of▁sentence｜>";
+        if (m.role == "system")
+          s += m.content + "\n\n";
+        else if (m.role == "user")
+          s += "User: " + m.content + "\n\n";
+        else if (m.role == "assistant")
+          s += "Assistant: " + m.content + "<｜end▁of▁sentence｜>";
       }
       if (gen) s += "Assistant:";
       break;
@@ -449,16 +507,21 @@ std::string apply_chat_template(const ChatTemplate& t, const std::vector<ChatMes
     }
     case F::kExaone3:
       for (const ChatMessage& m : chat) {
-        if (m.role == "system") s += "[|system|]" + trim(m.content) + "[|endofturn|]\n";
-        else if (m.role == "user") s += "[|user|]" + trim(m.content) + "\n";
-        else if (m.role == "assistant") s += "[|assistant|]" + trim(m.content) + "[|endofturn|]\n";
+        if (m.role == "system")
+          s += "[|system|]" + trim(m.content) + "[|endofturn|]\n";
+        else if (m.role == "user")
+          s += "[|user|]" + trim(m.content) + "\n";
+        else if (m.role == "assistant")
+          s += "[|assistant|]" + trim(m.content) + "[|endofturn|]\n";
       }
       if (gen) s += "[|assistant|]";
       break;
     case F::kRwkvWorld:
       for (const ChatMessage& m : chat) {
-        if (m.role == "user") s += "User: " + m.content + "\n\nAssistant:";
-        else s += m.content + "\n\n";
+        if (m.role == "user")
+          s += "User: " + m.content + "\n\nAssistant:";
+        else
+          s += m.content + "\n\n";
       }
       break;
     case F::kGranite:
@@ -475,7 +538,8 @@ std::string apply_chat_template(const ChatTemplate& t, const std::vector<ChatMes
       if (has_system) s += chat[0].content + "<|message_sep|>";
       for (size_t i = has_system ? 1 : 0; i < chat.size(); ++i) {
         if (chat[i].role == "user")
-          s += "user<|role_sep|>" + chat[i].content + "<|message_sep|>available functions<|role_sep|>[]<|message_sep|>";
+          s += "user<|role_sep|>" + chat[i].content +
+               "<|message_sep|>available functions<|role_sep|>[]<|message_sep|>";
         else if (chat[i].role == "assistant")
           s += "assistant<|role_sep|>" + chat[i].content + "<|message_sep|>";
       }
@@ -483,7 +547,8 @@ std::string apply_chat_template(const ChatTemplate& t, const std::vector<ChatMes
       break;
     }
     case F::kMegrez:
-      for (const ChatMessage& m : chat) s += "<|role_start|>" + m.role + "<|role_end|>" + m.content + "<|turn_end|>";
+      for (const ChatMessage& m : chat)
+        s += "<|role_start|>" + m.role + "<|role_end|>" + m.content + "<|turn_end|>";
       if (gen) s += "<|role_start|>assistant<|role_end|>";
       break;
   }

@@ -13,11 +13,40 @@
 namespace skiff {
 
 enum class ChatFormat {
-  kChatMl, kLlama2, kLlama2Sys, kLlama2SysBos, kLlama2SysStrip, kMistralV1, kMistralV3,
-  kMistralV3Tekken, kMistralV7, kPhi3, kPhi4, kFalcon3, kZephyr, kMonarch, kGemma, kOrion,
-  kOpenChat, kVicuna, kVicunaOrca, kDeepSeek, kDeepSeek2, kDeepSeek3, kCommandR, kLlama3,
-  kLlama31, kChatGlm3, kChatGlm4, kGlmEdge, kMiniCpm, kExaone3, kRwkvWorld, kGranite,
-  kGigaChat, kMegrez,
+  kChatMl,
+  kLlama2,
+  kLlama2Sys,
+  kLlama2SysBos,
+  kLlama2SysStrip,
+  kMistralV1,
+  kMistralV3,
+  kMistralV3Tekken,
+  kMistralV7,
+  kPhi3,
+  kPhi4,
+  kFalcon3,
+  kZephyr,
+  kMonarch,
+  kGemma,
+  kOrion,
+  kOpenChat,
+  kVicuna,
+  kVicunaOrca,
+  kDeepSeek,
+  kDeepSeek2,
+  kDeepSeek3,
+  kCommandR,
+  kLlama3,
+  kLlama31,
+  kChatGlm3,
+  kChatGlm4,
+  kGlmEdge,
+  kMiniCpm,
+  kExaone3,
+  kRwkvWorld,
+  kGranite,
+  kGigaChat,
+  kMegrez,
 };
 
 struct ChatTemplate {
@@ -27,15 +56,15 @@ struct ChatTemplate {
 
   // Details of the family's official templates, read from the Jinja text (or the family's
   // defaults when chosen by name).
-  bool bos_first = false;             // the rendering starts with bos_token
+  bool bos_first = false;                 // the rendering starts with bos_token
   bool always_generation_prompt = false;  // the text ignores add_generation_prompt (Llama 3)
-  std::string default_system;         // system prompt when the conversation has none (Qwen)
-  bool date_from_today = false;       // Llama 3.2+: "Today Date" is today, else 26 Jul 2024
-  bool system_in_last_user = false;   // Mistral: the system prompt joins the last user turn
+  std::string default_system;             // system prompt when the conversation has none (Qwen)
+  bool date_from_today = false;           // Llama 3.2+: "Today Date" is today, else 26 Jul 2024
+  bool system_in_last_user = false;       // Mistral: the system prompt joins the last user turn
   bool eos_without_generation_prompt = false;  // Phi-3.5: eos_token ends a closed conversation
-  bool think = false;                 // DeepSeek-R1: "<think>\n" opens the reply; reasoning dropped from history
-  bool system_separator = true;       // DeepSeek: "\n\n" after the system prompt
-  bool eos_after_user = false;        // llama.cpp's DeepSeek-R1 template: user turns end with EOS
+  bool think = false;  // DeepSeek-R1: "<think>\n" opens the reply; reasoning dropped from history
+  bool system_separator = true;  // DeepSeek: "\n\n" after the system prompt
+  bool eos_after_user = false;   // llama.cpp's DeepSeek-R1 template: user turns end with EOS
 };
 
 struct ChatMessage {
@@ -46,7 +75,7 @@ struct ChatMessage {
 struct ChatRenderOptions {
   std::string bos_token;  // the text of BOS / EOS (templates that write them need them)
   std::string eos_token;
-  std::string today;      // "%d %b %Y" date for templates that use today's; "": the current date
+  std::string today;  // "%d %b %Y" date for templates that use today's; "": the current date
 };
 
 // The family of a template text; a text equal to a known name is that template. Unknown
