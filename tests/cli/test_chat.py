@@ -93,6 +93,21 @@ def main() -> int:
     c.check("a full context is a message, not a crash", r.returncode == 0 and "context full" in r.stderr
             and r.stderr.count("error") == 0, r.stderr[-400:])
 
+    with tempfile.TemporaryDirectory() as tmp:
+        weird = os.path.join(tmp, "weird.jinja")
+        with open(weird, "w") as f:
+            f.write("{% for m in messages %}{{ m.content }}|{% endfor %}")
+        msgs = os.path.join(tmp, "m.json")
+        with open(msgs, "w") as f:
+            json.dump([{"role": "user", "content": "hi"}], f)
+        r = c.skiff("chat-template", "--template-file", weird, "--messages", msgs)
+        c.check("an unknown template text: a warning and ChatML", r.returncode == 0 and "warning" in r.stderr
+                and "ChatML" in r.stderr and r.stdout == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+                repr(r.stdout) + r.stderr)
+    r = c.skiff("--help")
+    c.check("chat is listed, the chat-template diagnostic is not", "chat " in r.stdout and "chat-template" not in r.stdout,
+            r.stdout)
+
     r = c.skiff("chat", "--chat-template", "nonsense")
     c.check("an unknown --chat-template is a one-line error naming the known ones",
             one_line_error(r) and "chatml" in r.stderr, r.stderr)
