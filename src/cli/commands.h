@@ -17,6 +17,8 @@ void register_synth(CLI::App& app);
 void register_sweep(CLI::App& app);
 void register_flash_pack(CLI::App& app);
 void register_flash_train_predictor(CLI::App& app);
+void register_chat(CLI::App& app);
+void register_chat_template(CLI::App& app);
 
 inline void register_commands(CLI::App& app) {
   register_generate(app);
@@ -31,6 +33,8 @@ inline void register_commands(CLI::App& app) {
   register_sweep(app);
   register_flash_pack(app);
   register_flash_train_predictor(app);
+  register_chat(app);
+  register_chat_template(app);
 }
 
 }  // namespace skiff::cli

@@ -27,13 +27,15 @@ const float* EarlyExitDrafter::run_early(int32_t token) {
 
 void EarlyExitDrafter::start(std::span<const int32_t> prompt) {
   // All but the newest prompt token through layers 0..E-1; the first round's first draft
-  // step runs the newest, as it runs the newest accepted token in every round.
-  exit_from_ = 0;
+  // step runs the newest, as it runs the newest accepted token in every round. Positions
+  // already cached (a chat's earlier turns, in every layer) are skipped.
+  const int cached = ctx_.cache().length(0);
+  exit_from_ = cached;
   exit_states_.clear();
-  if (prompt.size() < 2) return;
-  const int64_t T = static_cast<int64_t>(prompt.size()) - 1;
+  if (static_cast<int>(prompt.size()) - cached < 2) return;
+  const int64_t T = static_cast<int64_t>(prompt.size()) - 1 - cached;
   exit_states_.resize(static_cast<size_t>(T) * dim_);
-  embed(target_, prompt.first(static_cast<size_t>(T)), exit_states_.data());
+  embed(target_, prompt.subspan(static_cast<size_t>(cached), static_cast<size_t>(T)), exit_states_.data());
   forward(ctx_, exit_states_.data(), T, 0, exit_layer_);
 }
 

@@ -23,7 +23,15 @@ GenerateStats generate(Context& ctx, Sampler& sampler, std::span<const int32_t> 
 GenerateStats generate_early_exit(Context& ctx, Sampler& sampler, std::span<const int32_t> prompt,
                                   int exit_layer, int max_tokens, const TokenCallback& on_token);
 
+// Continues a sequence whose first tokens are already in the cache (a chat's earlier turns):
+// every layer must hold the same number of positions, fewer than prompt.size(); only the
+// rest of the prompt is prefilled (stats.prompt_tokens counts those). Otherwise as generate().
+GenerateStats generate_continue(Context& ctx, Sampler& sampler, std::span<const int32_t> prompt,
+                                int max_tokens, const TokenCallback& on_token);
+
 // The checks every generation loop makes on its arguments (Error with a one-line message).
 void check_generate_args(const Context& ctx, std::span<const int32_t> prompt, int max_tokens);
+// The same for continuing (generate_continue); returns the cached positions.
+int check_continue_args(const Context& ctx, std::span<const int32_t> prompt, int max_tokens);
 
 }  // namespace skiff

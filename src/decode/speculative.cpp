@@ -49,30 +49,30 @@ Verdict judge_draft(const TokenDistribution& p, const TokenDistribution& q, int3
   return {false, sampler.draw(residual(p, q))};
 }
 
-SpecStats generate_speculative(Context& target, Sampler& sampler, Drafter& drafter,
-                               std::span<const int32_t> prompt, int max_tokens,
-                               const SpecParams& params, const TokenCallback& on_token,
-                               const RoundCallback& on_round) {
-  params.validate();
-  check_generate_args(target, prompt, max_tokens);
+namespace {
+
+// `cached`: prompt tokens already in every layer of the target's cache.
+SpecStats speculate(Context& target, Sampler& sampler, Drafter& drafter, std::span<const int32_t> prompt,
+                    int cached, int max_tokens, const SpecParams& params, const TokenCallback& on_token,
+                    const RoundCallback& on_round) {
   const ModelConfig& c = target.model().config;
   const int L = c.n_layers, V = c.vocab_size, dim = c.dim;
   KvCache& cache = target.cache();
 
   SpecStats stats;
   GenerateStats& g = stats.generation;
-  g.prompt_tokens = static_cast<int>(prompt.size());
+  g.prompt_tokens = static_cast<int>(prompt.size()) - cached;
   std::vector<int32_t> tokens(prompt.begin(), prompt.end());
   Emitter emitter(tokens, *target.model().tokenizer, target.context_length(), max_tokens,
                   on_token, g);
   const int64_t steps_before = drafter.forward_steps();
 
   Clock::time_point t0 = Clock::now();
-  if (!drafter.defers_prefill() && prompt.size() > 1) {
+  if (!drafter.defers_prefill() && static_cast<int>(prompt.size()) - cached > 1) {
     // The prompt but its newest token, which every round's batch starts with.
-    const int64_t T = static_cast<int64_t>(prompt.size()) - 1;
+    const int64_t T = static_cast<int64_t>(prompt.size()) - 1 - cached;
     std::vector<float> h(static_cast<size_t>(T) * dim);
-    embed(target.model(), prompt.first(static_cast<size_t>(T)), h.data());
+    embed(target.model(), prompt.subspan(static_cast<size_t>(cached), static_cast<size_t>(T)), h.data());
     forward(target, h.data(), T, 0, L);
   }
   drafter.start(prompt);
@@ -146,6 +146,25 @@ SpecStats generate_speculative(Context& target, Sampler& sampler, Drafter& draft
   g.generate_seconds = seconds_between(start, Clock::now());
   stats.draft_steps = drafter.forward_steps() - steps_before;
   return stats;
+}
+
+}  // namespace
+
+SpecStats generate_speculative(Context& target, Sampler& sampler, Drafter& drafter,
+                               std::span<const int32_t> prompt, int max_tokens,
+                               const SpecParams& params, const TokenCallback& on_token,
+                               const RoundCallback& on_round) {
+  params.validate();
+  check_generate_args(target, prompt, max_tokens);
+  return speculate(target, sampler, drafter, prompt, 0, max_tokens, params, on_token, on_round);
+}
+
+SpecStats generate_speculative_continue(Context& target, Sampler& sampler, Drafter& drafter,
+                                        std::span<const int32_t> prompt, int max_tokens,
+                                        const SpecParams& params, const TokenCallback& on_token) {
+  params.validate();
+  const int cached = check_continue_args(target, prompt, max_tokens);
+  return speculate(target, sampler, drafter, prompt, cached, max_tokens, params, on_token, {});
 }
 
 }  // namespace skiff

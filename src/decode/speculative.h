@@ -78,6 +78,14 @@ SpecStats generate_speculative(Context& target, Sampler& sampler, Drafter& draft
                                const SpecParams& params, const TokenCallback& on_token,
                                const RoundCallback& on_round = {});
 
+// The same continuing a sequence whose first tokens are already in every layer of the
+// target's cache (generate_continue's rules). The drafter's start() must handle the cached
+// prefix: self-speculation (EarlyExitDrafter) and lookup (NgramDrafter) do; a draft model
+// would need its own cache continued too.
+SpecStats generate_speculative_continue(Context& target, Sampler& sampler, Drafter& drafter,
+                                        std::span<const int32_t> prompt, int max_tokens,
+                                        const SpecParams& params, const TokenCallback& on_token);
+
 // One step of the rejection rule: the draft x (drawn from q) against the target's p.
 // Uses one sampler.uniform() unless p(x) >= q(x), and one draw on rejection.
 struct Verdict {
