@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "base/error.h"
@@ -41,8 +42,11 @@ void try_load(const std::string& json, const std::string& config) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string valid = write_temp("valid.json", kValidTokenizer, sizeof kValidTokenizer - 1);
+  static const int remove_at_exit = std::atexit([] { std::remove(valid.c_str()); });
+  (void)remove_at_exit;
   const std::string input = write_temp("input.json", data, size);
   try_load(input, "");
   try_load(valid, input);
+  std::remove(input.c_str());
   return 0;
 }
