@@ -105,7 +105,7 @@ void write_synthetic_model(const SynthOptions& o, const std::string& path,
   w.set("llama.rope.freq_base", GgufValue::f32(s.rope_theta));
   w.set("llama.vocab_size", GgufValue::u32(static_cast<uint32_t>(s.vocab_size)));
   for (const auto& [key, value] : vocab.metadata())
-    if (key.rfind("tokenizer.ggml.", 0) == 0) w.set(key, value);
+    if (key.rfind("tokenizer.ggml.", 0) == 0 || key == "tokenizer.chat_template") w.set(key, value);
 
   struct Spec {
     std::string name;

@@ -1,6 +1,6 @@
 // Random-weight LLaMA models of a chosen shape, for benchmarks and tests: `skiff synth`.
 // Matrices are N(0, 0.02) (so activations stay finite through many layers), norms are 1,
-// and the vocabulary (tokenizer.ggml.* keys) is copied from a vocabulary-only GGUF such as
+// and the vocabulary (tokenizer.ggml.* keys and tokenizer.chat_template) is copied from a vocabulary-only GGUF such as
 // llama.cpp's ggml-vocab-llama-spm.gguf (LLaMA-2, 32000 tokens).
 #pragma once
 
