@@ -41,6 +41,61 @@ TEST_F(Forward, PrefillEqualsSingleStepsBitExactly) {
   for (int l = 0; l < L; ++l) EXPECT_EQ(batch.cache().length(l), static_cast<int>(tokens.size()));
 }
 
+// Continuous batching: sequences at different positions (one decoding, one prefilling a
+// chunk, one starting) forwarded together give exactly what each gives alone.
+TEST_F(Forward, BatchOfSequencesEqualsEachAloneBitExactly) {
+  const int dim = model->config.dim, L = model->config.n_layers;
+  ThreadPool pool(2);
+  Context a(*model, 0, pool), b(*model, 0, pool), c(*model, 0, pool);
+  Context alone(*model, 0, 2);
+  // Give a and b some history first (a: 6 positions, b: 2).
+  auto run = [&](Context& ctx, std::span<const int32_t> toks) {
+    std::vector<float> h(toks.size() * dim);
+    embed(*model, toks, h.data());
+    forward(ctx, h.data(), static_cast<int64_t>(toks.size()), 0, L);
+    return h;
+  };
+  const std::span<const int32_t> all(tokens);
+  run(a, all.subspan(0, 6));
+  run(b, all.subspan(0, 2));
+  // One step: a decodes token 6, b prefills tokens 2..5, c starts with tokens 7..9.
+  std::vector<int32_t> rows = {tokens[6], tokens[2], tokens[3], tokens[4], tokens[5], tokens[7], tokens[8], tokens[9]};
+  std::vector<float> h(rows.size() * dim);
+  embed(*model, rows, h.data());
+  const BatchSeq seqs[] = {{&a, 1}, {&b, 4}, {&c, 3}};
+  forward_batch(seqs, h.data(), 0, L);
+  EXPECT_EQ(a.cache().length(L - 1), 7);
+  EXPECT_EQ(b.cache().length(0), 6);
+  EXPECT_EQ(c.cache().length(0), 3);
+  // The same rows, each sequence alone.
+  std::vector<float> expect;
+  auto append = [&](const std::vector<float>& v, size_t from_row) {
+    expect.insert(expect.end(), v.begin() + static_cast<long>(from_row * dim), v.end());
+  };
+  append(run(alone, all.subspan(0, 7)), 6);
+  alone.cache().clear();
+  append(run(alone, all.subspan(0, 6)), 2);
+  alone.cache().clear();
+  append(run(alone, all.subspan(7, 3)), 0);
+  EXPECT_EQ(max_abs_diff(h, expect), 0.0f);
+
+  // A prefix copied from another cache continues exactly like the original.
+  Context d(*model, 0, pool);
+  d.cache().copy_prefix_from(a.cache(), 5);
+  EXPECT_EQ(d.cache().length(0), 5);
+  std::vector<float> x = run(d, all.subspan(5, 1));
+  alone.cache().clear();
+  std::vector<float> y = run(alone, all.subspan(0, 6));
+  EXPECT_EQ(max_abs_diff(x, std::vector<float>(y.end() - dim, y.end())), 0.0f);
+
+  // A sequence that would pass its context fails before anything is written.
+  Context tiny(*model, 4, pool);
+  const BatchSeq over[] = {{&a, 1}, {&tiny, 5}};
+  std::vector<float> h5(6 * dim);
+  EXPECT_THROW(forward_batch(over, h5.data(), 0, L), Error);
+  EXPECT_EQ(a.cache().length(0), 7);
+}
+
 TEST_F(Forward, LayerRangesComposeAndLateLayersMayLag) {
   // forward(0, 2) then forward(2, L) equals forward(0, L): the seam self-speculation uses.
   const int dim = model->config.dim, L = model->config.n_layers;

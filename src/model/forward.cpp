@@ -12,11 +12,18 @@
 namespace skiff {
 
 Context::Context(const Model& model, int context_length, int n_threads)
+    : Context(model, context_length, nullptr, n_threads) {}
+
+Context::Context(const Model& model, int context_length, ThreadPool& shared_pool)
+    : Context(model, context_length, &shared_pool, 0) {}
+
+Context::Context(const Model& model, int context_length, ThreadPool* shared_pool, int n_threads)
     : model_(model),
       cache_(model.config.n_layers,
              context_length > 0 ? context_length : std::min(model.config.context_length, kDefaultContext),
              model.config.kv_dim()),
-      pool_(n_threads),
+      owned_pool_(shared_pool ? nullptr : std::make_unique<ThreadPool>(n_threads)),
+      pool_(shared_pool ? shared_pool : owned_pool_.get()),
       rope_freq_(rope_frequencies(model.config)) {
   if (context_length > model.config.context_length)
     fail("context length {} exceeds the model's {}", context_length, model.config.context_length);
@@ -50,7 +57,7 @@ Context::Scratch& Context::scratch(int64_t T) {
     scratch_T_ = T;
   }
   // One row of attention scores per thread.
-  size_t want = static_cast<size_t>(pool_.size()) * static_cast<size_t>(context_length());
+  size_t want = static_cast<size_t>(pool_->size()) * static_cast<size_t>(context_length());
   if (scratch_.scores.size() < want) scratch_.scores.assign(want, 0.0f);
   return scratch_;
 }
@@ -93,76 +100,110 @@ void rmsnorm_rows(float* out, const float* x, const float* weight, int64_t T, in
   });
 }
 
-// Causal grouped-query attention of T new positions [pos0, pos0 + T) against the cache.
-void attention(Context& ctx, int layer, int pos0, int64_t T, const float* q, float* out,
-               float* scores_all) {
-  const ModelConfig& c = ctx.model().config;
+// Causal grouped-query attention of each sequence's new rows against its own cache: rows
+// [row0, row0 + rows) of q/out belong to seqs[i], at positions pos0[i] .. + rows - 1.
+void attention(std::span<const BatchSeq> seqs, const int* pos0, int layer, const float* q, float* out,
+               float* scores_all, int64_t scores_stride, ThreadPool& pool) {
+  const ModelConfig& c = seqs[0].ctx->model().config;
   const int hd = c.head_dim, kv_dim = c.kv_dim(), group = c.n_heads / c.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const KvCache& cache = ctx.cache();
-  const int64_t ctx_len = ctx.context_length();
-  // Small attention (short contexts, tiny models) runs on the calling thread: waking the
-  // pool costs more than the work.
-  const int64_t work = T * c.n_heads * static_cast<int64_t>(pos0 + T) * hd;
+  // Jobs are (row, head) pairs over all sequences; seq_of_row maps a row to its sequence.
+  int64_t total = 0, work = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    total += seqs[i].rows;
+    work += seqs[i].rows * c.n_heads * static_cast<int64_t>(pos0[i] + seqs[i].rows) * hd;
+  }
   auto body = [&](int64_t begin, int64_t end, int thread) {
-    float* scores = scores_all + thread * ctx_len;
+    float* scores = scores_all + thread * scores_stride;
+    size_t i = 0;
+    int64_t first_row = 0;  // first row of seqs[i]
     for (int64_t job = begin; job < end; ++job) {
-      const int64_t t = job / c.n_heads;
+      const int64_t row = job / c.n_heads;
+      while (row >= first_row + seqs[i].rows) first_row += seqs[i++].rows;
+      const KvCache& cache = seqs[i].ctx->cache();
       const int h = static_cast<int>(job % c.n_heads);
       const int kv_off = (h / group) * hd;
-      const float* qh = q + t * c.q_dim() + static_cast<int64_t>(h) * hd;
-      const int n_pos = pos0 + static_cast<int>(t) + 1;  // causal: up to and including itself
-      float* oh = out + t * c.q_dim() + static_cast<int64_t>(h) * hd;
+      const float* qh = q + row * c.q_dim() + static_cast<int64_t>(h) * hd;
+      const int n_pos = pos0[i] + static_cast<int>(row - first_row) + 1;  // causal: up to and including itself
+      float* oh = out + row * c.q_dim() + static_cast<int64_t>(h) * hd;
       attend_head(qh, cache.key(layer, 0) + kv_off, cache.value(layer, 0) + kv_off, kv_dim, n_pos, hd, scale, scores,
                   oh);
     }
   };
-  if (work < (int64_t{1} << 20)) body(0, T * c.n_heads, 0);
-  else ctx.pool().parallel_for(T * c.n_heads, body);
+  // Small attention (short contexts, tiny models) runs on the calling thread: waking the
+  // pool costs more than the work.
+  if (work < (int64_t{1} << 20)) body(0, total * c.n_heads, 0);
+  else pool.parallel_for(total * c.n_heads, body);
 }
 
 }  // namespace
 
 void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_layer) {
-  const Model& m = ctx.model();
+  const BatchSeq seq{&ctx, T};
+  forward_batch({&seq, 1}, hidden, first_layer, last_layer);
+}
+
+void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_layer, int last_layer) {
+  if (seqs.empty()) return;
+  Context& ctx0 = *seqs[0].ctx;
+  const Model& m = ctx0.model();
   const ModelConfig& c = m.config;
   if (first_layer < 0 || last_layer > c.n_layers || first_layer > last_layer)
     fail("layer range [{}, {}) is outside the model's {} layers", first_layer, last_layer, c.n_layers);
-  KvCache& cache = ctx.cache();
-  for (int l = first_layer; l < last_layer; ++l) {
-    if (cache.length(l) + T > cache.context_length())
-      fail("context length {} exceeded: layer {} holds {} positions and {} more were asked for",
-           cache.context_length(), l, cache.length(l), T);
+  int64_t T = 0;
+  int max_context = 0;
+  for (const BatchSeq& seq : seqs) {
+    if (&seq.ctx->model() != &m || &seq.ctx->pool() != &ctx0.pool())
+      fail("forward_batch: every sequence must use the same model and thread pool");
+    const KvCache& cache = seq.ctx->cache();
+    for (int l = first_layer; l < last_layer; ++l) {
+      if (cache.length(l) + seq.rows > cache.context_length())
+        fail("context length {} exceeded: layer {} holds {} positions and {} more were asked for",
+             cache.context_length(), l, cache.length(l), seq.rows);
+    }
+    T += seq.rows;
+    max_context = std::max(max_context, seq.ctx->context_length());
   }
-  Context::Scratch& s = ctx.scratch(T);
-  ThreadPool& pool = ctx.pool();
+  FfnProvider* ffn = ctx0.ffn_provider();
+  if (ffn && seqs.size() > 1) fail("forward_batch: a custom FFN provider runs one sequence at a time");
+  Context::Scratch& s = ctx0.scratch(T);
+  ThreadPool& pool = ctx0.pool();
+  const int64_t scores_stride = max_context;
+  if (s.scores.size() < static_cast<size_t>(pool.size()) * static_cast<size_t>(scores_stride))
+    s.scores.assign(static_cast<size_t>(pool.size()) * static_cast<size_t>(scores_stride), 0.0f);
   const int dim = c.dim, kv_dim = c.kv_dim(), q_dim = c.q_dim();
+  std::vector<int> pos0(seqs.size());
 
   for (int l = first_layer; l < last_layer; ++l) {
     const LayerWeights& w = m.layers[static_cast<size_t>(l)];
-    const int pos0 = cache.length(l);
 
     // Attention block: x += wo(attention(rope(wq h), rope(wk h), wv h)), h = rmsnorm(x).
     rmsnorm_rows(s.norm.data(), hidden, w.attn_norm.f32(), T, dim, c.rms_eps, pool);
     const MatmulJob qkv[] = {{&w.wq, s.q.data()}, {&w.wk, s.k.data()}, {&w.wv, s.v.data()}};
     matmul_many(qkv, s.norm.data(), T, pool);
-    ctx.reserve_rope(pos0 + static_cast<int>(T));
-    for (int64_t t = 0; t < T; ++t) {
-      const int pos = pos0 + static_cast<int>(t);
-      rope_rotate(&s.q[t * q_dim], c.n_heads, c.head_dim, c.rope_dim, ctx.rope_row(pos), c.rope_layout);
-      rope_rotate(&s.k[t * kv_dim], c.n_kv_heads, c.head_dim, c.rope_dim, ctx.rope_row(pos), c.rope_layout);
-      std::copy_n(&s.k[t * kv_dim], kv_dim, cache.key(l, pos));
-      std::copy_n(&s.v[t * kv_dim], kv_dim, cache.value(l, pos));
+    int64_t row = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      Context& ctx = *seqs[i].ctx;
+      KvCache& cache = ctx.cache();
+      pos0[i] = cache.length(l);
+      ctx.reserve_rope(pos0[i] + static_cast<int>(seqs[i].rows));
+      for (int64_t t = 0; t < seqs[i].rows; ++t, ++row) {
+        const int pos = pos0[i] + static_cast<int>(t);
+        rope_rotate(&s.q[row * q_dim], c.n_heads, c.head_dim, c.rope_dim, ctx.rope_row(pos), c.rope_layout);
+        rope_rotate(&s.k[row * kv_dim], c.n_kv_heads, c.head_dim, c.rope_dim, ctx.rope_row(pos), c.rope_layout);
+        std::copy_n(&s.k[row * kv_dim], kv_dim, cache.key(l, pos));
+        std::copy_n(&s.v[row * kv_dim], kv_dim, cache.value(l, pos));
+      }
+      cache.extend(l, static_cast<int>(seqs[i].rows));
     }
-    cache.extend(l, static_cast<int>(T));
-    attention(ctx, l, pos0, T, s.q.data(), s.attn.data(), s.scores.data());
+    attention(seqs, pos0.data(), l, s.q.data(), s.attn.data(), s.scores.data(), scores_stride, pool);
     matmul(w.wo, s.attn.data(), T, s.proj.data(), pool);
     add_rows(pool, hidden, s.proj.data(), T * dim);
 
     // Feed-forward block: x += down(act(gate h) * up h), h = rmsnorm(x), act = SiLU or ReLU.
     rmsnorm_rows(s.norm.data(), hidden, w.ffn_norm.f32(), T, dim, c.rms_eps, pool);
-    if (FfnProvider* ffn = ctx.ffn_provider()) {
-      ffn->run(ctx, l, s.norm.data(), T, s.proj.data());
+    if (ffn) {
+      ffn->run(ctx0, l, s.norm.data(), T, s.proj.data());
     } else {
       const MatmulJob gate_up[] = {{&w.ffn_gate, s.gate.data()}, {&w.ffn_up, s.up.data()}};
       matmul_many(gate_up, s.norm.data(), T, pool);

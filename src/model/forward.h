@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -40,11 +41,14 @@ class Context {
   // more than the model's is an error.
   static constexpr int kDefaultContext = 4096;
   Context(const Model& model, int context_length = 0, int n_threads = 0);
+  // The same with a thread pool shared with other contexts (a server's slots): contexts that
+  // are forwarded together (forward_batch) must share one pool.
+  Context(const Model& model, int context_length, ThreadPool& shared_pool);
 
   const Model& model() const { return model_; }
   KvCache& cache() { return cache_; }
   const KvCache& cache() const { return cache_; }
-  ThreadPool& pool() { return pool_; }
+  ThreadPool& pool() { return *pool_; }
   int context_length() const { return cache_.context_length(); }
   // nullptr: the dense FFN of the model's weights (default).
   void set_ffn_provider(FfnProvider* ffn) { ffn_ = ffn; }
@@ -61,9 +65,12 @@ class Context {
   const float* rope_row(int pos) const { return rope_.data() + static_cast<size_t>(pos) * rope_width_; }
 
  private:
+  Context(const Model& model, int context_length, ThreadPool* shared_pool, int n_threads);
+
   const Model& model_;
   KvCache cache_;
-  ThreadPool pool_;
+  std::unique_ptr<ThreadPool> owned_pool_;
+  ThreadPool* pool_;
   Scratch scratch_;
   int64_t scratch_T_ = 0;
   RopeFrequencies rope_freq_;
@@ -80,6 +87,20 @@ void embed(const Model& model, std::span<const int32_t> tokens, float* hidden);
 // to each of those layers' KV cache. Throws Error when a layer's cache would pass the
 // context length (nothing is written then).
 void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_layer);
+
+// One sequence's share of a batched forward pass: `rows` consecutive rows of the hidden
+// states, appended to ctx's cache at its own positions.
+struct BatchSeq {
+  Context* ctx;
+  int64_t rows;
+};
+
+// forward() for several sequences at once (continuous batching): each matrix is read once
+// for the rows of every sequence, attention runs per sequence against its own cache. Every
+// ctx must share one thread pool and the same model. Results are bit-identical to forwarding
+// each sequence alone (matmul is batch-invariant). Throws Error, before anything is written,
+// when a sequence would pass its context length.
+void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_layer, int last_layer);
 
 // logits[T][vocab] = output(rmsnorm(hidden) * output_norm): valid after ANY layer.
 void compute_logits(Context& ctx, const float* hidden, int64_t T, float* logits);

@@ -1,5 +1,7 @@
 #include "model/kv_cache.h"
 
+#include <algorithm>
+
 #include "base/error.h"
 
 namespace skiff {
@@ -21,6 +23,18 @@ void KvCache::truncate(int layer, int len) {
 void KvCache::truncate_all(int len) {
   for (int l = 0; l < n_layers(); ++l) {
     if (len < length(l)) lengths_[static_cast<size_t>(l)] = len;
+  }
+}
+
+void KvCache::copy_prefix_from(const KvCache& other, int len) {
+  if (other.n_layers() != n_layers() || other.kv_dim() != kv_dim_ || len < 0 || len > context_length_)
+    fail("kv cache: cannot copy {} positions from a cache of another shape", len);
+  for (int l = 0; l < n_layers(); ++l) {
+    if (len > other.length(l)) fail("kv cache: layer {} holds {} positions, not {}", l, other.length(l), len);
+    const size_t n = static_cast<size_t>(len) * kv_dim_;
+    std::copy_n(other.key(l, 0), n, key(l, 0));
+    std::copy_n(other.value(l, 0), n, value(l, 0));
+    lengths_[static_cast<size_t>(l)] = len;
   }
 }
 
