@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake clang libclang-rt-14-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libcli11-dev nlohmann-json3-dev libfmt-dev liburing-dev pkg-config
+  libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libfmt-dev liburing-dev pkg-config
   python3 python3-numpy python3-torch python3-jinja2
 )
 

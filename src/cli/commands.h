@@ -19,6 +19,7 @@ void register_flash_pack(CLI::App& app);
 void register_flash_train_predictor(CLI::App& app);
 void register_chat(CLI::App& app);
 void register_chat_template(CLI::App& app);
+void register_serve(CLI::App& app);
 
 inline void register_commands(CLI::App& app) {
   register_generate(app);
@@ -35,6 +36,7 @@ inline void register_commands(CLI::App& app) {
   register_flash_train_predictor(app);
   register_chat(app);
   register_chat_template(app);
+  register_serve(app);
 }
 
 }  // namespace skiff::cli

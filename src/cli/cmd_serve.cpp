@@ -1,0 +1,111 @@
+// skiff serve: an OpenAI-compatible HTTP server (src/server/). It listens first, loads the
+// model (/health says 503 meanwhile, then 200), and serves until SIGINT or SIGTERM: then it
+// stops accepting, lets requests in flight finish for --shutdown-grace seconds, ends the
+// rest, and exits 0.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "base/error.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "server/http_server.h"
+#include "server/scheduler.h"
+
+namespace skiff::cli {
+namespace {
+
+struct ServeFlags {
+  ModelFlags model;
+  server::ServerOptions server;
+  server::SchedulerOptions scheduler;
+  int request_timeout_s = 600;
+  int read_timeout_s = 10;
+  int shutdown_grace_s = 30;
+  size_t max_body_kib = 8192;
+};
+
+void run_serve(ServeFlags& f) {
+  // Signals go to one thread that waits for them; every other thread (the server's included)
+  // is created with them blocked.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a client that left must not kill the server
+
+  server::ServerOptions& o = f.server;
+  o.request_timeout = std::chrono::seconds(f.request_timeout_s);
+  o.read_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.read_timeout_s) * 1000);
+  o.max_body_bytes = f.max_body_kib * 1024;
+  o.limits.max_n = std::min(o.limits.max_n, f.scheduler.slots);
+  if (o.http_threads == 0) o.http_threads = f.scheduler.slots + f.scheduler.max_queue + 8;
+  if (o.model_id.empty())
+    o.model_id = f.model.model.empty() ? "skiff-default" : std::filesystem::path(f.model.model).filename().string();
+
+  server::HttpServer http(o);
+  const int port = http.start();
+  std::fprintf(stderr, "skiff serve: listening on http://%s:%d (loading the model)\n", o.host.c_str(), port);
+
+  std::unique_ptr<Model> model = open_model(f.model);
+  f.scheduler.threads = f.model.threads;
+  server::Scheduler scheduler(*model, f.scheduler);
+  http.attach(*model, scheduler);
+  std::fprintf(stderr, "skiff serve: ready: %s, %d slots x %d positions, model id '%s'\n", model->source.c_str(),
+               scheduler.slots(), scheduler.context_length(), o.model_id.c_str());
+
+  std::thread watcher([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    std::fprintf(stderr, "skiff serve: %s: finishing requests in flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    http.stop();
+    scheduler.shutdown(std::chrono::seconds(f.shutdown_grace_s));
+  });
+  http.wait();
+  // The listener can also stop on its own (it never does in practice): wake the watcher.
+  pthread_kill(watcher.native_handle(), SIGTERM);
+  watcher.join();
+  std::fprintf(stderr, "skiff serve: stopped\n");
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app) {
+  auto f = std::make_shared<ServeFlags>();
+  CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server (chat, completions, embeddings)");
+  add_model_flags(cmd, f->model);
+  cmd->add_option("--host", f->server.host, "address to listen on (default 127.0.0.1: this machine only)");
+  cmd->add_option("--port", f->server.port, "port (default 8080; 0: any free port, printed on stderr)")
+      ->check(CLI::Range(0, 65535));
+  cmd->add_option("--parallel,--np", f->scheduler.slots, "slots: sequences decoded together (default 1)")
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("-c,--ctx-size", f->scheduler.context_length,
+                  "context length of each slot (default: the model's, at most 4096)")
+      ->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("-b,--batch-size", f->scheduler.batch_rows, "most tokens in one forward pass (default 256)")
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--max-queue", f->scheduler.max_queue, "requests waiting for a slot before 429 (default 64)")
+      ->check(CLI::Range(0, 1 << 16));
+  cmd->add_option("--api-key", f->server.api_key, "require 'Authorization: Bearer KEY' (not for /health)");
+  cmd->add_option("--cors", f->server.cors_origin, "allow cross-origin requests from ORIGIN ('*': any)");
+  cmd->add_option("--alias", f->server.model_id, "model id reported by /v1/models (default: the file name)");
+  cmd->add_option("--max-tokens", f->server.limits.max_tokens, "ceiling on max_tokens per request (default 4096)")
+      ->check(CLI::Range(1, 1 << 24));
+  cmd->add_option("--max-body", f->max_body_kib, "largest request body in KiB (default 8192)")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--timeout", f->request_timeout_s, "seconds a request may take in all (default 600)")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--read-timeout", f->read_timeout_s,
+                  "seconds a client may take to send a request (default 10)")
+      ->check(CLI::Range(1, 3600));
+  cmd->add_option("--shutdown-grace", f->shutdown_grace_s,
+                  "seconds requests in flight may run after SIGTERM (default 30)")
+      ->check(CLI::Range(0, 3600));
+  cmd->callback([f] { run_serve(*f); });
+}
+
+}  // namespace skiff::cli

@@ -1,0 +1,459 @@
+#include "server/http_server.h"
+
+#include <httplib.h>
+
+#include <ctime>
+#include <thread>
+
+#include "base/error.h"
+#include "server/api_error.h"
+#include "server/chat_page.h"
+#include "server/connection_guard.h"
+#include "server/responses.h"
+
+namespace skiff::server {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(dump(body), "application/json");
+}
+
+void send_error(httplib::Response& res, const ApiError& e) { send_json(res, e.status, e.to_json()); }
+
+// Constant-time comparison, so the key cannot be guessed byte by byte from response times.
+bool same_secret(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+const char* error_type(int status) {
+  switch (status) {
+    case 401: return "authentication_error";
+    case 404: return "not_found_error";
+    case 413: return "invalid_request_error";
+    case 429: return "rate_limit_error";
+    case 503: return "unavailable_error";
+    default: return status < 500 ? "invalid_request_error" : "server_error";
+  }
+}
+
+std::string status_message(int status) {
+  switch (status) {
+    case 400: return "bad request";
+    case 404: return "no such route";
+    case 405: return "method not allowed";
+    case 413: return "the request body is larger than the server accepts";
+    case 414: return "the request URI is too long";
+    default: return fmt::format("HTTP {}", status);
+  }
+}
+
+}  // namespace
+
+struct HttpServer::Impl {
+  explicit Impl(ServerOptions o) : opt(std::move(o)), guard(opt.read_timeout) {}
+
+  ServerOptions opt;
+  httplib::Server http;
+  ConnectionGuard guard;
+  std::thread listener;
+  std::atomic<bool> ready{false};
+  const Model* model = nullptr;
+  Scheduler* scheduler = nullptr;
+  ServedModel served;
+  std::string fingerprint;
+  int64_t started = 0;
+  std::atomic<int64_t> rejected_busy{0}, client_errors{0}, http_requests{0};
+
+  // Runs a route: the connection is busy for the guard meanwhile, errors become OpenAI-shaped
+  // responses. `streams`: the route may hand the response to a content provider, which calls
+  // guard.leave itself when it ends.
+  template <class Fn>
+  void route(const httplib::Request& req, httplib::Response& res, Fn&& fn) {
+    ++http_requests;
+    guard.enter(req.remote_addr, req.remote_port);
+    bool streaming = false;
+    try {
+      streaming = fn();
+    } catch (const ApiError& e) {
+      ++client_errors;
+      send_error(res, e);
+    } catch (const json::exception& e) {
+      ++client_errors;
+      send_error(res, ApiError(400, "invalid_request_error", "", "", fmt::format("bad request: {}", e.what())));
+    } catch (const Error& e) {
+      ++client_errors;
+      send_error(res, ApiError(400, "invalid_request_error", "", "", e.what()));
+    }
+    if (!streaming) guard.leave(req.remote_addr, req.remote_port);
+  }
+
+  void setup();
+  bool generate(const httplib::Request& req, httplib::Response& res, Endpoint endpoint);
+  void embeddings(const httplib::Request& req, httplib::Response& res);
+  std::string metrics() const;
+};
+
+HttpServer::HttpServer(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+  impl_->started = static_cast<int64_t>(std::time(nullptr));
+  impl_->setup();
+}
+
+HttpServer::~HttpServer() {
+  stop();
+  wait();
+}
+
+void HttpServer::attach(const Model& model, Scheduler& scheduler) {
+  Impl& s = *impl_;
+  s.model = &model;
+  s.scheduler = &scheduler;
+  s.served.tokenizer = model.tokenizer.get();
+  s.served.context_length = scheduler.context_length();
+  s.served.n_layers = model.config.n_layers;
+  s.served.slots = scheduler.slots();
+  s.served.id = s.opt.model_id;
+  const Vocab& vocab = model.tokenizer->vocab();
+  s.served.chat_template = detect_chat_template(vocab.chat_template);
+  if (vocab.bos_id >= 0) s.served.render.bos_token = vocab.pieces[static_cast<size_t>(vocab.bos_id)];
+  if (vocab.eos_id >= 0) s.served.render.eos_token = vocab.pieces[static_cast<size_t>(vocab.eos_id)];
+  s.fingerprint = fmt::format("fp_skiff_{:08x}", static_cast<uint32_t>(std::hash<std::string>{}(
+                                                     fmt::format("{}:{}", model.source, model.weight_bytes()))));
+  s.ready = true;
+}
+
+int HttpServer::start() {
+  Impl& s = *impl_;
+  port_ = s.opt.port == 0 ? s.http.bind_to_any_port(s.opt.host) : (s.http.bind_to_port(s.opt.host, s.opt.port) ? s.opt.port : -1);
+  if (port_ < 0) fail("cannot listen on {}:{} (address in use, or not an address of this machine)", s.opt.host, s.opt.port);
+  s.guard.start(port_);
+  s.listener = std::thread([&s] { s.http.listen_after_bind(); });
+  return port_;
+}
+
+void HttpServer::stop() { impl_->http.stop(); }
+
+void HttpServer::wait() {
+  if (impl_->listener.joinable()) impl_->listener.join();
+  impl_->guard.stop();
+}
+
+void HttpServer::Impl::setup() {
+  const int threads = opt.http_threads > 0 ? opt.http_threads : 8 + 64 + 8;
+  http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  http.set_payload_max_length(opt.max_body_bytes);
+  http.set_read_timeout(std::chrono::duration_cast<std::chrono::seconds>(opt.read_timeout).count() + 1, 0);
+  http.set_write_timeout(10, 0);
+  http.set_keep_alive_timeout(5);
+  http.set_keep_alive_max_count(100);
+
+  // Before the body is read: CORS preflight, the loading state, the API key.
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!opt.cors_origin.empty()) {
+      res.set_header("Access-Control-Allow-Origin", opt.cors_origin);
+      res.set_header("Vary", "Origin");
+      if (req.method == "OPTIONS") {
+        res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+        res.set_header("Access-Control-Max-Age", "600");
+        res.status = 204;
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    const bool public_route = req.path == "/health" || req.path == "/" || req.path == "/index.html";
+    if (!opt.api_key.empty() && !public_route) {
+      const std::string auth = req.get_header_value("Authorization");
+      const std::string bearer = "Bearer ";
+      if (auth.compare(0, bearer.size(), bearer) != 0 || !same_secret(auth.substr(bearer.size()), opt.api_key)) {
+        ++client_errors;
+        send_error(res, ApiError(401, "authentication_error", "", "invalid_api_key",
+                                 "Incorrect or missing API key: send 'Authorization: Bearer <key>'."));
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    if (!ready && req.path != "/" && req.path != "/index.html") {
+      send_error(res, ApiError(503, "unavailable_error", "", "", "Loading model"));
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  // Errors httplib answers itself (404, 413, ...) get the OpenAI shape too.
+  http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    send_error(res, ApiError(res.status, error_type(res.status), "", "", status_message(res.status)));
+  });
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    send_error(res, ApiError(500, "server_error", "", "", what));
+  });
+
+  http.Get("/health", [this](const httplib::Request& req, httplib::Response& res) {
+    route(req, res, [&] {
+      send_json(res, 200, {{"status", "ok"}});
+      return false;
+    });
+  });
+  auto page = [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(chat_page_html(), "text/html; charset=utf-8");
+  };
+  http.Get("/", page);
+  http.Get("/index.html", page);
+  http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
+    route(req, res, [&] {
+      json m = {{"id", served.id},
+                {"object", "model"},
+                {"created", started},
+                {"owned_by", "skiff"},
+                {"meta",
+                 {{"n_ctx", served.context_length},
+                  {"n_layers", served.n_layers},
+                  {"n_params", model->parameter_count()},
+                  {"slots", served.slots},
+                  {"chat_template", served.chat_template.name}}}};
+      send_json(res, 200, {{"object", "list"}, {"data", json::array({m})}});
+      return false;
+    });
+  });
+  for (const char* path : {"/v1/chat/completions", "/chat/completions"}) {
+    http.Post(path, [this](const httplib::Request& req, httplib::Response& res) {
+      route(req, res, [&] { return generate(req, res, Endpoint::kChat); });
+    });
+  }
+  for (const char* path : {"/v1/completions", "/completions"}) {
+    http.Post(path, [this](const httplib::Request& req, httplib::Response& res) {
+      route(req, res, [&] { return generate(req, res, Endpoint::kCompletion); });
+    });
+  }
+  for (const char* path : {"/v1/embeddings", "/embeddings"}) {
+    http.Post(path, [this](const httplib::Request& req, httplib::Response& res) {
+      route(req, res, [&] {
+        embeddings(req, res);
+        return false;
+      });
+    });
+  }
+  http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    route(req, res, [&] {
+      const json body = parse_body(req.body, opt.limits.max_json_depth);
+      send_json(res, 200, {{"tokens", parse_tokenize_request(body, served)}});
+      return false;
+    });
+  });
+  http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    route(req, res, [&] {
+      const json body = parse_body(req.body, opt.limits.max_json_depth);
+      const std::vector<int32_t> ids = parse_detokenize_request(body, served);
+      std::string text;
+      for (int32_t id : ids) text += served.tokenizer->token_bytes(id);
+      send_json(res, 200, {{"content", text}});
+      return false;
+    });
+  });
+  http.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
+    route(req, res, [&] {
+      res.set_content(metrics(), "text/plain; version=0.0.4");
+      return false;
+    });
+  });
+}
+
+bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& res, Endpoint endpoint) {
+  const json body = parse_body(req.body, opt.limits.max_json_depth);
+  GenerationRequest r = parse_generation_request(body, endpoint, served, opt.limits, opt.default_spec);
+  if (r.json_object || r.json_schema)
+    bad_request("response_format", "response_format json_object / json_schema is not available in this build yet");
+  if (r.spec.enabled())
+    bad_request("skiff", "speculative decoding per request is not available in this build yet");
+  auto task = std::make_shared<Task>(Task::Kind::kGenerate, std::move(r), Clock::now() + opt.request_timeout);
+  if (!scheduler->submit(task)) {
+    ++rejected_busy;
+    throw ApiError(429, "rate_limit_error", "", "rate_limit_exceeded",
+                   "The server is busy: its request queue is full. Retry later.");
+  }
+  const GenerationRequest& request = task->request();
+  ResponseMeta meta;
+  meta.id = new_id(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
+  meta.created = static_cast<int64_t>(std::time(nullptr));
+  meta.model = request.model.empty() ? served.id : request.model;
+  meta.fingerprint = fingerprint;
+  meta.endpoint = endpoint;
+  const int n_choices = task->sequences();
+  std::vector<std::string> prefix(static_cast<size_t>(n_choices));
+  if (request.echo) {
+    for (int i = 0; i < n_choices; ++i)
+      prefix[static_cast<size_t>(i)] = served.tokenizer->decode(request.prompts[static_cast<size_t>(i / request.n)]);
+  }
+
+  if (!request.stream) {
+    std::vector<ChoiceResult> choices(static_cast<size_t>(n_choices));
+    while (true) {
+      const bool done = task->done();
+      for (Event& e : task->take(std::chrono::milliseconds(100))) {
+        if (e.kind == Event::Kind::kError) {
+          const bool shutting_down = e.text.find("shutting down") != std::string::npos;
+          throw ApiError(shutting_down ? 503 : 408, shutting_down ? "unavailable_error" : "timeout_error", "", "",
+                         e.text);
+        }
+        ChoiceResult& c = choices[static_cast<size_t>(e.choice)];
+        if (e.kind == Event::Kind::kText) {
+          c.text += e.text;
+          c.tokens.insert(c.tokens.end(), e.tokens.begin(), e.tokens.end());
+        } else if (e.kind == Event::Kind::kFinish) {
+          c.finish_reason = e.finish_reason;
+        }
+      }
+      if (done) break;
+    }
+    send_json(res, 200, final_response(meta, *served.tokenizer, choices, task->usage(), request.logprobs, prefix));
+    return false;
+  }
+
+  // Streaming: server-sent events, one chunk per piece of text, then [DONE].
+  struct Stream {
+    bool started = false;
+    bool finished = false;
+    std::vector<size_t> offsets;  // completions logprobs: text offset per choice
+  };
+  auto state = std::make_shared<Stream>();
+  state->offsets.assign(static_cast<size_t>(n_choices), 0);
+  for (int i = 0; i < n_choices; ++i) state->offsets[static_cast<size_t>(i)] = prefix[static_cast<size_t>(i)].size();
+  const std::string addr = req.remote_addr;
+  const int port = req.remote_port;
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, task, state, meta, prefix, n_choices](size_t, httplib::DataSink& sink) {
+        const GenerationRequest& r = task->request();
+        auto send = [&](const json& j) {
+          const std::string line = "data: " + dump(j) + "\n\n";
+          if (!sink.write(line.data(), line.size())) {
+            task->cancel();  // the client left: the scheduler frees its slot at its next step
+            return false;
+          }
+          return true;
+        };
+        if (!state->started) {
+          state->started = true;
+          for (int i = 0; i < n_choices; ++i) {
+            json first = chunk_role(meta, i, r.include_usage);
+            if (meta.endpoint == Endpoint::kCompletion) first["choices"][0]["text"] = prefix[static_cast<size_t>(i)];
+            if (!send(first)) return false;
+          }
+        }
+        const bool done = task->done();
+        for (Event& e : task->take(std::chrono::milliseconds(50))) {
+          if (e.kind == Event::Kind::kError) {
+            send(ApiError(408, "timeout_error", "", "", e.text).to_json());
+            state->finished = true;
+            sink.done();
+            return true;
+          }
+          if (e.kind == Event::Kind::kText) {
+            if (e.text.empty() && !r.logprobs) continue;
+            size_t& offset = state->offsets[static_cast<size_t>(e.choice)];
+            if (!send(chunk_text(meta, *served.tokenizer, e.choice, e.text, r.logprobs ? &e.tokens : nullptr, offset,
+                                 r.include_usage)))
+              return false;
+            offset += e.text.size();
+          } else if (e.kind == Event::Kind::kFinish) {
+            if (!send(chunk_finish(meta, e.choice, e.finish_reason, r.include_usage))) return false;
+          }
+        }
+        if (done && !state->finished) {
+          state->finished = true;
+          if (r.include_usage && !send(chunk_usage(meta, task->usage()))) return false;
+          const std::string end = "data: [DONE]\n\n";
+          if (!sink.write(end.data(), end.size())) return false;
+          sink.done();
+        }
+        return true;
+      },
+      [this, task, addr, port](bool) {
+        task->cancel();  // no effect once it is done; frees the slots if the stream broke
+        guard.leave(addr, port);
+      });
+  return true;
+}
+
+void HttpServer::Impl::embeddings(const httplib::Request& req, httplib::Response& res) {
+  const json body = parse_body(req.body, opt.limits.max_json_depth);
+  std::vector<std::vector<int32_t>> inputs = parse_embedding_inputs(body, served, opt.limits);
+  std::string model_name = served.id;
+  if (const auto it = body.find("model"); it != body.end() && it->is_string()) model_name = it->get<std::string>();
+  json data = json::array();
+  int prompt_tokens = 0;
+  // At most one input per slot in a task; larger requests run as several tasks in turn.
+  for (size_t first = 0; first < inputs.size(); first += static_cast<size_t>(served.slots)) {
+    GenerationRequest r;
+    const size_t last = std::min(inputs.size(), first + static_cast<size_t>(served.slots));
+    r.prompts.assign(inputs.begin() + static_cast<long>(first), inputs.begin() + static_cast<long>(last));
+    auto task = std::make_shared<Task>(Task::Kind::kEmbed, std::move(r), Clock::now() + opt.request_timeout);
+    if (!scheduler->submit(task)) {
+      ++rejected_busy;
+      throw ApiError(429, "rate_limit_error", "", "rate_limit_exceeded",
+                     "The server is busy: its request queue is full. Retry later.");
+    }
+    std::vector<std::vector<float>> vectors(last - first);
+    while (true) {
+      const bool done = task->done();
+      for (Event& e : task->take(std::chrono::milliseconds(100))) {
+        if (e.kind == Event::Kind::kError) throw ApiError(408, "timeout_error", "", "", e.text);
+        if (e.kind == Event::Kind::kEmbedding) vectors[static_cast<size_t>(e.choice)] = std::move(e.embedding);
+      }
+      if (done) break;
+    }
+    for (size_t i = 0; i < vectors.size(); ++i)
+      data.push_back({{"object", "embedding"}, {"index", first + i}, {"embedding", vectors[i]}});
+    prompt_tokens += task->usage().prompt_tokens;
+  }
+  send_json(res, 200,
+            {{"object", "list"},
+             {"data", data},
+             {"model", model_name},
+             {"usage", {{"prompt_tokens", prompt_tokens}, {"total_tokens", prompt_tokens}}}});
+}
+
+std::string HttpServer::Impl::metrics() const {
+  const SchedulerStats s = scheduler->stats();
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help, double value) {
+    out += fmt::format("# HELP skiff_{} {}\n# TYPE skiff_{} {}\nskiff_{} {}\n", name, help, name, type, name, value);
+  };
+  metric("requests_total", "counter", "Generation and embedding requests completed.", double(s.requests));
+  metric("http_requests_total", "counter", "HTTP requests routed.", double(http_requests.load()));
+  metric("client_errors_total", "counter", "Requests answered with a 4xx error.", double(client_errors.load()));
+  metric("requests_rejected_busy_total", "counter", "Requests refused with 429 (queue full).",
+         double(rejected_busy.load()));
+  metric("slow_connections_closed_total", "counter", "Connections closed for sending too slowly.",
+         double(guard.closed()));
+  metric("prompt_tokens_total", "counter", "Prompt tokens prefilled.", double(s.prompt_tokens));
+  metric("prompt_tokens_cached_total", "counter", "Prompt tokens reused from a slot's cache.", double(s.cached_tokens));
+  metric("generated_tokens_total", "counter", "Tokens generated.", double(s.generated_tokens));
+  metric("steps_total", "counter", "Batched forward passes.", double(s.steps));
+  metric("busy_seconds_total", "counter", "Seconds spent in forward passes and sampling.", s.busy_seconds);
+  metric("tokens_per_second", "gauge", "Tokens (prompt and generated) per busy second since start.",
+         s.busy_seconds > 0 ? double(s.prompt_tokens + s.generated_tokens) / s.busy_seconds : 0.0);
+  metric("queue_depth", "gauge", "Requests waiting for a slot.", s.queue_depth);
+  metric("slots_busy", "gauge", "Slots serving a request.", s.slots_busy);
+  metric("slots_total", "gauge", "Slots (--parallel).", s.slots);
+  metric("kv_cache_used_positions", "gauge", "Positions held in all slots' KV caches.", double(s.kv_used));
+  metric("kv_cache_capacity_positions", "gauge", "Positions all slots' KV caches can hold.", double(s.kv_capacity));
+  metric("kv_cache_usage_ratio", "gauge", "Used / capacity.",
+         s.kv_capacity > 0 ? double(s.kv_used) / double(s.kv_capacity) : 0.0);
+  return out;
+}
+
+}  // namespace skiff::server

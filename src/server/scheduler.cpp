@@ -1,0 +1,387 @@
+#include "server/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "base/error.h"
+#include "kernels/ops.h"
+
+namespace skiff::server {
+
+using Clock = std::chrono::steady_clock;
+
+struct Scheduler::Slot {
+  Slot(const Model& model, int context_length, ThreadPool& pool) : ctx(model, context_length, pool) {}
+
+  Context ctx;
+  // The sequence: its first cached() tokens are in the cache, the rest wait for a forward pass
+  // (a prompt's unread part, or the one token just sampled).
+  std::vector<int32_t> tokens;
+  std::shared_ptr<Task> task;  // null: free (the cache is kept for prefix reuse)
+  int seq = 0;                 // choice index, or input index for embeddings
+  int generated = 0;
+  Slot* leader = nullptr;      // n > 1: this slot waits for the leader to prefill the prompt
+  std::vector<Slot*> followers;
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<StreamDecoder> decoder;
+  std::unique_ptr<StopStrings> stops;
+  std::vector<double> pooled;  // embeddings: sum of the final normalized states
+  int pooled_rows = 0;
+
+  bool busy() const { return task != nullptr; }
+  int cached() const { return ctx.cache().length(0); }
+  int uncached() const { return static_cast<int>(tokens.size()) - cached(); }
+};
+
+namespace {
+
+size_t common_prefix(const std::vector<int32_t>& a, int a_len, const std::vector<int32_t>& b) {
+  const size_t n = std::min(static_cast<size_t>(a_len), b.size());
+  size_t i = 0;
+  while (i < n && a[i] == b[i]) ++i;
+  return i;
+}
+
+// log-softmax of the logits at `id`, and the `top` most likely tokens.
+TokenLogprob token_logprob(std::span<const float> logits, int32_t id, int top) {
+  float mx = -INFINITY;
+  for (float x : logits) mx = std::max(mx, x);
+  double sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x - mx));
+  const float log_z = mx + static_cast<float>(std::log(sum));
+  TokenLogprob lp;
+  lp.id = id;
+  lp.logprob = logits[static_cast<size_t>(id)] - log_z;
+  if (top > 0) {
+    std::vector<int32_t> ids(logits.size());
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+    const size_t k = std::min(static_cast<size_t>(top), ids.size());
+    std::partial_sort(ids.begin(), ids.begin() + static_cast<long>(k), ids.end(), [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    for (size_t i = 0; i < k; ++i) lp.top.emplace_back(ids[i], logits[static_cast<size_t>(ids[i])] - log_z);
+  }
+  return lp;
+}
+
+}  // namespace
+
+Scheduler::Scheduler(const Model& model, const SchedulerOptions& options)
+    : model_(model), options_(options), pool_(options.threads) {
+  if (options.slots < 1 || options.slots > 256) fail("--parallel must be in 1..256, got {}", options.slots);
+  if (options.batch_rows < 1) fail("batch rows must be positive");
+  for (int i = 0; i < options.slots; ++i)
+    slots_.push_back(std::make_unique<Slot>(model, options.context_length, pool_));
+  context_length_ = slots_[0]->ctx.context_length();
+  stats_.slots = options.slots;
+  stats_.kv_capacity = static_cast<int64_t>(context_length_) * options.slots;
+  thread_ = std::thread([this] { loop(); });
+}
+
+Scheduler::~Scheduler() { shutdown(std::chrono::milliseconds(0)); }
+
+bool Scheduler::submit(std::shared_ptr<Task> task) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_ || static_cast<int>(queue_.size()) >= options_.max_queue) return false;
+    queue_.push_back(std::move(task));
+    stats_.queue_depth = static_cast<int>(queue_.size());
+  }
+  cv_.notify_all();
+  return true;
+}
+
+void Scheduler::shutdown(std::chrono::milliseconds grace) {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (!thread_.joinable()) return;
+  const auto until = Clock::now() + grace;
+  for (;;) {
+    {
+      std::lock_guard lock(mutex_);
+      if (queue_.empty() && stats_.slots_busy == 0) break;
+    }
+    if (Clock::now() >= until) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  drain_deadline_passed_ = true;
+  cv_.notify_all();
+  thread_.join();
+}
+
+SchedulerStats Scheduler::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void Scheduler::loop() {
+  for (;;) {
+    admit();
+    const bool any_busy = std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->busy(); });
+    if (!any_busy) {
+      std::unique_lock lock(mutex_);
+      if (stopping_ && (queue_.empty() || drain_deadline_passed_)) break;
+      cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return !queue_.empty() || stopping_; });
+      continue;
+    }
+    step();
+  }
+  // Whatever is still queued at the end is refused.
+  std::lock_guard lock(mutex_);
+  for (auto& t : queue_) t->fail("the server is shutting down");
+  queue_.clear();
+  stats_.queue_depth = 0;
+}
+
+void Scheduler::admit() {
+  std::unique_lock lock(mutex_);
+  const auto now = Clock::now();
+  while (!queue_.empty()) {
+    std::shared_ptr<Task> task = queue_.front();
+    if (task->cancelled() || now > task->deadline() || drain_deadline_passed_) {
+      queue_.pop_front();
+      if (!task->cancelled())
+        task->fail(drain_deadline_passed_ ? "the server is shutting down" : "request deadline exceeded in the queue");
+      continue;
+    }
+    std::vector<Slot*> free;
+    for (auto& s : slots_)
+      if (!s->busy()) free.push_back(s.get());
+    if (static_cast<int>(free.size()) < task->sequences()) break;  // FIFO: wait for slots
+    queue_.pop_front();
+    const GenerationRequest& r = task->request();
+    int next_seq = 0;
+    for (const std::vector<int32_t>& prompt : r.prompts) {
+      // The leader is the free slot holding the longest prefix of this prompt.
+      auto best = free.begin();
+      size_t best_len = 0;
+      for (auto it = free.begin(); it != free.end(); ++it) {
+        const size_t len = common_prefix((*it)->tokens, (*it)->cached(), prompt);
+        if (len > best_len) best = it, best_len = len;
+      }
+      const int group = task->kind() == Task::Kind::kEmbed ? 1 : r.n;
+      std::vector<Slot*> members = {*best};
+      free.erase(best);
+      for (int i = 1; i < group; ++i) {
+        members.push_back(free.back());
+        free.pop_back();
+      }
+      // Embeddings pool every position, so they read the whole prompt.
+      const int reuse = task->kind() == Task::Kind::kEmbed
+                            ? 0
+                            : static_cast<int>(std::min(best_len, prompt.size() - 1));
+      for (size_t i = 0; i < members.size(); ++i) {
+        Slot& s = *members[i];
+        s.task = task;
+        s.seq = next_seq++;
+        s.generated = 0;
+        s.tokens = prompt;
+        s.ctx.cache().truncate_all(i == 0 ? reuse : 0);
+        s.leader = i == 0 ? nullptr : members[0];
+        if (i > 0) members[0]->followers.push_back(&s);
+        if (task->kind() == Task::Kind::kEmbed) {
+          s.pooled.assign(static_cast<size_t>(model_.config.dim), 0.0);
+          s.pooled_rows = 0;
+          continue;
+        }
+        SamplerParams sp = r.sampling;
+        sp.seed += static_cast<uint64_t>(s.seq);  // n > 1: each choice its own stream
+        s.sampler = std::make_unique<Sampler>(sp);
+        s.decoder = std::make_unique<StreamDecoder>(*model_.tokenizer);
+        s.decoder->set_after_bos(false);
+        s.stops = std::make_unique<StopStrings>(r.stop);
+      }
+      task->add_usage(static_cast<int>(prompt.size()), 0, reuse);
+      stats_.cached_tokens += reuse;
+    }
+  }
+  stats_.queue_depth = static_cast<int>(queue_.size());
+}
+
+void Scheduler::release(Slot& slot) {
+  slot.tokens.resize(static_cast<size_t>(slot.cached()));  // keep what the cache holds
+  slot.task.reset();
+  slot.leader = nullptr;
+  slot.followers.clear();
+  slot.sampler.reset();
+  slot.decoder.reset();
+  slot.stops.reset();
+}
+
+void Scheduler::finish(Slot& slot, const char* reason) {
+  Task& task = *slot.task;
+  if (!slot.stops->stopped()) {
+    StopStrings::Output out = slot.stops->push(slot.decoder->flush());
+    std::string text = out.text;
+    if (!out.stopped) text += slot.stops->flush();
+    if (!text.empty()) {
+      Event e;
+      e.choice = slot.seq;
+      e.text = std::move(text);
+      task.push(std::move(e));
+    }
+  }
+  Event e;
+  e.kind = Event::Kind::kFinish;
+  e.choice = slot.seq;
+  e.finish_reason = reason;
+  task.push(std::move(e));
+  task.add_usage(0, slot.generated, 0);
+  task.sequence_done();
+  if (task.done()) ++finished_tasks_;
+  release(slot);
+}
+
+void Scheduler::emit_token(Slot& slot, int32_t token, const float* logits) {
+  Task& task = *slot.task;
+  const GenerationRequest& r = task.request();
+  if (model_.tokenizer->is_eog(token)) {
+    finish(slot, "stop");
+    return;
+  }
+  ++slot.generated;
+  ++generated_;
+  slot.tokens.push_back(token);
+  Event e;
+  e.choice = slot.seq;
+  const size_t vocab = static_cast<size_t>(model_.config.vocab_size);
+  if (r.logprobs) e.tokens.push_back(token_logprob({logits, vocab}, token, r.top_logprobs));
+  else e.tokens.push_back({token, 0, {}});
+  StopStrings::Output out = slot.stops->push(slot.decoder->push(token));
+  e.text = std::move(out.text);
+  task.push(std::move(e));
+  if (out.stopped) finish(slot, "stop");
+  else if (slot.generated >= r.max_tokens) finish(slot, "length");
+  else if (static_cast<int>(slot.tokens.size()) > context_length_) finish(slot, "length");
+}
+
+void Scheduler::sample_and_emit(Slot& slot, const float* logits) {
+  const GenerationRequest& r = slot.task->request();
+  const size_t vocab = static_cast<size_t>(model_.config.vocab_size);
+  std::vector<float> biased(logits, logits + vocab);
+  for (const auto& [id, bias] : r.logit_bias) biased[static_cast<size_t>(id)] += bias;
+  const int32_t token = slot.sampler->sample(biased, slot.tokens);
+  emit_token(slot, token, biased.data());
+}
+
+void Scheduler::step() {
+  const auto start = Clock::now();
+  // Ended tasks free their slots first: the client left, the deadline passed, or shutdown.
+  for (auto& s : slots_) {
+    if (!s->busy()) continue;
+    Task& t = *s->task;
+    if (t.cancelled() || t.done() || start > t.deadline() || drain_deadline_passed_) {
+      if (!t.cancelled() && !t.done())
+        t.fail(drain_deadline_passed_ ? "the server is shutting down" : "request deadline exceeded");
+      release(*s);
+    }
+  }
+
+  // The rows of this step: decoding sequences first (one token each), so a long prompt never
+  // stalls them, then prompt chunks while the row budget lasts.
+  const ModelConfig& c = model_.config;
+  std::vector<BatchSeq> seqs;
+  std::vector<Slot*> in_batch;
+  rows_.clear();
+  int budget = options_.batch_rows;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (auto& s : slots_) {
+      if (!s->busy() || s->leader) continue;
+      const int n = s->uncached();
+      if (n <= 0 || (pass == 0) != (n == 1)) continue;
+      const int take = std::min(n, budget);
+      if (take == 0) continue;
+      budget -= take;
+      rows_.insert(rows_.end(), s->tokens.begin() + s->cached(), s->tokens.begin() + s->cached() + take);
+      seqs.push_back({&s->ctx, take});
+      in_batch.push_back(s.get());
+    }
+  }
+  int64_t prompt_rows = 0, busy = 0;
+  if (!seqs.empty()) {
+    const int64_t T = static_cast<int64_t>(rows_.size());
+    hidden_.resize(static_cast<size_t>(T) * c.dim);
+    embed(model_, rows_, hidden_.data());
+    forward_batch(seqs, hidden_.data(), 0, c.n_layers);
+
+    // Sequences whose tokens are now all in the cache get logits (or their pooled state).
+    std::vector<Slot*> sampled;
+    last_hidden_.clear();
+    int64_t row = 0;
+    for (size_t i = 0; i < in_batch.size(); ++i) {
+      Slot& s = *in_batch[i];
+      const int64_t end = row + seqs[i].rows;
+      if (seqs[i].rows > 1 || s.generated == 0) prompt_rows += seqs[i].rows;
+      if (s.task->kind() == Task::Kind::kEmbed) {
+        std::vector<float> norm(static_cast<size_t>(c.dim));
+        for (int64_t t = row; t < end; ++t) {
+          rmsnorm(norm.data(), &hidden_[static_cast<size_t>(t) * c.dim], model_.output_norm.f32(), c.dim, c.rms_eps);
+          for (int d = 0; d < c.dim; ++d) s.pooled[static_cast<size_t>(d)] += norm[static_cast<size_t>(d)];
+        }
+        s.pooled_rows += static_cast<int>(seqs[i].rows);
+      } else if (s.uncached() == 0) {
+        sampled.push_back(&s);
+        const float* h = &hidden_[static_cast<size_t>(end - 1) * c.dim];
+        last_hidden_.insert(last_hidden_.end(), h, h + c.dim);
+      }
+      row = end;
+    }
+    for (Slot* s : in_batch) {
+      if (s->task->kind() != Task::Kind::kEmbed || s->uncached() != 0) continue;
+      // Mean of the final normalized states, scaled to unit length (as OpenAI's embeddings).
+      Event e;
+      e.kind = Event::Kind::kEmbedding;
+      e.choice = s->seq;
+      double norm2 = 0;
+      for (double v : s->pooled) norm2 += (v / s->pooled_rows) * (v / s->pooled_rows);
+      const double inv = norm2 > 0 ? 1.0 / std::sqrt(norm2) : 0.0;
+      for (double v : s->pooled) e.embedding.push_back(static_cast<float>(v / s->pooled_rows * inv));
+      s->task->push(std::move(e));
+      s->task->sequence_done();
+      if (s->task->done()) ++finished_tasks_;
+      release(*s);
+    }
+    if (!sampled.empty()) {
+      const int64_t k = static_cast<int64_t>(sampled.size());
+      logits_.resize(static_cast<size_t>(k) * c.vocab_size);
+      compute_logits(slots_[0]->ctx, last_hidden_.data(), k, logits_.data());
+      for (int64_t i = 0; i < k; ++i) {
+        Slot& s = *sampled[static_cast<size_t>(i)];
+        const float* logits = &logits_[static_cast<size_t>(i) * c.vocab_size];
+        // n > 1: the other choices take the prompt's KV and sample from the same logits.
+        std::vector<Slot*> followers = std::move(s.followers);
+        s.followers.clear();
+        sample_and_emit(s, logits);
+        for (Slot* f : followers) {
+          if (!f->busy()) continue;
+          f->ctx.cache().copy_prefix_from(s.ctx.cache(), static_cast<int>(f->tokens.size()));
+          f->leader = nullptr;
+          sample_and_emit(*f, logits);
+        }
+      }
+    }
+    busy = T;
+  }
+
+  int slots_busy = 0;
+  int64_t kv_used = 0;
+  for (auto& s : slots_) {
+    slots_busy += s->busy();
+    kv_used += s->cached();
+  }
+  std::lock_guard lock(mutex_);
+  if (busy > 0) {
+    ++stats_.steps;
+    stats_.busy_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  }
+  stats_.prompt_tokens += prompt_rows;
+  stats_.generated_tokens = generated_;
+  stats_.requests = finished_tasks_;
+  stats_.slots_busy = slots_busy;
+  stats_.kv_used = kv_used;
+}
+
+}  // namespace skiff::server

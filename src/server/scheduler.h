@@ -1,0 +1,102 @@
+// Continuous batching over a fixed set of slots. Each slot is one sequence with its own KV
+// cache (a Context sharing the server's thread pool). One thread runs the model: every step
+// it gathers, for each busy slot, the tokens not yet in its cache (one for a decoding
+// sequence, a chunk of the prompt for a new one), runs them all in ONE forward pass
+// (forward_batch: each weight matrix is read once per step, whatever the number of
+// clients), samples the sequences whose rows are all in, and pushes their text to the tasks.
+//
+// Prefix reuse: a slot keeps its tokens and cache after its request ends; a new sequence
+// goes to the free slot sharing the longest prefix with its prompt and prefills only the
+// rest (a chat's next turn re-reads nothing of its history). n > 1 prefills the prompt once
+// and copies its KV into the other choices' slots.
+//
+// The queue is bounded (submit() says no, the server answers 429); a cancelled task (client
+// gone, deadline passed) frees its slots at the next step.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "model/forward.h"
+#include "server/task.h"
+
+namespace skiff::server {
+
+struct SchedulerOptions {
+  int slots = 1;
+  int context_length = 0;  // per slot; 0: the model's (at most Context::kDefaultContext)
+  int threads = 0;
+  int batch_rows = 256;    // most rows (tokens) in one forward pass: bounds prefill chunks
+  int max_queue = 64;      // tasks waiting for slots
+};
+
+struct SchedulerStats {
+  int64_t requests = 0;          // tasks finished
+  int64_t prompt_tokens = 0;     // prefilled
+  int64_t cached_tokens = 0;     // reused from a slot's cache
+  int64_t generated_tokens = 0;
+  int64_t steps = 0;
+  double busy_seconds = 0;       // in forward passes and sampling
+  int queue_depth = 0;
+  int slots_busy = 0;
+  int slots = 0;
+  int64_t kv_used = 0;           // positions held in all slots' caches
+  int64_t kv_capacity = 0;
+};
+
+class Scheduler {
+ public:
+  Scheduler(const Model& model, const SchedulerOptions& options);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Queues a task; false when the queue is full. A task needing more slots than exist is the
+  // caller's error (request parsing caps n).
+  bool submit(std::shared_ptr<Task> task);
+  // Lets running and queued tasks finish for at most `grace`, then cancels what is left and
+  // stops the model thread.
+  void shutdown(std::chrono::milliseconds grace);
+
+  SchedulerStats stats() const;
+  int context_length() const { return context_length_; }
+  int slots() const { return static_cast<int>(slots_.size()); }
+
+ private:
+  struct Slot;
+  void loop();
+  void admit();
+  void step();
+  void release(Slot& slot);
+  void finish(Slot& slot, const char* reason);
+  void sample_and_emit(Slot& slot, const float* logits);
+  void emit_token(Slot& slot, int32_t token, const float* logits);
+
+  const Model& model_;
+  const SchedulerOptions options_;
+  int context_length_ = 0;
+  ThreadPool pool_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+
+  mutable std::mutex mutex_;  // queue_, stats_, stopping_
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Task>> queue_;
+  SchedulerStats stats_;
+  bool stopping_ = false;
+  std::atomic<bool> drain_deadline_passed_{false};
+
+  // Model thread only: counters published into stats_ after each step, step buffers.
+  int64_t finished_tasks_ = 0, generated_ = 0;
+  std::vector<int32_t> rows_;
+  std::vector<float> hidden_, last_hidden_, logits_;
+  std::thread thread_;
+};
+
+}  // namespace skiff::server
