@@ -4,15 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "base/error.h"
 #include "io/gguf.h"
+#include "test_util.h"
 #include "tokenizer/merge_table.h"
 #include "tokenizer/pretokenize.h"
 #include "tokenizer/tokenizer.h"
@@ -22,17 +21,8 @@
 namespace skiff {
 namespace {
 
-std::string shared_path(const std::string& relative) {
-  return std::string(SKIFF_SHARED_DIR) + "/" + relative;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using test::read_text;
+using test::shared_path;
 
 std::string vocab_path(const std::string& name) {
   return shared_path("models/vocab/ggml-vocab-" + name + ".gguf");
@@ -46,42 +36,8 @@ const Tokenizer& tokenizer(const std::string& name) {
   return *slot;
 }
 
-struct Case {
-  std::string text;
-  std::vector<int32_t> ids;
-};
-
-// llama.cpp's test-tokenizer-0 format: texts separated by "\n__ggml_vocab_test__\n", one line
-// of ids per text.
-std::vector<Case> read_cases(const std::string& name) {
-  const std::string raw = read_text(vocab_path(name) + ".inp");
-  const std::string sep = "\n__ggml_vocab_test__\n";
-  std::vector<std::string> texts;
-  for (size_t pos = 0; pos < raw.size();) {
-    size_t next = raw.find(sep, pos);
-    if (next == std::string::npos) {
-      texts.push_back(raw.substr(pos));
-      break;
-    }
-    texts.push_back(raw.substr(pos, next - pos));
-    pos = next + sep.size();
-  }
-  std::istringstream out(read_text(vocab_path(name) + ".out"));
-  std::vector<Case> cases;
-  std::string line;
-  for (size_t i = 0; std::getline(out, line); ++i) {
-    if (i >= texts.size()) throw std::runtime_error(name + ": more .out lines than .inp texts");
-    Case c{texts[i], {}};
-    std::istringstream ids(line);
-    for (int32_t id; ids >> id;) c.ids.push_back(id);
-    cases.push_back(std::move(c));
-  }
-  if (cases.size() != texts.size()) throw std::runtime_error(name + ": .inp/.out counts differ");
-  return cases;
-}
-
 void check_cases(const std::string& name, const Tokenizer& tok) {
-  const std::vector<Case> cases = read_cases(name);
+  const std::vector<test::VocabCase> cases = test::read_vocab_cases(vocab_path(name));
   ASSERT_GE(cases.size(), 40u) << name;
   for (size_t i = 0; i < cases.size(); ++i) {
     EXPECT_EQ(tok.encode(cases[i].text, false), cases[i].ids) << name << " case " << i << ": \"" << cases[i].text << "\"";
@@ -233,7 +189,7 @@ TEST(BpeTokenizer, GgufWriteReadKeepsEncodings) {
     EXPECT_EQ(a.add_bos, b.add_bos) << name;
     EXPECT_EQ(a.chat_template, b.chat_template) << name;
     EXPECT_EQ(reread.encode(sample, true, true), original.encode(sample, true, true)) << name;
-    for (const Case& c : read_cases(name)) {
+    for (const test::VocabCase& c : test::read_vocab_cases(vocab_path(name))) {
       EXPECT_EQ(reread.encode(c.text, false), c.ids) << name;
     }
   }

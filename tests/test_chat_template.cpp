@@ -5,22 +5,19 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 #include <map>
-#include <sstream>
 
 #include "base/error.h"
+#include "test_util.h"
 #include "tokenizer/chat_template.h"
 
 namespace skiff {
 namespace {
 
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+// The chat templates folder in the shared data.
+std::filesystem::path templates_dir() { return test::shared_path("models/chat-templates"); }
+
+std::string read_file(const std::filesystem::path& p) { return test::read_text(p.string()); }
 
 TEST(ChatTemplate, DetectsEveryTemplateFile) {
   const std::map<std::string, std::string> expected = {
@@ -43,8 +40,7 @@ TEST(ChatTemplate, DetectsEveryTemplateFile) {
       {"microsoft-Phi-3.5-mini-instruct", "phi3"},
       {"mistralai-Mistral-Nemo-Instruct-2407", "mistral-v3-tekken"},
   };
-  const std::filesystem::path dir =
-      std::filesystem::path(SKIFF_SHARED_DIR) / "models" / "chat-templates";
+  const std::filesystem::path dir = templates_dir();
   int seen = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     if (entry.path().extension() != ".jinja") continue;
@@ -60,8 +56,7 @@ TEST(ChatTemplate, DetectsEveryTemplateFile) {
 }
 
 TEST(ChatTemplate, VariantsReadFromTheText) {
-  const std::filesystem::path dir =
-      std::filesystem::path(SKIFF_SHARED_DIR) / "models" / "chat-templates";
+  const std::filesystem::path dir = templates_dir();
   auto detect = [&](const char* stem) {
     return detect_chat_template(read_file(dir / (std::string(stem) + ".jinja")));
   };

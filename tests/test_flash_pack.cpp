@@ -19,11 +19,15 @@
 #include "io/export_gguf.h"
 #include "io/gguf.h"
 #include "model/model.h"
+#include "test_util.h"
 
 namespace skiff::flash {
 namespace {
 
 namespace fs = std::filesystem;
+
+using test::error_of;
+using test::read_bytes;
 
 const std::string kVocabModel = std::string(SKIFF_SOURCE_DIR) + "/models/stories260K.gguf";
 
@@ -98,11 +102,6 @@ void write_tiny_model(const TinySpec& s, const std::string& path, uint32_t seed 
   w.write(path);
 }
 
-std::vector<uint8_t> read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
-}
-
 void write_all(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(reinterpret_cast<const char*>(bytes.data()),
@@ -128,7 +127,7 @@ void expect_bundles_match(const std::string& model_path, const std::string& dir,
   PackHeader h = read_pack_header(bundles_path(dir));
   ASSERT_EQ(h.type, type);
   const ModelConfig& c = dense->config;
-  std::vector<uint8_t> bytes = read_all(bundles_path(dir));
+  std::vector<uint8_t> bytes = read_bytes(bundles_path(dir));
   ASSERT_EQ(bytes.size(), h.file_bytes);
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = dense->layers[static_cast<size_t>(l)];
@@ -153,17 +152,6 @@ void expect_bundles_match(const std::string& model_path, const std::string& dir,
   }
 }
 
-// The Error message of f(), or "" when it does not throw.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // A packed tiny model, shared by the corruption tests.
 class PackFiles : public ::testing::Test {
  protected:
@@ -171,7 +159,7 @@ class PackFiles : public ::testing::Test {
     write_tiny_model(TinySpec{}, model_path);
     std::unique_ptr<Model> model = load_model(model_path);
     write_pack(*model, dir.path);
-    good = read_all(bundles_path(dir.path));
+    good = read_bytes(bundles_path(dir.path));
     header = read_pack_header(bundles_path(dir.path));
   }
   // Writes `bytes` as bundles.bin and returns read_pack_header's error.
@@ -500,8 +488,7 @@ TEST(FfnActivationKey, ReluRoundTripAndUnknownValues) {
 int run_skiff(const std::string& args, std::string* out) {
   std::string log = fs::temp_directory_path() / ("skiff_pack_cli_" + std::to_string(getpid()));
   int status = std::system((std::string(SKIFF_BINARY) + " " + args + " >" + log + " 2>&1").c_str());
-  std::ifstream in(log);
-  out->assign(std::istreambuf_iterator<char>(in), {});
+  *out = test::read_text(log);
   fs::remove(log);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
@@ -537,7 +524,7 @@ TEST(FlashPackCli, PacksAndReportsBadInputOnOneLine) {
 
 TEST(FlashPackCli, SynthWritesReluModels) {
   TempDir dir("synth");
-  const std::string vocab = std::string(SKIFF_SHARED_DIR) + "/models/ggml-vocab-llama-spm.gguf";
+  const std::string vocab = test::shared_path("models/ggml-vocab-llama-spm.gguf");
   std::string out;
   ASSERT_EQ(run_skiff("synth --shape tiny --type f32 --activation relu -t 2 --vocab " + vocab +
                           " -o " + dir.file("relu.gguf"),

@@ -11,10 +11,12 @@
 #include "base/error.h"
 #include "flash/predictor_train.h"
 #include "flash_test_util.h"
+#include "test_util.h"
 
 namespace skiff::flash {
 namespace {
 
+using test::error_of;
 using testing_flash::expect_close;
 using testing_flash::FlashSession;
 using testing_flash::kPrompt;
@@ -71,30 +73,21 @@ TEST(FlashPredictor, FileRoundTripsAndRejectsBadInput) {
   }
   EXPECT_EQ(q.bytes(), p.bytes());
 
-  auto message = [&](auto&& fn) {
-    try {
-      fn();
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
-  EXPECT_NE(message([&] { load_predictors(path, c.n_layers + 1, c.dim, c.ffn_dim); }).find("do not fit"),
+  EXPECT_NE(error_of([&] { load_predictors(path, c.n_layers + 1, c.dim, c.ffn_dim); }).find("do not fit"),
             std::string::npos);
-  EXPECT_NE(message([&] { load_predictors(dir.str() + "/none.gguf", c.n_layers, c.dim, c.ffn_dim); })
+  EXPECT_NE(error_of([&] { load_predictors(dir.str() + "/none.gguf", c.n_layers, c.dim, c.ffn_dim); })
                 .find("flash-train-predictor"),
             std::string::npos);
   // Truncated at several points: always a clear error, never a crash.
-  std::ifstream in(path, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  const std::string bytes = test::read_text(path);
   for (size_t cut : {size_t{3}, size_t{40}, bytes.size() / 2, bytes.size() - 1}) {
     const std::string bad = dir.str() + "/cut.gguf";
     std::ofstream(bad, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(cut));
-    EXPECT_NE(message([&] { load_predictors(bad, c.n_layers, c.dim, c.ffn_dim); }), "no error") << cut;
+    EXPECT_NE(error_of([&] { load_predictors(bad, c.n_layers, c.dim, c.ffn_dim); }), "") << cut;
   }
   p.layers[1].cutoff = NAN;
   save_predictors(p, path);
-  EXPECT_NE(message([&] { load_predictors(path, c.n_layers, c.dim, c.ffn_dim); }).find("not finite"),
+  EXPECT_NE(error_of([&] { load_predictors(path, c.n_layers, c.dim, c.ffn_dim); }).find("not finite"),
             std::string::npos);
 }
 

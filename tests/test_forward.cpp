@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "model/forward.h"
+#include "test_util.h"
 
 namespace skiff {
 namespace {
@@ -158,10 +159,10 @@ TEST_F(Forward, PassingTheContextLengthIsAnErrorNotACrash) {
 
 TEST(ModelLoad, Llama2cAndGgufGiveTheSameLogits) {
   auto gguf = load_model(kModel);
-  auto l2c = load_model(std::string(SKIFF_SHARED_DIR) + "/models/stories260K.bin",
-                        std::string(SKIFF_SHARED_DIR) + "/models/tok512.bin");
-  auto v1 = load_model(std::string(SKIFF_SHARED_DIR) + "/models/stories260K_v1export.bin",
-                       std::string(SKIFF_SHARED_DIR) + "/models/tok512.bin");
+  auto l2c = load_model(test::shared_path("models/stories260K.bin"),
+                        test::shared_path("models/tok512.bin"));
+  auto v1 = load_model(test::shared_path("models/stories260K_v1export.bin"),
+                       test::shared_path("models/tok512.bin"));
   std::vector<int32_t> tokens = {1, 403, 407, 261};
   Context a(*gguf), b(*l2c), c(*v1);
   auto la = eval_tokens(a, tokens), lb = eval_tokens(b, tokens), lc = eval_tokens(c, tokens);
@@ -173,9 +174,9 @@ TEST(ModelLoad, Llama2cAndGgufGiveTheSameLogits) {
 
 TEST(ModelLoad, MissingTokenizerAndBadFilesAreErrors) {
   EXPECT_THROW(load_model("/nonexistent/model.gguf"), Error);
-  EXPECT_THROW(load_model(std::string(SKIFF_SHARED_DIR) + "/models/tok512.bin"), Error);
+  EXPECT_THROW(load_model(test::shared_path("models/tok512.bin")), Error);
   try {
-    load_model(std::string(SKIFF_SHARED_DIR) + "/models/ggml-vocab-llama-spm.gguf");
+    load_model(test::shared_path("models/ggml-vocab-llama-spm.gguf"));
     FAIL() << "a vocabulary-only GGUF loaded as a model";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("token_embd"), std::string::npos) << e.what();

@@ -13,32 +13,23 @@
 #include "base/error.h"
 #include "io/gguf.h"
 #include "tensor/dtype.h"
+#include "test_util.h"
 
 namespace skiff {
 namespace {
 
-const std::string kShared = SKIFF_SHARED_DIR;
+using test::f32_bytes;
+using test::shared_path;
+using Parsed = test::Parsed<GgufFile>;
 
 // A parse over a private, exact-size copy of the bytes, so ASan catches any read past the end.
-// The copy lives as long as the result, since tensor data point into it.
-struct Parsed {
-  std::shared_ptr<std::vector<uint8_t>> bytes;
-  GgufFile gguf;
-};
-
 Parsed parse_bytes(const std::vector<uint8_t>& bytes, const std::string& name = "test.gguf") {
-  auto copy = std::make_shared<std::vector<uint8_t>>(bytes);
-  return Parsed{copy, GgufFile::parse(MappedFile::borrow(*copy, name))};
+  return test::parse_copy<GgufFile>(bytes, name);
 }
 
 // The Error message parse() gives, or "" when it parses.
 std::string parse_error(const std::vector<uint8_t>& bytes) {
-  try {
-    parse_bytes(bytes, "bad.gguf");
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return test::error_of([&] { parse_bytes(bytes, "bad.gguf"); });
 }
 
 #define EXPECT_PARSE_ERROR(bytes, fragment)                                   \
@@ -67,12 +58,6 @@ bool same_value(const GgufValue& a, const GgufValue& b) {
     if (!same_value(x[i], y[i])) return false;
   }
   return true;
-}
-
-std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
-  std::vector<uint8_t> out(v.size() * 4);
-  std::memcpy(out.data(), v.data(), out.size());
-  return out;
 }
 
 std::vector<uint8_t> quantized(DType type, int64_t row, int64_t rows, float seed) {
@@ -124,7 +109,7 @@ TEST(GgufRoundTrip, EveryValueType) {
   const auto kv = every_value_type();
   for (const auto& [k, v] : kv) writer.set(k, v);
   const Parsed parsed = parse_bytes(writer.serialize());
-  const GgufFile& g = parsed.gguf;
+  const GgufFile& g = parsed.file;
   EXPECT_EQ(g.version(), 3u);
   EXPECT_EQ(g.alignment(), 32u);
   EXPECT_TRUE(g.tensors().empty());
@@ -155,7 +140,7 @@ TEST(GgufRoundTrip, GettersReportMissingKeysAndWrongTypes) {
   writer.set("a.string", GgufValue::str("llama"));
   writer.set("a.int", GgufValue::u32(7));
   const Parsed parsed = parse_bytes(writer.serialize(), "getters.gguf");
-  const GgufFile& g = parsed.gguf;
+  const GgufFile& g = parsed.file;
   EXPECT_EQ(g.get_int("a.missing", 5), 5);
   EXPECT_EQ(g.get_string("a.missing", "x"), "x");
   EXPECT_EQ(g.get_bool("a.missing", true), true);
@@ -187,7 +172,7 @@ TEST(GgufRoundTrip, SetReplacesExistingKey) {
   writer.set("other", GgufValue::u32(2));
   writer.set("k", GgufValue::str("replaced"));
   const Parsed parsed = parse_bytes(writer.serialize());
-  const GgufFile& g = parsed.gguf;
+  const GgufFile& g = parsed.file;
   ASSERT_EQ(g.metadata().size(), 2u);
   EXPECT_EQ(g.metadata()[0].first, "k");
   EXPECT_EQ(g.get_string("k", ""), "replaced");
@@ -233,7 +218,7 @@ void check_tensor_round_trip(uint64_t alignment) {
   }
   const std::vector<uint8_t> bytes = writer.serialize();
   const Parsed parsed = parse_bytes(bytes);
-  const GgufFile& g = parsed.gguf;
+  const GgufFile& g = parsed.file;
   EXPECT_EQ(g.alignment(), alignment);
   EXPECT_EQ(g.find("general.alignment") != nullptr, alignment != 32);
   if (alignment != 32) {
@@ -330,7 +315,7 @@ TEST(GgufWriter, RefusesBadInput) {
 // ---- real files from llama.cpp -------------------------------------------------------------
 
 TEST(GgufRealFiles, LlamaSpmVocabulary) {
-  const GgufFile g = GgufFile::open(kShared + "/models/ggml-vocab-llama-spm.gguf");
+  const GgufFile g = GgufFile::open(shared_path("models/ggml-vocab-llama-spm.gguf"));
   EXPECT_EQ(g.version(), 3u);
   EXPECT_TRUE(g.tensors().empty());
   EXPECT_EQ(g.metadata().size(), 22u);
@@ -352,7 +337,7 @@ TEST(GgufRealFiles, LlamaSpmVocabulary) {
 }
 
 TEST(GgufRealFiles, PeerStories260K) {
-  const GgufFile g = GgufFile::open(kShared + "/models/peer/stories260K.gguf");
+  const GgufFile g = GgufFile::open(shared_path("models/peer/stories260K.gguf"));
   EXPECT_EQ(g.version(), 3u);
   EXPECT_EQ(g.tensors().size(), 48u);
   EXPECT_EQ(g.get_int("llama.embedding_length"), 64);
@@ -399,7 +384,7 @@ TEST(GgufTruncation, EveryPrefixOfASmallFileFails) {
 }
 
 TEST(GgufTruncation, EveryPrefixOfThePeerFileFails) {
-  const auto file = MappedFile::open(kShared + "/models/peer/stories260K.gguf");
+  const auto file = MappedFile::open(shared_path("models/peer/stories260K.gguf"));
   ASSERT_NO_THROW(GgufFile::parse(file));
   for (size_t length = 0; length < file->size(); length += 256) {
     // Short prefixes get an exact-size copy (ASan sees overreads); past the header the
@@ -457,9 +442,9 @@ class RawGguf {
 TEST(GgufCorrupt, BuilderMakesValidFiles) {
   const auto ok = RawGguf().header(1, 1).kv_u32("k", 1).tensor("t", {8}, 0, 0).data(32).bytes;
   const Parsed parsed = parse_bytes(ok);
-  EXPECT_EQ(parsed.gguf.tensors()[0].dims[0], 8);
+  EXPECT_EQ(parsed.file.tensors()[0].dims[0], 8);
   const auto v2 = RawGguf().header(0, 1, 2).kv_u32("k", 1).bytes;
-  EXPECT_EQ(parse_bytes(v2).gguf.version(), 2u);
+  EXPECT_EQ(parse_bytes(v2).file.version(), 2u);
 }
 
 TEST(GgufCorrupt, MagicAndVersion) {
@@ -563,7 +548,7 @@ TEST(GgufCorrupt, Alignment) {
     return raw.tensor("w", {8}, 0, 0).data(32, 64).bytes;
   };
   EXPECT_EQ(parse_error(with_alignment(4, 64)), "");
-  EXPECT_EQ(parse_bytes(with_alignment(4, 64)).gguf.alignment(), 64u);
+  EXPECT_EQ(parse_bytes(with_alignment(4, 64)).file.alignment(), 64u);
   EXPECT_PARSE_ERROR(with_alignment(4, 0), "general.alignment 0 is not a power of two");
   EXPECT_PARSE_ERROR(with_alignment(4, 48), "general.alignment 48 is not a power of two");
   EXPECT_PARSE_ERROR(with_alignment(10, uint64_t{1} << 63), "is not a power of two");

@@ -16,11 +16,13 @@
 #include "base/error.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "test_util.h"
 
 namespace skiff {
 namespace {
 
 using Json = nlohmann::json;
+using test::f32_bytes;
 
 struct Entry {
   std::string name, dtype;
@@ -51,12 +53,6 @@ std::vector<uint8_t> serialize(const std::vector<Entry>& entries, const Json& me
   return with_header(text, data);
 }
 
-std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
-  std::vector<uint8_t> b(v.size() * 4);
-  std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
-
 std::vector<uint8_t> bf16_bytes(const std::vector<float>& v) {
   std::vector<uint8_t> b(v.size() * 2);
   for (size_t i = 0; i < v.size(); ++i) {
@@ -72,23 +68,15 @@ std::vector<float> ramp(size_t n, float scale) {
   return v;
 }
 
-struct Parsed {
-  std::shared_ptr<std::vector<uint8_t>> bytes;
-  SafetensorsFile file;
-};
+using Parsed = test::Parsed<SafetensorsFile>;
 
+// Exact-size copy: ASan sees any overread.
 Parsed parse_bytes(const std::vector<uint8_t>& bytes, const std::string& name = "test.safetensors") {
-  auto copy = std::make_shared<std::vector<uint8_t>>(bytes);  // exact size: ASan sees any overread
-  return Parsed{copy, SafetensorsFile::parse(MappedFile::borrow(*copy, name))};
+  return test::parse_copy<SafetensorsFile>(bytes, name);
 }
 
 std::string parse_error(const std::vector<uint8_t>& bytes) {
-  try {
-    parse_bytes(bytes, "bad.safetensors");
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return test::error_of([&] { parse_bytes(bytes, "bad.safetensors"); });
 }
 
 #define EXPECT_PARSE_ERROR(bytes, fragment)                                     \
@@ -320,12 +308,7 @@ TEST(HfLoader, ViewsIntoTheShardsByteForByte) {
 }
 
 std::string load_error(const std::string& dir) {
-  try {
-    load_model(dir);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
+  return test::error_of([&] { load_model(dir); });
 }
 
 TEST(HfLoader, ConfigAndTensorDefects) {

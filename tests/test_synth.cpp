@@ -9,11 +9,12 @@
 #include "io/export_gguf.h"
 #include "model/forward.h"
 #include "synth/synth.h"
+#include "test_util.h"
 
 namespace skiff {
 namespace {
 
-const std::string kVocab = std::string(SKIFF_SHARED_DIR) + "/models/ggml-vocab-llama-spm.gguf";
+const std::string kVocab = test::shared_path("models/ggml-vocab-llama-spm.gguf");
 
 std::string temp_path(const std::string& name) {
   return (std::filesystem::temp_directory_path() / ("skiff_test_" + std::to_string(getpid()) + "_" + name)).string();

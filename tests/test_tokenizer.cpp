@@ -5,7 +5,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <memory>
 #include <sstream>
@@ -15,28 +14,16 @@
 #include "base/error.h"
 #include "base/mapped_file.h"
 #include "io/gguf.h"
+#include "test_util.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/vocab.h"
 
 namespace skiff {
 namespace {
 
-std::string shared_path(const std::string& relative) {
-  return std::string(SKIFF_SHARED_DIR) + "/" + relative;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::vector<uint8_t> read_bytes(const std::string& path) {
-  std::string s = read_text(path);
-  return {s.begin(), s.end()};
-}
+using test::read_bytes;
+using test::read_text;
+using test::shared_path;
 
 // Loaded once per process: gtest_discover_tests runs each test in its own process anyway.
 const Tokenizer& tok512() {
@@ -89,45 +76,10 @@ bool valid_utf8(const std::string& s) {
 
 // --- llama.cpp's test-tokenizer-0 cases ------------------------------------------------------
 
-struct VocabCase {
-  std::string text;
-  std::vector<int32_t> ids;
-};
-
-// .inp: strings separated by "\n__ggml_vocab_test__\n" (the file ends with a separator);
-// .out: one line of ids per string, without BOS.
-std::vector<VocabCase> llama_spm_cases() {
-  const std::string inp = read_text(shared_path("models/ggml-vocab-llama-spm.gguf.inp"));
-  const std::string out = read_text(shared_path("models/ggml-vocab-llama-spm.gguf.out"));
-  const std::string separator = "\n__ggml_vocab_test__\n";
-  std::vector<std::string> texts;
-  size_t pos = 0;
-  while (pos < inp.size()) {
-    size_t next = inp.find(separator, pos);
-    if (next == std::string::npos) throw std::runtime_error(".inp does not end with a separator");
-    texts.push_back(inp.substr(pos, next - pos));
-    pos = next + separator.size();
-  }
-  std::vector<std::vector<int32_t>> expected;
-  std::istringstream lines(out);
-  std::string line;
-  while (std::getline(lines, line)) {
-    std::istringstream numbers(line);
-    std::vector<int32_t> ids;
-    int32_t id;
-    while (numbers >> id) ids.push_back(id);
-    expected.push_back(ids);
-  }
-  if (texts.size() != expected.size()) throw std::runtime_error(".inp and .out disagree in count");
-  std::vector<VocabCase> cases;
-  for (size_t i = 0; i < texts.size(); ++i) cases.push_back({texts[i], expected[i]});
-  return cases;
-}
-
 void check_llama_cases(const Tokenizer& tokenizer) {
-  const auto cases = llama_spm_cases();
+  const auto cases = test::read_vocab_cases(shared_path("models/ggml-vocab-llama-spm.gguf"));
   ASSERT_EQ(cases.size(), 46u);
-  for (const VocabCase& c : cases) {
+  for (const test::VocabCase& c : cases) {
     EXPECT_EQ(tokenizer.encode(c.text, false), c.ids) << "text: \"" << c.text << "\"";
     EXPECT_EQ(tokenizer.decode(c.ids), c.text);
     std::vector<int32_t> with_bos = c.ids;

@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "model/forward.h"
+#include "test_util.h"
 #include "train/trainer.h"
 
 using namespace skiff;
@@ -254,11 +255,7 @@ TEST(TrainCheckpoint, StateRoundTripAndCorruption) {
   EXPECT_EQ(r.position.index, 4);
   EXPECT_EQ(r.params, s.params);
   EXPECT_EQ(r.v, s.v);
-  std::string bytes;
-  {
-    std::ifstream in(dir + "/a.state", std::ios::binary);
-    bytes.assign(std::istreambuf_iterator<char>(in), {});
-  }
+  const std::string bytes = skiff::test::read_text(dir + "/a.state");
   std::string flipped = bytes;
   flipped[70] ^= 1;
   std::ofstream(dir + "/b.state", std::ios::binary) << flipped;

@@ -13,6 +13,7 @@
 #include "cli/chat_common.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/generation_flags.h"
 #include "decode/chat_session.h"
 #include "decode/early_exit_drafter.h"
 #include "decode/speculative.h"
@@ -162,14 +163,7 @@ void register_chat(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 24));
   cmd->add_option("-c,--ctx-size", flags->context, "context length (default: the model's)")
       ->check(CLI::Range(0, 1 << 24));
-  cmd->add_option("--temp", flags->sampling.temperature, "temperature; 0 = greedy (default 0.8)");
-  cmd->add_option("--top-k", flags->sampling.top_k, "top-k, <= 0 off (default 40)");
-  cmd->add_option("--top-p", flags->sampling.top_p, "top-p, 1 off (default 0.95)");
-  cmd->add_option("--min-p", flags->sampling.min_p, "min-p, 0 off (default 0.05)");
-  cmd->add_option("--repeat-penalty", flags->sampling.repeat_penalty,
-                  "repetition penalty, 1 off (default 1.0)");
-  cmd->add_option("--repeat-last-n", flags->sampling.repeat_last_n,
-                  "tokens the penalties look back (default 64)");
+  add_sampling_flags(cmd, flags->sampling);
   cmd->add_option("-s,--seed", flags->seed, "random seed (default: random)");
   cmd->add_option(
       "--self-spec", flags->self_spec,

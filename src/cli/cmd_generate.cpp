@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/flash_flags.h"
+#include "cli/generation_flags.h"
 #include "decode/early_exit_drafter.h"
 #include "decode/generate.h"
 #include "decode/model_drafter.h"
@@ -153,12 +154,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("-f,--file", flags->prompt_file, "read the prompt from a file");
   cmd->add_option("-n,--n-predict", flags->n_predict, "tokens to generate (default 128)")->check(CLI::Range(0, 1 << 24));
   cmd->add_option("-c,--ctx-size", flags->context, "context length (default: the model's, at most 4096)")->check(CLI::Range(0, 1 << 24));
-  cmd->add_option("--temp", flags->sampling.temperature, "temperature; 0 = greedy (default 0.8)");
-  cmd->add_option("--top-k", flags->sampling.top_k, "top-k, <= 0 off (default 40)");
-  cmd->add_option("--top-p", flags->sampling.top_p, "top-p, 1 off (default 0.95)");
-  cmd->add_option("--min-p", flags->sampling.min_p, "min-p, 0 off (default 0.05)");
-  cmd->add_option("--repeat-penalty", flags->sampling.repeat_penalty, "repetition penalty, 1 off (default 1.0)");
-  cmd->add_option("--repeat-last-n", flags->sampling.repeat_last_n, "tokens the penalties look back (default 64)");
+  add_sampling_flags(cmd, flags->sampling);
   cmd->add_option("--presence-penalty", flags->sampling.presence_penalty, "presence penalty (default 0)");
   cmd->add_option("--frequency-penalty", flags->sampling.frequency_penalty, "frequency penalty (default 0)");
   cmd->add_option("-s,--seed", flags->seed, "random seed; same seed, same text (default: random)");

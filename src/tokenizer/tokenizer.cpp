@@ -107,6 +107,37 @@ struct BigramOrder {
   }
 };
 
+// `text` as one symbol per UTF-8 character (a truncated sequence at the end is one symbol),
+// linked in order, into the empty `symbols`.
+void split_into_symbols(std::string_view text, std::vector<Symbol>& symbols) {
+  for (size_t offset = 0; offset < text.size();) {
+    size_t length =
+        std::min(utf8_sequence_length(static_cast<uint8_t>(text[offset])), text.size() - offset);
+    auto index = static_cast<int32_t>(symbols.size());
+    offset += length;
+    symbols.push_back({index - 1, offset == text.size() ? -1 : index + 1, offset - length, length});
+  }
+}
+
+// One merge step of the SPM and the byte-level BPE loops (Bigram or RankedBigram): the right
+// symbol joins the left one, the list is relinked, and the two new neighbouring pairs go to
+// try_add_bigram(left, right).
+template <typename AnyBigram, typename TryAdd>
+void merge_into_left(std::vector<Symbol>& symbols, const AnyBigram& bigram,
+                     TryAdd& try_add_bigram) {
+  Symbol& left = symbols[static_cast<size_t>(bigram.left)];
+  Symbol& right = symbols[static_cast<size_t>(bigram.right)];
+  if (left.length == 0 || right.length == 0 || left.length + right.length != bigram.length) {
+    return;  // one side was merged into something else since this pair was queued
+  }
+  left.length += right.length;
+  right.length = 0;
+  left.next = right.next;
+  if (right.next >= 0) symbols[static_cast<size_t>(right.next)].prev = bigram.left;
+  try_add_bigram(left.prev, bigram.left);
+  try_add_bigram(bigram.left, left.next);
+}
+
 // A byte-level BPE piece back to bytes: each stand-in code point gives its byte; any other
 // code point is kept as its UTF-8 (llama.cpp prints an [UNK_BYTE_...] marker there).
 std::string unmap_bytes(std::string_view piece) {
@@ -240,13 +271,7 @@ void Tokenizer::encode_fragment(std::string_view text, std::vector<int32_t>& out
   }
   std::vector<Symbol> symbols;
   symbols.reserve(text.size());
-  for (size_t offset = 0; offset < text.size();) {
-    size_t length =
-        std::min(utf8_sequence_length(static_cast<uint8_t>(text[offset])), text.size() - offset);
-    auto index = static_cast<int32_t>(symbols.size());
-    offset += length;
-    symbols.push_back({index - 1, offset == text.size() ? -1 : index + 1, offset - length, length});
-  }
+  split_into_symbols(text, symbols);
   if (symbols.empty()) return;
 
   std::priority_queue<Bigram, std::vector<Bigram>, BigramOrder> queue;
@@ -264,19 +289,9 @@ void Tokenizer::encode_fragment(std::string_view text, std::vector<int32_t>& out
   }
 
   while (!queue.empty()) {
-    Bigram bigram = queue.top();
+    const Bigram bigram = queue.top();
     queue.pop();
-    Symbol& left = symbols[static_cast<size_t>(bigram.left)];
-    Symbol& right = symbols[static_cast<size_t>(bigram.right)];
-    if (left.length == 0 || right.length == 0 || left.length + right.length != bigram.length) {
-      continue;  // one side was merged into something else since this pair was queued
-    }
-    left.length += right.length;
-    right.length = 0;
-    left.next = right.next;
-    if (right.next >= 0) symbols[static_cast<size_t>(right.next)].prev = bigram.left;
-    try_add_bigram(left.prev, bigram.left);
-    try_add_bigram(bigram.left, left.next);
+    merge_into_left(symbols, bigram, try_add_bigram);
   }
 
   // Every merged symbol is a vocabulary piece (it was merged because it is one), so only
@@ -430,13 +445,7 @@ void Tokenizer::encode_bpe_word(std::string_view word, std::vector<int32_t>& out
   }
   std::vector<Symbol>& symbols = scratch.symbols;
   symbols.clear();
-  for (size_t offset = 0; offset < word.size();) {
-    size_t length =
-        std::min(utf8_sequence_length(static_cast<uint8_t>(word[offset])), word.size() - offset);
-    auto index = static_cast<int32_t>(symbols.size());
-    offset += length;
-    symbols.push_back({index - 1, offset == word.size() ? -1 : index + 1, offset - length, length});
-  }
+  split_into_symbols(word, symbols);
 
   // Lowest rank first, then leftmost: a max-heap under the reversed order.
   auto later = [](const RankedBigram& a, const RankedBigram& b) {
@@ -460,17 +469,7 @@ void Tokenizer::encode_bpe_word(std::string_view word, std::vector<int32_t>& out
     std::pop_heap(queue.begin(), queue.end(), later);
     const RankedBigram bigram = queue.back();
     queue.pop_back();
-    Symbol& left = symbols[static_cast<size_t>(bigram.left)];
-    Symbol& right = symbols[static_cast<size_t>(bigram.right)];
-    if (left.length == 0 || right.length == 0 || left.length + right.length != bigram.length) {
-      continue;  // one side was merged into something else since this pair was queued
-    }
-    left.length += right.length;
-    right.length = 0;
-    left.next = right.next;
-    if (right.next >= 0) symbols[static_cast<size_t>(right.next)].prev = bigram.left;
-    try_add_bigram(left.prev, bigram.left);
-    try_add_bigram(bigram.left, left.next);
+    merge_into_left(symbols, bigram, try_add_bigram);
   }
 
   for (int32_t i = 0; i != -1; i = symbols[static_cast<size_t>(i)].next) {

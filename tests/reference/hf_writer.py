@@ -126,21 +126,31 @@ class HfConfig:
         return c
 
 
+def layer_tensors(dim: int, n_heads: int, n_kv_heads: int, head_dim: int, ffn: int) -> list:
+    """One Llama layer's tensors in file order: (Hugging Face name, GGUF name, PyTorch shape
+    ([out, in] for matrices)), names relative to the layer ("model.layers.L." / "blk.L.").
+    The one list of them: llama_reference.tensor_shapes reads it for its GGUF names."""
+    q, kv = n_heads * head_dim, n_kv_heads * head_dim
+    return [
+        ("input_layernorm.weight", "attn_norm.weight", (dim,)),
+        ("self_attn.q_proj.weight", "attn_q.weight", (q, dim)),
+        ("self_attn.k_proj.weight", "attn_k.weight", (kv, dim)),
+        ("self_attn.v_proj.weight", "attn_v.weight", (kv, dim)),
+        ("self_attn.o_proj.weight", "attn_output.weight", (dim, q)),
+        ("post_attention_layernorm.weight", "ffn_norm.weight", (dim,)),
+        ("mlp.gate_proj.weight", "ffn_gate.weight", (ffn, dim)),
+        ("mlp.up_proj.weight", "ffn_up.weight", (ffn, dim)),
+        ("mlp.down_proj.weight", "ffn_down.weight", (dim, ffn)),
+    ]
+
+
 def tensor_shapes(cfg: HfConfig) -> dict:
     """HF tensor name -> PyTorch shape ([out, in]), in the order HF writes them."""
-    hd = cfg.hd
     s = {"model.embed_tokens.weight": (cfg.vocab, cfg.hidden)}
+    layer = layer_tensors(cfg.hidden, cfg.heads, cfg.kv_heads, cfg.hd, cfg.ffn)
     for l in range(cfg.layers):
-        p = f"model.layers.{l}."
-        s[p + "input_layernorm.weight"] = (cfg.hidden,)
-        s[p + "self_attn.q_proj.weight"] = (cfg.heads * hd, cfg.hidden)
-        s[p + "self_attn.k_proj.weight"] = (cfg.kv_heads * hd, cfg.hidden)
-        s[p + "self_attn.v_proj.weight"] = (cfg.kv_heads * hd, cfg.hidden)
-        s[p + "self_attn.o_proj.weight"] = (cfg.hidden, cfg.heads * hd)
-        s[p + "post_attention_layernorm.weight"] = (cfg.hidden,)
-        s[p + "mlp.gate_proj.weight"] = (cfg.ffn, cfg.hidden)
-        s[p + "mlp.up_proj.weight"] = (cfg.ffn, cfg.hidden)
-        s[p + "mlp.down_proj.weight"] = (cfg.hidden, cfg.ffn)
+        for name, _, shape in layer:
+            s[f"model.layers.{l}.{name}"] = shape
     s["model.norm.weight"] = (cfg.hidden,)
     if not cfg.tied:
         s["lm_head.weight"] = (cfg.vocab, cfg.hidden)

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hf_writer import layer_tensors  # the per-layer tensor list, HF and GGUF names
+
 DTYPE = torch.float64
 
 
@@ -215,21 +217,13 @@ def weights_from_gguf(g) -> dict:
 # ----------------------------------------------------------------------------------------------
 def tensor_shapes(cfg: LlamaConfig) -> dict:
     """GGUF tensor name -> PyTorch-layout shape ([out, in] for matrices), in file order."""
-    hd = cfg.head_dim
     shapes = {"token_embd.weight": (cfg.vocab, cfg.dim), "output_norm.weight": (cfg.dim,)}
     if not cfg.tied:
         shapes["output.weight"] = (cfg.vocab, cfg.dim)
+    layer = layer_tensors(cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.ffn)
     for l in range(cfg.n_layers):
-        p = f"blk.{l}."
-        shapes[p + "attn_norm.weight"] = (cfg.dim,)
-        shapes[p + "attn_q.weight"] = (cfg.n_heads * hd, cfg.dim)
-        shapes[p + "attn_k.weight"] = (cfg.n_kv_heads * hd, cfg.dim)
-        shapes[p + "attn_v.weight"] = (cfg.n_kv_heads * hd, cfg.dim)
-        shapes[p + "attn_output.weight"] = (cfg.dim, cfg.n_heads * hd)
-        shapes[p + "ffn_norm.weight"] = (cfg.dim,)
-        shapes[p + "ffn_gate.weight"] = (cfg.ffn, cfg.dim)
-        shapes[p + "ffn_up.weight"] = (cfg.ffn, cfg.dim)
-        shapes[p + "ffn_down.weight"] = (cfg.dim, cfg.ffn)
+        for _, name, shape in layer:
+            shapes[f"blk.{l}.{name}"] = shape
     return shapes
 
 
