@@ -14,7 +14,8 @@
 //   fraction or exponent;
 // - strings: any JSON string: well-formed UTF-8, escapes, \uXXXX with surrogates paired;
 // - enum / const values exactly as nlohmann's compact dump() writes them;
-// - nesting at most kMaxFrames frames deep (about 40 levels: deeper '{' / '[' are refused).
+// - nesting at most kMaxFrames frames deep (one per open container, plus the value being
+//   written: 48 nested containers; a deeper '{' or '[' is refused, closing always works).
 #pragma once
 
 #include <cstdint>
