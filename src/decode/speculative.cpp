@@ -49,103 +49,111 @@ Verdict judge_draft(const TokenDistribution& p, const TokenDistribution& q, int3
   return {false, sampler.draw(residual(p, q))};
 }
 
-namespace {
-
-// `cached`: prompt tokens already in every layer of the target's cache.
-SpecStats speculate(Context& target, Sampler& sampler, Drafter& drafter, std::span<const int32_t> prompt,
-                    int cached, int max_tokens, const SpecParams& params, const TokenCallback& on_token,
-                    const RoundCallback& on_round) {
+SpeculativeRun::SpeculativeRun(Context& target, Sampler& sampler, Drafter& drafter, std::span<const int32_t> prompt,
+                               int cached, int max_tokens, const SpecParams& params, const TokenCallback& on_token,
+                               const RoundCallback& on_round)
+    : target_(target),
+      sampler_(sampler),
+      drafter_(drafter),
+      params_(params),
+      on_round_(on_round),
+      on_token_(on_token),
+      tokens_(prompt.begin(), prompt.end()),
+      emitter_(tokens_, *target.model().tokenizer, target.context_length(), max_tokens, on_token_, stats_.generation),
+      steps_before_(drafter.forward_steps()) {
   const ModelConfig& c = target.model().config;
-  const int L = c.n_layers, V = c.vocab_size, dim = c.dim;
-  KvCache& cache = target.cache();
-
-  SpecStats stats;
-  GenerateStats& g = stats.generation;
+  GenerateStats& g = stats_.generation;
   g.prompt_tokens = static_cast<int>(prompt.size()) - cached;
-  std::vector<int32_t> tokens(prompt.begin(), prompt.end());
-  Emitter emitter(tokens, *target.model().tokenizer, target.context_length(), max_tokens,
-                  on_token, g);
-  const int64_t steps_before = drafter.forward_steps();
-
   Clock::time_point t0 = Clock::now();
   if (!drafter.defers_prefill() && static_cast<int>(prompt.size()) - cached > 1) {
     // The prompt but its newest token, which every round's batch starts with.
     const int64_t T = static_cast<int64_t>(prompt.size()) - 1 - cached;
-    std::vector<float> h(static_cast<size_t>(T) * dim);
+    std::vector<float> h(static_cast<size_t>(T) * c.dim);
     embed(target.model(), prompt.subspan(static_cast<size_t>(cached), static_cast<size_t>(T)), h.data());
-    forward(target, h.data(), T, 0, L);
+    forward(target, h.data(), T, 0, c.n_layers);
   }
   drafter.start(prompt);
   g.prompt_seconds = seconds_between(t0, Clock::now());
+}
 
-  Draft draft;
-  std::vector<int32_t> seq;
-  std::vector<float> hidden, logits;
-  const Clock::time_point start = Clock::now();
-  while (!emitter.done()) {
-    const int n = static_cast<int>(tokens.size());
-    // Positions n-1 .. n-1+k must fit the context, and a round yields at most k+1 tokens.
-    const int k_max = std::max(0, std::min({params.draft_max, target.context_length() - n,
-                                            emitter.remaining() - 1}));
-    t0 = Clock::now();
-    draft.clear();
-    drafter.propose(tokens, k_max, sampler, draft);
-    const int k = static_cast<int>(draft.size());
-    if (k > k_max || draft.dists.size() != draft.tokens.size())
-      fail("drafter {} proposed {} tokens where at most {} were asked for", drafter.name(), k, k_max);
-    seq.assign(tokens.begin(), tokens.end());
-    seq.insert(seq.end(), draft.tokens.begin(), draft.tokens.end());
-    const int from = cache.length(L - 1);
-    const int first = drafter.verification_input(seq, from, hidden);
-    Clock::time_point t1 = Clock::now();
-    stats.draft_seconds += seconds_between(t0, t1);
+bool SpeculativeRun::round() {
+  if (emitter_.done()) return false;
+  const Clock::time_point round_start = Clock::now();
+  const ModelConfig& c = target_.model().config;
+  const int L = c.n_layers, V = c.vocab_size, dim = c.dim;
+  KvCache& cache = target_.cache();
+  GenerateStats& g = stats_.generation;
+  const int n = static_cast<int>(tokens_.size());
+  // Positions n-1 .. n-1+k must fit the context, and a round yields at most k+1 tokens.
+  const int k_max = std::max(0, std::min({params_.draft_max, target_.context_length() - n, emitter_.remaining() - 1}));
+  draft_.clear();
+  drafter_.propose(tokens_, k_max, sampler_, draft_);
+  const int k = static_cast<int>(draft_.size());
+  if (k > k_max || draft_.dists.size() != draft_.tokens.size())
+    fail("drafter {} proposed {} tokens where at most {} were asked for", drafter_.name(), k, k_max);
+  seq_.assign(tokens_.begin(), tokens_.end());
+  seq_.insert(seq_.end(), draft_.tokens.begin(), draft_.tokens.end());
+  const int from = cache.length(L - 1);
+  const int first = drafter_.verification_input(seq_, from, hidden_);
+  Clock::time_point t1 = Clock::now();
+  stats_.draft_seconds += seconds_between(round_start, t1);
 
-    // ONE forward of the target over every position it has not seen, the drafts included.
-    const int T = static_cast<int>(seq.size()) - from;
-    if (hidden.size() < static_cast<size_t>(T) * dim)
-      fail("drafter {} gave {} hidden values for {} positions", drafter.name(), hidden.size(), T);
-    forward(target, hidden.data(), T, first, L);
-    logits.resize(static_cast<size_t>(k + 1) * V);
-    compute_logits(target, hidden.data() + static_cast<size_t>(T - (k + 1)) * dim, k + 1, logits.data());
+  // ONE forward of the target over every position it has not seen, the drafts included.
+  const int T = static_cast<int>(seq_.size()) - from;
+  if (hidden_.size() < static_cast<size_t>(T) * dim)
+    fail("drafter {} gave {} hidden values for {} positions", drafter_.name(), hidden_.size(), T);
+  forward(target_, hidden_.data(), T, first, L);
+  logits_.resize(static_cast<size_t>(k + 1) * V);
+  compute_logits(target_, hidden_.data() + static_cast<size_t>(T - (k + 1)) * dim, k + 1, logits_.data());
 
-    // Row i is the target's prediction after seq[0 .. n+i): it judges draft i, and row k
-    // gives the bonus token when every draft passed.
-    int accepted = 0;
-    for (int i = 0; i <= k; ++i) {
-      std::span<const float> row(logits.data() + static_cast<size_t>(i) * V, static_cast<size_t>(V));
-      TokenDistribution p = sampler.distribution(row, std::span<const int32_t>(seq.data(), static_cast<size_t>(n + i)));
-      if (i == k) {
-        emitter.push(sampler.draw(p));
-        break;
-      }
-      Verdict verdict = judge_draft(p, draft.dists[static_cast<size_t>(i)], draft.tokens[static_cast<size_t>(i)], sampler);
-      if (verdict.accepted) ++accepted;
-      if (!emitter.push(verdict.token) || !verdict.accepted) break;
+  // Row i is the target's prediction after seq[0 .. n+i): it judges draft i, and row k
+  // gives the bonus token when every draft passed.
+  int accepted = 0;
+  for (int i = 0; i <= k; ++i) {
+    std::span<const float> row(logits_.data() + static_cast<size_t>(i) * V, static_cast<size_t>(V));
+    TokenDistribution p = sampler_.distribution(row, std::span<const int32_t>(seq_.data(), static_cast<size_t>(n + i)));
+    if (i == k) {
+      emitter_.push(sampler_.draw(p));
+      break;
     }
-
-    // Back to plain decoding's cache: every position but the newest token's (at EOS, which
-    // is never appended, plain decoding has run the newest too).
-    const int keep = static_cast<int>(tokens.size()) - (g.hit_eos ? 0 : 1);
-    cache.truncate_all(keep);
-    drafter.accepted(static_cast<int>(tokens.size()));
-    Clock::time_point t2 = Clock::now();
-    stats.verify_seconds += seconds_between(t1, t2);
-    if (T == k + 1) {
-      ++stats.steady_rounds;
-      stats.steady_verify_seconds += seconds_between(t1, t2);
-    }
-    ++stats.rounds;
-    stats.drafted += k;
-    stats.accepted += accepted;
-    stats.verified_positions += T;
-    if (on_round) {
-      on_round(SpecRound{std::span<const int32_t>(draft.tokens), accepted, first, T,
-                         std::span<const int32_t>(tokens), emitter.done(), g.hit_eos});
-    }
+    Verdict verdict = judge_draft(p, draft_.dists[static_cast<size_t>(i)], draft_.tokens[static_cast<size_t>(i)], sampler_);
+    if (verdict.accepted) ++accepted;
+    if (!emitter_.push(verdict.token) || !verdict.accepted) break;
   }
-  g.generate_seconds = seconds_between(start, Clock::now());
-  stats.draft_steps = drafter.forward_steps() - steps_before;
-  return stats;
+
+  // Back to plain decoding's cache: every position but the newest token's (at EOS, which
+  // is never appended, plain decoding has run the newest too).
+  const int keep = static_cast<int>(tokens_.size()) - (g.hit_eos ? 0 : 1);
+  cache.truncate_all(keep);
+  drafter_.accepted(static_cast<int>(tokens_.size()));
+  Clock::time_point t2 = Clock::now();
+  stats_.verify_seconds += seconds_between(t1, t2);
+  if (T == k + 1) {
+    ++stats_.steady_rounds;
+    stats_.steady_verify_seconds += seconds_between(t1, t2);
+  }
+  ++stats_.rounds;
+  stats_.drafted += k;
+  stats_.accepted += accepted;
+  stats_.verified_positions += T;
+  g.generate_seconds += seconds_between(round_start, t2);
+  stats_.draft_steps = drafter_.forward_steps() - steps_before_;
+  if (on_round_) {
+    on_round_(SpecRound{std::span<const int32_t>(draft_.tokens), accepted, first, T, std::span<const int32_t>(tokens_),
+                        emitter_.done(), g.hit_eos});
+  }
+  return !emitter_.done();
+}
+
+namespace {
+
+SpecStats speculate(Context& target, Sampler& sampler, Drafter& drafter, std::span<const int32_t> prompt,
+                    int cached, int max_tokens, const SpecParams& params, const TokenCallback& on_token,
+                    const RoundCallback& on_round) {
+  SpeculativeRun run(target, sampler, drafter, prompt, cached, max_tokens, params, on_token, on_round);
+  while (run.round()) {
+  }
+  return run.stats();
 }
 
 }  // namespace

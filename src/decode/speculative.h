@@ -71,6 +71,37 @@ struct SpecRound {
 };
 using RoundCallback = std::function<void(const SpecRound&)>;
 
+// Speculative generation one round at a time, for callers that interleave it with other
+// work (the server's scheduler runs a round per step). The constructor prefills (unless the
+// drafter defers it) with `cached` prompt tokens already in every layer of the target's
+// cache; each round() drafts, verifies and emits; false once generation is over.
+class SpeculativeRun {
+ public:
+  SpeculativeRun(Context& target, Sampler& sampler, Drafter& drafter, std::span<const int32_t> prompt, int cached,
+                 int max_tokens, const SpecParams& params, const TokenCallback& on_token,
+                 const RoundCallback& on_round = {});
+  bool round();
+  bool done() const { return emitter_.done(); }
+  const SpecStats& stats() const { return stats_; }
+  // The prompt and every emitted token.
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+
+ private:
+  Context& target_;
+  Sampler& sampler_;
+  Drafter& drafter_;
+  const SpecParams params_;
+  const RoundCallback on_round_;
+  const TokenCallback on_token_;  // a copy: the Emitter holds a reference
+  SpecStats stats_;
+  std::vector<int32_t> tokens_;
+  Emitter emitter_;
+  int64_t steps_before_;
+  Draft draft_;
+  std::vector<int32_t> seq_;
+  std::vector<float> hidden_, logits_;
+};
+
 // Generates like generate() (same arguments, same stop rules) with drafts from `drafter`,
 // which must have been built for this `target` context. The context must be fresh.
 SpecStats generate_speculative(Context& target, Sampler& sampler, Drafter& drafter,

@@ -273,10 +273,18 @@ void HttpServer::Impl::setup() {
 bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& res, Endpoint endpoint) {
   const json body = parse_body(req.body, opt.limits.max_json_depth);
   GenerationRequest r = parse_generation_request(body, endpoint, served, opt.limits, opt.default_spec);
-  if (r.json_object || r.json_schema)
-    bad_request("response_format", "response_format json_object / json_schema is not available in this build yet");
-  if (r.spec.enabled())
-    bad_request("skiff", "speculative decoding per request is not available in this build yet");
+  if (r.json_object) {
+    r.json_constraint = std::make_shared<const JsonConstraint>(JsonConstraint::any_object());
+  } else if (r.json_schema) {
+    // Again from the text, keeping the schema's key order: properties are generated in it.
+    const auto ordered = nlohmann::ordered_json::parse(req.body, nullptr, false);
+    try {
+      r.json_constraint = std::make_shared<const JsonConstraint>(
+          JsonConstraint::from_schema(ordered.at("response_format").at("json_schema").at("schema")));
+    } catch (const Error& e) {
+      bad_request("response_format", "{}", e.what());
+    }
+  }
   auto task = std::make_shared<Task>(Task::Kind::kGenerate, std::move(r), Clock::now() + opt.request_timeout);
   if (!scheduler->submit(task)) {
     ++rejected_busy;

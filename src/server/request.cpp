@@ -364,6 +364,18 @@ GenerationRequest parse_generation_request(const json& body, Endpoint endpoint, 
   }
   parse_response_format(body, r);
   parse_skiff_extensions(body, model, r);
+  // Speculation verifies drafts against the sampler's distribution: logit_bias, constrained
+  // JSON, logprobs and several choices are not combined with it. Asked for explicitly that is
+  // an error; the server's default just steps aside.
+  const bool spec_explicit = [&] {
+    const json* ext = get_object(body, "skiff");
+    return ext && (field(*ext, "self_spec") || field(*ext, "lookup"));
+  }();
+  if (r.spec.enabled() && (!r.logit_bias.empty() || r.json_object || r.json_schema || r.logprobs || r.n > 1)) {
+    if (spec_explicit)
+      bad_request("skiff", "speculative decoding cannot be combined with logit_bias, response_format, logprobs or n > 1");
+    r.spec = {};
+  }
 
   for (auto& p : r.prompts) fit_context(r, p, model, limits, mt != nullptr);
   return r;

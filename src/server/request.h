@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -12,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sample/json_constraint.h"
 #include "sample/sampler.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -59,6 +61,9 @@ struct GenerationRequest {
   // response_format: json_object (any object) or json_schema (the schema).
   bool json_object = false;
   std::optional<nlohmann::json> json_schema;
+  // The automaton for either, built by the caller from the schema in its original key order
+  // (nlohmann::json sorts keys); the scheduler copies it per choice.
+  std::shared_ptr<const JsonConstraint> json_constraint;
   SpecRequest spec;
   bool truncate = false;  // "skiff": {"truncate": true}: keep the end of a too-long prompt
   bool echo = false;      // completions: the prompt text before the completion

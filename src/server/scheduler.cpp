@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "base/error.h"
+#include "decode/early_exit_drafter.h"
+#include "decode/ngram_drafter.h"
 #include "kernels/ops.h"
 
 namespace skiff::server {
@@ -27,6 +29,11 @@ struct Scheduler::Slot {
   std::unique_ptr<StopStrings> stops;
   std::vector<double> pooled;  // embeddings: sum of the final normalized states
   int pooled_rows = 0;
+  std::optional<JsonConstraint> json;  // response_format: the text so far, as JSON
+  // Speculative decoding (one round per step, outside the batched pass).
+  std::unique_ptr<Drafter> drafter;
+  std::unique_ptr<SpeculativeRun> spec;
+  bool stop_matched = false;
 
   bool busy() const { return task != nullptr; }
   int cached() const { return ctx.cache().length(0); }
@@ -193,6 +200,8 @@ void Scheduler::admit() {
         s.decoder = std::make_unique<StreamDecoder>(*model_.tokenizer);
         s.decoder->set_after_bos(false);
         s.stops = std::make_unique<StopStrings>(r.stop);
+        if (r.json_constraint) s.json = *r.json_constraint;
+        s.stop_matched = false;
       }
       task->add_usage(static_cast<int>(prompt.size()), 0, reuse);
       stats_.cached_tokens += reuse;
@@ -202,8 +211,17 @@ void Scheduler::admit() {
 }
 
 void Scheduler::release(Slot& slot) {
-  slot.tokens.resize(static_cast<size_t>(slot.cached()));  // keep what the cache holds
+  // Keep what every layer's cache holds (self-speculation's late layers can lag before its
+  // first verification) for prefix reuse.
+  KvCache& cache = slot.ctx.cache();
+  int held = static_cast<int>(slot.tokens.size());
+  for (int l = 0; l < cache.n_layers(); ++l) held = std::min(held, cache.length(l));
+  cache.truncate_all(held);
+  slot.tokens.resize(static_cast<size_t>(held));
   slot.task.reset();
+  slot.spec.reset();
+  slot.drafter.reset();
+  slot.json.reset();
   slot.leader = nullptr;
   slot.followers.clear();
   slot.sampler.reset();
@@ -235,27 +253,56 @@ void Scheduler::finish(Slot& slot, const char* reason) {
   release(slot);
 }
 
-void Scheduler::emit_token(Slot& slot, int32_t token, const float* logits) {
+bool Scheduler::push_text(Slot& slot, int32_t token, const float* logits) {
   Task& task = *slot.task;
   const GenerationRequest& r = task.request();
-  if (model_.tokenizer->is_eog(token)) {
-    finish(slot, "stop");
-    return;
-  }
   ++slot.generated;
   ++generated_;
-  slot.tokens.push_back(token);
   Event e;
   e.choice = slot.seq;
   const size_t vocab = static_cast<size_t>(model_.config.vocab_size);
-  if (r.logprobs) e.tokens.push_back(token_logprob({logits, vocab}, token, r.top_logprobs));
+  if (r.logprobs && logits) e.tokens.push_back(token_logprob({logits, vocab}, token, r.top_logprobs));
   else e.tokens.push_back({token, 0, {}});
   StopStrings::Output out = slot.stops->push(slot.decoder->push(token));
   e.text = std::move(out.text);
   task.push(std::move(e));
-  if (out.stopped) finish(slot, "stop");
-  else if (slot.generated >= r.max_tokens) finish(slot, "length");
+  slot.stop_matched = out.stopped;
+  return out.stopped;
+}
+
+void Scheduler::emit_token(Slot& slot, int32_t token, const float* logits) {
+  if (model_.tokenizer->is_eog(token)) {
+    finish(slot, "stop");
+    return;
+  }
+  slot.tokens.push_back(token);
+  if (slot.json) slot.json->accept(model_.tokenizer->token_bytes(token));
+  if (push_text(slot, token, logits)) finish(slot, "stop");
+  else if (slot.generated >= slot.task->request().max_tokens) finish(slot, "length");
   else if (static_cast<int>(slot.tokens.size()) > context_length_) finish(slot, "length");
+}
+
+void Scheduler::spec_round(Slot& slot) {
+  const GenerationRequest& r = slot.task->request();
+  if (!slot.spec) {
+    if (r.spec.exit_layer > 0) slot.drafter = std::make_unique<EarlyExitDrafter>(slot.ctx, r.spec.exit_layer, kDefaultDraftPMin);
+    else slot.drafter = std::make_unique<NgramDrafter>(model_, r.spec.lookup_ngram);
+    SpecParams params;
+    params.draft_max = r.spec.draft_max;
+    const std::vector<int32_t> prompt = slot.tokens;
+    Slot* s = &slot;
+    auto on_token = [this, s](int32_t token) {
+      s->tokens.push_back(token);
+      return !push_text(*s, token, nullptr);
+    };
+    // Prefills the prompt's uncached part (or lets the drafter's first pass do it).
+    slot.spec = std::make_unique<SpeculativeRun>(slot.ctx, *slot.sampler, *slot.drafter, prompt, slot.cached(),
+                                                 r.max_tokens, params, on_token);
+    return;
+  }
+  if (slot.spec->round()) return;
+  const GenerateStats& g = slot.spec->stats().generation;
+  finish(slot, g.hit_eos || slot.stop_matched ? "stop" : "length");
 }
 
 void Scheduler::sample_and_emit(Slot& slot, const float* logits) {
@@ -263,6 +310,10 @@ void Scheduler::sample_and_emit(Slot& slot, const float* logits) {
   const size_t vocab = static_cast<size_t>(model_.config.vocab_size);
   std::vector<float> biased(logits, logits + vocab);
   for (const auto& [id, bias] : r.logit_bias) biased[static_cast<size_t>(id)] += bias;
+  if (slot.json) {
+    if (!json_mask_) json_mask_ = std::make_unique<JsonTokenMask>(*model_.tokenizer);
+    json_mask_->apply(*slot.json, biased);
+  }
   const int32_t token = slot.sampler->sample(biased, slot.tokens);
   emit_token(slot, token, biased.data());
 }
@@ -289,7 +340,7 @@ void Scheduler::step() {
   int budget = options_.batch_rows;
   for (int pass = 0; pass < 2; ++pass) {
     for (auto& s : slots_) {
-      if (!s->busy() || s->leader) continue;
+      if (!s->busy() || s->leader || s->task->request().spec.enabled()) continue;
       const int n = s->uncached();
       if (n <= 0 || (pass == 0) != (n == 1)) continue;
       const int take = std::min(n, budget);
@@ -364,6 +415,13 @@ void Scheduler::step() {
       }
     }
     busy = T;
+  }
+  // Speculative sequences run a round each (drafting and verification are their own passes).
+  for (auto& s : slots_) {
+    if (!s->busy() || s->task->kind() != Task::Kind::kGenerate || !s->task->request().spec.enabled()) continue;
+    const int before = s->generated;
+    spec_round(*s);
+    busy += std::max(1, s->generated - before);
   }
 
   int slots_busy = 0;

@@ -24,7 +24,9 @@
 #include <vector>
 
 #include "base/thread_pool.h"
+#include "decode/speculative.h"
 #include "model/forward.h"
+#include "sample/json_constraint.h"
 #include "server/task.h"
 
 namespace skiff::server {
@@ -78,6 +80,9 @@ class Scheduler {
   void finish(Slot& slot, const char* reason);
   void sample_and_emit(Slot& slot, const float* logits);
   void emit_token(Slot& slot, int32_t token, const float* logits);
+  // Appends a generated token's text (stop strings held back); true when a stop string matched.
+  bool push_text(Slot& slot, int32_t token, const float* logits);
+  void spec_round(Slot& slot);
 
   const Model& model_;
   const SchedulerOptions options_;
@@ -96,6 +101,7 @@ class Scheduler {
   int64_t finished_tasks_ = 0, generated_ = 0;
   std::vector<int32_t> rows_;
   std::vector<float> hidden_, last_hidden_, logits_;
+  std::unique_ptr<JsonTokenMask> json_mask_;  // built at the first response_format request
   std::thread thread_;
 };
 
