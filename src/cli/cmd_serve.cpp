@@ -51,7 +51,10 @@ void run_serve(ServeFlags& f) {
   const int port = http.start();
   std::fprintf(stderr, "skiff serve: listening on http://%s:%d (loading the model)\n", o.host.c_str(), port);
 
+  if (o.default_spec.exit_layer > 0 && o.default_spec.lookup_ngram > 0) fail("choose one of --self-spec and --lookup");
   std::unique_ptr<Model> model = open_model(f.model);
+  if (o.default_spec.exit_layer >= model->config.n_layers)
+    fail("--self-spec {} must be below the model's {} layers", o.default_spec.exit_layer, model->config.n_layers);
   f.scheduler.threads = f.model.threads;
   server::Scheduler scheduler(*model, f.scheduler);
   http.attach(*model, scheduler);
@@ -105,6 +108,14 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--shutdown-grace", f->shutdown_grace_s,
                   "seconds requests in flight may run after SIGTERM (default 30)")
       ->check(CLI::Range(0, 3600));
+  cmd->add_option("--self-spec", f->server.default_spec.exit_layer,
+                  "default for requests: self-speculative decoding drafting with layers 0..E-1")
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--lookup", f->server.default_spec.lookup_ngram,
+                  "default for requests: prompt-lookup drafting with n-grams of this size")
+      ->check(CLI::Range(1, 8));
+  cmd->add_option("--draft-max", f->server.default_spec.draft_max, "most drafted tokens per round (default 4)")
+      ->check(CLI::Range(1, 16));
   cmd->callback([f] { run_serve(*f); });
 }
 
