@@ -148,17 +148,20 @@ TEST_F(SchedulerTest, SeveralChoicesShareThePromptAndFollowTheirSeeds) {
   EXPECT_EQ(collect(*single).tokens[0], ra.tokens[0]);
 }
 
-TEST_F(SchedulerTest, SelfSpeculationAndLookupGiveThePlainText) {
+TEST_F(SchedulerTest, SpeculationGivesThePlainText) {
   SchedulerOptions o;
   o.slots = 2;
+  std::unique_ptr<Model> draft = load_model(kModel);
+  o.draft_model = draft.get();
   Scheduler scheduler(*model, o);
   const std::vector<int32_t> prompt = encode("Once upon a time, there was a little girl");
   const std::vector<int32_t> expect = plain(prompt, 48);
-  for (int mode = 0; mode < 2; ++mode) {
+  for (int mode = 0; mode < 3; ++mode) {
     auto t = make_task({prompt}, 48, 0.0f);
     GenerationRequest& r = const_cast<GenerationRequest&>(t->request());
     if (mode == 0) r.spec.exit_layer = 2;
-    else r.spec.lookup_ngram = 2;
+    else if (mode == 1) r.spec.lookup_ngram = 2;
+    else r.spec.draft_model = true;
     r.spec.draft_max = 3;
     auto other = make_task({encode("The dog")}, 30, 0.0f);  // a plain sequence alongside
     ASSERT_TRUE(scheduler.submit(t));

@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "decode/model_drafter.h"
 #include "server/http_server.h"
 #include "server/scheduler.h"
 
@@ -26,6 +27,7 @@ struct ServeFlags {
   int read_timeout_s = 10;
   int shutdown_grace_s = 30;
   size_t max_body_kib = 8192;
+  std::string draft_model;
 };
 
 void run_serve(ServeFlags& f) {
@@ -52,10 +54,20 @@ void run_serve(ServeFlags& f) {
   std::fprintf(stderr, "skiff serve: listening on http://%s:%d (loading the model)\n", o.host.c_str(), port);
 
   if (o.default_spec.exit_layer > 0 && o.default_spec.lookup_ngram > 0) fail("choose one of --self-spec and --lookup");
+  if (!f.draft_model.empty() && o.default_spec.enabled())
+    fail("--draft-model drafts by default; --self-spec and --lookup would replace it");
   std::unique_ptr<Model> model = open_model(f.model);
   if (o.default_spec.exit_layer >= model->config.n_layers)
     fail("--self-spec {} must be below the model's {} layers", o.default_spec.exit_layer, model->config.n_layers);
   f.scheduler.threads = f.model.threads;
+  std::unique_ptr<Model> draft;
+  if (!f.draft_model.empty()) {
+    ModelFlags df = f.model;
+    df.model = f.draft_model;
+    draft = open_model(df);
+    check_same_vocabulary(*model, *draft);
+    f.scheduler.draft_model = draft.get();  // the default for requests (HttpServer::attach)
+  }
   server::Scheduler scheduler(*model, f.scheduler);
   http.attach(*model, scheduler);
   std::fprintf(stderr, "skiff serve: ready: %s, %d slots x %d positions, model id '%s'\n", model->source.c_str(),
@@ -114,6 +126,8 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--lookup", f->server.default_spec.lookup_ngram,
                   "default for requests: prompt-lookup drafting with n-grams of this size")
       ->check(CLI::Range(1, 8));
+  cmd->add_option("--draft-model", f->draft_model,
+                  "a smaller model with the same vocabulary drafting for requests (the default with it)");
   cmd->add_option("--draft-max", f->server.default_spec.draft_max, "most drafted tokens per round (default 4)")
       ->check(CLI::Range(1, 16));
   cmd->callback([f] { run_serve(*f); });

@@ -119,6 +119,8 @@ void HttpServer::attach(const Model& model, Scheduler& scheduler) {
   s.served.context_length = scheduler.context_length();
   s.served.n_layers = model.config.n_layers;
   s.served.slots = scheduler.slots();
+  s.served.has_draft_model = scheduler.has_draft_model();
+  if (scheduler.has_draft_model() && !s.opt.default_spec.enabled()) s.opt.default_spec.draft_model = true;
   s.served.id = s.opt.model_id;
   const Vocab& vocab = model.tokenizer->vocab();
   s.served.chat_template = detect_chat_template(vocab.chat_template);

@@ -135,19 +135,29 @@ void parse_skiff_extensions(const json& body, const ServedModel& model, Generati
   const json* ext = get_object(body, "skiff");
   if (!ext) return;
   r.truncate = get_bool(*ext, "truncate", false);
-  if (const json* s = get_object(*ext, "self_spec")) {
+  const json* self = get_object(*ext, "self_spec");
+  const json* lookup = get_object(*ext, "lookup");
+  const json* draft = get_object(*ext, "draft_model");
+  if ((self != nullptr) + (lookup != nullptr) + (draft != nullptr) > 1)
+    bad_request("skiff", "choose one of skiff.self_spec, skiff.lookup and skiff.draft_model");
+  if (self) {
     r.spec = {};
-    r.spec.exit_layer = static_cast<int>(get_integer(*s, "exit_layer", 0, 1, std::max(1, model.n_layers - 1)));
+    r.spec.exit_layer =
+        static_cast<int>(get_integer(*self, "exit_layer", 0, 1, std::max(1, model.n_layers - 1)));
     if (r.spec.exit_layer == 0) bad_request("skiff.self_spec", "'skiff.self_spec.exit_layer' is required");
-    r.spec.draft_max = static_cast<int>(get_integer(*s, "draft_max", 4, 1, 16));
-  }
-  if (const json* s = get_object(*ext, "lookup")) {
-    if (r.spec.exit_layer > 0) bad_request("skiff.lookup", "choose one of skiff.self_spec and skiff.lookup");
+    r.spec.draft_max = static_cast<int>(get_integer(*self, "draft_max", 4, 1, 16));
+  } else if (lookup) {
     r.spec = {};
-    r.spec.lookup_ngram = static_cast<int>(get_integer(*s, "ngram", 3, 1, 8));
-    r.spec.draft_max = static_cast<int>(get_integer(*s, "draft_max", 4, 1, 16));
+    r.spec.lookup_ngram = static_cast<int>(get_integer(*lookup, "ngram", 3, 1, 8));
+    r.spec.draft_max = static_cast<int>(get_integer(*lookup, "draft_max", 4, 1, 16));
+  } else if (draft) {
+    if (!model.has_draft_model)
+      bad_request("skiff.draft_model", "this server has no draft model (start it with --draft-model FILE)");
+    r.spec = {};
+    r.spec.draft_model = true;
+    r.spec.draft_max = static_cast<int>(get_integer(*draft, "draft_max", 4, 1, 16));
   }
-  if (const json* s = get_object(*ext, "off"); s) r.spec = {};
+  if (!get_bool(*ext, "speculative", true)) r.spec = {};  // the server's default off for this request
 }
 
 void reject_unsupported(const json& body) {
@@ -369,7 +379,7 @@ GenerationRequest parse_generation_request(const json& body, Endpoint endpoint, 
   // an error; the server's default just steps aside.
   const bool spec_explicit = [&] {
     const json* ext = get_object(body, "skiff");
-    return ext && (field(*ext, "self_spec") || field(*ext, "lookup"));
+    return ext && (field(*ext, "self_spec") || field(*ext, "lookup") || field(*ext, "draft_model"));
   }();
   if (r.spec.enabled() && (!r.logit_bias.empty() || r.json_object || r.json_schema || r.logprobs || r.n > 1)) {
     if (spec_explicit)

@@ -32,12 +32,15 @@ struct RequestLimits {
   int max_messages = 1024;
 };
 
-// Per-request speculative decoding ("skiff": {"self_spec": {...}} / {"lookup": {...}}).
+// Per-request speculative decoding: "skiff": {"self_spec": {"exit_layer": E, "draft_max": D}},
+// {"lookup": {"ngram": N, "draft_max": D}} or {"draft_model": {"draft_max": D}};
+// "skiff": {"speculative": false} turns the server's default off.
 struct SpecRequest {
   int exit_layer = 0;   // > 0: self-speculation drafting with layers [0, exit_layer)
   int lookup_ngram = 0; // > 0: prompt-lookup drafting with n-grams of this size
+  bool draft_model = false;  // the server's --draft-model drafts
   int draft_max = 4;
-  bool enabled() const { return exit_layer > 0 || lookup_ngram > 0; }
+  bool enabled() const { return exit_layer > 0 || lookup_ngram > 0 || draft_model; }
 };
 
 enum class Endpoint { kChat, kCompletion };
@@ -78,6 +81,7 @@ struct ServedModel {
   int context_length = 0;  // of each slot
   int n_layers = 0;
   int slots = 1;
+  bool has_draft_model = false;
 };
 
 // The body as JSON. ApiError 400 for malformed JSON or nesting deeper than max_depth (checked

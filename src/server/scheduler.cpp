@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "decode/early_exit_drafter.h"
+#include "decode/model_drafter.h"
 #include "decode/ngram_drafter.h"
 #include "kernels/ops.h"
 
@@ -286,7 +287,10 @@ void Scheduler::spec_round(Slot& slot) {
   const GenerationRequest& r = slot.task->request();
   if (!slot.spec) {
     if (r.spec.exit_layer > 0) slot.drafter = std::make_unique<EarlyExitDrafter>(slot.ctx, r.spec.exit_layer, kDefaultDraftPMin);
-    else slot.drafter = std::make_unique<NgramDrafter>(model_, r.spec.lookup_ngram);
+    else if (r.spec.lookup_ngram > 0) slot.drafter = std::make_unique<NgramDrafter>(model_, r.spec.lookup_ngram);
+    else if (options_.draft_model)  // its own small cache, one thread: the model thread's pool is busy
+      slot.drafter = std::make_unique<ModelDrafter>(model_, *options_.draft_model, context_length_, 1, kDefaultDraftPMin);
+    else fail("draft-model speculation was asked for but the server has no draft model");
     SpecParams params;
     params.draft_max = r.spec.draft_max;
     const std::vector<int32_t> prompt = slot.tokens;

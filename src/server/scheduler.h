@@ -37,6 +37,7 @@ struct SchedulerOptions {
   int threads = 0;
   int batch_rows = 256;    // most rows (tokens) in one forward pass: bounds prefill chunks
   int max_queue = 64;      // tasks waiting for slots
+  const Model* draft_model = nullptr;  // for requests asking for draft-model speculation
 };
 
 struct SchedulerStats {
@@ -70,6 +71,7 @@ class Scheduler {
   SchedulerStats stats() const;
   int context_length() const { return context_length_; }
   int slots() const { return static_cast<int>(slots_.size()); }
+  bool has_draft_model() const { return options_.draft_model != nullptr; }
 
  private:
   struct Slot;
