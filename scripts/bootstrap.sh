@@ -8,6 +8,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libfmt-dev liburing-dev pkg-config
   python3 python3-numpy python3-torch python3-jinja2
+  chromium  # tests/cli/test_chat_page.py drives the chat page headless
 )
 
 missing=()
@@ -20,5 +21,12 @@ echo "bootstrap: installing ${missing[*]}" >&2
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq >/dev/null
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# apt's chatter (debconf notices and the like) goes to a log that is shown only on failure.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+    >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "bootstrap: apt-get failed" >&2
+  exit 1
+fi

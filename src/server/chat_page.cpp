@@ -9,6 +9,7 @@ const std::string& chat_page_html() {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>skiff chat</title>
+<link rel="icon" href="data:,">
 <style>
   body { font-family: system-ui, sans-serif; max-width: 48rem; margin: 1rem auto; padding: 0 1rem; color: #222; }
   #log { border: 1px solid #ccc; border-radius: 6px; padding: .5rem; min-height: 16rem; white-space: pre-wrap; }
@@ -17,6 +18,7 @@ const std::string& chat_page_html() {
   form { display: flex; gap: .5rem; margin-top: .5rem; }
   #prompt { flex: 1; padding: .4rem; }
   #status { color: #666; font-size: .9rem; margin-top: .3rem; }
+  .failed { color: #999; text-decoration: line-through; }
   details { margin-top: .5rem; font-size: .9rem; }
 </style>
 </head>
@@ -32,13 +34,17 @@ const std::string& chat_page_html() {
 <details><summary>Settings</summary>
   <label>System prompt <input id="system" size="40"></label><br>
   <label>Temperature <input id="temperature" type="number" value="0.7" min="0" max="2" step="0.1"></label>
-  <label>Max tokens <input id="max_tokens" type="number" value="256" min="1"></label><br>
+  <label>Max tokens <input id="max_tokens" type="number" min="1" placeholder="what fits"></label><br>
+  <label><input id="truncate" type="checkbox" checked> Keep the end of a conversation longer than the context</label><br>
   <label>API key <input id="key" type="password" size="30"></label>
 </details>
 <script>
+// The conversation so far, as the API takes it. A turn that failed before any reply is taken
+// back out, so the next request does not carry an empty assistant message.
 const messages = [];
 const log = document.getElementById('log');
 const statusLine = document.getElementById('status');
+const $ = (id) => document.getElementById(id);
 let controller = null;
 
 function line(cls, text) {
@@ -49,25 +55,35 @@ function line(cls, text) {
   return div;
 }
 
-async function send(text) {
-  messages.push({role: 'user', content: text});
-  line('user', 'You: ' + text);
-  const out = line('assistant', '');
+// The request body at the page's settings; an empty number field leaves that field to the
+// server (max_tokens: whatever fits the context).
+function requestBody() {
+  const system = $('system').value;
   const body = {
-    messages: (document.getElementById('system').value
-      ? [{role: 'system', content: document.getElementById('system').value}] : []).concat(messages),
+    messages: (system ? [{role: 'system', content: system}] : []).concat(messages),
     stream: true,
     stream_options: {include_usage: true},
-    temperature: Number(document.getElementById('temperature').value),
-    max_tokens: Number(document.getElementById('max_tokens').value),
   };
+  if ($('temperature').value !== '') body.temperature = Number($('temperature').value);
+  if ($('max_tokens').value !== '') body.max_tokens = Number($('max_tokens').value);
+  if ($('truncate').checked) body.skiff = {truncate: true};
+  return body;
+}
+
+async function send(text) {
+  messages.push({role: 'user', content: text});
+  const asked = line('user', 'You: ' + text);
+  const out = line('assistant', '');
+  const body = requestBody();
   const headers = {'Content-Type': 'application/json'};
-  const key = document.getElementById('key').value;
+  const key = $('key').value;
   if (key) headers['Authorization'] = 'Bearer ' + key;
   controller = new AbortController();
-  document.getElementById('stop').disabled = false;
+  $('stop').disabled = false;
+  delete statusLine.dataset.tokensPerSecond;  // set again when this turn is done
+  statusLine.textContent = 'waiting';
   const start = performance.now();
-  let first = 0, tokens = 0, reply = '';
+  let first = 0, tokens = 0, chunks = 0, reply = '', finished = false;
   try {
     const res = await fetch('/v1/chat/completions', {method: 'POST', headers, body: JSON.stringify(body),
                                                       signal: controller.signal});
@@ -81,7 +97,7 @@ async function send(text) {
     for (;;) {
       const {value, done} = await reader.read();
       if (done) break;
-      buffer += decoder.decode(value, {stream: true});
+      buffer += decoder.decode(value, {stream: true}).replace(/\r\n/g, '\n');
       let cut;
       while ((cut = buffer.indexOf('\n\n')) >= 0) {
         const event = buffer.slice(0, cut);
@@ -95,35 +111,45 @@ async function send(text) {
         for (const c of chunk.choices || []) {
           if (c.delta && c.delta.content) {
             if (!first) first = performance.now();
+            ++chunks;
             reply += c.delta.content;
             out.textContent = reply;
           }
         }
+        // While streaming, a text chunk is about a token; usage gives the count at the end.
         const secs = first ? (performance.now() - first) / 1000 : 0;
-        statusLine.textContent = 'streaming' + (secs > 0 && tokens ? ` ${(tokens / secs).toFixed(1)} tokens/s` : '');
+        statusLine.textContent = 'streaming' + (secs > 0 && chunks > 1 ? ` ${(chunks / secs).toFixed(1)} tokens/s` : '');
       }
     }
+    if (!tokens) tokens = chunks;
     const secs = (performance.now() - (first || start)) / 1000;
     statusLine.textContent = `${tokens} tokens, ${secs > 0 ? (tokens / secs).toFixed(1) : '-'} tokens/s, ` +
       `first token after ${((first || performance.now()) - start).toFixed(0)} ms`;
     statusLine.dataset.tokensPerSecond = secs > 0 ? (tokens / secs).toFixed(2) : '0';
+    finished = true;
   } catch (e) {
-    statusLine.textContent = 'error: ' + e.message;
+    statusLine.textContent = e.name === 'AbortError' ? 'stopped' : 'error: ' + e.message;
   }
-  messages.push({role: 'assistant', content: reply});
+  if (finished || reply) {
+    messages.push({role: 'assistant', content: reply});
+  } else {
+    messages.pop();  // failed or stopped before any reply: not part of the conversation
+    asked.classList.add('failed');
+    out.remove();
+  }
   controller = null;
-  document.getElementById('stop').disabled = true;
+  $('stop').disabled = true;
 }
 
-document.getElementById('form').addEventListener('submit', (ev) => {
+$('form').addEventListener('submit', (ev) => {
   ev.preventDefault();
-  const input = document.getElementById('prompt');
+  const input = $('prompt');
   const text = input.value.trim();
   if (!text || controller) return;
   input.value = '';
   send(text);
 });
-document.getElementById('stop').addEventListener('click', () => controller && controller.abort());
+$('stop').addEventListener('click', () => controller && controller.abort());
 </script>
 </body>
 </html>

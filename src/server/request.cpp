@@ -21,10 +21,12 @@ const json* field(const json& body, const char* name) {
 
 const char* type_name(const json& v) { return v.type_name(); }
 
-bool get_bool(const json& body, const char* name, bool fallback) {
+// The getters take `prefix`, the path of the object they read from ("skiff.lookup."), so that
+// an error inside a nested object names the whole path as its param.
+bool get_bool(const json& body, const char* name, bool fallback, const std::string& prefix = "") {
   const json* v = field(body, name);
   if (!v) return fallback;
-  if (!v->is_boolean()) bad_request(name, "'{}' must be a boolean, not {}", name, type_name(*v));
+  if (!v->is_boolean()) bad_request(prefix + name, "'{}{}' must be a boolean, not {}", prefix, name, type_name(*v));
   return v->get<bool>();
 }
 
@@ -41,8 +43,11 @@ double get_number(const json& body, const char* name, double fallback, double lo
 int64_t as_integer(const json& v, const std::string& name, int64_t lo, int64_t hi) {
   if (!v.is_number()) bad_request(name, "'{}' must be an integer, not {}", name, type_name(v));
   if (v.is_number_unsigned()) {
+    // nlohmann reads every non-negative integer as unsigned: the lower bound applies here too
+    // (0 for a field whose minimum is 1).
     const uint64_t u = v.get<uint64_t>();
-    if (u > static_cast<uint64_t>(hi)) bad_request(name, "'{}' must be at most {}, got {}", name, hi, u);
+    if (hi < 0 || u > static_cast<uint64_t>(hi) || static_cast<int64_t>(u) < lo)
+      bad_request(name, "'{}' must be in [{}, {}], got {}", name, lo, hi, u);
     return static_cast<int64_t>(u);
   }
   double d;
@@ -60,14 +65,16 @@ int64_t as_integer(const json& v, const std::string& name, int64_t lo, int64_t h
   return x;
 }
 
-int64_t get_integer(const json& body, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
+int64_t get_integer(const json& body, const char* name, int64_t fallback, int64_t lo, int64_t hi,
+                    const std::string& prefix = "") {
   const json* v = field(body, name);
-  return v ? as_integer(*v, name, lo, hi) : fallback;
+  return v ? as_integer(*v, prefix + name, lo, hi) : fallback;
 }
 
-const json* get_object(const json& body, const char* name) {
+const json* get_object(const json& body, const char* name, const std::string& prefix = "") {
   const json* v = field(body, name);
-  if (v && !v->is_object()) bad_request(name, "'{}' must be an object, not {}", name, type_name(*v));
+  if (v && !v->is_object())
+    bad_request(prefix + name, "'{}{}' must be an object, not {}", prefix, name, type_name(*v));
   return v;
 }
 
@@ -120,7 +127,7 @@ void parse_response_format(const json& body, GenerationRequest& r) {
   }
   if (t != "json_schema")
     bad_request("response_format", "'response_format.type' must be text, json_object or json_schema, not '{}'", t);
-  const json* js = get_object(*f, "json_schema");
+  const json* js = get_object(*f, "json_schema", "response_format.");
   if (!js) bad_request("response_format", "'response_format.json_schema' is missing");
   const json* schema = field(*js, "schema");
   if (!schema) {
@@ -134,30 +141,31 @@ void parse_response_format(const json& body, GenerationRequest& r) {
 void parse_skiff_extensions(const json& body, const ServedModel& model, GenerationRequest& r) {
   const json* ext = get_object(body, "skiff");
   if (!ext) return;
-  r.truncate = get_bool(*ext, "truncate", false);
-  const json* self = get_object(*ext, "self_spec");
-  const json* lookup = get_object(*ext, "lookup");
-  const json* draft = get_object(*ext, "draft_model");
+  r.truncate = get_bool(*ext, "truncate", false, "skiff.");
+  const json* self = get_object(*ext, "self_spec", "skiff.");
+  const json* lookup = get_object(*ext, "lookup", "skiff.");
+  const json* draft = get_object(*ext, "draft_model", "skiff.");
   if ((self != nullptr) + (lookup != nullptr) + (draft != nullptr) > 1)
     bad_request("skiff", "choose one of skiff.self_spec, skiff.lookup and skiff.draft_model");
   if (self) {
     r.spec = {};
-    r.spec.exit_layer =
-        static_cast<int>(get_integer(*self, "exit_layer", 0, 1, std::max(1, model.n_layers - 1)));
+    r.spec.exit_layer = static_cast<int>(
+        get_integer(*self, "exit_layer", 0, 1, std::max(1, model.n_layers - 1), "skiff.self_spec."));
     if (r.spec.exit_layer == 0) bad_request("skiff.self_spec", "'skiff.self_spec.exit_layer' is required");
-    r.spec.draft_max = static_cast<int>(get_integer(*self, "draft_max", 4, 1, 16));
+    r.spec.draft_max = static_cast<int>(get_integer(*self, "draft_max", 4, 1, 16, "skiff.self_spec."));
   } else if (lookup) {
     r.spec = {};
-    r.spec.lookup_ngram = static_cast<int>(get_integer(*lookup, "ngram", 3, 1, 8));
-    r.spec.draft_max = static_cast<int>(get_integer(*lookup, "draft_max", 4, 1, 16));
+    r.spec.lookup_ngram = static_cast<int>(get_integer(*lookup, "ngram", 3, 1, 8, "skiff.lookup."));
+    r.spec.draft_max = static_cast<int>(get_integer(*lookup, "draft_max", 4, 1, 16, "skiff.lookup."));
   } else if (draft) {
     if (!model.has_draft_model)
       bad_request("skiff.draft_model", "this server has no draft model (start it with --draft-model FILE)");
     r.spec = {};
     r.spec.draft_model = true;
-    r.spec.draft_max = static_cast<int>(get_integer(*draft, "draft_max", 4, 1, 16));
+    r.spec.draft_max = static_cast<int>(get_integer(*draft, "draft_max", 4, 1, 16, "skiff.draft_model."));
   }
-  if (!get_bool(*ext, "speculative", true)) r.spec = {};  // the server's default off for this request
+  // "speculative": false turns the server's default off for this request.
+  if (!get_bool(*ext, "speculative", true, "skiff.")) r.spec = {};
 }
 
 void reject_unsupported(const json& body) {
@@ -172,13 +180,14 @@ void reject_unsupported(const json& body) {
 // Fits the prompt and the completion into the context: OpenAI's context_length_exceeded
 // unless the client asked for truncation, which keeps the prompt's end.
 void fit_context(GenerationRequest& r, std::vector<int32_t>& prompt, const ServedModel& model,
-                 const RequestLimits& limits, bool max_tokens_given) {
+                 bool max_tokens_given) {
   const int ctx = model.context_length;
   const int asked = max_tokens_given ? r.max_tokens : 0;
   const int64_t need = static_cast<int64_t>(prompt.size()) + std::max(asked, 1);
   if (need > ctx) {
     if (!r.truncate) {
-      throw ApiError(400, "invalid_request_error", "messages", "context_length_exceeded",
+      throw ApiError(400, "invalid_request_error", r.endpoint == Endpoint::kChat ? "messages" : "prompt",
+                     "context_length_exceeded",
                      fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens "
                                  "({} in the prompt, {} for the completion). Please reduce the length of the prompt "
                                  "or max_tokens, or ask for truncation with \"skiff\": {{\"truncate\": true}}.",
@@ -188,7 +197,6 @@ void fit_context(GenerationRequest& r, std::vector<int32_t>& prompt, const Serve
     if (keep < 1) bad_request("max_tokens", "max_tokens {} leaves no room for the prompt in {} positions", asked, ctx);
     prompt.erase(prompt.begin(), prompt.end() - keep);
   }
-  if (!max_tokens_given) r.max_tokens = std::min(limits.max_tokens, ctx - static_cast<int>(prompt.size()));
 }
 
 }  // namespace
@@ -353,11 +361,16 @@ GenerationRequest parse_generation_request(const json& body, Endpoint endpoint, 
       bad_request("logit_bias", "at most {} logit_bias entries are allowed", limits.max_logit_bias);
     const int64_t vocab = static_cast<int64_t>(model.tokenizer->vocab().pieces.size());
     for (auto it = lb->begin(); it != lb->end(); ++it) {
+      // A key is a token id in decimal digits only (strtoll would also take " 7", "+7" and
+      // "7\u0000junk").
       const std::string& key = it.key();
-      char* end = nullptr;
-      errno = 0;
-      const long long id = std::strtoll(key.c_str(), &end, 10);
-      if (key.empty() || *end != '\0' || errno != 0 || id < 0 || id >= vocab)
+      int64_t id = 0;
+      bool digits = !key.empty() && key.size() <= 10;
+      for (char c : key) {
+        if (c < '0' || c > '9') digits = false;
+        if (digits) id = id * 10 + (c - '0');
+      }
+      if (!digits || id >= vocab)
         bad_request("logit_bias", "logit_bias key '{}' is not a token id of this model (0..{})", key, vocab - 1);
       if (!it->is_number()) bad_request("logit_bias", "logit_bias values must be numbers");
       const double bias = it->get<double>();
@@ -370,7 +383,7 @@ GenerationRequest parse_generation_request(const json& body, Endpoint endpoint, 
   r.stream = get_bool(body, "stream", false);
   if (const json* so = get_object(body, "stream_options")) {
     if (!r.stream) bad_request("stream_options", "'stream_options' is only allowed when 'stream' is true");
-    r.include_usage = get_bool(*so, "include_usage", false);
+    r.include_usage = get_bool(*so, "include_usage", false, "stream_options.");
   }
   parse_response_format(body, r);
   parse_skiff_extensions(body, model, r);
@@ -387,7 +400,13 @@ GenerationRequest parse_generation_request(const json& body, Endpoint endpoint, 
     r.spec = {};
   }
 
-  for (auto& p : r.prompts) fit_context(r, p, model, limits, mt != nullptr);
+  for (auto& p : r.prompts) fit_context(r, p, model, mt != nullptr);
+  if (!mt) {
+    // What fits after the longest prompt: every prompt's choices share one max_tokens.
+    size_t longest = 0;
+    for (const auto& p : r.prompts) longest = std::max(longest, p.size());
+    r.max_tokens = std::min(limits.max_tokens, model.context_length - static_cast<int>(longest));
+  }
   return r;
 }
 
