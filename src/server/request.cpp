@@ -40,18 +40,15 @@ double get_number(const json& body, const char* name, double fallback, double lo
 // An integer in [lo, hi] (a number with an integral value, such as 5.0, is accepted).
 int64_t as_integer(const json& v, const std::string& name, int64_t lo, int64_t hi) {
   if (!v.is_number()) bad_request(name, "'{}' must be an integer, not {}", name, type_name(v));
-  if (v.is_number_unsigned()) {
-    const uint64_t u = v.get<uint64_t>();
-    if (u > static_cast<uint64_t>(hi)) bad_request(name, "'{}' must be at most {}, got {}", name, hi, u);
-    return static_cast<int64_t>(u);
-  }
-  double d;
   int64_t x;
-  if (v.is_number_integer()) {
+  if (v.is_number_unsigned()) {  // any literal without a '-': 0 included, so `lo` is checked below
+    const uint64_t u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(hi)) bad_request(name, "'{}' must be in [{}, {}], got {}", name, lo, hi, u);
+    x = static_cast<int64_t>(u);
+  } else if (v.is_number_integer()) {
     x = v.get<int64_t>();
-    d = static_cast<double>(x);
   } else {
-    d = v.get<double>();
+    const double d = v.get<double>();
     if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9.0e15)
       bad_request(name, "'{}' must be an integer, got {}", name, d);
     x = static_cast<int64_t>(d);
