@@ -309,6 +309,15 @@ def main() -> int:
     warm = statistics.median(judged[:k]) if judged else 0
     end = statistics.median(judged[-k:]) if judged else 0
     growth_kib = end - warm
+    # Least-squares slope of the judged samples, KiB per minute.
+    pts = [(t, kib) for t, kib in rss if t >= args.warmup * args.seconds]
+    slope = 0.0
+    if len(pts) >= 2:
+        mt = statistics.fmean(t for t, _ in pts)
+        mk = statistics.fmean(k for _, k in pts)
+        den = sum((t - mt) ** 2 for t, _ in pts)
+        slope = 60 * sum((t - mt) * (k - mk) for t, k in pts) / den if den else 0.0
+    profile = [kib for t, kib in rss][:: max(1, len(rss) // 12)]
     allowed_kib = max(args.rss_slack_mib * 1024, 0.10 * warm)
     lat = sorted(stats.latency)
     stderr_noise = [line for line in server.log.splitlines() if not line.startswith("skiff serve:")]
@@ -343,7 +352,8 @@ def main() -> int:
                             "max": round(lat[-1], 3) if lat else None},
         "rss_kib": {"start": rss[0][1] if rss else None, "after_warmup": warm, "end": end,
                     "max": max(kib for _, kib in rss) if rss else None, "growth_after_warmup": growth_kib,
-                    "allowed_growth": round(allowed_kib), "samples": len(rss)},
+                    "allowed_growth": round(allowed_kib), "slope_after_warmup_kib_per_min": round(slope, 1),
+                    "samples": len(rss), "profile": profile},
         "server": {"exit_code": exit_code,
                    "metrics": {k: v for k, v in final_metrics.items() if k in (
                        "skiff_requests_total", "skiff_http_requests_total", "skiff_client_errors_total",

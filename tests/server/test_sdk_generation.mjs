@@ -229,8 +229,8 @@ test('multi-turn chat reuses the cached prefix', async () => {
     `turn 2 usage ${JSON.stringify(r2.usage)} (turn 1: ${JSON.stringify(r1.usage)})`);
   assert.ok(r2.usage.prompt_tokens_details.cached_tokens >= r1.usage.prompt_tokens / 2);
 
-  // The reused prefix does not change the answer: a fresh server-side computation of turn 2
-  // (streamed, after an unrelated request in between) gives the same greedy text.
+  // Reuse does not change the answer: turn 2 asked again (streamed, after an unrelated request)
+  // gives the same greedy text.
   await client.completions.create({ ...greedy, prompt: 'The sun was hot', max_tokens: 8 });
   const s = await collect(await client.chat.completions.create({
     ...greedy, messages: turn2, max_tokens: 20, stream: true, stream_options: { include_usage: true },
