@@ -193,7 +193,8 @@ def flood(c, skiff: str) -> None:
         print(f"   flood: {len(ok)} accepted, {len(busy)} refused with 429", flush=True)
         c.check("flood: every request answered 200 or 429", not other, str(other)[:500])
         c.check("flood: some 429 (queue of 2 behind 1 slot)", len(busy) >= 1, f"{len(ok)} ok, {len(busy)} busy")
-        c.check("flood: at least 3 accepted", len(ok) >= 3, f"{len(ok)} ok")
+        # One in the slot and two queued; two if both queued before the slot took the first.
+        c.check("flood: at least 2 accepted", len(ok) >= 2, f"{len(ok)} ok")
         c.check("flood: 429s in the OpenAI error shape",
                 all(is_openai_error(j, "rate_limit_error", "rate_limit_exceeded") for _, j in busy), str(busy)[:300])
         full = [j["choices"][0]["text"] == want and j.get("done", True) for _, j in ok]
