@@ -628,6 +628,7 @@ TEST(ServerRequest, EmbeddingInputs) {
   EXPECT_EQ(parse_embedding_inputs({{"input", json::array({{1}, {2, 3}})}}, served(), limits),
             (std::vector<std::vector<int32_t>>{{1}, {2, 3}}));
   EXPECT_NO_THROW(parse_embedding_inputs({{"input", "x"}, {"encoding_format", "float"}}, served(), limits));
+  EXPECT_NO_THROW(parse_embedding_inputs({{"input", "x"}, {"encoding_format", "base64"}}, served(), limits));
 
   const struct {
     json body;
@@ -640,7 +641,7 @@ TEST(ServerRequest, EmbeddingInputs) {
       {{{"input", {1, 32000}}}, "input"},
       {{{"input", json::array({"a", 1})}}, "input"},
       {{{"input", json::array({json::array()})}}, "input"},
-      {{{"input", "x"}, {"encoding_format", "base64"}}, "encoding_format"},
+      {{{"input", "x"}, {"encoding_format", "int8"}}, "encoding_format"},
       {{{"input", "x"}, {"dimensions", 8}}, "dimensions"},
   };
   for (const auto& c : cases) {

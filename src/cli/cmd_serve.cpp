@@ -77,8 +77,12 @@ void run_serve(ServeFlags& f) {
     int sig = 0;
     sigwait(&signals, &sig);
     std::fprintf(stderr, "skiff serve: %s: finishing requests in flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    http.stop();
+    // New requests get 503; those in flight finish (or end, past the grace) and their
+    // responses complete; then the listener stops.
+    http.drain();
     scheduler.shutdown(std::chrono::seconds(f.shutdown_grace_s));
+    http.wait_idle(std::chrono::seconds(5));
+    http.stop();
   });
   http.wait();
   // The listener can also stop on its own (it never does in practice): wake the watcher.

@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <cstring>
 #include <ctime>
 #include <thread>
 
@@ -55,6 +56,21 @@ std::string status_message(int status) {
   }
 }
 
+std::string base64_floats(const std::vector<float>& v) {
+  static const char* digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string bytes(v.size() * sizeof(float), '\0');
+  std::memcpy(bytes.data(), v.data(), bytes.size());  // x86-64: little-endian already
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    const size_t n = std::min<size_t>(3, bytes.size() - i);
+    uint32_t w = 0;
+    for (size_t k = 0; k < 3; ++k) w = w << 8 | (k < n ? static_cast<unsigned char>(bytes[i + k]) : 0u);
+    for (size_t k = 0; k < 4; ++k) out += k <= n ? digits[(w >> (18 - 6 * k)) & 63] : '=';
+  }
+  return out;
+}
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -71,6 +87,8 @@ struct HttpServer::Impl {
   std::string fingerprint;
   int64_t started = 0;
   std::atomic<int64_t> rejected_busy{0}, client_errors{0}, http_requests{0};
+  std::atomic<int> in_flight{0};  // routes running, streams included
+  std::atomic<bool> draining{false};
 
   // Runs a route: the connection is busy for the guard meanwhile, errors become OpenAI-shaped
   // responses. `streams`: the route may hand the response to a content provider, which calls
@@ -78,6 +96,7 @@ struct HttpServer::Impl {
   template <class Fn>
   void route(const httplib::Request& req, httplib::Response& res, Fn&& fn) {
     ++http_requests;
+    ++in_flight;
     guard.enter(req.remote_addr, req.remote_port);
     bool streaming = false;
     try {
@@ -92,7 +111,32 @@ struct HttpServer::Impl {
       ++client_errors;
       send_error(res, ApiError(400, "invalid_request_error", "", "", e.what()));
     }
-    if (!streaming) guard.leave(req.remote_addr, req.remote_port);
+    if (!streaming) {
+      guard.leave(req.remote_addr, req.remote_port);
+      --in_flight;
+    }
+  }
+
+  // Queues a task: 429 when the queue is full, 503 when shutting down.
+  void submit_or_throw(const std::shared_ptr<Task>& task) {
+    if (scheduler->submit(task)) return;
+    if (draining) throw ApiError(503, "unavailable_error", "", "", "The server is shutting down.");
+    ++rejected_busy;
+    throw ApiError(429, "rate_limit_error", "", "rate_limit_exceeded",
+                   "The server is busy: its request queue is full. Retry later.");
+  }
+
+  json model_json() const {
+    return {{"id", served.id},
+            {"object", "model"},
+            {"created", started},
+            {"owned_by", "skiff"},
+            {"meta",
+             {{"n_ctx", served.context_length},
+              {"n_layers", served.n_layers},
+              {"n_params", model->parameter_count()},
+              {"slots", served.slots},
+              {"chat_template", served.chat_template.name}}}};
   }
 
   void setup();
@@ -140,6 +184,13 @@ int HttpServer::start() {
   return port_;
 }
 
+void HttpServer::drain() { impl_->draining = true; }
+
+void HttpServer::wait_idle(std::chrono::milliseconds limit) {
+  const auto until = Clock::now() + limit;
+  while (impl_->in_flight.load() > 0 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
 void HttpServer::stop() { impl_->http.stop(); }
 
 void HttpServer::wait() {
@@ -180,6 +231,11 @@ void HttpServer::Impl::setup() {
         return httplib::Server::HandlerResponse::Handled;
       }
     }
+    if (draining) {
+      res.set_header("Connection", "close");
+      send_error(res, ApiError(503, "unavailable_error", "", "", "The server is shutting down."));
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (!ready && req.path != "/" && req.path != "/index.html") {
       send_error(res, ApiError(503, "unavailable_error", "", "", "Loading model"));
       return httplib::Server::HandlerResponse::Handled;
@@ -215,17 +271,17 @@ void HttpServer::Impl::setup() {
   http.Get("/index.html", page);
   http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
     route(req, res, [&] {
-      json m = {{"id", served.id},
-                {"object", "model"},
-                {"created", started},
-                {"owned_by", "skiff"},
-                {"meta",
-                 {{"n_ctx", served.context_length},
-                  {"n_layers", served.n_layers},
-                  {"n_params", model->parameter_count()},
-                  {"slots", served.slots},
-                  {"chat_template", served.chat_template.name}}}};
-      send_json(res, 200, {{"object", "list"}, {"data", json::array({m})}});
+      send_json(res, 200, {{"object", "list"}, {"data", json::array({model_json()})}});
+      return false;
+    });
+  });
+  http.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+    route(req, res, [&] {
+      if (req.matches[1] != served.id)
+        throw ApiError(404, "invalid_request_error", "model", "model_not_found",
+                       fmt::format("The model '{}' does not exist; this server serves '{}'.",
+                                   std::string(req.matches[1]), served.id));
+      send_json(res, 200, model_json());
       return false;
     });
   });
@@ -288,11 +344,7 @@ bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
     }
   }
   auto task = std::make_shared<Task>(Task::Kind::kGenerate, std::move(r), Clock::now() + opt.request_timeout);
-  if (!scheduler->submit(task)) {
-    ++rejected_busy;
-    throw ApiError(429, "rate_limit_error", "", "rate_limit_exceeded",
-                   "The server is busy: its request queue is full. Retry later.");
-  }
+  submit_or_throw(task);
   const GenerationRequest& request = task->request();
   ResponseMeta meta;
   meta.id = new_id(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
@@ -394,6 +446,7 @@ bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
       [this, task, addr, port](bool) {
         task->cancel();  // no effect once it is done; frees the slots if the stream broke
         guard.leave(addr, port);
+        --in_flight;
       });
   return true;
 }
@@ -401,6 +454,9 @@ bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
 void HttpServer::Impl::embeddings(const httplib::Request& req, httplib::Response& res) {
   const json body = parse_body(req.body, opt.limits.max_json_depth);
   std::vector<std::vector<int32_t>> inputs = parse_embedding_inputs(body, served, opt.limits);
+  // The OpenAI SDKs ask for base64 by default: the float32 values' little-endian bytes.
+  const auto format = body.find("encoding_format");
+  const bool base64 = format != body.end() && *format == "base64";
   std::string model_name = served.id;
   if (const auto it = body.find("model"); it != body.end() && it->is_string()) model_name = it->get<std::string>();
   json data = json::array();
@@ -411,11 +467,7 @@ void HttpServer::Impl::embeddings(const httplib::Request& req, httplib::Response
     const size_t last = std::min(inputs.size(), first + static_cast<size_t>(served.slots));
     r.prompts.assign(inputs.begin() + static_cast<long>(first), inputs.begin() + static_cast<long>(last));
     auto task = std::make_shared<Task>(Task::Kind::kEmbed, std::move(r), Clock::now() + opt.request_timeout);
-    if (!scheduler->submit(task)) {
-      ++rejected_busy;
-      throw ApiError(429, "rate_limit_error", "", "rate_limit_exceeded",
-                     "The server is busy: its request queue is full. Retry later.");
-    }
+    submit_or_throw(task);
     std::vector<std::vector<float>> vectors(last - first);
     while (true) {
       const bool done = task->done();
@@ -425,8 +477,11 @@ void HttpServer::Impl::embeddings(const httplib::Request& req, httplib::Response
       }
       if (done) break;
     }
-    for (size_t i = 0; i < vectors.size(); ++i)
-      data.push_back({{"object", "embedding"}, {"index", first + i}, {"embedding", vectors[i]}});
+    for (size_t i = 0; i < vectors.size(); ++i) {
+      json v = vectors[i];
+      if (base64) v = base64_floats(vectors[i]);
+      data.push_back({{"object", "embedding"}, {"index", first + i}, {"embedding", std::move(v)}});
+    }
     prompt_tokens += task->usage().prompt_tokens;
   }
   send_json(res, 200,

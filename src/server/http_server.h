@@ -40,6 +40,10 @@ class HttpServer {
   int start();
   // The model is ready: routes start serving it. The scheduler must outlive the server.
   void attach(const Model& model, Scheduler& scheduler);
+  // Graceful shutdown, first step: new requests get 503 (Connection: close); requests in
+  // flight go on. wait_idle() then waits (at most `limit`) until none is left.
+  void drain();
+  void wait_idle(std::chrono::milliseconds limit);
   // Stops accepting and returns once the listener has stopped.
   void stop();
   // Blocks until stop() (from another thread or a signal watcher).

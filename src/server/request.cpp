@@ -42,21 +42,15 @@ double get_number(const json& body, const char* name, double fallback, double lo
 // An integer in [lo, hi] (a number with an integral value, such as 5.0, is accepted).
 int64_t as_integer(const json& v, const std::string& name, int64_t lo, int64_t hi) {
   if (!v.is_number()) bad_request(name, "'{}' must be an integer, not {}", name, type_name(v));
-  if (v.is_number_unsigned()) {
-    // nlohmann reads every non-negative integer as unsigned: the lower bound applies here too
-    // (0 for a field whose minimum is 1).
-    const uint64_t u = v.get<uint64_t>();
-    if (hi < 0 || u > static_cast<uint64_t>(hi) || static_cast<int64_t>(u) < lo)
-      bad_request(name, "'{}' must be in [{}, {}], got {}", name, lo, hi, u);
-    return static_cast<int64_t>(u);
-  }
-  double d;
   int64_t x;
-  if (v.is_number_integer()) {
+  if (v.is_number_unsigned()) {  // any literal without a '-': 0 included, so `lo` is checked below
+    const uint64_t u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(hi)) bad_request(name, "'{}' must be in [{}, {}], got {}", name, lo, hi, u);
+    x = static_cast<int64_t>(u);
+  } else if (v.is_number_integer()) {
     x = v.get<int64_t>();
-    d = static_cast<double>(x);
   } else {
-    d = v.get<double>();
+    const double d = v.get<double>();
     if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9.0e15)
       bad_request(name, "'{}' must be an integer, got {}", name, d);
     x = static_cast<int64_t>(d);
@@ -429,8 +423,8 @@ std::vector<std::vector<int32_t>> parse_embedding_inputs(const json& body, const
                                                          const RequestLimits& limits) {
   const json* in = field(body, "input");
   if (!in) bad_request("input", "'input' is required");
-  if (const json* f = field(body, "encoding_format"); f && *f != "float")
-    bad_request("encoding_format", "only encoding_format 'float' is supported");
+  if (const json* f = field(body, "encoding_format"); f && *f != "float" && *f != "base64")
+    bad_request("encoding_format", "encoding_format must be 'float' or 'base64'");
   if (field(body, "dimensions")) bad_request("dimensions", "'dimensions' is not supported");
   std::vector<std::vector<int32_t>> out;
   auto text = [&](const json& s) { out.push_back(model.tokenizer->encode(s.get<std::string>(), false, false)); };
