@@ -312,14 +312,18 @@ void Scheduler::spec_round(Slot& slot) {
 void Scheduler::sample_and_emit(Slot& slot, const float* logits) {
   const GenerationRequest& r = slot.task->request();
   const size_t vocab = static_cast<size_t>(model_.config.vocab_size);
-  std::vector<float> biased(logits, logits + vocab);
-  for (const auto& [id, bias] : r.logit_bias) biased[static_cast<size_t>(id)] += bias;
-  if (slot.json) {
-    if (!json_mask_) json_mask_ = std::make_unique<JsonTokenMask>(*model_.tokenizer);
-    json_mask_->apply(*slot.json, biased);
+  // The logits row may be shared with other choices of the request: bias and mask a copy.
+  if (!r.logit_bias.empty() || slot.json) {
+    biased_.assign(logits, logits + vocab);
+    for (const auto& [id, bias] : r.logit_bias) biased_[static_cast<size_t>(id)] += bias;
+    if (slot.json) {
+      if (!json_mask_) json_mask_ = std::make_unique<JsonTokenMask>(*model_.tokenizer);
+      json_mask_->apply(*slot.json, biased_);
+    }
+    logits = biased_.data();
   }
-  const int32_t token = slot.sampler->sample(biased, slot.tokens);
-  emit_token(slot, token, biased.data());
+  const int32_t token = slot.sampler->sample({logits, vocab}, slot.tokens);
+  emit_token(slot, token, logits);
 }
 
 void Scheduler::step() {

@@ -102,7 +102,7 @@ class Scheduler {
   // Model thread only: counters published into stats_ after each step, step buffers.
   int64_t finished_tasks_ = 0, generated_ = 0;
   std::vector<int32_t> rows_;
-  std::vector<float> hidden_, last_hidden_, logits_;
+  std::vector<float> hidden_, last_hidden_, logits_, biased_;
   std::unique_ptr<JsonTokenMask> json_mask_;  // built at the first response_format request
   std::thread thread_;
 };
