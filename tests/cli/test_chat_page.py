@@ -290,6 +290,16 @@ def wait_finished(cdp: Cdp, timeout: float) -> dict:
     return state
 
 
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
 def main() -> int:
     args, c = setup()
     chromium = find_chromium()
@@ -356,18 +366,8 @@ def main() -> int:
         cdp.ws.close()
     finally:
         if browser is not None:
-            browser.terminate()
-            try:
-                browser.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                browser.kill()
-                browser.wait()
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            stop_process(browser)
+        stop_process(server)
         for _ in range(20):  # chromium's helpers may still be writing to the profile as they exit
             shutil.rmtree(profile, ignore_errors=True)
             if not os.path.exists(profile):
