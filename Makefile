@@ -25,23 +25,27 @@ test: bootstrap build test-unit test-asan fuzz
 test-unit: build
 	cd build && ctest --output-on-failure -j $(JOBS)
 
-# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (clang).
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (clang). The fuzz targets
+# live in the same build (the parsers carry libFuzzer's coverage hooks), so the engine is
+# compiled with clang once.
+ASAN_CONFIGURE = cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+  -DSKIFF_SANITIZE=ON -DSKIFF_FUZZERS=ON $(CMAKE_FLAGS) >/dev/null
+
 test-asan:
-	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-	  -DSKIFF_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
-	@cmake --build build-asan -j $(JOBS)
+	@$(ASAN_CONFIGURE)
+	@cmake --build build-asan -j $(JOBS) --target skiff skiff_tests
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 
 # libFuzzer targets for the parsers, each for a bounded time.
 fuzz:
-	@cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-	  -DSKIFF_SANITIZE=ON -DSKIFF_FUZZERS=ON -DSKIFF_TESTS=OFF $(CMAKE_FLAGS) >/dev/null
-	@cmake --build build-fuzz -j $(JOBS)
-	@for f in build-fuzz/fuzz_*; do \
-	  name=$$(basename $$f); mkdir -p build-fuzz/corpus/$$name; \
+	@$(ASAN_CONFIGURE)
+	@cmake --build build-asan -j $(JOBS) --target fuzzers
+	@mkdir -p build-asan/fuzz
+	@for f in build-asan/fuzz_*; do \
+	  name=$$(basename $$f); mkdir -p build-asan/fuzz/corpus/$$name; \
 	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build-fuzz/corpus/$$name fuzz/seeds/$$name \
-	    2>build-fuzz/$$name.log || { tail -50 build-fuzz/$$name.log; exit 1; }; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build-asan/fuzz/corpus/$$name fuzz/seeds/$$name \
+	    2>build-asan/fuzz/$$name.log || { tail -50 build-asan/fuzz/$$name.log; exit 1; }; \
 	done
 
 clean:
