@@ -14,6 +14,7 @@
 #include "kernels/cpu.h"
 #include "kernels/matmul.h"
 #include "kernels/matmul_impl.h"
+#include "kernels/repack.h"
 
 namespace skiff {
 namespace {
@@ -263,7 +264,8 @@ TEST(Matmul, EveryPathPreparesTheSameInputBytes) {
     x[static_cast<size_t>(end - 32)] = 2.5f;
   }
   using kernels::InputFormat;
-  for (InputFormat f : {InputFormat::Q8Pairs, InputFormat::Q8PairsNibble, InputFormat::Q8K, InputFormat::Q8KNibble}) {
+  for (InputFormat f : {InputFormat::Q8Pairs, InputFormat::Q8PairsNibble, InputFormat::Q8K, InputFormat::Q8KNibble,
+                        InputFormat::Q8Blocks}) {
     const int64_t n = f == InputFormat::Q8K || f == InputFormat::Q8KNibble ? 1024 : cols;
     const size_t bytes = kernels::input_stride(f, n);
     std::vector<uint8_t> want(bytes, 0xAB);
@@ -271,6 +273,7 @@ TEST(Matmul, EveryPathPreparesTheSameInputBytes) {
     // Padding past the last block is the buffer's, not the format's.
     const size_t used = f == InputFormat::Q8K || f == InputFormat::Q8KNibble
                             ? static_cast<size_t>(n / 256) * sizeof(kernels::Q8KBlock)
+                        : f == InputFormat::Q8Blocks ? static_cast<size_t>(n / 32) * sizeof(kernels::Q8Block)
                             : static_cast<size_t>((n / 32 + 1) / 2) * sizeof(kernels::Q8Pair);
     for (CpuPath path : available_paths()) {
       set_cpu_path(path);
@@ -284,6 +287,102 @@ TEST(Matmul, EveryPathPreparesTheSameInputBytes) {
         EXPECT_EQ(std::memcmp(want.data(), got.data(), used), 0) << "format " << static_cast<int>(f);
       }
     }
+  }
+}
+
+// Q4_0 packed for the AVX-512 kernel (kernels/repack.h): the same input integers as the
+// row-major kernels, so only float summation order differs; and the invariants bit for bit.
+struct PackedMatrix {
+  Matrix m;
+  PackedBytes packed;
+};
+
+PackedMatrix make_packed(int64_t rows, int64_t cols, uint32_t seed) {
+  PackedMatrix p{make_matrix(DType::Q4_0, rows, cols, seed), nullptr};
+  p.packed = pack_q4_0(p.m.view);
+  p.m.view.packed = p.packed.get();
+  return p;
+}
+
+bool have_avx512() { return best_cpu_path() == CpuPath::Avx512; }
+
+TEST(MatmulPacked, Q4_0MatchesTheRowMajorKernelsAndFloat64) {
+  if (!have_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  RestorePath restore;
+  set_cpu_path(CpuPath::Avx512);
+  ThreadPool pool(2);
+  // Row counts that end inside a group of 16 and a column count of an odd block count.
+  for (const int64_t rows : {int64_t{37}, int64_t{64}, int64_t{100}})
+  for (const int64_t cols : {int64_t{96}, int64_t{160}, int64_t{1024}})
+  for (const int64_t T : {int64_t{1}, int64_t{6}}) {
+    PackedMatrix p = make_packed(rows, cols, static_cast<uint32_t>(rows + cols));
+    TensorView plain = p.m.view;
+    plain.packed = nullptr;
+    std::vector<float> x = random_vector(static_cast<size_t>(T * cols), 7);
+    std::vector<float> got(static_cast<size_t>(T * rows)), want(got.size());
+    matmul(p.m.view, x.data(), T, got.data(), pool);
+    matmul(plain, x.data(), T, want.data(), pool);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t r = 0; r < rows; ++r) {
+        double exact = 0, magnitude = 0;
+        for (int64_t k = 0; k < cols; ++k) {
+          const double term = static_cast<double>(p.m.dequantized[static_cast<size_t>(r * cols + k)]) *
+                              x[static_cast<size_t>(t * cols + k)];
+          exact += term;
+          magnitude += std::fabs(term);
+        }
+        const size_t i = static_cast<size_t>(t * rows + r);
+        ASSERT_NEAR(got[i], want[i], 1e-5 * (1 + magnitude)) << rows << "x" << cols << " t " << t << " r " << r;
+        ASSERT_NEAR(got[i], exact, 0.02 * (1 + magnitude)) << rows << "x" << cols << " t " << t << " r " << r;
+      }
+  }
+}
+
+TEST(MatmulPacked, BatchAndThreadInvariantBitForBit) {
+  if (!have_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  RestorePath restore;
+  set_cpu_path(CpuPath::Avx512);
+  const int64_t rows = 611, cols = 1024, T = 13;
+  PackedMatrix p = make_packed(rows, cols, 81);
+  std::vector<float> x = random_vector(static_cast<size_t>(T * cols), 82);
+  ThreadPool pool(2);
+  std::vector<float> batch(static_cast<size_t>(T * rows));
+  matmul(p.m.view, x.data(), T, batch.data(), pool);
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<float> one(static_cast<size_t>(rows));
+    matmul(p.m.view, &x[static_cast<size_t>(t * cols)], 1, one.data(), pool);
+    ASSERT_TRUE(bits_equal(one, std::vector<float>(batch.begin() + t * rows, batch.begin() + (t + 1) * rows)))
+        << "position " << t;
+  }
+  for (int threads : {1, 3}) {
+    ThreadPool other(threads);
+    std::vector<float> y(batch.size());
+    matmul(p.m.view, x.data(), T, y.data(), other);
+    ASSERT_TRUE(bits_equal(y, batch)) << "threads " << threads;
+  }
+  // Packed and row-major matrices in one matmul_many.
+  Matrix q = make_matrix(DType::Q8_0, 45, cols, 83);
+  std::vector<float> ya(batch.size()), yb(static_cast<size_t>(T * 45)), zb(yb.size());
+  const MatmulJob jobs[] = {{&p.m.view, ya.data()}, {&q.view, yb.data()}};
+  matmul_many(jobs, x.data(), T, pool);
+  matmul(q.view, x.data(), T, zb.data(), pool);
+  EXPECT_TRUE(bits_equal(ya, batch) && bits_equal(yb, zb));
+}
+
+TEST(MatmulPacked, OtherPathsIgnoreThePackedCopy) {
+  RestorePath restore;
+  ThreadPool pool(1);
+  PackedMatrix p = make_packed(40, 64, 91);
+  TensorView plain = p.m.view;
+  plain.packed = nullptr;
+  std::vector<float> x = random_vector(64 * 3, 92);
+  for (CpuPath path : available_paths()) {
+    if (path == CpuPath::Avx512) continue;
+    set_cpu_path(path);
+    std::vector<float> a(3 * 40), b(3 * 40);
+    matmul(p.m.view, x.data(), 3, a.data(), pool);
+    matmul(plain, x.data(), 3, b.data(), pool);
+    EXPECT_TRUE(bits_equal(a, b)) << cpu_path_name(path);
   }
 }
 

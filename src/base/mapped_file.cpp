@@ -123,4 +123,12 @@ void write_file_atomically(const std::string& path, std::span<const uint8_t> byt
   }
 }
 
+void MappedFile::release(const uint8_t* p, size_t n) const {
+  if (copied_ || mapping_ == nullptr || p < data_ || p + n > data_ + size_) return;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 }  // namespace skiff

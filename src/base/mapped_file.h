@@ -37,6 +37,10 @@ class MappedFile {
   const std::string& name() const { return name_; }
   // True when the bytes are a copy in huge pages rather than a mapping of the file.
   bool copied() const { return copied_; }
+  // Drops the pages of bytes [p, p + n) from this process's memory when they are a file
+  // mapping (the next read faults them in again from the page cache or the file); does
+  // nothing for copies and borrowed memory, whose bytes would be lost.
+  void release(const uint8_t* p, size_t n) const;
 
  private:
   MappedFile() = default;

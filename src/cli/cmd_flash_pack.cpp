@@ -50,7 +50,9 @@ void register_flash_pack(CLI::App& app) {
     std::shared_ptr<MappedFile> file = MappedFile::open(flags->input);
     if (file->size() < 4 || std::memcmp(file->data(), "GGUF", 4) != 0)
       fail("{}: not a GGUF file (flash-pack needs one)", flags->input);
-    std::unique_ptr<Model> model = load_model_gguf(std::move(file));
+    LoadOptions load_options;
+    load_options.pack_weights = false;  // the pack reads the file's own rows
+    std::unique_ptr<Model> model = load_model_gguf(std::move(file), load_options);
     options.progress = [](int64_t done, int64_t total) {
       draw_progress("flash-pack", static_cast<int>(done), static_cast<int>(total));
     };

@@ -357,6 +357,7 @@ LoadedPack load_pack(const std::string& pack_dir) {
   LoadedPack pack;
   LoadOptions options;
   options.ffn_up_down_optional = true;
+  options.pack_weights = false;
   pack.model = load_model_gguf(MappedFile::open(resident_path(pack_dir)), options);
   for (size_t l = 0; l < pack.model->layers.size(); ++l) {
     if (pack.model->layers[l].ffn_gate.empty())

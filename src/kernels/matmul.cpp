@@ -12,6 +12,7 @@
 #include "kernels/cpu.h"
 #include "kernels/dot.h"
 #include "kernels/matmul_impl.h"
+#include "kernels/repack.h"
 
 namespace skiff {
 
@@ -72,6 +73,7 @@ size_t input_stride(InputFormat f, int64_t cols) {
     case InputFormat::Q8PairsNibble: bytes = static_cast<size_t>((nb + 1) / 2) * sizeof(Q8Pair); break;
     case InputFormat::Q8K:
     case InputFormat::Q8KNibble: bytes = static_cast<size_t>(cols / 256) * sizeof(Q8KBlock); break;
+    case InputFormat::Q8Blocks: bytes = static_cast<size_t>(nb) * sizeof(Q8Block); break;
   }
   return (bytes + 63) / 64 * 64;
 }
@@ -94,6 +96,16 @@ void prepare_input_scalar(InputFormat f, const float* x, int64_t cols, uint8_t* 
   }
   if (f == InputFormat::Q8K || f == InputFormat::Q8KNibble) {
     prepare_q8k(x, cols, f == InputFormat::Q8KNibble, reinterpret_cast<Q8KBlock*>(out));
+    return;
+  }
+  if (f == InputFormat::Q8Blocks) {
+    Q8Block* blocks = reinterpret_cast<Q8Block*>(out);
+    for (int64_t b = 0; b < nb; ++b) {
+      quantize_input_q8(x + b * 32, 32, blocks[b].x, &blocks[b].d);
+      int sum = 0;
+      for (int i = 0; i < 32; ++i) sum += blocks[b].x[i];
+      blocks[b].corr = -8 * sum;
+    }
     return;
   }
   int8_t q[64];
@@ -147,8 +159,12 @@ namespace {
 using kernels::InputFormat;
 using kernels::MatmulKernel;
 
-MatmulKernel select_kernel(DType type) {
+MatmulKernel select_kernel(DType type, bool packed = false) {
   MatmulKernel k;
+  if (packed && active_cpu_path() == CpuPath::Avx512) {
+    k = kernels::matmul_kernel_packed_avx512(type);
+    if (k.run != nullptr) return k;
+  }
   switch (active_cpu_path()) {
     case CpuPath::Avx512: k = kernels::matmul_kernel_avx512(type); break;
     case CpuPath::Avx2: k = kernels::matmul_kernel_avx2(type); break;
@@ -162,6 +178,7 @@ MatmulKernel select_kernel(DType type) {
 constexpr int64_t kSerialWork = int64_t{1} << 21;
 // Rows per unit of work handed to a thread (a multiple of every kernel's row tile).
 constexpr int64_t kRowsPerUnit = 16;
+static_assert(kRowsPerUnit % kPackedGroupRows == 0, "a thread's rows must be whole packed groups");
 
 }  // namespace
 
@@ -193,7 +210,7 @@ void matmul_many(std::span<const MatmulJob> jobs, const float* x, int64_t T, Thr
   bool have[kernels::kInputFormats] = {};
   int64_t units = 0, work = 0;
   for (size_t j = 0; j < jobs.size(); ++j) {
-    kernel[j] = select_kernel(jobs[j].w->type);
+    kernel[j] = select_kernel(jobs[j].w->type, jobs[j].w->packed != nullptr);
     units += (jobs[j].w->rows + kRowsPerUnit - 1) / kRowsPerUnit;
     unit_end[j] = units;
     work += jobs[j].w->rows * cols * T;

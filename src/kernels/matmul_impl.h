@@ -23,8 +23,9 @@ enum class InputFormat : int {
   Q8PairsNibble = 3,  // AVX-512 layout for Q4_0 weights: Q8Pair with nibble order (below)
   Q8K = 4,            // K-quant weights: Q8KBlock per 256 inputs, natural order
   Q8KNibble = 5,      // AVX-512 layout for Q4_K weights: Q8KBlock in Q4_K's nibble order
+  Q8Blocks = 6,       // packed Q4_0 weights (kernels/repack.h): a Q8Block per 32 inputs
 };
-constexpr int kInputFormats = 6;
+constexpr int kInputFormats = 7;
 
 // Two blocks of 32 quantized inputs for the AVX-512 integer kernels. `corr` holds, per
 // 32-bit lane (4 bytes of x), -bias * (sum of those 4 bytes): vpdpbusd multiplies unsigned
@@ -38,6 +39,16 @@ struct Q8Pair {
   float d[16];
 };
 static_assert(sizeof(Q8Pair) == 192);
+
+// 32 inputs quantized with one scale (as Q8_0) for the packed Q4_0 kernel, which broadcasts
+// 4 bytes of x at a time against 16 rows' nibbles: corr = -8 * (sum of x) cancels the nibbles'
+// offset of 8 in integers.
+struct Q8Block {
+  int8_t x[32];
+  float d;
+  int32_t corr;
+};
+static_assert(sizeof(Q8Block) == 40);
 
 // 256 inputs quantized with one scale (amax/127, as llama.cpp's Q8_K), for the K-quant
 // weights' super-blocks of 256. bsum[g] is the sum of the 16 inputs g*16 .. g*16+15 (natural
@@ -107,6 +118,8 @@ struct MatmulKernel {
 MatmulKernel matmul_kernel_scalar(DType type);
 MatmulKernel matmul_kernel_avx2(DType type);
 MatmulKernel matmul_kernel_avx512(DType type);
+// Kernels for weights packed by kernels/repack.h (TensorView::packed); {} when none.
+MatmulKernel matmul_kernel_packed_avx512(DType type);
 
 // Any type on any path: dequantizes each weight row once, then dot_f32 with every position.
 void run_dequantize_dot(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in,

@@ -70,6 +70,17 @@ void prepare_q8k(const float* x, int64_t cols, bool nibble, Q8KBlock* out) {
   }
 }
 
+void prepare_blocks(const float* x, int64_t cols, Q8Block* out) {
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    Q8Block& blk = out[b];
+    blk.d = quantize_block(x + b * 32, 32, blk.x);
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.x));
+    const int sum = _mm512_reduce_add_epi32(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q))) +
+                    _mm512_reduce_add_epi32(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1)));
+    blk.corr = -8 * sum;
+  }
+}
+
 }  // namespace
 
 bool prepare_input_avx512(InputFormat f, const float* x, int64_t cols, uint8_t* out) {
@@ -81,6 +92,9 @@ bool prepare_input_avx512(InputFormat f, const float* x, int64_t cols, uint8_t* 
     case InputFormat::Q8K:
     case InputFormat::Q8KNibble:
       prepare_q8k(x, cols, f == InputFormat::Q8KNibble, reinterpret_cast<Q8KBlock*>(out));
+      return true;
+    case InputFormat::Q8Blocks:
+      prepare_blocks(x, cols, reinterpret_cast<Q8Block*>(out));
       return true;
     default: return false;
   }

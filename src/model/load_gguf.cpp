@@ -200,6 +200,7 @@ std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file,
     fail("{}: tokenizer has {} tokens but token_embd.weight only {} rows", gguf.path(), vocab.size(),
          c.vocab_size);
   model->tokenizer = std::make_unique<Tokenizer>(std::move(vocab));
+  if (options.pack_weights) pack_weights(*model);
   return model;
 }
 

@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -77,6 +78,25 @@ std::unique_ptr<Model> load_model(const std::string& path, const std::string& to
     return load_model_gguf(std::move(file));
   }
   return load_llama2c(std::move(file), tokenizer_path);
+}
+
+size_t pack_weights(Model& model) {
+  if (const char* env = std::getenv("SKIFF_PACK"); env != nullptr && std::string(env) == "0") return 0;
+  size_t total = 0;
+  auto pack = [&](TensorView& w) {
+    if (w.packed != nullptr || !packing_helps(w)) return;
+    size_t bytes = 0;
+    model.packed.push_back(pack_q4_0(w, &bytes));
+    w.packed = model.packed.back().get();
+    total += bytes;
+    for (const auto& shard : model.shards) shard->release(w.data, w.nbytes());
+    if (model.file) model.file->release(w.data, w.nbytes());
+  };
+  for (LayerWeights& l : model.layers)
+    for (TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) pack(*w);
+  // A tied head is the embedding table too: its rows are still read for lookups.
+  if (!model.tied_output) pack(model.output);
+  return total;
 }
 
 }  // namespace skiff

@@ -13,6 +13,7 @@
 #include "base/mapped_file.h"
 #include "io/gguf.h"
 #include "kernels/ops.h"
+#include "kernels/repack.h"
 #include "tensor/tensor.h"
 #include "tokenizer/tokenizer.h"
 
@@ -91,6 +92,7 @@ struct Model {
   std::shared_ptr<MappedFile> file;         // keeps the mapping alive
   std::vector<std::shared_ptr<MappedFile>> shards;  // every mapped file (HF: each *.safetensors)
   std::vector<std::vector<float>> owned;    // weights copied out of the file (llama2c, F32 norms)
+  std::vector<PackedBytes> packed;          // weights rearranged by pack_weights
 
   int64_t parameter_count() const;
   size_t weight_bytes() const;  // bytes of all weight tensors as stored
@@ -102,7 +104,16 @@ struct LoadOptions {
   // leave empty TensorViews (present ones are still shape-checked). The model then cannot run
   // the dense FFN; the flash path reads those rows from bundles.bin instead.
   bool ffn_up_down_optional = false;
+  // pack_weights after loading (off for the flash engine, whose memory budget counts on
+  // attention weights staying evictable file pages).
+  bool pack_weights = true;
 };
+
+// Rearranges, once, the matmul weights that the active CPU path reads faster packed
+// (kernels/repack.h: Q4_0 on AVX-512) and drops the file pages they were read from, so the
+// model's memory stays about one copy. SKIFF_PACK=0 in the environment turns it off (A/B).
+// Returns the bytes packed.
+size_t pack_weights(Model& model);
 
 // Loads a GGUF file or a llama2.c checkpoint (detected from the first bytes). llama2.c needs
 // a tokenizer.bin: `tokenizer_path`, or tokenizer.bin / tok<vocab>.bin beside the model.

@@ -18,6 +18,9 @@ struct TensorView {
   int64_t rows = 0;  // GGUF ne[1] (1 for vectors)
   const uint8_t* data = nullptr;
   size_t row_stride = 0;  // bytes per row
+  // The same weights rearranged for the active CPU path's kernel (kernels/repack.h), owned by
+  // the model; nullptr when not packed. `data` stays valid either way.
+  const uint8_t* packed = nullptr;
 
   bool empty() const { return data == nullptr; }
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_stride; }
