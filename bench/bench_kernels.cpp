@@ -108,33 +108,37 @@ void MatmulDramArgs(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_Matmul)->Name("BM_MatmulDram")->Apply(MatmulDramArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
-// Q4_0 row-major against packed (kernels/repack.h) on the best path, for the few positions of
-// continuous batching and for prefill. args: packed, T, threads, rows, cols.
+// Q4_0 / Q8_0 row-major against packed (kernels/repack.h) on the best path, for the few
+// positions of continuous batching and for prefill. args: type, packed, T, threads, rows, cols.
 void BM_MatmulPacked(benchmark::State& state) {
-  const bool packed = state.range(0) != 0;
-  const int64_t T = state.range(1), rows = state.range(3), cols = state.range(4);
-  Weights w = make_weights(DType::Q4_0, rows, cols);
+  const auto type = static_cast<DType>(state.range(0));
+  const bool packed = state.range(1) != 0;
+  const int64_t T = state.range(2), rows = state.range(4), cols = state.range(5);
+  Weights w = make_weights(type, rows, cols);
   PackedBytes copy;
   if (packed && packing_helps(w.view)) {
-    copy = pack_q4_0(w.view);
+    copy = pack_matrix(w.view);
     w.view.packed = copy.get();
   }
   std::vector<float> x(static_cast<size_t>(T * cols), 0.5f), y(static_cast<size_t>(T * rows));
-  ThreadPool pool(static_cast<int>(state.range(2)));
+  ThreadPool pool(static_cast<int>(state.range(3)));
   for (auto _ : state) {
     matmul(w.view, x.data(), T, y.data(), pool);
     benchmark::DoNotOptimize(y.data());
   }
-  state.SetLabel(w.view.packed != nullptr ? "q4_0 packed" : "q4_0");
+  state.SetLabel(std::string(dtype_name(type)) + (w.view.packed != nullptr ? " packed" : ""));
   state.counters["weights_GBps"] = benchmark::Counter(static_cast<double>(w.bytes.size()),
                                                       benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GMACs"] = benchmark::Counter(static_cast<double>(rows * cols * T) / 1e9,
                                                benchmark::Counter::kIsIterationInvariantRate);
 }
 void MatmulPackedArgs(benchmark::internal::Benchmark* b) {
-  for (int64_t T : {1, 2, 4, 8, 128})
-    for (int64_t packed : {0, 1}) b->Args({packed, T, 1, 5632, 2048});
-  for (int64_t packed : {0, 1}) b->Args({packed, 1, 2, 131072, 2048});  // decode from DRAM
+  for (DType t : {DType::Q4_0, DType::Q8_0}) {
+    const auto type = static_cast<int64_t>(t);
+    for (int64_t T : {1, 2, 4, 8, 128})
+      for (int64_t packed : {0, 1}) b->Args({type, packed, T, 1, 5632, 2048});
+    for (int64_t packed : {0, 1}) b->Args({type, packed, 1, 2, 131072, 2048});  // decode from DRAM
+  }
 }
 BENCHMARK(BM_MatmulPacked)->Apply(MatmulPackedArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();
 

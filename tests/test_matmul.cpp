@@ -290,32 +290,33 @@ TEST(Matmul, EveryPathPreparesTheSameInputBytes) {
   }
 }
 
-// Q4_0 packed for the AVX-512 kernel (kernels/repack.h): the same input integers as the
-// row-major kernels, so only float summation order differs; and the invariants bit for bit.
+// Q4_0 and Q8_0 packed for the AVX-512 kernels (kernels/repack.h): the same input integers as
+// the row-major kernels, so only float summation order differs; and the invariants bit for bit.
 struct PackedMatrix {
   Matrix m;
   PackedBytes packed;
 };
 
-PackedMatrix make_packed(int64_t rows, int64_t cols, uint32_t seed) {
-  PackedMatrix p{make_matrix(DType::Q4_0, rows, cols, seed), nullptr};
-  p.packed = pack_q4_0(p.m.view);
+PackedMatrix make_packed(DType type, int64_t rows, int64_t cols, uint32_t seed) {
+  PackedMatrix p{make_matrix(type, rows, cols, seed), nullptr};
+  p.packed = pack_matrix(p.m.view);
   p.m.view.packed = p.packed.get();
   return p;
 }
 
 bool have_avx512() { return best_cpu_path() == CpuPath::Avx512; }
 
-TEST(MatmulPacked, Q4_0MatchesTheRowMajorKernelsAndFloat64) {
+TEST(MatmulPacked, MatchesTheRowMajorKernelsAndFloat64) {
   if (!have_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
   RestorePath restore;
   set_cpu_path(CpuPath::Avx512);
   ThreadPool pool(2);
   // Row counts that end inside a group of 16 and a column count of an odd block count.
+  for (const DType type : {DType::Q4_0, DType::Q8_0})
   for (const int64_t rows : {int64_t{37}, int64_t{64}, int64_t{100}})
   for (const int64_t cols : {int64_t{96}, int64_t{160}, int64_t{1024}})
   for (const int64_t T : {int64_t{1}, int64_t{6}}) {
-    PackedMatrix p = make_packed(rows, cols, static_cast<uint32_t>(rows + cols));
+    PackedMatrix p = make_packed(type, rows, cols, static_cast<uint32_t>(rows + cols));
     TensorView plain = p.m.view;
     plain.packed = nullptr;
     std::vector<float> x = random_vector(static_cast<size_t>(T * cols), 7);
@@ -332,8 +333,10 @@ TEST(MatmulPacked, Q4_0MatchesTheRowMajorKernelsAndFloat64) {
           magnitude += std::fabs(term);
         }
         const size_t i = static_cast<size_t>(t * rows + r);
-        ASSERT_NEAR(got[i], want[i], 1e-5 * (1 + magnitude)) << rows << "x" << cols << " t " << t << " r " << r;
-        ASSERT_NEAR(got[i], exact, 0.02 * (1 + magnitude)) << rows << "x" << cols << " t " << t << " r " << r;
+        ASSERT_NEAR(got[i], want[i], 1e-5 * (1 + magnitude))
+            << dtype_name(type) << " " << rows << "x" << cols << " t " << t << " r " << r;
+        ASSERT_NEAR(got[i], exact, 0.02 * (1 + magnitude))
+            << dtype_name(type) << " " << rows << "x" << cols << " t " << t << " r " << r;
       }
   }
 }
@@ -343,7 +346,9 @@ TEST(MatmulPacked, BatchAndThreadInvariantBitForBit) {
   RestorePath restore;
   set_cpu_path(CpuPath::Avx512);
   const int64_t rows = 611, cols = 1024, T = 13;
-  PackedMatrix p = make_packed(rows, cols, 81);
+  for (const DType type : {DType::Q4_0, DType::Q8_0}) {
+  SCOPED_TRACE(dtype_name(type));
+  PackedMatrix p = make_packed(type, rows, cols, 81);
   std::vector<float> x = random_vector(static_cast<size_t>(T * cols), 82);
   ThreadPool pool(2);
   std::vector<float> batch(static_cast<size_t>(T * rows));
@@ -367,12 +372,13 @@ TEST(MatmulPacked, BatchAndThreadInvariantBitForBit) {
   matmul_many(jobs, x.data(), T, pool);
   matmul(q.view, x.data(), T, zb.data(), pool);
   EXPECT_TRUE(bits_equal(ya, batch) && bits_equal(yb, zb));
+  }
 }
 
 TEST(MatmulPacked, OtherPathsIgnoreThePackedCopy) {
   RestorePath restore;
   ThreadPool pool(1);
-  PackedMatrix p = make_packed(40, 64, 91);
+  PackedMatrix p = make_packed(DType::Q4_0, 40, 64, 91);
   TensorView plain = p.m.view;
   plain.packed = nullptr;
   std::vector<float> x = random_vector(64 * 3, 92);

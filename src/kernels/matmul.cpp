@@ -104,7 +104,7 @@ void prepare_input_scalar(InputFormat f, const float* x, int64_t cols, uint8_t* 
       quantize_input_q8(x + b * 32, 32, blocks[b].x, &blocks[b].d);
       int sum = 0;
       for (int i = 0; i < 32; ++i) sum += blocks[b].x[i];
-      blocks[b].corr = -8 * sum;
+      blocks[b].sum = sum;
     }
     return;
   }

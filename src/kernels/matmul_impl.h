@@ -23,7 +23,7 @@ enum class InputFormat : int {
   Q8PairsNibble = 3,  // AVX-512 layout for Q4_0 weights: Q8Pair with nibble order (below)
   Q8K = 4,            // K-quant weights: Q8KBlock per 256 inputs, natural order
   Q8KNibble = 5,      // AVX-512 layout for Q4_K weights: Q8KBlock in Q4_K's nibble order
-  Q8Blocks = 6,       // packed Q4_0 weights (kernels/repack.h): a Q8Block per 32 inputs
+  Q8Blocks = 6,       // packed Q4_0 / Q8_0 weights (kernels/repack.h): a Q8Block per 32 inputs
 };
 constexpr int kInputFormats = 7;
 
@@ -40,13 +40,13 @@ struct Q8Pair {
 };
 static_assert(sizeof(Q8Pair) == 192);
 
-// 32 inputs quantized with one scale (as Q8_0) for the packed Q4_0 kernel, which broadcasts
-// 4 bytes of x at a time against 16 rows' nibbles: corr = -8 * (sum of x) cancels the nibbles'
-// offset of 8 in integers.
+// 32 inputs quantized with one scale (as Q8_0) for the packed kernels, which broadcast 4 bytes
+// of x at a time against 16 rows' unsigned weight bytes: starting the sum at -bias * sum
+// cancels the weights' offset (Q4_0 nibbles: 8; Q8_0 stored as w + 128) in integers.
 struct Q8Block {
   int8_t x[32];
   float d;
-  int32_t corr;
+  int32_t sum;
 };
 static_assert(sizeof(Q8Block) == 40);
 

@@ -1,9 +1,12 @@
-// AVX-512 kernel for Q4_0 weights packed in groups of 16 rows (layout in kernels/repack.h).
+// AVX-512 kernels for Q4_0 and Q8_0 weights packed in groups of 16 rows (layout in
+// kernels/repack.h).
 //
-// One zmm holds 16 rows x 4 nibble bytes; vpdpbusd against 4 input bytes broadcast to every
-// lane advances all 16 rows' dot products at once, so a block of 32 weights takes 8 of them per
-// position, then one conversion and one fma with the 16 rows' scales times the input's scale:
-//   acc[row] = fma(float(corr + sum_k dpbusd(w_k, x_k)), d_w[row] * d_x, acc[row])   per block.
+// One zmm holds 16 rows x 4 unsigned weight bytes; vpdpbusd against 4 input bytes broadcast to
+// every lane advances all 16 rows' dot products at once, so a block of 32 weights takes 8 of
+// them per position, then one conversion and one fma with the 16 rows' scales times the
+// input's scale:
+//   acc[row] = fma(float(-bias * sum(x) + sum_k dpbusd(w_k, x_k)), d_w[row] * d_x, acc[row])
+// per block (bias: Q4_0's nibbles carry +8, packed Q8_0 bytes +128).
 // The integer sum is exact (any order), and every output element gets that same float
 // sequence over its blocks whatever the tile shape, so results do not depend on T, on where a
 // position falls in a tile, or on the thread count (matmul.h's invariants).
@@ -24,35 +27,48 @@ inline int load_i32(const void* p) {
   return v;
 }
 
+// The 8 weight vectors of one (group, block): element k's 4-byte lanes in w[k].
+struct Q4_0Packed {
+  static constexpr size_t kBlockBytes = kPackedQ4_0BlockBytes;
+  static constexpr int kBias = 8;
+  static void unpack(const uint8_t* blk, __m512i w[8]) {
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    _Pragma("GCC unroll 4") for (int i = 0; i < 4; ++i) {
+      const __m512i v = _mm512_loadu_si512(blk + 32 + 64 * i);
+      w[i] = _mm512_and_si512(v, low);                            // elements 4i .. 4i+3
+      w[4 + i] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);  // elements 16+4i ..
+    }
+  }
+};
+struct Q8_0Packed {
+  static constexpr size_t kBlockBytes = kPackedQ8_0BlockBytes;
+  static constexpr int kBias = 128;
+  static void unpack(const uint8_t* blk, __m512i w[8]) {
+    _Pragma("GCC unroll 8") for (int k = 0; k < 8; ++k) w[k] = _mm512_loadu_si512(blk + 32 + 64 * k);
+  }
+};
+
 // Groups g0 .. g0+G-1 (16 rows each) x positions xs[0..C): out[c * out_stride + 16 g + lane],
 // rows past `valid` (the matrix's end within this tile) not stored.
-template <int G, int C>
+template <class W, int G, int C>
 void packed_tile(const uint8_t* group0, size_t group_bytes, const Q8Block* const* xs, int64_t nb, float* out,
                  int64_t out_stride, int64_t valid) {
   __m512 acc[G][C];
   _Pragma("GCC unroll 8") for (int g = 0; g < G; ++g)
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) acc[g][c] = _mm512_setzero_ps();
-  const __m512i low = _mm512_set1_epi8(0x0F);
   for (int64_t b = 0; b < nb; ++b) {
     _Pragma("GCC unroll 4") for (int g = 0; g < G; ++g) {
-      const uint8_t* blk = group0 + g * group_bytes + static_cast<size_t>(b) * kPackedQ4_0BlockBytes;
-      // Each group is one contiguous stream; a prefetch 4 blocks ahead keeps DRAM busy in decode.
-      _mm_prefetch(reinterpret_cast<const char*>(blk) + 4 * kPackedQ4_0BlockBytes, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(blk) + 4 * kPackedQ4_0BlockBytes + 64, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(blk) + 4 * kPackedQ4_0BlockBytes + 128, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(blk) + 4 * kPackedQ4_0BlockBytes + 192, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(blk) + 4 * kPackedQ4_0BlockBytes + 256, _MM_HINT_T0);
+      const uint8_t* blk = group0 + g * group_bytes + static_cast<size_t>(b) * W::kBlockBytes;
+      // Each group is one contiguous stream; prefetching 2 KiB ahead keeps DRAM busy in decode.
+      for (size_t off = 0; off < W::kBlockBytes; off += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(blk) + 2048 + off, _MM_HINT_T0);
       const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
       __m512i w[8];
-      _Pragma("GCC unroll 4") for (int i = 0; i < 4; ++i) {
-        const __m512i v = _mm512_loadu_si512(blk + 32 + 64 * i);
-        w[i] = _mm512_and_si512(v, low);                          // elements 4i .. 4i+3
-        w[4 + i] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);  // elements 16+4i ..
-      }
+      W::unpack(blk, w);
       _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) {
         const Q8Block& x = xs[c][b];
         // Two chains for latency; element k's 4 inputs are x[4k .. 4k+3] for all 8 vectors.
-        __m512i s0 = _mm512_set1_epi32(x.corr), s1 = _mm512_setzero_si512();
+        __m512i s0 = _mm512_set1_epi32(-W::kBias * x.sum), s1 = _mm512_setzero_si512();
         _Pragma("GCC unroll 4") for (int k = 0; k < 8; k += 2) {
           s0 = _mm512_dpbusd_epi32(s0, w[k], _mm512_set1_epi32(load_i32(x.x + 4 * k)));
           s1 = _mm512_dpbusd_epi32(s1, w[k + 1], _mm512_set1_epi32(load_i32(x.x + 4 * k + 4)));
@@ -69,21 +85,17 @@ void packed_tile(const uint8_t* group0, size_t group_bytes, const Q8Block* const
   }
 }
 
-template <int G, int C>
-void call_tile(const uint8_t* g0, size_t gb, const Q8Block* const* xs, int64_t nb, float* out, int64_t os,
-               int64_t valid) {
-  packed_tile<G, C>(g0, gb, xs, nb, out, os, valid);
-}
 
 // Positions per tile and the decode tile's groups.
 constexpr int kPositions = 4;
 constexpr int kDecodeGroups = 2;
 
-void run_packed_q4_0(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, size_t in_stride, int64_t T,
+template <class W>
+void run_packed(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, size_t in_stride, int64_t T,
                      float* y, int64_t y_stride) {
   if (r1 <= r0) return;
   const int64_t nb = w.cols / 32;
-  const size_t group_bytes = static_cast<size_t>(nb) * kPackedQ4_0BlockBytes;
+  const size_t group_bytes = static_cast<size_t>(nb) * W::kBlockBytes;
   // Groups in blocks of about 384 KiB of weights (they stay in L2 while every position tile
   // passes over them; the same reasoning as matmul_avx512.cpp's run_tiles).
   const int64_t g_first = r0 / kPackedGroupRows, g_end = (r1 + kPackedGroupRows - 1) / kPackedGroupRows;
@@ -102,13 +114,13 @@ void run_packed_q4_0(const TensorView& w, int64_t r0, int64_t r1, const uint8_t*
         float* out = y + t0 * y_stride + g * kPackedGroupRows;
         const int64_t valid = r1 - g * kPackedGroupRows;
         if (ng == 2) {
-          call_tile<2, 1>(g0, group_bytes, xs, nb, out, y_stride, valid);
+          packed_tile<W, 2, 1>(g0, group_bytes, xs, nb, out, y_stride, valid);
         } else {
           switch (c) {
-            case 1: call_tile<1, 1>(g0, group_bytes, xs, nb, out, y_stride, valid); break;
-            case 2: call_tile<1, 2>(g0, group_bytes, xs, nb, out, y_stride, valid); break;
-            case 3: call_tile<1, 3>(g0, group_bytes, xs, nb, out, y_stride, valid); break;
-            default: call_tile<1, 4>(g0, group_bytes, xs, nb, out, y_stride, valid); break;
+            case 1: packed_tile<W, 1, 1>(g0, group_bytes, xs, nb, out, y_stride, valid); break;
+            case 2: packed_tile<W, 1, 2>(g0, group_bytes, xs, nb, out, y_stride, valid); break;
+            case 3: packed_tile<W, 1, 3>(g0, group_bytes, xs, nb, out, y_stride, valid); break;
+            default: packed_tile<W, 1, 4>(g0, group_bytes, xs, nb, out, y_stride, valid); break;
           }
         }
       }
@@ -120,7 +132,8 @@ void run_packed_q4_0(const TensorView& w, int64_t r0, int64_t r1, const uint8_t*
 }  // namespace
 
 MatmulKernel matmul_kernel_packed_avx512(DType type) {
-  if (type == DType::Q4_0) return {InputFormat::Q8Blocks, run_packed_q4_0};
+  if (type == DType::Q4_0) return {InputFormat::Q8Blocks, run_packed<Q4_0Packed>};
+  if (type == DType::Q8_0) return {InputFormat::Q8Blocks, run_packed<Q8_0Packed>};
   return {};
 }
 

@@ -75,9 +75,8 @@ void prepare_blocks(const float* x, int64_t cols, Q8Block* out) {
     Q8Block& blk = out[b];
     blk.d = quantize_block(x + b * 32, 32, blk.x);
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.x));
-    const int sum = _mm512_reduce_add_epi32(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q))) +
+    blk.sum = _mm512_reduce_add_epi32(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q))) +
                     _mm512_reduce_add_epi32(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1)));
-    blk.corr = -8 * sum;
   }
 }
 

@@ -86,7 +86,7 @@ size_t pack_weights(Model& model) {
   auto pack = [&](TensorView& w) {
     if (w.packed != nullptr || !packing_helps(w)) return;
     size_t bytes = 0;
-    model.packed.push_back(pack_q4_0(w, &bytes));
+    model.packed.push_back(pack_matrix(w, &bytes));
     w.packed = model.packed.back().get();
     total += bytes;
     for (const auto& shard : model.shards) shard->release(w.data, w.nbytes());

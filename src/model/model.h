@@ -110,7 +110,7 @@ struct LoadOptions {
 };
 
 // Rearranges, once, the matmul weights that the active CPU path reads faster packed
-// (kernels/repack.h: Q4_0 on AVX-512) and drops the file pages they were read from, so the
+// (kernels/repack.h: Q4_0 and Q8_0 on AVX-512) and drops the file pages they were read from, so the
 // model's memory stays about one copy. SKIFF_PACK=0 in the environment turns it off (A/B).
 // Returns the bytes packed.
 size_t pack_weights(Model& model);
