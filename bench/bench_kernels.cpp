@@ -3,6 +3,7 @@
 // multiply-adds/s); dot, RMSNorm, attention of one head, SwiGLU. Not run by the tests: build-perf/skiff_microbench [--benchmark_filter=...].
 #include <benchmark/benchmark.h>
 
+#include <array>
 #include <random>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/repack.h"
+#include "model/kv_cache.h"
 
 namespace skiff {
 namespace {
@@ -175,6 +177,43 @@ void BM_AttendHead(benchmark::State& state) {
   state.counters["positions_per_s"] = benchmark::Counter(n, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_AttendHead)->ArgsProduct({{0, 1, 2}, {128, 2048}});
+
+// args: path, KV cache type (0 F32, 1 F16, 2 Q8_0), positions. One decode step of one layer of
+// the reference shape over a cache of that type: 32 query heads on 8 KV heads of 64.
+void BM_AttendLayerKv(benchmark::State& state) {
+  const auto path = static_cast<CpuPath>(state.range(0));
+  RestoreBestPath restore;
+  if (!use_path(state, path)) return;
+  const DType type = std::array{DType::F32, DType::F16, DType::Q8_0}[static_cast<size_t>(state.range(1))];
+  const int n = static_cast<int>(state.range(2)), hd = 64, kv_dim = 512, heads = 32, group = 4;
+  KvCache cache(1, n, kv_dim, {type, type}, hd);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> k(kv_dim), v(kv_dim), q(static_cast<size_t>(heads) * hd), out(q.size()), scores(n);
+  for (int p = 0; p < n; ++p) {
+    for (int i = 0; i < kv_dim; ++i) k[i] = normal(rng), v[i] = normal(rng);
+    cache.store(0, p, k.data(), v.data());
+  }
+  for (auto& x : q) x = normal(rng);
+  const float scale = 0.125f;
+  for (auto _ : state) {
+    for (int h = 0; h < heads; ++h) {
+      const int off = (h / group) * hd;
+      if (type == DType::F32) {
+        attend_head(&q[h * hd], cache.key(0, 0) + off, cache.value(0, 0) + off, kv_dim, n, hd, scale, scores.data(),
+                    &out[h * hd]);
+      } else {
+        const KvSlice keys{cache.key_row(0, 0) + row_bytes(type, off), type, static_cast<int64_t>(cache.key_row_bytes())};
+        const KvSlice values{cache.value_row(0, 0) + row_bytes(type, off), type,
+                             static_cast<int64_t>(cache.value_row_bytes())};
+        attend_head_kv(&q[h * hd], keys, values, n, hd, scale, scores.data(), &out[h * hd]);
+      }
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["positions_per_s"] = benchmark::Counter(n, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_AttendLayerKv)->ArgsProduct({{0, 2}, {0, 1, 2}, {512, 4096}})->Unit(benchmark::kMicrosecond);
 
 // args: path. SwiGLU over one prompt's FFN activations row (5632).
 void BM_Swiglu(benchmark::State& state) {

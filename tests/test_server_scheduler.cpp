@@ -66,8 +66,8 @@ class SchedulerTest : public ::testing::Test {
   std::vector<int32_t> encode(const std::string& text) { return model->tokenizer->encode(text, true); }
 
   // Greedy tokens of plain generate() for a prompt.
-  std::vector<int32_t> plain(const std::vector<int32_t>& prompt, int max_tokens) {
-    Context ctx(*model, 0, 1);
+  std::vector<int32_t> plain(const std::vector<int32_t>& prompt, int max_tokens, KvTypes kv_types = {}) {
+    Context ctx(*model, 0, 1, kv_types);
     SamplerParams p;
     p.temperature = 0;
     Sampler sampler(p);
@@ -169,6 +169,32 @@ TEST_F(SchedulerTest, SpeculationGivesThePlainText) {
     EXPECT_EQ(collect(*t).tokens[0], expect) << "mode " << mode;
     EXPECT_EQ(collect(*other).tokens[0], plain(encode("The dog"), 30));
   }
+}
+
+// Slots with an F16 KV cache (--cache-type-k/-v): batching, prompt sharing between choices
+// (copy_prefix_from) and prefix reuse still give what plain decoding with that cache gives.
+TEST_F(SchedulerTest, F16KvCacheSlotsEqualPlainDecodingWithIt) {
+  SchedulerOptions o;
+  o.slots = 3;
+  o.threads = 2;
+  o.batch_rows = 7;
+  o.kv_types = {DType::F16, DType::F16};
+  Scheduler scheduler(*model, o);
+  const std::vector<std::string> prompts = {"Once upon a time", "The cat sat on the mat and"};
+  std::vector<std::shared_ptr<Task>> tasks;
+  for (const auto& p : prompts) {
+    tasks.push_back(make_task({encode(p)}, 30, 0.0f));
+    ASSERT_TRUE(scheduler.submit(tasks.back()));
+  }
+  for (size_t i = 0; i < prompts.size(); ++i)
+    EXPECT_EQ(collect(*tasks[i]).tokens[0], plain(encode(prompts[i]), 30, o.kv_types)) << prompts[i];
+  const std::vector<int32_t> prompt = encode("Lily");
+  auto shared = make_task({prompt}, 16, 1.0f, 3, 42);
+  ASSERT_TRUE(scheduler.submit(shared));
+  Result r = collect(*shared);
+  auto single = make_task({prompt}, 16, 1.0f, 1, 42);
+  ASSERT_TRUE(scheduler.submit(single));
+  EXPECT_EQ(collect(*single).tokens[0], r.tokens[0]);
 }
 
 TEST_F(SchedulerTest, JsonObjectResponseFormatYieldsJson) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "io/export_gguf.h"
+#include "io/quant_scheme.h"
 #include "model/forward.h"
 #include "synth/synth.h"
 #include "test_util.h"
@@ -113,6 +114,76 @@ TEST(QuantizeModel, KQuantsWhereRowsAllowThemF32ElsewhereAndTheOutputRuns) {
     EXPECT_EQ(q->layers[0].ffn_down.type, fits ? type : DType::F32) << dtype_name(type);
     EXPECT_EQ(q->layers[0].attn_norm.type, DType::F32);
     expect_runs(*q);
+  }
+}
+
+TEST(QuantScheme, Q4KMFollowsLlamaCppsLayerRule) {
+  const QuantScheme m = *parse_quant_scheme("Q4_K_M");
+  EXPECT_TRUE(m.q4_k_m);
+  EXPECT_EQ(m.name(), "q4_k_m");
+  EXPECT_EQ(quant_scheme_file_type(m), 15u);  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+  EXPECT_FALSE(parse_quant_scheme("q4_k_x").has_value());
+  EXPECT_EQ(parse_quant_scheme("q8_0")->base, DType::Q8_0);
+  // 16 layers: the first and last eighth (0, 1, 14, 15) and every third in between (4, 7, 10, 13).
+  std::string more;
+  for (int l = 0; l < 16; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    const DType v = quant_tensor_type(m, p + "attn_v.weight", 2048, 16, true);
+    EXPECT_EQ(quant_tensor_type(m, p + "ffn_down.weight", 8192, 16, true), v) << l;
+    EXPECT_EQ(quant_tensor_type(m, p + "attn_q.weight", 2048, 16, true), DType::Q4_K);
+    EXPECT_EQ(quant_tensor_type(m, p + "ffn_up.weight", 2048, 16, true), DType::Q4_K);
+    if (v == DType::Q6_K) more += std::to_string(l) + " ";
+  }
+  EXPECT_EQ(more, "0 1 4 7 10 13 14 15 ");
+  EXPECT_EQ(quant_tensor_type(m, "output.weight", 2048, 16, true), DType::Q6_K);
+  EXPECT_EQ(quant_tensor_type(m, "token_embd.weight", 2048, 16, true), DType::Q4_K);
+  EXPECT_EQ(quant_tensor_type(m, "token_embd.weight", 2048, 16, false), DType::Q6_K);  // tied head
+  // Rows that K-quant blocks do not divide fall back as llama.cpp's do.
+  EXPECT_EQ(quant_tensor_type(m, "blk.1.attn_q.weight", 192, 16, true), DType::Q5_0);
+  EXPECT_EQ(quant_tensor_type(m, "blk.0.attn_v.weight", 192, 16, true), DType::Q8_0);
+  EXPECT_EQ(quant_tensor_type(m, "output.weight", 192, 16, true), DType::Q8_0);
+  EXPECT_EQ(quant_tensor_type(m, "blk.1.attn_q.weight", 48, 16, true), DType::F16);
+}
+
+TEST(QuantizeModel, Q4KMMixLoadsAndGenerates) {
+  // 8 layers: layers 0, 3, 6 and 7 get Q6_K attn_v and ffn_down.
+  SynthOptions o;
+  o.shape = llama_shape("m", 256, 8, 4, 2, 512, 32000, 64);
+  o.type = DType::F16;
+  o.vocab_path = kVocab;
+  o.threads = 2;
+  TempFile src{temp_path("m_src.gguf")}, out{temp_path("m_q4_k_m.gguf")}, syn{temp_path("m_synth.gguf")};
+  write_synthetic_model(o, src.path);
+  save_model_gguf(*load_model(src.path), out.path, *parse_quant_scheme("q4_k_m"));
+  o.scheme = parse_quant_scheme("q4_k_m");
+  o.shape.tied = true;
+  write_synthetic_model(o, syn.path);  // synth goes through the same rule
+  for (const std::string& path : {out.path, syn.path}) {
+    auto q = load_model(path);
+    const bool tied = path == syn.path;
+    EXPECT_EQ(q->tied_output, tied);
+    if (!tied) {
+      EXPECT_EQ(q->output.type, DType::Q6_K);
+    }
+    EXPECT_EQ(q->token_embd.type, tied ? DType::Q6_K : DType::Q4_K);
+    for (int l = 0; l < 8; ++l) {
+      const LayerWeights& w = q->layers[static_cast<size_t>(l)];
+      const DType more = (l == 0 || l == 3 || l == 6 || l == 7) ? DType::Q6_K : DType::Q4_K;
+      EXPECT_EQ(w.wv.type, more) << path << " layer " << l;
+      EXPECT_EQ(w.ffn_down.type, more) << path << " layer " << l;
+      for (const TensorView* t : {&w.wq, &w.wk, &w.wo, &w.ffn_gate, &w.ffn_up}) EXPECT_EQ(t->type, DType::Q4_K);
+      EXPECT_EQ(w.attn_norm.type, DType::F32);
+    }
+    expect_runs(*q);
+    // Generates: greedy tokens from the logits of each step.
+    Context ctx(*q, 32, 2);
+    std::vector<int32_t> tokens = {1, 450};
+    for (int i = 0; i < 8; ++i) {
+      std::vector<float> logits = eval_tokens(ctx, std::span<const int32_t>(&tokens.back(), 1));
+      tokens.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+    }
+    EXPECT_EQ(tokens.size(), 10u);
+    EXPECT_EQ(ctx.cache().length(0), 8);
   }
 }
 

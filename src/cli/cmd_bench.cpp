@@ -1,11 +1,16 @@
 // skiff bench: llama-bench-style throughput (pp = prompt tokens/s in one batch from an empty
-// cache, tg = single-token decode steps/s), plus the weight-read bandwidth tg achieves against
+// cache, tg = single-token decode steps/s, pp+tg = a prompt then decode steps, (pp + tg) tokens
+// over the total time as llama-bench's -pg), plus the weight-read bandwidth tg achieves against
 // the machine's measured read bandwidth (`skiff bench --membw` measures only that).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -69,6 +74,36 @@ double run_tg(Context& ctx, int n, uint32_t seed) {
   return n / seconds_since(t0);
 }
 
+// pp+tg (llama-bench -pg): a prompt of n_prompt in one batch, then n_gen single-token steps,
+// timed together; (n_prompt + n_gen) tokens over the total time, as llama-bench reports it.
+double run_pg(Context& ctx, int n_prompt, int n_gen, uint32_t seed) {
+  std::vector<int32_t> tokens = random_tokens(n_prompt + n_gen, ctx.model().config.vocab_size, seed);
+  ctx.cache().clear();
+  auto t0 = std::chrono::steady_clock::now();
+  eval_tokens(ctx, std::span<const int32_t>(tokens.data(), static_cast<size_t>(n_prompt)));
+  for (int i = n_prompt; i < n_prompt + n_gen; ++i)
+    eval_tokens(ctx, std::span<const int32_t>(&tokens[static_cast<size_t>(i)], 1));
+  return (n_prompt + n_gen) / seconds_since(t0);
+}
+
+// "PP,TG" of -pg: both positive.
+std::pair<int, int> parse_pg(const std::string& text) {
+  const size_t comma = text.find(',');
+  int pp = 0, tg = 0;
+  try {
+    size_t used = 0;
+    if (comma == std::string::npos) throw std::invalid_argument("no comma");
+    pp = std::stoi(text.substr(0, comma), &used);
+    if (used != comma) throw std::invalid_argument("pp");
+    tg = std::stoi(text.substr(comma + 1), &used);
+    if (used != text.size() - comma - 1) throw std::invalid_argument("tg");
+  } catch (const std::exception&) {
+    fail("-pg {}: expected PROMPT,GEN (two token counts, e.g. 1024,128)", text);
+  }
+  if (pp <= 0 || tg <= 0 || pp > (1 << 20) || tg > (1 << 20)) fail("-pg {}: both counts must be in 1..1048576", text);
+  return {pp, tg};
+}
+
 std::string human_size(double bytes) {
   if (bytes >= 1024.0 * 1024 * 1024) return fmt::format("{:.2f} GiB", bytes / (1024.0 * 1024 * 1024));
   if (bytes >= 1024.0 * 1024) return fmt::format("{:.2f} MiB", bytes / (1024.0 * 1024));
@@ -101,28 +136,44 @@ std::string model_label(const Model& m) {
 void register_bench(CLI::App& app) {
   struct Flags {
     ModelFlags model;
-    int n_prompt = 128, n_gen = 64, repetitions = 3;
+    std::vector<int> n_prompt = {128}, n_gen = {64};  // lists, as llama-bench's -p 64,512
+    std::vector<std::string> pg;                       // "PP,TG" tests
+    int repetitions = 3;
     std::string output = "md";
     bool membw_only = false, no_membw = false;
     int membw_mib = 1024;
+    KvCacheFlags kv;
   };
   auto flags = std::make_shared<Flags>();
   CLI::App* cmd = app.add_subcommand("bench", "llama-bench-style throughput: pp (prompt) and tg (decode) tokens/s");
   add_model_flags(cmd, flags->model, true);
-  cmd->add_option("-p,--n-prompt", flags->n_prompt, "prompt tokens for the pp test (0: skip; default 128)")
+  cmd->add_option("-p,--n-prompt", flags->n_prompt,
+                  "prompt tokens for the pp test; a comma list runs several (0: skip; default 128)")
+      ->delimiter(',')
       ->check(CLI::Range(0, 1 << 20));
-  cmd->add_option("-n,--n-gen", flags->n_gen, "tokens for the tg test (0: skip; default 64)")->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("-n,--n-gen", flags->n_gen, "tokens for the tg test; a comma list runs several (0: skip; default 64)")
+      ->delimiter(',')
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--pg", flags->pg,
+                  "PP,TG (alias -pg): a prompt of PP tokens then TG decode steps, timed together (test ppPP+tgTG, "
+                  "(PP + TG) tokens/s as llama-bench's -pg); repeatable");
   cmd->add_option("-r,--repetitions", flags->repetitions, "repetitions of each test (default 3)")->check(CLI::Range(1, 1000));
   cmd->add_option("-o,--output", flags->output, "md (default) or json")->check(CLI::IsMember({"md", "json"}));
   cmd->add_flag("--membw", flags->membw_only, "only measure the memory read bandwidth with -t threads");
   cmd->add_flag("--no-membw", flags->no_membw, "skip the bandwidth measurement (no GB/s ratio)");
   cmd->add_option("--membw-mib", flags->membw_mib, "buffer for the bandwidth measurement, MiB (default 1024)")
       ->check(CLI::Range(16, 1 << 16));
+  add_kv_cache_flags(cmd, flags->kv);
   std::shared_ptr<SpecBenchOptions> spec = add_spec_bench_flags(cmd);
   std::shared_ptr<FlashBenchOptions> flash = add_flash_bench_flags(cmd);
   cmd->callback([flags, spec, flash, cmd] {
+    const bool kv_flags = cmd->count("--cache-type-k") + cmd->count("--cache-type-v") > 0;
+    if (kv_flags && (flash_bench_requested(*flash) || spec_bench_requested(*spec)))
+      fail("--cache-type-k/-v apply to the pp/tg tests, not to --flash or speculative benchmarks");
     if (flash_bench_requested(*flash)) {
-      run_flash_bench(*flash, *cmd, flags->model, flags->n_prompt, flags->n_gen, flags->output);
+      if (flags->n_prompt.size() != 1 || flags->n_gen.size() != 1 || !flags->pg.empty())
+        fail("--flash takes one -p and one -n value and no -pg");
+      run_flash_bench(*flash, *cmd, flags->model, flags->n_prompt[0], flags->n_gen[0], flags->output);
       return;
     }
     check_no_flash_flags(*flash, *cmd);
@@ -145,25 +196,41 @@ void register_bench(CLI::App& app) {
       return;
     }
 
+    std::vector<std::pair<int, int>> pgs;
+    for (const std::string& text : flags->pg) pgs.push_back(parse_pg(text));
     std::unique_ptr<Model> model = open_model(flags->model);
     const ModelConfig& c = model->config;
-    const int need = std::max(flags->n_prompt, flags->n_gen);
+    int need = 1, max_prompt = 0;
+    bool any_gen = false;
+    for (int n : flags->n_prompt) need = std::max(need, n), max_prompt = std::max(max_prompt, n);
+    for (int n : flags->n_gen) need = std::max(need, n), any_gen = any_gen || n > 0;
+    for (auto [pp, tg] : pgs) need = std::max(need, pp + tg), max_prompt = std::max(max_prompt, pp), any_gen = true;
     if (need > c.context_length) fail("the tests need {} positions; the model's context is {}", need, c.context_length);
-    Context ctx(*model, std::max(need, 1), threads);
+    const KvTypes kv = kv_types(flags->kv);
+    Context ctx(*model, need, threads, kv);
+    const size_t kv_per_position = KvCache::bytes_per_position(c.n_layers, c.kv_dim(), kv);
 
     // Warm-up (pages the weights in, sizes the scratch), as llama-bench does.
-    if (flags->n_prompt > 0) run_pp(ctx, std::min(flags->n_prompt, 32), 99);
-    if (flags->n_gen > 0) run_tg(ctx, 2, 99);
+    if (max_prompt > 0) run_pp(ctx, std::min(max_prompt, 32), 99);
+    if (any_gen) run_tg(ctx, 2, 99);
 
+    // In llama-bench's order: every pp, every tg, every pp+tg.
     std::vector<Result> results;
-    if (flags->n_prompt > 0) {
-      Result r{fmt::format("pp{}", flags->n_prompt), flags->n_prompt, 0, {}};
-      for (int i = 0; i < flags->repetitions; ++i) r.samples.push_back(run_pp(ctx, flags->n_prompt, 1 + i));
+    for (int n : flags->n_prompt) {
+      if (n == 0) continue;
+      Result r{fmt::format("pp{}", n), n, 0, {}};
+      for (int i = 0; i < flags->repetitions; ++i) r.samples.push_back(run_pp(ctx, n, 1 + i));
       results.push_back(r);
     }
-    if (flags->n_gen > 0) {
-      Result r{fmt::format("tg{}", flags->n_gen), 0, flags->n_gen, {}};
-      for (int i = 0; i < flags->repetitions; ++i) r.samples.push_back(run_tg(ctx, flags->n_gen, 1 + i));
+    for (int n : flags->n_gen) {
+      if (n == 0) continue;
+      Result r{fmt::format("tg{}", n), 0, n, {}};
+      for (int i = 0; i < flags->repetitions; ++i) r.samples.push_back(run_tg(ctx, n, 1 + i));
+      results.push_back(r);
+    }
+    for (auto [pp, tg] : pgs) {
+      Result r{fmt::format("pp{}+tg{}", pp, tg), pp, tg, {}};
+      for (int i = 0; i < flags->repetitions; ++i) r.samples.push_back(run_pg(ctx, pp, tg, 1 + i));
       results.push_back(r);
     }
     const size_t resident = resident_bytes();
@@ -177,7 +244,7 @@ void register_bench(CLI::App& app) {
     const double read_per_token = static_cast<double>(weights) -
                                   (model->tied_output ? 0.0 : static_cast<double>(model->token_embd.nbytes()));
     double membw = 0;
-    if (flags->n_gen > 0 && !flags->no_membw) membw = measure_read_bandwidth(threads, membw_bytes);
+    if (any_gen && !flags->no_membw) membw = measure_read_bandwidth(threads, membw_bytes);
 
     const std::string label = model_label(*model);
     const double params = static_cast<double>(model->parameter_count());
@@ -199,8 +266,12 @@ void register_bench(CLI::App& app) {
                             {"samples_ts", r.samples},
                             {"resident_bytes", resident},
                             {"weights_resident_bytes", mapped_resident},
-                            {"use_mmap", !copied}};
-        if (r.n_gen > 0) {
+                            {"use_mmap", !copied},
+                            {"type_k", dtype_name(kv.k)},
+                            {"type_v", dtype_name(kv.v)},
+                            {"kv_bytes_per_token", kv_per_position},
+                            {"kv_bytes", kv_per_position * static_cast<size_t>(need)}};
+        if (r.n_gen > 0 && r.n_prompt == 0) {  // pure decode: weights read per token
           j["weight_read_gbps"] = read_per_token * r.mean() / 1e9;
           if (membw > 0) {
             j["membw_gbps"] = membw / 1e9;
@@ -222,8 +293,9 @@ void register_bench(CLI::App& app) {
                 human_size(static_cast<double>(resident)).c_str(), human_size(static_cast<double>(weights)).c_str(),
                 copied ? "copied into huge pages (--no-mmap)" : "memory-mapped",
                 human_size(static_cast<double>(mapped_resident)).c_str());
+    std::printf("%s\n", describe_kv_cache(c, kv, need).c_str());
     for (const Result& r : results) {
-      if (r.n_gen == 0) continue;
+      if (r.n_gen == 0 || r.n_prompt > 0) continue;
       const double gbps = read_per_token * r.mean() / 1e9;
       std::printf("%s: %.1f MB of weights per token, %.1f GB/s", r.test.c_str(), read_per_token / 1e6, gbps);
       if (membw > 0)

@@ -32,6 +32,7 @@ struct ChatFlags {
   int draft_max = 4;
   float draft_p_min = kDefaultDraftPMin;
   bool verbose = false;
+  KvCacheFlags kv;
 };
 
 void emit(const std::string& s) {
@@ -61,7 +62,7 @@ void run_chat(const ChatFlags& f, const CLI::App& cmd) {
   SamplerParams params = f.sampling;
   params.seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
   Sampler sampler(params);
-  Context ctx(*model, f.context, f.model.threads);
+  Context ctx(*model, f.context, f.model.threads, kv_types(f.kv));
   std::unique_ptr<Drafter> drafter;
   if (self_spec) drafter = std::make_unique<EarlyExitDrafter>(ctx, f.self_spec, f.draft_p_min);
   ChatSession session(ctx);
@@ -155,6 +156,7 @@ void register_chat(CLI::App& app) {
   CLI::App* cmd =
       app.add_subcommand("chat", "interactive multi-turn chat (stdin: one user message per line)");
   add_model_flags(cmd, flags->model);
+  add_kv_cache_flags(cmd, flags->kv);
   cmd->add_option("--system", flags->system, "system prompt");
   cmd->add_option("--chat-template", flags->chat_template,
                   "template by name (chatml, llama2, llama3, mistral-v7, ...; default: the "

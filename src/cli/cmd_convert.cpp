@@ -49,11 +49,15 @@ void register_convert(CLI::App& app) {
   CLI::App* quantize = app.add_subcommand("quantize", "rewrite a model with another weight type: IN OUT TYPE");
   quantize->add_option("input", flags->in, "input model")->required();
   quantize->add_option("output", flags->out, "output GGUF file")->required();
-  quantize->add_option("type", flags->type, "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q6_K")->required();
+  quantize->add_option("type", flags->type,
+                        "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q6_K, or q4_k_m (llama.cpp's "
+                        "Q4_K_M mix: Q6_K for the head and for attn_v / ffn_down of some layers, Q4_K elsewhere)")
+      ->required();
   quantize->callback([flags] {
-    DType type = parse_type_flag(flags->type);
+    std::optional<QuantScheme> scheme = parse_quant_scheme(flags->type);
+    if (!scheme) fail("unknown tensor type '{}'", flags->type);
     std::unique_ptr<Model> model = load_model(flags->in);
-    save_model_gguf(*model, flags->out, type,
+    save_model_gguf(*model, flags->out, *scheme,
                     [](int done, int total) { draw_progress("quantize", done, total); });
     std::fprintf(stderr, "wrote %s (%s)\n", flags->out.c_str(), flags->type.c_str());
   });

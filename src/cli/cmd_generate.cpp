@@ -33,6 +33,7 @@ struct GenerateFlags {
   int draft_max = 4;
   float draft_p_min = kDefaultDraftPMin;
   FlashFlags flash;
+  KvCacheFlags kv;
 };
 
 // Which decoding strategy the flags ask for; Error for combinations that make no sense.
@@ -82,7 +83,7 @@ void run_generate(const GenerateFlags& f, const CLI::App& cmd) {
   SamplerParams params = f.sampling;
   params.seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
   Sampler sampler(params);
-  Context ctx(*model, f.context, f.model.threads);
+  Context ctx(*model, f.context, f.model.threads, kv_types(f.kv));
   if (flash_run) ctx.set_ffn_provider(flash_run->ffn.get());
 
   StreamDecoder decoder(tok);
@@ -154,6 +155,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("-f,--file", flags->prompt_file, "read the prompt from a file");
   cmd->add_option("-n,--n-predict", flags->n_predict, "tokens to generate (default 128)")->check(CLI::Range(0, 1 << 24));
   cmd->add_option("-c,--ctx-size", flags->context, "context length (default: the model's, at most 4096)")->check(CLI::Range(0, 1 << 24));
+  add_kv_cache_flags(cmd, flags->kv);
   add_sampling_flags(cmd, flags->sampling);
   cmd->add_option("--presence-penalty", flags->sampling.presence_penalty, "presence penalty (default 0)");
   cmd->add_option("--frequency-penalty", flags->sampling.frequency_penalty, "frequency penalty (default 0)");

@@ -85,11 +85,13 @@ void register_info(CLI::App& app) {
   struct Flags {
     ModelFlags model;
     int context = 0;
+    KvCacheFlags kv;
   };
   auto flags = std::make_shared<Flags>();
   CLI::App* cmd = app.add_subcommand("info", "print a model's (or a flash pack's) metadata, tensors and memory needs");
   add_model_flags(cmd, flags->model, false);
   cmd->add_option("-c,--ctx-size", flags->context, "context length for the memory estimate (default: the model's, at most 4096)");
+  add_kv_cache_flags(cmd, flags->kv);
   cmd->callback([flags] {
     // A folder is a flash pack when it has bundles.bin or resident.gguf, else a Hugging Face checkpoint.
     const std::string& path = flags->model.model;
@@ -152,7 +154,8 @@ void register_info(CLI::App& app) {
                 inputs.c_str());
     int ctx = flags->context > 0 ? flags->context : std::min(c.context_length, Context::kDefaultContext);
     double weights = static_cast<double>(model->weight_bytes());
-    double kv = 2.0 * c.n_layers * ctx * c.kv_dim() * sizeof(float);
+    const KvTypes kv_type = kv_types(flags->kv);
+    double kv = static_cast<double>(KvCache::bytes_per_position(c.n_layers, c.kv_dim(), kv_type)) * ctx;
     double scratch = 4.0 * (4.0 * c.dim + 2.0 * c.ffn_dim + c.vocab_size);
     std::printf("parameters: %lld\n", static_cast<long long>(model->parameter_count()));
     std::vector<std::shared_ptr<MappedFile>> files = model->shards;
@@ -161,6 +164,14 @@ void register_info(CLI::App& app) {
     std::printf("memory: weights %s (%s) + kv cache %s at context %d + scratch %s = %s\n",
                 human_bytes(weights).c_str(), copied ? "copied into huge pages, --no-mmap" : "memory-mapped",
                 human_bytes(kv).c_str(), ctx, human_bytes(scratch).c_str(), human_bytes(weights + kv + scratch).c_str());
+    // What each cache type would take (-ctk/-ctv); q8_0 needs head slices of whole blocks.
+    std::string others;
+    for (DType t : {DType::F32, DType::F16, DType::Q8_0}) {
+      if (c.head_dim % traits(t).block_size != 0) continue;
+      others += fmt::format("{}{} {}/token", others.empty() ? "" : ", ", dtype_name(t),
+                            human_bytes(static_cast<double>(KvCache::bytes_per_position(c.n_layers, c.kv_dim(), {t, t}))));
+    }
+    std::printf("%s (k and v alike: %s)\n", describe_kv_cache(c, kv_type, ctx).c_str(), others.c_str());
     // Weights are used in place from the mapping: only what has been read is resident.
     std::printf("resident: %s now (%s of the %s)\n",
                 human_bytes(static_cast<double>(resident_bytes())).c_str(),

@@ -18,11 +18,13 @@ void register_perplexity(CLI::App& app) {
     int context = 512;
     int chunks = 0;
     std::string format = "text";
+    KvCacheFlags kv;
   };
   auto flags = std::make_shared<Flags>();
   CLI::App* cmd = app.add_subcommand("perplexity", "perplexity of a text file (llama.cpp's method)");
   add_model_flags(cmd, flags->model);
   add_flash_flags(cmd, flags->flash);
+  add_kv_cache_flags(cmd, flags->kv);
   cmd->add_option("-f,--file", flags->file, "text file")->required();
   cmd->add_option("-c,--ctx-size", flags->context, "tokens per chunk (default 512)");
   cmd->add_option("--chunks", flags->chunks, "score at most this many chunks (default: all)");
@@ -45,7 +47,7 @@ void register_perplexity(CLI::App& app) {
     std::vector<int32_t> tokens = model.tokenizer->encode(text, true);
     PerplexityResult r = perplexity(model, tokens, flags->context, flags->model.threads, flags->chunks,
                                     [](int done, int total) { draw_progress("perplexity", done, total); },
-                                    flash_run ? flash_run->ffn.get() : nullptr);
+                                    flash_run ? flash_run->ffn.get() : nullptr, kv_types(flags->kv));
     if (flash_run) std::fprintf(stderr, "%s\n", describe_stats(flash_run->ffn->stats()).c_str());
     if (flags->format == "json")
       std::printf("{\"ppl\": %.6f, \"ppl_err\": %.6f, \"tokens\": %lld, \"chunks\": %d, \"ctx\": %d}\n", r.ppl,

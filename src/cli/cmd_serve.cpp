@@ -28,6 +28,7 @@ struct ServeFlags {
   int shutdown_grace_s = 30;
   size_t max_body_kib = 8192;
   std::string draft_model;
+  KvCacheFlags kv;
 };
 
 void run_serve(ServeFlags& f) {
@@ -60,6 +61,7 @@ void run_serve(ServeFlags& f) {
   if (o.default_spec.exit_layer >= model->config.n_layers)
     fail("--self-spec {} must be below the model's {} layers", o.default_spec.exit_layer, model->config.n_layers);
   f.scheduler.threads = f.model.threads;
+  f.scheduler.kv_types = kv_types(f.kv);
   std::unique_ptr<Model> draft;
   if (!f.draft_model.empty()) {
     ModelFlags df = f.model;
@@ -70,8 +72,9 @@ void run_serve(ServeFlags& f) {
   }
   server::Scheduler scheduler(*model, f.scheduler);
   http.attach(*model, scheduler);
-  std::fprintf(stderr, "skiff serve: ready: %s, %d slots x %d positions, model id '%s'\n", model->source.c_str(),
-               scheduler.slots(), scheduler.context_length(), o.model_id.c_str());
+  std::fprintf(stderr, "skiff serve: ready: %s, %d slots x %d positions, model id '%s'; %s per slot\n",
+               model->source.c_str(), scheduler.slots(), scheduler.context_length(), o.model_id.c_str(),
+               describe_kv_cache(model->config, f.scheduler.kv_types, scheduler.context_length()).c_str());
 
   std::thread watcher([&] {
     int sig = 0;
@@ -107,6 +110,7 @@ void register_serve(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 24));
   cmd->add_option("-b,--batch-size", f->scheduler.batch_rows, "most tokens in one forward pass (default 256)")
       ->check(CLI::Range(1, 1 << 16));
+  add_kv_cache_flags(cmd, f->kv);
   cmd->add_option("--max-queue", f->scheduler.max_queue, "requests waiting for a slot before 429 (default 64)")
       ->check(CLI::Range(0, 1 << 16));
   cmd->add_option("--api-key", f->server.api_key, "require 'Authorization: Bearer KEY' (not for /health)");

@@ -25,7 +25,8 @@ void register_synth(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("synth", "write a random-weight LLaMA GGUF of a given shape");
   cmd->add_option("-o,--output", flags->output, "output GGUF file")->required();
   cmd->add_option("--shape", flags->shape, "tinyllama (default), small, tiny, llama3-1b or llama3-8b");
-  cmd->add_option("--type", flags->type, "matrix type: f16 (default), f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q6_K");
+  cmd->add_option("--type", flags->type, "matrix type: f16 (default), f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q6_K, or "
+                  "q4_k_m (llama.cpp's mix: Q4_K, Q6_K for the head and some attn_v / ffn_down)");
   cmd->add_option("--vocab", flags->vocab, "GGUF holding the vocabulary (default from ../shared/models: LLaMA-2's, Llama-3's for llama3-*)");
   cmd->add_option("--activation", flags->activation,
                   "FFN gate nonlinearity: silu (default, LLaMA) or relu (e.g. --shape tiny)");
@@ -35,14 +36,15 @@ void register_synth(CLI::App& app) {
     SynthOptions o;
     std::optional<SynthShape> shape = synth_shape(flags->shape);
     if (!shape) fail("unknown shape '{}' (known: {})", flags->shape, synth_shape_names());
-    std::optional<DType> type = parse_dtype(flags->type);
-    if (!type) fail("unknown tensor type '{}'", flags->type);
+    std::optional<QuantScheme> scheme = parse_quant_scheme(flags->type);
+    if (!scheme) fail("unknown tensor type '{}'", flags->type);
     std::optional<FfnActivation> activation = parse_ffn_activation(flags->activation);
     if (!activation) fail("unknown activation '{}' (silu or relu)", flags->activation);
     if (flags->vocab.empty())
       flags->vocab = flags->shape.starts_with("llama3") ? SKIFF_LLAMA3_VOCAB : SKIFF_DEFAULT_VOCAB;
     o.shape = *shape;
-    o.type = *type;
+    o.type = scheme->base;
+    o.scheme = *scheme;
     o.seed = flags->seed;
     o.vocab_path = flags->vocab;
     o.threads = flags->threads;

@@ -6,12 +6,45 @@
 #include <fstream>
 #include <sstream>
 
+#include <fmt/format.h>
+
 #include "base/error.h"
 
 extern "C" const uint8_t skiff_default_model_begin[];
 extern "C" const uint8_t skiff_default_model_end[];
 
 namespace skiff::cli {
+
+void add_kv_cache_flags(CLI::App* cmd, KvCacheFlags& flags) {
+  const CLI::Validator kv_type(
+      [](std::string& value) {
+        return parse_kv_type(value) ? std::string() : "'" + value + "' is not a KV cache type (f32, f16 or q8_0)";
+      },
+      "f32|f16|q8_0");
+  cmd->add_option("--cache-type-k", flags.type_k, "KV cache key type (alias -ctk): f32 (default), f16 or q8_0")
+      ->check(kv_type);
+  cmd->add_option("--cache-type-v", flags.type_v, "KV cache value type (alias -ctv): f32 (default), f16 or q8_0")
+      ->check(kv_type);
+}
+
+KvTypes kv_types(const KvCacheFlags& flags) {
+  std::optional<DType> k = parse_kv_type(flags.type_k), v = parse_kv_type(flags.type_v);
+  if (!k) fail("'{}' is not a KV cache type (f32, f16 or q8_0)", flags.type_k);
+  if (!v) fail("'{}' is not a KV cache type (f32, f16 or q8_0)", flags.type_v);
+  return {*k, *v};
+}
+
+std::string describe_kv_cache(const ModelConfig& c, KvTypes types, int context) {
+  const size_t per = KvCache::bytes_per_position(c.n_layers, c.kv_dim(), types);
+  auto human = [](double b) {
+    const char* units[] = {"B", "KiB", "MiB", "GiB"};
+    int u = 0;
+    while (b >= 1024 && u < 3) b /= 1024, ++u;
+    return fmt::format("{:.2f} {}", b, units[u]);
+  };
+  return fmt::format("KV cache {}/{}: {} per position, {} for {} positions", dtype_name(types.k), dtype_name(types.v),
+                     human(static_cast<double>(per)), human(static_cast<double>(per) * context), context);
+}
 
 void add_model_flags(CLI::App* cmd, ModelFlags& flags, bool with_threads) {
   cmd->add_option("-m,--model", flags.model,

@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "model/kv_cache.h"
 #include "model/model.h"
 
 namespace skiff::cli {
@@ -24,6 +25,16 @@ std::unique_ptr<Model> open_model(const ModelFlags& flags);
 // True when `path` names a file that starts with the GGUF magic ("" is the built-in model:
 // false, it is opened with open_model).
 bool is_gguf_file(const std::string& path);
+
+// --cache-type-k / --cache-type-v (llama.cpp's -ctk / -ctv): the KV cache's element types.
+struct KvCacheFlags {
+  std::string type_k = "f32", type_v = "f32";
+};
+// Adds the two flags (values f32, f16, q8_0; anything else is a one-line usage error).
+void add_kv_cache_flags(CLI::App* cmd, KvCacheFlags& flags);
+KvTypes kv_types(const KvCacheFlags& flags);
+// "KV cache f16/f16: 16.00 KiB per position, 64.00 MiB for 4096 positions".
+std::string describe_kv_cache(const ModelConfig& config, KvTypes types, int context);
 
 // The prompt from -p TEXT or -f FILE (exactly one may be given; neither gives "").
 std::string read_prompt(const std::string& text, const std::string& file);

@@ -1,19 +1,25 @@
 // `skiff <command>`: thin entry points over the engine. Errors from any layer end here as one
 // line "error: ..." on stderr and a non-zero exit.
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
 #include "base/error.h"
 #include "cli/commands.h"
+#include "cli/llama_aliases.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"skiff: fast LLaMA-family inference on the CPU, with early exit"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "help for every command");
   skiff::cli::register_commands(app);
+  std::vector<std::string> args = skiff::cli::expand_llama_aliases(argc, argv);
+  std::vector<char*> arg_pointers;
+  for (std::string& a : args) arg_pointers.push_back(a.data());
   try {
-    app.parse(argc, argv);
+    app.parse(static_cast<int>(arg_pointers.size()), arg_pointers.data());
   } catch (const CLI::Success& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {

@@ -11,7 +11,8 @@ namespace skiff {
 
 PerplexityResult perplexity(const Model& model, std::span<const int32_t> tokens, int n_ctx,
                             int n_threads, int max_chunks,
-                            const std::function<void(int, int)>& progress, FfnProvider* ffn) {
+                            const std::function<void(int, int)>& progress, FfnProvider* ffn,
+                            KvTypes kv_types) {
   const ModelConfig& c = model.config;
   if (n_ctx < 8 || n_ctx > c.context_length)
     fail("perplexity context {} must be in 8..{} (the model's context length)", n_ctx, c.context_length);
@@ -20,7 +21,7 @@ PerplexityResult perplexity(const Model& model, std::span<const int32_t> tokens,
   if (chunks < 1)
     fail("the text has {} tokens, fewer than one chunk of {}", tokens.size(), n_ctx);
 
-  Context ctx(model, n_ctx, n_threads);
+  Context ctx(model, n_ctx, n_threads, kv_types);
   ctx.set_ffn_provider(ffn);
   const int first = n_ctx / 2;
   std::vector<float> hidden(static_cast<size_t>(n_ctx) * c.dim);

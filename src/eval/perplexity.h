@@ -21,10 +21,11 @@ struct PerplexityResult {
 };
 
 // progress(chunks_done, chunks_total) after each chunk. `ffn` (optional) replaces the dense
-// FFN (a flash run). Throws Error when the text has fewer than 2 * n_ctx tokens or n_ctx is
+// FFN (a flash run); kv_types: the KV cache's element types. Throws Error when the text has fewer than 2 * n_ctx tokens or n_ctx is
 // out of range.
 PerplexityResult perplexity(const Model& model, std::span<const int32_t> tokens, int n_ctx,
                             int n_threads, int max_chunks,
-                            const std::function<void(int, int)>& progress, FfnProvider* ffn = nullptr);
+                            const std::function<void(int, int)>& progress, FfnProvider* ffn = nullptr,
+                            KvTypes kv_types = {});
 
 }  // namespace skiff

@@ -63,7 +63,13 @@ uint32_t llama_file_type(DType t) {
 
 void save_model_gguf(const Model& model, const std::string& path, DType type,
                      const std::function<void(int, int)>& progress) {
+  save_model_gguf(model, path, QuantScheme{type, false}, progress);
+}
+
+void save_model_gguf(const Model& model, const std::string& path, const QuantScheme& scheme,
+                     const std::function<void(int, int)>& progress) {
   const ModelConfig& c = model.config;
+  const DType type = scheme.base;
   {
     std::vector<float> probe(static_cast<size_t>(traits(type).block_size));
     std::vector<uint8_t> out(row_bytes(type, traits(type).block_size));
@@ -73,7 +79,7 @@ void save_model_gguf(const Model& model, const std::string& path, DType type,
   GgufWriter writer;
   writer.set("general.architecture", GgufValue::str("llama"));
   writer.set("general.name", GgufValue::str(c.name.empty() ? "skiff" : c.name));
-  writer.set("general.file_type", GgufValue::u32(llama_file_type(type)));
+  writer.set("general.file_type", GgufValue::u32(quant_scheme_file_type(scheme)));
   writer.set("llama.context_length", GgufValue::u32(static_cast<uint32_t>(c.context_length)));
   writer.set("llama.embedding_length", GgufValue::u32(static_cast<uint32_t>(c.dim)));
   writer.set("llama.block_count", GgufValue::u32(static_cast<uint32_t>(c.n_layers)));
@@ -135,7 +141,8 @@ void save_model_gguf(const Model& model, const std::string& path, DType type,
       continue;
     }
     bool is_vector = t->rows == 1;
-    DType out_type = (is_vector || t->cols % traits(type).block_size != 0) ? DType::F32 : type;
+    DType out_type =
+        is_vector ? DType::F32 : quant_tensor_type(scheme, name, t->cols, c.n_layers, !model.tied_output);
     const bool rotated = name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight");
     const std::vector<int64_t> order = rotated ? interleave_rows(c, t->rows) : std::vector<int64_t>{};
     auto source_row = [&](int64_t r) { return order.empty() ? r : order[static_cast<size_t>(r)]; };

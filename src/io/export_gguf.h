@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "io/gguf.h"
+#include "io/quant_scheme.h"
 #include "tensor/dtype.h"
 
 namespace skiff {
@@ -21,6 +22,9 @@ uint32_t llama_file_type(DType t);
 // Matrices are stored as `type`; vectors (norms) and matrices whose rows are not a multiple
 // of the type's block size stay F32. progress(done, total) after each tensor.
 void save_model_gguf(const Model& model, const std::string& path, DType type,
+                     const std::function<void(int, int)>& progress = {});
+// The same with each matrix's type chosen by `scheme` (quant_tensor_type), e.g. Q4_K_M.
+void save_model_gguf(const Model& model, const std::string& path, const QuantScheme& scheme,
                      const std::function<void(int, int)>& progress = {});
 
 // Writes a copy of `source` to `path` (atomically): every metadata key (then `extra`, which

@@ -1,6 +1,7 @@
 #include "kernels/attention.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "kernels/cpu.h"
 #include "kernels/dot.h"
@@ -14,6 +15,31 @@ void kernels::attend_head_scalar(const float* q, const float* keys, const float*
   softmax(scores, n);
   std::fill(out, out + hd, 0.0f);
   for (int p = 0; p < n; ++p) axpy_f32(scores[p], values + p * stride, out, hd);
+}
+
+void kernels::attend_head_kv_scalar(const float* q, KvSlice keys, KvSlice values, int n, int hd, float scale,
+                                    float* scores, float* out) {
+  // One position's slice converted to floats at a time (dequantize_row: ggml's definitions).
+  thread_local std::vector<float> row;
+  row.resize(static_cast<size_t>(hd));
+  for (int p = 0; p < n; ++p) {
+    dequantize_row(keys.type, keys.data + p * keys.stride, row.data(), hd);
+    scores[p] = dot_f32(q, row.data(), hd) * scale;
+  }
+  softmax(scores, n);
+  std::fill(out, out + hd, 0.0f);
+  for (int p = 0; p < n; ++p) {
+    dequantize_row(values.type, values.data + p * values.stride, row.data(), hd);
+    axpy_f32(scores[p], row.data(), out, hd);
+  }
+}
+
+void attend_head_kv(const float* q, KvSlice keys, KvSlice values, int n, int hd, float scale, float* scores,
+                    float* out) {
+  if (active_cpu_path() == CpuPath::Avx512 &&
+      kernels::attend_head_kv_avx512(q, keys, values, n, hd, scale, scores, out))
+    return;
+  kernels::attend_head_kv_scalar(q, keys, values, n, hd, scale, scores, out);
 }
 
 void attend_head(const float* q, const float* keys, const float* values, int64_t stride, int n, int hd, float scale,

@@ -8,10 +8,25 @@
 
 #include <cstdint>
 
+#include "tensor/dtype.h"
+
 namespace skiff {
 
 void attend_head(const float* q, const float* keys, const float* values, int64_t stride, int n, int hd, float scale,
                  float* scores, float* out);
+
+// Keys or values of one head in a typed KV cache: position p's hd values, of type F32, F16 or
+// Q8_0 (hd % 32 == 0, the slice starting on a block), are at data + p * stride bytes.
+struct KvSlice {
+  const uint8_t* data;
+  DType type;
+  int64_t stride;  // bytes
+};
+
+// attend_head over a typed cache (attend_head itself is the all-F32 case, bit for bit
+// unchanged). Scores and outputs are float; keys and values are converted as they are read.
+void attend_head_kv(const float* q, KvSlice keys, KvSlice values, int n, int hd, float scale, float* scores,
+                    float* out);
 
 namespace kernels {
 void attend_head_scalar(const float* q, const float* keys, const float* values, int64_t stride, int n, int hd,
@@ -19,6 +34,10 @@ void attend_head_scalar(const float* q, const float* keys, const float* values, 
 // Returns false (and does nothing) when hd is beyond what it handles.
 bool attend_head_avx512(const float* q, const float* keys, const float* values, int64_t stride, int n, int hd,
                         float scale, float* scores, float* out);
+void attend_head_kv_scalar(const float* q, KvSlice keys, KvSlice values, int n, int hd, float scale, float* scores,
+                           float* out);
+bool attend_head_kv_avx512(const float* q, KvSlice keys, KvSlice values, int n, int hd, float scale, float* scores,
+                           float* out);
 }  // namespace kernels
 
 }  // namespace skiff

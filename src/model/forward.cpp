@@ -11,17 +11,17 @@
 
 namespace skiff {
 
-Context::Context(const Model& model, int context_length, int n_threads)
-    : Context(model, context_length, nullptr, n_threads) {}
+Context::Context(const Model& model, int context_length, int n_threads, KvTypes kv_types)
+    : Context(model, context_length, nullptr, n_threads, kv_types) {}
 
-Context::Context(const Model& model, int context_length, ThreadPool& shared_pool)
-    : Context(model, context_length, &shared_pool, 0) {}
+Context::Context(const Model& model, int context_length, ThreadPool& shared_pool, KvTypes kv_types)
+    : Context(model, context_length, &shared_pool, 0, kv_types) {}
 
-Context::Context(const Model& model, int context_length, ThreadPool* shared_pool, int n_threads)
+Context::Context(const Model& model, int context_length, ThreadPool* shared_pool, int n_threads, KvTypes kv_types)
     : model_(model),
       cache_(model.config.n_layers,
              context_length > 0 ? context_length : std::min(model.config.context_length, kDefaultContext),
-             model.config.kv_dim()),
+             model.config.kv_dim(), kv_types, model.config.head_dim),
       owned_pool_(shared_pool ? nullptr : std::make_unique<ThreadPool>(n_threads)),
       pool_(shared_pool ? shared_pool : owned_pool_.get()),
       rope_freq_(rope_frequencies(model.config)) {
@@ -126,8 +126,17 @@ void attention(std::span<const BatchSeq> seqs, const int* pos0, int layer, const
       const float* qh = q + row * c.q_dim() + static_cast<int64_t>(h) * hd;
       const int n_pos = pos0[i] + static_cast<int>(row - first_row) + 1;  // causal: up to and including itself
       float* oh = out + row * c.q_dim() + static_cast<int64_t>(h) * hd;
-      attend_head(qh, cache.key(layer, 0) + kv_off, cache.value(layer, 0) + kv_off, kv_dim, n_pos, hd, scale, scores,
-                  oh);
+      const KvTypes types = cache.types();
+      if (types.is_f32()) {
+        attend_head(qh, cache.key(layer, 0) + kv_off, cache.value(layer, 0) + kv_off, kv_dim, n_pos, hd, scale,
+                    scores, oh);
+      } else {  // a head's slice starts kv_off values into each row: whole blocks (KvCache checks)
+        const KvSlice keys{cache.key_row(layer, 0) + row_bytes(types.k, kv_off), types.k,
+                           static_cast<int64_t>(cache.key_row_bytes())};
+        const KvSlice values{cache.value_row(layer, 0) + row_bytes(types.v, kv_off), types.v,
+                             static_cast<int64_t>(cache.value_row_bytes())};
+        attend_head_kv(qh, keys, values, n_pos, hd, scale, scores, oh);
+      }
     }
   };
   // Small attention (short contexts, tiny models) runs on the calling thread: waking the
@@ -191,8 +200,7 @@ void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_laye
         const int pos = pos0[i] + static_cast<int>(t);
         rope_rotate(&s.q[row * q_dim], c.n_heads, c.head_dim, c.rope_dim, ctx.rope_row(pos), c.rope_layout);
         rope_rotate(&s.k[row * kv_dim], c.n_kv_heads, c.head_dim, c.rope_dim, ctx.rope_row(pos), c.rope_layout);
-        std::copy_n(&s.k[row * kv_dim], kv_dim, cache.key(l, pos));
-        std::copy_n(&s.v[row * kv_dim], kv_dim, cache.value(l, pos));
+        cache.store(l, pos, &s.k[row * kv_dim], &s.v[row * kv_dim]);
       }
       cache.extend(l, static_cast<int>(seqs[i].rows));
     }

@@ -40,10 +40,11 @@ class Context {
   // n_ctx: Llama 3.1 declares 131072 positions, whose F32 KV cache would not fit in memory);
   // more than the model's is an error.
   static constexpr int kDefaultContext = 4096;
-  Context(const Model& model, int context_length = 0, int n_threads = 0);
+  // kv_types: the KV cache's element types (default F32).
+  Context(const Model& model, int context_length = 0, int n_threads = 0, KvTypes kv_types = {});
   // The same with a thread pool shared with other contexts (a server's slots): contexts that
   // are forwarded together (forward_batch) must share one pool.
-  Context(const Model& model, int context_length, ThreadPool& shared_pool);
+  Context(const Model& model, int context_length, ThreadPool& shared_pool, KvTypes kv_types = {});
 
   const Model& model() const { return model_; }
   KvCache& cache() { return cache_; }
@@ -65,7 +66,7 @@ class Context {
   const float* rope_row(int pos) const { return rope_.data() + static_cast<size_t>(pos) * rope_width_; }
 
  private:
-  Context(const Model& model, int context_length, ThreadPool* shared_pool, int n_threads);
+  Context(const Model& model, int context_length, ThreadPool* shared_pool, int n_threads, KvTypes kv_types);
 
   const Model& model_;
   KvCache cache_;

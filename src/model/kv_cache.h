@@ -5,13 +5,30 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
+#include <string_view>
+#include <utility>
 #include <vector>
+
+#include "tensor/dtype.h"
 
 namespace skiff {
 
+// Element types of the cached keys and values (llama.cpp's --cache-type-k / -v): F32 (the
+// default: exact), F16, or Q8_0 (GGUF's blocks of 32 values with an F16 scale, along each
+// position's row; every head's slice must then be whole blocks: head_dim % 32 == 0).
+struct KvTypes {
+  DType k = DType::F32, v = DType::F32;
+  bool is_f32() const { return k == DType::F32 && v == DType::F32; }
+};
+// "f32", "f16", "q8_0" (any case); nullopt for anything else.
+std::optional<DType> parse_kv_type(std::string_view name);
+
 class KvCache {
  public:
-  KvCache(int n_layers, int context_length, int kv_dim);
+  // Throws Error for a type other than F32/F16/Q8_0, or Q8_0 rows that blocks do not divide
+  // (head_dim: the slice one head reads; 0 skips that check).
+  KvCache(int n_layers, int context_length, int kv_dim, KvTypes types = {}, int head_dim = 0);
 
   int n_layers() const { return static_cast<int>(lengths_.size()); }
   int context_length() const { return context_length_; }
@@ -23,6 +40,7 @@ class KvCache {
   void truncate_all(int len);
   void clear() { truncate_all(0); }
 
+  // Float rows, for an F32 cache (key type F32 for key(), value type F32 for value()).
   float* key(int layer, int pos) { return &keys_[index(layer, pos)]; }
   float* value(int layer, int pos) { return &values_[index(layer, pos)]; }
   const float* key(int layer, int pos) const { return &keys_[index(layer, pos)]; }
@@ -33,9 +51,25 @@ class KvCache {
   // Marks positions [length, length + n) of `layer` as written.
   void extend(int layer, int n) { lengths_[static_cast<size_t>(layer)] += n; }
 
-  size_t bytes() const { return (keys_.size() + values_.size()) * sizeof(float); }
+  size_t bytes() const {
+    return (keys_.size() + values_.size()) * sizeof(float) + key_bytes_.size() + value_bytes_.size();
+  }
+
+  // Any type: position `pos`'s row of kv_dim values as stored (row_bytes(type, kv_dim) bytes).
+  KvTypes types() const { return types_; }
+  size_t key_row_bytes() const { return row_bytes(types_.k, kv_dim_); }
+  size_t value_row_bytes() const { return row_bytes(types_.v, kv_dim_); }
+  const uint8_t* key_row(int layer, int pos) const;
+  const uint8_t* value_row(int layer, int pos) const;
+  // Writes position `pos` of `layer` from kv_dim floats each (converted to the cache's types;
+  // F32 is a plain copy). Does not change the length (extend does).
+  void store(int layer, int pos, const float* k, const float* v);
+  // Bytes of keys and values one position takes over n_layers layers.
+  static size_t bytes_per_position(int n_layers, int kv_dim, KvTypes types);
 
  private:
+  uint8_t* key_row_at(int layer, int pos) { return const_cast<uint8_t*>(std::as_const(*this).key_row(layer, pos)); }
+  uint8_t* value_row_at(int layer, int pos) { return const_cast<uint8_t*>(std::as_const(*this).value_row(layer, pos)); }
   size_t index(int layer, int pos) const {
     return (static_cast<size_t>(layer) * context_length_ + static_cast<size_t>(pos)) * kv_dim_;
   }
@@ -44,6 +78,9 @@ class KvCache {
   std::vector<int> lengths_;
   std::vector<float> keys_;    // [layer][pos][kv_dim]
   std::vector<float> values_;  // [layer][pos][kv_dim]
+  // Non-F32 types: [layer][pos][row bytes] (the float vector of that side is then empty).
+  KvTypes types_;
+  std::vector<uint8_t> key_bytes_, value_bytes_;
 };
 
 }  // namespace skiff

@@ -14,7 +14,8 @@ namespace skiff::server {
 using Clock = std::chrono::steady_clock;
 
 struct Scheduler::Slot {
-  Slot(const Model& model, int context_length, ThreadPool& pool) : ctx(model, context_length, pool) {}
+  Slot(const Model& model, int context_length, ThreadPool& pool, KvTypes kv_types)
+      : ctx(model, context_length, pool, kv_types) {}
 
   Context ctx;
   // The sequence: its first cached() tokens are in the cache, the rest wait for a forward pass
@@ -79,7 +80,7 @@ Scheduler::Scheduler(const Model& model, const SchedulerOptions& options)
   if (options.slots < 1 || options.slots > 256) fail("--parallel must be in 1..256, got {}", options.slots);
   if (options.batch_rows < 1) fail("batch rows must be positive");
   for (int i = 0; i < options.slots; ++i)
-    slots_.push_back(std::make_unique<Slot>(model, options.context_length, pool_));
+    slots_.push_back(std::make_unique<Slot>(model, options.context_length, pool_, options.kv_types));
   context_length_ = slots_[0]->ctx.context_length();
   stats_.slots = options.slots;
   stats_.kv_capacity = static_cast<int64_t>(context_length_) * options.slots;

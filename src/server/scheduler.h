@@ -38,6 +38,7 @@ struct SchedulerOptions {
   int batch_rows = 256;    // most rows (tokens) in one forward pass: bounds prefill chunks
   int max_queue = 64;      // tasks waiting for slots
   const Model* draft_model = nullptr;  // for requests asking for draft-model speculation
+  KvTypes kv_types;                    // every slot's KV cache (default F32)
 };
 
 struct SchedulerStats {

@@ -76,11 +76,12 @@ std::string synth_shape_names() { return "tinyllama, small, tiny, llama3-1b, lla
 void write_synthetic_model(const SynthOptions& o, const std::string& path,
                            const std::function<void(int, int)>& progress) {
   const SynthShape& s = o.shape;
+  const QuantScheme scheme = o.scheme ? *o.scheme : QuantScheme{o.type, false};
   {
-    std::vector<float> probe(static_cast<size_t>(traits(o.type).block_size));
-    std::vector<uint8_t> out(row_bytes(o.type, traits(o.type).block_size));
-    if (!quantize_row(o.type, probe.data(), out.data(), traits(o.type).block_size))
-      fail("synth cannot write tensors of type {}", dtype_name(o.type));
+    std::vector<float> probe(static_cast<size_t>(traits(scheme.base).block_size));
+    std::vector<uint8_t> out(row_bytes(scheme.base, traits(scheme.base).block_size));
+    if (!quantize_row(scheme.base, probe.data(), out.data(), traits(scheme.base).block_size))
+      fail("synth cannot write tensors of type {}", dtype_name(scheme.base));
   }
   GgufFile vocab = GgufFile::open(o.vocab_path);
   const GgufValue* tokens = vocab.find("tokenizer.ggml.tokens");
@@ -93,7 +94,7 @@ void write_synthetic_model(const SynthOptions& o, const std::string& path,
   GgufWriter w;
   w.set("general.architecture", GgufValue::str("llama"));
   w.set("general.name", GgufValue::str("skiff-synth-" + s.name));
-  w.set("general.file_type", GgufValue::u32(llama_file_type(o.type)));
+  w.set("general.file_type", GgufValue::u32(quant_scheme_file_type(scheme)));
   w.set("llama.context_length", GgufValue::u32(static_cast<uint32_t>(s.context_length)));
   w.set("llama.embedding_length", GgufValue::u32(static_cast<uint32_t>(s.dim)));
   w.set("llama.block_count", GgufValue::u32(static_cast<uint32_t>(s.n_layers)));
@@ -141,7 +142,7 @@ void write_synthetic_model(const SynthOptions& o, const std::string& path,
       w.add_tensor(t.name, DType::F32, {t.cols},
                    std::span(reinterpret_cast<const uint8_t*>(ones.data()), ones.size() * sizeof(float)));
     } else {
-      const DType type = t.cols % traits(o.type).block_size == 0 ? o.type : DType::F32;
+      const DType type = quant_tensor_type(scheme, t.name, t.cols, s.n_layers, !s.tied);
       const size_t rb = row_bytes(type, t.cols);
       std::vector<uint8_t> data(rb * static_cast<size_t>(t.rows));
       pool.parallel_for_dynamic(t.rows, 64, [&](int64_t b, int64_t e, int) {

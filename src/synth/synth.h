@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "io/quant_scheme.h"
 #include "model/model.h"
 #include "tensor/dtype.h"
 
@@ -41,6 +42,7 @@ std::string synth_shape_names();  // "tinyllama, small, tiny, llama3-1b, llama3-
 struct SynthOptions {
   SynthShape shape;
   DType type = DType::F16;  // of the matrices; rows not a multiple of its block stay F32
+  std::optional<QuantScheme> scheme;  // when set, chooses each matrix's type instead (Q4_K_M)
   uint64_t seed = 1;
   std::string vocab_path;   // GGUF with tokenizer.ggml.*; its token count must be vocab_size
   int threads = 0;
