@@ -62,9 +62,9 @@ void Link::send(int to, int tag, std::span<const uint8_t> bytes) {
   stats_.bytes_sent += static_cast<int64_t>(bytes.size());
 }
 
-Message Link::recv(int from, const std::string& what) {
+Message Link::recv(int from, const std::string& what, double patience) {
   const auto start = std::chrono::steady_clock::now();
-  Message m = recv_bytes(from, timeout_seconds_, what);
+  Message m = recv_bytes(from, timeout_seconds_ * patience, what);
   stats_.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return m;
 }

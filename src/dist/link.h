@@ -53,8 +53,8 @@ class Link {
   // the timeout.
   void send(int to, int tag, std::span<const uint8_t> bytes);
   // The next message from `from` (or any rank); Error naming `what` when none comes within
-  // the timeout.
-  Message recv(int from, const std::string& what);
+  // the timeout times `patience`.
+  Message recv(int from, const std::string& what, double patience = 1.0);
 
   void set_timeout(double seconds) { timeout_seconds_ = seconds; }
   double timeout() const { return timeout_seconds_; }
@@ -83,8 +83,7 @@ bool launched_by_mpi(int& size);
 // when skiff was built without MPI.
 std::unique_ptr<Link> open_mpi_link();
 
-// For the CLI's error path: "rank N: " on ranks other than 0 of a job with several ranks,
-// else "".
+// For the CLI's error path: "rank N: " in a job with several ranks, else "".
 std::string error_prefix();
 // Ends every rank of the job (MPI_Abort) when this process joined one with several ranks
 // and has not left it; otherwise returns (the caller exits as usual).

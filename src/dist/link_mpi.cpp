@@ -83,8 +83,7 @@ class MpiLink : public Link {
           check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "send to", to);
           return done != 0;
         })) {
-      fail("pipeline: rank {} could not send to rank {} within {:g} s (is it alive? --stage-timeout)", rank_, to,
-           timeout_seconds);
+      fail("pipeline: could not send to rank {} within {:g} s (is it alive? --stage-timeout)", to, timeout_seconds);
     }
   }
 
@@ -96,8 +95,8 @@ class MpiLink : public Link {
           check(MPI_Iprobe(source, MPI_ANY_TAG, MPI_COMM_WORLD, &found, &status), "receive from", from);
           return found != 0;
         })) {
-      fail("pipeline: rank {} waited {:g} s for {} from {}: none came (a rank died or hangs; --stage-timeout)",
-           rank_, timeout_seconds, what, peer_name(from));
+      fail("pipeline: waited {:g} s for {} from {}: none came (a rank died or hangs; --stage-timeout)",
+           timeout_seconds, what, peer_name(from));
     }
     int count = 0;
     MPI_Get_count(&status, MPI_BYTE, &count);
@@ -116,7 +115,7 @@ class MpiLink : public Link {
     char text[MPI_MAX_ERROR_STRING];
     int len = 0;
     MPI_Error_string(rc, text, &len);
-    fail("pipeline: rank {}: MPI {} {}: {}", rank_, what, peer_name(peer), std::string(text, static_cast<size_t>(len)));
+    fail("pipeline: MPI {} {}: {}", what, peer_name(peer), std::string(text, static_cast<size_t>(len)));
   }
 
   int rank_ = 0, size_ = 1;
@@ -143,7 +142,7 @@ void job_shape(int& rank, int& size) {
 std::string error_prefix() {
   int rank = 0, size = 0;
   job_shape(rank, size);
-  return size > 1 && rank > 0 ? fmt::format("rank {}: ", rank) : "";
+  return size > 1 ? fmt::format("rank {}: ", rank) : "";
 }
 
 void abort_job_after_error(int code) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -33,9 +34,22 @@ struct Header {
 };
 
 struct WorkerStats {
-  int64_t messages, bytes, forwards;
+  int64_t messages, bytes, forwards, peak_rss_kib;
   double wait_seconds, sim_seconds, compute_seconds;
 };
+
+// This process's peak resident set (VmHWM: mapped weight pages it touched included), KiB;
+// 0 when /proc cannot say.
+int64_t peak_rss_kib() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  long long kib = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmHWM: %lld kB", &kib) == 1) break;
+  std::fclose(f);
+  return kib;
+}
 
 // Plain structs go as their bytes: every rank runs the same build on the same architecture.
 template <typename T>
@@ -199,7 +213,10 @@ void Pipeline::serve() {
   std::vector<float> hidden;
   double compute_seconds = 0;
   while (true) {
-    Message m = link_->recv(Link::kAnySource, "the next message");
+    // Twice the timeout: between messages this rank also waits for rank 0's own work, and when
+    // a later stage is stuck, rank 0 (waiting for it since its last send) should be the one
+    // to report it.
+    Message m = link_->recv(Link::kAnySource, "the next message", 2.0);
     if (m.tag == kStop) break;
     if (m.tag != kForward) fail("pipeline: stage {} got an unexpected message {} from rank {}", me, m.tag, m.source);
     maybe_fault(me, ++forwards_);
@@ -225,14 +242,15 @@ void Pipeline::serve() {
     else link_->send(0, kResult, m.bytes);
   }
   const LinkStats& ls = link_->stats();
-  const WorkerStats ws{ls.messages_sent, ls.bytes_sent, forwards_, ls.wait_seconds, ls.sim_seconds, compute_seconds};
+  const WorkerStats ws{ls.messages_sent, ls.bytes_sent, forwards_, peak_rss_kib(), ls.wait_seconds, ls.sim_seconds,
+                       compute_seconds};
   link_->send(0, kStats, as_bytes(ws));
 }
 
 std::string Pipeline::finish(int64_t tokens) {
   const int S = plan_.stages();
   LinkStats total = link_->stats();
-  std::string compute;
+  std::string compute, rss = fmt::format("{:.1f}", peak_rss_kib() / 1024.0);
   for (int s = 1; s < S; ++s) link_->send(s, kStop, {});
   for (int s = 1; s < S; ++s) {
     Message m = link_->recv(s, "the stage's counts");
@@ -242,6 +260,7 @@ std::string Pipeline::finish(int64_t tokens) {
     total.bytes_sent += ws.bytes;
     total.sim_seconds += ws.sim_seconds;
     compute += fmt::format("{}{:.3f}", compute.empty() ? "" : " ", ws.compute_seconds);
+    rss += fmt::format(" {:.1f}", ws.peak_rss_kib / 1024.0);
   }
   std::string line = fmt::format("pipeline: {} stages {}", S, plan_.describe());
   if (S > 1) {
@@ -251,6 +270,7 @@ std::string Pipeline::finish(int64_t tokens) {
                         tokens > 0 ? static_cast<double>(total.bytes_sent) / static_cast<double>(tokens) : 0.0, tokens,
                         S - 1, compute, remote_seconds_);
   }
+  line += fmt::format(" | peak RSS MiB per rank: {}", rss);
   if (!options_.sim_link.empty())
     line += fmt::format(" | sim link {} (slept {:.3f} s, all ranks)", parse_sim_link(options_.sim_link).describe(),
                         total.sim_seconds);

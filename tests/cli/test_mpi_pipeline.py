@@ -140,7 +140,7 @@ def main() -> int:
 
     t0 = time.time()
     r = mpi(3, *base, "--stages", "auto", "--stage-timeout", "2", extra_env={"SKIFF_PIPELINE_FAULT": "hang:2:3"})
-    c.check("a rank that stops answering: error from rank 0", clear_error(r, "rank 0 waited 2 s"),
+    c.check("a rank that stops answering: error from rank 0", clear_error(r, "rank 0: pipeline: waited 2 s for the hidden states of layers 3..7 from rank 2"),
             f"rc {r.returncode}\n{r.stderr[-2000:]}")
     c.check("... within the timeout", time.time() - t0 < 20, f"{time.time() - t0:.1f} s")
 
