@@ -34,6 +34,15 @@ def parse_link(text: str) -> tuple[float, float]:
 
 
 def run(args, stages: int, extra: list[str]) -> dict:
+    """The best of --repeat runs (highest decode tok/s; lowest TTFT): a shared machine's noise
+    only ever slows a run down."""
+    runs = [run_once(args, stages, extra) for _ in range(args.repeat)]
+    best = max(runs, key=lambda r: r["tps"])
+    best["ttft_ms"] = min(r["ttft_ms"] for r in runs)
+    return best
+
+
+def run_once(args, stages: int, extra: list[str]) -> dict:
     cmd = [args.skiff, "generate", *args.model, "-p", PROMPT, "-n", str(args.n), "--temp", "0", "-t", "1", *extra]
     # One stage runs under mpirun too, for the same stats line (peak RSS).
     cmd = [shutil.which("mpirun"), *MPI_ARGS, "-np", str(stages), *cmd, "--stages", "auto"]
@@ -57,6 +66,7 @@ def main() -> int:
     ap.add_argument("--link", default="1Gbit,200us")
     ap.add_argument("--stages", default="1,2,4")
     ap.add_argument("--self-spec", default="4")
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     args.model = ["-m", args.model] if args.model else []
     bits, latency = parse_link(args.link)

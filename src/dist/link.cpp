@@ -54,7 +54,13 @@ SimLink parse_sim_link(const std::string& text) {
 void Link::send(int to, int tag, std::span<const uint8_t> bytes) {
   const double delay = sim_.delay_seconds(bytes.size());
   if (delay > 0) {
-    std::this_thread::sleep_for(std::chrono::duration<double>(delay));
+    // Sleep most of it, yield through the last 100 us: a sleep alone overshoots by the
+    // timer slack and the wake-up, which at 200 us latencies would be a large error.
+    using Clock = std::chrono::steady_clock;
+    const Clock::time_point until =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(delay));
+    if (delay > 150e-6) std::this_thread::sleep_until(until - std::chrono::microseconds(100));
+    while (Clock::now() < until) std::this_thread::yield();
     stats_.sim_seconds += delay;
   }
   send_bytes(to, tag, bytes, timeout_seconds_);
