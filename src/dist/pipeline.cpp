@@ -135,6 +135,9 @@ Pipeline::Pipeline(std::unique_ptr<Link> link, const Model& model, const Pipelin
         fail("--stages {}: use 'auto' or the number of MPI ranks ({})", options.stages, S);
       plan_ = place_stages(L, S, options.keep_on_first);
     }
+    // Context's rule, checked here so that rank 0 says it before the others build theirs.
+    if (options.context_length > model.config.context_length)
+      fail("context length {} exceeds the model's {}", options.context_length, model.config.context_length);
     context_length_ = options.context_length > 0 ? options.context_length
                                                  : std::min(model.config.context_length, Context::kDefaultContext);
     for (int s = 1; s < S; ++s) {

@@ -116,6 +116,14 @@ def main() -> int:
             got = open(out, "rb").read() if os.path.exists(out) else b""
             c.check(f"dump-logits {s} stages: identical bytes", r.returncode == 0 and got == want, r.stderr[-1500:])
 
+    # Perplexity: the same numbers.
+    text = os.path.join(args.shared, "data", "tinystories_valid_prefix.txt")
+    ppl = ["perplexity", "-m", STORIES, "-f", text, "-c", "64", "--chunks", "3", "-o", "json", "-t", "1"]
+    alone = c.skiff(*ppl)
+    r = mpi(3, *ppl, "--stages", "auto")
+    c.check("perplexity 3 stages == one process", alone.returncode == 0 and r.returncode == 0
+            and r.stdout == alone.stdout, f"{r.stdout!r} vs {alone.stdout!r}\n{r.stderr[-1500:]}")
+
     # The simulated link: the same text, the link in the stats line.
     base = ["generate", "-p", "Once upon a time", "-n", "8", "--temp", "0", "-t", "1"]
     alone = c.skiff(*base)
