@@ -150,7 +150,9 @@ TEST_F(PipelineTest, LogitsEqualOneProcessBitExactly) {
   for (const char* plan : {"0:5", "0:1,1:5", "0:2,2:4,4:5", "0:1,1:2,2:3,3:5"}) {
     with_pipeline(*model, plan, 0, [&](Pipeline& p) {
       std::unique_ptr<Context> ctx = p.make_context();
+      // Stage 0's KV cache holds its own layers only.
       EXPECT_EQ(ctx->cache().last_stored(), p.plan().ranges[0].last);
+      EXPECT_EQ(ctx->cache().bytes() * model->config.n_layers, alone.cache().bytes() * p.plan().ranges[0].last);
       EXPECT_EQ(logits(*ctx), want) << plan;
       const std::string line = p.finish(static_cast<int64_t>(tokens.size()));
       EXPECT_NE(line.find(std::string("stages ") + plan), std::string::npos) << line;

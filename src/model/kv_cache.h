@@ -36,7 +36,8 @@ class KvCache {
   const float* key(int layer, int pos) const { return &keys_[index(layer, pos)]; }
   const float* value(int layer, int pos) const { return &values_[index(layer, pos)]; }
   // Makes this cache hold the first `len` positions of `other` in every layer (the same
-  // shape, every layer stored; len <= each of other's lengths): a sequence that shares a prefix with another.
+  // shape, every layer stored; len <= each of other's lengths): a sequence that shares a
+  // prefix with another.
   void copy_prefix_from(const KvCache& other, int len);
   // Marks positions [length, length + n) of `layer` as written.
   void extend(int layer, int n) { lengths_[static_cast<size_t>(layer)] += n; }
