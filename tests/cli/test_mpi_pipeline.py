@@ -3,8 +3,9 @@
 `mpirun --allow-run-as-root --oversubscribe -np S`, TCP forced over loopback.
 
 - Greedy text of 2, 3 and 4 stages equals one process: on the built-in model, stories260K and
-  a random grouped-query model (skiff synth), plain and with --self-spec / --lookup; sampled
-  text with a seed too; `dump-logits` writes the same bytes (logits bit for bit).
+  a random grouped-query model (skiff synth), plain and with --self-spec / --lookup /
+  --draft-model / --exit-layer; sampled text with a seed too; `dump-logits` writes the same
+  bytes (logits bit for bit); perplexity prints the same numbers.
 - The stats line reports the plan and bytes per token; --sim-link slows nothing but the clock.
 - Errors end every rank, never hang: a different model file on one rank is a one-line error
   from rank 0; a rank that stops answering is an error from rank 0 within --stage-timeout; a
@@ -102,6 +103,15 @@ def main() -> int:
     r = mpi(2, *base, "--temp", "0", "--self-spec", "4", "--stage-layers", "0:4,4:8")
     c.check("--self-spec 4 --stage-layers 0:4,4:8 == one process", r.returncode == 0 and r.stdout == alone.stdout,
             f"{r.stdout!r} vs {alone.stdout!r}\n{r.stderr[-1500:]}")
+
+    # A draft model (whole on rank 0) with the context filling up; an early exit that leaves
+    # the last stage idle.
+    for extra, s in ((["--draft-model", STORIES, "-c", "30"], 3), (["--exit-layer", "6"], 4)):
+        args_ = ["generate", "-p", "Once upon a time", "-n", "40", "--temp", "0", "-t", "1", *extra]
+        alone = c.skiff(*args_)
+        r = mpi(s, *args_, "--stages", "auto")
+        c.check(f"{' '.join(extra)}, {s} stages == one process", alone.returncode == 0 and r.returncode == 0
+                and r.stdout == alone.stdout, f"{r.stdout!r} vs {alone.stdout!r}\n{r.stderr[-1500:]}")
 
     # Logits, bit for bit: the same bytes as one process.
     tokens = "1 403 407 261 378 271 300 42 99 7"
