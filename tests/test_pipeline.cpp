@@ -216,7 +216,7 @@ TEST_F(PipelineTest, DifferentModelOnARankIsAnError) {
   std::filesystem::remove(path);
   EXPECT_NE(fingerprint(*other).hash, fingerprint(*model).hash);
   try {
-    with_pipeline(*model, "0:2,2:5", 0, [](Pipeline&) { FAIL() << "no error"; }, 1, 0.3, other.get());
+    with_pipeline(*model, "0:2,2:5", 0, [](Pipeline&) { FAIL() << "no error"; }, 1, 0.1, other.get());
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("rank 1 loaded a different model"), std::string::npos) << e.what();

@@ -16,6 +16,11 @@ namespace skiff::dist {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Start-up waits (the fingerprints, the plan) get ten times the timeout: ranks load their
+// models at their own pace (a copy with --no-mmap, a slow disk), and a rank that dies then
+// is noticed by mpirun anyway.
+constexpr double kStartupPatience = 10.0;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 enum Tag : int {
@@ -141,7 +146,7 @@ Pipeline::Pipeline(std::unique_ptr<Link> link, const Model& model, const Pipelin
     context_length_ = options.context_length > 0 ? options.context_length
                                                  : std::min(model.config.context_length, Context::kDefaultContext);
     for (int s = 1; s < S; ++s) {
-      Message m = link_->recv(s, "the model fingerprint");
+      Message m = link_->recv(s, "the model fingerprint", kStartupPatience);
       if (m.tag != kHello) fail("pipeline: rank {} sent message {} before its fingerprint", s, m.tag);
       const ModelFingerprint theirs = from_bytes<ModelFingerprint>(m, "fingerprint");
       if (!(theirs == mine))
@@ -157,7 +162,7 @@ Pipeline::Pipeline(std::unique_ptr<Link> link, const Model& model, const Pipelin
       link_->send(s, kPlan, {reinterpret_cast<const uint8_t*>(msg.data()), msg.size() * sizeof(int32_t)});
   } else {
     link_->send(0, kHello, as_bytes(mine));
-    Message m = link_->recv(0, "the stage plan");
+    Message m = link_->recv(0, "the stage plan", kStartupPatience);
     if (m.tag != kPlan || m.bytes.size() < 2 * sizeof(int32_t)) fail("pipeline: expected the stage plan from rank 0");
     std::vector<int32_t> msg(m.bytes.size() / sizeof(int32_t));
     std::memcpy(msg.data(), m.bytes.data(), msg.size() * sizeof(int32_t));
