@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <limits>
 #include <thread>
 
 #include "base/error.h"
@@ -76,6 +77,10 @@ class MpiLink : public Link {
 
  protected:
   void send_bytes(int to, int tag, std::span<const uint8_t> bytes, double timeout_seconds) override {
+    // MPI counts are ints: one message carries at most 2 GiB (e.g. 32768 positions of a
+    // 16384-wide model); more would need chunking, which no caller needs yet.
+    if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
+      fail("pipeline: a message of {} bytes to rank {} is over MPI's 2 GiB (a shorter prompt batch?)", bytes.size(), to);
     MPI_Request request;
     check(MPI_Isend(bytes.data(), static_cast<int>(bytes.size()), MPI_BYTE, to, tag, MPI_COMM_WORLD, &request),
           "send to", to);
