@@ -11,6 +11,7 @@ packages=(
   python3 python3-numpy python3-torch python3-jinja2
   nodejs    # tests/server: the official OpenAI Node SDK against skiff serve
   chromium  # tests/cli/test_chat_page.py drives the chat page headless
+  libopenmpi-dev openmpi-bin  # pipeline stages (src/dist/, tests/cli/test_mpi_pipeline.py)
 )
 
 missing=()

@@ -7,6 +7,7 @@
 #include "base/mapped_file.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/stage_flags.h"
 #include "model/forward.h"
 
 namespace skiff::cli {
@@ -17,6 +18,7 @@ void register_dump_logits(CLI::App& app) {
     std::string tokens, output;
     int prefill = 0;
     int exit_layer = 0;
+    StageFlags stages;
   };
   auto flags = std::make_shared<Flags>();
   CLI::App* cmd = app.add_subcommand("dump-logits", "write float32 logits [tokens][vocab] for token ids");
@@ -25,8 +27,15 @@ void register_dump_logits(CLI::App& app) {
   cmd->add_option("--prefill", flags->prefill, "tokens in the first batch (default: all)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--exit-layer", flags->exit_layer, "run layers 0..K-1 only, then the head (default: all)")->check(CLI::NonNegativeNumber);
   cmd->add_option("-o,--output", flags->output, "output file")->required();
-  cmd->callback([flags] {
+  add_stage_flags(cmd, flags->stages);
+  cmd->callback([flags, cmd] {
     std::unique_ptr<Model> model = open_model(flags->model);
+    // Pipeline stages (mpirun): rank 0 writes the logits, the others run their layers.
+    std::unique_ptr<dist::Pipeline> pipeline = start_pipeline(flags->stages, *cmd, *model, 0, flags->model.threads, 0);
+    if (pipeline && !pipeline->head()) {
+      pipeline->serve();
+      return;
+    }
     const ModelConfig& c = model->config;
     std::vector<int32_t> ids;
     std::istringstream in(flags->tokens);
@@ -46,7 +55,9 @@ void register_dump_logits(CLI::App& app) {
     const int64_t n = static_cast<int64_t>(ids.size());
     int64_t first_batch = flags->prefill > 0 ? std::min<int64_t>(flags->prefill, n) : n;
 
-    Context ctx(*model, 0, flags->model.threads);
+    std::unique_ptr<Context> owned_ctx =
+        pipeline ? pipeline->make_context() : std::make_unique<Context>(*model, 0, flags->model.threads);
+    Context& ctx = *owned_ctx;
     std::vector<float> logits(static_cast<size_t>(n) * c.vocab_size);
     std::vector<float> hidden;
     auto run = [&](int64_t begin, int64_t count) {
@@ -59,6 +70,7 @@ void register_dump_logits(CLI::App& app) {
     for (int64_t t = first_batch; t < n; ++t) run(t, 1);
     write_file_atomically(flags->output, std::span<const uint8_t>(
         reinterpret_cast<const uint8_t*>(logits.data()), logits.size() * sizeof(float)));
+    if (pipeline) std::fprintf(stderr, "%s\n", pipeline->finish(n).c_str());
   });
 }
 

@@ -8,6 +8,7 @@
 #include "cli/common.h"
 #include "cli/flash_flags.h"
 #include "cli/generation_flags.h"
+#include "cli/stage_flags.h"
 #include "decode/early_exit_drafter.h"
 #include "decode/generate.h"
 #include "decode/model_drafter.h"
@@ -34,6 +35,7 @@ struct GenerateFlags {
   float draft_p_min = kDefaultDraftPMin;
   FlashFlags flash;
   KvCacheFlags kv;
+  StageFlags stages;
 };
 
 // Which decoding strategy the flags ask for; Error for combinations that make no sense.
@@ -68,6 +70,16 @@ void run_generate(const GenerateFlags& f, const CLI::App& cmd) {
     owned_model = open_model(f.model);
   }
   const Model* model = pack.model ? pack.model.get() : owned_model.get();
+  // Pipeline stages: ranks other than 0 only run their layers for rank 0's messages.
+  if (pack.model && (cmd.count("--stages") > 0 || cmd.count("--stage-layers") > 0))
+    fail("--flash does not run in pipeline stages (yet)");
+  std::unique_ptr<dist::Pipeline> pipeline = start_pipeline(
+      f.stages, cmd, *model, f.context, f.model.threads, strategy == Strategy::SelfSpec ? f.self_spec : 0,
+      kv_types(f.kv));
+  if (pipeline && !pipeline->head()) {
+    pipeline->serve();
+    return;
+  }
   std::string text = read_prompt(f.prompt, f.prompt_file);
   const Tokenizer& tok = *model->tokenizer;
   std::vector<int32_t> prompt = tok.encode(text, tok.vocab().add_bos);
@@ -83,7 +95,10 @@ void run_generate(const GenerateFlags& f, const CLI::App& cmd) {
   SamplerParams params = f.sampling;
   params.seed = f.seed >= 0 ? static_cast<uint64_t>(f.seed) : std::random_device{}();
   Sampler sampler(params);
-  Context ctx(*model, f.context, f.model.threads, kv_types(f.kv));
+  std::unique_ptr<Context> owned_ctx =
+      pipeline ? pipeline->make_context()
+               : std::make_unique<Context>(*model, f.context, f.model.threads, kv_types(f.kv));
+  Context& ctx = *owned_ctx;
   if (flash_run) ctx.set_ffn_provider(flash_run->ffn.get());
 
   StreamDecoder decoder(tok);
@@ -143,6 +158,8 @@ void run_generate(const GenerateFlags& f, const CLI::App& cmd) {
                static_cast<unsigned long long>(params.seed), spec_note.c_str(),
                stats.hit_context_limit ? " | stopped: context full" : "");
   if (flash_run) std::fprintf(stderr, "%s\n", describe_stats(flash_run->ffn->stats()).c_str());
+  if (pipeline)
+    std::fprintf(stderr, "%s\n", pipeline->finish(stats.prompt_tokens + stats.generated_tokens).c_str());
 }
 
 }  // namespace
@@ -170,6 +187,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--lookup", flags->lookup,
                   "speculative decoding with prompt lookup: draft what followed the last N-gram (N..1)");
   add_flash_flags(cmd, flags->flash);
+  add_stage_flags(cmd, flags->stages);
   cmd->add_option("--draft-max", flags->draft_max, "most drafted tokens per round, >= 1 (default 4)");
   cmd->add_option("--draft-p-min", flags->draft_p_min,
                   fmt::format("stop drafting when the draft's top probability is below this (default {})",

@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/flash_flags.h"
+#include "cli/stage_flags.h"
 #include "eval/perplexity.h"
 
 namespace skiff::cli {
@@ -19,12 +20,14 @@ void register_perplexity(CLI::App& app) {
     int chunks = 0;
     std::string format = "text";
     KvCacheFlags kv;
+    StageFlags stages;
   };
   auto flags = std::make_shared<Flags>();
   CLI::App* cmd = app.add_subcommand("perplexity", "perplexity of a text file (llama.cpp's method)");
   add_model_flags(cmd, flags->model);
   add_flash_flags(cmd, flags->flash);
   add_kv_cache_flags(cmd, flags->kv);
+  add_stage_flags(cmd, flags->stages);
   cmd->add_option("-f,--file", flags->file, "text file")->required();
   cmd->add_option("-c,--ctx-size", flags->context, "tokens per chunk (default 512)");
   cmd->add_option("--chunks", flags->chunks, "score at most this many chunks (default: all)");
@@ -43,11 +46,23 @@ void register_perplexity(CLI::App& app) {
       owned = open_model(flags->model);
     }
     const Model& model = flash_run ? flash_run->model() : *owned;
+    // Pipeline stages (mpirun): rank 0 reads and scores the text, the others run their layers.
+    if (flash_run && (cmd->count("--stages") > 0 || cmd->count("--stage-layers") > 0))
+      fail("--flash does not run in pipeline stages (yet)");
+    std::unique_ptr<dist::Pipeline> pipeline =
+        start_pipeline(flags->stages, *cmd, model, flags->context, flags->model.threads, 0, kv_types(flags->kv));
+    if (pipeline && !pipeline->head()) {
+      pipeline->serve();
+      return;
+    }
     std::string text = read_text_file(flags->file);
     std::vector<int32_t> tokens = model.tokenizer->encode(text, true);
-    PerplexityResult r = perplexity(model, tokens, flags->context, flags->model.threads, flags->chunks,
-                                    [](int done, int total) { draw_progress("perplexity", done, total); },
-                                    flash_run ? flash_run->ffn.get() : nullptr, kv_types(flags->kv));
+    auto progress = [](int done, int total) { draw_progress("perplexity", done, total); };
+    std::unique_ptr<Context> ctx = pipeline ? pipeline->make_context() : nullptr;
+    PerplexityResult r = ctx ? perplexity(*ctx, tokens, flags->context, flags->chunks, progress)
+                             : perplexity(model, tokens, flags->context, flags->model.threads, flags->chunks,
+                                          progress, flash_run ? flash_run->ffn.get() : nullptr, kv_types(flags->kv));
+    if (pipeline) std::fprintf(stderr, "%s\n", pipeline->finish(static_cast<int64_t>(r.chunks) * flags->context).c_str());
     if (flash_run) std::fprintf(stderr, "%s\n", describe_stats(flash_run->ffn->stats()).c_str());
     if (flags->format == "json")
       std::printf("{\"ppl\": %.6f, \"ppl_err\": %.6f, \"tokens\": %lld, \"chunks\": %d, \"ctx\": %d}\n", r.ppl,

@@ -9,6 +9,7 @@
 #include "base/error.h"
 #include "cli/commands.h"
 #include "cli/llama_aliases.h"
+#include "dist/link.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"skiff: fast LLaMA-family inference on the CPU, with early exit"};
@@ -28,14 +29,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s (see skiff --help)\n", message.c_str());
     return 2;
   } catch (const skiff::Error& e) {
+    // Under mpirun (pipeline stages) the other ranks would wait for this one: end them all.
     std::fflush(stdout);
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fprintf(stderr, "error: %s%s\n", skiff::dist::error_prefix().c_str(), e.what());
+    skiff::dist::abort_job_after_error(1);
     return 1;
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "error: out of memory\n");
+    std::fprintf(stderr, "error: %sout of memory\n", skiff::dist::error_prefix().c_str());
+    skiff::dist::abort_job_after_error(1);
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fprintf(stderr, "error: %s%s\n", skiff::dist::error_prefix().c_str(), e.what());
+    skiff::dist::abort_job_after_error(1);
     return 1;
   }
   return 0;

@@ -9,10 +9,9 @@
 
 namespace skiff {
 
-PerplexityResult perplexity(const Model& model, std::span<const int32_t> tokens, int n_ctx,
-                            int n_threads, int max_chunks,
-                            const std::function<void(int, int)>& progress, FfnProvider* ffn,
-                            KvTypes kv_types) {
+namespace {
+
+void check_perplexity_args(const Model& model, std::span<const int32_t> tokens, int n_ctx, int max_chunks) {
   const ModelConfig& c = model.config;
   if (n_ctx < 8 || n_ctx > c.context_length)
     fail("perplexity context {} must be in 8..{} (the model's context length)", n_ctx, c.context_length);
@@ -20,9 +19,29 @@ PerplexityResult perplexity(const Model& model, std::span<const int32_t> tokens,
   if (max_chunks > 0) chunks = std::min(chunks, max_chunks);
   if (chunks < 1)
     fail("the text has {} tokens, fewer than one chunk of {}", tokens.size(), n_ctx);
+}
 
+}  // namespace
+
+PerplexityResult perplexity(const Model& model, std::span<const int32_t> tokens, int n_ctx,
+                            int n_threads, int max_chunks,
+                            const std::function<void(int, int)>& progress, FfnProvider* ffn,
+                            KvTypes kv_types) {
+  check_perplexity_args(model, tokens, n_ctx, max_chunks);
   Context ctx(model, n_ctx, n_threads, kv_types);
   ctx.set_ffn_provider(ffn);
+  return perplexity(ctx, tokens, n_ctx, max_chunks, progress);
+}
+
+PerplexityResult perplexity(Context& ctx, std::span<const int32_t> tokens, int n_ctx, int max_chunks,
+                            const std::function<void(int, int)>& progress) {
+  const Model& model = ctx.model();
+  const ModelConfig& c = model.config;
+  check_perplexity_args(model, tokens, n_ctx, max_chunks);
+  if (ctx.context_length() < n_ctx)
+    fail("perplexity context {} is longer than the context's {}", n_ctx, ctx.context_length());
+  int chunks = static_cast<int>(static_cast<int64_t>(tokens.size()) / n_ctx);
+  if (max_chunks > 0) chunks = std::min(chunks, max_chunks);
   const int first = n_ctx / 2;
   std::vector<float> hidden(static_cast<size_t>(n_ctx) * c.dim);
   std::vector<float> logits(static_cast<size_t>(n_ctx) * c.vocab_size);

@@ -27,5 +27,9 @@ PerplexityResult perplexity(const Model& model, std::span<const int32_t> tokens,
                             int n_threads, int max_chunks,
                             const std::function<void(int, int)>& progress, FfnProvider* ffn = nullptr,
                             KvTypes kv_types = {});
+// The same in a context the caller made (pipeline stages: src/dist/pipeline.h), whose
+// context length must be at least n_ctx.
+PerplexityResult perplexity(Context& ctx, std::span<const int32_t> tokens, int n_ctx, int max_chunks,
+                            const std::function<void(int, int)>& progress);
 
 }  // namespace skiff

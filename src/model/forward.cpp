@@ -12,16 +12,20 @@
 namespace skiff {
 
 Context::Context(const Model& model, int context_length, int n_threads, KvTypes kv_types)
-    : Context(model, context_length, nullptr, n_threads, kv_types) {}
+    : Context(model, context_length, nullptr, n_threads, {0, model.config.n_layers}, kv_types) {}
 
 Context::Context(const Model& model, int context_length, ThreadPool& shared_pool, KvTypes kv_types)
-    : Context(model, context_length, &shared_pool, 0, kv_types) {}
+    : Context(model, context_length, &shared_pool, 0, {0, model.config.n_layers}, kv_types) {}
 
-Context::Context(const Model& model, int context_length, ThreadPool* shared_pool, int n_threads, KvTypes kv_types)
+Context::Context(const Model& model, int context_length, int n_threads, StoredLayers stored, KvTypes kv_types)
+    : Context(model, context_length, nullptr, n_threads, stored, kv_types) {}
+
+Context::Context(const Model& model, int context_length, ThreadPool* shared_pool, int n_threads, StoredLayers stored,
+                 KvTypes kv_types)
     : model_(model),
       cache_(model.config.n_layers,
              context_length > 0 ? context_length : std::min(model.config.context_length, kDefaultContext),
-             model.config.kv_dim(), kv_types, model.config.head_dim),
+             model.config.kv_dim(), stored.first, stored.last, kv_types, model.config.head_dim),
       owned_pool_(shared_pool ? nullptr : std::make_unique<ThreadPool>(n_threads)),
       pool_(shared_pool ? shared_pool : owned_pool_.get()),
       rope_freq_(rope_frequencies(model.config)) {
@@ -149,7 +153,25 @@ void attention(std::span<const BatchSeq> seqs, const int* pos0, int layer, const
 
 void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_layer) {
   const BatchSeq seq{&ctx, T};
-  forward_batch({&seq, 1}, hidden, first_layer, last_layer);
+  RemoteLayers* remote = ctx.remote_layers();
+  const KvCache& cache = ctx.cache();
+  const int split = cache.last_stored();
+  if (!remote || last_layer <= split) {
+    forward_batch({&seq, 1}, hidden, first_layer, last_layer);
+    return;
+  }
+  // Local layers first, then the stages after this one. Every check first, so that an
+  // error leaves nothing written.
+  if (first_layer < cache.first_stored() || last_layer > ctx.model().config.n_layers || first_layer > last_layer)
+    fail("layer range [{}, {}) is outside the model's {} layers (this process starts at layer {})", first_layer,
+         last_layer, ctx.model().config.n_layers, cache.first_stored());
+  for (int l = first_layer; l < last_layer; ++l) {
+    if (cache.length(l) + T > cache.context_length())
+      fail("context length {} exceeded: layer {} holds {} positions and {} more were asked for",
+           cache.context_length(), l, cache.length(l), T);
+  }
+  if (first_layer < split) forward_batch({&seq, 1}, hidden, first_layer, split);
+  remote->run(ctx, hidden, T, std::max(first_layer, split), last_layer);
 }
 
 void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_layer, int last_layer) {
@@ -165,6 +187,9 @@ void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_laye
     if (&seq.ctx->model() != &m || &seq.ctx->pool() != &ctx0.pool())
       fail("forward_batch: every sequence must use the same model and thread pool");
     const KvCache& cache = seq.ctx->cache();
+    if (first_layer < last_layer && (first_layer < cache.first_stored() || last_layer > cache.last_stored()))
+      fail("layers [{}, {}) are not all held by this process (it holds [{}, {}))", first_layer, last_layer,
+           cache.first_stored(), cache.last_stored());
     for (int l = first_layer; l < last_layer; ++l) {
       if (cache.length(l) + seq.rows > cache.context_length())
         fail("context length {} exceeded: layer {} holds {} positions and {} more were asked for",

@@ -33,6 +33,16 @@ class FfnProvider {
   virtual void run(Context& ctx, int layer, const float* x, int64_t T, float* out) = 0;
 };
 
+// Runs the layers that live in other processes (pipeline stages, src/dist/pipeline.h). A
+// context whose cache stores only layers [0, k) hands forward()'s layers k.. to it; the
+// decode loops above do not know. run() must leave hidden[T][dim] as the local layers would
+// and extend ctx.cache()'s lengths of layers [first_layer, last_layer) by T.
+class RemoteLayers {
+ public:
+  virtual ~RemoteLayers() = default;
+  virtual void run(Context& ctx, float* hidden, int64_t T, int first_layer, int last_layer) = 0;
+};
+
 // One sequence being decoded: its KV cache, a thread pool and scratch space.
 class Context {
  public:
@@ -45,6 +55,12 @@ class Context {
   // The same with a thread pool shared with other contexts (a server's slots): contexts that
   // are forwarded together (forward_batch) must share one pool.
   Context(const Model& model, int context_length, ThreadPool& shared_pool, KvTypes kv_types = {});
+  // A pipeline stage's context: keys and values stored for layers [first_stored,
+  // last_stored) only (KvCache); forward() on other layers needs set_remote_layers.
+  struct StoredLayers {
+    int first, last;
+  };
+  Context(const Model& model, int context_length, int n_threads, StoredLayers stored, KvTypes kv_types = {});
 
   const Model& model() const { return model_; }
   KvCache& cache() { return cache_; }
@@ -54,6 +70,9 @@ class Context {
   // nullptr: the dense FFN of the model's weights (default).
   void set_ffn_provider(FfnProvider* ffn) { ffn_ = ffn; }
   FfnProvider* ffn_provider() const { return ffn_; }
+  // nullptr (default): every layer is computed here, and must be stored in the cache.
+  void set_remote_layers(RemoteLayers* remote) { remote_ = remote; }
+  RemoteLayers* remote_layers() const { return remote_; }
 
   // Scratch buffers sized for T positions (grown on demand, never shrunk).
   struct Scratch {
@@ -66,7 +85,8 @@ class Context {
   const float* rope_row(int pos) const { return rope_.data() + static_cast<size_t>(pos) * rope_width_; }
 
  private:
-  Context(const Model& model, int context_length, ThreadPool* shared_pool, int n_threads, KvTypes kv_types);
+  Context(const Model& model, int context_length, ThreadPool* shared_pool, int n_threads, StoredLayers stored,
+          KvTypes kv_types);
 
   const Model& model_;
   KvCache cache_;
@@ -79,6 +99,7 @@ class Context {
   int rope_rows_ = 0;
   size_t rope_width_ = 0;
   FfnProvider* ffn_ = nullptr;
+  RemoteLayers* remote_ = nullptr;
 };
 
 // hidden[T][dim] = embeddings of the tokens. Throws Error for an id outside the vocabulary.
@@ -86,7 +107,8 @@ void embed(const Model& model, std::span<const int32_t> tokens, float* hidden);
 
 // Runs layers [first_layer, last_layer) over hidden[T][dim] in place, appending T positions
 // to each of those layers' KV cache. Throws Error when a layer's cache would pass the
-// context length (nothing is written then).
+// context length (nothing is written then). Layers past the cache's stored ones go to the
+// context's RemoteLayers (pipeline stages), after the local ones.
 void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_layer);
 
 // One sequence's share of a batched forward pass: `rows` consecutive rows of the hidden
@@ -100,7 +122,8 @@ struct BatchSeq {
 // for the rows of every sequence, attention runs per sequence against its own cache. Every
 // ctx must share one thread pool and the same model. Results are bit-identical to forwarding
 // each sequence alone (matmul is batch-invariant). Throws Error, before anything is written,
-// when a sequence would pass its context length.
+// when a sequence would pass its context length or its cache does not store a layer (no
+// remote layers here).
 void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_layer, int last_layer);
 
 // logits[T][vocab] = output(rmsnorm(hidden) * output_norm): valid after ANY layer.

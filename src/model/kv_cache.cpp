@@ -27,13 +27,21 @@ std::optional<DType> parse_kv_type(std::string_view name) {
 }
 
 KvCache::KvCache(int n_layers, int context_length, int kv_dim, KvTypes types, int head_dim)
+    : KvCache(n_layers, context_length, kv_dim, 0, n_layers, types, head_dim) {}
+
+KvCache::KvCache(int n_layers, int context_length, int kv_dim, int first_stored, int last_stored, KvTypes types,
+                 int head_dim)
     : context_length_(context_length),
       kv_dim_(kv_dim),
-      lengths_(static_cast<size_t>(n_layers), 0),
+      first_stored_(first_stored),
+      last_stored_(last_stored),
+      lengths_(static_cast<size_t>(std::max(n_layers, 0)), 0),
       types_(types) {
+  if (n_layers > 0 && (first_stored < 0 || first_stored >= last_stored || last_stored > n_layers))
+    fail("kv cache: cannot store layers [{}, {}) of {}", first_stored, last_stored, n_layers);
   check_kv_type(types.k, "key", kv_dim, head_dim);
   check_kv_type(types.v, "value", kv_dim, head_dim);
-  const size_t positions = static_cast<size_t>(n_layers) * static_cast<size_t>(context_length);
+  const size_t positions = static_cast<size_t>(std::max(last_stored - first_stored, 0)) * static_cast<size_t>(context_length);
   if (types.k == DType::F32) keys_.resize(positions * static_cast<size_t>(kv_dim));
   else key_bytes_.resize(positions * key_row_bytes());
   if (types.v == DType::F32) values_.resize(positions * static_cast<size_t>(kv_dim));
@@ -46,13 +54,12 @@ size_t KvCache::bytes_per_position(int n_layers, int kv_dim, KvTypes types) {
 
 const uint8_t* KvCache::key_row(int layer, int pos) const {
   if (types_.k == DType::F32) return reinterpret_cast<const uint8_t*>(key(layer, pos));
-  return key_bytes_.data() + (static_cast<size_t>(layer) * context_length_ + static_cast<size_t>(pos)) * key_row_bytes();
+  return key_bytes_.data() + row(layer, pos) * key_row_bytes();
 }
 
 const uint8_t* KvCache::value_row(int layer, int pos) const {
   if (types_.v == DType::F32) return reinterpret_cast<const uint8_t*>(value(layer, pos));
-  return value_bytes_.data() +
-         (static_cast<size_t>(layer) * context_length_ + static_cast<size_t>(pos)) * value_row_bytes();
+  return value_bytes_.data() + row(layer, pos) * value_row_bytes();
 }
 
 void KvCache::store(int layer, int pos, const float* k, const float* v) {
@@ -76,7 +83,8 @@ void KvCache::truncate_all(int len) {
 }
 
 void KvCache::copy_prefix_from(const KvCache& other, int len) {
-  if (other.n_layers() != n_layers() || other.kv_dim() != kv_dim_ || len < 0 || len > context_length_)
+  if (other.n_layers() != n_layers() || other.kv_dim() != kv_dim_ || len < 0 || len > context_length_ ||
+      first_stored_ != 0 || last_stored_ != n_layers() || other.first_stored_ != 0 || other.last_stored_ != n_layers())
     fail("kv cache: cannot copy {} positions from a cache of another shape", len);
   if (other.types_.k != types_.k || other.types_.v != types_.v)
     fail("kv cache: cannot copy positions from a cache of other types ({}/{} into {}/{})", dtype_name(other.types_.k),

@@ -1,6 +1,10 @@
 // Keys and values of past positions, per layer. Each layer keeps its OWN length: during
 // self-speculative drafting the early layers run ahead of the late ones, and a rejected draft
 // is undone by truncating each layer back to the accepted length.
+//
+// A pipeline stage (src/dist/) stores keys and values only for its own layers
+// [first_stored, last_stored); it still keeps every layer's length, so the first stage knows
+// where the later stages' layers stand (their storage lives in other processes).
 #pragma once
 
 #include <cstddef>
@@ -29,10 +33,15 @@ class KvCache {
   // Throws Error for a type other than F32/F16/Q8_0, or Q8_0 rows that blocks do not divide
   // (head_dim: the slice one head reads; 0 skips that check).
   KvCache(int n_layers, int context_length, int kv_dim, KvTypes types = {}, int head_dim = 0);
+  // Storage for layers [first_stored, last_stored) only (0 <= first < last <= n_layers).
+  KvCache(int n_layers, int context_length, int kv_dim, int first_stored, int last_stored, KvTypes types = {},
+          int head_dim = 0);
 
   int n_layers() const { return static_cast<int>(lengths_.size()); }
   int context_length() const { return context_length_; }
   int kv_dim() const { return kv_dim_; }
+  int first_stored() const { return first_stored_; }
+  int last_stored() const { return last_stored_; }
 
   int length(int layer) const { return lengths_[static_cast<size_t>(layer)]; }
   // Forget positions >= len of one layer (len <= length(layer)).
@@ -46,7 +55,8 @@ class KvCache {
   const float* key(int layer, int pos) const { return &keys_[index(layer, pos)]; }
   const float* value(int layer, int pos) const { return &values_[index(layer, pos)]; }
   // Makes this cache hold the first `len` positions of `other` in every layer (the same
-  // shape; len <= each of other's lengths): a sequence that shares a prefix with another.
+  // shape and types, every layer stored; len <= each of other's lengths): a sequence that
+  // shares a prefix with another.
   void copy_prefix_from(const KvCache& other, int len);
   // Marks positions [length, length + n) of `layer` as written.
   void extend(int layer, int n) { lengths_[static_cast<size_t>(layer)] += n; }
@@ -70,11 +80,14 @@ class KvCache {
  private:
   uint8_t* key_row_at(int layer, int pos) { return const_cast<uint8_t*>(std::as_const(*this).key_row(layer, pos)); }
   uint8_t* value_row_at(int layer, int pos) { return const_cast<uint8_t*>(std::as_const(*this).value_row(layer, pos)); }
-  size_t index(int layer, int pos) const {
-    return (static_cast<size_t>(layer) * context_length_ + static_cast<size_t>(pos)) * kv_dim_;
+  // Row number of (layer, pos) in the stored layers.
+  size_t row(int layer, int pos) const {
+    return static_cast<size_t>(layer - first_stored_) * context_length_ + static_cast<size_t>(pos);
   }
+  size_t index(int layer, int pos) const { return row(layer, pos) * kv_dim_; }
   int context_length_;
   int kv_dim_;
+  int first_stored_ = 0, last_stored_ = 0;
   std::vector<int> lengths_;
   std::vector<float> keys_;    // [layer][pos][kv_dim]
   std::vector<float> values_;  // [layer][pos][kv_dim]

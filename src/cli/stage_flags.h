@@ -1,0 +1,28 @@
+// The pipeline-stage flags (docs/DISTRIBUTED.md) of the commands that run under
+// `mpirun -np S`: --stages, --stage-layers, --sim-link, --stage-timeout.
+#pragma once
+
+#include <memory>
+
+#include <CLI/CLI.hpp>
+
+#include "dist/pipeline.h"
+
+namespace skiff::cli {
+
+struct StageFlags {
+  std::string stages, stage_layers, sim_link;
+  double timeout_seconds = 60;
+};
+
+void add_stage_flags(CLI::App* cmd, StageFlags& flags);
+
+// nullptr when no stage flag was given (Error when the process was nevertheless started
+// by mpirun with several ranks: each would run the whole command); otherwise joins the MPI
+// job and agrees on the plan (dist::Pipeline). Rank 0 then decodes in make_context(); the
+// other ranks serve().
+std::unique_ptr<dist::Pipeline> start_pipeline(const StageFlags& flags, const CLI::App& cmd, const Model& model,
+                                               int context_length, int threads, int keep_on_first,
+                                               KvTypes kv_types = {});
+
+}  // namespace skiff::cli

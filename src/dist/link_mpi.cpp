@@ -1,0 +1,164 @@
+// The MPI transport of link.h: the only file that includes mpi.h. MPI calls come from the
+// main thread only (MPI_THREAD_FUNNELED; the thread pool never sends). Waits poll
+// (MPI_Iprobe / MPI_Test) against a deadline instead of blocking in MPI, so a dead or stuck
+// peer becomes an Error; between polls the rank yields and then sleeps, so a waiting rank
+// does not steal a core from a computing one when ranks outnumber cores (naps of at most
+// 100 us: that much latency per hop at worst).
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <limits>
+#include <thread>
+
+#include "base/error.h"
+#include "dist/link.h"
+
+namespace skiff::dist {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Polls `done` until it returns true or `timeout_seconds` pass; false on timeout.
+template <typename Fn>
+bool poll_until(double timeout_seconds, Fn&& done) {
+  const Clock::time_point deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                        std::chrono::duration<double>(timeout_seconds));
+  std::chrono::microseconds nap(5);
+  for (int spins = 0;; ++spins) {
+    if (done()) return true;
+    if (Clock::now() >= deadline) return false;
+    if (spins < 64) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(nap);
+      nap = std::min(nap * 2, std::chrono::microseconds(100));
+    }
+  }
+}
+
+std::string peer_name(int rank) { return rank == Link::kAnySource ? "any rank" : fmt::format("rank {}", rank); }
+
+class MpiLink : public Link {
+ public:
+  MpiLink() {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      int provided = 0;
+      if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        fail("pipeline: MPI_Init failed");
+      // Errors come back as codes (then an Error here) instead of ending the job silently.
+      MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  }
+  ~MpiLink() override {
+    // While an error unwinds, MPI_Finalize would wait for ranks that wait for this one: the
+    // CLI prints the error and calls abort_job_after_error instead.
+    if (std::uncaught_exceptions() > 0) return;
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  [[noreturn]] void abort(int code) override {
+    MPI_Abort(MPI_COMM_WORLD, code);
+    std::_Exit(code);  // MPI_Abort does not return; in case it does
+  }
+
+ protected:
+  void send_bytes(int to, int tag, std::span<const uint8_t> bytes, double timeout_seconds) override {
+    // MPI counts are ints: one message carries at most 2 GiB (e.g. 32768 positions of a
+    // 16384-wide model); more would need chunking, which no caller needs yet.
+    if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
+      fail("pipeline: a message of {} bytes to rank {} is over MPI's 2 GiB (a shorter prompt batch?)", bytes.size(), to);
+    MPI_Request request;
+    check(MPI_Isend(bytes.data(), static_cast<int>(bytes.size()), MPI_BYTE, to, tag, MPI_COMM_WORLD, &request),
+          "send to", to);
+    int done = 0;
+    if (!poll_until(timeout_seconds, [&] {
+          check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "send to", to);
+          return done != 0;
+        })) {
+      fail("pipeline: could not send to rank {} within {:g} s (is it alive? --stage-timeout)", to, timeout_seconds);
+    }
+  }
+
+  Message recv_bytes(int from, double timeout_seconds, const std::string& what) override {
+    const int source = from == kAnySource ? MPI_ANY_SOURCE : from;
+    MPI_Status status;
+    int found = 0;
+    if (!poll_until(timeout_seconds, [&] {
+          check(MPI_Iprobe(source, MPI_ANY_TAG, MPI_COMM_WORLD, &found, &status), "receive from", from);
+          return found != 0;
+        })) {
+      fail("pipeline: waited {:g} s for {} from {}: none came (a rank died or hangs; --stage-timeout)",
+           timeout_seconds, what, peer_name(from));
+    }
+    int count = 0;
+    MPI_Get_count(&status, MPI_BYTE, &count);
+    Message m;
+    m.source = status.MPI_SOURCE;
+    m.tag = status.MPI_TAG;
+    m.bytes.resize(static_cast<size_t>(count));
+    check(MPI_Recv(m.bytes.data(), count, MPI_BYTE, m.source, m.tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
+          "receive from", m.source);
+    return m;
+  }
+
+ private:
+  void check(int rc, const char* what, int peer) const {
+    if (rc == MPI_SUCCESS) return;
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, text, &len);
+    fail("pipeline: MPI {} {}: {}", what, peer_name(peer), std::string(text, static_cast<size_t>(len)));
+  }
+
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<Link> open_mpi_link() { return std::make_unique<MpiLink>(); }
+
+namespace {
+// MPI_COMM_WORLD's rank and size, or -1 and 0 outside a job.
+void job_shape(int& rank, int& size) {
+  rank = -1;
+  size = 0;
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+}
+}  // namespace
+
+std::string error_prefix() {
+  int rank = 0, size = 0;
+  job_shape(rank, size);
+  return size > 1 ? fmt::format("rank {}: ", rank) : "";
+}
+
+void abort_job_after_error(int code) {
+  int rank = 0, size = 0;
+  job_shape(rank, size);
+  if (size > 1) {
+    std::fflush(stdout);
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, code);
+  }
+}
+
+}  // namespace skiff::dist

@@ -1,0 +1,88 @@
+#include "dist/stage_plan.h"
+
+#include <algorithm>
+#include <charconv>
+
+#include "base/error.h"
+
+namespace skiff::dist {
+
+namespace {
+
+int parse_layer(const std::string& piece, const std::string& text) {
+  int v = 0;
+  const char* end = piece.data() + piece.size();
+  auto [ptr, ec] = std::from_chars(piece.data(), end, v);
+  if (piece.empty() || ec != std::errc() || ptr != end || v < 0)
+    fail("--stage-layers '{}': '{}' is not a layer number", text, piece);
+  return v;
+}
+
+}  // namespace
+
+std::string StagePlan::describe() const {
+  std::string out;
+  for (const LayerRange& r : ranges) out += fmt::format("{}{}:{}", out.empty() ? "" : ",", r.first, r.last);
+  return out;
+}
+
+StagePlan parse_stage_layers(const std::string& text) {
+  StagePlan plan;
+  size_t begin = 0;
+  while (true) {
+    size_t comma = text.find(',', begin);
+    const std::string item = text.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin);
+    const size_t colon = item.find(':');
+    if (colon == std::string::npos)
+      fail("--stage-layers '{}': '{}' is not FIRST:LAST (e.g. 0:6,6:16)", text, item);
+    plan.ranges.push_back({parse_layer(item.substr(0, colon), text), parse_layer(item.substr(colon + 1), text)});
+    if (comma == std::string::npos) break;
+    begin = comma + 1;
+  }
+  return plan;
+}
+
+void validate_stage_plan(const StagePlan& plan, int n_layers, int n_stages, int min_first) {
+  const std::string text = plan.describe();
+  if (plan.stages() != n_stages)
+    fail("--stage-layers {}: {} stages for {} processes (mpirun -np must match)", text, plan.stages(), n_stages);
+  int expect = 0;
+  for (int s = 0; s < plan.stages(); ++s) {
+    const LayerRange& r = plan.ranges[static_cast<size_t>(s)];
+    if (r.first != expect)
+      fail("--stage-layers {}: stage {} starts at layer {}, expected {} (stages must be contiguous from 0)", text, s,
+           r.first, expect);
+    if (r.last <= r.first) fail("--stage-layers {}: stage {} ({}:{}) holds no layers", text, s, r.first, r.last);
+    expect = r.last;
+  }
+  if (expect != n_layers)
+    fail("--stage-layers {}: the stages end at layer {} but the model has {} layers", text, expect, n_layers);
+  if (min_first > plan.ranges[0].last)
+    fail("--stage-layers {}: --self-spec {} drafts with layers 0..{}, which must all be on stage 0 (it holds 0:{})",
+         text, min_first, min_first - 1, plan.ranges[0].last);
+}
+
+StagePlan place_stages(int n_layers, int n_stages, int min_first) {
+  if (n_stages < 1) fail("pipeline: {} stages", n_stages);
+  if (n_stages > n_layers) fail("--stages auto: {} stages but the model has only {} layers", n_stages, n_layers);
+  std::vector<int> sizes(static_cast<size_t>(n_stages));
+  for (int s = 0; s < n_stages; ++s) sizes[static_cast<size_t>(s)] = n_layers / n_stages + (s < n_layers % n_stages);
+  if (sizes[0] < min_first) {
+    // Stage 0 keeps the draft layers; the others split the rest evenly.
+    const int rest = n_layers - min_first, others = n_stages - 1;
+    if (rest < others)
+      fail("--stages auto: --self-spec {} keeps layers 0..{} on stage 0, leaving {} layers for {} more stages",
+           min_first, min_first - 1, rest, others);
+    sizes[0] = min_first;
+    for (int s = 1; s < n_stages; ++s) sizes[static_cast<size_t>(s)] = rest / others + (s - 1 < rest % others);
+  }
+  StagePlan plan;
+  int at = 0;
+  for (int n : sizes) {
+    plan.ranges.push_back({at, at + n});
+    at += n;
+  }
+  return plan;
+}
+
+}  // namespace skiff::dist
