@@ -9,7 +9,8 @@
 //   any thread count.
 // Q8_0 and Q4_0 weights take their input quantized on the fly to 8-bit blocks of 32, Q4_K,
 // Q5_K and Q6_K to 8-bit blocks of 256 (as llama.cpp does), and use integer dot products; every other type computes in float32 from exact weights. Weights
-// are read in place (memory-mapped), never copied.
+// are read in place (memory-mapped), or from TensorView::packed when the model packed them for
+// the active path (kernels/repack.h: Q4_0 and Q8_0 on AVX-512).
 #pragma once
 
 #include <cstdint>
