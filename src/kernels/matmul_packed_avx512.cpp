@@ -59,9 +59,8 @@ void packed_tile(const uint8_t* group0, size_t group_bytes, const Q8Block* const
   for (int64_t b = 0; b < nb; ++b) {
     _Pragma("GCC unroll 4") for (int g = 0; g < G; ++g) {
       const uint8_t* blk = group0 + g * group_bytes + static_cast<size_t>(b) * W::kBlockBytes;
-      // Each group is one contiguous stream; prefetching 2 KiB ahead keeps DRAM busy in decode.
-      for (size_t off = 0; off < W::kBlockBytes; off += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(blk) + 2048 + off, _MM_HINT_T0);
+      // No software prefetch: each group is one long contiguous stream, which the hardware
+      // prefetchers follow (prefetching 0.5-8 KiB ahead measured slower; docs/KERNELS.md).
       const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
       __m512i w[8];
       W::unpack(blk, w);
