@@ -15,6 +15,9 @@ budget=${2:?usage: mmap_baseline.sh MODEL.gguf BUDGET [TOKENS] [THREADS]}
 tokens=${3:-4}
 threads=${4:-2}
 skiff=${SKIFF:-$(dirname "$0")/../build/skiff}
+# The baseline is the plain mapping: no packed copies of Q4_0 / Q8_0 weights (anonymous
+# memory, which the cgroup could not evict; skiff also skips them when they would not fit).
+export SKIFF_PACK=0
 
 size=$(stat -c %s "$model")
 case "$budget" in

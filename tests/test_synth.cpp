@@ -8,6 +8,7 @@
 
 #include "io/export_gguf.h"
 #include "io/quant_scheme.h"
+#include "kernels/cpu.h"
 #include "model/forward.h"
 #include "synth/synth.h"
 #include "test_util.h"
@@ -70,6 +71,45 @@ TEST(Synth, TinyModelsLoadAndGiveFiniteLogitsInEveryType) {
     EXPECT_EQ(model->tokenizer->vocab().pieces[450], "\xE2\x96\x81The");  // LLaMA-2's vocabulary
     expect_runs(*model);
   }
+}
+
+// pack_weights (kernels/repack.h) on a loaded model: packs where the path has packed
+// kernels, skips everything when the copies would not fit in the memory headroom (a model
+// larger than memory must still run from its mapping), and gives the unpacked logits up to
+// float summation order.
+TEST(PackWeights, PacksWhenTheCopiesFitAndSkipsWhenTheyWouldNot) {
+  for (DType type : {DType::Q4_0, DType::Q8_0}) {
+    SynthOptions o;
+    o.shape = *synth_shape("tiny");
+    o.type = type;
+    o.vocab_path = kVocab;
+    TempFile f{temp_path("pack-" + std::string(dtype_name(type)) + ".gguf")};
+    write_synthetic_model(o, f.path);
+    LoadOptions plain;
+    plain.pack_weights = false;
+    auto unpacked = load_model_gguf(MappedFile::open(f.path), plain);
+    auto model = load_model_gguf(MappedFile::open(f.path), plain);
+    EXPECT_EQ(pack_weights(*model, 0), 0u);
+    EXPECT_EQ(model->layers[0].wq.packed, nullptr);
+    if (best_cpu_path() != CpuPath::Avx512) continue;  // no packed kernels on this CPU
+    const size_t bytes = pack_weights(*model, SIZE_MAX);
+    EXPECT_GT(bytes, 0u);
+    EXPECT_NE(model->layers[0].ffn_down.packed, nullptr);
+    for (const LayerWeights& l : model->layers)
+      for (const TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
+        EXPECT_EQ(w->packed != nullptr, w->type == type) << w->name;
+    const std::vector<int32_t> prompt = {1, 450, 4996, 17354};
+    Context a(*unpacked, 64, 2), b(*model, 64, 2);
+    const std::vector<float> want = eval_tokens(a, prompt), got = eval_tokens(b, prompt);
+    ASSERT_EQ(want.size(), got.size());
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      worst = std::max(worst, static_cast<double>(std::fabs(want[i] - got[i])));
+      scale = std::max(scale, static_cast<double>(std::fabs(want[i])));
+    }
+    EXPECT_LT(worst, 1e-4 * (1 + scale)) << dtype_name(type);
+  }
+  EXPECT_GT(memory_headroom(), size_t{0});
 }
 
 TEST(Synth, SameSeedSameFileOtherSeedOtherWeights) {

@@ -13,6 +13,13 @@ bool packing_helps(const TensorView& w) {
          w.cols % 32 == 0 && w.rows > 0 && !w.empty();
 }
 
+size_t packed_bytes(const TensorView& w) {
+  if ((w.type != DType::Q4_0 && w.type != DType::Q8_0) || w.cols % 32 != 0 || w.rows <= 0) return 0;
+  const int64_t groups = (w.rows + kPackedGroupRows - 1) / kPackedGroupRows;
+  return static_cast<size_t>(groups * (w.cols / 32)) *
+         (w.type == DType::Q4_0 ? kPackedQ4_0BlockBytes : kPackedQ8_0BlockBytes);
+}
+
 PackedBytes pack_matrix(const TensorView& w, size_t* bytes) {
   const bool q4 = w.type == DType::Q4_0;
   if ((!q4 && w.type != DType::Q8_0) || w.cols % 32 != 0)
@@ -21,7 +28,7 @@ PackedBytes pack_matrix(const TensorView& w, size_t* bytes) {
   const size_t kPackedBlock = q4 ? kPackedQ4_0BlockBytes : kPackedQ8_0BlockBytes;
   const int64_t nb = w.cols / 32;
   const int64_t groups = (w.rows + kPackedGroupRows - 1) / kPackedGroupRows;
-  const size_t total = static_cast<size_t>(groups * nb) * kPackedBlock;
+  const size_t total = packed_bytes(w);
   auto* out = static_cast<uint8_t*>(std::aligned_alloc(64, (total + 63) / 64 * 64));
   if (out == nullptr) throw std::bad_alloc();
   PackedBytes packed(out);

@@ -34,6 +34,9 @@ using PackedBytes = std::unique_ptr<uint8_t[], FreeBytes>;
 // True when the active CPU path has a kernel for `w` packed (AVX-512: Q4_0 and Q8_0).
 bool packing_helps(const TensorView& w);
 
+// Bytes pack_matrix allocates for w (0 when w cannot be packed).
+size_t packed_bytes(const TensorView& w);
+
 // w's weights in the packed layout (64-byte aligned); w must be Q4_0 or Q8_0 with
 // cols % 32 == 0.
 PackedBytes pack_matrix(const TensorView& w, size_t* bytes = nullptr);

@@ -1,9 +1,13 @@
 #include "model/model.h"
 
+#include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 
 #include "base/error.h"
 #include "io/llama2c.h"
@@ -80,8 +84,53 @@ std::unique_ptr<Model> load_model(const std::string& path, const std::string& to
   return load_llama2c(std::move(file), tokenizer_path);
 }
 
-size_t pack_weights(Model& model) {
+namespace {
+
+// The first number in `path` after `key` (e.g. "MemAvailable:"), nullopt when absent.
+std::optional<uint64_t> read_number(const std::string& path, const std::string& key = "") {
+  std::ifstream in(path);
+  std::string word;
+  while (in >> word) {
+    if (!key.empty() && word != key) continue;
+    uint64_t v = 0;
+    if (!key.empty() && !(in >> word)) return std::nullopt;
+    if (std::from_chars(word.data(), word.data() + word.size(), v).ec != std::errc{}) return std::nullopt;
+    return v;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+size_t memory_headroom() {
+  uint64_t headroom = SIZE_MAX;
+  if (auto kb = read_number("/proc/meminfo", "MemAvailable:")) headroom = *kb * 1024;
+  // cgroup v2: "0::/path" in /proc/self/cgroup; memory.max is "max" when unlimited.
+  std::ifstream cg("/proc/self/cgroup");
+  for (std::string line; std::getline(cg, line);) {
+    if (line.rfind("0::", 0) != 0) continue;
+    const std::string dir = "/sys/fs/cgroup" + line.substr(3);
+    auto max = read_number(dir + "/memory.max");
+    auto current = read_number(dir + "/memory.current");
+    if (max && current) headroom = std::min<uint64_t>(headroom, *max > *current ? *max - *current : 0);
+  }
+  return static_cast<size_t>(std::min<uint64_t>(headroom, SIZE_MAX));
+}
+
+size_t pack_weights(Model& model) { return pack_weights(model, memory_headroom()); }
+
+size_t pack_weights(Model& model, size_t headroom) {
   if (const char* env = std::getenv("SKIFF_PACK"); env != nullptr && std::string(env) == "0") return 0;
+  std::vector<TensorView*> todo;
+  for (LayerWeights& l : model.layers)
+    for (TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) todo.push_back(w);
+  // A tied head is the embedding table too: its rows are still read for lookups.
+  if (!model.tied_output) todo.push_back(&model.output);
+  size_t needed = 0;
+  for (TensorView* w : todo)
+    if (w->packed == nullptr && packing_helps(*w)) needed += packed_bytes(*w);
+  constexpr size_t kReserve = size_t{512} << 20;
+  if (needed == 0 || needed > headroom || headroom - needed < kReserve) return 0;
   size_t total = 0;
   auto pack = [&](TensorView& w) {
     if (w.packed != nullptr || !packing_helps(w)) return;
@@ -92,10 +141,7 @@ size_t pack_weights(Model& model) {
     for (const auto& shard : model.shards) shard->release(w.data, w.nbytes());
     if (model.file) model.file->release(w.data, w.nbytes());
   };
-  for (LayerWeights& l : model.layers)
-    for (TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) pack(*w);
-  // A tied head is the embedding table too: its rows are still read for lookups.
-  if (!model.tied_output) pack(model.output);
+  for (TensorView* w : todo) pack(*w);
   return total;
 }
 

@@ -111,9 +111,17 @@ struct LoadOptions {
 
 // Rearranges, once, the matmul weights that the active CPU path reads faster packed
 // (kernels/repack.h: Q4_0 and Q8_0 on AVX-512) and drops the file pages they were read from, so the
-// model's memory stays about one copy. SKIFF_PACK=0 in the environment turns it off (A/B).
-// Returns the bytes packed.
+// model's memory stays about one copy. The copies are anonymous memory, which (unlike a file
+// mapping) cannot be evicted: when they would not fit in `headroom` bytes (default: what the
+// machine and this process's cgroup have available, less 512 MiB), nothing is packed and the
+// model runs from the mapping as before (a model larger than memory still runs). SKIFF_PACK=0
+// in the environment turns packing off (A/B). Returns the bytes packed.
 size_t pack_weights(Model& model);
+size_t pack_weights(Model& model, size_t headroom);
+
+// Bytes this process can still allocate: MemAvailable, and below its cgroup's memory.max
+// less memory.current when there is one (cgroup v2). SIZE_MAX when neither can be read.
+size_t memory_headroom();
 
 // Loads a GGUF file or a llama2.c checkpoint (detected from the first bytes). llama2.c needs
 // a tokenizer.bin: `tokenizer_path`, or tokenizer.bin / tok<vocab>.bin beside the model.
