@@ -304,13 +304,13 @@ PackedMatrix make_packed(DType type, int64_t rows, int64_t cols, uint32_t seed) 
   return p;
 }
 
-bool have_avx512() { return best_cpu_path() == CpuPath::Avx512; }
-
+// On every path this CPU has: AVX-512 runs the packed kernel, the others read the file's rows.
 TEST(MatmulPacked, MatchesTheRowMajorKernelsAndFloat64) {
-  if (!have_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
   RestorePath restore;
-  set_cpu_path(CpuPath::Avx512);
   ThreadPool pool(2);
+  for (CpuPath path : available_paths()) {
+  set_cpu_path(path);
+  SCOPED_TRACE(cpu_path_name(path));
   // Row counts that end inside a group of 16 and a column count of an odd block count.
   for (const DType type : {DType::Q4_0, DType::Q8_0})
   for (const int64_t rows : {int64_t{37}, int64_t{64}, int64_t{100}})
@@ -339,15 +339,16 @@ TEST(MatmulPacked, MatchesTheRowMajorKernelsAndFloat64) {
             << dtype_name(type) << " " << rows << "x" << cols << " t " << t << " r " << r;
       }
   }
+  }
 }
 
 TEST(MatmulPacked, BatchAndThreadInvariantBitForBit) {
-  if (!have_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
   RestorePath restore;
-  set_cpu_path(CpuPath::Avx512);
   const int64_t rows = 611, cols = 1024, T = 13;
+  for (CpuPath path : available_paths())
   for (const DType type : {DType::Q4_0, DType::Q8_0}) {
-  SCOPED_TRACE(dtype_name(type));
+  set_cpu_path(path);
+  SCOPED_TRACE(std::string(cpu_path_name(path)) + " " + std::string(dtype_name(type)));
   PackedMatrix p = make_packed(type, rows, cols, 81);
   std::vector<float> x = random_vector(static_cast<size_t>(T * cols), 82);
   ThreadPool pool(2);
