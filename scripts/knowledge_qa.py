@@ -341,7 +341,10 @@ def make_episodes(seed: int, split: str, people: list, entries: list, questions:
                     for a in ATTRIBUTES}
     episodes = []
     for q in questions:
-        gold = [by_id[rng.choice(hop)] for hop in q.hop_ids]
+        # One entry per hop; a passage can state both hops' facts (its distractor sentence
+        # may be about the friend), then it is there once.
+        gold_ids = [rng.choice(hop) for hop in q.hop_ids]
+        gold = [by_id[i] for i in dict.fromkeys(gold_ids)]
         involved = {q.entity}
         if q.hops == 2:
             involved.add(by_name[q.entity].friend)
