@@ -246,8 +246,8 @@ def make_kb(seed: int, split: str, people: list) -> list:
     plans = [plan_placement(rng) for _ in people]
     entries, n_passages, n_qa = [], 0, 0
     for i, person in enumerate(people):
-        in_passage, in_qa = plans[i]
-        rng.shuffle(in_passage)
+        in_passage, in_qa = plans[i][0][:], plans[i][1]
+        rng.shuffle(in_passage)  # sentence order; plans[i] stays in ATTRIBUTES order
         other, attr = pick_distractor(rng, people, plans, i)
         sentences = [(person, a) for a in in_passage]
         sentences.insert(rng.randint(1, len(sentences)), (other, attr))
@@ -456,29 +456,46 @@ def int_at_least(lo: int):
     return parse
 
 
+EPILOG = """\
+output (JSON Lines, keys sorted; full format in the module docstring):
+  DIR/kb.jsonl         {"id", "kind": "passage"|"qa", "text", "entity"}; ids p000000/q000000
+  DIR/questions.jsonl  {"id", "question", "answer", "hops": 1|2, "entity", "attribute",
+                        "hop_ids": [[ids stating hop 1], ...], "ids": union of hop_ids}
+  DIR/episodes.jsonl   {"question", "answer", "hops", "entries": [text, ...], "ids"}:
+                        a gold entry per hop + distractors, K entries, one per question
+  DIR/meta.json        seed, split, entities, towns, counts, version
+
+example:
+  scripts/knowledge_qa.py --seed 1 --entities 500 --split train -o kqa-train
+  scripts/knowledge_qa.py --seed 1 --entities 100 --split test -o kqa-test
+"""
+
+
 def parse_args(argv):
     ap = Parser(
         prog="knowledge_qa.py",
-        description="Deterministic synthetic knowledge base (passages + QA pairs), single- and "
-                    "two-hop questions and reader episodes for memory-augmented generation. "
-                    "Writes DIR/kb.jsonl, DIR/questions.jsonl, DIR/episodes.jsonl, "
-                    "DIR/meta.json; the file format is in the module docstring.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (>= 0)")
-    ap.add_argument("--entities", type=int_at_least(2), default=100,
-                    help=f"number of people (2..{MAX_ENTITIES}); the KB also has "
-                         "max(2, ceil(N/4)) towns")
+        description="Deterministic synthetic knowledge base (passages + QA pairs about\n"
+                    "synthetic people), single- and two-hop questions and reader episodes\n"
+                    "for memory-augmented generation (issue 15).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int_at_least(0), default=0, metavar="S",
+                    help="random seed, >= 0 (default 0)")
+    ap.add_argument("--entities", type=int_at_least(2), default=100, metavar="N",
+                    help=f"number of people, 2..{MAX_ENTITIES} (default 100); the KB also "
+                         "has max(2, ceil(N/4)) towns")
     ap.add_argument("--split", choices=["train", "test"], default="test",
-                    help="name split: test uses only names with crc32(name) %% 5 == 0, "
-                         "train only the others, so the two never share an entity")
-    ap.add_argument("--questions", type=int_at_least(1), default=None,
-                    help="total questions, one fifth (rounded down) two-hop; default "
-                         "2N + N//2 (about 2N single-hop + N/2 two-hop); at most one per "
-                         "(person, attribute, hops)")
+                    help="name split (default test): test uses only names with "
+                         "zlib.crc32(name) %% 5 == 0, train only the others, so the two "
+                         "never share an entity, whatever the seeds")
+    ap.add_argument("--questions", type=int_at_least(1), default=None, metavar="Q",
+                    help="total questions, Q//5 of them two-hop (default 2N + N//2: about "
+                         "2N single-hop and N/2 two-hop); at most one per (person, "
+                         "attribute, hops), so Q <= about 7.5N")
     ap.add_argument("--episode-k", type=int_at_least(2), default=DEFAULT_EPISODE_K,
-                    help="entries per episode in episodes.jsonl (gold + distractors)")
+                    metavar="K", help="entries per episode: gold + distractors (default "
+                                      f"{DEFAULT_EPISODE_K})")
     ap.add_argument("-o", "--output", required=True, metavar="DIR",
-                    help="output directory (created if missing)")
+                    help="output directory, created if missing")
     args = ap.parse_args(argv)
     if args.entities > MAX_ENTITIES:
         ap.error(f"argument --entities: must be <= {MAX_ENTITIES}, got {args.entities}")
