@@ -3,8 +3,10 @@
 
 The generated text is parsed back here with this file's own copy of the sentence and
 question forms (independent of the generator's tables) and checked: determinism (byte-
-identical reruns) and seeds that differ; valid JSON Lines, unique ids, short entries; the
-facts stated anywhere never contradict each other and every person has all six; facts
+identical reruns) and seeds that differ; valid JSON Lines, unique ids, short entries;
+passages are 3-4 facts of their person plus one distractor about another person's other
+attribute; the facts stated anywhere never contradict each other and every person has all
+six; facts
 appear only in passages, only in QA pairs and in both; every question's answer follows from
 its gold entries (each hop's entries state that hop's fact) and from the parsed facts;
 train and test splits never share a name over several seeds; episodes hold a gold entry per
@@ -140,8 +142,11 @@ def check_kb(c: Checks, out: str, entities: int, k: int, exact_k: bool = True) -
         except ValueError as err:
             errors.append(str(err))
             continue
-        if e["kind"] == "passage" and not (4 <= len(parsed) <= 5):
-            errors.append(f"passage with {len(parsed)} sentences: {e['text']!r}")
+        if e["kind"] == "passage":
+            own = [a for ent, a, _ in parsed if ent == e["entity"]]
+            other = [a for ent, a, _ in parsed if ent != e["entity"]]
+            if not (3 <= len(own) <= 4 and len(other) == 1 and other[0] not in own):
+                errors.append(f"passage is not 3-4 own facts + 1 distractor: {e['text']!r}")
         if parsed and parsed[0][0] != e["entity"]:
             errors.append(f"entry not about its entity: {e}")
         for ent, a, v in parsed:
