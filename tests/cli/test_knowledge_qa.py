@@ -6,11 +6,11 @@ question forms (independent of the generator's tables) and checked: determinism 
 identical reruns) and seeds that differ; valid JSON Lines, unique ids, short entries;
 passages are 3-4 facts of their person plus one distractor about another person's other
 attribute; the facts stated anywhere never contradict each other and every person has all
-six; facts
-appear only in passages, only in QA pairs and in both; every question's answer follows from
-its gold entries (each hop's entries state that hop's fact) and from the parsed facts;
-train and test splits never share a name over several seeds; episodes hold a gold entry per
-hop and --episode-k entries; bad flags are a one-line error with exit code 2.
+six; facts appear only in passages, only in QA pairs and in both; every question's answer
+follows from its gold entries (each hop's entries state that hop's fact) and from the
+parsed facts; train and test splits never share a name over several seeds; episodes hold
+a gold entry per hop and --episode-k entries; bad flags are a one-line error with exit
+code 2.
 
 Needs no skiff binary: --skiff/--shared (passed by CTest to every tests/cli script) are
 accepted and ignored.
