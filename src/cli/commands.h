@@ -20,6 +20,7 @@ void register_flash_train_predictor(CLI::App& app);
 void register_chat(CLI::App& app);
 void register_chat_template(CLI::App& app);
 void register_serve(CLI::App& app);
+void register_memory(CLI::App& app);
 
 inline void register_commands(CLI::App& app) {
   register_generate(app);
@@ -37,6 +38,7 @@ inline void register_commands(CLI::App& app) {
   register_chat(app);
   register_chat_template(app);
   register_serve(app);
+  register_memory(app);
 }
 
 }  // namespace skiff::cli

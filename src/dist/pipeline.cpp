@@ -69,11 +69,6 @@ T from_bytes(const Message& m, const char* what) {
   return value;
 }
 
-uint64_t fnv1a(uint64_t h, std::span<const uint8_t> bytes) {
-  for (uint8_t b : bytes) h = (h ^ b) * 1099511628211ull;
-  return h;
-}
-
 // Test hook (tests/cli/test_mpi_pipeline.py), documented in docs/DISTRIBUTED.md:
 // SKIFF_PIPELINE_FAULT=hang:R:N or exit:R:N makes rank R stop answering (hang) or die
 // (_exit) when its N-th forward message arrives.
@@ -96,29 +91,6 @@ std::string human_bytes(double b) {
 }
 
 }  // namespace
-
-std::string ModelFingerprint::describe() const {
-  return fmt::format("{} bytes, {} layers, dim {}, vocab {}, hash {:016x}", file_size, n_layers, dim, vocab_size, hash);
-}
-
-ModelFingerprint fingerprint(const Model& model) {
-  ModelFingerprint f;
-  const ModelConfig& c = model.config;
-  f.n_layers = c.n_layers;
-  f.dim = c.dim;
-  f.vocab_size = c.vocab_size;
-  f.kv_dim = c.kv_dim();
-  f.hash = 14695981039346656037ull;
-  const MappedFile* file = model.file ? model.file.get() : model.shards.empty() ? nullptr : model.shards[0].get();
-  if (file) {
-    std::span<const uint8_t> all = file->bytes();
-    f.file_size = all.size();
-    constexpr size_t kHead = 1 << 20, kTail = 64 << 10;
-    f.hash = fnv1a(f.hash, all.first(std::min(all.size(), kHead)));
-    f.hash = fnv1a(f.hash, all.last(std::min(all.size(), kTail)));
-  }
-  return f;
-}
 
 Pipeline::Pipeline(std::unique_ptr<Link> link, const Model& model, const PipelineOptions& options)
     : link_(std::move(link)), model_(model), options_(options) {

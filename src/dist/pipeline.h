@@ -20,6 +20,7 @@
 
 #include "dist/link.h"
 #include "dist/stage_plan.h"
+#include "model/fingerprint.h"
 #include "model/forward.h"
 
 namespace skiff::dist {
@@ -35,16 +36,6 @@ struct PipelineOptions {
   KvTypes kv_types;          // every stage's KV cache element types
 };
 
-// What identifies a model file cheaply: its size, a hash of its first MiB (the header,
-// metadata and tensor table of a GGUF file) and last 64 KiB, and the hyper-parameters.
-struct ModelFingerprint {
-  uint64_t file_size = 0;
-  uint64_t hash = 0;
-  int32_t n_layers = 0, dim = 0, vocab_size = 0, kv_dim = 0;
-  bool operator==(const ModelFingerprint&) const = default;
-  std::string describe() const;
-};
-ModelFingerprint fingerprint(const Model& model);
 
 class Pipeline : public RemoteLayers {
  public:

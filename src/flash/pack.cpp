@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "base/error.h"
+#include "base/hash.h"
 #include "io/export_gguf.h"
 
 namespace skiff::flash {
@@ -27,11 +28,6 @@ constexpr uint64_t kStrideAlign = 64;
 constexpr uint64_t kMaxLayers = 1024, kMaxDim = 1 << 16, kMaxFfnDim = 1 << 20;
 constexpr uint64_t kMaxStride = uint64_t{1} << 30;
 
-uint64_t fnv1a64(const uint8_t* p, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
-  return h;
-}
 
 template <typename T>
 void put(std::vector<uint8_t>& out, size_t at, T v) {
@@ -195,7 +191,7 @@ std::vector<uint8_t> encode_pack_header(const PackHeader& h) {
   put<uint64_t>(out, kOffStride, h.stride);
   put<uint64_t>(out, kOffDataOffset, h.data_offset);
   put<uint64_t>(out, kOffFileBytes, h.file_bytes);
-  put<uint64_t>(out, kOffChecksum, fnv1a64(out.data(), kOffChecksum));
+  put<uint64_t>(out, kOffChecksum, fnv1a({out.data(), kOffChecksum}));
   return out;
 }
 
@@ -212,7 +208,7 @@ PackHeader parse_pack_header(std::span<const uint8_t> bytes, uint64_t file_size,
     fail("{}: unsupported pack version {} (this skiff reads version {})", name, h.version,
          kPackVersion);
   uint64_t stored = get<uint64_t>(bytes, kOffChecksum);
-  uint64_t computed = fnv1a64(bytes.data(), kOffChecksum);
+  uint64_t computed = fnv1a(bytes.first(kOffChecksum));
   if (stored != computed)
     fail("{}: header checksum mismatch (stored {:016x}, computed {:016x}): the header is corrupt",
          name, stored, computed);

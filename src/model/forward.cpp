@@ -128,16 +128,18 @@ void attention(std::span<const BatchSeq> seqs, const int* pos0, int layer, const
       const int h = static_cast<int>(job % c.n_heads);
       const int kv_off = (h / group) * hd;
       const float* qh = q + row * c.q_dim() + static_cast<int64_t>(h) * hd;
-      const int n_pos = pos0[i] + static_cast<int>(row - first_row) + 1;  // causal: up to and including itself
+      // Causal: up to and including itself, from the row's first visible position (block attention).
+      const int first = seqs[i].first_visible ? seqs[i].first_visible[row - first_row] : 0;
+      const int n_pos = pos0[i] + static_cast<int>(row - first_row) + 1 - first;
       float* oh = out + row * c.q_dim() + static_cast<int64_t>(h) * hd;
       const KvTypes types = cache.types();
       if (types.is_f32()) {
-        attend_head(qh, cache.key(layer, 0) + kv_off, cache.value(layer, 0) + kv_off, kv_dim, n_pos, hd, scale,
-                    scores, oh);
+        attend_head(qh, cache.key(layer, first) + kv_off, cache.value(layer, first) + kv_off, kv_dim, n_pos, hd,
+                    scale, scores, oh);
       } else {  // a head's slice starts kv_off values into each row: whole blocks (KvCache checks)
-        const KvSlice keys{cache.key_row(layer, 0) + row_bytes(types.k, kv_off), types.k,
+        const KvSlice keys{cache.key_row(layer, first) + row_bytes(types.k, kv_off), types.k,
                            static_cast<int64_t>(cache.key_row_bytes())};
-        const KvSlice values{cache.value_row(layer, 0) + row_bytes(types.v, kv_off), types.v,
+        const KvSlice values{cache.value_row(layer, first) + row_bytes(types.v, kv_off), types.v,
                              static_cast<int64_t>(cache.value_row_bytes())};
         attend_head_kv(qh, keys, values, n_pos, hd, scale, scores, oh);
       }
@@ -172,6 +174,28 @@ void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_l
   }
   if (first_layer < split) forward_batch({&seq, 1}, hidden, first_layer, split);
   remote->run(ctx, hidden, T, std::max(first_layer, split), last_layer);
+}
+
+void forward_masked(Context& ctx, float* hidden, int64_t T, int first_layer, int last_layer,
+                    std::span<const int32_t> first_visible) {
+  const KvCache& cache = ctx.cache();
+  if (static_cast<int64_t>(first_visible.size()) != T)
+    fail("block attention: {} first-visible positions for {} rows", first_visible.size(), T);
+  if (first_layer < last_layer) {
+    const int pos0 = cache.length(first_layer);
+    for (int l = first_layer; l < last_layer; ++l) {
+      if (cache.length(l) != pos0)
+        fail("block attention needs every layer at the same length (layer {} holds {}, layer {} holds {})",
+             first_layer, pos0, l, cache.length(l));
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      if (first_visible[static_cast<size_t>(t)] < 0 || first_visible[static_cast<size_t>(t)] > pos0 + t)
+        fail("block attention: row {} (position {}) cannot start attending at position {}", t, pos0 + t,
+             first_visible[static_cast<size_t>(t)]);
+    }
+  }
+  const BatchSeq seq{&ctx, T, first_visible.data()};
+  forward_batch({&seq, 1}, hidden, first_layer, last_layer);
 }
 
 void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_layer, int last_layer) {

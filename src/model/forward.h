@@ -116,7 +116,19 @@ void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_l
 struct BatchSeq {
   Context* ctx;
   int64_t rows;
+  // Block attention (forward_masked): row t attends to positions [first_visible[t], its
+  // own] only. nullptr: causal over the whole cache.
+  const int32_t* first_visible = nullptr;
 };
+
+// forward() with block attention: row t attends only to cache positions
+// [first_visible[t], pos(t)] of every layer (pos(t) = the layer's length before the call + t).
+// Memory-augmented generation reads independently encoded entries this way: an entry's rows
+// see only the entry, the question's rows see everything (src/memory/). Throws Error when
+// first_visible has not T values, a value lies outside [0, pos(t)], or the layers' lengths
+// differ. Local layers only (no RemoteLayers).
+void forward_masked(Context& ctx, float* hidden, int64_t T, int first_layer, int last_layer,
+                    std::span<const int32_t> first_visible);
 
 // forward() for several sequences at once (continuous batching): each matrix is read once
 // for the rows of every sequence, attention runs per sequence against its own cache. Every

@@ -1,0 +1,223 @@
+// skiff memory build|ask|eval: memory-augmented generation (docs/MEMORY.md). Knowledge
+// entries are encoded once into a store; a question retrieves k of them and splices their
+// keys and values into the context instead of prefilling their text.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <unordered_map>
+
+#include "base/error.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "memory/build.h"
+#include "memory/knowledge_base.h"
+#include "memory/reader.h"
+#include "memory/store.h"
+
+namespace skiff::cli {
+
+namespace {
+
+using memory::Method;
+
+KvTypes store_types(const std::string& name) {
+  const std::optional<DType> t = parse_kv_type(name);
+  if (!t) fail("--kv-type must be f32, f16 or q8_0, got \"{}\"", name);
+  return {*t, *t};
+}
+
+void register_build(CLI::App* parent) {
+  struct Flags {
+    ModelFlags model;
+    std::string kb, out, kv_type = "f16";
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* cmd = parent->add_subcommand("build", "encode a knowledge base (kb.jsonl) into a memory store");
+  add_model_flags(cmd, f->model);
+  cmd->add_option("--kb", f->kb, "knowledge base: JSON Lines of {id, kind, text}")->required();
+  cmd->add_option("-o,--output", f->out, "the store file to write")->required();
+  cmd->add_option("--kv-type", f->kv_type, "element type of the stored keys and values: f32, f16 (default), q8_0");
+  cmd->callback([f] {
+    const KvTypes types = store_types(f->kv_type);
+    const std::vector<memory::KbEntry> kb = memory::read_kb(f->kb);
+    const std::unique_ptr<Model> model = open_model(f->model);
+    memory::BuildOptions opt;
+    opt.types = types;
+    opt.threads = f->model.threads;
+    opt.progress = [](size_t done, size_t total) {
+      if (done % 64 == 0 || done == total) draw_progress("memory build", static_cast<int>(done), static_cast<int>(total));
+    };
+    const memory::BuildStats s = memory::build_store(*model, kb, f->out, opt);
+    std::printf("%s: %zu entries, %lld tokens, %.2f MiB (%.0f bytes per entry), built in %.2f s\n", f->out.c_str(),
+                s.entries, static_cast<long long>(s.tokens), static_cast<double>(s.file_bytes) / (1 << 20),
+                static_cast<double>(s.file_bytes) / static_cast<double>(s.entries), s.seconds);
+  });
+}
+
+void register_ask(CLI::App* parent) {
+  struct Flags {
+    ModelFlags model;
+    std::string store, prompt, method = "splice";
+    int k = 8, context = 0, max_tokens = 32;
+    bool verbose = false;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* cmd = parent->add_subcommand("ask", "answer a question from a memory store");
+  add_model_flags(cmd, f->model);
+  cmd->add_option("--store", f->store, "memory store (skiff memory build)")->required();
+  cmd->add_option("-p,--prompt", f->prompt, "the question")->required();
+  cmd->add_option("-k", f->k, "entries to retrieve (default 8)");
+  cmd->add_option("--method", f->method, "splice (default), read, read-block, splice-uncorrected or none");
+  cmd->add_option("-c,--ctx-size", f->context, "context length (default: the model's, at most 4096)");
+  cmd->add_option("-n,--max-tokens", f->max_tokens, "longest answer in tokens (default 32)")->check(CLI::Range(1, 4096));
+  cmd->add_flag("-v,--verbose", f->verbose, "print the retrieved entries and the time to first token");
+  cmd->callback([f] {
+    const std::optional<Method> method = memory::parse_method(f->method);
+    if (!method || *method == Method::kOracle)
+      fail("--method must be splice, read, read-block, splice-uncorrected or none, got \"{}\"", f->method);
+    const memory::MemoryStore store(f->store);
+    const std::unique_ptr<Model> model = open_model(f->model);
+    memory::Reader reader(*model, &store, f->context, f->model.threads);
+    const memory::Answer a = reader.answer(*method, f->prompt, f->k, {}, f->max_tokens);
+    if (f->verbose) {
+      for (size_t e : a.entries) std::fprintf(stderr, "[%s] %.*s\n", std::string(store.entry(e).id).c_str(),
+                                              static_cast<int>(store.entry(e).text.size()), store.entry(e).text.data());
+      std::fprintf(stderr, "time to first token %.1f ms, %d tokens prefilled\n", a.ttft_ms, a.prefill_tokens);
+    }
+    std::printf("%s\n", a.text.c_str());
+  });
+}
+
+struct Row {
+  std::string method;
+  int hops = 0;
+  int questions = 0;
+  double em = 0, recall = 0, seconds = 0, prefill = 0, entry_bytes = 0;
+  int entries_read = 0;
+  std::vector<double> ttft;
+  bool has_recall = false;
+};
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5));
+  return v[i];
+}
+
+void register_eval(CLI::App* parent) {
+  struct Flags {
+    ModelFlags model;
+    std::string store, questions, methods = "none,oracle,read,read-block,splice,splice-uncorrected", format = "md";
+    int k = 8, limit = 0, context = 0;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* cmd = parent->add_subcommand("eval", "compare answering methods on a question set");
+  add_model_flags(cmd, f->model);
+  cmd->add_option("--store", f->store, "memory store (skiff memory build)")->required();
+  cmd->add_option("--questions", f->questions, "questions: JSON Lines of {question, answer, ids, hops}")->required();
+  cmd->add_option("-k", f->k, "entries to retrieve (default 8)");
+  cmd->add_option("--limit", f->limit, "at most this many questions (default: all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--methods", f->methods, "comma-separated methods (default: all)");
+  cmd->add_option("-c,--ctx-size", f->context, "context length (default: the model's, at most 4096)");
+  cmd->add_option("-o,--output", f->format, "md or json")->check(CLI::IsMember({"md", "json"}));
+  cmd->callback([f] {
+    std::vector<Method> methods;
+    for (const std::string& name : CLI::detail::split(f->methods, ',')) {
+      const std::optional<Method> m = memory::parse_method(name);
+      if (!m) fail("--methods: unknown method \"{}\"", name);
+      methods.push_back(*m);
+    }
+    std::vector<memory::Question> questions = memory::read_questions(f->questions);
+    if (f->limit > 0 && static_cast<size_t>(f->limit) < questions.size()) questions.resize(static_cast<size_t>(f->limit));
+    const memory::MemoryStore store(f->store);
+    const std::unique_ptr<Model> model = open_model(f->model);
+    std::unordered_map<std::string, size_t> index;
+    for (size_t i = 0; i < store.size(); ++i) index.emplace(std::string(store.entry(i).id), i);
+    // Per question and hop, the store's indices of the entries that state the hop's fact.
+    std::vector<std::vector<std::vector<size_t>>> hops(questions.size());
+    std::vector<std::vector<size_t>> gold(questions.size());  // what `oracle` reads: one entry per hop
+    for (size_t q = 0; q < questions.size(); ++q) {
+      for (const std::vector<std::string>& hop : questions[q].hop_ids) {
+        hops[q].emplace_back();
+        for (const std::string& id : hop) {
+          auto it = index.find(id);
+          if (it == index.end())
+            fail("{}: question {} names entry \"{}\", which {} does not hold", f->questions, q + 1, id, f->store);
+          hops[q].back().push_back(it->second);
+        }
+        gold[q].push_back(hops[q].back().front());
+      }
+    }
+    memory::Reader reader(*model, &store, f->context, f->model.threads);
+    std::map<std::pair<int, int>, Row> rows;  // (method, hops)
+    int done = 0;
+    const int total = static_cast<int>(methods.size() * questions.size());
+    for (Method m : methods) {
+      for (size_t q = 0; q < questions.size(); ++q) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const memory::Answer a = reader.answer(m, questions[q].question, f->k, gold[q]);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        Row& r = rows[{static_cast<int>(m), questions[q].hops}];
+        r.method = memory::method_name(m);
+        r.hops = questions[q].hops;
+        r.questions += 1;
+        r.em += memory::normalize_answer(a.text) == memory::normalize_answer(questions[q].answer);
+        r.seconds += s;
+        r.ttft.push_back(a.ttft_ms);
+        r.prefill += a.prefill_tokens;
+        if (memory::retrieves(m)) {
+          r.has_recall = true;
+          r.recall += std::all_of(hops[q].begin(), hops[q].end(), [&](const std::vector<size_t>& hop) {
+            return std::find_first_of(hop.begin(), hop.end(), a.entries.begin(), a.entries.end()) != hop.end();
+          });
+        }
+        for (size_t e : a.entries) {
+          r.entry_bytes += m == Method::kSplice || m == Method::kSpliceUncorrected
+                               ? static_cast<double>(store.entry_bytes(e))
+                               : static_cast<double>(store.entry(e).text.size());
+          r.entries_read += 1;
+        }
+        draw_progress("memory eval", ++done, total);
+      }
+    }
+    if (f->format == "json") std::printf("[\n");
+    else {
+      std::printf("| method | hops | questions | em | recall_at_k | ttft_ms_p50 | ttft_ms_p95 | questions_per_s | "
+                  "prefill_tokens_per_question | bytes_per_entry |\n");
+      std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    }
+    size_t i = 0;
+    for (auto& [key, r] : rows) {
+      const double n = r.questions;
+      const std::string recall = r.has_recall ? fmt::format("{:.3f}", r.recall / n) : (f->format == "json" ? "null" : "-");
+      const double bytes = r.entries_read ? r.entry_bytes / r.entries_read : 0;
+      if (f->format == "json")
+        std::printf("  {\"method\": \"%s\", \"hops\": %d, \"questions\": %d, \"em\": %.4f, \"recall_at_k\": %s, "
+                    "\"k\": %d, \"ttft_ms_p50\": %.3f, \"ttft_ms_p95\": %.3f, \"questions_per_s\": %.3f, "
+                    "\"prefill_tokens_per_question\": %.1f, \"bytes_per_entry\": %.1f}%s\n",
+                    r.method.c_str(), r.hops, r.questions, r.em / n, recall.c_str(), f->k, percentile(r.ttft, 0.5),
+                    percentile(r.ttft, 0.95), n / r.seconds, r.prefill / n, bytes, ++i < rows.size() ? "," : "");
+      else
+        std::printf("| %s | %d | %d | %.3f | %s | %.2f | %.2f | %.2f | %.1f | %.0f |\n", r.method.c_str(), r.hops,
+                    r.questions, r.em / n, recall.c_str(), percentile(r.ttft, 0.5), percentile(r.ttft, 0.95),
+                    n / r.seconds, r.prefill / n, bytes);
+    }
+    if (f->format == "json") std::printf("]\n");
+  });
+}
+
+}  // namespace
+
+void register_memory(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand("memory", "memory-augmented generation: knowledge entries spliced in as KV");
+  cmd->require_subcommand(1);
+  register_build(cmd);
+  register_ask(cmd);
+  register_eval(cmd);
+}
+
+}  // namespace skiff::cli

@@ -1,0 +1,71 @@
+// Answering a question from a knowledge base, by each of the methods `skiff memory eval`
+// compares. Every method builds the same sequence of tokens,
+//
+//   [BOS] [entry 1] ... [entry k] ["Q: <question> A:"]  -> greedy answer up to a newline,
+//
+// each entry and the question tokenized on their own (as the store encodes entries), and
+// differs in how the entries get into the KV cache:
+//   none                no entries
+//   oracle              the gold entries' text, prefilled causally
+//   read                the retrieved entries' text, prefilled causally (retrieve-and-read)
+//   read-block          the same with block attention (each entry sees only itself)
+//   splice              the retrieved entries' stored KV, re-rotated to their positions
+//   splice-uncorrected  the same without the re-rotation (a negative control)
+// The retriever (memory/retrieval.h) is the same for every method that retrieves.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "memory/retrieval.h"
+#include "memory/store.h"
+#include "model/forward.h"
+
+namespace skiff::memory {
+
+enum class Method { kNone, kOracle, kRead, kReadBlock, kSplice, kSpliceUncorrected };
+const char* method_name(Method m);
+std::optional<Method> parse_method(std::string_view name);
+bool retrieves(Method m);
+
+// "Q: <question> A:" without BOS.
+std::vector<int32_t> question_tokens(const Tokenizer& tok, const std::string& question);
+
+struct Answer {
+  std::string text;              // up to the first newline, trimmed
+  std::vector<size_t> entries;   // what was read (retrieved or gold)
+  double ttft_ms = 0;            // question in -> first answer token's logits out
+  int prefill_tokens = 0;        // tokens run through the model before the first answer token
+};
+
+class Reader {
+ public:
+  // store may be null for `none` and for reading given entries (prefill_with).
+  Reader(const Model& model, const MemoryStore* store, int context_length, int threads);
+
+  // Retrieves k entries (when the method does) and answers. `gold`: the entries `oracle`
+  // reads. max_tokens bounds the answer.
+  Answer answer(Method method, const std::string& question, int k, std::span<const size_t> gold = {},
+                int max_tokens = 16);
+
+  // The sequence built for `method` from these entries and question tokens, prefilled into
+  // the reader's context; returns the logits after the last question token (tests compare
+  // methods through this).
+  std::vector<float> prefill(Method method, std::span<const size_t> entries, std::span<const int32_t> question);
+
+  Context& context() { return ctx_; }
+
+ private:
+  const Model& model_;
+  const MemoryStore* store_;
+  Context ctx_;
+  Context query_ctx_;  // encodes questions for retrieval
+};
+
+// Lower-cased, surrounding spaces and punctuation removed: what exact match compares.
+std::string normalize_answer(std::string_view s);
+
+}  // namespace skiff::memory

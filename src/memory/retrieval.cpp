@@ -1,0 +1,27 @@
+#include "memory/retrieval.h"
+
+#include <algorithm>
+
+#include "base/error.h"
+
+namespace skiff::memory {
+
+std::vector<Hit> search_exact(const MemoryStore& store, std::span<const float> query, int k) {
+  if (k < 1 || static_cast<size_t>(k) > store.size())
+    fail("{}: k = {} must be between 1 and the store's {} entries", store.name(), k, store.size());
+  if (query.size() != store.header().vector_dim)
+    fail("{}: query vector of width {}, the store's are {}", store.name(), query.size(), store.header().vector_dim);
+  std::vector<Hit> hits(store.size());
+  for (size_t i = 0; i < store.size(); ++i) {
+    const std::span<const float> v = store.vector(i);
+    float s = 0;
+    for (size_t d = 0; d < v.size(); ++d) s += v[d] * query[d];
+    hits[i] = {i, s};
+  }
+  auto better = [](const Hit& a, const Hit& b) { return a.score > b.score || (a.score == b.score && a.entry < b.entry); };
+  std::partial_sort(hits.begin(), hits.begin() + k, hits.end(), better);
+  hits.resize(static_cast<size_t>(k));
+  return hits;
+}
+
+}  // namespace skiff::memory

@@ -1,0 +1,23 @@
+// Splicing stored entries into a sequence's KV cache: the step that replaces prefilling
+// their text. Entries land at consecutive positions after what the cache holds; each key,
+// stored as rotated at positions 0..n-1, is rotated on by the entry's start position p, so
+// it becomes the key of position p + j (RoPE angles are linear in the position; the
+// magnitude scale of YaRN is already in the stored key and is not applied twice). What
+// follows then reads the cache as if a block-masked prefill had written it.
+#pragma once
+
+#include <cstddef>
+#include <span>
+
+#include "memory/store.h"
+#include "model/forward.h"
+
+namespace skiff::memory {
+
+// Appends the entries, in order, to every layer of ctx's cache (all layers at the same
+// length, stored here). correct_positions = false keeps the keys' stored rotation: the
+// negative control (splice-uncorrected), whose output must NOT match. Checks each entry's
+// checksum once. Throws Error when the store does not fit the model or the context.
+void splice(Context& ctx, const MemoryStore& store, std::span<const size_t> entries, bool correct_positions = true);
+
+}  // namespace skiff::memory

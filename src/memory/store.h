@@ -1,0 +1,135 @@
+// A knowledge memory store: every entry of a knowledge base encoded ONCE by the model, its
+// keys and values for every layer kept in one memory-mapped file, so that answering a
+// question splices the retrieved entries' KV into the context (memory/splice.h) instead of
+// prefilling their text again (MATTER, TurboRAG, Block-Attention; docs/MEMORY.md).
+//
+// An entry is encoded alone, at positions 0..n-1, attending only to itself: the block
+// attention the reader model is trained with. Its keys are stored as rotated at those
+// positions; placing it at position p re-rotates them by p (RoPE angles are linear in the
+// position), which reproduces a block-masked prefill of the same text.
+//
+// File layout (little-endian; every section 64-byte aligned):
+//   header     kHeaderBytes: magic, version, the model's fingerprint, KV types, counts,
+//              section offsets, a checksum of the tables and, last, of the header itself
+//   data       per entry: int32 tokens[n], then per layer keys[n][key row] and
+//              values[n][value row] in the store's types (F32, F16 or Q8_0), each entry
+//              with its own checksum (checked when the entry is read)
+//   entries    EntryRecord[n_entries]
+//   vectors    float[n_entries][vector_dim]: the retrieval vectors (memory/retrieval.h)
+//   strings    ids and texts, referenced by the records
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/mapped_file.h"
+#include "model/fingerprint.h"
+#include "model/kv_cache.h"
+
+namespace skiff::memory {
+
+inline constexpr char kStoreMagic[8] = {'S', 'K', 'I', 'F', 'F', 'M', 'E', 'M'};
+inline constexpr uint32_t kStoreVersion = 1;
+inline constexpr size_t kHeaderBytes = 256;
+
+enum class EntryKind : uint32_t { kPassage = 0, kQa = 1 };
+// "passage", "qa"
+const char* entry_kind_name(EntryKind kind);
+
+struct StoreHeader {
+  uint32_t version = kStoreVersion;
+  ModelFingerprint model;
+  KvTypes types;
+  uint32_t vector_dim = 0;
+  uint64_t n_entries = 0;
+  uint64_t data_offset = 0, data_bytes = 0;
+  uint64_t entries_offset = 0, vectors_offset = 0, strings_offset = 0, strings_bytes = 0;
+  uint64_t tables_checksum = 0;  // of the entries, vectors and strings sections
+};
+
+// One entry's place in the file (64 bytes).
+struct EntryRecord {
+  uint64_t data_offset = 0;  // from the data section's start
+  uint64_t data_bytes = 0;
+  uint64_t data_checksum = 0;
+  uint64_t id_offset = 0, text_offset = 0;  // in the strings section
+  uint32_t id_bytes = 0, text_bytes = 0;
+  uint32_t n_tokens = 0;
+  uint32_t kind = 0;
+  uint64_t reserved = 0;
+};
+static_assert(sizeof(EntryRecord) == 64);
+
+// Parses and checks a store's header (magic, version, checksum, section bounds against
+// file_size). Throws Error naming `name` and what is wrong. Also the fuzz target's entry.
+StoreHeader parse_store_header(std::span<const uint8_t> bytes, uint64_t file_size, const std::string& name);
+
+class MemoryStore {
+ public:
+  // Maps and checks the file: header, tables checksum, every record's bounds. Throws Error.
+  explicit MemoryStore(const std::string& path);
+  // The same over bytes in memory (tests, fuzzing); `bytes` must outlive the store.
+  MemoryStore(std::span<const uint8_t> bytes, std::string name);
+
+  const StoreHeader& header() const { return h_; }
+  const std::string& name() const { return name_; }
+  size_t size() const { return static_cast<size_t>(h_.n_entries); }
+  KvTypes types() const { return h_.types; }
+  int n_layers() const { return h_.model.n_layers; }
+  int kv_dim() const { return h_.model.kv_dim; }
+  // Throws Error unless the store was built with this model (its fingerprint).
+  void check_model(const Model& model) const;
+
+  struct Entry {
+    std::string_view id, text;
+    EntryKind kind;
+    int n_tokens;
+  };
+  Entry entry(size_t i) const;
+  std::span<const int32_t> tokens(size_t i) const;
+  std::span<const float> vector(size_t i) const;
+  // Keys (values) of entry i in `layer`: n_tokens rows of key_row_bytes (value_row_bytes).
+  const uint8_t* keys(size_t i, int layer) const;
+  const uint8_t* values(size_t i, int layer) const;
+  size_t key_row_bytes() const;
+  size_t value_row_bytes() const;
+  // Bytes entry i takes in the file (tokens, keys and values).
+  size_t entry_bytes(size_t i) const { return static_cast<size_t>(record(i).data_bytes); }
+  // Throws Error when entry i's bytes do not match their checksum (callers check each entry
+  // once before reading its KV: splice does).
+  void verify_entry(size_t i) const;
+
+ private:
+  void open(std::span<const uint8_t> bytes);
+  const EntryRecord& record(size_t i) const;
+  const uint8_t* data(size_t i) const;
+
+  std::string name_;
+  std::shared_ptr<MappedFile> file_;
+  std::span<const uint8_t> bytes_;
+  StoreHeader h_;
+  std::vector<uint8_t> verified_;  // per entry: checksum already checked
+};
+
+// Appends entries to a new store file (written to `path`.tmp, renamed on finish()).
+class StoreWriter {
+ public:
+  StoreWriter(const std::string& path, const ModelFingerprint& model, KvTypes types, int vector_dim);
+  ~StoreWriter();
+  // keys/values: [n_layers][n_tokens][kv_dim] floats (converted to the store's types).
+  void add(std::string_view id, EntryKind kind, std::string_view text, std::span<const int32_t> tokens,
+           std::span<const float> keys, std::span<const float> values, std::span<const float> vector);
+  // Writes the tables and the header and renames the file into place; returns its size.
+  uint64_t finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace skiff::memory
