@@ -2,6 +2,7 @@
 // entries are encoded once into a store; a question retrieves k of them and splices their
 // keys and values into the context instead of prefilling their text.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <chrono>
@@ -48,7 +49,7 @@ void register_build(CLI::App* parent) {
     opt.types = types;
     opt.threads = f->model.threads;
     opt.progress = [](size_t done, size_t total) {
-      if (done % 64 == 0 || done == total) draw_progress("memory build", static_cast<int>(done), static_cast<int>(total));
+      draw_progress("memory build", static_cast<int>(done), static_cast<int>(total));
     };
     const memory::BuildStats s = memory::build_store(*model, kb, f->out, opt);
     std::printf("%s: %zu entries, %lld tokens, %.2f MiB (%.0f bytes per entry), built in %.2f s\n", f->out.c_str(),
@@ -60,7 +61,7 @@ void register_build(CLI::App* parent) {
 void register_ask(CLI::App* parent) {
   struct Flags {
     ModelFlags model;
-    std::string store, prompt, method = "splice";
+    std::string store, prompt, method = "splice", entries, dump;
     int k = 8, context = 0, max_tokens = 32;
     bool verbose = false;
   };
@@ -74,6 +75,9 @@ void register_ask(CLI::App* parent) {
   cmd->add_option("-c,--ctx-size", f->context, "context length (default: the model's, at most 4096)");
   cmd->add_option("-n,--max-tokens", f->max_tokens, "longest answer in tokens (default 32)")->check(CLI::Range(1, 4096));
   cmd->add_flag("-v,--verbose", f->verbose, "print the retrieved entries and the time to first token");
+  cmd->add_option("--entries", f->entries, "read these entries (comma-separated ids) instead of retrieving");
+  cmd->add_option("--dump", f->dump, "test hook: write the sequence, its block starts and the first logits as JSON")
+      ->group("");
   cmd->callback([f] {
     const std::optional<Method> method = memory::parse_method(f->method);
     if (!method || *method == Method::kOracle)
@@ -81,7 +85,27 @@ void register_ask(CLI::App* parent) {
     const memory::MemoryStore store(f->store);
     const std::unique_ptr<Model> model = open_model(f->model);
     memory::Reader reader(*model, &store, f->context, f->model.threads);
-    const memory::Answer a = reader.answer(*method, f->prompt, f->k, {}, f->max_tokens);
+    std::vector<size_t> given;
+    if (!f->entries.empty()) {
+      std::unordered_map<std::string, size_t> index;
+      for (size_t i = 0; i < store.size(); ++i) index.emplace(std::string(store.entry(i).id), i);
+      for (const std::string& id : CLI::detail::split(f->entries, ',')) {
+        auto it = index.find(id);
+        if (it == index.end()) fail("--entries: {} holds no entry \"{}\"", f->store, id);
+        given.push_back(it->second);
+      }
+    }
+    const memory::Answer a = reader.answer(*method, f->prompt, f->k, given, f->max_tokens);
+    if (!f->dump.empty()) {
+      const memory::Reader::Layout seq =
+          reader.layout(*method, a.entries, memory::question_tokens(*model->tokenizer, f->prompt));
+      std::FILE* out = std::fopen(f->dump.c_str(), "w");
+      if (!out) fail("{}: cannot write", f->dump);
+      auto ints = [](const std::vector<int32_t>& v) { return fmt::format("[{}]", fmt::join(v, ", ")); };
+      std::fprintf(out, "{\"tokens\": %s, \"first_visible\": %s, \"logits\": [%s]}\n", ints(seq.tokens).c_str(),
+                   ints(seq.first_visible).c_str(), fmt::format("{:.9g}", fmt::join(a.first_logits, ", ")).c_str());
+      std::fclose(out);
+    }
     if (f->verbose) {
       for (size_t e : a.entries) std::fprintf(stderr, "[%s] %.*s\n", std::string(store.entry(e).id).c_str(),
                                               static_cast<int>(store.entry(e).text.size()), store.entry(e).text.data());

@@ -58,67 +58,70 @@ Reader::Reader(const Model& model, const MemoryStore* store, int context_length,
   if (store) store->check_model(model);
 }
 
+Reader::Layout Reader::layout(Method method, std::span<const size_t> entries,
+                              std::span<const int32_t> question) const {
+  if (!entries.empty() && !store_) fail("memory: reading entries needs a store");
+  Layout out;
+  out.tokens = {model_.tokenizer->bos()};
+  out.first_visible = {0};
+  if (method != Method::kNone) {
+    const bool blocks = method == Method::kReadBlock || method == Method::kSplice || method == Method::kSpliceUncorrected;
+    for (size_t e : entries) {
+      const std::span<const int32_t> t = store_->tokens(e);
+      const int32_t start = static_cast<int32_t>(out.tokens.size());
+      out.tokens.insert(out.tokens.end(), t.begin(), t.end());
+      out.first_visible.insert(out.first_visible.end(), t.size(), blocks ? start : 0);
+    }
+  }
+  out.tokens.insert(out.tokens.end(), question.begin(), question.end());
+  out.first_visible.insert(out.first_visible.end(), question.size(), 0);
+  return out;
+}
+
 std::vector<float> Reader::prefill(Method method, std::span<const size_t> entries, std::span<const int32_t> question) {
   const ModelConfig& c = model_.config;
   if (question.empty()) fail("memory: empty question");
-  if (!entries.empty() && !store_) fail("memory: reading entries needs a store");
-  ctx_.cache().clear();
-  // The sequence, and for block attention each row's first visible position.
-  std::vector<int32_t> tokens = {model_.tokenizer->bos()};
-  std::vector<int32_t> first_visible = {0};
-  const bool text = method == Method::kOracle || method == Method::kRead || method == Method::kReadBlock;
-  if (text) {
-    for (size_t e : entries) {
-      const std::span<const int32_t> t = store_->tokens(e);
-      const int32_t start = static_cast<int32_t>(tokens.size());
-      tokens.insert(tokens.end(), t.begin(), t.end());
-      first_visible.insert(first_visible.end(), t.size(), method == Method::kReadBlock ? start : 0);
-    }
-  }
-  const bool splicing = method == Method::kSplice || method == Method::kSpliceUncorrected;
-  int spliced = 0;
-  if (splicing) {
-    for (size_t e : entries) spliced += store_->entry(e).n_tokens;
-  }
-  if (static_cast<int>(tokens.size() + question.size()) + spliced > ctx_.context_length())
+  Layout seq = layout(method, entries, question);
+  if (static_cast<int>(seq.tokens.size()) > ctx_.context_length())
     fail("memory: {} entries and the question need {} positions, more than the context ({}); use a smaller -k or "
          "a larger -c",
-         entries.size(), tokens.size() + question.size() + static_cast<size_t>(spliced), ctx_.context_length());
-  if (splicing) {
+         entries.size(), seq.tokens.size(), ctx_.context_length());
+  ctx_.cache().clear();
+  int64_t from = 0;  // the first position prefilled from tokens
+  if (method == Method::kSplice || method == Method::kSpliceUncorrected) {
     // BOS, then the stored entries, then the question reads everything.
     std::vector<float> bos(static_cast<size_t>(c.dim));
-    embed(model_, {tokens.data(), 1}, bos.data());
+    embed(model_, {seq.tokens.data(), 1}, bos.data());
     forward(ctx_, bos.data(), 1, 0, c.n_layers);
     splice(ctx_, *store_, entries, method == Method::kSplice);
-    tokens.clear();
-    first_visible.clear();
+    from = static_cast<int64_t>(seq.tokens.size() - question.size());
   }
-  tokens.insert(tokens.end(), question.begin(), question.end());
-  first_visible.insert(first_visible.end(), question.size(), 0);
-  const int64_t T = static_cast<int64_t>(tokens.size());
+  const int64_t T = static_cast<int64_t>(seq.tokens.size()) - from;
   std::vector<float> hidden(static_cast<size_t>(T) * c.dim);
-  embed(model_, tokens, hidden.data());
-  if (method == Method::kReadBlock) forward_masked(ctx_, hidden.data(), T, 0, c.n_layers, first_visible);
+  embed(model_, std::span<const int32_t>(seq.tokens).subspan(static_cast<size_t>(from)), hidden.data());
+  if (method == Method::kReadBlock)
+    forward_masked(ctx_, hidden.data(), T, 0, c.n_layers, std::span<const int32_t>(seq.first_visible));
   else forward(ctx_, hidden.data(), T, 0, c.n_layers);
   std::vector<float> logits(static_cast<size_t>(c.vocab_size));
   compute_logits(ctx_, hidden.data() + (T - 1) * c.dim, 1, logits.data());
   return logits;
 }
 
-Answer Reader::answer(Method method, const std::string& question, int k, std::span<const size_t> gold,
+Answer Reader::answer(Method method, const std::string& question, int k, std::span<const size_t> given,
                       int max_tokens) {
   const Tokenizer& tok = *model_.tokenizer;
   const auto t0 = std::chrono::steady_clock::now();
   Answer a;
   const std::vector<int32_t> q = question_tokens(tok, question);
-  if (retrieves(method)) {
+  if (method == Method::kOracle || (retrieves(method) && !given.empty())) {
+    a.entries.assign(given.begin(), given.end());
+  } else if (retrieves(method)) {
     if (!store_) fail("memory: method {} needs a store", method_name(method));
     const std::vector<float> query = retrieval_vector(query_ctx_, tok.encode(question, false));
     for (const Hit& h : search_exact(*store_, query, k)) a.entries.push_back(h.entry);
-  } else if (method == Method::kOracle) {
-    a.entries.assign(gold.begin(), gold.end());
   }
   std::vector<float> logits = prefill(method, a.entries, q);
+  a.first_logits = logits;
   a.ttft_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   a.prefill_tokens = 1 + static_cast<int>(q.size());
   if (method != Method::kSplice && method != Method::kSpliceUncorrected) {

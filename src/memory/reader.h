@@ -39,6 +39,7 @@ struct Answer {
   std::vector<size_t> entries;   // what was read (retrieved or gold)
   double ttft_ms = 0;            // question in -> first answer token's logits out
   int prefill_tokens = 0;        // tokens run through the model before the first answer token
+  std::vector<float> first_logits;  // the distribution of the first answer token
 };
 
 class Reader {
@@ -46,10 +47,19 @@ class Reader {
   // store may be null for `none` and for reading given entries (prefill_with).
   Reader(const Model& model, const MemoryStore* store, int context_length, int threads);
 
-  // Retrieves k entries (when the method does) and answers. `gold`: the entries `oracle`
-  // reads. max_tokens bounds the answer.
-  Answer answer(Method method, const std::string& question, int k, std::span<const size_t> gold = {},
+  // Retrieves k entries (when the method does) and answers. `given`: the entries `oracle`
+  // reads, and which the other methods read instead of retrieving when it is not empty.
+  // max_tokens bounds the answer.
+  Answer answer(Method method, const std::string& question, int k, std::span<const size_t> given = {},
                 int max_tokens = 16);
+
+  // The whole sequence `method` reads (spliced entries included, as their tokens) and, per
+  // position, the first position it attends to (0 but for entries under block attention or
+  // splicing, which see only themselves).
+  struct Layout {
+    std::vector<int32_t> tokens, first_visible;
+  };
+  Layout layout(Method method, std::span<const size_t> entries, std::span<const int32_t> question) const;
 
   // The sequence built for `method` from these entries and question tokens, prefilled into
   // the reader's context; returns the logits after the last question token (tests compare
