@@ -87,7 +87,12 @@ class TrainModel {
 
   // Forward over tokens [B][T+1] (inputs are the first T of each row, targets the last T),
   // with skip[b * L + l] (nullptr: no layer skipped). Keeps activations for backward.
-  void forward(const int32_t* tokens, const uint8_t* skip);
+  // Block attention: first_visible[b * T + t] is the first row (within sample b) that row t
+  // attends to, 0 <= first_visible <= t (nullptr: causal from the sample start; see
+  // attention_forward). loss_mask[b * T + t] == 0 drops row t's target from every loss (its
+  // target becomes -1); the mean cross-entropy is over the counted rows (nullptr: all count).
+  void forward(const int32_t* tokens, const uint8_t* skip, const int32_t* first_visible = nullptr,
+               const uint8_t* loss_mask = nullptr);
   // The losses of `spec` after forward(); gradients of loss * grad_scale ACCUMULATE into
   // grads() (call zero_grads() first for a fresh step).
   StepResult backward(const LossSpec& spec, float grad_scale);
@@ -103,6 +108,8 @@ class TrainModel {
 
  private:
   void layer_forward(int l);
+  // first_visible_ of the samples in `active` (compact, as the layer's buffers), or nullptr.
+  const int32_t* visible_rows(const std::vector<int>& active);
   // l1_grad: the sparsity penalty's gradient per positive gate value (ReLU only).
   void layer_backward(int l, float* dres, float l1_grad);
   // Head on resid_[layer+1]: loss (+ gradient into dres when grad_scale != 0).
@@ -118,8 +125,12 @@ class TrainModel {
   RopeTable rope_;
 
   // inputs
-  std::vector<int32_t> inputs_, targets_;
+  std::vector<int32_t> inputs_, targets_;  // target -1: no loss at that row
+  int64_t counted_ = 0;                    // rows with a target
   std::vector<uint8_t> skip_;
+  bool block_attention_ = false;           // first_visible_ given (else causal)
+  std::vector<int32_t> first_visible_;     // [B*T]
+  std::vector<int32_t> visible_active_;    // first_visible_ of a layer's active samples
   // activations
   std::vector<float> resid_;  // [L+1][N][D]
   struct LayerActs {
