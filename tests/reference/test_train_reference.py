@@ -558,7 +558,7 @@ def make_episodes(path, n, seed, max_entries=3):
                                 "question": f"what has {name}?", "answer": thing}) + "\n")
 
 
-EPISODE_SEQ = 48
+EPISODE_SEQ = 64  # TINY's context; its character-level vocabulary makes episodes long
 
 
 def episode_cmd(skiff, model, data, episodes, out, steps, extra=()):
@@ -576,7 +576,7 @@ def check_episode_losses(skiff, tmp, ctx):
     weights = write_model(model, TINY, 12)
     data, eps = os.path.join(tmp, "ep_text.txt"), os.path.join(tmp, "eps.jsonl")
     make_text(data, 60, 4)
-    make_episodes(eps, 40, 6)
+    make_episodes(eps, 40, 6, max_entries=2)
     dump, out = os.path.join(tmp, "ep_dump"), os.path.join(tmp, "ep1.gguf")
     steps, B, T, L = 8, 3, EPISODE_SEQ, TINY.n_layers
     run(episode_cmd(skiff, model, data, eps, out, steps, ["--debug-dump", dump]))
@@ -634,7 +634,7 @@ def check_episode_scratch(skiff, tmp, ctx):
 
 def check_episode_errors(skiff, tmp, ctx):
     data, eps = os.path.join(tmp, "er_text.txt"), os.path.join(tmp, "er_eps.jsonl")
-    make_text(data, 20, 1)
+    make_text(data, 100, 1)
     with open(eps, "w") as f:
         f.write(json.dumps({"entries": ["ab has a face."], "question": "what?", "answer": "face"}) + "\n")
         f.write(json.dumps({"entries": ["ab ba cab dad bead face gag hid jig kale mole"] * 8,
