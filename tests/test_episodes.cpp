@@ -19,7 +19,8 @@ using namespace skiff::train;
 namespace {
 
 const Tokenizer& test_tokenizer() {
-  static std::unique_ptr<Model> m = load_model(std::string(SKIFF_SOURCE_DIR) + "/models/stories260K.gguf");
+  static std::unique_ptr<Model> m =
+      load_model(std::string(SKIFF_SOURCE_DIR) + "/models/stories260K.gguf");
   return *m->tokenizer;
 }
 
@@ -30,7 +31,8 @@ std::vector<int32_t> concat(std::initializer_list<std::vector<int32_t>> parts) {
 }
 
 std::string write_temp(const std::string& name, const std::string& text) {
-  auto p = std::filesystem::temp_directory_path() / ("skiff_episodes_" + name + "_" + std::to_string(::getpid()));
+  auto p = std::filesystem::temp_directory_path() /
+           ("skiff_episodes_" + name + "_" + std::to_string(::getpid()));
   std::ofstream(p) << text;
   return p.string();
 }
@@ -72,7 +74,8 @@ TEST(Episodes, TokenLayoutMasksAndLoss) {
   ASSERT_EQ(t.tokens, concat({{tok.bos()}, e1, e2, q, a}));
   ASSERT_EQ(t.first_visible.size(), t.tokens.size());
   ASSERT_EQ(t.loss.size(), t.tokens.size());
-  const size_t s1 = 1, s2 = s1 + e1.size(), sq = s2 + e2.size(), sa = sq + q.size(), n = t.tokens.size();
+  const size_t s1 = 1, s2 = s1 + e1.size(), sq = s2 + e2.size(), sa = sq + q.size(),
+               n = t.tokens.size();
   for (size_t i = 0; i < n; ++i) {
     int32_t want_fv = 0;
     if (i >= s1 && i < s2) want_fv = static_cast<int32_t>(s1);
@@ -89,7 +92,8 @@ TEST(Episodes, TokenLayoutMasksAndLoss) {
 TEST(Episodes, PacksWholeEpisodesWithPadding) {
   // Lengths: 1 + 2 + 3 + 2 + 2 = 10, 1 + 4 + 2 + 1 = 8, 1 + 1 + 1 + 1 = 4; T = 20: the first
   // two share window 0 (18 rows + 2 padding), the third opens window 1.
-  std::vector<EpisodeTokens> eps = {synthetic(1, {2, 3}, 2, 2), synthetic(2, {4}, 2, 1), synthetic(3, {1}, 1, 1)};
+  std::vector<EpisodeTokens> eps = {synthetic(1, {2, 3}, 2, 2), synthetic(2, {4}, 2, 1),
+                                    synthetic(3, {1}, 1, 1)};
   const int T = 20;
   EpisodeSet set(eps, T, 7, /*pad=*/2, "test");
   ASSERT_EQ(set.windows(), 2);
@@ -108,7 +112,7 @@ TEST(Episodes, PacksWholeEpisodesWithPadding) {
     EXPECT_EQ(fv[10 + i], 10 + eps[1].first_visible[i]) << "shifted to the episode's start";
     EXPECT_EQ(mask[10 + i], eps[1].loss[i]);
   }
-  EXPECT_EQ(mask[9], 0);   // an episode's last row never predicts the next episode
+  EXPECT_EQ(mask[9], 0);  // an episode's last row never predicts the next episode
   EXPECT_EQ(mask[17], 0);
   for (int t = 18; t < T; ++t) {
     EXPECT_EQ(tokens[static_cast<size_t>(t)], 2);
@@ -133,17 +137,22 @@ TEST(Episodes, TooLongEpisodeNamesItsLine) {
 }
 
 TEST(Episodes, ReadsJsonlAndNamesBadLines) {
-  const std::string good = write_temp(
-      "good", "{\"entries\": [\"a b\", \"c\"], \"question\": \"q?\", \"answer\": \"x\"}\n\n"
-              "{\"entries\": [], \"question\": \"r\", \"answer\": \"y\", \"extra\": 1}\n");
+  const std::string good =
+      write_temp("good",
+                 "{\"entries\": [\"a b\", \"c\"], \"question\": \"q?\", \"answer\": \"x\"}\n\n"
+                 "{\"entries\": [], \"question\": \"r\", \"answer\": \"y\", \"extra\": 1}\n");
   std::vector<Episode> eps = read_episodes(good);
   ASSERT_EQ(eps.size(), 2u);
   EXPECT_EQ(eps[0].entries, (std::vector<std::string>{"a b", "c"}));
   EXPECT_EQ(eps[1].question, "r");
   EXPECT_EQ(eps[1].line, 3);
-  for (const char* bad : {"{\"entries\": [\"a\"], \"question\": \"q\"}", "{\"entries\": \"a\", \"question\": \"q\", \"answer\": \"x\"}",
-                          "not json", "{\"entries\": [1], \"question\": \"q\", \"answer\": \"x\"}"}) {
-    const std::string path = write_temp("bad", std::string("{\"entries\": [], \"question\": \"q\", \"answer\": \"x\"}\n") + bad + "\n");
+  for (const char* bad :
+       {"{\"entries\": [\"a\"], \"question\": \"q\"}",
+        "{\"entries\": \"a\", \"question\": \"q\", \"answer\": \"x\"}", "not json",
+        "{\"entries\": [1], \"question\": \"q\", \"answer\": \"x\"}"}) {
+    const std::string path = write_temp(
+        "bad",
+        std::string("{\"entries\": [], \"question\": \"q\", \"answer\": \"x\"}\n") + bad + "\n");
     try {
       read_episodes(path);
       ADD_FAILURE() << "no error for " << bad;
@@ -175,7 +184,8 @@ TEST(Episodes, MixCountsPerMicroBatch) {
 
 TEST(Episodes, EachEpochVisitsEveryWindowOnce) {
   std::vector<EpisodeTokens> eps;
-  for (int i = 0; i < 7; ++i) eps.push_back(synthetic(i + 1, {3}, 2, 2));  // 8 tokens: one per window of 10
+  for (int i = 0; i < 7; ++i)
+    eps.push_back(synthetic(i + 1, {3}, 2, 2));  // 8 tokens: one per window of 10
   EpisodeSet a(eps, 10, 3, 0, "t"), b(eps, 10, 3, 0, "t");
   ASSERT_EQ(a.windows(), 7);
   std::vector<int32_t> ta(11), tb(11), fv(10);

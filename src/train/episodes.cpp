@@ -37,7 +37,8 @@ std::vector<Episode> read_episodes(const std::string& path) {
     Episode e;
     e.line = line_no;
     auto it = j.find("entries");
-    if (it == j.end() || !it->is_array()) fail("{}: \"entries\" must be an array of strings", where);
+    if (it == j.end() || !it->is_array())
+      fail("{}: \"entries\" must be an array of strings", where);
     for (const Json& x : *it) {
       if (!x.is_string()) fail("{}: \"entries\" must be an array of strings", where);
       e.entries.push_back(x.get<std::string>());
@@ -80,29 +81,33 @@ EpisodeTokens tokenize_episode(const Tokenizer& tok, const Episode& e) {
   const size_t n = r.tokens.size();
   r.loss.assign(n, 0);
   for (size_t i = 0; i + 1 < n; ++i)
-    r.loss[i] = segment[i] == segment[i + 1] || (segment[i] == question && segment[i + 1] == question + 1);
+    r.loss[i] =
+        segment[i] == segment[i + 1] || (segment[i] == question && segment[i + 1] == question + 1);
   return r;
 }
 
-EpisodeSet::EpisodeSet(const Tokenizer& tokenizer, const std::string& path, int seq_len, uint64_t seed,
-                       ThreadPool& pool)
+EpisodeSet::EpisodeSet(const Tokenizer& tokenizer, const std::string& path, int seq_len,
+                       uint64_t seed, ThreadPool& pool)
     : T_(seq_len), seed_(seed) {
   const std::vector<Episode> episodes = read_episodes(path);
   std::vector<EpisodeTokens> tokens(episodes.size());
-  pool.parallel_for_dynamic(static_cast<int64_t>(episodes.size()), 64, [&](int64_t b, int64_t e, int) {
-    for (int64_t i = b; i < e; ++i)
-      tokens[static_cast<size_t>(i)] = tokenize_episode(tokenizer, episodes[static_cast<size_t>(i)]);
-  });
+  pool.parallel_for_dynamic(static_cast<int64_t>(episodes.size()), 64,
+                            [&](int64_t b, int64_t e, int) {
+                              for (int64_t i = b; i < e; ++i)
+                                tokens[static_cast<size_t>(i)] =
+                                    tokenize_episode(tokenizer, episodes[static_cast<size_t>(i)]);
+                            });
   pack(tokens, tokenizer.eos() >= 0 ? tokenizer.eos() : 0, path);
 }
 
-EpisodeSet::EpisodeSet(const std::vector<EpisodeTokens>& episodes, int seq_len, uint64_t seed, int32_t pad,
-                       const std::string& source)
+EpisodeSet::EpisodeSet(const std::vector<EpisodeTokens>& episodes, int seq_len, uint64_t seed,
+                       int32_t pad, const std::string& source)
     : T_(seq_len), seed_(seed) {
   pack(episodes, pad, source);
 }
 
-void EpisodeSet::pack(const std::vector<EpisodeTokens>& episodes, int32_t pad, const std::string& source) {
+void EpisodeSet::pack(const std::vector<EpisodeTokens>& episodes, int32_t pad,
+                      const std::string& source) {
   if (T_ < 1) fail("train: sequence length must be positive");
   if (episodes.empty()) fail("{}: no episodes", source);
   const auto T = static_cast<size_t>(T_);
@@ -145,7 +150,8 @@ void EpisodeSet::pack(const std::vector<EpisodeTokens>& episodes, int32_t pad, c
   if (tokens_.empty()) fail("{}: every episode is empty", source);
 }
 
-void EpisodeSet::window(int64_t w, int32_t* tokens, int32_t* first_visible, uint8_t* loss_mask) const {
+void EpisodeSet::window(int64_t w, int32_t* tokens, int32_t* first_visible,
+                        uint8_t* loss_mask) const {
   const auto T = static_cast<size_t>(T_);
   const auto i = static_cast<size_t>(w);
   std::memcpy(tokens, tokens_.data() + i * (T + 1), sizeof(int32_t) * (T + 1));
@@ -153,13 +159,15 @@ void EpisodeSet::window(int64_t w, int32_t* tokens, int32_t* first_visible, uint
   std::memcpy(loss_mask, loss_mask_.data() + i * T, T);
 }
 
-void EpisodeSet::train_window(int64_t g, int32_t* tokens, int32_t* first_visible, uint8_t* loss_mask) {
+void EpisodeSet::train_window(int64_t g, int32_t* tokens, int32_t* first_visible,
+                              uint8_t* loss_mask) {
   const int64_t n = windows(), epoch = g / n;
   if (epoch != order_epoch_) {
     order_.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) order_[static_cast<size_t>(i)] = i;
     for (int64_t i = n - 1; i > 0; --i) {  // Fisher-Yates, a stream of its own (not the text's)
-      double u = counter_uniform(seed_ ^ 0x45706973ull, static_cast<uint64_t>(epoch), static_cast<uint64_t>(i), 0, 0);
+      double u = counter_uniform(seed_ ^ 0x45706973ull, static_cast<uint64_t>(epoch),
+                                 static_cast<uint64_t>(i), 0, 0);
       auto j = static_cast<int64_t>(u * static_cast<double>(i + 1));
       std::swap(order_[static_cast<size_t>(i)], order_[static_cast<size_t>(j)]);
     }

@@ -114,22 +114,22 @@ void transpose_head(float* dst, const float* src, int64_t b, int T, int64_t widt
 }
 }  // namespace
 
+// Each op is a template on kBlocks so that the causal path (first_visible == nullptr) compiles
+// with a constant first key 0, exactly the loops it had before block attention.
 namespace {
 // The first key row t sees (0: causal from the sample start).
+template <bool kBlocks>
 inline int visible_from(const int32_t* first_visible, int64_t b, int T, int t) {
-  return first_visible ? first_visible[b * T + t] : 0;
+  if constexpr (kBlocks)
+    return first_visible[b * T + t];
+  else
+    return 0;
 }
-}  // namespace
 
-void attention_forward(float* out, float* att, const float* q, const float* k, const float* v,
-                       const int32_t* first_visible, int64_t B, int T, int H, int KV, int hd,
-                       ThreadPool& pool) {
-  if (first_visible)
-    for (int64_t n = 0; n < B * T; ++n) {
-      const int32_t t = static_cast<int32_t>(n % T), f = first_visible[n];
-      if (f < 0 || f > t)
-        fail("train: first_visible[{}] = {} is outside [0, {}] (row {} of its sample)", n, f, t, t);
-    }
+template <bool kBlocks>
+void attention_forward_impl(float* out, float* att, const float* q, const float* k, const float* v,
+                            const int32_t* first_visible, int64_t B, int T, int H, int KV, int hd,
+                            ThreadPool& pool) {
   const int group = H / KV;
   const int64_t qw = static_cast<int64_t>(H) * hd, kw = static_cast<int64_t>(KV) * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -140,7 +140,7 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
       const int h = static_cast<int>(bh % H), kvh = h / group;
       transpose_head(kT.data(), k, b, T, kw, kvh, hd);
       for (int t = 0; t < T; ++t) {
-        const int lo = visible_from(first_visible, b, T, t);
+        const int lo = visible_from<kBlocks>(first_visible, b, T, t);
         const float* qt = q + (b * T + t) * qw + static_cast<int64_t>(h) * hd;
         float* p = att + ((b * H + h) * T + t) * static_cast<int64_t>(T);
         for (int s = 0; s <= t; ++s) p[s] = 0.0f;
@@ -173,9 +173,11 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
 
 // Keys before first_visible have probability exactly 0, so their terms are exactly 0: the
 // loops skip them (the same sums, fewer flops).
-void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* att,
-                        const float* q, const float* k, const float* v, const int32_t* first_visible,
-                        int64_t B, int T, int H, int KV, int hd, ThreadPool& pool) {
+template <bool kBlocks>
+void attention_backward_impl(float* dq, float* dk, float* dv, const float* dout, const float* att,
+                             const float* q, const float* k, const float* v,
+                             const int32_t* first_visible, int64_t B, int T, int H, int KV, int hd,
+                             ThreadPool& pool) {
   const int group = H / KV;
   const int64_t qw = static_cast<int64_t>(H) * hd, kw = static_cast<int64_t>(KV) * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -191,7 +193,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       std::fill(dvT.begin(), dvT.end(), 0.0f);
       for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
         for (int t = 0; t < T; ++t) {
-          const int lo = visible_from(first_visible, b, T, t);
+          const int lo = visible_from<kBlocks>(first_visible, b, T, t);
           const float* p = att + ((b * H + h) * T + t) * static_cast<int64_t>(T);
           const float* go = dout + (b * T + t) * qw + static_cast<int64_t>(h) * hd;
           const float* qt = q + (b * T + t) * qw + static_cast<int64_t>(h) * hd;
@@ -233,6 +235,32 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       }
     }
   });
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* att, const float* q, const float* k, const float* v,
+                       const int32_t* first_visible, int64_t B, int T, int H, int KV, int hd,
+                       ThreadPool& pool) {
+  if (!first_visible) {
+    attention_forward_impl<false>(out, att, q, k, v, nullptr, B, T, H, KV, hd, pool);
+    return;
+  }
+  for (int64_t n = 0; n < B * T; ++n) {
+    const int32_t t = static_cast<int32_t>(n % T), f = first_visible[n];
+    if (f < 0 || f > t)
+      fail("train: first_visible[{}] = {} is outside [0, {}] (row {} of its sample)", n, f, t, t);
+  }
+  attention_forward_impl<true>(out, att, q, k, v, first_visible, B, T, H, KV, hd, pool);
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* att,
+                        const float* q, const float* k, const float* v, const int32_t* first_visible,
+                        int64_t B, int T, int H, int KV, int hd, ThreadPool& pool) {
+  if (first_visible)
+    attention_backward_impl<true>(dq, dk, dv, dout, att, q, k, v, first_visible, B, T, H, KV, hd, pool);
+  else
+    attention_backward_impl<false>(dq, dk, dv, dout, att, q, k, v, nullptr, B, T, H, KV, hd, pool);
 }
 
 void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, ThreadPool& pool) {
