@@ -6,7 +6,9 @@
 //
 // LayerSkip hooks: a per-sample skip mask per layer (a skipped layer is the identity for that
 // sample: its rows are not even computed) and a loss after any set of layers through the
-// shared head, each with its own weight. Results do not depend on the thread count.
+// shared head, each with its own weight. Block attention (memory-augmented episodes,
+// episodes.h): a per-row first visible key and a per-row loss mask. Results do not depend on
+// the thread count.
 #pragma once
 
 #include <cstdint>
@@ -58,7 +60,8 @@ struct LossSpec {
 };
 
 struct StepResult {
-  double loss = 0;                // sum over exits of scale * mean CE, plus sparsity_loss
+  double loss = 0;                // sum over exits of scale * mean CE (over the rows with a
+                                  // target), plus sparsity_loss
   std::vector<double> exit_loss;  // per exit layer of the spec
   double sparsity_loss = 0;       // the activation-sparsity penalty (in `loss`)
   // ReLU-gated models: the fraction of zero FFN activations (gate <= 0) over the rows that ran
