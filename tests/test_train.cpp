@@ -2,7 +2,10 @@
 // hand-computed values; the schedule and clipping; data splitting and shuffling; checkpoint
 // round trip and corruption; thread-count invariance (SiLU, and ReLU with the activation L1
 // penalty); overfitting a tiny batch; resume after an interruption (bit-exact); the NaN guard;
-// the trainer's logits against the engine's forward (SiLU and ReLU). Gradients against
+// the trainer's logits against the engine's forward (SiLU and ReLU); block attention
+// (first_visible masks: all-zero equals causal, keys before a row's first visible one do not
+// matter, thread-count invariance, an entry's logits independent of what precedes it and of its
+// position) and the loss mask. Gradients against
 // PyTorch are in tests/reference/test_train_reference.py.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -446,4 +449,225 @@ TEST(Trainer, NanStopsWithTheLastCheckpointIntact) {
   std::unique_ptr<Model> loaded = load_model(dir + "/ckpt.gguf");
   EXPECT_EQ(loaded->config.n_layers, 3);
   std::filesystem::remove_all(dir);
+}
+
+// ---- Block attention (memory-augmented episodes): first_visible masks -------------------
+
+namespace {
+
+struct AttentionCase {
+  int64_t B = 2;
+  int T = 12, H = 4, KV = 2, hd = 8;
+  std::vector<float> q, k, v, dout;
+  // Sample 0: an episode [BOS][entry 3 rows][entry 4 rows][question 4 rows]; sample 1 plain
+  // text rows then an episode whose entry starts at row 7.
+  std::vector<int32_t> first_visible = {0, 1, 1, 1, 4, 4, 4, 4, 0, 0, 0, 0,
+                                        0, 0, 0, 0, 0, 5, 5, 7, 7, 7, 5, 5};
+  explicit AttentionCase(uint64_t seed) {
+    auto fill = [&](std::vector<float>& x, size_t n, uint64_t stream) {
+      x.resize(n);
+      for (size_t i = 0; i < n; ++i) x[i] = static_cast<float>(counter_uniform(seed, stream, i, 0, 0) * 2 - 1);
+    };
+    const auto N = static_cast<size_t>(B * T);
+    fill(q, N * static_cast<size_t>(H * hd), 1);
+    fill(k, N * static_cast<size_t>(KV * hd), 2);
+    fill(v, N * static_cast<size_t>(KV * hd), 3);
+    fill(dout, N * static_cast<size_t>(H * hd), 4);
+  }
+  size_t out_size() const { return static_cast<size_t>(B * T * H * hd); }
+  size_t att_size() const { return static_cast<size_t>(B * H * T * T); }
+  size_t kv_size() const { return static_cast<size_t>(B * T * KV * hd); }
+};
+
+struct AttentionResult {
+  std::vector<float> out, att, dq, dk, dv;
+};
+
+AttentionResult run_attention(const AttentionCase& c, const int32_t* first_visible, int threads) {
+  ThreadPool pool(threads);
+  AttentionResult r;
+  r.out.resize(c.out_size());
+  r.att.resize(c.att_size());
+  r.dq.resize(c.out_size());
+  r.dk.resize(c.kv_size());
+  r.dv.resize(c.kv_size());
+  attention_forward(r.out.data(), r.att.data(), c.q.data(), c.k.data(), c.v.data(), first_visible, c.B, c.T,
+                    c.H, c.KV, c.hd, pool);
+  attention_backward(r.dq.data(), r.dk.data(), r.dv.data(), c.dout.data(), r.att.data(), c.q.data(), c.k.data(),
+                     c.v.data(), first_visible, c.B, c.T, c.H, c.KV, c.hd, pool);
+  return r;
+}
+
+}  // namespace
+
+TEST(TrainOps, BlockAttentionAllZeroEqualsCausalBitForBit) {
+  AttentionCase c(3);
+  std::vector<int32_t> zeros(static_cast<size_t>(c.B * c.T), 0);
+  AttentionResult causal = run_attention(c, nullptr, 2), masked = run_attention(c, zeros.data(), 2);
+  EXPECT_EQ(causal.out, masked.out);
+  EXPECT_EQ(causal.att, masked.att);
+  EXPECT_EQ(causal.dq, masked.dq);
+  EXPECT_EQ(causal.dk, masked.dk);
+  EXPECT_EQ(causal.dv, masked.dv);
+}
+
+TEST(TrainOps, BlockAttentionIgnoresKeysBeforeFirstVisible) {
+  AttentionCase c(4);
+  AttentionResult base = run_attention(c, c.first_visible.data(), 2);
+  // Masked-out probabilities are exactly 0, the visible ones sum to 1.
+  for (int64_t b = 0; b < c.B; ++b)
+    for (int h = 0; h < c.H; ++h)
+      for (int t = 0; t < c.T; ++t) {
+        const float* p = base.att.data() + ((b * c.H + h) * c.T + t) * c.T;
+        const int lo = c.first_visible[static_cast<size_t>(b * c.T + t)];
+        double sum = 0;
+        for (int s = 0; s < c.T; ++s) {
+          if (s < lo || s > t) {
+            EXPECT_EQ(p[s], 0.0f) << b << " " << h << " " << t << " " << s;
+          }
+          sum += p[s];
+        }
+        EXPECT_NEAR(sum, 1.0, 1e-5);
+      }
+  // Changing the keys and values of every row before row t's first_visible leaves row t's
+  // output unchanged, bit for bit (an entry's rows do not depend on what precedes it).
+  const int64_t kw = static_cast<int64_t>(c.KV) * c.hd, qw = static_cast<int64_t>(c.H) * c.hd;
+  for (int64_t b = 0; b < c.B; ++b)
+    for (int t = 0; t < c.T; ++t) {
+      const int lo = c.first_visible[static_cast<size_t>(b * c.T + t)];
+      if (lo == 0) continue;
+      AttentionCase altered = c;
+      for (int s = 0; s < lo; ++s)
+        for (int64_t i = 0; i < kw; ++i) {
+          altered.k[static_cast<size_t>((b * c.T + s) * kw + i)] += 0.75f;
+          altered.v[static_cast<size_t>((b * c.T + s) * kw + i)] -= 1.5f;
+        }
+      AttentionResult r = run_attention(altered, c.first_visible.data(), 2);
+      for (int64_t i = 0; i < qw; ++i)
+        ASSERT_EQ(r.out[static_cast<size_t>((b * c.T + t) * qw + i)],
+                  base.out[static_cast<size_t>((b * c.T + t) * qw + i)])
+            << "sample " << b << " row " << t;
+    }
+}
+
+TEST(TrainOps, BlockAttentionThreadCountInvariant) {
+  AttentionCase c(5);
+  AttentionResult one = run_attention(c, c.first_visible.data(), 1),
+                  three = run_attention(c, c.first_visible.data(), 3);
+  EXPECT_EQ(one.out, three.out);
+  EXPECT_EQ(one.att, three.att);
+  EXPECT_EQ(one.dq, three.dq);
+  EXPECT_EQ(one.dk, three.dk);
+  EXPECT_EQ(one.dv, three.dv);
+}
+
+TEST(TrainOps, BlockAttentionRejectsBadFirstVisible) {
+  AttentionCase c(6);
+  std::vector<int32_t> bad = c.first_visible;
+  bad[3] = 4;  // row 3 cannot start its keys after itself
+  EXPECT_THROW(run_attention(c, bad.data(), 1), Error);
+  bad[3] = -1;
+  EXPECT_THROW(run_attention(c, bad.data(), 1), Error);
+}
+
+TEST(TrainModel, BlockAttentionAndLossMaskThreadCountInvariant) {
+  // Through the whole model: masks, ignored targets and layer dropout, 1 vs 2 threads.
+  ModelConfig c = tiny_config();
+  const int B = 2, T = 12;
+  std::vector<int32_t> first_visible = AttentionCase(0).first_visible;
+  std::vector<uint8_t> loss_mask(static_cast<size_t>(B * T), 1);
+  for (size_t i = 0; i < loss_mask.size(); i += 3) loss_mask[i] = 0;
+  std::vector<std::vector<float>> grads;
+  std::vector<double> losses;
+  for (int threads : {1, 2}) {
+    ThreadPool pool(threads);
+    TrainModel m(c, false, B, T, pool);
+    m.init_random(5);
+    auto tokens = random_tokens(static_cast<size_t>(B * (T + 1)), 2);
+    std::vector<uint8_t> skip = {0, 1, 0, 0, 0, 1};
+    m.zero_grads();
+    m.forward(tokens.data(), skip.data(), first_visible.data(), loss_mask.data());
+    LossSpec spec;
+    spec.exit_layers = {1, 2};
+    spec.scales = early_exit_scales({1, 2}, 3, 1.0);
+    StepResult r = m.backward(spec, 1.0f);
+    grads.push_back(m.grads());
+    losses.push_back(r.loss);
+  }
+  EXPECT_EQ(grads[0], grads[1]);
+  EXPECT_EQ(losses[0], losses[1]);
+}
+
+TEST(TrainModel, LossMaskAveragesOverCountedRows) {
+  // The loss with a mask equals the mean of the unmasked per-row losses over the kept rows,
+  // and an all-zero first_visible equals the causal forward exactly.
+  ThreadPool pool(2);
+  ModelConfig c = tiny_config();
+  const int B = 2, T = 8;
+  TrainModel m(c, true, B, T, pool);
+  m.init_random(3);
+  auto tokens = random_tokens(static_cast<size_t>(B * (T + 1)), 4);
+  const int64_t N = B * T;
+  std::vector<float> logits(static_cast<size_t>(N * c.vocab_size)), row_loss(static_cast<size_t>(N));
+  m.forward(tokens.data(), nullptr);
+  m.exit_logits(c.n_layers - 1, logits.data(), row_loss.data(), nullptr);
+  LossSpec spec;
+  spec.exit_layers = {c.n_layers - 1};
+  spec.scales = {1.0};
+  m.zero_grads();
+  const double full = m.backward(spec, 1.0f).loss;
+  std::vector<int32_t> zeros(static_cast<size_t>(N), 0);
+  std::vector<uint8_t> all(static_cast<size_t>(N), 1);
+  std::vector<float> g_full = m.grads();
+  m.zero_grads();
+  m.forward(tokens.data(), nullptr, zeros.data(), all.data());
+  EXPECT_EQ(m.backward(spec, 1.0f).loss, full);
+  EXPECT_EQ(m.grads(), g_full);
+  std::vector<uint8_t> mask(static_cast<size_t>(N), 0);
+  double sum = 0;
+  int counted = 0;
+  for (int64_t n = 0; n < N; n += 3) {
+    mask[static_cast<size_t>(n)] = 1;
+    sum += row_loss[static_cast<size_t>(n)];
+    ++counted;
+  }
+  m.zero_grads();
+  m.forward(tokens.data(), nullptr, nullptr, mask.data());
+  EXPECT_NEAR(m.backward(spec, 1.0f).loss, sum / counted, 1e-5);
+  // No counted row: loss 0, no gradient.
+  std::fill(mask.begin(), mask.end(), 0);
+  m.zero_grads();
+  m.forward(tokens.data(), nullptr, nullptr, mask.data());
+  EXPECT_EQ(m.backward(spec, 1.0f).loss, 0.0);
+  for (float g : m.grads()) ASSERT_EQ(g, 0.0f);
+}
+
+TEST(TrainModel, BlockAttentionEntryIsPositionIndependent) {
+  // An entry that sees only itself: its rows' logits do not depend on the tokens before it
+  // (exactly) nor on its position (up to rounding: RoPE scores depend on distances only), which
+  // is what lets the engine splice an entry's separately computed KV cache.
+  ThreadPool pool(2);
+  ModelConfig c = tiny_config();
+  const int T = 16, E = 5;
+  TrainModel m(c, false, 1, T, pool);
+  m.init_random(11);
+  const std::vector<int32_t> entry = {40, 41, 42, 43, 44};
+  auto entry_logits = [&](int at, uint64_t seed) {
+    std::vector<int32_t> tokens = random_tokens(T + 1, seed);
+    std::vector<int32_t> fv(T, 0);
+    for (int i = 0; i < E; ++i) {
+      tokens[static_cast<size_t>(at + i)] = entry[static_cast<size_t>(i)];
+      fv[static_cast<size_t>(at + i)] = at;
+    }
+    m.forward(tokens.data(), nullptr, fv.data(), nullptr);
+    std::vector<float> logits(static_cast<size_t>(T) * c.vocab_size);
+    m.exit_logits(c.n_layers - 1, logits.data(), nullptr, nullptr);
+    return std::vector<float>(logits.begin() + static_cast<int64_t>(at) * c.vocab_size,
+                              logits.begin() + static_cast<int64_t>(at + E) * c.vocab_size);
+  };
+  const std::vector<float> a = entry_logits(4, 1), other_prefix = entry_logits(4, 2), shifted = entry_logits(9, 3);
+  EXPECT_EQ(a, other_prefix);
+  float worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - shifted[i]));
+  EXPECT_LT(worst, 1e-4f);
 }

@@ -4,6 +4,8 @@
 // PyTorch reference tests. --activation relu trains a ReLU-gated FFN; on a SiLU model loaded
 // with -m that is ReLU-fication ("ReLU strikes back", LLM in a Flash): the weights are kept,
 // only the gate's nonlinearity changes, and --activation-l1 pushes activations to zero.
+// --episodes mixes memory-augmented QA episodes (block attention, train/episodes.h) into the
+// batches; train-check takes their masks as --first-visible and --loss-mask.
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -75,6 +77,8 @@ void register_train(CLI::App& app) {
     // data
     std::vector<std::string> data;
     std::string val_data;
+    std::string episodes;
+    double episode_mix = 0.5;
     double val_fraction = 0.05;
     int seq_len = 256;
     std::string dropout_curriculum = "constant", exit_curriculum = "none";
@@ -100,6 +104,14 @@ void register_train(CLI::App& app) {
   cmd->add_option("--data", f->data, "training text file(s)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--val-data", f->val_data, "validation text (default: the last --val-fraction of the documents)")->check(CLI::ExistingFile);
   cmd->add_option("--val-fraction", f->val_fraction, "documents held out for validation");
+  cmd->add_option("--episodes", f->episodes,
+                  "memory-augmented QA episodes, JSONL {\"entries\": [...], \"question\", \"answer\"}: "
+                  "trained with block attention (each entry sees only itself; docs/TRAINING.md)")
+      ->check(CLI::ExistingFile);
+  CLI::Option* episode_mix =
+      cmd->add_option("--episode-mix", f->episode_mix,
+                      "with --episodes: the fraction of each batch's samples that are episode windows")
+          ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seq-len", f->seq_len, "tokens per sequence")->check(CLI::Range(1, 1 << 16));
   cmd->add_option("-b,--batch", f->o.batch, "sequences per micro-batch")->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--accum", f->o.accum, "micro-batches per optimizer step")->check(CLI::Range(1, 1 << 16));
@@ -136,7 +148,7 @@ void register_train(CLI::App& app) {
   cmd->add_option("--debug-kill-mid-save", f->o.debug_kill_mid_save,
                   "test hook: SIGKILL between the model and the state of the checkpoint after this step")
       ->group("");
-  cmd->callback([f] {
+  cmd->callback([f, episode_mix] {
     train::TrainOptions& o = f->o;
     o.dropout_curriculum = f->dropout_curriculum == "exp" ? train::DropoutCurriculum::Exp
                                                           : train::DropoutCurriculum::Constant;
@@ -196,6 +208,16 @@ void register_train(CLI::App& app) {
     dc.seq_len = f->seq_len;
     dc.seed = o.seed;
     train::Dataset data(*tokenizer, dc, pool);
+    std::unique_ptr<train::EpisodeSet> episodes;
+    if (episode_mix->count() > 0 && f->episodes.empty()) fail("--episode-mix needs --episodes");
+    if (!f->episodes.empty()) {
+      o.episode_mix = f->episode_mix;
+      episodes = std::make_unique<train::EpisodeSet>(*tokenizer, f->episodes, f->seq_len, o.seed, pool);
+      if (o.progress)
+        std::fprintf(stderr, "train: %lld episodes (%lld tokens) packed into %lld windows of %d; %.0f%% of the samples\n",
+                     static_cast<long long>(episodes->episodes()), static_cast<long long>(episodes->tokens()),
+                     static_cast<long long>(episodes->windows()), f->seq_len, 100 * o.episode_mix);
+    }
     if (o.progress)
       std::fprintf(stderr,
                    "train: %lld parameters (dim %d, %d layers, %d/%d heads, ffn %d %s, vocab %d, %s head); "
@@ -204,7 +226,7 @@ void register_train(CLI::App& app) {
                    config.n_kv_heads, config.ffn_dim, ffn_activation_name(config.ffn_activation), config.vocab_size, tied ? "tied" : "untied",
                    static_cast<long long>(data.documents()), data.train_tokens(), data.val_tokens(), o.batch,
                    f->seq_len, o.accum, pool.size());
-    train::TrainSummary s = train::run_training(model, data, *tokenizer, o, pool);
+    train::TrainSummary s = train::run_training(model, data, *tokenizer, o, pool, episodes.get());
     std::printf("trained steps %lld..%lld: loss %.4f, %.0f tokens/s\n", static_cast<long long>(s.first_step),
                 static_cast<long long>(s.last_step), s.losses.empty() ? 0.0 : s.losses.back(), s.tokens_per_second);
     const bool before = !s.initial_eval.loss.empty();
@@ -220,7 +242,7 @@ void register_train(CLI::App& app) {
   // ---- train-check: one step's numbers for the reference tests --------------------------
   struct Check {
     ModelFlags model;
-    std::string tokens, skip, out, curriculum = "none", state, eval_data;
+    std::string tokens, skip, first_visible, loss_mask, out, curriculum = "none", state, eval_data;
     int batch = 1, seq_len = 0;
     double early_exit = -1, activation_l1 = 0;
     int64_t step = 0, steps = 1;
@@ -231,6 +253,11 @@ void register_train(CLI::App& app) {
   add_model_flags(check, c->model);
   check->add_option("--tokens", c->tokens, "int32 tokens [batch][seq-len+1]");
   check->add_option("--skip", c->skip, "uint8 layer-skip mask [batch][layers] (default: none)");
+  check->add_option("--first-visible", c->first_visible,
+                    "int32 [batch][seq-len]: the first row each row attends to (block attention; "
+                    "default: causal)");
+  check->add_option("--loss-mask", c->loss_mask,
+                    "uint8 [batch][seq-len]: 0 drops that row's target from the loss (default: all count)");
   check->add_option("-b,--batch", c->batch, "sequences");
   check->add_option("--seq-len", c->seq_len, "tokens per sequence");
   check->add_option("--early-exit-loss", c->early_exit, "E_SCALE (default: final-layer loss only)");
@@ -262,6 +289,21 @@ void register_train(CLI::App& app) {
       skip = read_binary(c->skip);
       if (skip.size() != static_cast<size_t>(c->batch) * L) fail("{}: expected {} bytes", c->skip, c->batch * L);
     }
+    const size_t rows = static_cast<size_t>(c->batch) * static_cast<size_t>(c->seq_len);
+    std::vector<int32_t> first_visible;
+    if (!c->first_visible.empty()) {
+      std::vector<uint8_t> bytes = read_binary(c->first_visible);
+      if (bytes.size() != rows * sizeof(int32_t))
+        fail("{}: {} bytes, expected {} (int32 [batch][seq-len])", c->first_visible, bytes.size(),
+             rows * sizeof(int32_t));
+      first_visible.resize(rows);
+      std::memcpy(first_visible.data(), bytes.data(), bytes.size());
+    }
+    std::vector<uint8_t> loss_mask;
+    if (!c->loss_mask.empty()) {
+      loss_mask = read_binary(c->loss_mask);
+      if (loss_mask.size() != rows) fail("{}: {} bytes, expected {}", c->loss_mask, loss_mask.size(), rows);
+    }
     train::TrainOptions o;
     o.early_exit = c->early_exit >= 0;
     o.e_scale = c->early_exit;
@@ -270,7 +312,9 @@ void register_train(CLI::App& app) {
     o.activation_l1 = c->activation_l1;
     train::LossSpec spec = train::loss_spec(o, L, c->step);
     model.zero_grads();
-    model.forward(tokens.data(), skip.empty() ? nullptr : skip.data());
+    model.forward(tokens.data(), skip.empty() ? nullptr : skip.data(),
+                  first_visible.empty() ? nullptr : first_visible.data(),
+                  loss_mask.empty() ? nullptr : loss_mask.data());
     train::StepResult r = model.backward(spec, 1.0f);
     std::filesystem::create_directories(c->out);
     std::string text = fmt::format("loss {:.9g}\nsparsity_loss {:.9g}\nsparsity {:.9g}\n", r.loss,

@@ -70,6 +70,8 @@ TrainModel::TrainModel(const ModelConfig& config, bool tied, int batch, int seq_
   rope_.init(T_, config_.rope_dim, config_.rope_theta);
   inputs_.resize(N);
   targets_.resize(N);
+  first_visible_.resize(N);
+  visible_active_.resize(N);
   skip_.assign(static_cast<size_t>(B_) * L, 0);
   resid_.resize((L + 1) * N * D);
   acts_.resize(L);
@@ -174,22 +176,39 @@ void scatter(float* full, const float* compact, const std::vector<int>& active, 
 }
 }  // namespace
 
-void TrainModel::forward(const int32_t* tokens, const uint8_t* skip) {
+void TrainModel::forward(const int32_t* tokens, const uint8_t* skip, const int32_t* first_visible,
+                         const uint8_t* loss_mask) {
   const int L = config_.n_layers;
+  counted_ = 0;
   for (int b = 0; b < B_; ++b)
     for (int t = 0; t < T_; ++t) {
       const int32_t in = tokens[b * (T_ + 1) + t], out = tokens[b * (T_ + 1) + t + 1];
       if (in < 0 || in >= config_.vocab_size || out < 0 || out >= config_.vocab_size)
         fail("train: token id outside the vocabulary of {}", config_.vocab_size);
-      inputs_[static_cast<size_t>(b * T_ + t)] = in;
-      targets_[static_cast<size_t>(b * T_ + t)] = out;
+      const auto n = static_cast<size_t>(b * T_ + t);
+      const bool counted = !loss_mask || loss_mask[n] != 0;
+      inputs_[n] = in;
+      targets_[n] = counted ? out : -1;
+      counted_ += counted;
+      if (first_visible && (first_visible[n] < 0 || first_visible[n] > t))
+        fail("train: first_visible of sample {} row {} is {}, outside [0, {}]", b, t, first_visible[n], t);
     }
+  block_attention_ = first_visible != nullptr;
+  if (block_attention_) std::copy(first_visible, first_visible + N_, first_visible_.begin());
   if (skip)
     std::copy(skip, skip + static_cast<size_t>(B_) * L, skip_.begin());
   else
     std::fill(skip_.begin(), skip_.end(), 0);
   embedding_forward(resid_.data(), inputs_.data(), params_.data() + layout_.token_embd, N_, config_.dim);
   for (int l = 0; l < L; ++l) layer_forward(l);
+}
+
+const int32_t* TrainModel::visible_rows(const std::vector<int>& active) {
+  if (!block_attention_) return nullptr;
+  for (size_t i = 0; i < active.size(); ++i)
+    std::copy_n(first_visible_.begin() + static_cast<int64_t>(active[i]) * T_, T_,
+                visible_active_.begin() + static_cast<int64_t>(i) * T_);
+  return visible_active_.data();
 }
 
 void TrainModel::layer_forward(int l) {
@@ -213,8 +232,8 @@ void TrainModel::layer_forward(int l) {
   matmul_forward(a.v.data(), a.ln1.data(), P + o.wv, Na, D, KVD, pool_);
   rope_forward(a.q.data(), Na, c.n_heads, c.head_dim, rope_);
   rope_forward(a.k.data(), Na, c.n_kv_heads, c.head_dim, rope_);
-  attention_forward(a.atty.data(), a.att.data(), a.q.data(), a.k.data(), a.v.data(), Bn, T_,
-                    c.n_heads, c.n_kv_heads, c.head_dim, pool_);
+  attention_forward(a.atty.data(), a.att.data(), a.q.data(), a.k.data(), a.v.data(),
+                    visible_rows(a.active), Bn, T_, c.n_heads, c.n_kv_heads, c.head_dim, pool_);
   matmul_forward(a.xmid.data(), a.atty.data(), P + o.wo, Na, QD, D, pool_);
   for (int64_t i = 0; i < Na * D; ++i) a.xmid[static_cast<size_t>(i)] += xin_[static_cast<size_t>(i)];
   rmsnorm_forward(a.ln2.data(), a.rstd2.data(), a.xmid.data(), P + o.ffn_norm, Na, D, c.rms_eps, pool_);
@@ -235,7 +254,10 @@ double TrainModel::head(int layer, float grad_scale, float* dres) {
   const float* x = resid_.data() + static_cast<int64_t>(layer + 1) * N_ * D;
   rmsnorm_forward(hnorm_.data(), hrstd_.data(), x, P + layout_.output_norm, N_, D, config_.rms_eps, pool_);
   matmul_forward(logits_.data(), hnorm_.data(), P + layout_.output, N_, D, V, pool_);
-  const float row_scale = grad_scale / static_cast<float>(N_);
+  // The mean over the rows that have a target (ignored rows add 0 to the sum and the
+  // gradient); a batch with none has loss 0 and no gradient.
+  if (counted_ == 0) return 0.0;
+  const float row_scale = grad_scale / static_cast<float>(counted_);
   cross_entropy_forward_backward(logits_.data(), row_loss_.data(), nullptr, targets_.data(), N_, V,
                                  row_scale, pool_);
   double sum = 0.0;
@@ -247,7 +269,7 @@ double TrainModel::head(int layer, float grad_scale, float* dres) {
     rmsnorm_backward(dres, grads_.data() + layout_.output_norm, dh_.data(), x, P + layout_.output_norm,
                      hrstd_.data(), N_, D, pool_);
   }
-  return sum / static_cast<double>(N_);
+  return sum / static_cast<double>(counted_);
 }
 
 void TrainModel::layer_backward(int l, float* dres, float l1_grad) {
@@ -281,7 +303,8 @@ void TrainModel::layer_backward(int l, float* dres, float l1_grad) {
   matmul_backward_input(datty_.data(), dc_.data(), P + o.wo, Na, QD, D, pool_);
   matmul_backward_weight(G + o.wo, dc_.data(), a.atty.data(), Na, QD, D, pool_);
   attention_backward(dq_.data(), dk_.data(), dv_.data(), datty_.data(), a.att.data(), a.q.data(),
-                     a.k.data(), a.v.data(), Bn, T_, c.n_heads, c.n_kv_heads, c.head_dim, pool_);
+                     a.k.data(), a.v.data(), visible_rows(a.active), Bn, T_, c.n_heads, c.n_kv_heads,
+                     c.head_dim, pool_);
   rope_backward(dq_.data(), Na, c.n_heads, c.head_dim, rope_);
   rope_backward(dk_.data(), Na, c.n_kv_heads, c.head_dim, rope_);
   std::fill(dln_.begin(), dln_.begin() + Na * D, 0.0f);

@@ -6,7 +6,9 @@
 //
 // LayerSkip hooks: a per-sample skip mask per layer (a skipped layer is the identity for that
 // sample: its rows are not even computed) and a loss after any set of layers through the
-// shared head, each with its own weight. Results do not depend on the thread count.
+// shared head, each with its own weight. Block attention (memory-augmented episodes,
+// episodes.h): a per-row first visible key and a per-row loss mask. Results do not depend on
+// the thread count.
 #pragma once
 
 #include <cstdint>
@@ -58,7 +60,8 @@ struct LossSpec {
 };
 
 struct StepResult {
-  double loss = 0;                // sum over exits of scale * mean CE, plus sparsity_loss
+  double loss = 0;                // sum over exits of scale * mean CE (over the rows with a
+                                  // target), plus sparsity_loss
   std::vector<double> exit_loss;  // per exit layer of the spec
   double sparsity_loss = 0;       // the activation-sparsity penalty (in `loss`)
   // ReLU-gated models: the fraction of zero FFN activations (gate <= 0) over the rows that ran
@@ -87,7 +90,12 @@ class TrainModel {
 
   // Forward over tokens [B][T+1] (inputs are the first T of each row, targets the last T),
   // with skip[b * L + l] (nullptr: no layer skipped). Keeps activations for backward.
-  void forward(const int32_t* tokens, const uint8_t* skip);
+  // Block attention: first_visible[b * T + t] is the first row (within sample b) that row t
+  // attends to, 0 <= first_visible <= t (nullptr: causal from the sample start; see
+  // attention_forward). loss_mask[b * T + t] == 0 drops row t's target from every loss (its
+  // target becomes -1); the mean cross-entropy is over the counted rows (nullptr: all count).
+  void forward(const int32_t* tokens, const uint8_t* skip, const int32_t* first_visible = nullptr,
+               const uint8_t* loss_mask = nullptr);
   // The losses of `spec` after forward(); gradients of loss * grad_scale ACCUMULATE into
   // grads() (call zero_grads() first for a fresh step).
   StepResult backward(const LossSpec& spec, float grad_scale);
@@ -103,6 +111,8 @@ class TrainModel {
 
  private:
   void layer_forward(int l);
+  // first_visible_ of the samples in `active` (compact, as the layer's buffers), or nullptr.
+  const int32_t* visible_rows(const std::vector<int>& active);
   // l1_grad: the sparsity penalty's gradient per positive gate value (ReLU only).
   void layer_backward(int l, float* dres, float l1_grad);
   // Head on resid_[layer+1]: loss (+ gradient into dres when grad_scale != 0).
@@ -118,8 +128,12 @@ class TrainModel {
   RopeTable rope_;
 
   // inputs
-  std::vector<int32_t> inputs_, targets_;
+  std::vector<int32_t> inputs_, targets_;  // target -1: no loss at that row
+  int64_t counted_ = 0;                    // rows with a target
   std::vector<uint8_t> skip_;
+  bool block_attention_ = false;           // first_visible_ given (else causal)
+  std::vector<int32_t> first_visible_;     // [B*T]
+  std::vector<int32_t> visible_active_;    // first_visible_ of a layer's active samples
   // activations
   std::vector<float> resid_;  // [L+1][N][D]
   struct LayerActs {

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "base/error.h"
+
 namespace skiff::train {
 
 void embedding_forward(float* out, const int32_t* tokens, const float* table, int64_t N, int64_t D) {
@@ -112,8 +114,22 @@ void transpose_head(float* dst, const float* src, int64_t b, int T, int64_t widt
 }
 }  // namespace
 
-void attention_forward(float* out, float* att, const float* q, const float* k, const float* v,
-                       int64_t B, int T, int H, int KV, int hd, ThreadPool& pool) {
+// Each op is a template on kBlocks so that the causal path (first_visible == nullptr) compiles
+// with a constant first key 0, exactly the loops it had before block attention.
+namespace {
+// The first key row t sees (0: causal from the sample start).
+template <bool kBlocks>
+inline int visible_from(const int32_t* first_visible, int64_t b, int T, int t) {
+  if constexpr (kBlocks)
+    return first_visible[b * T + t];
+  else
+    return 0;
+}
+
+template <bool kBlocks>
+void attention_forward_impl(float* out, float* att, const float* q, const float* k, const float* v,
+                            const int32_t* first_visible, int64_t B, int T, int H, int KV, int hd,
+                            ThreadPool& pool) {
   const int group = H / KV;
   const int64_t qw = static_cast<int64_t>(H) * hd, kw = static_cast<int64_t>(KV) * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -124,27 +140,28 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
       const int h = static_cast<int>(bh % H), kvh = h / group;
       transpose_head(kT.data(), k, b, T, kw, kvh, hd);
       for (int t = 0; t < T; ++t) {
+        const int lo = visible_from<kBlocks>(first_visible, b, T, t);
         const float* qt = q + (b * T + t) * qw + static_cast<int64_t>(h) * hd;
         float* p = att + ((b * H + h) * T + t) * static_cast<int64_t>(T);
         for (int s = 0; s <= t; ++s) p[s] = 0.0f;
         for (int i = 0; i < hd; ++i) {
           const float qi = qt[i] * scale;
           const float* kr = kT.data() + static_cast<int64_t>(i) * T;
-          for (int s = 0; s <= t; ++s) p[s] += qi * kr[s];
+          for (int s = lo; s <= t; ++s) p[s] += qi * kr[s];
         }
         float mx = -INFINITY;
-        for (int s = 0; s <= t; ++s) mx = std::max(mx, p[s]);
+        for (int s = lo; s <= t; ++s) mx = std::max(mx, p[s]);
         float sum = 0.0f;
-        for (int s = 0; s <= t; ++s) {
+        for (int s = lo; s <= t; ++s) {
           p[s] = std::exp(p[s] - mx);
           sum += p[s];
         }
         const float inv = 1.0f / sum;
-        for (int s = 0; s <= t; ++s) p[s] *= inv;
+        for (int s = lo; s <= t; ++s) p[s] *= inv;
         for (int s = t + 1; s < T; ++s) p[s] = 0.0f;
         float* o = out + (b * T + t) * qw + static_cast<int64_t>(h) * hd;
         for (int i = 0; i < hd; ++i) o[i] = 0.0f;
-        for (int s = 0; s <= t; ++s) {
+        for (int s = lo; s <= t; ++s) {
           const float* vs = v + (b * T + s) * kw + static_cast<int64_t>(kvh) * hd;
           const float ps = p[s];
           for (int i = 0; i < hd; ++i) o[i] += ps * vs[i];
@@ -154,9 +171,13 @@ void attention_forward(float* out, float* att, const float* q, const float* k, c
   });
 }
 
-void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* att,
-                        const float* q, const float* k, const float* v, int64_t B, int T, int H,
-                        int KV, int hd, ThreadPool& pool) {
+// Keys before first_visible have probability exactly 0, so their terms are exactly 0: the
+// loops skip them (the same sums, fewer flops).
+template <bool kBlocks>
+void attention_backward_impl(float* dq, float* dk, float* dv, const float* dout, const float* att,
+                             const float* q, const float* k, const float* v,
+                             const int32_t* first_visible, int64_t B, int T, int H, int KV, int hd,
+                             ThreadPool& pool) {
   const int group = H / KV;
   const int64_t qw = static_cast<int64_t>(H) * hd, kw = static_cast<int64_t>(KV) * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -172,31 +193,32 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       std::fill(dvT.begin(), dvT.end(), 0.0f);
       for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
         for (int t = 0; t < T; ++t) {
+          const int lo = visible_from<kBlocks>(first_visible, b, T, t);
           const float* p = att + ((b * H + h) * T + t) * static_cast<int64_t>(T);
           const float* go = dout + (b * T + t) * qw + static_cast<int64_t>(h) * hd;
           const float* qt = q + (b * T + t) * qw + static_cast<int64_t>(h) * hd;
           float* d = dp.data();
-          for (int s = 0; s <= t; ++s) d[s] = 0.0f;
+          for (int s = lo; s <= t; ++s) d[s] = 0.0f;
           for (int i = 0; i < hd; ++i) {
             const float gi = go[i];
             const float* vr = vT.data() + static_cast<int64_t>(i) * T;
             float* dvr = dvT.data() + static_cast<int64_t>(i) * T;
-            for (int s = 0; s <= t; ++s) {
+            for (int s = lo; s <= t; ++s) {
               d[s] += gi * vr[s];
               dvr[s] += gi * p[s];
             }
           }
           float sum = 0.0f;
-          for (int s = 0; s <= t; ++s) sum += p[s] * d[s];
-          for (int s = 0; s <= t; ++s) d[s] = p[s] * (d[s] - sum) * scale;  // d(score)
+          for (int s = lo; s <= t; ++s) sum += p[s] * d[s];
+          for (int s = lo; s <= t; ++s) d[s] = p[s] * (d[s] - sum) * scale;  // d(score)
           float* dqt = dq + (b * T + t) * qw + static_cast<int64_t>(h) * hd;
           for (int i = 0; i < hd; ++i) {
             float* dkr = dkT.data() + static_cast<int64_t>(i) * T;
             const float qi = qt[i];
-            for (int s = 0; s <= t; ++s) dkr[s] += qi * d[s];
+            for (int s = lo; s <= t; ++s) dkr[s] += qi * d[s];
           }
           for (int i = 0; i < hd; ++i) dqt[i] = 0.0f;
-          for (int s = 0; s <= t; ++s) {
+          for (int s = lo; s <= t; ++s) {
             const float* ks = k + (b * T + s) * kw + static_cast<int64_t>(kvh) * hd;
             const float ds = d[s];
             for (int i = 0; i < hd; ++i) dqt[i] += ds * ks[i];
@@ -213,6 +235,32 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       }
     }
   });
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* att, const float* q, const float* k, const float* v,
+                       const int32_t* first_visible, int64_t B, int T, int H, int KV, int hd,
+                       ThreadPool& pool) {
+  if (!first_visible) {
+    attention_forward_impl<false>(out, att, q, k, v, nullptr, B, T, H, KV, hd, pool);
+    return;
+  }
+  for (int64_t n = 0; n < B * T; ++n) {
+    const int32_t t = static_cast<int32_t>(n % T), f = first_visible[n];
+    if (f < 0 || f > t)
+      fail("train: first_visible[{}] = {} is outside [0, {}] (row {} of its sample)", n, f, t, t);
+  }
+  attention_forward_impl<true>(out, att, q, k, v, first_visible, B, T, H, KV, hd, pool);
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* att,
+                        const float* q, const float* k, const float* v, const int32_t* first_visible,
+                        int64_t B, int T, int H, int KV, int hd, ThreadPool& pool) {
+  if (first_visible)
+    attention_backward_impl<true>(dq, dk, dv, dout, att, q, k, v, first_visible, B, T, H, KV, hd, pool);
+  else
+    attention_backward_impl<false>(dq, dk, dv, dout, att, q, k, v, nullptr, B, T, H, KV, hd, pool);
 }
 
 void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, ThreadPool& pool) {
@@ -280,8 +328,13 @@ void cross_entropy_forward_backward(float* logits, float* loss, int32_t* argmax,
       double sum = 0.0;
       for (int64_t i = 0; i < V; ++i) sum += std::exp(static_cast<double>(row[i] - mx));
       const int32_t y = targets[n];
-      loss[n] = static_cast<float>(std::log(sum) + mx - row[y]);
       if (argmax) argmax[n] = static_cast<int32_t>(best);
+      if (y < 0) {  // ignored row
+        loss[n] = 0.0f;
+        if (grad_scale != 0.0f) std::fill(row, row + V, 0.0f);
+        continue;
+      }
+      loss[n] = static_cast<float>(std::log(sum) + mx - row[y]);
       if (grad_scale != 0.0f) {
         const float inv = static_cast<float>(1.0 / sum);
         for (int64_t i = 0; i < V; ++i) row[i] = grad_scale * (std::exp(row[i] - mx) * inv);

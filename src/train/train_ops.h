@@ -36,14 +36,20 @@ struct RopeTable {
 void rope_forward(float* x, int64_t N, int heads, int head_dim, const RopeTable& table);
 void rope_backward(float* dx, int64_t N, int heads, int head_dim, const RopeTable& table);
 
-// Causal grouped-query attention per sample: q[N][H*hd], k, v [N][KV*hd] -> out[N][H*hd];
-// att[B][H][T][T] saves the probabilities (zero above the diagonal). B = N / T.
+// Grouped-query attention per sample: q[N][H*hd], k, v [N][KV*hd] -> out[N][H*hd];
+// att[B][H][T][T] saves the probabilities. B = N / T. Row t of sample b attends to the keys
+// [first_visible[b*T + t], t] (block attention: an entry of a memory-augmented episode sees
+// only itself, so its keys and values do not depend on what precedes it); first_visible ==
+// nullptr is plain causal attention from the sample start. Values must satisfy
+// 0 <= first_visible[b*T + t] <= t (checked by attention_forward; Error otherwise). Masked-out
+// probabilities are exactly 0 in att.
 void attention_forward(float* out, float* att, const float* q, const float* k, const float* v,
-                       int64_t B, int T, int H, int KV, int hd, ThreadPool& pool);
-// dq, dk, dv are OVERWRITTEN.
+                       const int32_t* first_visible, int64_t B, int T, int H, int KV, int hd,
+                       ThreadPool& pool);
+// dq, dk, dv are OVERWRITTEN; first_visible as given to attention_forward.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* att,
-                        const float* q, const float* k, const float* v, int64_t B, int T, int H,
-                        int KV, int hd, ThreadPool& pool);
+                        const float* q, const float* k, const float* v, const int32_t* first_visible,
+                        int64_t B, int T, int H, int KV, int hd, ThreadPool& pool);
 
 // out = silu(gate) * up
 void swiglu_forward(float* out, const float* gate, const float* up, int64_t n, ThreadPool& pool);
@@ -68,6 +74,8 @@ ReluStats relu_stats(const float* gate, int64_t n);
 
 // Per row: loss[n] = logsumexp(logits[n]) - logits[n][target[n]], argmax[n]; when
 // `grad_scale` != 0 the logits are overwritten by grad_scale * (softmax - onehot(target)).
+// A target < 0 is an ignored row (padding, a target in another segment): loss 0 and, when
+// `grad_scale` != 0, a zero gradient row; its argmax is still written.
 void cross_entropy_forward_backward(float* logits, float* loss, int32_t* argmax,
                                     const int32_t* targets, int64_t N, int64_t V,
                                     float grad_scale, ThreadPool& pool);

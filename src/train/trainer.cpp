@@ -103,7 +103,7 @@ LossSpec loss_spec(const TrainOptions& o, int n_layers, int64_t step) {
 }
 
 TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tokenizer,
-                          const TrainOptions& o, ThreadPool& pool) {
+                          const TrainOptions& o, ThreadPool& pool, EpisodeSet* episodes) {
   const int B = model.batch(), T = model.seq_len(), L = model.config().n_layers;
   const bool relu = model.config().ffn_activation == FfnActivation::kRelu;
   if (o.activation_l1 < 0) fail("train: --activation-l1 must not be negative");
@@ -123,6 +123,14 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
   // holds only numbers); appended only when not the default, so SiLU runs' states written
   // before --activation existed still resume.
   if (relu || o.activation_l1 > 0) settings += fmt::format(" activation relu l1 {}", o.activation_l1);
+  if (episodes) {
+    if (!(o.episode_mix >= 0 && o.episode_mix <= 1)) fail("train: --episode-mix must be in [0, 1]");
+    if (episodes->seq_len() != T) fail("train: episodes packed for {} rows, the model trains {}", episodes->seq_len(), T);
+    // The episode windows drawn follow from the step (see run_training's comment): a resumed
+    // run needs the same episodes and mix, not a saved position.
+    settings += fmt::format(" episodes {} {} {} mix {}", episodes->episodes(), episodes->tokens(),
+                            episodes->windows(), o.episode_mix);
+  }
   const uint64_t fingerprint = fnv1a(settings.data(), settings.size());
   AdamW adam(model.params().size());
   DataPosition pos;
@@ -139,7 +147,8 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
     if (s.seed != o.seed) fail("{}: was written with --seed {}, not {}", state_path(o.out), s.seed, o.seed);
     if (s.fingerprint != fingerprint)
       fail("{}: was written by a run with other settings (batch, sequence length, accumulation, data, "
-           "model, --activation, --activation-l1 or LayerSkip flags); resume with the first run's flags",
+           "model, --activation, --activation-l1, --episodes, --episode-mix or LayerSkip flags); resume "
+           "with the first run's flags",
            state_path(o.out));
     model.params() = s.params;
     adam.m() = s.m;
@@ -207,6 +216,9 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
 
   std::vector<int32_t> tokens(static_cast<size_t>(B) * (T + 1));
   std::vector<uint8_t> skip(static_cast<size_t>(B) * L, 0);
+  // Episode windows fill the first samples of a micro-batch; text rows: causal, every target.
+  std::vector<int32_t> first_visible(static_cast<size_t>(B) * T, 0);
+  std::vector<uint8_t> loss_mask(static_cast<size_t>(B) * T, 1);
   TrainSummary summary;
   summary.first_step = start;
   if (o.eval_every > 0 && start == 0) summary.initial_eval = run_eval(0);
@@ -219,15 +231,33 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
     model.zero_grads();
     double loss = 0.0, final_loss = 0.0, l1_loss = 0.0, sparsity = 0.0;
     for (int micro = 0; micro < o.accum; ++micro) {
-      data.next_train_batch(pos, B, tokens.data());
+      const int64_t micro_index = step * o.accum + micro;
+      const int n_episode = episodes ? episode_samples(micro_index, B, o.episode_mix) : 0;
+      data.next_train_batch(pos, B - n_episode, tokens.data() + static_cast<size_t>(n_episode) * (T + 1));
+      if (episodes) {
+        std::fill(first_visible.begin(), first_visible.end(), 0);
+        std::fill(loss_mask.begin(), loss_mask.end(), 1);
+        const int64_t g = episode_windows_before(micro_index, B, o.episode_mix);
+        for (int j = 0; j < n_episode; ++j)
+          episodes->train_window(g + j, tokens.data() + static_cast<size_t>(j) * (T + 1),
+                                 first_visible.data() + static_cast<size_t>(j) * T,
+                                 loss_mask.data() + static_cast<size_t>(j) * T);
+      }
       const bool dropout = o.layer_dropout > 0;
       if (dropout) sample_layer_dropout(skip.data(), B, L, o.layer_dropout, time_scale, o.seed, step, micro);
       if (!o.debug_dump.empty()) {
         std::string base = fmt::format("{}/step{}_{}", o.debug_dump, step, micro);
         write_bytes(base + ".tokens", tokens.data(), tokens.size() * sizeof(int32_t));
         write_bytes(base + ".skip", skip.data(), skip.size());
+        if (episodes) {
+          write_bytes(base + ".fv", first_visible.data(), first_visible.size() * sizeof(int32_t));
+          write_bytes(base + ".mask", loss_mask.data(), loss_mask.size());
+        }
       }
-      model.forward(tokens.data(), dropout ? skip.data() : nullptr);
+      // A micro-batch without episode windows takes the plain causal path.
+      const bool blocks = n_episode > 0;
+      model.forward(tokens.data(), dropout ? skip.data() : nullptr, blocks ? first_visible.data() : nullptr,
+                    blocks ? loss_mask.data() : nullptr);
       StepResult r = model.backward(spec, 1.0f / static_cast<float>(o.accum));
       loss += r.loss / o.accum;
       final_loss += r.exit_loss.back() / o.accum;

@@ -2,7 +2,8 @@
 // accumulation, NaN/Inf guard, clipping, AdamW; a progress line, a CSV log (with the FFN
 // activation sparsity and its L1 penalty when training a ReLU-gated model), periodic
 // evaluation (validation loss and top-1 agreement with the final layer after every layer),
-// an SVG of those curves, and checkpoints. Files beside the checkpoint <stem>.gguf:
+// an SVG of those curves, and checkpoints; optionally a mix of block-attention QA episodes
+// (episodes.h) in every batch. Files beside the checkpoint <stem>.gguf:
 // <stem>.state (resume), <stem>.log.csv, <stem>.eval.csv, <stem>.svg.
 #pragma once
 
@@ -13,6 +14,7 @@
 
 #include "train/checkpoint.h"
 #include "train/data.h"
+#include "train/episodes.h"
 #include "train/layerskip.h"
 #include "train/optimizer.h"
 #include "train/plot.h"
@@ -26,6 +28,7 @@ struct TrainOptions {
   int64_t steps = 100;
   OptimizerConfig opt;
   double layer_dropout = 0.0;  // P_MAX
+  double episode_mix = 0.5;    // with episodes: the fraction of samples that are episode windows
   DropoutCurriculum dropout_curriculum = DropoutCurriculum::Constant;
   bool early_exit = false;
   double e_scale = 1.0;
@@ -68,8 +71,11 @@ struct TrainSummary {
 };
 
 // Runs steps [start, o.steps) where start is 0 or the resumed step. Throws Error on NaN/Inf
-// (after writing nothing) or I/O failures.
+// (after writing nothing) or I/O failures. With `episodes`, episode_samples(m, B,
+// o.episode_mix) of micro-batch m's samples (m counts micro-batches over the run) are
+// episode windows (block attention, loss mask), the rest text windows; the episode windows
+// drawn before m follow from m alone, so a resumed run continues them exactly.
 TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tokenizer,
-                          const TrainOptions& o, ThreadPool& pool);
+                          const TrainOptions& o, ThreadPool& pool, EpisodeSet* episodes = nullptr);
 
 }  // namespace skiff::train

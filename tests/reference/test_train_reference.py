@@ -20,6 +20,12 @@ Checks
   uninterrupted run; so does a kill between a checkpoint's model and its state (a test hook), and
   a state is never left without its model.
 - NaN in the gradients stops training with a clear message; the last checkpoint is intact.
+- Block attention (memory-augmented episodes): gradients with random first_visible layouts
+  (`train-check --first-visible`: causal text, episode rows, self-only entries) and random
+  ignored targets (`--loss-mask`), with layer-dropout masks, exits and ReLU + L1 too.
+- `skiff train --episodes` (mixed with text): the first losses equal the reference replaying the
+  dumped tokens and masks; from scratch the loss falls and a resumed run ends bit-identical; a
+  resume with another --episode-mix is refused; an episode longer than --seq-len names its line.
 - ReLU (skiff.ffn_activation = relu): gradients with masks and the early-exit loss, with and
   without the activation L1 penalty (--activation-l1), the penalty and the fraction of zero
   activations too; ReLU-fication (`train -m SILU --activation relu --activation-l1 L`): the
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import random
 import signal
@@ -54,11 +61,14 @@ GRAD_TOL = 1e-4
 
 
 class Results:
-    def __init__(self):
+    def __init__(self, only=None):
         self.passed = 0
         self.failed = 0
+        self.only = only
 
     def run(self, name, fn):
+        if self.only and self.only not in name:
+            return
         try:
             ok, detail = fn()
         except Exception as e:  # noqa: BLE001 - any error is a failed check, with its reason
@@ -110,8 +120,28 @@ def read_loss_file(path):
     return loss, exits, stats
 
 
+def random_block_layout(rng, T):
+    """first_visible [T] of a random mix of causal text rows (0), episodes' shared rows (the
+    episode start) and entries (their own start), in random-length runs."""
+    fv = np.zeros(T, dtype=np.int32)
+    t, episode = 0, 0
+    while t < T:
+        n = int(rng.integers(1, max(2, T // 3) + 1))
+        kind = int(rng.integers(0, 4))
+        if kind == 0:
+            episode = t          # a new episode starts: its rows see from here
+        if kind == 3:
+            lo = 0               # plain causal text
+        else:
+            lo = t if kind == 1 else episode  # 1: an entry sees only itself
+        fv[t:t + n] = lo
+        t += n
+    return fv
+
+
 def check_gradients(skiff, tmp, name, cfg, B, T, skip, e_scale, curriculum, step, steps, seed,
-                    activation="silu", l1=0.0):
+                    activation="silu", l1=0.0, blocks=False):
+    """blocks: random block-attention layouts (--first-visible) and ignored targets (--loss-mask)."""
     model = os.path.join(tmp, f"{name}.gguf")
     weights = write_model(model, cfg, seed, activation)
     rng = np.random.default_rng(seed)
@@ -119,6 +149,14 @@ def check_gradients(skiff, tmp, name, cfg, B, T, skip, e_scale, curriculum, step
     tokens.tofile(os.path.join(tmp, f"{name}.tokens"))
     cmd = [skiff, "train-check", "-m", model, "--tokens", os.path.join(tmp, f"{name}.tokens"),
            "-b", str(B), "--seq-len", str(T), "-o", os.path.join(tmp, name), "-t", "2"]
+    first_visible = loss_mask = None
+    if blocks:
+        first_visible = np.stack([random_block_layout(rng, T) for _ in range(B)])
+        loss_mask = (rng.random((B, T)) < 0.6).astype(np.uint8)
+        loss_mask[0, 0] = 1
+        first_visible.tofile(os.path.join(tmp, f"{name}.fv"))
+        loss_mask.tofile(os.path.join(tmp, f"{name}.mask"))
+        cmd += ["--first-visible", os.path.join(tmp, f"{name}.fv"), "--loss-mask", os.path.join(tmp, f"{name}.mask")]
     if skip is not None:
         np.asarray(skip, dtype=np.uint8).tofile(os.path.join(tmp, f"{name}.skip"))
         cmd += ["--skip", os.path.join(tmp, f"{name}.skip")]
@@ -133,7 +171,8 @@ def check_gradients(skiff, tmp, name, cfg, B, T, skip, e_scale, curriculum, step
         scales = tr.exit_scales(exits, cfg.n_layers, e_scale)
     else:
         exits, scales = [cfg.n_layers - 1], [1.0]
-    loss, per_exit, g_ref, logits_ref, stats = tr.grads(cfg, weights, tokens, skip, exits, scales, activation, l1)
+    loss, per_exit, g_ref, logits_ref, stats = tr.grads(cfg, weights, tokens, skip, exits, scales, activation, l1,
+                                                        first_visible, loss_mask)
 
     got_loss, got_exits, got_stats = read_loss_file(os.path.join(tmp, name, "loss.txt"))
     problems = []
@@ -175,6 +214,9 @@ def check_gradients(skiff, tmp, name, cfg, B, T, skip, e_scale, curriculum, step
     detail = f"loss {got_loss:.6f}, exits {exits}, worst grad rel err {worst:.1e} ({worst_name}), logits {le:.1e}"
     if activation == "relu":
         detail += f", sparsity {sp:.3f}, L1 term {sl:.4g}"
+    if blocks:
+        detail += (f", {int((first_visible > 0).sum())}/{first_visible.size} rows masked, "
+                   f"{int(loss_mask.sum())}/{loss_mask.size} targets counted")
     return not problems, detail + ("; " + "; ".join(problems[:6]) if problems else "")
 
 
@@ -501,13 +543,119 @@ def check_relu_resume(skiff, tmp, ctx):
                 f"step {step}, key {key!r}")
 
 
+# ---------------------------------------------------------------------------------------------
+# Block-attention episodes (`skiff train --episodes`)
+def make_episodes(path, n, seed, max_entries=3):
+    """Knowledge-QA episodes: entries "NAME has a THING.", a question about one of them."""
+    rng = random.Random(seed)
+    names = ["ab", "dad", "kale", "mole", "gag", "jig", "hid"]
+    things = ["face", "bead", "cab", "nag", "on"]
+    with open(path, "w") as f:
+        for _ in range(n):
+            facts = [(rng.choice(names), rng.choice(things)) for _ in range(rng.randint(1, max_entries))]
+            name, thing = rng.choice(facts)
+            f.write(json.dumps({"entries": [f"{a} has a {b}." for a, b in facts],
+                                "question": f"what has {name}?", "answer": thing}) + "\n")
+
+
+EPISODE_SEQ = 64  # TINY's context; its character-level vocabulary makes episodes long
+
+
+def episode_cmd(skiff, model, data, episodes, out, steps, extra=()):
+    return [skiff, "train", "-m", model, "--data", data, "--episodes", episodes, "--seq-len", str(EPISODE_SEQ),
+            "-b", "3", "--accum", "2", "--steps", str(steps), "--lr", "0.01", "--min-lr", "0.001", "--warmup", "2",
+            "--weight-decay", "0.1", "--clip", "0.5", "--layer-dropout", "0.5", "--early-exit-loss", "0.8",
+            "--seed", "5", "--eval-batches", "1", "-o", out, "-t", "2", "--quiet", *extra]
+
+
+def check_episode_losses(skiff, tmp, ctx):
+    """A run mixing episodes (--episode-mix 0.5, B=3: 1 or 2 per micro-batch) and text: the first
+    8 losses equal the reference replaying the dumped tokens, layer-dropout masks, first_visible
+    and loss masks."""
+    model = os.path.join(tmp, "ep_tiny.gguf")
+    weights = write_model(model, TINY, 12)
+    data, eps = os.path.join(tmp, "ep_text.txt"), os.path.join(tmp, "eps.jsonl")
+    make_text(data, 60, 4)
+    make_episodes(eps, 40, 6, max_entries=2)
+    dump, out = os.path.join(tmp, "ep_dump"), os.path.join(tmp, "ep1.gguf")
+    steps, B, T, L = 8, 3, EPISODE_SEQ, TINY.n_layers
+    run(episode_cmd(skiff, model, data, eps, out, steps, ["--debug-dump", dump]))
+    got = read_losses(os.path.join(tmp, "ep1"))
+    trainer = tr.Trainer(TINY, weights, 0.01, 0.001, 2, steps, 0.1, 0.5)
+    want, masked_rows, ignored = [], 0, 0
+    for t in range(steps):
+        micro = []
+        for m in range(2):
+            base = f"{dump}/step{t}_{m}"
+            tokens = np.fromfile(base + ".tokens", dtype=np.int32).reshape(B, T + 1)
+            skip = np.fromfile(base + ".skip", dtype=np.uint8).reshape(B, L).astype(bool)
+            fv = np.fromfile(base + ".fv", dtype=np.int32).reshape(B, T)
+            mask = np.fromfile(base + ".mask", dtype=np.uint8).reshape(B, T)
+            masked_rows += int((fv > 0).sum())
+            ignored += int((mask == 0).sum())
+            micro.append((tokens, skip, fv, mask))
+        exits = tr.active_exits("none", L, t, steps)
+        scales = tr.exit_scales(exits, L, 0.8)
+        want.append(trainer.step(t, micro, exits, scales))
+    errs = [abs(got[t + 1] - want[t]) / max(1.0, abs(want[t])) for t in range(steps)]
+    ok = max(errs) <= 1e-4 and masked_rows > 0 and ignored > 0
+    return ok, (f"max rel diff {max(errs):.1e} over {steps} steps; losses {want[0]:.4f} -> {want[-1]:.4f}; "
+                f"{masked_rows} block-masked rows, {ignored} ignored targets")
+
+
+def check_episode_scratch(skiff, tmp, ctx):
+    """From scratch (built-in vocabulary), all-episode batches: the loss falls; a run stopped at
+    step 15 and resumed ends bit-identical to an uninterrupted one (constant learning rate, so
+    the schedule does not depend on --steps)."""
+    data, eps = os.path.join(tmp, "sc_text.txt"), os.path.join(tmp, "sc_eps.jsonl")
+    make_text(data, 60, 8)
+    make_episodes(eps, 200, 9, max_entries=2)
+
+    def cmd(out, steps, extra=(), mix="0.75"):
+        return [skiff, "train", "--dim", "32", "--layers", "2", "--heads", "4", "--kv-heads", "2",
+                "--data", data, "--episodes", eps, "--episode-mix", mix, "--seq-len", "64", "-b", "4",
+                "--steps", str(steps), "--lr", "0.005", "--min-lr", "0.005", "--warmup", "0", "--seed", "3",
+                "--eval-batches", "1", "-o", out, "-t", "2", "--quiet", *extra]
+    t0 = time.time()
+    full = os.path.join(tmp, "sc_full.gguf")
+    run(cmd(full, 30))
+    losses = read_losses(os.path.join(tmp, "sc_full"))
+    first, last = np.mean([losses[s] for s in range(1, 4)]), np.mean([losses[s] for s in range(28, 31)])
+    part = os.path.join(tmp, "sc_part.gguf")
+    run(cmd(part, 15))
+    run(cmd(part, 30, ["--resume"]))
+    same = open(full[:-5] + ".state", "rb").read() == open(part[:-5] + ".state", "rb").read()
+    bad = run(cmd(part, 31, ["--resume"], mix="0.5"), check=False)
+    refused = bad.returncode != 0 and "other settings" in bad.stderr
+    ok = last < first - 0.5 and same and refused
+    return ok, (f"loss {first:.3f} -> {last:.3f} in 30 steps; resumed state identical: {same}; "
+                f"resume with another --episode-mix refused: {refused}; {time.time() - t0:.1f} s")
+
+
+def check_episode_errors(skiff, tmp, ctx):
+    data, eps = os.path.join(tmp, "er_text.txt"), os.path.join(tmp, "er_eps.jsonl")
+    make_text(data, 100, 1)
+    with open(eps, "w") as f:
+        f.write(json.dumps({"entries": ["ab has a face."], "question": "what?", "answer": "face"}) + "\n")
+        f.write(json.dumps({"entries": ["ab ba cab dad bead face gag hid jig kale mole"] * 8,
+                            "question": "what?", "answer": "x"}) + "\n")
+    base = [skiff, "train", "--dim", "16", "--layers", "1", "--heads", "2", "--data", data, "--seq-len", "32",
+            "-b", "2", "--steps", "2", "-o", os.path.join(tmp, "er.gguf"), "--quiet"]
+    long = run(base + ["--episodes", eps], check=False)
+    mix = run(base + ["--episode-mix", "0.3"], check=False)
+    ok = (long.returncode != 0 and "line 2" in long.stderr and "--seq-len 32" in long.stderr
+          and mix.returncode != 0 and "--episodes" in mix.stderr)
+    return ok, f"too long: '{long.stderr.strip()[-120:]}'; mix alone: '{mix.stderr.strip()[-80:]}'"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skiff", required=True)
     ap.add_argument("--shared", required=True)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--only", help="run only the checks whose name contains this")
     args = ap.parse_args()
-    res = Results()
+    res = Results(args.only)
     tmp_obj = tempfile.TemporaryDirectory(prefix="skiff-train-")
     tmp = tmp_obj.name
     sk = args.skiff
@@ -526,6 +674,13 @@ def main() -> int:
         sk, tmp, "g3", mqa, 2, 7, skip3, 0.5, "gradual", 70, 100, 3))
     res.run("grads mha, no masks, final-layer loss only", lambda: check_gradients(
         sk, tmp, "g4", mha, 2, 5, None, None, "none", 0, 1, 4))
+    res.run("grads block attention gqa untied, masks, early-exit none, ignored targets", lambda: check_gradients(
+        sk, tmp, "b1", gqa, 3, 12, skip4, 0.7, "none", 0, 10, 21, blocks=True))
+    res.run("grads block attention mqa tied, final-layer loss, ignored targets", lambda: check_gradients(
+        sk, tmp, "b2", mqa, 2, 16, None, None, "none", 0, 1, 22, blocks=True))
+    res.run("grads block attention relu mha, rotational:2, L1 0.3, ignored targets", lambda: check_gradients(
+        sk, tmp, "b3", mha, 2, 10, [[0, 1], [0, 0]], 1.0, "rotational:2", 1, 10, 23, activation="relu", l1=0.3,
+        blocks=True))
     ctx = {}
     res.run("first 10 losses of a fixed-seed run", lambda: check_first_losses(sk, tmp, ctx))
     res.run("determinism (same seed; 1 vs 2 threads)", lambda: check_deterministic(sk, tmp, ctx))
@@ -546,6 +701,9 @@ def main() -> int:
             lambda: check_relufication(sk, tmp, ctx))
     res.run("ReLU-fied checkpoint: key, info, engine logits, generate", lambda: check_relu_checkpoint(sk, tmp, ctx))
     res.run("ReLU-fication resume keeps the activation", lambda: check_relu_resume(sk, tmp, ctx))
+    res.run("episodes run (--episodes, mix 0.5): first losses equal the reference", lambda: check_episode_losses(sk, tmp, ctx))
+    res.run("episodes from scratch: loss falls, resume exact, other mix refused", lambda: check_episode_scratch(sk, tmp, ctx))
+    res.run("episodes: too long names the line, --episode-mix needs --episodes", lambda: check_episode_errors(sk, tmp, ctx))
     if args.keep:
         print(f"kept {tmp}")
         tmp_obj.cleanup = lambda: None  # noqa

@@ -11,6 +11,9 @@ torchtune's reference code, not from skiff's C++:
 - FFN activation silu (SwiGLU) or relu (ReLU-gated: relu(gate) * up, "skiff.ffn_activation");
   the activation-sparsity penalty (ProSparse-style L1) adds, per layer, l1 * sum of relu(gate)
   over the rows that ran it / (B * T * ffn) (rows that skipped the layer add nothing);
+- block attention (memory-augmented episodes): row r of a sample attends to the keys
+  [first_visible[r], r] (scores outside set to -inf before the softmax); a loss mask drops rows'
+  targets (cross_entropy's ignore_index), the mean is over the counted rows;
 - AdamW = torch.optim.AdamW (decay on matrices only), clipping = clip_grad_norm_, schedule
   = linear warm-up then cosine to min_lr.
 """
@@ -95,7 +98,25 @@ def ffn_act(gate, activation: str):
     return torch.nn.functional.silu(gate)
 
 
-def layer(cfg, W, l, x, pos, activation="silu"):
+def block_attention(q, k, v, first_visible):
+    """q: [T, H, hd]; k, v: [T, KV, hd]; row r sees keys first_visible[r]..r (None: 0..r)."""
+    if first_visible is None:
+        return ref.attention(q, k, v)
+    T, H, hd = q.shape
+    group = H // k.shape[1]
+    k = k.repeat_interleave(group, dim=1)
+    v = v.repeat_interleave(group, dim=1)
+    scores = torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd)
+    r = torch.arange(T).reshape(T, 1)
+    s = torch.arange(T).reshape(1, T)
+    fv = torch.as_tensor(np.asarray(first_visible, dtype=np.int64)).reshape(T, 1)
+    hidden = (s > r) | (s < fv)
+    scores = scores.masked_fill(hidden, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    return torch.einsum("hts,shd->thd", probs, v).reshape(T, H * hd)
+
+
+def layer(cfg, W, l, x, pos, activation="silu", first_visible=None):
     """One block on x [T, dim] (one sample). Returns (output, FFN activation act(gate) [T, ffn])."""
     T = x.shape[0]
     H, KV, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -106,7 +127,7 @@ def layer(cfg, W, l, x, pos, activation="silu"):
     v = (h @ W[p + "attn_v.weight"].T).reshape(T, KV, hd)
     q = ref.rope(q, pos, cfg.rope_dims, cfg.rope_base)
     k = ref.rope(k, pos, cfg.rope_dims, cfg.rope_base)
-    x = x + ref.attention(q, k, v) @ W[p + "attn_output.weight"].T
+    x = x + block_attention(q, k, v, first_visible) @ W[p + "attn_output.weight"].T
     h = ref.rmsnorm(x, W[p + "ffn_norm.weight"], cfg.rms_eps)
     g = h @ W[p + "ffn_gate.weight"].T
     u = h @ W[p + "ffn_up.weight"].T
@@ -120,8 +141,10 @@ def head_logits(cfg, W, x):
     return h @ out.T
 
 
-def loss_fn(cfg, W, tokens: np.ndarray, skip, exits: list[int], scales: list[float], activation="silu", l1=0.0):
-    """tokens [B, T+1]; skip [B, L] bools or None. Returns (loss, per-exit losses, final logits,
+def loss_fn(cfg, W, tokens: np.ndarray, skip, exits: list[int], scales: list[float], activation="silu", l1=0.0,
+            first_visible=None, loss_mask=None):
+    """tokens [B, T+1]; skip [B, L] bools or None; first_visible [B, T] ints or None; loss_mask
+    [B, T] (0: no loss at that row) or None. Returns (loss, per-exit losses, final logits,
     stats) where loss includes the L1 penalty and stats = {"sparsity_loss": the penalty,
     "sparsity": fraction of zero activations over the rows that ran each layer, averaged over the
     layers some row ran (relu only, else 0)}."""
@@ -137,7 +160,8 @@ def loss_fn(cfg, W, tokens: np.ndarray, skip, exits: list[int], scales: list[flo
         x = W["token_embd.weight"][inp[b]]
         for l in range(cfg.n_layers):
             if skip is None or not skip[b][l]:
-                x, a = layer(cfg, W, l, x, pos, activation)
+                fv = None if first_visible is None else first_visible[b]
+                x, a = layer(cfg, W, l, x, pos, activation, fv)
                 acts.setdefault(l, []).append(a)
             hidden.setdefault(l, []).append(x)
         xs.append(x)
@@ -157,17 +181,23 @@ def loss_fn(cfg, W, tokens: np.ndarray, skip, exits: list[int], scales: list[flo
     for e, s in zip(exits, scales):
         h = torch.stack(hidden[e])                       # [B, T, dim]
         logits = head_logits(cfg, W, h).reshape(B * T, -1)
-        ce = torch.nn.functional.cross_entropy(logits, tgt.reshape(-1))
+        target = tgt.reshape(-1)
+        if loss_mask is not None:
+            keep = torch.as_tensor(np.asarray(loss_mask).reshape(-1) != 0)
+            target = torch.where(keep, target, torch.full_like(target, -100))
+        ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=-100)
         per_exit.append(ce.item())
         total = total + s * ce
     final_logits = head_logits(cfg, W, torch.stack(xs)).detach()
     return total, per_exit, final_logits, stats
 
 
-def grads(cfg, weights: dict, tokens, skip, exits, scales, activation="silu", l1=0.0):
+def grads(cfg, weights: dict, tokens, skip, exits, scales, activation="silu", l1=0.0,
+          first_visible=None, loss_mask=None):
     """Returns (loss, per-exit losses, gradients by name, final logits, stats of loss_fn)."""
     W = make_params(weights, cfg)
-    loss, per_exit, logits, stats = loss_fn(cfg, W, tokens, skip, exits, scales, activation, l1)
+    loss, per_exit, logits, stats = loss_fn(cfg, W, tokens, skip, exits, scales, activation, l1,
+                                            first_visible, loss_mask)
     loss.backward()
     # a parameter no loss reaches (e.g. a layer every sample skipped) has gradient 0
     g = {n: (W[n].grad.numpy() if W[n].grad is not None else np.zeros(W[n].shape)) for n in param_names(cfg)}
@@ -190,11 +220,15 @@ class Trainer:
         self.lr, self.min_lr, self.warmup, self.total, self.clip = lr, min_lr, warmup, total, clip
 
     def step(self, t: int, micro_batches, exits, scales) -> float:
-        """micro_batches: list of (tokens [B, T+1], skip [B, L] or None). Returns the loss."""
+        """micro_batches: list of (tokens [B, T+1], skip [B, L] or None[, first_visible [B, T],
+        loss_mask [B, T]]). Returns the loss."""
         self.opt.zero_grad()
         total = 0.0
-        for tokens, skip in micro_batches:
-            loss, _, _, _ = loss_fn(self.cfg, self.W, tokens, skip, exits, scales, self.activation, self.l1)
+        for mb in micro_batches:
+            tokens, skip = mb[0], mb[1]
+            fv, mask = (mb[2], mb[3]) if len(mb) > 2 else (None, None)
+            loss, _, _, _ = loss_fn(self.cfg, self.W, tokens, skip, exits, scales, self.activation, self.l1,
+                                    fv, mask)
             (loss / len(micro_batches)).backward()
             total += loss.item() / len(micro_batches)
         if self.clip > 0:
