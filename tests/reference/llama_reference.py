@@ -115,14 +115,18 @@ def rope(x: torch.Tensor, positions: torch.Tensor, n_rot: int, base: float,
     return out
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """q: [T, H, hd]; k, v: [T, KV, hd]. Causal, grouped-query. Returns [T, H*hd]."""
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first_visible=None) -> torch.Tensor:
+    """q: [T, H, hd]; k, v: [T, KV, hd]. Causal, grouped-query. Returns [T, H*hd].
+    first_visible (block attention): row t sees only keys first_visible[t] .. t."""
     T, H, hd = q.shape
     group = H // k.shape[1]
     k = k.repeat_interleave(group, dim=1)   # query head h uses kv head h // group
     v = v.repeat_interleave(group, dim=1)
     scores = torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd)
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    if first_visible is not None:
+        start = torch.as_tensor(list(first_visible), dtype=torch.long)
+        mask = mask | (torch.arange(T)[None, :] < start[:, None])
     scores = scores.masked_fill(mask, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     return torch.einsum("hts,shd->thd", probs, v).reshape(T, H * hd)
@@ -140,10 +144,11 @@ def quantize_input(h: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def forward(cfg: LlamaConfig, weights: dict, tokens, n_layers: int | None = None,
-            input_blocks: dict | None = None) -> np.ndarray:
+            input_blocks: dict | None = None, first_visible=None) -> np.ndarray:
     """Logits [len(tokens), vocab] (float64) after layers 0..n_layers-1 (default: all) and the
     final norm + head; positions are 0..len(tokens)-1. input_blocks: {matrix name: block} for
-    the products whose input the engine quantizes to 8 bits (see quantize_input)."""
+    the products whose input the engine quantizes to 8 bits (see quantize_input).
+    first_visible: block attention, see attention()."""
     cfg.validate()
     W = {k: torch.as_tensor(np.asarray(v), dtype=DTYPE) for k, v in weights.items()}
     blocks = input_blocks or {}
@@ -167,7 +172,7 @@ def forward(cfg: LlamaConfig, weights: dict, tokens, n_layers: int | None = None
         v = mm(h, p + "attn_v.weight").reshape(T, KV, hd)
         q = rope(q, pos, cfg.rope_dims, cfg.rope_base, cfg)
         k = rope(k, pos, cfg.rope_dims, cfg.rope_base, cfg)
-        x = x + mm(attention(q, k, v), p + "attn_output.weight")
+        x = x + mm(attention(q, k, v, first_visible), p + "attn_output.weight")
         h = rmsnorm(x, W[p + "ffn_norm.weight"], cfg.rms_eps)
         gate = mm(h, p + "ffn_gate.weight")
         up = mm(h, p + "ffn_up.weight")

@@ -1,0 +1,109 @@
+#!/usr/bin/python3
+"""`skiff memory build|ask|eval` from the command line, on a knowledge base written by
+scripts/knowledge_qa.py and the built-in model.
+
+Run: /usr/bin/python3 tests/cli/test_memory.py --skiff build/skiff --shared ../shared
+
+Checks: build writes a store and reports it; ask answers (retrieving, or reading --entries);
+eval prints one row per method and hop count with every column, recall only for retrieving
+methods, splice prefilling only the question; and bad input gets one-line errors: a
+corrupted, truncated or foreign-model store, a malformed kb.jsonl line, k larger than the
+store or than the context, unknown entries and methods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from harness import one_line_error, setup  # noqa: E402
+
+ROOT = os.path.join(HERE, "..", "..")
+COLUMNS = ["method", "hops", "questions", "em", "recall_at_k", "ttft_ms_p50", "ttft_ms_p95", "questions_per_s",
+           "prefill_tokens_per_question", "bytes_per_entry"]
+
+
+def main() -> int:
+    args, c = setup()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "kqa")
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "knowledge_qa.py"), "--seed", "5",
+                        "--entities", "12", "-o", data], check=True, capture_output=True)
+        kb, questions = os.path.join(data, "kb.jsonl"), os.path.join(data, "questions.jsonl")
+        store = os.path.join(tmp, "kb.skm")
+        r = c.skiff("memory", "build", "--kb", kb, "-o", store, "-t", 2)
+        n_kb = sum(1 for _ in open(kb))
+        c.check("build", r.returncode == 0 and f"{n_kb} entries" in r.stdout and os.path.exists(store),
+                r.stderr + r.stdout)
+
+        r = c.skiff("memory", "ask", "--store", store, "-p", "Where does Bomira live?", "-k", 3, "-v", "-n", 4)
+        c.check("ask retrieves and answers", r.returncode == 0 and "time to first token" in r.stderr
+                and r.stderr.count("\n[") + r.stderr.startswith("[") == 3, r.stderr)
+        first_id = json.loads(open(kb).readline())["id"]
+        r = c.skiff("memory", "ask", "--store", store, "-p", "Who?", "--entries", first_id, "-v", "-n", 2)
+        c.check("ask --entries reads the given entry", r.returncode == 0 and f"[{first_id}]" in r.stderr, r.stderr)
+
+        r = c.skiff("memory", "eval", "--store", store, "--questions", questions, "-k", 4, "--limit", 6, "-o", "json",
+                    "-t", 2, timeout=300)
+        try:
+            rows = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            rows = []
+        methods = {row["method"] for row in rows}
+        c.check("eval: every method", methods == {"none", "oracle", "read", "read-block", "splice",
+                                                  "splice-uncorrected"}, r.stdout + r.stderr)
+        c.check("eval: every column", rows != [] and all(all(k in row for k in COLUMNS) for row in rows))
+        by = {(row["method"], row["hops"]): row for row in rows}
+        c.check("eval: recall only where entries are retrieved",
+                all((row["recall_at_k"] is None) == (row["method"] in ("none", "oracle")) for row in rows)
+                and all(row["recall_at_k"] is None or 0 <= row["recall_at_k"] <= 1 for row in rows))
+        sp, rd = by.get(("splice", 1)), by.get(("read", 1))
+        c.check("eval: splice prefills only BOS and the question, read prefills the entries too",
+                sp is not None and rd is not None
+                and sp["prefill_tokens_per_question"] + 20 < rd["prefill_tokens_per_question"], str((sp, rd)))
+        r = c.skiff("memory", "eval", "--store", store, "--questions", questions, "-k", 2, "--limit", 2,
+                    "--methods", "none,splice")
+        c.check("eval: markdown table", r.returncode == 0 and r.stdout.startswith("| method | hops |")
+                and "| splice | 1 |" in r.stdout, r.stdout + r.stderr)
+
+        # Bad input: one line each, never a crash.
+        blob = open(store, "rb").read()
+        bad = os.path.join(tmp, "bad.skm")
+        open(bad, "wb").write(blob[:8] + bytes([blob[8] ^ 1]) + blob[9:])
+        r = c.skiff("memory", "ask", "--store", bad, "-p", "Who?")
+        c.check("corrupt store", one_line_error(r) and "version" in r.stderr, r.stderr)
+        open(bad, "wb").write(blob[: len(blob) // 2])
+        r = c.skiff("memory", "ask", "--store", bad, "-p", "Who?")
+        c.check("truncated store", one_line_error(r) and "truncated" in r.stderr, r.stderr)
+        r = c.skiff("memory", "ask", "-m", os.path.join(ROOT, "models", "stories260K.gguf"), "--store", store,
+                    "-p", "Who?")
+        c.check("store of another model", one_line_error(r) and "built with another model" in r.stderr, r.stderr)
+        badkb = os.path.join(tmp, "bad.jsonl")
+        with open(badkb, "w") as f:
+            f.write(open(kb).readline())
+            f.write('{"id": "x", "kind": "passage"\n')
+        r = c.skiff("memory", "build", "--kb", badkb, "-o", os.path.join(tmp, "never.skm"))
+        c.check("malformed kb line", one_line_error(r) and ":2: not valid JSON" in r.stderr
+                and not os.path.exists(os.path.join(tmp, "never.skm")), r.stderr)
+        r = c.skiff("memory", "ask", "--store", store, "-p", "Who?", "-k", n_kb + 1)
+        c.check("k larger than the store", one_line_error(r) and f"k = {n_kb + 1}" in r.stderr, r.stderr)
+        r = c.skiff("memory", "ask", "--store", store, "-p", "Who?", "-k", 8, "-c", 40)
+        c.check("k entries larger than the context", one_line_error(r) and "context" in r.stderr, r.stderr)
+        r = c.skiff("memory", "ask", "--store", store, "-p", "Who?", "--entries", "nope")
+        c.check("unknown entry", one_line_error(r) and '"nope"' in r.stderr, r.stderr)
+        r = c.skiff("memory", "eval", "--store", store, "--questions", questions, "--methods", "splice,magic")
+        c.check("unknown method", one_line_error(r) and '"magic"' in r.stderr, r.stderr)
+        r = c.skiff("memory", "build", "--kb", kb, "-o", os.path.join(tmp, "x.skm"), "--kv-type", "q4_0")
+        c.check("bad --kv-type", one_line_error(r) and "q4_0" in r.stderr, r.stderr)
+        r = c.skiff("memory", "ask", "--store", os.path.join(tmp, "missing.skm"), "-p", "Who?")
+        c.check("missing store", one_line_error(r) and "missing.skm" in r.stderr, r.stderr)
+    return c.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
