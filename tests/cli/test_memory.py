@@ -66,6 +66,15 @@ def main() -> int:
         c.check("eval: splice prefills only BOS and the question, read prefills the entries too",
                 sp is not None and rd is not None
                 and sp["prefill_tokens_per_question"] + 20 < rd["prefill_tokens_per_question"], str((sp, rd)))
+        # Retrieving methods read what the retriever returns, never the gold entries: with k = 1
+        # a two-hop question reads one entry where oracle reads two.
+        r = c.skiff("memory", "eval", "--store", store, "--questions", questions, "-k", 1, "-o", "json",
+                    "--methods", "oracle,read", "-t", 2, timeout=300)
+        by = {(row["method"], row["hops"]): row for row in json.loads(r.stdout or "[]")}
+        o2, r2 = by.get(("oracle", 2)), by.get(("read", 2))
+        c.check("eval: read retrieves k entries, oracle reads one per hop",
+                o2 is not None and r2 is not None
+                and r2["prefill_tokens_per_question"] < o2["prefill_tokens_per_question"], str((o2, r2)))
         r = c.skiff("memory", "eval", "--store", store, "--questions", questions, "-k", 2, "--limit", 2,
                     "--methods", "none,splice")
         c.check("eval: markdown table", r.returncode == 0 and r.stdout.startswith("| method | hops |")
