@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "memory/build.h"
 #include "memory/knowledge_base.h"
+#include "memory/lexical.h"
 #include "memory/reader.h"
 #include "memory/retrieval.h"
 #include "memory/store.h"
@@ -136,10 +137,30 @@ TEST_P(MemoryModel, StoreRoundTripAndRetrieval) {
     EXPECT_NO_THROW(store.verify_entry(i));
   }
   EXPECT_NO_THROW(store.check_model(*model_));
-  // An entry's own retrieval vector finds it first.
-  for (size_t i = 0; i < store.size(); ++i) EXPECT_EQ(search_exact(store, store.vector(i), 2)[0].entry, i);
+  EXPECT_EQ(store.retriever(), Retriever::kLexical);
+  // The lexical retriever: a question about Bomira's pet finds the QA pair first and the
+  // passage that states it among the top 3 (in five entries IDF tells little apart).
+  const LexicalEncoder lex(std::vector<float>(store.idf().begin(), store.idf().end()));
+  const std::vector<Hit> hits =
+      search_exact(store, lex.encode(model_->tokenizer->encode("What pet does Bomira have?", false), false), 3);
+  EXPECT_EQ(store.entry(hits[0].entry).id, "q1");
+  EXPECT_TRUE(store.entry(hits[1].entry).id == "p1" || store.entry(hits[2].entry).id == "p1");
   EXPECT_NE(test::error_of([&] { search_exact(store, store.vector(0), 6); }).find("k = 6"), std::string::npos);
   EXPECT_NE(test::error_of([&] { search_exact(store, store.vector(0), 0); }).find("k = 0"), std::string::npos);
+}
+
+TEST_P(MemoryModel, HiddenStateRetriever) {
+  BuildOptions o;
+  o.retriever = Retriever::kHidden;
+  const std::string path = temp_path(std::string(GetParam()) + "_hidden.skm");
+  paths_.push_back(path);
+  build_store(*model_, kKb, path, o);
+  const MemoryStore store(path);
+  EXPECT_EQ(store.retriever(), Retriever::kHidden);
+  EXPECT_TRUE(store.idf().empty());
+  EXPECT_EQ(store.header().vector_dim, static_cast<uint32_t>(model_->config.dim));
+  // Unit vectors: an entry's own vector finds it first.
+  for (size_t i = 0; i < store.size(); ++i) EXPECT_EQ(search_exact(store, store.vector(i), 2)[0].entry, i);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, MemoryModel, ::testing::Values("stories260K", "random"));

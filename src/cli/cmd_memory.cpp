@@ -33,7 +33,8 @@ KvTypes store_types(const std::string& name) {
 void register_build(CLI::App* parent) {
   struct Flags {
     ModelFlags model;
-    std::string kb, out, kv_type = "f16";
+    std::string kb, out, kv_type = "f16", retriever = "lexical";
+    int lexical_dim = 1024;
   };
   auto f = std::make_shared<Flags>();
   CLI::App* cmd = parent->add_subcommand("build", "encode a knowledge base (kb.jsonl) into a memory store");
@@ -41,6 +42,12 @@ void register_build(CLI::App* parent) {
   cmd->add_option("--kb", f->kb, "knowledge base: JSON Lines of {id, kind, text}")->required();
   cmd->add_option("-o,--output", f->out, "the store file to write")->required();
   cmd->add_option("--kv-type", f->kv_type, "element type of the stored keys and values: f32, f16 (default), q8_0");
+  cmd->add_option("--retriever", f->retriever,
+                  "retrieval vectors: lexical (hashed TF-IDF token uni- and bigrams, default) or hidden (pooled "
+                  "final hidden states)")
+      ->check(CLI::IsMember({"lexical", "hidden"}));
+  cmd->add_option("--lexical-dim", f->lexical_dim, "buckets of the lexical retriever (default 1024)")
+      ->check(CLI::Range(16, 1 << 16));
   cmd->callback([f] {
     const KvTypes types = store_types(f->kv_type);
     const std::vector<memory::KbEntry> kb = memory::read_kb(f->kb);
@@ -48,6 +55,8 @@ void register_build(CLI::App* parent) {
     memory::BuildOptions opt;
     opt.types = types;
     opt.threads = f->model.threads;
+    opt.retriever = f->retriever == "hidden" ? memory::Retriever::kHidden : memory::Retriever::kLexical;
+    opt.lexical_dim = f->lexical_dim;
     opt.progress = [](size_t done, size_t total) {
       draw_progress("memory build", static_cast<int>(done), static_cast<int>(total));
     };

@@ -95,7 +95,7 @@ void register_train(CLI::App& app) {
   cmd->add_option("--heads", f->heads, "from scratch: attention heads");
   cmd->add_option("--kv-heads", f->kv_heads, "from scratch: KV heads (default: --heads)");
   cmd->add_option("--ffn", f->ffn, "from scratch: SwiGLU hidden width (default: 8/3 dim rounded to 32)");
-  cmd->add_option("--context", f->context, "from scratch: context length (default: --seq-len)");
+  cmd->add_option("--context", f->context, "context length (from scratch: default --seq-len; with -m: extends the model's)");
   cmd->add_option("--rope-dim", f->rope_dim, "from scratch: rotated dims per head (default: head dim)");
   cmd->add_option("--rope-theta", f->rope_theta, "from scratch: RoPE base");
   cmd->add_flag("--untied", f->untied, "from scratch: a separate output matrix (default: tied to the embeddings)");
@@ -186,6 +186,13 @@ void register_train(CLI::App& app) {
       source = open_model(f->model);
       config = source->config;
       tied = source->tied_output;
+      // A longer context than the model was trained for (RoPE positions are not parameters):
+      // continual training then teaches it to use them.
+      if (f->context > 0) {
+        if (f->context < config.context_length)
+          fail("--context {} is shorter than the model's {}", f->context, config.context_length);
+        config.context_length = f->context;
+      }
       tokenizer = std::make_unique<Tokenizer>(source->tokenizer->vocab());
     }
     config.ffn_activation = activation_from_flag(f->activation, config.ffn_activation);

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "base/error.h"
 #include "memory/encode.h"
+#include "memory/lexical.h"
 #include "memory/store.h"
 #include "model/fingerprint.h"
 #include "model/forward.h"
@@ -28,11 +30,16 @@ BuildStats build_store(const Model& model, std::span<const KbEntry> kb, const st
     longest = std::max(longest, n);
   }
   Context ctx(model, longest, options.threads);
-  StoreWriter writer(path, fingerprint(model), options.types, model.config.dim);
+  const bool lexical = options.retriever == Retriever::kLexical;
+  std::optional<LexicalEncoder> lex;
+  if (lexical) lex = LexicalEncoder::fit(tokens, options.lexical_dim);
+  StoreWriter writer(path, fingerprint(model), options.types, lexical ? options.lexical_dim : model.config.dim,
+                     lexical ? std::span<const float>(lex->idf()) : std::span<const float>());
   BuildStats stats;
   for (size_t i = 0; i < kb.size(); ++i) {
     const EncodedEntry e = encode_entry(ctx, tokens[i]);
-    writer.add(kb[i].id, kb[i].kind, kb[i].text, tokens[i], e.keys, e.values, e.vector);
+    writer.add(kb[i].id, kb[i].kind, kb[i].text, tokens[i], e.keys, e.values,
+               lexical ? lex->encode(tokens[i], true) : e.vector);
     stats.tokens += static_cast<int64_t>(tokens[i].size());
     if (options.progress) options.progress(i + 1, kb.size());
   }

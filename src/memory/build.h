@@ -6,6 +6,7 @@
 #include <string>
 
 #include "memory/knowledge_base.h"
+#include "memory/store.h"
 #include "model/model.h"
 
 namespace skiff::memory {
@@ -14,6 +15,8 @@ struct BuildOptions {
   KvTypes types{DType::F16, DType::F16};  // what the store keeps
   int threads = 0;
   int max_entry_tokens = 1024;            // longer entries are an error naming them
+  Retriever retriever = Retriever::kLexical;
+  int lexical_dim = 1024;                 // buckets of the lexical retriever
   std::function<void(size_t done, size_t total)> progress;
 };
 

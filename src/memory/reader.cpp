@@ -55,7 +55,11 @@ Reader::Reader(const Model& model, const MemoryStore* store, int context_length,
       store_(store),
       ctx_(model, context_length, threads),
       query_ctx_(model, std::min(kQueryContext, model.config.context_length), 1) {
-  if (store) store->check_model(model);
+  if (store) {
+    store->check_model(model);
+    if (store->retriever() == Retriever::kLexical)
+      lexical_ = std::make_unique<LexicalEncoder>(std::vector<float>(store->idf().begin(), store->idf().end()));
+  }
 }
 
 Reader::Layout Reader::layout(Method method, std::span<const size_t> entries,
@@ -117,7 +121,8 @@ Answer Reader::answer(Method method, const std::string& question, int k, std::sp
     a.entries.assign(given.begin(), given.end());
   } else if (retrieves(method)) {
     if (!store_) fail("memory: method {} needs a store", method_name(method));
-    const std::vector<float> query = retrieval_vector(query_ctx_, tok.encode(question, false));
+    const std::vector<int32_t> words = tok.encode(question, false);
+    const std::vector<float> query = lexical_ ? lexical_->encode(words, false) : retrieval_vector(query_ctx_, words);
     for (const Hit& h : search_exact(*store_, query, k)) a.entries.push_back(h.entry);
   }
   std::vector<float> logits = prefill(method, a.entries, q);

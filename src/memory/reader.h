@@ -15,11 +15,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "memory/lexical.h"
 #include "memory/retrieval.h"
 #include "memory/store.h"
 #include "model/forward.h"
@@ -72,7 +74,8 @@ class Reader {
   const Model& model_;
   const MemoryStore* store_;
   Context ctx_;
-  Context query_ctx_;  // encodes questions for retrieval
+  Context query_ctx_;  // encodes questions for the hidden-state retriever
+  std::unique_ptr<LexicalEncoder> lexical_;  // the store's lexical retriever, if it has one
 };
 
 // Lower-cased, surrounding spaces and punctuation removed: what exact match compares.

@@ -1,5 +1,6 @@
-// Nearest entries of a memory store to a query vector: exact (every entry's dot product,
-// which is the cosine for the unit vectors memory/encode.h makes).
+// Nearest entries of a memory store to a query vector: exact (every entry's dot product;
+// the cosine for the unit vectors of memory/encode.h, a length-pivoted TF-IDF score for
+// memory/lexical.h).
 #pragma once
 
 #include <cstddef>

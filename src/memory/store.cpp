@@ -33,6 +33,7 @@ enum : size_t {
   kOffKeyType = 48,
   kOffValueType = 52,
   kOffVectorDim = 56,
+  kOffRetriever = 60,
   kOffEntries = 64,
   kOffDataOffset = 72,
   kOffDataBytes = 80,
@@ -41,6 +42,8 @@ enum : size_t {
   kOffStringsOffset = 104,
   kOffStringsBytes = 112,
   kOffTablesChecksum = 120,
+  kOffRetrieverOffset = 128,
+  kOffRetrieverBytes = 136,
   kOffHeaderChecksum = kHeaderBytes - 8,
 };
 
@@ -67,6 +70,7 @@ uint64_t entry_data_bytes(uint64_t n_tokens, int n_layers, size_t key_row, size_
 }  // namespace
 
 const char* entry_kind_name(EntryKind kind) { return kind == EntryKind::kQa ? "qa" : "passage"; }
+const char* retriever_name(Retriever r) { return r == Retriever::kLexical ? "lexical" : "hidden"; }
 
 StoreHeader parse_store_header(std::span<const uint8_t> bytes, uint64_t file_size, const std::string& name) {
   if (bytes.size() < kHeaderBytes || file_size < kHeaderBytes)
@@ -113,16 +117,26 @@ StoreHeader parse_store_header(std::span<const uint8_t> bytes, uint64_t file_siz
   h.strings_offset = get<uint64_t>(bytes, kOffStringsOffset);
   h.strings_bytes = get<uint64_t>(bytes, kOffStringsBytes);
   h.tables_checksum = get<uint64_t>(bytes, kOffTablesChecksum);
+  const uint32_t retriever = get<uint32_t>(bytes, kOffRetriever);
+  if (retriever > 1) fail("{}: unknown retriever {}", name, retriever);
+  h.retriever = static_cast<Retriever>(retriever);
+  h.retriever_offset = get<uint64_t>(bytes, kOffRetrieverOffset);
+  h.retriever_bytes = get<uint64_t>(bytes, kOffRetrieverBytes);
+  const uint64_t want = h.retriever == Retriever::kLexical ? uint64_t{h.vector_dim} * sizeof(float) : 0;
+  if (h.retriever_bytes != want)
+    fail("{}: the {} retriever's section holds {} bytes, not {}", name, retriever_name(h.retriever), h.retriever_bytes,
+         want);
   // Each section inside the file, in order, without overflow (sizes are checked against the
   // file before they are multiplied).
   if (h.n_entries > file_size / sizeof(EntryRecord)) fail("{}: truncated or corrupt: {} entries cannot fit in {} bytes", name, h.n_entries, file_size);
-  const uint64_t sections[4][2] = {{h.data_offset, h.data_bytes},
+  const uint64_t sections[5][2] = {{h.data_offset, h.data_bytes},
                                    {h.entries_offset, h.n_entries * sizeof(EntryRecord)},
                                    {h.vectors_offset, h.n_entries * h.vector_dim * sizeof(float)},
-                                   {h.strings_offset, h.strings_bytes}};
-  const char* section_names[4] = {"data", "entries", "vectors", "strings"};
+                                   {h.strings_offset, h.strings_bytes},
+                                   {h.retriever_offset, h.retriever_bytes}};
+  const char* section_names[5] = {"data", "entries", "vectors", "strings", "retriever"};
   uint64_t end = kHeaderBytes;
-  for (int s = 0; s < 4; ++s) {
+  for (int s = 0; s < 5; ++s) {
     const uint64_t off = sections[s][0], size = sections[s][1];
     if (off % kAlign != 0 || off < end || off > file_size || size > file_size - off)
       fail("{}: the {} section ({} bytes at offset {}) lies outside the file ({} bytes) or overlaps another: "
@@ -146,9 +160,10 @@ MemoryStore::MemoryStore(std::span<const uint8_t> bytes, std::string name) : nam
 void MemoryStore::open(std::span<const uint8_t> bytes) {
   bytes_ = bytes;
   h_ = parse_store_header(bytes, bytes.size(), name_);
-  const uint64_t tables = fnv1a(fnv1a(fnv1a(bytes.subspan(h_.entries_offset, h_.n_entries * sizeof(EntryRecord))),
-                                      bytes.subspan(h_.vectors_offset, h_.n_entries * h_.vector_dim * sizeof(float))),
-                                bytes.subspan(h_.strings_offset, h_.strings_bytes));
+  uint64_t tables = fnv1a(bytes.subspan(h_.entries_offset, h_.n_entries * sizeof(EntryRecord)));
+  tables = fnv1a(tables, bytes.subspan(h_.vectors_offset, h_.n_entries * h_.vector_dim * sizeof(float)));
+  tables = fnv1a(tables, bytes.subspan(h_.strings_offset, h_.strings_bytes));
+  tables = fnv1a(tables, bytes.subspan(h_.retriever_offset, h_.retriever_bytes));
   if (tables != h_.tables_checksum)
     fail("{}: checksum mismatch in the entry tables (stored {:016x}, computed {:016x}): the file is corrupt", name_,
          h_.tables_checksum, tables);
@@ -199,6 +214,10 @@ std::span<const float> MemoryStore::vector(size_t i) const {
   return {reinterpret_cast<const float*>(bytes_.data() + h_.vectors_offset) + i * h_.vector_dim, h_.vector_dim};
 }
 
+std::span<const float> MemoryStore::idf() const {
+  return {reinterpret_cast<const float*>(bytes_.data() + h_.retriever_offset), h_.retriever_bytes / sizeof(float)};
+}
+
 size_t MemoryStore::key_row_bytes() const { return row_bytes(h_.types.k, h_.model.kv_dim); }
 size_t MemoryStore::value_row_bytes() const { return row_bytes(h_.types.v, h_.model.kv_dim); }
 
@@ -232,6 +251,7 @@ struct StoreWriter::Impl {
   std::vector<EntryRecord> records;
   std::vector<float> vectors;
   std::string strings;
+  std::vector<float> idf;
   std::vector<uint8_t> buf;
   uint64_t data_end = 0;  // bytes of the data section so far
 
@@ -240,7 +260,8 @@ struct StoreWriter::Impl {
   }
 };
 
-StoreWriter::StoreWriter(const std::string& path, const ModelFingerprint& model, KvTypes types, int vector_dim)
+StoreWriter::StoreWriter(const std::string& path, const ModelFingerprint& model, KvTypes types, int vector_dim,
+                         std::span<const float> idf)
     : impl_(std::make_unique<Impl>()) {
   Impl& w = *impl_;
   if (!is_kv_type(types.k) || !is_kv_type(types.v)) fail("memory store: KV types must be f32, f16 or q8_0");
@@ -250,6 +271,10 @@ StoreWriter::StoreWriter(const std::string& path, const ModelFingerprint& model,
            traits(t).block_size);
   }
   if (vector_dim < 1 || vector_dim > kMaxVectorDim) fail("memory store: retrieval vector width {}", vector_dim);
+  if (!idf.empty() && idf.size() != static_cast<size_t>(vector_dim))
+    fail("memory store: {} IDF weights for vectors of width {}", idf.size(), vector_dim);
+  w.idf.assign(idf.begin(), idf.end());
+  w.h.retriever = idf.empty() ? Retriever::kHidden : Retriever::kLexical;
   w.path = path;
   w.tmp = path + ".tmp";
   w.h.model = model;
@@ -336,9 +361,16 @@ uint64_t StoreWriter::finish() {
   w.write(w.strings.data(), w.strings.size());
   pos += w.strings.size();
   pad_to_alignment(pos);
-  h.tables_checksum =
-      fnv1a(fnv1a(fnv1a({rec, w.records.size() * sizeof(EntryRecord)}), {vec, w.vectors.size() * sizeof(float)}),
-            {reinterpret_cast<const uint8_t*>(w.strings.data()), w.strings.size()});
+  h.retriever_offset = pos;
+  h.retriever_bytes = w.idf.size() * sizeof(float);
+  const auto* idf = reinterpret_cast<const uint8_t*>(w.idf.data());
+  w.write(idf, h.retriever_bytes);
+  pos += h.retriever_bytes;
+  pad_to_alignment(pos);
+  h.tables_checksum = fnv1a({rec, w.records.size() * sizeof(EntryRecord)});
+  h.tables_checksum = fnv1a(h.tables_checksum, {vec, w.vectors.size() * sizeof(float)});
+  h.tables_checksum = fnv1a(h.tables_checksum, {reinterpret_cast<const uint8_t*>(w.strings.data()), w.strings.size()});
+  h.tables_checksum = fnv1a(h.tables_checksum, {idf, static_cast<size_t>(h.retriever_bytes)});
 
   std::vector<uint8_t> header(kHeaderBytes, 0);
   std::memcpy(header.data(), kStoreMagic, sizeof(kStoreMagic));
@@ -361,6 +393,9 @@ uint64_t StoreWriter::finish() {
   put<uint64_t>(header, kOffStringsOffset, h.strings_offset);
   put<uint64_t>(header, kOffStringsBytes, h.strings_bytes);
   put<uint64_t>(header, kOffTablesChecksum, h.tables_checksum);
+  put<uint32_t>(header, kOffRetriever, static_cast<uint32_t>(h.retriever));
+  put<uint64_t>(header, kOffRetrieverOffset, h.retriever_offset);
+  put<uint64_t>(header, kOffRetrieverBytes, h.retriever_bytes);
   put<uint64_t>(header, kOffHeaderChecksum, fnv1a({header.data(), kOffHeaderChecksum}));
   if (std::fseek(w.f, 0, SEEK_SET) != 0) fail("{}: seek failed", w.tmp);
   w.write(header.data(), header.size());

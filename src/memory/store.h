@@ -17,6 +17,8 @@
 //   entries    EntryRecord[n_entries]
 //   vectors    float[n_entries][vector_dim]: the retrieval vectors (memory/retrieval.h)
 //   strings    ids and texts, referenced by the records
+//   retriever  the lexical retriever's IDF per bucket (memory/lexical.h); empty for pooled
+//              hidden states
 #pragma once
 
 #include <cstddef>
@@ -38,6 +40,10 @@ inline constexpr uint32_t kStoreVersion = 1;
 inline constexpr size_t kHeaderBytes = 256;
 
 enum class EntryKind : uint32_t { kPassage = 0, kQa = 1 };
+// How the retrieval vectors were made: pooled hidden states (memory/encode.h) or hashed
+// TF-IDF token n-grams (memory/lexical.h).
+enum class Retriever : uint32_t { kHidden = 0, kLexical = 1 };
+const char* retriever_name(Retriever r);
 // "passage", "qa"
 const char* entry_kind_name(EntryKind kind);
 
@@ -49,7 +55,9 @@ struct StoreHeader {
   uint64_t n_entries = 0;
   uint64_t data_offset = 0, data_bytes = 0;
   uint64_t entries_offset = 0, vectors_offset = 0, strings_offset = 0, strings_bytes = 0;
-  uint64_t tables_checksum = 0;  // of the entries, vectors and strings sections
+  Retriever retriever = Retriever::kHidden;
+  uint64_t retriever_offset = 0, retriever_bytes = 0;
+  uint64_t tables_checksum = 0;  // of the entries, vectors, strings and retriever sections
 };
 
 // One entry's place in the file (64 bytes).
@@ -93,6 +101,9 @@ class MemoryStore {
   Entry entry(size_t i) const;
   std::span<const int32_t> tokens(size_t i) const;
   std::span<const float> vector(size_t i) const;
+  Retriever retriever() const { return h_.retriever; }
+  // The lexical retriever's IDF per bucket (empty for pooled hidden states).
+  std::span<const float> idf() const;
   // Keys (values) of entry i in `layer`: n_tokens rows of key_row_bytes (value_row_bytes).
   const uint8_t* keys(size_t i, int layer) const;
   const uint8_t* values(size_t i, int layer) const;
@@ -119,7 +130,10 @@ class MemoryStore {
 // Appends entries to a new store file (written to `path`.tmp, renamed on finish()).
 class StoreWriter {
  public:
-  StoreWriter(const std::string& path, const ModelFingerprint& model, KvTypes types, int vector_dim);
+  // idf: the lexical retriever's weights (then vector_dim == idf.size()); empty: the vectors
+  // are pooled hidden states.
+  StoreWriter(const std::string& path, const ModelFingerprint& model, KvTypes types, int vector_dim,
+              std::span<const float> idf = {});
   ~StoreWriter();
   // keys/values: [n_layers][n_tokens][kv_dim] floats (converted to the store's types).
   void add(std::string_view id, EntryKind kind, std::string_view text, std::span<const int32_t> tokens,

@@ -48,7 +48,7 @@ def main() -> int:
         r = c.skiff("memory", "ask", "--store", store, "-p", "Who?", "--entries", first_id, "-v", "-n", 2)
         c.check("ask --entries reads the given entry", r.returncode == 0 and f"[{first_id}]" in r.stderr, r.stderr)
 
-        r = c.skiff("memory", "eval", "--store", store, "--questions", questions, "-k", 4, "--limit", 6, "-o", "json",
+        r = c.skiff("memory", "eval", "--store", store, "--questions", questions, "-k", 2, "--limit", 6, "-o", "json",
                     "-t", 2, timeout=300)
         try:
             rows = json.loads(r.stdout)
