@@ -38,6 +38,7 @@ void register_build(CLI::App* parent) {
   };
   auto f = std::make_shared<Flags>();
   CLI::App* cmd = parent->add_subcommand("build", "encode a knowledge base (kb.jsonl) into a memory store");
+  f->model.builtin = BuiltinModel::kReader;
   add_model_flags(cmd, f->model);
   cmd->add_option("--kb", f->kb, "knowledge base: JSON Lines of {id, kind, text}")->required();
   cmd->add_option("-o,--output", f->out, "the store file to write")->required();
@@ -76,6 +77,7 @@ void register_ask(CLI::App* parent) {
   };
   auto f = std::make_shared<Flags>();
   CLI::App* cmd = parent->add_subcommand("ask", "answer a question from a memory store");
+  f->model.builtin = BuiltinModel::kReader;
   add_model_flags(cmd, f->model);
   cmd->add_option("--store", f->store, "memory store (skiff memory build)")->required();
   cmd->add_option("-p,--prompt", f->prompt, "the question")->required();
@@ -149,6 +151,7 @@ void register_eval(CLI::App* parent) {
   };
   auto f = std::make_shared<Flags>();
   CLI::App* cmd = parent->add_subcommand("eval", "compare answering methods on a question set");
+  f->model.builtin = BuiltinModel::kReader;
   add_model_flags(cmd, f->model);
   cmd->add_option("--store", f->store, "memory store (skiff memory build)")->required();
   cmd->add_option("--questions", f->questions, "questions: JSON Lines of {question, answer, ids, hops}")->required();

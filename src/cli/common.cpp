@@ -12,6 +12,8 @@
 
 extern "C" const uint8_t skiff_default_model_begin[];
 extern "C" const uint8_t skiff_default_model_end[];
+extern "C" const uint8_t skiff_reader_model_begin[];
+extern "C" const uint8_t skiff_reader_model_end[];
 
 namespace skiff::cli {
 
@@ -48,8 +50,9 @@ std::string describe_kv_cache(const ModelConfig& c, KvTypes types, int context) 
 
 void add_model_flags(CLI::App* cmd, ModelFlags& flags, bool with_threads) {
   cmd->add_option("-m,--model", flags.model,
-                  "model: a GGUF file, a llama2.c checkpoint or a Hugging Face checkpoint folder (config.json + "
-                  "*.safetensors) (default: the built-in stories3M-layerskip)");
+                  fmt::format("model: a GGUF file, a llama2.c checkpoint or a Hugging Face checkpoint folder "
+                              "(config.json + *.safetensors) (default: the built-in {})",
+                              flags.builtin == BuiltinModel::kReader ? "stories3M-reader" : "stories3M-layerskip"));
   cmd->add_option("--tokenizer", flags.tokenizer, "tokenizer.bin for a llama2.c checkpoint");
   cmd->add_flag("--no-mmap", flags.no_mmap,
                 "copy the weights into transparent huge pages instead of mapping the file (one copy in "
@@ -63,6 +66,11 @@ std::unique_ptr<Model> open_model(const ModelFlags& flags) {
   if (!flags.model.empty())
     return load_model(flags.model, flags.tokenizer, flags.no_mmap ? Residency::kHugePages : Residency::kMapped);
   if (!flags.tokenizer.empty()) fail("--tokenizer needs -m (the built-in model has its tokenizer)");
+  if (flags.builtin == BuiltinModel::kReader) {
+    std::span<const uint8_t> bytes(skiff_reader_model_begin,
+                                   static_cast<size_t>(skiff_reader_model_end - skiff_reader_model_begin));
+    return load_model_gguf(MappedFile::borrow(bytes, "<built-in stories3M-reader>"));
+  }
   std::span<const uint8_t> bytes(skiff_default_model_begin,
                                  static_cast<size_t>(skiff_default_model_end - skiff_default_model_begin));
   return load_model_gguf(MappedFile::borrow(bytes, "<built-in stories3M-layerskip>"));

@@ -12,8 +12,13 @@
 
 namespace skiff::cli {
 
+// The models linked into the binary: the default of every command, and the reader trained
+// for memory-augmented generation (the default of `skiff memory`).
+enum class BuiltinModel { kDefault, kReader };
+
 struct ModelFlags {
-  std::string model;      // empty: the default model linked into the binary
+  BuiltinModel builtin = BuiltinModel::kDefault;  // what an empty `model` opens
+  std::string model;      // empty: the built-in model
   std::string tokenizer;  // llama2.c checkpoints only
   int threads = 0;        // 0: one per core
   bool no_mmap = false;   // copy the weights into huge pages instead of mapping the file
