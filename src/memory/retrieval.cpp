@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "base/error.h"
+#include "kernels/dot.h"
 
 namespace skiff::memory {
 
@@ -14,9 +15,7 @@ std::vector<Hit> search_exact(const MemoryStore& store, std::span<const float> q
   std::vector<Hit> hits(store.size());
   for (size_t i = 0; i < store.size(); ++i) {
     const std::span<const float> v = store.vector(i);
-    float s = 0;
-    for (size_t d = 0; d < v.size(); ++d) s += v[d] * query[d];
-    hits[i] = {i, s};
+    hits[i] = {i, dot_f32(v.data(), query.data(), static_cast<int64_t>(v.size()))};
   }
   auto better = [](const Hit& a, const Hit& b) { return a.score > b.score || (a.score == b.score && a.entry < b.entry); };
   std::partial_sort(hits.begin(), hits.begin() + k, hits.end(), better);
