@@ -10,7 +10,7 @@ markdown table (TTFT p50 per method, the speed-up, prefilled tokens) and writes 
 TTFT against k x entry length.
 
 Run: python3 bench/memory_ttft.py [--skiff build/skiff] [--shape small] [-k 4]
-     [--lengths 24,48,96,160] [--questions 40] [-t 2] [--svg memory_ttft.svg]
+     [--lengths 16,32,64,100] [--questions 40] [-t 2] [--svg memory_ttft.svg]
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main() -> int:
     ap.add_argument("--skiff", default=os.path.join(ROOT, "build", "skiff"))
     ap.add_argument("--shape", default="small")
     ap.add_argument("-k", type=int, default=4)
-    ap.add_argument("--lengths", default="24,48,96,160", help="entry lengths in words")
+    ap.add_argument("--lengths", default="16,32,64,100", help="entry lengths in words")
     ap.add_argument("--questions", type=int, default=40)
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--svg", default="memory_ttft.svg")
