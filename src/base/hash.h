@@ -1,4 +1,4 @@
-// FNV-1a, 64 bits: the checksum of skiff's own file formats (flash packs, memory stores) and
+// Hashes. FNV-1a, 64 bits: the checksum of skiff's own file formats (flash packs, memory stores) and
 // the cheap hash behind model fingerprints. Not cryptographic: it catches corruption and
 // mix-ups, not tampering.
 #pragma once
@@ -17,5 +17,15 @@ inline uint64_t fnv1a(uint64_t h, std::span<const uint8_t> bytes) {
   return h;
 }
 inline uint64_t fnv1a(std::span<const uint8_t> bytes) { return fnv1a(kFnv1aBasis, bytes); }
+
+// SplitMix64 (Steele, Lea & Flood) of x: its output for the state x, a well-mixed 64-bit
+// hash of an integer, fixed on every machine (counter-based randomness, hashed buckets,
+// seeding other generators).
+inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
 
 }  // namespace skiff

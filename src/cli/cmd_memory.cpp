@@ -8,7 +8,6 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
-#include <unordered_map>
 
 #include "base/error.h"
 #include "cli/commands.h"
@@ -98,8 +97,7 @@ void register_ask(CLI::App* parent) {
     memory::Reader reader(*model, &store, f->context, f->model.threads);
     std::vector<size_t> given;
     if (!f->entries.empty()) {
-      std::unordered_map<std::string, size_t> index;
-      for (size_t i = 0; i < store.size(); ++i) index.emplace(std::string(store.entry(i).id), i);
+      const auto index = store.index_by_id();
       for (const std::string& id : CLI::detail::split(f->entries, ',')) {
         auto it = index.find(id);
         if (it == index.end()) fail("--entries: {} holds no entry \"{}\"", f->store, id);
@@ -171,8 +169,7 @@ void register_eval(CLI::App* parent) {
     if (f->limit > 0 && static_cast<size_t>(f->limit) < questions.size()) questions.resize(static_cast<size_t>(f->limit));
     const memory::MemoryStore store(f->store);
     const std::unique_ptr<Model> model = open_model(f->model);
-    std::unordered_map<std::string, size_t> index;
-    for (size_t i = 0; i < store.size(); ++i) index.emplace(std::string(store.entry(i).id), i);
+    const auto index = store.index_by_id();
     // Per question and hop, the store's indices of the entries that state the hop's fact.
     std::vector<std::vector<std::vector<size_t>>> hops(questions.size());
     std::vector<std::vector<size_t>> gold(questions.size());  // what `oracle` reads: one entry per hop

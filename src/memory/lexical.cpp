@@ -4,28 +4,21 @@
 #include <unordered_map>
 
 #include "base/error.h"
+#include "base/hash.h"
 
 namespace skiff::memory {
 
 namespace {
 
-// splitmix64's finalizer: a fixed, well-mixed hash (the buckets must not change between
-// the build and the queries, on any machine).
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-// Calls fn(bucket) for every unigram and bigram of the tokens.
+// Calls fn(bucket) for every unigram and bigram of the tokens (splitmix64: the buckets must
+// not change between the build and the queries, on any machine).
 template <class Fn>
 void for_each_feature(std::span<const int32_t> tokens, int dim, Fn&& fn) {
   const uint64_t d = static_cast<uint64_t>(dim);
   for (size_t i = 0; i < tokens.size(); ++i) {
     const uint64_t a = static_cast<uint32_t>(tokens[i]);
-    fn(static_cast<int>(mix(a) % d));
-    if (i + 1 < tokens.size()) fn(static_cast<int>(mix((a << 32) | static_cast<uint32_t>(tokens[i + 1])) % d));
+    fn(static_cast<int>(splitmix64(a) % d));
+    if (i + 1 < tokens.size()) fn(static_cast<int>(splitmix64((a << 32) | static_cast<uint32_t>(tokens[i + 1])) % d));
   }
 }
 

@@ -53,8 +53,7 @@ std::string normalize_answer(std::string_view s) {
 Reader::Reader(const Model& model, const MemoryStore* store, int context_length, int threads)
     : model_(model),
       store_(store),
-      ctx_(model, context_length, threads),
-      query_ctx_(model, std::min(kQueryContext, model.config.context_length), 1) {
+      ctx_(model, context_length, threads) {
   if (store) {
     store->check_model(model);
     if (store->retriever() == Retriever::kLexical)
@@ -122,7 +121,9 @@ Answer Reader::answer(Method method, const std::string& question, int k, std::sp
   } else if (retrieves(method)) {
     if (!store_) fail("memory: method {} needs a store", method_name(method));
     const std::vector<int32_t> words = tok.encode(question, false);
-    const std::vector<float> query = lexical_ ? lexical_->encode(words, false) : retrieval_vector(query_ctx_, words);
+    if (!lexical_ && !query_ctx_)
+      query_ctx_ = std::make_unique<Context>(model_, std::min(kQueryContext, model_.config.context_length), 1);
+    const std::vector<float> query = lexical_ ? lexical_->encode(words, false) : retrieval_vector(*query_ctx_, words);
     for (const Hit& h : search_exact(*store_, query, k)) a.entries.push_back(h.entry);
   }
   std::vector<float> logits = prefill(method, a.entries, q);

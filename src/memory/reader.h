@@ -74,7 +74,7 @@ class Reader {
   const Model& model_;
   const MemoryStore* store_;
   Context ctx_;
-  Context query_ctx_;  // encodes questions for the hidden-state retriever
+  std::unique_ptr<Context> query_ctx_;  // encodes questions for the hidden-state retriever (made on first use)
   std::unique_ptr<LexicalEncoder> lexical_;  // the store's lexical retriever, if it has one
 };
 

@@ -203,6 +203,12 @@ MemoryStore::Entry MemoryStore::entry(size_t i) const {
           static_cast<EntryKind>(r.kind), static_cast<int>(r.n_tokens)};
 }
 
+std::unordered_map<std::string_view, size_t> MemoryStore::index_by_id() const {
+  std::unordered_map<std::string_view, size_t> index;
+  for (size_t i = 0; i < size(); ++i) index.emplace(entry(i).id, i);
+  return index;
+}
+
 const uint8_t* MemoryStore::data(size_t i) const { return bytes_.data() + h_.data_offset + record(i).data_offset; }
 
 std::span<const int32_t> MemoryStore::tokens(size_t i) const {
@@ -239,7 +245,7 @@ void MemoryStore::verify_entry(size_t i) const {
   if (sum != r.data_checksum)
     fail("{}: entry {} ({}) is corrupt: checksum {:016x}, expected {:016x}", name_, i, entry(i).id, sum,
          r.data_checksum);
-  const_cast<std::vector<uint8_t>&>(verified_)[i] = 1;
+  verified_[i] = 1;
 }
 
 // ---- writer ----

@@ -27,6 +27,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "base/mapped_file.h"
@@ -99,6 +100,8 @@ class MemoryStore {
     int n_tokens;
   };
   Entry entry(size_t i) const;
+  // Entry index by id (views into the mapped strings).
+  std::unordered_map<std::string_view, size_t> index_by_id() const;
   std::span<const int32_t> tokens(size_t i) const;
   std::span<const float> vector(size_t i) const;
   Retriever retriever() const { return h_.retriever; }
@@ -124,7 +127,7 @@ class MemoryStore {
   std::shared_ptr<MappedFile> file_;
   std::span<const uint8_t> bytes_;
   StoreHeader h_;
-  std::vector<uint8_t> verified_;  // per entry: checksum already checked
+  mutable std::vector<uint8_t> verified_;  // per entry: checksum already checked
 };
 
 // Appends entries to a new store file (written to `path`.tmp, renamed on finish()).

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "base/error.h"
+#include "base/hash.h"
 
 namespace skiff {
 
@@ -23,11 +24,11 @@ bool before(const Candidate& a, const Candidate& b) {
   return a.value > b.value || (a.value == b.value && a.id < b.id);
 }
 
-uint64_t splitmix64(uint64_t& x) {
-  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
+// The SplitMix64 generator: the next output, advancing the state.
+uint64_t splitmix64_next(uint64_t& x) {
+  const uint64_t z = splitmix64(x);
+  x += 0x9e3779b97f4a7c15ull;
+  return z;
 }
 
 using CandidateIt = std::vector<Candidate>::iterator;
@@ -284,7 +285,7 @@ float TokenDistribution::prob_of(int32_t id) const {
 }
 
 Xoshiro256StarStar::Xoshiro256StarStar(uint64_t seed) {
-  for (uint64_t& word : state_) word = splitmix64(seed);
+  for (uint64_t& word : state_) word = splitmix64_next(seed);
 }
 
 uint64_t Xoshiro256StarStar::next() {

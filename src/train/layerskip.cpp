@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "base/error.h"
+#include "base/hash.h"
 
 namespace skiff::train {
 
@@ -88,21 +89,12 @@ std::vector<double> early_exit_scales(const std::vector<int>& layers, int n_laye
   return s;
 }
 
-namespace {
-uint64_t splitmix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-}  // namespace
-
 double counter_uniform(uint64_t seed, uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
-  uint64_t h = splitmix(seed);
-  h = splitmix(h ^ a);
-  h = splitmix(h ^ b);
-  h = splitmix(h ^ c);
-  h = splitmix(h ^ d);
+  uint64_t h = splitmix64(seed);
+  h = splitmix64(h ^ a);
+  h = splitmix64(h ^ b);
+  h = splitmix64(h ^ c);
+  h = splitmix64(h ^ d);
   return static_cast<double>(h >> 11) * 0x1.0p-53;
 }
 
