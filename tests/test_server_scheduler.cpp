@@ -171,6 +171,30 @@ TEST_F(SchedulerTest, SpeculationGivesThePlainText) {
   }
 }
 
+// /metrics' skiff_prompt_tokens_total: exactly the prompt positions prefilled, by the batched
+// pass or by a speculative run, without the cached prefix.
+TEST_F(SchedulerTest, PromptTokensCountWhatWasPrefilled) {
+  SchedulerOptions o;
+  o.slots = 1;
+  Scheduler scheduler(*model, o);
+  const std::vector<int32_t> p = encode("Once upon a time, there was a little girl");
+  const std::vector<int32_t> q = encode("The dog ran to the park");
+  auto t1 = make_task({p}, 16, 0.0f);
+  GenerationRequest& r = const_cast<GenerationRequest&>(t1->request());
+  r.spec.exit_layer = 2;
+  r.spec.draft_max = 3;
+  ASSERT_TRUE(scheduler.submit(t1));
+  const Result r1 = collect(*t1);
+  auto t2 = make_task({q}, 8, 0.0f);
+  ASSERT_TRUE(scheduler.submit(t2));
+  const Result r2 = collect(*t2);
+  while (scheduler.stats().requests < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(r1.usage.cached_tokens, 0);
+  EXPECT_GT(r2.usage.cached_tokens, 0);  // the BOS at least
+  EXPECT_EQ(scheduler.stats().prompt_tokens,
+            static_cast<int64_t>(p.size() + q.size()) - r1.usage.cached_tokens - r2.usage.cached_tokens);
+}
+
 // Slots with an F16 KV cache (--cache-type-k/-v): batching, prompt sharing between choices
 // (copy_prefix_from) and prefix reuse still give what plain decoding with that cache gives.
 TEST_F(SchedulerTest, F16KvCacheSlotsEqualPlainDecodingWithIt) {

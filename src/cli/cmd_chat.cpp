@@ -15,6 +15,7 @@
 #include "cli/common.h"
 #include "cli/generation_flags.h"
 #include "decode/chat_session.h"
+#include "tokenizer/chat_encode.h"
 #include "decode/early_exit_drafter.h"
 #include "decode/speculative.h"
 
@@ -94,10 +95,14 @@ void run_chat(const ChatFlags& f, const CLI::App& cmd) {
     }
     if (line.empty()) continue;
     messages.push_back({"user", line});
-    std::string text = apply_chat_template(tmpl, messages, true, render);
-    if (vocab.add_bos) text = std::string(strip_bos_text(text, render.bos_token));
-    const std::vector<int32_t> conversation =
-        tok.encode(text, vocab.add_bos, /*parse_special=*/true);
+    std::vector<int32_t> conversation;
+    try {
+      conversation = encode_chat(tok, tmpl, messages, true, render);
+    } catch (const Error& e) {
+      messages.pop_back();
+      std::fprintf(stderr, "%s\n", e.what());
+      continue;
+    }
     if (static_cast<int64_t>(conversation.size()) >= ctx.context_length()) {
       messages.pop_back();
       std::fprintf(stderr,

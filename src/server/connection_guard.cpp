@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -92,6 +93,19 @@ void ConnectionGuard::leave(const std::string& addr, int port) {
   it->second.since = Clock::now();
 }
 
+bool ConnectionGuard::peer_closed(const std::string& addr, int port) const {
+  std::lock_guard lock(mutex_);  // held: the fd is httplib's, open while its handler runs
+  auto it = conns_.find(fmt::format("{}:{}", addr, port));
+  if (it == conns_.end() || it->second.fd < 0) return false;
+  pollfd p{it->second.fd, POLLIN | POLLRDHUP, 0};
+  if (::poll(&p, 1, 0) <= 0) return false;
+  if (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) return true;
+  // Readable without a hang-up: bytes of a pipelined request, or an end of file that
+  // POLLRDHUP did not report. Only a zero-byte peek is an end.
+  char byte;
+  return ::recv(it->second.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 int64_t ConnectionGuard::closed() const {
   std::lock_guard lock(mutex_);
   return closed_;
@@ -113,6 +127,7 @@ void ConnectionGuard::watch() {
       Conn& c = it->second;
       if (inserted) c.since = now;
       c.seen = true;
+      c.fd = fd;
       if (c.busy == 0 && now - c.since > limit_) {
         // shutdown, not close: the fd stays httplib's to close, so it cannot be reused under it.
         ::shutdown(fd, SHUT_RDWR);

@@ -29,6 +29,10 @@ class ConnectionGuard {
   void leave(const std::string& peer_addr, int peer_port);
   // Connections shut down so far.
   int64_t closed() const;
+  // Whether the client of addr:port has closed its connection (or reset it). A non-streamed
+  // request asks while it waits, since httplib 0.11 cannot tell before writing the answer.
+  // Knows a connection from the watchdog's first scan after it opened (a fraction of a second).
+  bool peer_closed(const std::string& peer_addr, int peer_port) const;
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -36,6 +40,7 @@ class ConnectionGuard {
     int busy = 0;             // handlers running on it
     Clock::time_point since;  // outside handlers since
     bool seen = false;        // found in the last scan
+    int fd = -1;              // its socket, as of the last scan
   };
   void watch();
 

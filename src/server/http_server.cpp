@@ -378,6 +378,10 @@ bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
         }
       }
       if (done) break;
+      if (guard.peer_closed(req.remote_addr, req.remote_port)) {
+        task->cancel();  // nobody will read the answer: the scheduler frees the slots at its next step
+        throw ApiError(400, "invalid_request_error", "", "", "the client closed the connection before the answer");
+      }
     }
     send_json(res, 200, final_response(meta, *served.tokenizer, choices, task->usage(), request.logprobs, prefix));
     return false;

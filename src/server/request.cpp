@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "server/api_error.h"
+#include "tokenizer/chat_encode.h"
 
 namespace skiff::server {
 
@@ -218,7 +219,10 @@ json parse_body(std::string_view body, int max_depth) {
   return j;
 }
 
-std::string render_chat(const json& messages, const ServedModel& model, const RequestLimits& limits) {
+namespace {
+
+// The messages of a chat request, checked.
+std::vector<ChatMessage> chat_messages(const json& messages, const RequestLimits& limits) {
   if (!messages.is_array()) bad_request("messages", "'messages' must be an array, not {}", type_name(messages));
   if (messages.empty()) bad_request("messages", "'messages' must not be empty");
   if (static_cast<int>(messages.size()) > limits.max_messages)
@@ -254,10 +258,24 @@ std::string render_chat(const json& messages, const ServedModel& model, const Re
     }
     list.push_back({r, std::move(text)});
   }
+  return list;
+}
+
+}  // namespace
+
+std::string render_chat(const json& messages, const ServedModel& model, const RequestLimits& limits) {
   try {
-    std::string text = apply_chat_template(model.chat_template, list, true, model.render);
+    std::string text = apply_chat_template(model.chat_template, chat_messages(messages, limits), true, model.render);
     if (model.tokenizer->vocab().add_bos) text = std::string(strip_bos_text(text, model.render.bos_token));
     return text;
+  } catch (const Error& e) {
+    bad_request("messages", "{}", e.what());
+  }
+}
+
+std::vector<int32_t> encode_chat_request(const json& messages, const ServedModel& model, const RequestLimits& limits) {
+  try {
+    return encode_chat(*model.tokenizer, model.chat_template, chat_messages(messages, limits), true, model.render);
   } catch (const Error& e) {
     bad_request("messages", "{}", e.what());
   }
@@ -278,7 +296,7 @@ GenerationRequest parse_generation_request(const json& body, Endpoint endpoint, 
   if (endpoint == Endpoint::kChat) {
     const json* messages = field(body, "messages");
     if (!messages) bad_request("messages", "'messages' is required");
-    r.prompts.push_back(encode_prompt(render_chat(*messages, model, limits), model));
+    r.prompts.push_back(encode_chat_request(*messages, model, limits));
   } else {
     const json* p = field(body, "prompt");
     if (!p) bad_request("prompt", "'prompt' is required");

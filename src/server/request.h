@@ -96,6 +96,10 @@ GenerationRequest parse_generation_request(const nlohmann::json& body, Endpoint 
 
 // The messages of a chat request rendered with the model's template.
 std::string render_chat(const nlohmann::json& messages, const ServedModel& model, const RequestLimits& limits);
+// ... and tokenized: the template's markers become control tokens, special-token text inside
+// the messages stays text (tokenizer/chat_encode.h).
+std::vector<int32_t> encode_chat_request(const nlohmann::json& messages, const ServedModel& model,
+                                         const RequestLimits& limits);
 
 // /tokenize {"content": str, "add_special": bool, "parse_special": bool} -> token ids;
 // /detokenize {"tokens": [ids]} -> text. ApiError for bad fields or out-of-range ids.

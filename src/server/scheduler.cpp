@@ -295,6 +295,7 @@ void Scheduler::spec_round(Slot& slot) {
     SpecParams params;
     params.draft_max = r.spec.draft_max;
     const std::vector<int32_t> prompt = slot.tokens;
+    spec_prompt_rows_ += static_cast<int64_t>(prompt.size()) - slot.cached();  // the run prefills them
     Slot* s = &slot;
     auto on_token = [this, s](int32_t token) {
       s->tokens.push_back(token);
@@ -374,7 +375,7 @@ void Scheduler::step() {
     for (size_t i = 0; i < in_batch.size(); ++i) {
       Slot& s = *in_batch[i];
       const int64_t end = row + seqs[i].rows;
-      if (seqs[i].rows > 1 || s.generated == 0) prompt_rows += seqs[i].rows;
+      if (s.generated == 0) prompt_rows += seqs[i].rows;  // rows before the first token are the prompt's
       if (s.task->kind() == Task::Kind::kEmbed) {
         std::vector<float> norm(static_cast<size_t>(c.dim));
         for (int64_t t = row; t < end; ++t) {
@@ -444,7 +445,8 @@ void Scheduler::step() {
     ++stats_.steps;
     stats_.busy_seconds += std::chrono::duration<double>(Clock::now() - start).count();
   }
-  stats_.prompt_tokens += prompt_rows;
+  stats_.prompt_tokens += prompt_rows + spec_prompt_rows_;
+  spec_prompt_rows_ = 0;
   stats_.generated_tokens = generated_;
   stats_.requests = finished_tasks_;
   stats_.slots_busy = slots_busy;

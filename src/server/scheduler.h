@@ -105,6 +105,7 @@ class Scheduler {
   std::vector<int32_t> rows_;
   std::vector<float> hidden_, last_hidden_, logits_, biased_;
   std::unique_ptr<JsonTokenMask> json_mask_;  // built at the first response_format request
+  int64_t spec_prompt_rows_ = 0;  // prompt rows the speculative runs started this step prefill
   std::thread thread_;
 };
 

@@ -316,7 +316,8 @@ bool Tokenizer::is_eog(int32_t id) const {
   return std::find(vocab_.eog_ids.begin(), vocab_.eog_ids.end(), id) != vocab_.eog_ids.end();
 }
 
-std::vector<Tokenizer::Fragment> Tokenizer::partition(std::string_view text, bool parse_special) const {
+std::vector<Tokenizer::Fragment> Tokenizer::partition(std::string_view text, bool parse_special,
+                                                     std::span<const ByteRange> literal) const {
   std::vector<Fragment> fragments{{0, text.size(), -1}};
   // Most texts hold no special-token text at all: one pass over the bytes settles that.
   bool maybe_special = false;
@@ -333,6 +334,13 @@ std::vector<Tokenizer::Fragment> Tokenizer::partition(std::string_view text, boo
     if (!parse_special && type != TokenType::UserDefined) continue;
     const std::string& piece = vocab_.pieces[static_cast<size_t>(id)];
     if (text.find(piece) == std::string_view::npos) continue;
+    // A hit that overlaps a literal range stays text (user-defined tokens are split anyway).
+    auto in_literal = [&](size_t hit) {
+      if (type == TokenType::UserDefined) return false;
+      for (const ByteRange& r : literal)
+        if (hit < r.end && hit + piece.size() > r.begin) return true;
+      return false;
+    };
     split.clear();
     for (const Fragment& fragment : fragments) {
       if (fragment.token >= 0) {
@@ -341,13 +349,17 @@ std::vector<Tokenizer::Fragment> Tokenizer::partition(std::string_view text, boo
       }
       const size_t end = fragment.start + fragment.length;
       const std::string_view window = text.substr(0, end);
-      size_t position = fragment.start;
+      size_t position = fragment.start, from = fragment.start;
       while (true) {
-        size_t hit = window.find(piece, position);
+        size_t hit = window.find(piece, from);
         if (hit == std::string_view::npos) break;
+        if (in_literal(hit)) {
+          from = hit + 1;
+          continue;
+        }
         if (hit > position) split.push_back({position, hit - position, -1});
         split.push_back({hit, piece.size(), id});
-        position = hit + piece.size();
+        position = from = hit + piece.size();
       }
       if (position < end) split.push_back({position, end - position, -1});
     }
@@ -356,12 +368,28 @@ std::vector<Tokenizer::Fragment> Tokenizer::partition(std::string_view text, boo
   return fragments;
 }
 
+bool Tokenizer::has_control_text(std::string_view text) const {
+  for (const Fragment& f : partition(text, /*parse_special=*/true)) {
+    if (f.token >= 0 && vocab_.types[static_cast<size_t>(f.token)] != TokenType::UserDefined) return true;
+  }
+  return false;
+}
+
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool parse_special) const {
+  return encode_fragments(text, add_bos, partition(text, parse_special));
+}
+
+std::vector<int32_t> Tokenizer::encode_with_literal(std::string_view text, bool add_bos,
+                                                    std::span<const ByteRange> literal) const {
+  return encode_fragments(text, add_bos, partition(text, /*parse_special=*/true, literal));
+}
+
+std::vector<int32_t> Tokenizer::encode_fragments(std::string_view text, bool add_bos,
+                                                 const std::vector<Fragment>& fragments) const {
   std::vector<int32_t> out;
   if (add_bos) out.push_back(vocab_.bos_id);
   if (text.empty()) return out;  // SentencePiece: no dummy prefix for empty text
 
-  const std::vector<Fragment> fragments = partition(text, parse_special);
   if (vocab_.kind == VocabKind::kBpe) {
     BpeScratch scratch;
     for (const Fragment& fragment : fragments) {

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -19,6 +20,12 @@
 #include "tokenizer/vocab.h"
 
 namespace skiff {
+
+// Bytes [begin, end) of a text.
+struct ByteRange {
+  size_t begin = 0;
+  size_t end = 0;
+};
 
 class Tokenizer {
  public:
@@ -36,6 +43,14 @@ class Tokenizer {
   // user-defined token is split out first, as llama.cpp does; control-token text only when
   // parse_special (e.g. "<|eot_id|>" in a rendered chat prompt).
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special = false) const;
+  // As above with parse_special, except inside `literal` (byte ranges, sorted, disjoint):
+  // control-token text there stays text. A rendered chat prompt passes its messages' content,
+  // so "<|eot_id|>" typed by a user cannot end the user's turn (tokenizer/chat_encode.h).
+  std::vector<int32_t> encode_with_literal(std::string_view text, bool add_bos,
+                                           std::span<const ByteRange> literal) const;
+  // Whether encode(text, ..., parse_special=true) would turn some of `text` into a control or
+  // unknown token (user-defined tokens are split out either way).
+  bool has_control_text(std::string_view text) const;
 
   // The bytes a token stands for: byte tokens give their byte, U+2581 gives a space,
   // control, unknown and unused tokens give "", user-defined tokens their text. When
@@ -73,7 +88,9 @@ class Tokenizer {
     size_t length;
     int32_t token;
   };
-  std::vector<Fragment> partition(std::string_view text, bool parse_special) const;
+  std::vector<Fragment> partition(std::string_view text, bool parse_special,
+                                  std::span<const ByteRange> literal = {}) const;
+  std::vector<int32_t> encode_fragments(std::string_view text, bool add_bos, const std::vector<Fragment>& fragments) const;
 
   Vocab vocab_;
   std::unordered_map<std::string, int32_t, PieceHash, std::equal_to<>> piece_to_id_;

@@ -5,6 +5,8 @@
   the server closes it within a few seconds and serves other requests normally meanwhile;
 - a client that disconnects mid-stream: its slot is free again within a couple of seconds
   (/metrics skiff_slots_busy back to 0, the generation stopped early), the next request works;
+- a client that leaves a long non-streamed request: the slot is free within 1.5 s (the server
+  watches the socket while it waits), long before the generation would have ended;
 - a flood beyond the queue (--parallel 1 --max-queue 2, 12 requests at once): some 429 in the
   OpenAI error shape, every accepted one completes with 200 and the full greedy text;
 - SIGTERM during a stream: the stream completes (or ends cleanly, never mid-event) and the
@@ -21,6 +23,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -152,6 +155,39 @@ def disconnect_mid_stream(c, skiff: str) -> None:
         c.check("disconnect: exit 0", s.stop() == 0, s.log[-1000:])
 
 
+def disconnect_non_streamed(c, skiff: str) -> None:
+    """A client that leaves a long non-streamed request: the server notices from the socket
+    (no write is due until the answer) and frees the slot long before the generation would end."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model = os.path.join(tmp, "small.gguf")
+        subprocess.run([skiff, "synth", "--shape", "small", "--type", "q8_0", "-o", model], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with Server(skiff, "-m", model, "--parallel", 1, "-t", "1", "-c", 1024) as s:
+            max_tokens = 1000  # ~5 s on one thread: the request outlives the client by far
+            before = s.metrics()["skiff_generated_tokens_total"]
+            sock = socket.create_connection(("127.0.0.1", s.port))
+            body = json.dumps({"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0,
+                               "logit_bias": {"2": -100}}).encode()
+            sock.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            busy = s.wait_metric("skiff_slots_busy", 1, 5.0)
+            time.sleep(0.3)
+            sock.close()
+            t0 = time.monotonic()
+            busy = s.wait_metric("skiff_slots_busy", 0, 5.0)
+            took = time.monotonic() - t0
+            generated = s.metrics()["skiff_generated_tokens_total"] - before
+            print(f"   non-streamed disconnect: slot free {took:.2f} s after the client left, "
+                  f"{generated:.0f} of {max_tokens} tokens generated", flush=True)
+            c.check("non-streamed disconnect: skiff_slots_busy back to 0 within 1.5 s", busy == 0 and took < 1.5,
+                    f"slots_busy {busy} after {took:.2f} s")
+            c.check("non-streamed disconnect: the generation stopped early", generated < max_tokens / 2,
+                    f"{generated:.0f} of {max_tokens} tokens generated")
+            st, j = completion(s, max_tokens=8)
+            c.check("non-streamed disconnect: the next request works", st == 200, str(j)[:300])
+            c.check("non-streamed disconnect: exit 0", s.stop() == 0, s.log[-1000:])
+
+
 def flood(c, skiff: str) -> None:
     with Server(skiff, "--parallel", 1, "--max-queue", 2, "-t", "1") as s:
         max_tokens = 32
@@ -260,7 +296,7 @@ def sigterm_mid_stream(c, skiff: str) -> None:
 
 def main() -> int:
     args, c = setup()
-    for case in (slow_client, disconnect_mid_stream, flood, sigterm_mid_stream):
+    for case in (slow_client, disconnect_mid_stream, disconnect_non_streamed, flood, sigterm_mid_stream):
         t0 = time.monotonic()
         case(c, args.skiff)
         print(f"-- {case.__name__}: {time.monotonic() - t0:.1f} s", flush=True)
