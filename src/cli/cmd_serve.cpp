@@ -7,12 +7,16 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <thread>
 
 #include "base/error.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "decode/model_drafter.h"
+#include "memory/query.h"
+#include "memory/store.h"
 #include "server/http_server.h"
 #include "server/scheduler.h"
 
@@ -28,8 +32,29 @@ struct ServeFlags {
   int shutdown_grace_s = 30;
   size_t max_body_kib = 8192;
   std::string draft_model;
+  std::vector<std::string> memories;  // NAME=STORE
   KvCacheFlags kv;
 };
+
+// --memory NAME=STORE: each store opened (memory-mapped) and checked against the model.
+struct Memories {
+  std::vector<std::unique_ptr<memory::MemoryStore>> stores;
+  std::vector<std::unique_ptr<memory::QueryRetriever>> retrievers;
+  std::map<std::string, const memory::QueryRetriever*> by_name;
+};
+
+void open_memories(const std::vector<std::string>& specs, const Model& model, Memories& out) {
+  for (const std::string& spec : specs) {
+    const size_t eq = spec.find('=');
+    if (eq == 0 || eq == std::string::npos || eq + 1 == spec.size())
+      fail("--memory {}: expected NAME=STORE (a name requests use, and a store built by skiff memory build)", spec);
+    const std::string name = spec.substr(0, eq);
+    if (out.by_name.count(name)) fail("--memory: the name '{}' is given twice", name);
+    out.stores.push_back(std::make_unique<memory::MemoryStore>(spec.substr(eq + 1)));
+    out.retrievers.push_back(std::make_unique<memory::QueryRetriever>(model, *out.stores.back()));
+    out.by_name[name] = out.retrievers.back().get();
+  }
+}
 
 void run_serve(ServeFlags& f) {
   // Signals go to one thread that waits for them; every other thread (the server's included)
@@ -70,8 +95,10 @@ void run_serve(ServeFlags& f) {
     check_same_vocabulary(*model, *draft);
     f.scheduler.draft_model = draft.get();  // the default for requests (HttpServer::attach)
   }
+  Memories memories;
+  open_memories(f.memories, *model, memories);
   server::Scheduler scheduler(*model, f.scheduler);
-  http.attach(*model, scheduler);
+  http.attach(*model, scheduler, memories.by_name);
   std::fprintf(stderr, "skiff serve: ready: %s, %d slots x %d positions, model id '%s'; %s per slot\n",
                model->source.c_str(), scheduler.slots(), scheduler.context_length(), o.model_id.c_str(),
                describe_kv_cache(model->config, f.scheduler.kv_types, scheduler.context_length()).c_str());
@@ -136,6 +163,10 @@ void register_serve(CLI::App& app) {
       ->check(CLI::Range(1, 8));
   cmd->add_option("--draft-model", f->draft_model,
                   "a smaller model with the same vocabulary drafting for requests (the default with it)");
+  cmd->add_option("--memory", f->memories,
+                  "NAME=STORE: a memory store (skiff memory build) requests may splice from with "
+                  "\"skiff\": {\"memory\": NAME, \"k\": K}; repeatable")
+      ->type_name("NAME=STORE");
   cmd->add_option("--draft-max", f->server.default_spec.draft_max, "most drafted tokens per round (default 4)")
       ->check(CLI::Range(1, 16));
   cmd->callback([f] { run_serve(*f); });

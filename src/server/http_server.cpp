@@ -7,12 +7,25 @@
 #include <thread>
 
 #include "base/error.h"
+#include "memory/store.h"
 #include "server/api_error.h"
 #include "server/chat_page.h"
 #include "server/connection_guard.h"
 #include "server/responses.h"
 
 namespace skiff::server {
+
+namespace {
+
+// The ids of the entries a memory request read, in the order they were spliced.
+nlohmann::json memory_entry_ids(const GenerationRequest& r) {
+  nlohmann::json ids = nlohmann::json::array();
+  for (size_t e : r.memory_entries) ids.push_back(std::string(r.memory->entry(e).id));
+  return ids;
+}
+
+}  // namespace
+
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
@@ -155,8 +168,10 @@ HttpServer::~HttpServer() {
   wait();
 }
 
-void HttpServer::attach(const Model& model, Scheduler& scheduler) {
+void HttpServer::attach(const Model& model, Scheduler& scheduler,
+                        std::map<std::string, const memory::QueryRetriever*> memories) {
   Impl& s = *impl_;
+  s.served.memories = std::move(memories);
   s.model = &model;
   s.scheduler = &scheduler;
   s.served.tokenizer = model.tokenizer.get();
@@ -383,7 +398,9 @@ bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
         throw ApiError(400, "invalid_request_error", "", "", "the client closed the connection before the answer");
       }
     }
-    send_json(res, 200, final_response(meta, *served.tokenizer, choices, task->usage(), request.logprobs, prefix));
+    json out = final_response(meta, *served.tokenizer, choices, task->usage(), request.logprobs, prefix);
+    if (request.memory) out["skiff"] = {{"memory_entries", memory_entry_ids(request)}};
+    send_json(res, 200, out);
     return false;
   }
 
@@ -415,6 +432,7 @@ bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
           state->started = true;
           for (int i = 0; i < n_choices; ++i) {
             json first = chunk_role(meta, i, r.include_usage);
+            if (r.memory) first["skiff"] = {{"memory_entries", memory_entry_ids(r)}};
             if (meta.endpoint == Endpoint::kCompletion) first["choices"][0]["text"] = prefix[static_cast<size_t>(i)];
             if (!send(first)) return false;
           }

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -39,7 +40,9 @@ class HttpServer {
   // Binds host:port (Error when that fails) and starts answering; returns the bound port.
   int start();
   // The model is ready: routes start serving it. The scheduler must outlive the server.
-  void attach(const Model& model, Scheduler& scheduler);
+  // memories: the --memory stores requests may name ("skiff": {"memory": NAME}).
+  void attach(const Model& model, Scheduler& scheduler,
+              std::map<std::string, const memory::QueryRetriever*> memories = {});
   // Graceful shutdown, first step: new requests get 503 (Connection: close); requests in
   // flight go on. wait_idle() then waits (at most `limit`) until none is left.
   void drain();

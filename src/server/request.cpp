@@ -5,6 +5,8 @@
 #include <random>
 
 #include "base/error.h"
+#include "memory/query.h"
+#include "memory/store.h"
 #include "server/api_error.h"
 #include "tokenizer/chat_encode.h"
 
@@ -281,6 +283,75 @@ std::vector<int32_t> encode_chat_request(const json& messages, const ServedModel
   }
 }
 
+namespace {
+
+// The text a memory request retrieves with when it gives no skiff.query: the prompt string, or
+// the last user message's text.
+std::string default_memory_query(const json& body, Endpoint endpoint) {
+  if (endpoint == Endpoint::kCompletion) {
+    const json* p = field(body, "prompt");
+    if (p && p->is_string()) return p->get<std::string>();
+    bad_request("skiff.query", "a memory request with a token or multi-prompt 'prompt' needs 'skiff.query'");
+  }
+  const json& messages = body.at("messages");  // checked by chat_messages
+  for (auto it = messages.rbegin(); it != messages.rend(); ++it) {
+    if (it->value("role", "") != "user") continue;
+    const json* content = field(*it, "content");
+    if (content && content->is_string()) return content->get<std::string>();
+    std::string text;
+    for (const json& part : *content) text += part.at("text").get<std::string>();
+    return text;
+  }
+  bad_request("skiff.query", "a memory request without a user message needs 'skiff.query'");
+}
+
+// "skiff": {"memory": NAME, "k": K, "query": TEXT}: retrieves and puts the entries' tokens
+// after BOS in prompts[0] (the scheduler splices their stored KV there).
+void parse_memory(const json& body, Endpoint endpoint, const ServedModel& model, GenerationRequest& r) {
+  const json* ext = get_object(body, "skiff");
+  const json* name = ext ? field(*ext, "memory") : nullptr;
+  if (!name) return;
+  if (!name->is_string()) bad_request("skiff.memory", "'skiff.memory' must be the name of a store (a string)");
+  auto it = model.memories.find(name->get<std::string>());
+  if (it == model.memories.end()) {
+    std::string names;
+    for (const auto& [n, _] : model.memories) names += (names.empty() ? "" : ", ") + n;
+    bad_request("skiff.memory", "no memory store '{}' on this server ({})", name->get<std::string>(),
+                names.empty() ? "it has none: start it with --memory NAME=STORE" : "it has " + names);
+  }
+  if (r.prompts.size() != 1 || r.n != 1 || r.spec.enabled() || r.truncate || r.echo)
+    bad_request("skiff.memory", "a memory request takes one prompt, n = 1, no speculation, truncation or echo");
+  const int k = static_cast<int>(get_integer(*ext, "k", 8, 1, 64, "skiff."));
+  std::string query;
+  if (const json* q = field(*ext, "query")) {
+    if (!q->is_string() || q->get<std::string>().empty())
+      bad_request("skiff.query", "'skiff.query' must be a non-empty string");
+    query = q->get<std::string>();
+  } else {
+    query = default_memory_query(body, endpoint);
+  }
+  const memory::QueryRetriever& retriever = *it->second;
+  try {
+    r.memory_entries = retriever.top_k(query, k);
+  } catch (const Error& e) {
+    bad_request("skiff.query", "{}", e.what());
+  }
+  r.memory = &retriever.store();
+  // [BOS] [entry 1] ... [entry k] prompt: the layout `skiff memory ask --method splice` reads.
+  const int32_t bos = model.tokenizer->bos();
+  std::vector<int32_t>& prompt = r.prompts[0];
+  std::vector<int32_t> laid = {bos};
+  for (size_t e : r.memory_entries) {
+    const std::span<const int32_t> t = r.memory->tokens(e);
+    laid.insert(laid.end(), t.begin(), t.end());
+  }
+  r.memory_positions = static_cast<int>(laid.size());
+  laid.insert(laid.end(), prompt.begin() + (!prompt.empty() && prompt[0] == bos), prompt.end());
+  prompt = std::move(laid);
+}
+
+}  // namespace
+
 GenerationRequest parse_generation_request(const json& body, Endpoint endpoint, const ServedModel& model,
                                            const RequestLimits& limits, const SpecRequest& default_spec) {
   GenerationRequest r;
@@ -411,6 +482,9 @@ GenerationRequest parse_generation_request(const json& body, Endpoint endpoint, 
       bad_request("skiff", "speculative decoding cannot be combined with logit_bias, response_format, logprobs or n > 1");
     r.spec = {};
   }
+  if (r.spec.enabled() && !spec_explicit && get_object(body, "skiff") && field(*get_object(body, "skiff"), "memory"))
+    r.spec = {};  // the server's default steps aside for a memory request too
+  parse_memory(body, endpoint, model, r);
 
   for (auto& p : r.prompts) fit_context(r, p, model, mt != nullptr);
   if (!mt) {

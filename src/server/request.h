@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,6 +18,11 @@
 #include "sample/sampler.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
+
+namespace skiff::memory {
+class MemoryStore;
+class QueryRetriever;
+}  // namespace skiff::memory
 
 namespace skiff::server {
 
@@ -69,6 +75,14 @@ struct GenerationRequest {
   std::shared_ptr<const JsonConstraint> json_constraint;
   SpecRequest spec;
   bool truncate = false;  // "skiff": {"truncate": true}: keep the end of a too-long prompt
+  // "skiff": {"memory": NAME, "k": K, "query": TEXT}: the K entries of the server's --memory
+  // store NAME nearest to the query (default: the prompt, or the last user message) are
+  // spliced in as stored KV between BOS and the prompt (docs/MEMORY.md). prompts[0] is then
+  // [BOS] + the entries' tokens + the prompt, and its first memory_positions positions come
+  // from the store, not from a prefill. memory is null without a memory request.
+  const memory::MemoryStore* memory = nullptr;
+  std::vector<size_t> memory_entries;
+  int memory_positions = 0;
   bool echo = false;      // completions: the prompt text before the completion
 };
 
@@ -82,6 +96,8 @@ struct ServedModel {
   int n_layers = 0;
   int slots = 1;
   bool has_draft_model = false;
+  // --memory NAME=STORE: the stores requests may name, with their retrievers.
+  std::map<std::string, const memory::QueryRetriever*> memories;
 };
 
 // The body as JSON. ApiError 400 for malformed JSON or nesting deeper than max_depth (checked

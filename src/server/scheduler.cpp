@@ -8,6 +8,8 @@
 #include "decode/model_drafter.h"
 #include "decode/ngram_drafter.h"
 #include "kernels/ops.h"
+#include "memory/splice.h"
+#include "memory/store.h"
 
 namespace skiff::server {
 
@@ -178,8 +180,9 @@ void Scheduler::admit() {
         members.push_back(free.back());
         free.pop_back();
       }
-      // Embeddings pool every position, so they read the whole prompt.
-      const int reuse = task->kind() == Task::Kind::kEmbed
+      // Embeddings pool every position, so they read the whole prompt; a memory request's
+      // entries are spliced in afresh.
+      const int reuse = task->kind() == Task::Kind::kEmbed || r.memory
                             ? 0
                             : static_cast<int>(std::min(best_len, prompt.size() - 1));
       for (size_t i = 0; i < members.size(); ++i) {
@@ -205,18 +208,45 @@ void Scheduler::admit() {
         if (r.json_constraint) s.json = *r.json_constraint;
         s.stop_matched = false;
       }
-      task->add_usage(static_cast<int>(prompt.size()), 0, reuse);
+      int spliced = 0;
+      if (r.memory) {
+        try {
+          splice_memory(*members[0], r);
+        } catch (const Error& e) {
+          task->fail(e.what());
+          release(*members[0]);
+          break;
+        }
+        spliced = r.memory_positions - 1;
+      }
+      task->add_usage(static_cast<int>(prompt.size()), 0, reuse + spliced);
       stats_.cached_tokens += reuse;
     }
   }
   stats_.queue_depth = static_cast<int>(queue_.size());
 }
 
+void Scheduler::splice_memory(Slot& slot, const GenerationRequest& r) {
+  // BOS first (position 0, as the store's reader was trained), then each entry's stored KV
+  // re-rotated to its positions; the batched pass then prefills the prompt, which reads all.
+  const ModelConfig& c = model_.config;
+  std::vector<float> bos(static_cast<size_t>(c.dim));
+  embed(model_, {slot.tokens.data(), 1}, bos.data());
+  forward(slot.ctx, bos.data(), 1, 0, c.n_layers);
+  side_prompt_rows_ += 1;
+  memory::splice(slot.ctx, *r.memory, r.memory_entries);
+  if (slot.cached() != r.memory_positions)
+    fail("memory: the spliced entries hold {} positions, the request laid out {}", slot.cached() - 1,
+         r.memory_positions - 1);
+}
+
 void Scheduler::release(Slot& slot) {
   // Keep what every layer's cache holds (self-speculation's late layers can lag before its
-  // first verification) for prefix reuse.
+  // first verification) for prefix reuse; not spliced memories, whose block-attention KV a
+  // prompt with the same tokens must not reuse.
   KvCache& cache = slot.ctx.cache();
   int held = static_cast<int>(slot.tokens.size());
+  if (slot.task && slot.task->request().memory) held = 0;
   for (int l = 0; l < cache.n_layers(); ++l) held = std::min(held, cache.length(l));
   cache.truncate_all(held);
   slot.tokens.resize(static_cast<size_t>(held));
@@ -295,7 +325,7 @@ void Scheduler::spec_round(Slot& slot) {
     SpecParams params;
     params.draft_max = r.spec.draft_max;
     const std::vector<int32_t> prompt = slot.tokens;
-    spec_prompt_rows_ += static_cast<int64_t>(prompt.size()) - slot.cached();  // the run prefills them
+    side_prompt_rows_ += static_cast<int64_t>(prompt.size()) - slot.cached();  // the run prefills them
     Slot* s = &slot;
     auto on_token = [this, s](int32_t token) {
       s->tokens.push_back(token);
@@ -445,8 +475,8 @@ void Scheduler::step() {
     ++stats_.steps;
     stats_.busy_seconds += std::chrono::duration<double>(Clock::now() - start).count();
   }
-  stats_.prompt_tokens += prompt_rows + spec_prompt_rows_;
-  spec_prompt_rows_ = 0;
+  stats_.prompt_tokens += prompt_rows + side_prompt_rows_;
+  side_prompt_rows_ = 0;
   stats_.generated_tokens = generated_;
   stats_.requests = finished_tasks_;
   stats_.slots_busy = slots_busy;

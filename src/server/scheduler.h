@@ -78,6 +78,8 @@ class Scheduler {
   struct Slot;
   void loop();
   void admit();
+  // A memory request's BOS and spliced entries into its slot's cache (throws Error).
+  void splice_memory(Slot& slot, const GenerationRequest& r);
   void step();
   void release(Slot& slot);
   void finish(Slot& slot, const char* reason);
@@ -105,7 +107,7 @@ class Scheduler {
   std::vector<int32_t> rows_;
   std::vector<float> hidden_, last_hidden_, logits_, biased_;
   std::unique_ptr<JsonTokenMask> json_mask_;  // built at the first response_format request
-  int64_t spec_prompt_rows_ = 0;  // prompt rows the speculative runs started this step prefill
+  int64_t side_prompt_rows_ = 0;  // prompt rows prefilled outside the batched pass (speculative runs, memory BOS)
   std::thread thread_;
 };
 
