@@ -110,6 +110,15 @@ std::vector<float> Reader::prefill(Method method, std::span<const size_t> entrie
   return logits;
 }
 
+std::vector<float> Reader::query_vector(const std::string& question) {
+  if (!store_) fail("memory: retrieval needs a store");
+  const std::vector<int32_t> words = model_.tokenizer->encode(question, false);
+  if (lexical_) return lexical_->encode(words, false);
+  if (!query_ctx_)
+    query_ctx_ = std::make_unique<Context>(model_, std::min(kQueryContext, model_.config.context_length), 1);
+  return retrieval_vector(*query_ctx_, words);
+}
+
 Answer Reader::answer(Method method, const std::string& question, int k, std::span<const size_t> given,
                       int max_tokens) {
   const Tokenizer& tok = *model_.tokenizer;
@@ -120,11 +129,7 @@ Answer Reader::answer(Method method, const std::string& question, int k, std::sp
     a.entries.assign(given.begin(), given.end());
   } else if (retrieves(method)) {
     if (!store_) fail("memory: method {} needs a store", method_name(method));
-    const std::vector<int32_t> words = tok.encode(question, false);
-    if (!lexical_ && !query_ctx_)
-      query_ctx_ = std::make_unique<Context>(model_, std::min(kQueryContext, model_.config.context_length), 1);
-    const std::vector<float> query = lexical_ ? lexical_->encode(words, false) : retrieval_vector(*query_ctx_, words);
-    for (const Hit& h : search_exact(*store_, query, k)) a.entries.push_back(h.entry);
+    for (const Hit& h : search(*store_, ann_, query_vector(question), k, ef_)) a.entries.push_back(h.entry);
   }
   std::vector<float> logits = prefill(method, a.entries, q);
   a.first_logits = logits;

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "memory/ann.h"
 #include "memory/lexical.h"
 #include "memory/retrieval.h"
 #include "memory/store.h"
@@ -68,6 +69,15 @@ class Reader {
   // methods through this).
   std::vector<float> prefill(Method method, std::span<const size_t> entries, std::span<const int32_t> question);
 
+  // Retrieval searches this index (memory/ann.h) with `ef` candidates instead of exactly;
+  // null: exact search again. The index must outlive the reader.
+  void use_index(const AnnIndex* index, int ef = kDefaultEf) {
+    ann_ = index;
+    ef_ = ef;
+  }
+  // The question's retrieval vector (the store's retriever).
+  std::vector<float> query_vector(const std::string& question);
+
   Context& context() { return ctx_; }
 
  private:
@@ -76,6 +86,8 @@ class Reader {
   Context ctx_;
   std::unique_ptr<Context> query_ctx_;  // encodes questions for the hidden-state retriever (made on first use)
   std::unique_ptr<LexicalEncoder> lexical_;  // the store's lexical retriever, if it has one
+  const AnnIndex* ann_ = nullptr;
+  int ef_ = kDefaultEf;
 };
 
 // Lower-cased, surrounding spaces and punctuation removed: what exact match compares.
