@@ -6,7 +6,8 @@
 // The index is a sidecar file next to the store, STORE.hnsw, holding only the graph: the
 // vectors stay in the store (an hnswlib file would hold a second copy of them, 4 KiB per entry
 // at 1024 buckets). Loading rebuilds hnswlib's structures from the graph and the store's
-// vectors, so hnswlib never parses file bytes; our parser checks every count and neighbour
+// vectors (copied into hnswlib's rows: 430 MB of memory, 0.55 s, at 100k entries), so hnswlib
+// never parses file bytes; our parser checks every count and neighbour
 // first, and the header names the store it was built for (its tables checksum, entry count
 // and vector width): an index of another or an older store is refused.
 //
@@ -92,7 +93,8 @@ class AnnIndex {
 
   // The k best entries found with `ef` candidates (at least k), best first, scored and
   // ordered as search_exact would (the store's vectors, the same tie rule): only which
-  // entries are found is approximate. Throws Error as search_exact does.
+  // entries are found is approximate. Throws Error as search_exact does. One search at a
+  // time (hnswlib keeps ef in the index).
   std::vector<Hit> search(std::span<const float> query, int k, int ef = kDefaultEf) const;
 
  private:
