@@ -8,6 +8,7 @@ packages=(
   build-essential cmake clang libclang-rt-14-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libfmt-dev liburing-dev pkg-config
+  libhnswlib-dev  # approximate nearest neighbours for large memory stores (src/memory/ann.cpp)
   python3 python3-numpy python3-torch python3-jinja2
   nodejs    # tests/server: the official OpenAI Node SDK against skiff serve
   chromium  # tests/cli/test_chat_page.py drives the chat page headless

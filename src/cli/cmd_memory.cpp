@@ -1,6 +1,7 @@
 // skiff memory build|ask|eval: memory-augmented generation (docs/MEMORY.md). Knowledge
 // entries are encoded once into a store; a question retrieves k of them and splices their
-// keys and values into the context instead of prefilling their text.
+// keys and values into the context instead of prefilling their text. add, index and
+// search-bench (large stores) are in cmd_memory_scale.cpp.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -12,6 +13,8 @@
 #include "base/error.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/cmd_memory.h"
+#include "memory/ann.h"
 #include "memory/build.h"
 #include "memory/knowledge_base.h"
 #include "memory/reader.h"
@@ -23,6 +26,12 @@ namespace {
 
 using memory::Method;
 
+void print_index(const std::string& store, const memory::BuildStats& s) {
+  if (s.ann_bytes)
+    std::printf("%s: HNSW index, %.2f MiB, built in %.2f s\n", memory::ann_path(store).c_str(),
+                static_cast<double>(s.ann_bytes) / (1 << 20), s.ann_seconds);
+}
+
 KvTypes store_types(const std::string& name) {
   const std::optional<DType> t = parse_kv_type(name);
   if (!t) fail("--kv-type must be f32, f16 or q8_0, got \"{}\"", name);
@@ -32,7 +41,7 @@ KvTypes store_types(const std::string& name) {
 void register_build(CLI::App* parent) {
   struct Flags {
     ModelFlags model;
-    std::string kb, out, kv_type = "f16", retriever = "lexical";
+    std::string kb, out, kv_type = "f16", retriever = "lexical", ann = "auto";
     int lexical_dim = 1024;
   };
   auto f = std::make_shared<Flags>();
@@ -48,6 +57,7 @@ void register_build(CLI::App* parent) {
       ->check(CLI::IsMember({"lexical", "hidden"}));
   cmd->add_option("--lexical-dim", f->lexical_dim, "buckets of the lexical retriever (default 1024)")
       ->check(CLI::Range(16, 1 << 16));
+  add_ann_flag(cmd, f->ann);
   cmd->callback([f] {
     const KvTypes types = store_types(f->kv_type);
     const std::vector<memory::KbEntry> kb = memory::read_kb(f->kb);
@@ -57,6 +67,7 @@ void register_build(CLI::App* parent) {
     opt.threads = f->model.threads;
     opt.retriever = f->retriever == "hidden" ? memory::Retriever::kHidden : memory::Retriever::kLexical;
     opt.lexical_dim = f->lexical_dim;
+    opt.ann = parse_ann_mode(f->ann);
     opt.progress = [](size_t done, size_t total) {
       draw_progress("memory build", static_cast<int>(done), static_cast<int>(total));
     };
@@ -64,6 +75,7 @@ void register_build(CLI::App* parent) {
     std::printf("%s: %zu entries, %lld tokens, %.2f MiB (%.0f bytes per entry), built in %.2f s\n", f->out.c_str(),
                 s.entries, static_cast<long long>(s.tokens), static_cast<double>(s.file_bytes) / (1 << 20),
                 static_cast<double>(s.file_bytes) / static_cast<double>(s.entries), s.seconds);
+    print_index(f->out, s);
   });
 }
 
@@ -71,8 +83,8 @@ void register_ask(CLI::App* parent) {
   struct Flags {
     ModelFlags model;
     std::string store, prompt, method = "splice", entries, dump;
-    int k = 8, context = 0, max_tokens = 32;
-    bool verbose = false;
+    int k = 8, context = 0, max_tokens = 32, ef = memory::kDefaultEf;
+    bool verbose = false, exact = false;
   };
   auto f = std::make_shared<Flags>();
   CLI::App* cmd = parent->add_subcommand("ask", "answer a question from a memory store");
@@ -86,6 +98,7 @@ void register_ask(CLI::App* parent) {
   cmd->add_option("-n,--max-tokens", f->max_tokens, "longest answer in tokens (default 32)")->check(CLI::Range(1, 4096));
   cmd->add_flag("-v,--verbose", f->verbose, "print the retrieved entries and the time to first token");
   cmd->add_option("--entries", f->entries, "read these entries (comma-separated ids) instead of retrieving");
+  add_search_flags(cmd, f->ef, f->exact);
   cmd->add_option("--dump", f->dump, "test hook: write the sequence, its block starts and the first logits as JSON")
       ->group("");
   cmd->callback([f] {
@@ -95,6 +108,8 @@ void register_ask(CLI::App* parent) {
     const memory::MemoryStore store(f->store);
     const std::unique_ptr<Model> model = open_model(f->model);
     memory::Reader reader(*model, &store, f->context, f->model.threads);
+    const std::unique_ptr<memory::AnnIndex> ann = f->exact ? nullptr : memory::AnnIndex::load_if_present(store);
+    reader.use_index(ann.get(), f->ef);
     std::vector<size_t> given;
     if (!f->entries.empty()) {
       const auto index = store.index_by_id();
@@ -134,6 +149,8 @@ struct Row {
   bool has_recall = false;
 };
 
+}  // namespace
+
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -141,11 +158,14 @@ double percentile(std::vector<double> v, double p) {
   return v[i];
 }
 
+namespace {
+
 void register_eval(CLI::App* parent) {
   struct Flags {
     ModelFlags model;
     std::string store, questions, methods = "none,oracle,read,read-block,splice,splice-uncorrected", format = "md";
-    int k = 8, limit = 0, context = 0;
+    int k = 8, limit = 0, context = 0, ef = memory::kDefaultEf;
+    bool exact = false;
   };
   auto f = std::make_shared<Flags>();
   CLI::App* cmd = parent->add_subcommand("eval", "compare answering methods on a question set");
@@ -158,6 +178,7 @@ void register_eval(CLI::App* parent) {
   cmd->add_option("--methods", f->methods, "comma-separated methods (default: all)");
   cmd->add_option("-c,--ctx-size", f->context, "context length (default: the model's, at most 4096)");
   cmd->add_option("-o,--output", f->format, "md or json")->check(CLI::IsMember({"md", "json"}));
+  add_search_flags(cmd, f->ef, f->exact);
   cmd->callback([f] {
     std::vector<Method> methods;
     for (const std::string& name : CLI::detail::split(f->methods, ',')) {
@@ -186,6 +207,8 @@ void register_eval(CLI::App* parent) {
       }
     }
     memory::Reader reader(*model, &store, f->context, f->model.threads);
+    const std::unique_ptr<memory::AnnIndex> ann = f->exact ? nullptr : memory::AnnIndex::load_if_present(store);
+    reader.use_index(ann.get(), f->ef);
     std::map<std::pair<int, int>, Row> rows;  // (method, hops)
     int done = 0;
     const int total = static_cast<int>(methods.size() * questions.size());
@@ -251,6 +274,7 @@ void register_memory(CLI::App& app) {
   register_build(cmd);
   register_ask(cmd);
   register_eval(cmd);
+  register_memory_scale(cmd);
 }
 
 }  // namespace skiff::cli

@@ -15,6 +15,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "decode/model_drafter.h"
+#include "memory/ann.h"
 #include "memory/query.h"
 #include "memory/store.h"
 #include "server/http_server.h"
@@ -36,9 +37,11 @@ struct ServeFlags {
   KvCacheFlags kv;
 };
 
-// --memory NAME=STORE: each store opened (memory-mapped) and checked against the model.
+// --memory NAME=STORE: each store opened (memory-mapped) and checked against the model; its
+// HNSW index STORE.hnsw searched when there is one (skiff memory build --ann, memory index).
 struct Memories {
   std::vector<std::unique_ptr<memory::MemoryStore>> stores;
+  std::vector<std::unique_ptr<memory::AnnIndex>> indexes;  // STORE.hnsw where present
   std::vector<std::unique_ptr<memory::QueryRetriever>> retrievers;
   std::map<std::string, const memory::QueryRetriever*> by_name;
 };
@@ -52,6 +55,8 @@ void open_memories(const std::vector<std::string>& specs, const Model& model, Me
     if (out.by_name.count(name)) fail("--memory: the name '{}' is given twice", name);
     out.stores.push_back(std::make_unique<memory::MemoryStore>(spec.substr(eq + 1)));
     out.retrievers.push_back(std::make_unique<memory::QueryRetriever>(model, *out.stores.back()));
+    out.indexes.push_back(memory::AnnIndex::load_if_present(*out.stores.back()));
+    out.retrievers.back()->use_index(out.indexes.back().get());
     out.by_name[name] = out.retrievers.back().get();
   }
 }

@@ -21,21 +21,27 @@ QueryRetriever::QueryRetriever(const Model& model, const MemoryStore& store) : m
 
 QueryRetriever::~QueryRetriever() = default;
 
-std::vector<size_t> QueryRetriever::top_k(const std::string& text, int k) const {
+std::vector<float> QueryRetriever::query_vector(const std::string& text) const {
   const std::vector<int32_t> words = model_.tokenizer->encode(text, false);
   if (words.empty()) fail("memory: the query is empty");
-  std::vector<float> query;
-  if (lexical_) {
-    query = lexical_->encode(words, false);
+  if (lexical_) return lexical_->encode(words, false);
+  std::lock_guard lock(ctx_mutex_);
+  if (!ctx_) ctx_ = std::make_unique<Context>(model_, std::min(kQueryContext, model_.config.context_length), 1);
+  const size_t n = std::min(words.size(), static_cast<size_t>(ctx_->context_length()));
+  return retrieval_vector(*ctx_, std::span<const int32_t>(words).first(n));
+}
+
+std::vector<size_t> QueryRetriever::top_k(const std::string& text, int k) const {
+  const std::vector<float> query = query_vector(text);
+  std::vector<Hit> hits;
+  if (index_) {
+    std::lock_guard lock(index_mutex_);
+    hits = search(store_, index_, query, k, ef_);
   } else {
-    std::lock_guard lock(mutex_);
-    if (!ctx_) ctx_ = std::make_unique<Context>(model_, std::min(kQueryContext, model_.config.context_length), 1);
-    const size_t n = std::min(words.size(), static_cast<size_t>(ctx_->context_length()));
-    query = retrieval_vector(*ctx_, std::span<const int32_t>(words).first(n));
+    hits = search_exact(store_, query, k);
   }
   std::vector<size_t> out;
-  for (const Hit& h : search_exact(store_, query, std::clamp(k, 1, static_cast<int>(store_.size()))))
-    out.push_back(h.entry);
+  for (const Hit& h : hits) out.push_back(h.entry);
   return out;
 }
 

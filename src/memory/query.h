@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "memory/ann.h"
 #include "memory/lexical.h"
 #include "memory/store.h"
 #include "model/forward.h"
@@ -21,8 +22,18 @@ class QueryRetriever {
   QueryRetriever(const Model& model, const MemoryStore& store);
   ~QueryRetriever();
 
-  // Up to k entries, best first (k is clamped to the store's size; k >= 1).
+  // The k best entries, best first. Throws Error for an empty query and as search_exact
+  // does (k not in [1, store size]).
   std::vector<size_t> top_k(const std::string& text, int k) const;
+  // The query's retrieval vector.
+  std::vector<float> query_vector(const std::string& text) const;
+
+  // Search this HNSW index (memory/ann.h) with `ef` candidates instead of every vector; null:
+  // exact search. The index must outlive the retriever.
+  void use_index(const AnnIndex* index, int ef = kDefaultEf) {
+    index_ = index;
+    ef_ = ef;
+  }
 
   const MemoryStore& store() const { return store_; }
 
@@ -30,7 +41,10 @@ class QueryRetriever {
   const Model& model_;
   const MemoryStore& store_;
   std::unique_ptr<LexicalEncoder> lexical_;
-  mutable std::mutex mutex_;               // guards ctx_: one hidden-state query at a time
+  const AnnIndex* index_ = nullptr;
+  int ef_ = kDefaultEf;
+  // One hidden-state query and one index search at a time (hnswlib keeps ef in the index).
+  mutable std::mutex ctx_mutex_, index_mutex_;
   mutable std::unique_ptr<Context> ctx_;  // hidden-state retriever only, made on first use
 };
 

@@ -16,9 +16,6 @@ constexpr Method kMethods[] = {Method::kNone,      Method::kOracle, Method::kRea
                                Method::kReadBlock, Method::kSplice, Method::kSpliceUncorrected};
 constexpr const char* kMethodNames[] = {"none", "oracle", "read", "read-block", "splice", "splice-uncorrected"};
 
-// Questions are encoded for retrieval in a context of this many positions at most.
-constexpr int kQueryContext = 512;
-
 int argmax(const std::vector<float>& v) {
   return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
 }
@@ -54,11 +51,12 @@ Reader::Reader(const Model& model, const MemoryStore* store, int context_length,
     : model_(model),
       store_(store),
       ctx_(model, context_length, threads) {
-  if (store) {
-    store->check_model(model);
-    if (store->retriever() == Retriever::kLexical)
-      lexical_ = std::make_unique<LexicalEncoder>(std::vector<float>(store->idf().begin(), store->idf().end()));
-  }
+  if (store) retriever_ = std::make_unique<QueryRetriever>(model, *store);
+}
+
+void Reader::use_index(const AnnIndex* index, int ef) {
+  if (!retriever_) fail("memory: retrieval needs a store");
+  retriever_->use_index(index, ef);
 }
 
 Reader::Layout Reader::layout(Method method, std::span<const size_t> entries,
@@ -110,6 +108,11 @@ std::vector<float> Reader::prefill(Method method, std::span<const size_t> entrie
   return logits;
 }
 
+std::vector<float> Reader::query_vector(const std::string& question) {
+  if (!retriever_) fail("memory: retrieval needs a store");
+  return retriever_->query_vector(question);
+}
+
 Answer Reader::answer(Method method, const std::string& question, int k, std::span<const size_t> given,
                       int max_tokens) {
   const Tokenizer& tok = *model_.tokenizer;
@@ -120,11 +123,7 @@ Answer Reader::answer(Method method, const std::string& question, int k, std::sp
     a.entries.assign(given.begin(), given.end());
   } else if (retrieves(method)) {
     if (!store_) fail("memory: method {} needs a store", method_name(method));
-    const std::vector<int32_t> words = tok.encode(question, false);
-    if (!lexical_ && !query_ctx_)
-      query_ctx_ = std::make_unique<Context>(model_, std::min(kQueryContext, model_.config.context_length), 1);
-    const std::vector<float> query = lexical_ ? lexical_->encode(words, false) : retrieval_vector(*query_ctx_, words);
-    for (const Hit& h : search_exact(*store_, query, k)) a.entries.push_back(h.entry);
+    a.entries = retriever_->top_k(question, k);
   }
   std::vector<float> logits = prefill(method, a.entries, q);
   a.first_logits = logits;

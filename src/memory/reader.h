@@ -21,7 +21,9 @@
 #include <string_view>
 #include <vector>
 
+#include "memory/ann.h"
 #include "memory/lexical.h"
+#include "memory/query.h"
 #include "memory/retrieval.h"
 #include "memory/store.h"
 #include "model/forward.h"
@@ -68,14 +70,19 @@ class Reader {
   // methods through this).
   std::vector<float> prefill(Method method, std::span<const size_t> entries, std::span<const int32_t> question);
 
+  // Retrieval searches this index (memory/ann.h) with `ef` candidates instead of exactly;
+  // null: exact search again. The index must outlive the reader.
+  void use_index(const AnnIndex* index, int ef = kDefaultEf);
+  // The question's retrieval vector (the store's retriever).
+  std::vector<float> query_vector(const std::string& question);
+
   Context& context() { return ctx_; }
 
  private:
   const Model& model_;
   const MemoryStore* store_;
   Context ctx_;
-  std::unique_ptr<Context> query_ctx_;  // encodes questions for the hidden-state retriever (made on first use)
-  std::unique_ptr<LexicalEncoder> lexical_;  // the store's lexical retriever, if it has one
+  std::unique_ptr<QueryRetriever> retriever_;  // with a store
 };
 
 // Lower-cased, surrounding spaces and punctuation removed: what exact match compares.

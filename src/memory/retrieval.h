@@ -16,8 +16,10 @@ struct Hit {
   float score;
 };
 
-// The k best entries, best first (ties: the lower index first). Throws Error when k is
-// not in [1, store.size()] or the query's width differs from the store's vectors.
-std::vector<Hit> search_exact(const MemoryStore& store, std::span<const float> query, int k);
+// The k best entries, best first (ties: the lower index first), among the first `limit`
+// entries (all when 0; measurements of smaller stores search a prefix). Throws Error when k
+// is not in [1, entries searched] or the query's width differs from the store's vectors.
+// memory/ann.h finds the same entries approximately, and much faster in large stores.
+std::vector<Hit> search_exact(const MemoryStore& store, std::span<const float> query, int k, size_t limit = 0);
 
 }  // namespace skiff::memory

@@ -341,6 +341,34 @@ void StoreWriter::add(std::string_view id, EntryKind kind, std::string_view text
   w.vectors.insert(w.vectors.end(), vector.begin(), vector.end());
 }
 
+void StoreWriter::add_stored(const MemoryStore& from, size_t i, std::span<const float> vector) {
+  Impl& w = *impl_;
+  if (!(from.header().model == w.h.model) || from.types().k != w.h.types.k || from.types().v != w.h.types.v)
+    fail("memory store: {} was built with another model or KV types", from.name());
+  if (vector.size() != w.h.vector_dim) fail("memory store: entry {}: wrong vector size", i);
+  from.verify_entry(i);  // copy nothing corrupt
+  const MemoryStore::Entry e = from.entry(i);
+  EntryRecord r;
+  r.data_offset = w.data_end;
+  r.data_bytes = from.entry_bytes(i);
+  r.n_tokens = static_cast<uint32_t>(e.n_tokens);
+  r.kind = static_cast<uint32_t>(e.kind);
+  const auto* data = reinterpret_cast<const uint8_t*>(from.tokens(i).data());
+  w.buf.assign(static_cast<size_t>(align_up(r.data_bytes)), 0);
+  std::memcpy(w.buf.data(), data, static_cast<size_t>(r.data_bytes));
+  r.data_checksum = fnv1a({w.buf.data(), static_cast<size_t>(r.data_bytes)});
+  w.write(w.buf.data(), w.buf.size());
+  w.data_end += w.buf.size();
+  r.id_offset = w.strings.size();
+  r.id_bytes = static_cast<uint32_t>(e.id.size());
+  w.strings.append(e.id);
+  r.text_offset = w.strings.size();
+  r.text_bytes = static_cast<uint32_t>(e.text.size());
+  w.strings.append(e.text);
+  w.records.push_back(r);
+  w.vectors.insert(w.vectors.end(), vector.begin(), vector.end());
+}
+
 uint64_t StoreWriter::finish() {
   Impl& w = *impl_;
   StoreHeader& h = w.h;

@@ -141,6 +141,9 @@ class StoreWriter {
   // keys/values: [n_layers][n_tokens][kv_dim] floats (converted to the store's types).
   void add(std::string_view id, EntryKind kind, std::string_view text, std::span<const int32_t> tokens,
            std::span<const float> keys, std::span<const float> values, std::span<const float> vector);
+  // An entry of another store with the same model and types (`memory add`), its tokens, keys
+  // and values copied as they are: the bytes the encoding wrote, not recomputed.
+  void add_stored(const MemoryStore& from, size_t i, std::span<const float> vector);
   // Writes the tables and the header and renames the file into place; returns its size.
   uint64_t finish();
 

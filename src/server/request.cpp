@@ -332,7 +332,7 @@ void parse_memory(const json& body, Endpoint endpoint, const ServedModel& model,
   }
   const memory::QueryRetriever& retriever = *it->second;
   try {
-    r.memory_entries = retriever.top_k(query, k);
+    r.memory_entries = retriever.top_k(query, std::min(k, static_cast<int>(retriever.store().size())));
   } catch (const Error& e) {
     bad_request("skiff.query", "{}", e.what());
   }

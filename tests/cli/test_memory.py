@@ -8,7 +8,10 @@ Checks: build writes a store and reports it; ask answers (retrieving, or reading
 eval prints one row per method and hop count with every column, recall only for retrieving
 methods, splice prefilling only the question; and bad input gets one-line errors: a
 corrupted, truncated or foreign-model store, a malformed kb.jsonl line, k larger than the
-store or than the context, unknown entries and methods.
+store or than the context, unknown entries and methods. Large stores: build --ann on writes
+STORE.hnsw, which ask and eval then search (the same entries as --exact here); a stale index
+is refused; memory add gives the bytes of building from the concatenated knowledge base and
+refuses duplicate ids, bad lines and another model.
 """
 
 from __future__ import annotations
@@ -79,6 +82,62 @@ def main() -> int:
                     "--methods", "none,splice")
         c.check("eval: markdown table", r.returncode == 0 and r.stdout.startswith("| method | hops |")
                 and "| splice | 1 |" in r.stdout, r.stdout + r.stderr)
+
+        # The HNSW index: written on request, used by ask and eval, refused when stale.
+        indexed = os.path.join(tmp, "indexed.skm")
+        r = c.skiff("memory", "build", "--kb", kb, "-o", indexed, "--ann", "on", "-t", 2)
+        c.check("build --ann on writes STORE.hnsw", r.returncode == 0 and "HNSW index" in r.stdout
+                and os.path.exists(indexed + ".hnsw"), r.stdout + r.stderr)
+        c.check("build --ann auto writes no index for a small store", not os.path.exists(store + ".hnsw"))
+        q = "What pet does Bomira have?"
+        a = c.skiff("memory", "ask", "--store", indexed, "-p", q, "-k", 4, "-v", "-n", 2, "--ef", 16)
+        e = c.skiff("memory", "ask", "--store", indexed, "-p", q, "-k", 4, "-v", "-n", 2, "--exact")
+        retrieved = lambda r: [l for l in r.stderr.splitlines() if l.startswith("[")]
+        c.check("ask searches the index: the exact entries here", a.returncode == 0 and e.returncode == 0
+                and len(retrieved(a)) == 4 and retrieved(a) == retrieved(e), a.stderr + e.stderr)
+        r = c.skiff("memory", "eval", "--store", indexed, "--questions", questions, "-k", 2, "--limit", 3,
+                    "--methods", "splice", "--ef", 32, "-o", "json")
+        c.check("eval with an index", r.returncode == 0 and json.loads(r.stdout or "[]") != [], r.stdout + r.stderr)
+        r = c.skiff("memory", "index", "--store", store)
+        c.check("memory index", r.returncode == 0 and os.path.exists(store + ".hnsw"), r.stdout + r.stderr)
+        os.remove(store + ".hnsw")
+        open(store + ".hnsw", "wb").write(open(indexed + ".hnsw", "rb").read())
+        r = c.skiff("memory", "ask", "--store", store, "-p", q)
+        r2 = c.skiff("memory", "ask", "--store", store, "-p", q, "--exact", "-n", 2)
+        os.remove(store + ".hnsw")
+        # Built from the same knowledge base, the two stores have the same tables: the index fits.
+        c.check("an index of an identical store is accepted; --exact ignores it",
+                r.returncode == 0 and r2.returncode == 0, r.stderr + r2.stderr)
+        lines = open(kb).read().splitlines(keepends=True)
+        small_kb = os.path.join(tmp, "small.jsonl")
+        open(small_kb, "w").writelines(lines[:-1])
+        small = os.path.join(tmp, "small.skm")
+        c.skiff("memory", "build", "--kb", small_kb, "-o", small, "-t", 2)
+        open(small + ".hnsw", "wb").write(open(indexed + ".hnsw", "rb").read())
+        r = c.skiff("memory", "ask", "--store", small, "-p", q)
+        c.check("stale index refused", one_line_error(r) and "another store" in r.stderr, r.stderr)
+        os.remove(small + ".hnsw")
+
+        # memory add: the store built from the whole knowledge base, byte for byte.
+        head, tail = os.path.join(tmp, "head.jsonl"), os.path.join(tmp, "tail.jsonl")
+        half = len(lines) // 2
+        open(head, "w").writelines(lines[:half])
+        open(tail, "w").writelines(lines[half:])
+        grown = os.path.join(tmp, "grown.skm")
+        c.skiff("memory", "build", "--kb", head, "-o", grown, "-t", 2)
+        r = c.skiff("memory", "add", "--store", grown, "--kb", tail, "-t", 2)
+        c.check("add", r.returncode == 0 and f"{n_kb} entries ({n_kb - half} added)" in r.stdout, r.stdout + r.stderr)
+        c.check("add == build from the concatenation", open(grown, "rb").read() == open(store, "rb").read())
+        r = c.skiff("memory", "add", "--store", grown, "--kb", tail, "-o", os.path.join(tmp, "never.skm"))
+        c.check("add refuses ids already stored", one_line_error(r) and "already in" in r.stderr
+                and not os.path.exists(os.path.join(tmp, "never.skm")), r.stderr)
+        r = c.skiff("memory", "add", "-m", os.path.join(ROOT, "models", "stories260K.gguf"), "--store", grown,
+                    "--kb", tail, "-o", os.path.join(tmp, "never.skm"))
+        c.check("add refuses another model", one_line_error(r) and "built with another model" in r.stderr, r.stderr)
+        badadd = os.path.join(tmp, "badadd.jsonl")
+        open(badadd, "w").write('{"id": "new1", "kind": "qa", "text": "Q: x? A: y."}\n{"id": 5}\n')
+        r = c.skiff("memory", "add", "--store", grown, "--kb", badadd)
+        c.check("add refuses a bad kb line", one_line_error(r) and ":2:" in r.stderr, r.stderr)
 
         # Bad input: one line each, never a crash.
         blob = open(store, "rb").read()
