@@ -112,6 +112,19 @@ def main() -> int:
             c.check("plain requests still work beside memory ones", st == 200, str(j)[:300])
             c.check("exit 0", s.stop() == 0, s.log[-1000:])
 
+        # A store with an HNSW index (memory build --ann on): the server searches it as ask does.
+        indexed = os.path.join(tmp, "indexed.skm")
+        r = c.skiff("memory", "build", "--kb", kb, "-o", indexed, "--ann", "on", "-t", 2)
+        c.check("build --ann on", r.returncode == 0 and os.path.exists(indexed + ".hnsw"), r.stderr)
+        with Server(args.skiff, "-m", READER, "--memory", f"kb={indexed}", "-t", 2) as s:
+            q = questions[1]
+            want, want_ids = ask(c, indexed, q, 4)
+            st, j = s.post("/v1/completions", {"prompt": f"Q: {q} A:", "max_tokens": 8, "temperature": 0,
+                                               "stop": ["\n"], "skiff": {"memory": "kb", "k": 4, "query": q}})
+            c.check("indexed store: same entries and answer as ask", st == 200 and
+                    j["choices"][0]["text"].strip() == want and j.get("skiff", {}).get("memory_entries") == want_ids,
+                    f"{str(j)[:300]} vs {want!r} {want_ids}")
+
         for flag, what in ((f"kb:{store}", "no '='"), ("kb=" + os.path.join(tmp, "missing.skm"), "missing store")):
             r = subprocess.run([args.skiff, "serve", "-m", READER, "--port", "0", "--memory", flag],
                                capture_output=True, text=True, timeout=60)
