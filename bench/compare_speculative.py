@@ -13,7 +13,7 @@ config on every prompt, config order rotated each round:
   llama.cpp plain    llama-cli -no-cnv --temp 0
   llama.cpp spec     llama-speculative -md FIRST-E.gguf --draft-max D --temp 0
 
-Reported per config: tokens/s (median over rounds of the per-round mean over the prompts;
+Reported per config: tokens/s (median over rounds of the round's total tokens / total seconds over the prompts;
 decode only, and end to end = generated / (prompt + decode time)), the speedup against the same
 program's plain decoding (median of per-round ratios, end to end), the acceptance rate, and the
 ideal speedup from the measured acceptance a, draft step cost c_d and verification cost c_v
@@ -23,13 +23,15 @@ probability a and every round drafts D tokens:
   ideal = E[tokens per round] / (round cost) = ((1 - a^(D+1)) / (1 - a)) / (D * c_d + c_v)
 
 c_d, c_v are measured once per type and config before the rounds: skiff from `skiff bench
---self-spec E --draft-max D --draft-p-min 0 -o json` (its draft_step_cost, verify_cost), llama.cpp
-from llama-bench -r 1: c_d = tg(full) / tg(draft), c_v = (D+1) * tg(full) / pp_{D+1}(full).
+--self-spec E --draft-max D --draft-p-min 0 -r 2 -o json` on the first prompt (its draft_step_cost, verify_cost), llama.cpp
+from llama-bench -r 3: c_d = tg(full) / tg(draft), c_v = (D+1) * tg(full) / pp_{D+1}(full).
 Greedy texts must agree: skiff self-spec == skiff plain, llama-speculative == llama-cli (over
-the shorter text: llama-speculative may emit one token more than -n).
+the shorter text: llama-speculative may emit a few tokens more than -n); the exit code is 1 when
+skiff's differ (skiff's greedy speculative decoding is exact by construction; llama.cpp's batched
+verification is not bit-exact against single-token decoding, so there a difference is reported).
 
   bench/compare_speculative.py [--quick] [--shape tinyllama] [--types f16,bf16,q8_0]
-      [--planted-exit 4] [--planted-scale 0.03] [--spec 4:2,4:4,2:4] [--rounds 3] [-n 64] [-t 2]
+      [--planted-exit 4] [--planted-scale 0.03] [--spec 4:2,4:4,6:4] [--rounds 3] [-n 64] [-t 2]
       [--dir /tmp/skiff-spec-models] [--skiff build/skiff] [--peer DIR] [--json OUT]
   --quick: --shape small --rounds 1 -n 32 (unless given). DIR: llama.cpp's bin folder (default:
   ../shared/peers/build-llamacpp.sh, which builds it once and prints it).
@@ -137,14 +139,14 @@ def llama_speculative(peer: str, model: str, draft: str, prompt: str, n: int, t:
 # --- costs, measured once per type -------------------------------------------------------------
 def skiff_costs(skiff: str, model: str, e: int, d: int, t: int, prompts_file: str, n: int) -> tuple[float, float]:
     p = run([skiff, "bench", "-m", model, "--self-spec", str(e), "--draft-max", str(d), "--draft-p-min", "0",
-             "--prompts", prompts_file, "--spec-tokens", str(n), "-r", "1", "-t", str(t), "-o", "json"])
+             "--prompts", prompts_file, "--spec-tokens", str(n), "-r", "2", "-t", str(t), "-o", "json"])
     rows = json.loads(p.stdout)
     row = next((r for r in rows if r.get("task") == "all"), rows[-1])
     return row["draft_step_cost"], row["verify_cost"]
 
 
 def llama_bench(peer: str, model: str, t: int, pp: list[int], tg: int) -> dict[str, float]:
-    cmd = [os.path.join(peer, "llama-bench"), "-m", model, "-t", str(t), "-r", "1", "-o", "json",
+    cmd = [os.path.join(peer, "llama-bench"), "-m", model, "-t", str(t), "-r", "3", "-o", "json",
            "-p", ",".join(map(str, pp)) or "0", "-n", str(tg)]
     out = {}
     for r in json.loads(run(cmd).stdout):
@@ -162,7 +164,8 @@ def ideal_speedup(a: float, d: int, c_d: float, c_v: float) -> float:
 def same_text(a: str, b: str, prefix_ok: bool) -> bool:
     if not prefix_ok:
         return a == b
-    short, long_ = sorted((a, b), key=len)
+    # llama-cli and llama-speculative print the prompt differently (a leading space, "<s>").
+    short, long_ = sorted((a.strip(), b.strip()), key=len)
     return len(short) > 0 and long_.startswith(short)
 
 
@@ -173,7 +176,7 @@ def main() -> int:
     ap.add_argument("--types", default="f16,bf16,q8_0")
     ap.add_argument("--planted-exit", type=int, default=4)
     ap.add_argument("--planted-scale", type=float, default=0.03)
-    ap.add_argument("--spec", default="4:2,4:4,2:4", help="self-spec / draft configs E:D (exit layer : drafts)")
+    ap.add_argument("--spec", default="4:2,4:4,6:4", help="self-spec / draft configs E:D (exit layer : drafts)")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("-n", type=int)
     ap.add_argument("-t", type=int, default=2)
@@ -285,11 +288,13 @@ def main() -> int:
             acc = accepted / drafted if drafted else None
             same = all(same_text(x["text"], y["text"], prog == "llama")
                        for res, pres in zip(rs, plain) for x, y in zip(res, pres))
-            all_same &= same
+            if prog == "skiff":
+                all_same &= same
             row = {"type": ty, "config": name, "program": prog, "exit_layer": e, "draft_max": d,
                    "decode_tps": dec, "e2e_tps": e2e, "speedup_e2e": statistics.median(ratios),
                    "speedup_rounds": ratios, "acceptance": acc, "same_text": same,
-                   "samples": [[{k: v for k, v in x.items() if k != "text"} for x in res] for res in rs]}
+                   "samples": [[{k: v for k, v in x.items() if k != "text"} for x in res] for res in rs],
+                   "texts_round1": [x["text"] for x in rs[0]]}
             cd = cv = ideal = None
             if e > 0:
                 cd, cv = costs[(ty, prog, e, d)]
@@ -310,7 +315,7 @@ def main() -> int:
                        "prompts": PROMPTS, "load_before": load_before, "load_after": load_after,
                        "results": summary}, f, indent=2)
     if not all_same:
-        print("error: a speculative config's greedy text differs from plain decoding", file=sys.stderr)
+        print("error: skiff's self-speculative greedy text differs from plain decoding", file=sys.stderr)
         return 1
     return 0
 
