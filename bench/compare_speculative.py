@@ -23,8 +23,9 @@ probability a and every round drafts D tokens:
   ideal = E[tokens per round] / (round cost) = ((1 - a^(D+1)) / (1 - a)) / (D * c_d + c_v)
 
 c_d, c_v are measured once per type and config before the rounds: skiff from `skiff bench
---self-spec E --draft-max D --draft-p-min 0 -r 2 -o json` on the first prompt (its draft_step_cost, verify_cost), llama.cpp
-from llama-bench -r 3: c_d = tg(full) / tg(draft), c_v = (D+1) * tg(full) / pp_{D+1}(full).
+--self-spec E --draft-max D --draft-p-min 0 -r 2 -o json` on the first prompt (its
+draft_step_cost, verify_cost), llama.cpp from llama-bench -r 3: c_d = tg(full) / tg(draft),
+c_v = (D+1) * tg(full) / pp_{D+1}(full).
 Greedy texts must agree: skiff self-spec == skiff plain, llama-speculative == llama-cli (over
 the shorter text: llama-speculative may emit a few tokens more than -n); the exit code is 1 when
 skiff's differ (skiff's greedy speculative decoding is exact by construction; llama.cpp's batched
@@ -271,7 +272,8 @@ def main() -> int:
     print(f"load before: {load_before}")
     print(f"load after:  {load_after}")
     print()
-    print("| type | config | decode t/s | e2e t/s | speedup (e2e) | acceptance | c_d | c_v | ideal speedup | same text |")
+    print("| type | config | decode t/s | e2e t/s | speedup (e2e) | acceptance | c_d | c_v | ideal speedup "
+          "| same text |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     summary = []
     all_same = True

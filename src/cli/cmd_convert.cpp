@@ -47,7 +47,8 @@ void write_first_layers(const std::string& in, const std::string& out, int layer
     if (!key.starts_with(arch + ".") || value.type != GgufType::ARRAY) continue;
     const std::vector<GgufValue>& items = value.as_array(key);
     if (static_cast<int64_t>(items.size()) != n_layers) continue;
-    extra.push_back({key, GgufValue::array(value.array_type, std::vector<GgufValue>(items.begin(), items.begin() + layers))});
+    std::vector<GgufValue> first(items.begin(), items.begin() + layers);
+    extra.push_back({key, GgufValue::array(value.array_type, std::move(first))});
   }
   copy_gguf(source, out, [layers](const GgufTensorInfo& t) { return tensor_layer(t.name) < layers; }, extra);
 }
