@@ -34,6 +34,7 @@ verification is not bit-exact against single-token decoding, so there a differen
   bench/compare_speculative.py [--quick] [--shape tinyllama] [--types f16,bf16,q8_0]
       [--planted-exit 4] [--planted-scale 0.03] [--spec 4:2,4:4,6:4] [--rounds 3] [-n 64] [-t 2]
       [--dir /tmp/skiff-spec-models] [--skiff build/skiff] [--peer DIR] [--json OUT]
+      [--llama-args "--poll 0"]
   --quick: --shape small --rounds 1 -n 32 (unless given). DIR: llama.cpp's bin folder (default:
   ../shared/peers/build-llamacpp.sh, which builds it once and prints it).
 """
@@ -110,9 +111,12 @@ def strip_prompt(out: str, prompt: str) -> str:
     return out[i + len(prompt):] if i >= 0 else out
 
 
+LLAMA_ARGS: list[str] = []  # --llama-args, for every llama.cpp program
+
+
 def llama_cli(peer: str, model: str, prompt: str, n: int, t: int) -> dict:
     p = run([os.path.join(peer, "llama-cli"), "-m", model, "-p", prompt, "-n", str(n), "--temp", "0", "-t", str(t),
-             "-no-cnv", "-c", "1024"])
+             "-no-cnv", "-c", "1024", *LLAMA_ARGS])
     pe = re.search(r"prompt eval time =\s*([0-9.]+) ms /\s*(\d+) tokens", p.stderr)
     ev = re.search(r"\beval time =\s*([0-9.]+) ms /\s*(\d+) runs", p.stderr.replace("prompt eval time", ""))
     if not pe or not ev:
@@ -125,7 +129,8 @@ def llama_cli(peer: str, model: str, prompt: str, n: int, t: int) -> dict:
 
 def llama_speculative(peer: str, model: str, draft: str, prompt: str, n: int, t: int, d: int) -> dict:
     p = run([os.path.join(peer, "llama-speculative"), "-m", model, "-md", draft, "-p", prompt, "-n", str(n),
-             "--temp", "0", "-t", str(t), "-td", str(t), "--draft-max", str(d), "-c", "1024", "-cd", "1024"])
+             "--temp", "0", "-t", str(t), "-td", str(t), "--draft-max", str(d), "-c", "1024", "-cd", "1024",
+             *LLAMA_ARGS])
     enc = re.search(r"encoded\s+(\d+) tokens in\s+([0-9.]+) seconds", p.stderr)
     dec = re.search(r"decoded\s+(\d+) tokens in\s+([0-9.]+) seconds", p.stderr)
     nd = re.search(r"n_drafted = (\d+)", p.stderr)
@@ -148,7 +153,7 @@ def skiff_costs(skiff: str, model: str, e: int, d: int, t: int, prompts_file: st
 
 def llama_bench(peer: str, model: str, t: int, pp: list[int], tg: int) -> dict[str, float]:
     cmd = [os.path.join(peer, "llama-bench"), "-m", model, "-t", str(t), "-r", "3", "-o", "json",
-           "-p", ",".join(map(str, pp)) or "0", "-n", str(tg)]
+           "-p", ",".join(map(str, pp)) or "0", "-n", str(tg), *LLAMA_ARGS]
     out = {}
     for r in json.loads(run(cmd).stdout):
         key = f"tg{r['n_gen']}" if r["n_prompt"] == 0 else f"pp{r['n_prompt']}"
@@ -185,7 +190,11 @@ def main() -> int:
     ap.add_argument("--skiff", default=os.path.join(HERE, "..", "build", "skiff"))
     ap.add_argument("--peer", help="llama.cpp's bin folder")
     ap.add_argument("--json", help="also write every sample here")
+    ap.add_argument("--llama-args", default="--poll 0",
+                    help="more arguments for llama-cli, llama-speculative and llama-bench (default '--poll 0': "
+                         "with ggml's default polling its threads spin and single runs here varied 1.5-30 t/s)")
     a = ap.parse_args()
+    LLAMA_ARGS[:] = shlex.split(a.llama_args)
     shape = a.shape or ("small" if a.quick else "tinyllama")
     rounds = a.rounds or (1 if a.quick else 3)
     n = a.n or (32 if a.quick else 64)
@@ -267,8 +276,9 @@ def main() -> int:
             toks = sum(x.get("decode_tokens", x["tokens"]) for x in res)
         return toks / secs if secs > 0 else 0.0
 
-    print(f"{started}, skiff {commit}, llama.cpp c392e50, shape {shape} planted exit {a.planted_exit} scale "
-          f"{a.planted_scale:g}, {len(PROMPTS)} prompts x {n} tokens, greedy, {a.t} threads, {rounds} rounds")
+    print(f"{started}, skiff {commit}, llama.cpp c392e50 ({a.llama_args or 'defaults'}), shape {shape} planted exit "
+          f"{a.planted_exit} scale {a.planted_scale:g}, {len(PROMPTS)} prompts x {n} tokens, greedy, {a.t} threads, "
+          f"{rounds} rounds")
     print(f"load before: {load_before}")
     print(f"load after:  {load_after}")
     print()
@@ -312,7 +322,7 @@ def main() -> int:
           "((1-a^(D+1))/(1-a)) / (D*c_d + c_v), c_d and c_v in plain decode steps.")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"started": started, "commit": commit, "shape": shape, "planted_exit": a.planted_exit,
+            json.dump({"started": started, "commit": commit, "llama_args": a.llama_args, "shape": shape, "planted_exit": a.planted_exit,
                        "planted_scale": a.planted_scale, "n_predict": n, "threads": a.t, "rounds": rounds,
                        "prompts": PROMPTS, "load_before": load_before, "load_after": load_after,
                        "results": summary}, f, indent=2)
