@@ -83,6 +83,13 @@ void write_synthetic_model(const SynthOptions& o, const std::string& path,
     if (!quantize_row(scheme.base, probe.data(), out.data(), traits(scheme.base).block_size))
       fail("synth cannot write tensors of type {}", dtype_name(scheme.base));
   }
+  if (o.planted_exit != 0) {
+    if (o.planted_exit < 1 || o.planted_exit >= s.n_layers)
+      fail("--planted-exit {} must be in 1..{} (the shape '{}' has {} layers)", o.planted_exit, s.n_layers - 1,
+           s.name, s.n_layers);
+    if (!(o.planted_scale > 0.0f) || !std::isfinite(o.planted_scale))
+      fail("--planted-scale {} must be a finite number > 0", o.planted_scale);
+  }
   GgufFile vocab = GgufFile::open(o.vocab_path);
   const GgufValue* tokens = vocab.find("tokenizer.ggml.tokens");
   if (tokens == nullptr) fail("{}: no tokenizer.ggml.tokens", o.vocab_path);
@@ -105,12 +112,17 @@ void write_synthetic_model(const SynthOptions& o, const std::string& path,
   w.set("llama.attention.layer_norm_rms_epsilon", GgufValue::f32(1e-5f));
   w.set("llama.rope.freq_base", GgufValue::f32(s.rope_theta));
   w.set("llama.vocab_size", GgufValue::u32(static_cast<uint32_t>(s.vocab_size)));
+  if (o.planted_exit > 0) {  // informational: skiff and llama.cpp ignore these keys
+    w.set("skiff.synth.planted_exit", GgufValue::u32(static_cast<uint32_t>(o.planted_exit)));
+    w.set("skiff.synth.planted_scale", GgufValue::f32(o.planted_scale));
+  }
   for (const auto& [key, value] : vocab.metadata())
     if (key.rfind("tokenizer.ggml.", 0) == 0 || key == "tokenizer.chat_template") w.set(key, value);
 
   struct Spec {
     std::string name;
     int64_t cols, rows;  // rows == 0: a norm vector
+    float scale = 1.0f;  // multiplies the random values (the planted early exit)
   };
   std::vector<float> rope_freqs;
   if (s.rope_scaling.type == RopeScalingType::kLlama3) {
@@ -122,15 +134,16 @@ void write_synthetic_model(const SynthOptions& o, const std::string& path,
   if (!s.tied) specs.push_back({"output.weight", s.dim, s.vocab_size});
   for (int l = 0; l < s.n_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
+    const float planted = o.planted_exit > 0 && l >= o.planted_exit ? o.planted_scale : 1.0f;
     specs.push_back({p + "attn_norm.weight", s.dim, 0});
     specs.push_back({p + "attn_q.weight", s.dim, s.dim});
     specs.push_back({p + "attn_k.weight", s.dim, kv_dim});
     specs.push_back({p + "attn_v.weight", s.dim, kv_dim});
-    specs.push_back({p + "attn_output.weight", s.dim, s.dim});
+    specs.push_back({p + "attn_output.weight", s.dim, s.dim, planted});
     specs.push_back({p + "ffn_norm.weight", s.dim, 0});
     specs.push_back({p + "ffn_gate.weight", s.dim, s.ffn_dim});
     specs.push_back({p + "ffn_up.weight", s.dim, s.ffn_dim});
-    specs.push_back({p + "ffn_down.weight", s.ffn_dim, s.dim});
+    specs.push_back({p + "ffn_down.weight", s.ffn_dim, s.dim, planted});
   }
 
   ThreadPool pool(o.threads);
@@ -151,6 +164,8 @@ void write_synthetic_model(const SynthOptions& o, const std::string& path,
           Rng rng{o.seed * 0x100000001B3ull ^ (uint64_t{i} << 40) ^ static_cast<uint64_t>(r)};
           rng.next();
           fill_normal(rng, row.data(), t.cols, 0.02f);
+          if (t.scale != 1.0f)
+            for (float& v : row) v *= t.scale;
           quantize_row(type, row.data(), data.data() + rb * static_cast<size_t>(r), t.cols);
         }
       });

@@ -46,6 +46,12 @@ struct SynthOptions {
   uint64_t seed = 1;
   std::string vocab_path;   // GGUF with tokenizer.ggml.*; its token count must be vocab_size
   int threads = 0;
+  // The "planted early exit" benchmark setting: the attention output (attn_output) and FFN
+  // down (ffn_down) matrices of layers >= planted_exit are multiplied by planted_scale before
+  // they are quantized, so late layers write little into the residual stream and the exit at
+  // layer planted_exit agrees often with the full model. 0: off.
+  int planted_exit = 0;
+  float planted_scale = 1.0f;
 };
 
 // Writes the model to `path` (atomically). progress(done, total) after each tensor.

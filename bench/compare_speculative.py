@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Self-speculative decoding in skiff next to speculative decoding in llama.cpp, on a planted
+early exit (issue 16), in the same run.
+
+The models: `skiff synth --planted-exit E --planted-scale S` (the attn_output and ffn_down matrices
+of layers >= E scaled by S, so the exit at layer E agrees often with the full model) for each
+--types entry, and for each exit layer in --spec the truncated draft `skiff convert
+--first-layers E` (what a llama.cpp user would draft with). Each round runs, per type, every
+config on every prompt, config order rotated each round:
+
+  skiff plain        skiff generate --temp 0 -t T
+  skiff self-spec    skiff generate --temp 0 --self-spec E --draft-max D --draft-p-min 0
+  llama.cpp plain    llama-cli -no-cnv --temp 0
+  llama.cpp spec     llama-speculative -md FIRST-E.gguf --draft-max D --temp 0
+
+Reported per config: tokens/s (median over rounds of the round's total tokens / total seconds over the prompts;
+decode only, and end to end = generated / (prompt + decode time)), the speedup against the same
+program's plain decoding (median of per-round ratios, end to end), the acceptance rate, and the
+ideal speedup from the measured acceptance a, draft step cost c_d and verification cost c_v
+(both relative to one plain decode step), assuming each draft is accepted independently with
+probability a and every round drafts D tokens:
+
+  ideal = E[tokens per round] / (round cost) = ((1 - a^(D+1)) / (1 - a)) / (D * c_d + c_v)
+
+c_d, c_v are measured once per type and config before the rounds: skiff from `skiff bench
+--self-spec E --draft-max D --draft-p-min 0 -r 2 -o json` on the first prompt (its
+draft_step_cost, verify_cost), llama.cpp from llama-bench -r 3: c_d = tg(full) / tg(draft),
+c_v = (D+1) * tg(full) / pp_{D+1}(full).
+Greedy texts must agree: skiff self-spec == skiff plain, llama-speculative == llama-cli (over
+the shorter text: llama-speculative may emit a few tokens more than -n); the exit code is 1 when
+skiff's differ (skiff's greedy speculative decoding is exact by construction; llama.cpp's batched
+verification is not bit-exact against single-token decoding, so there a difference is reported).
+
+  bench/compare_speculative.py [--quick] [--shape tinyllama] [--types f16,bf16,q8_0]
+      [--planted-exit 4] [--planted-scale 0.03] [--spec 4:2,4:4,6:4] [--rounds 3] [-n 64] [-t 2]
+      [--dir /tmp/skiff-spec-models] [--skiff build/skiff] [--peer DIR] [--json OUT]
+      [--llama-args "--poll 0"]
+  --quick: --shape small --rounds 1 -n 32 (unless given). DIR: llama.cpp's bin folder (default:
+  ../shared/peers/build-llamacpp.sh, which builds it once and prints it).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROMPTS = [
+    "Once upon a time, there was a little girl named Lily. She loved to play in the park with her red ball.",
+    "Summarize the story: Tom and his dog Max went to the beach. The sun was hot and the sand was soft.",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
+]
+
+
+def die(msg: str) -> None:
+    sys.exit(f"error: {msg}")
+
+
+def run(cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout,
+                       errors="replace")
+    if p.returncode != 0:
+        die(f"{shlex.join(cmd)} failed (exit {p.returncode}):\n{p.stderr[-2000:]}")
+    return p
+
+
+def peer_bin(arg: str | None) -> str:
+    if arg:
+        return arg
+    script = os.path.join(HERE, "..", "..", "shared", "peers", "build-llamacpp.sh")
+    return subprocess.run(["bash", script], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def parse_spec(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in filter(None, text.split(",")):
+        m = re.fullmatch(r"(\d+):(\d+)", item)
+        if not m:
+            die(f"--spec item '{item}' is not E:D")
+        out.append((int(m.group(1)), int(m.group(2))))
+    return out
+
+
+# --- one generation per program: (text, generated tokens, prompt seconds, decode seconds, drafted, accepted)
+def skiff_generate(skiff: str, model: str, prompt: str, n: int, t: int, extra: list[str]) -> dict:
+    p = run([skiff, "generate", "-m", model, "-p", prompt, "-n", str(n), "--temp", "0", "-t", str(t), *extra])
+    m = re.search(r"prompt: (\d+) tokens, ([0-9.]+) tok/s \| generated: (\d+) tokens, ([0-9.]+) tok/s", p.stderr)
+    if not m:
+        die(f"no timing line from skiff generate: {p.stderr[-500:]}")
+    pt, pr, gt, gr = int(m.group(1)), float(m.group(2)), int(m.group(3)), float(m.group(4))
+    r = {"text": p.stdout.rstrip("\n"), "tokens": gt, "prompt_s": pt / pr if pr > 0 else 0.0,
+         "decode_s": gt / gr if gr > 0 else 0.0, "drafted": 0, "accepted": 0}
+    a = re.search(r"acceptance [0-9.]+% \((\d+)/(\d+)\)", p.stderr)
+    if a:
+        r["accepted"], r["drafted"] = int(a.group(1)), int(a.group(2))
+    return r
+
+
+def strip_prompt(out: str, prompt: str) -> str:
+    i = out.find(prompt)
+    return out[i + len(prompt):] if i >= 0 else out
+
+
+LLAMA_ARGS: list[str] = []  # --llama-args, for every llama.cpp program
+
+
+def llama_cli(peer: str, model: str, prompt: str, n: int, t: int) -> dict:
+    p = run([os.path.join(peer, "llama-cli"), "-m", model, "-p", prompt, "-n", str(n), "--temp", "0", "-t", str(t),
+             "-no-cnv", "-c", "1024", *LLAMA_ARGS])
+    pe = re.search(r"prompt eval time =\s*([0-9.]+) ms /\s*(\d+) tokens", p.stderr)
+    ev = re.search(r"\beval time =\s*([0-9.]+) ms /\s*(\d+) runs", p.stderr.replace("prompt eval time", ""))
+    if not pe or not ev:
+        die(f"no timings from llama-cli: {p.stderr[-800:]}")
+    runs = int(ev.group(2))
+    return {"text": strip_prompt(p.stdout, prompt).rstrip(), "tokens": runs + 1, "prompt_s": float(pe.group(1)) / 1e3,
+            "decode_s": float(ev.group(1)) / 1e3, "drafted": 0, "accepted": 0,
+            "decode_tokens": runs}
+
+
+def llama_speculative(peer: str, model: str, draft: str, prompt: str, n: int, t: int, d: int) -> dict:
+    p = run([os.path.join(peer, "llama-speculative"), "-m", model, "-md", draft, "-p", prompt, "-n", str(n),
+             "--temp", "0", "-t", str(t), "-td", str(t), "--draft-max", str(d), "-c", "1024", "-cd", "1024",
+             *LLAMA_ARGS])
+    enc = re.search(r"encoded\s+(\d+) tokens in\s+([0-9.]+) seconds", p.stderr)
+    dec = re.search(r"decoded\s+(\d+) tokens in\s+([0-9.]+) seconds", p.stderr)
+    nd = re.search(r"n_drafted = (\d+)", p.stderr)
+    na = re.search(r"n_accept  = (\d+)", p.stderr)
+    if not (enc and dec and nd and na):
+        die(f"no timings from llama-speculative: {p.stderr[-800:]}")
+    return {"text": strip_prompt(p.stdout, prompt).strip(), "tokens": int(dec.group(1)),
+            "prompt_s": float(enc.group(2)), "decode_s": float(dec.group(2)),
+            "drafted": int(nd.group(1)), "accepted": int(na.group(1))}
+
+
+# --- costs, measured once per type -------------------------------------------------------------
+def skiff_costs(skiff: str, model: str, e: int, d: int, t: int, prompts_file: str, n: int) -> tuple[float, float]:
+    p = run([skiff, "bench", "-m", model, "--self-spec", str(e), "--draft-max", str(d), "--draft-p-min", "0",
+             "--prompts", prompts_file, "--spec-tokens", str(n), "-r", "2", "-t", str(t), "-o", "json"])
+    rows = json.loads(p.stdout)
+    row = next((r for r in rows if r.get("task") == "all"), rows[-1])
+    return row["draft_step_cost"], row["verify_cost"]
+
+
+def llama_bench(peer: str, model: str, t: int, pp: list[int], tg: int) -> dict[str, float]:
+    cmd = [os.path.join(peer, "llama-bench"), "-m", model, "-t", str(t), "-r", "3", "-o", "json",
+           "-p", ",".join(map(str, pp)) or "0", "-n", str(tg), *LLAMA_ARGS]
+    out = {}
+    for r in json.loads(run(cmd).stdout):
+        key = f"tg{r['n_gen']}" if r["n_prompt"] == 0 else f"pp{r['n_prompt']}"
+        out[key] = r["avg_ts"]
+    return out
+
+
+def ideal_speedup(a: float, d: int, c_d: float, c_v: float) -> float:
+    tokens = d + 1 if a >= 1.0 else (1 - a ** (d + 1)) / (1 - a)
+    cost = d * c_d + c_v
+    return tokens / cost if cost > 0 else 0.0
+
+
+def same_text(a: str, b: str, prefix_ok: bool) -> bool:
+    if not prefix_ok:
+        return a == b
+    # llama-cli and llama-speculative print the prompt differently (a leading space, "<s>").
+    short, long_ = sorted((a.strip(), b.strip()), key=len)
+    return len(short) > 0 and long_.startswith(short)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small shape, 1 round, 32 tokens")
+    ap.add_argument("--shape")
+    ap.add_argument("--types", default="f16,bf16,q8_0")
+    ap.add_argument("--planted-exit", type=int, default=4)
+    ap.add_argument("--planted-scale", type=float, default=0.03)
+    ap.add_argument("--spec", default="4:2,4:4,6:4", help="self-spec / draft configs E:D (exit layer : drafts)")
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("-n", type=int)
+    ap.add_argument("-t", type=int, default=2)
+    ap.add_argument("--dir", default="/tmp/skiff-spec-models")
+    ap.add_argument("--skiff", default=os.path.join(HERE, "..", "build", "skiff"))
+    ap.add_argument("--peer", help="llama.cpp's bin folder")
+    ap.add_argument("--json", help="also write every sample here")
+    ap.add_argument("--llama-args", default="--poll 0",
+                    help="more arguments for llama-cli, llama-speculative and llama-bench (default '--poll 0': "
+                         "with ggml's default polling its threads spin and single runs here varied 1.5-30 t/s)")
+    a = ap.parse_args()
+    LLAMA_ARGS[:] = shlex.split(a.llama_args)
+    shape = a.shape or ("small" if a.quick else "tinyllama")
+    rounds = a.rounds or (1 if a.quick else 3)
+    n = a.n or (32 if a.quick else 64)
+    types = [x for x in a.types.split(",") if x]
+    spec = parse_spec(a.spec)
+    if not os.access(a.skiff, os.X_OK):
+        die(f"{a.skiff} not found (build first)")
+    peer = peer_bin(a.peer)
+    os.makedirs(a.dir, exist_ok=True)
+
+    # Models: planted file per type, truncated draft per (type, E).
+    files: dict[str, dict] = {}
+    for ty in types:
+        tag = f"{shape}-{ty}-planted{a.planted_exit}-s{a.planted_scale:g}"
+        full = os.path.join(a.dir, tag + ".gguf")
+        if not os.path.exists(full):
+            run([a.skiff, "synth", "--shape", shape, "--type", ty, "-o", full, "-t", str(a.t),
+                 "--planted-exit", str(a.planted_exit), "--planted-scale", str(a.planted_scale)])
+            print(f"made {full}", file=sys.stderr, flush=True)
+        drafts = {}
+        for e in sorted({e for e, _ in spec}):
+            dr = os.path.join(a.dir, f"{tag}-first{e}.gguf")
+            if not os.path.exists(dr):
+                run([a.skiff, "convert", "--first-layers", str(e), full, dr])
+                print(f"made {dr}", file=sys.stderr, flush=True)
+            drafts[e] = dr
+        files[ty] = {"full": full, "drafts": drafts}
+
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_before = uptime()
+    commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "?"
+
+    # Costs (once per type, before the rounds).
+    prompts_file = os.path.join(a.dir, "prompts.jsonl")
+    with open(prompts_file, "w") as f:
+        for p in PROMPTS[:1]:
+            f.write(json.dumps({"task": "cost", "prompt": p}) + "\n")
+    costs: dict[tuple, tuple[float, float]] = {}
+    for ty in types:
+        full, drafts = files[ty]["full"], files[ty]["drafts"]
+        for e, d in spec:
+            costs[(ty, "skiff", e, d)] = skiff_costs(a.skiff, full, e, d, a.t, prompts_file, min(n, 32))
+        lb = llama_bench(peer, full, a.t, sorted({d + 1 for _, d in spec}), 16)
+        for e, d in spec:
+            lbd = llama_bench(peer, drafts[e], a.t, [], 16)
+            costs[(ty, "llama", e, d)] = (lb["tg16"] / lbd["tg16"], (d + 1) * lb["tg16"] / lb[f"pp{d + 1}"])
+        print(f"costs measured for {ty} (load {open('/proc/loadavg').read().split()[0]})", file=sys.stderr, flush=True)
+
+    # Configs: (name, program, E, D).
+    configs = [("skiff plain", "skiff", 0, 0)] + [(f"skiff self-spec E={e} D={d}", "skiff", e, d) for e, d in spec]
+    configs += [("llama.cpp plain", "llama", 0, 0)] + [(f"llama.cpp spec first-{e} D={d}", "llama", e, d)
+                                                       for e, d in spec]
+    # samples[ty][config][round] = list of per-prompt results
+    samples = {ty: {c[0]: [] for c in configs} for ty in types}
+    for r in range(rounds):
+        for ty in types:
+            full, drafts = files[ty]["full"], files[ty]["drafts"]
+            order = configs[r % len(configs):] + configs[:r % len(configs)]
+            for name, prog, e, d in order:
+                res = []
+                for p in PROMPTS:
+                    if prog == "skiff":
+                        extra = [] if e == 0 else ["--self-spec", str(e), "--draft-max", str(d), "--draft-p-min", "0"]
+                        res.append(skiff_generate(a.skiff, full, p, n, a.t, extra))
+                    elif e == 0:
+                        res.append(llama_cli(peer, full, p, n, a.t))
+                    else:
+                        res.append(llama_speculative(peer, full, drafts[e], p, n, a.t, d))
+                samples[ty][name].append(res)
+        print(f"round {r + 1}/{rounds} done (load {open('/proc/loadavg').read().split()[0]})", file=sys.stderr,
+              flush=True)
+    load_after = uptime()
+
+    def tps(res: list[dict], e2e: bool) -> float:
+        toks = sum(x["tokens"] for x in res)
+        secs = sum(x["decode_s"] + (x["prompt_s"] if e2e else 0.0) for x in res)
+        if not e2e:  # llama-cli's decode timing covers the tokens after the first
+            toks = sum(x.get("decode_tokens", x["tokens"]) for x in res)
+        return toks / secs if secs > 0 else 0.0
+
+    print(f"{started}, skiff {commit}, llama.cpp c392e50 ({a.llama_args or 'defaults'}), shape {shape} planted exit "
+          f"{a.planted_exit} scale {a.planted_scale:g}, {len(PROMPTS)} prompts x {n} tokens, greedy, {a.t} threads, "
+          f"{rounds} rounds")
+    print(f"load before: {load_before}")
+    print(f"load after:  {load_after}")
+    print()
+    print("| type | config | decode t/s | e2e t/s | speedup (e2e) | acceptance | c_d | c_v | ideal speedup "
+          "| same text |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    summary = []
+    all_same = True
+    for ty in types:
+        for name, prog, e, d in configs:
+            rs = samples[ty][name]
+            plain_name = "skiff plain" if prog == "skiff" else "llama.cpp plain"
+            plain = samples[ty][plain_name]
+            dec = statistics.median(tps(x, False) for x in rs)
+            e2e = statistics.median(tps(x, True) for x in rs)
+            ratios = [tps(x, True) / tps(y, True) for x, y in zip(rs, plain)]
+            drafted = sum(x["drafted"] for res in rs for x in res)
+            accepted = sum(x["accepted"] for res in rs for x in res)
+            acc = accepted / drafted if drafted else None
+            same = all(same_text(x["text"], y["text"], prog == "llama")
+                       for res, pres in zip(rs, plain) for x, y in zip(res, pres))
+            if prog == "skiff":
+                all_same &= same
+            row = {"type": ty, "config": name, "program": prog, "exit_layer": e, "draft_max": d,
+                   "decode_tps": dec, "e2e_tps": e2e, "speedup_e2e": statistics.median(ratios),
+                   "speedup_rounds": ratios, "acceptance": acc, "same_text": same,
+                   "samples": [[{k: v for k, v in x.items() if k != "text"} for x in res] for res in rs],
+                   "texts_round1": [x["text"] for x in rs[0]]}
+            cd = cv = ideal = None
+            if e > 0:
+                cd, cv = costs[(ty, prog, e, d)]
+                ideal = ideal_speedup(acc or 0.0, d, cd, cv)
+                row.update({"draft_step_cost": cd, "verify_cost": cv, "ideal_speedup": ideal})
+            summary.append(row)
+            f2 = lambda v, s="": "" if v is None else f"{v:.2f}{s}"  # noqa: E731
+            print(f"| {ty} | {name} | {dec:.2f} | {e2e:.2f} | {row['speedup_e2e']:.2f}x | "
+                  f"{'' if acc is None else f'{100 * acc:.1f}%'} | {f2(cd)} | {f2(cv)} | {f2(ideal, 'x')} | "
+                  f"{'yes' if same else 'NO'} |")
+    print()
+    print("speedup: median over rounds of (config e2e t/s / same program's plain e2e t/s). ideal: "
+          "((1-a^(D+1))/(1-a)) / (D*c_d + c_v), c_d and c_v in plain decode steps.")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"started": started, "commit": commit, "llama_args": a.llama_args, "shape": shape, "planted_exit": a.planted_exit,
+                       "planted_scale": a.planted_scale, "n_predict": n, "threads": a.t, "rounds": rounds,
+                       "prompts": PROMPTS, "load_before": load_before, "load_after": load_after,
+                       "results": summary}, f, indent=2)
+    if not all_same:
+        print("error: skiff's self-speculative greedy text differs from plain decoding", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
