@@ -31,6 +31,7 @@ struct ServeFlags {
   int request_timeout_s = 600;
   int read_timeout_s = 10;
   int shutdown_grace_s = 30;
+  int stream_interval_ms = 5;
   size_t max_body_kib = 8192;
   std::string draft_model;
   std::vector<std::string> memories;  // NAME=STORE
@@ -75,6 +76,7 @@ void run_serve(ServeFlags& f) {
   o.request_timeout = std::chrono::seconds(f.request_timeout_s);
   o.read_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.read_timeout_s) * 1000);
   o.max_body_bytes = f.max_body_kib * 1024;
+  o.stream_interval = std::chrono::milliseconds(f.stream_interval_ms);
   o.limits.max_n = std::min(o.limits.max_n, f.scheduler.slots);
   if (o.http_threads == 0) o.http_threads = f.scheduler.slots + f.scheduler.max_queue + 8;
   if (o.model_id.empty())
@@ -168,6 +170,10 @@ void register_serve(CLI::App& app) {
       ->check(CLI::Range(1, 8));
   cmd->add_option("--draft-model", f->draft_model,
                   "a smaller model with the same vocabulary drafting for requests (the default with it)");
+  cmd->add_option("--stream-interval", f->stream_interval_ms,
+                  "a stream writes at most once per MS milliseconds; tokens generated meanwhile share a chunk "
+                  "(default 5; 0: a chunk per token)")
+      ->check(CLI::Range(0, 1000));
   cmd->add_option("--memory", f->memories,
                   "NAME=STORE: a memory store (skiff memory build) requests may splice from with "
                   "\"skiff\": {\"memory\": NAME, \"k\": K}; repeatable")

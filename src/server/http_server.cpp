@@ -17,6 +17,21 @@ namespace skiff::server {
 
 namespace {
 
+// Consecutive text events of one choice as one (text and tokens joined): a chunk per write.
+std::vector<Event> merge_text_events(std::vector<Event> events) {
+  std::vector<Event> out;
+  for (Event& e : events) {
+    if (!out.empty() && e.kind == Event::Kind::kText && out.back().kind == Event::Kind::kText &&
+        out.back().choice == e.choice) {
+      out.back().text += e.text;
+      out.back().tokens.insert(out.back().tokens.end(), e.tokens.begin(), e.tokens.end());
+    } else {
+      out.push_back(std::move(e));
+    }
+  }
+  return out;
+}
+
 // The ids of the entries a memory request read, in the order they were spliced.
 nlohmann::json memory_entry_ids(const GenerationRequest& r) {
   nlohmann::json ids = nlohmann::json::array();
@@ -102,6 +117,7 @@ struct HttpServer::Impl {
   std::atomic<int64_t> rejected_busy{0}, client_errors{0}, http_requests{0};
   std::atomic<int> in_flight{0};  // routes running, streams included
   std::atomic<bool> draining{false};
+  std::atomic<bool> stopped{false};  // stop() was called
 
   // Runs a route: the connection is busy for the guard meanwhile, errors become OpenAI-shaped
   // responses. `streams`: the route may hand the response to a content provider, which calls
@@ -206,7 +222,16 @@ void HttpServer::wait_idle(std::chrono::milliseconds limit) {
   while (impl_->in_flight.load() > 0 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(10));
 }
 
-void HttpServer::stop() { impl_->http.stop(); }
+void HttpServer::stop() {
+  Impl& s = *impl_;
+  if (s.stopped.exchange(true)) return;
+  // httplib's stop() does nothing before its listen loop has started, which would then run
+  // forever: an error right after start() (a bad flag, a foreign memory store) waits for it.
+  if (s.listener.joinable()) {
+    for (int i = 0; i < 5000 && !s.http.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  s.http.stop();
+}
 
 void HttpServer::wait() {
   if (impl_->listener.joinable()) impl_->listener.join();
@@ -408,6 +433,7 @@ bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
   struct Stream {
     bool started = false;
     bool finished = false;
+    Clock::time_point last_write{};
     std::vector<size_t> offsets;  // completions logprobs: text offset per choice
   };
   auto state = std::make_shared<Stream>();
@@ -437,8 +463,14 @@ bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
             if (!send(first)) return false;
           }
         }
+        // At most one write per stream_interval: what is generated meanwhile waits and goes out
+        // together (the first chunk is never held back).
+        const auto next_write = state->last_write + opt.stream_interval;
+        if (!task->done() && Clock::now() < next_write) std::this_thread::sleep_until(next_write);
         const bool done = task->done();
-        for (Event& e : task->take(std::chrono::milliseconds(50))) {
+        std::vector<Event> events = merge_text_events(task->take(std::chrono::milliseconds(50)));
+        if (!events.empty()) state->last_write = Clock::now();
+        for (Event& e : events) {
           if (e.kind == Event::Kind::kError) {
             send(ApiError(408, "timeout_error", "", "", e.text).to_json());
             state->finished = true;

@@ -25,6 +25,10 @@ struct ServerOptions {
   std::string cors_origin; // non-empty: CORS headers for this origin ("*" for any)
   size_t max_body_bytes = 8u << 20;
   int http_threads = 0;    // 0: slots + queue + 8
+  // A stream writes at most once per interval: tokens generated meanwhile go out in one chunk,
+  // so a fast model does not wake the client (and the HTTP thread) for every token on cores
+  // the model needs. 0: a chunk per token.
+  std::chrono::milliseconds stream_interval{5};
   std::chrono::seconds request_timeout{600};    // a request's whole life
   std::chrono::milliseconds read_timeout{10000};  // a connection's time outside handlers (slow clients)
   RequestLimits limits;
