@@ -7,6 +7,8 @@
   (/metrics skiff_slots_busy back to 0, the generation stopped early), the next request works;
 - a client that leaves a long non-streamed request: the slot is free within 1.5 s (the server
   watches the socket while it waits), long before the generation would have ended;
+- --stream-interval: a fast model's stream writes at most once per 5 ms (same text, a logprob for
+  every token); with 0, a chunk per token;
 - a flood beyond the queue (--parallel 1 --max-queue 2, 12 requests at once): some 429 in the
   OpenAI error shape, every accepted one completes with 200 and the full greedy text;
 - SIGTERM during a stream: the stream completes (or ends cleanly, never mid-event) and the
@@ -188,6 +190,38 @@ def disconnect_non_streamed(c, skiff: str) -> None:
             c.check("non-streamed disconnect: exit 0", s.stop() == 0, s.log[-1000:])
 
 
+def stream_interval(c, skiff: str) -> None:
+    """--stream-interval: a fast model's tokens share chunks (same text, logprobs for every
+    token); with 0 every token gets its own chunk."""
+    body = {"prompt": PROMPT, "max_tokens": 200, "temperature": 0, "logprobs": 1, "logit_bias": {"2": -100}}
+    for interval in (None, 0):
+        flags = ["--parallel", 1, "-t", "1"] + ([] if interval is None else ["--stream-interval", interval])
+        with Server(skiff, *flags) as s:
+            st, plain = completion(s, **{k: v for k, v in body.items() if k != "prompt"})
+            sock, resp = open_stream(s, body)
+            chunks, arrived = [], []
+            for e in sse_events(resp):
+                if e.startswith("{"):
+                    chunks.append(json.loads(e))
+                    arrived.append(time.monotonic())
+            sock.close()
+            texts = [ch["text"] for e in chunks for ch in e.get("choices", []) if ch.get("text")]
+            tokens = sum(len(ch["logprobs"]["tokens"]) for e in chunks for ch in e.get("choices", [])
+                         if ch.get("logprobs"))
+            n = plain["usage"]["completion_tokens"] if st == 200 else -1
+            name = "default interval" if interval is None else "--stream-interval 0"
+            c.check(f"{name}: streamed text == non-streamed", st == 200 and "".join(texts) == plain["choices"][0]["text"])
+            c.check(f"{name}: a logprob for every token", tokens == n, f"{tokens} logprobs for {n} tokens")
+            if interval is None:
+                # At most one write per 5 ms, whatever the machine's speed (ASan builds are slow).
+                span_ms = (arrived[-1] - arrived[0]) * 1000 if arrived else 0
+                c.check(f"{name}: at most one chunk per 5 ms", 0 < len(texts) <= span_ms / 5 + 3,
+                        f"{len(texts)} chunks for {n} tokens in {span_ms:.0f} ms")
+            else:
+                c.check(f"{name}: a chunk per token", len(texts) >= 0.8 * n, f"{len(texts)} chunks for {n} tokens")
+            c.check(f"{name}: exit 0", s.stop() == 0, s.log[-1000:])
+
+
 def flood(c, skiff: str) -> None:
     with Server(skiff, "--parallel", 1, "--max-queue", 2, "-t", "1") as s:
         max_tokens = 32
@@ -296,7 +330,7 @@ def sigterm_mid_stream(c, skiff: str) -> None:
 
 def main() -> int:
     args, c = setup()
-    for case in (slow_client, disconnect_mid_stream, disconnect_non_streamed, flood, sigterm_mid_stream):
+    for case in (slow_client, disconnect_mid_stream, disconnect_non_streamed, stream_interval, flood, sigterm_mid_stream):
         t0 = time.monotonic()
         case(c, args.skiff)
         print(f"-- {case.__name__}: {time.monotonic() - t0:.1f} s", flush=True)
