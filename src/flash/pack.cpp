@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "base/bytes.h"
 #include "base/error.h"
 #include "base/hash.h"
 #include "io/export_gguf.h"
@@ -28,18 +29,6 @@ constexpr uint64_t kStrideAlign = 64;
 constexpr uint64_t kMaxLayers = 1024, kMaxDim = 1 << 16, kMaxFfnDim = 1 << 20;
 constexpr uint64_t kMaxStride = uint64_t{1} << 30;
 
-
-template <typename T>
-void put(std::vector<uint8_t>& out, size_t at, T v) {
-  std::memcpy(out.data() + at, &v, sizeof(T));  // x86-64: little-endian
-}
-
-template <typename T>
-T get(std::span<const uint8_t> in, size_t at) {
-  T v;
-  std::memcpy(&v, in.data() + at, sizeof(T));
-  return v;
-}
 
 bool is_bundle_type(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
@@ -182,16 +171,16 @@ std::string bundles_path(const std::string& pack_dir) {
 std::vector<uint8_t> encode_pack_header(const PackHeader& h) {
   std::vector<uint8_t> out(kPackAlign, 0);
   std::memcpy(out.data(), kPackMagic, sizeof(kPackMagic));
-  put<uint32_t>(out, kOffVersion, h.version);
-  put<uint32_t>(out, kOffType, static_cast<uint32_t>(h.type));
-  put<uint32_t>(out, kOffLayers, static_cast<uint32_t>(h.n_layers));
-  put<uint32_t>(out, kOffDim, static_cast<uint32_t>(h.dim));
-  put<uint32_t>(out, kOffFfn, static_cast<uint32_t>(h.ffn_dim));
-  put<uint64_t>(out, kOffRowBytes, h.row_bytes);
-  put<uint64_t>(out, kOffStride, h.stride);
-  put<uint64_t>(out, kOffDataOffset, h.data_offset);
-  put<uint64_t>(out, kOffFileBytes, h.file_bytes);
-  put<uint64_t>(out, kOffChecksum, fnv1a({out.data(), kOffChecksum}));
+  put_le<uint32_t>(out, kOffVersion, h.version);
+  put_le<uint32_t>(out, kOffType, static_cast<uint32_t>(h.type));
+  put_le<uint32_t>(out, kOffLayers, static_cast<uint32_t>(h.n_layers));
+  put_le<uint32_t>(out, kOffDim, static_cast<uint32_t>(h.dim));
+  put_le<uint32_t>(out, kOffFfn, static_cast<uint32_t>(h.ffn_dim));
+  put_le<uint64_t>(out, kOffRowBytes, h.row_bytes);
+  put_le<uint64_t>(out, kOffStride, h.stride);
+  put_le<uint64_t>(out, kOffDataOffset, h.data_offset);
+  put_le<uint64_t>(out, kOffFileBytes, h.file_bytes);
+  put_le<uint64_t>(out, kOffChecksum, fnv1a({out.data(), kOffChecksum}));
   return out;
 }
 
@@ -203,11 +192,11 @@ PackHeader parse_pack_header(std::span<const uint8_t> bytes, uint64_t file_size,
   if (std::memcmp(bytes.data(), kPackMagic, sizeof(kPackMagic)) != 0)
     fail("{}: bad magic: not a flash pack bundles file", name);
   PackHeader h;
-  h.version = get<uint32_t>(bytes, kOffVersion);
+  h.version = get_le<uint32_t>(bytes, kOffVersion);
   if (h.version != kPackVersion)
     fail("{}: unsupported pack version {} (this skiff reads version {})", name, h.version,
          kPackVersion);
-  uint64_t stored = get<uint64_t>(bytes, kOffChecksum);
+  uint64_t stored = get_le<uint64_t>(bytes, kOffChecksum);
   uint64_t computed = fnv1a(bytes.first(kOffChecksum));
   if (stored != computed)
     fail("{}: header checksum mismatch (stored {:016x}, computed {:016x}): the header is corrupt",
@@ -215,17 +204,17 @@ PackHeader parse_pack_header(std::span<const uint8_t> bytes, uint64_t file_size,
   for (size_t i = kPackHeaderUsedBytes; i < kPackAlign; ++i) {
     if (bytes[i] != 0) fail("{}: reserved header byte {} is not zero", name, i);
   }
-  if (get<uint32_t>(bytes, kOffReserved) != 0)
+  if (get_le<uint32_t>(bytes, kOffReserved) != 0)
     fail("{}: reserved header byte {} is not zero", name, kOffReserved);
 
-  uint32_t type_id = get<uint32_t>(bytes, kOffType);
+  uint32_t type_id = get_le<uint32_t>(bytes, kOffType);
   auto tr = dtype_traits(type_id);
   if (!tr || !is_bundle_type(static_cast<DType>(type_id)))
     fail("{}: bundle type {} ({}) is not f32, f16 or bf16", name, type_id,
          tr ? tr->name : "unknown");
   h.type = static_cast<DType>(type_id);
-  uint32_t layers = get<uint32_t>(bytes, kOffLayers), dim = get<uint32_t>(bytes, kOffDim);
-  uint32_t ffn = get<uint32_t>(bytes, kOffFfn);
+  uint32_t layers = get_le<uint32_t>(bytes, kOffLayers), dim = get_le<uint32_t>(bytes, kOffDim);
+  uint32_t ffn = get_le<uint32_t>(bytes, kOffFfn);
   check_range(name, "n_layers", layers, kMaxLayers);
   check_range(name, "dim", dim, kMaxDim);
   check_range(name, "ffn_dim", ffn, kMaxFfnDim);
@@ -233,21 +222,21 @@ PackHeader parse_pack_header(std::span<const uint8_t> bytes, uint64_t file_size,
   h.dim = static_cast<int>(dim);
   h.ffn_dim = static_cast<int>(ffn);
 
-  h.row_bytes = get<uint64_t>(bytes, kOffRowBytes);
+  h.row_bytes = get_le<uint64_t>(bytes, kOffRowBytes);
   if (h.row_bytes != row_bytes(h.type, h.dim))
     fail("{}: row_bytes {} does not match {} elements of {} ({} bytes)", name, h.row_bytes, dim,
          dtype_name(h.type), row_bytes(h.type, h.dim));
-  h.stride = get<uint64_t>(bytes, kOffStride);
+  h.stride = get_le<uint64_t>(bytes, kOffStride);
   if (h.stride < 3 * h.row_bytes)
     fail("{}: stride {} is smaller than a bundle (3 * row_bytes = {})", name, h.stride,
          3 * h.row_bytes);
   if (h.stride % kStrideAlign != 0 || h.stride > kMaxStride)
     fail("{}: stride {} is not a multiple of {} up to {}", name, h.stride, kStrideAlign,
          kMaxStride);
-  h.data_offset = get<uint64_t>(bytes, kOffDataOffset);
+  h.data_offset = get_le<uint64_t>(bytes, kOffDataOffset);
   if (h.data_offset != kPackAlign)
     fail("{}: data_offset {} is not {}", name, h.data_offset, kPackAlign);
-  h.file_bytes = get<uint64_t>(bytes, kOffFileBytes);
+  h.file_bytes = get_le<uint64_t>(bytes, kOffFileBytes);
   uint64_t expected = h.offset(h.n_layers, 0);
   if (h.file_bytes != expected)
     fail("{}: file_bytes {} disagrees with the layout ({} layers x {} bundles of {} bytes + {})",

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "base/bytes.h"
 #include "base/error.h"
 #include "base/hash.h"
 #include "base/mapped_file.h"
@@ -48,17 +49,6 @@ enum : size_t {
 // Far above anything hnswlib makes (levels grow as log(n) / log(M)), far below overflow.
 constexpr uint32_t kMaxM = 1024, kMaxLevel = 64;
 
-template <typename T>
-T get(std::span<const uint8_t> b, size_t off) {
-  T v;
-  std::memcpy(&v, b.data() + off, sizeof(T));
-  return v;
-}
-template <typename T>
-void put(std::vector<uint8_t>& b, size_t off, T v) {
-  std::memcpy(b.data() + off, &v, sizeof(T));
-}
-
 }  // namespace
 
 std::span<const uint32_t> AnnGraph::neighbours(size_t entry, uint32_t lvl) const {
@@ -73,31 +63,31 @@ AnnGraph parse_ann(std::span<const uint8_t> bytes, const std::string& name) {
     fail("{}: truncated: {} bytes, shorter than the {}-byte index header", name, bytes.size(), kAnnHeaderBytes);
   if (std::memcmp(bytes.data(), kAnnMagic, sizeof(kAnnMagic)) != 0)
     fail("{}: bad magic: not a skiff memory index", name);
-  const uint32_t version = get<uint32_t>(bytes, kOffVersion);
+  const uint32_t version = get_le<uint32_t>(bytes, kOffVersion);
   if (version != kAnnVersion)
     fail("{}: unsupported memory index version {} (this skiff reads version {})", name, version, kAnnVersion);
-  const uint64_t stored = get<uint64_t>(bytes, kOffHeaderChecksum), computed = fnv1a(bytes.first(kOffHeaderChecksum));
+  const uint64_t stored = get_le<uint64_t>(bytes, kOffHeaderChecksum), computed = fnv1a(bytes.first(kOffHeaderChecksum));
   if (stored != computed)
     fail("{}: header checksum mismatch (stored {:016x}, computed {:016x}): the index is corrupt", name, stored,
          computed);
-  if (get<uint32_t>(bytes, kOffHeaderBytes) != kAnnHeaderBytes)
-    fail("{}: header size {} is not {}", name, get<uint32_t>(bytes, kOffHeaderBytes), kAnnHeaderBytes);
+  if (get_le<uint32_t>(bytes, kOffHeaderBytes) != kAnnHeaderBytes)
+    fail("{}: header size {} is not {}", name, get_le<uint32_t>(bytes, kOffHeaderBytes), kAnnHeaderBytes);
   AnnGraph g;
-  g.n_entries = get<uint64_t>(bytes, kOffEntries);
-  g.store_checksum = get<uint64_t>(bytes, kOffStoreChecksum);
-  g.vector_dim = get<uint32_t>(bytes, kOffVectorDim);
-  g.M = get<uint32_t>(bytes, kOffM);
-  g.ef_construction = get<uint32_t>(bytes, kOffEfConstruction);
-  g.max_level = get<uint32_t>(bytes, kOffMaxLevel);
-  g.entry_point = get<uint32_t>(bytes, kOffEntryPoint);
-  const uint64_t graph_bytes = get<uint64_t>(bytes, kOffGraphBytes);
+  g.n_entries = get_le<uint64_t>(bytes, kOffEntries);
+  g.store_checksum = get_le<uint64_t>(bytes, kOffStoreChecksum);
+  g.vector_dim = get_le<uint32_t>(bytes, kOffVectorDim);
+  g.M = get_le<uint32_t>(bytes, kOffM);
+  g.ef_construction = get_le<uint32_t>(bytes, kOffEfConstruction);
+  g.max_level = get_le<uint32_t>(bytes, kOffMaxLevel);
+  g.entry_point = get_le<uint32_t>(bytes, kOffEntryPoint);
+  const uint64_t graph_bytes = get_le<uint64_t>(bytes, kOffGraphBytes);
   if (g.M < 2 || g.M > kMaxM) fail("{}: M = {} is outside [2, {}]", name, g.M, kMaxM);
   if (g.max_level > kMaxLevel) fail("{}: top level {} is above {}", name, g.max_level, kMaxLevel);
   if (graph_bytes != bytes.size() - kAnnHeaderBytes)
     fail("{}: {} bytes, but its header describes {}: the file is {}", name, bytes.size(),
          kAnnHeaderBytes + graph_bytes, bytes.size() < kAnnHeaderBytes + graph_bytes ? "truncated" : "followed by stray bytes");
   const std::span<const uint8_t> graph = bytes.subspan(kAnnHeaderBytes);
-  if (fnv1a(graph) != get<uint64_t>(bytes, kOffGraphChecksum))
+  if (fnv1a(graph) != get_le<uint64_t>(bytes, kOffGraphChecksum))
     fail("{}: checksum mismatch in the graph: the index is corrupt", name);
   // Every entry takes at least 8 bytes (its level and its level-0 count).
   if (g.n_entries < 1 || g.n_entries > graph.size() / 8 || g.n_entries > UINT32_MAX)
@@ -111,7 +101,7 @@ AnnGraph parse_ann(std::span<const uint8_t> bytes, const std::string& name) {
   size_t pos = 0;
   auto word = [&](const char* what, size_t entry) {
     if (graph.size() - pos < 4) fail("{}: truncated in entry {}'s {}", name, entry, what);
-    const uint32_t v = get<uint32_t>(graph, pos);
+    const uint32_t v = get_le<uint32_t>(graph, pos);
     pos += 4;
     return v;
   };
@@ -160,18 +150,18 @@ std::vector<uint8_t> serialize_ann(const AnnGraph& g) {
     }
   }
   std::memcpy(out.data(), kAnnMagic, sizeof(kAnnMagic));
-  put<uint32_t>(out, kOffVersion, kAnnVersion);
-  put<uint32_t>(out, kOffHeaderBytes, kAnnHeaderBytes);
-  put<uint64_t>(out, kOffEntries, g.n_entries);
-  put<uint64_t>(out, kOffStoreChecksum, g.store_checksum);
-  put<uint32_t>(out, kOffVectorDim, g.vector_dim);
-  put<uint32_t>(out, kOffM, g.M);
-  put<uint32_t>(out, kOffEfConstruction, g.ef_construction);
-  put<uint32_t>(out, kOffMaxLevel, g.max_level);
-  put<uint32_t>(out, kOffEntryPoint, g.entry_point);
-  put<uint64_t>(out, kOffGraphBytes, out.size() - kAnnHeaderBytes);
-  put<uint64_t>(out, kOffGraphChecksum, fnv1a(std::span<const uint8_t>(out).subspan(kAnnHeaderBytes)));
-  put<uint64_t>(out, kOffHeaderChecksum, fnv1a(std::span<const uint8_t>(out).first(kOffHeaderChecksum)));
+  put_le<uint32_t>(out, kOffVersion, kAnnVersion);
+  put_le<uint32_t>(out, kOffHeaderBytes, kAnnHeaderBytes);
+  put_le<uint64_t>(out, kOffEntries, g.n_entries);
+  put_le<uint64_t>(out, kOffStoreChecksum, g.store_checksum);
+  put_le<uint32_t>(out, kOffVectorDim, g.vector_dim);
+  put_le<uint32_t>(out, kOffM, g.M);
+  put_le<uint32_t>(out, kOffEfConstruction, g.ef_construction);
+  put_le<uint32_t>(out, kOffMaxLevel, g.max_level);
+  put_le<uint32_t>(out, kOffEntryPoint, g.entry_point);
+  put_le<uint64_t>(out, kOffGraphBytes, out.size() - kAnnHeaderBytes);
+  put_le<uint64_t>(out, kOffGraphChecksum, fnv1a(std::span<const uint8_t>(out).subspan(kAnnHeaderBytes)));
+  put_le<uint64_t>(out, kOffHeaderChecksum, fnv1a(std::span<const uint8_t>(out).first(kOffHeaderChecksum)));
   return out;
 }
 

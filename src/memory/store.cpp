@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "base/bytes.h"
 #include "base/error.h"
 #include "base/hash.h"
 #include "tensor/dtype.h"
@@ -47,17 +48,6 @@ enum : size_t {
   kOffHeaderChecksum = kHeaderBytes - 8,
 };
 
-template <typename T>
-T get(std::span<const uint8_t> b, size_t off) {
-  T v;
-  std::memcpy(&v, b.data() + off, sizeof(T));
-  return v;
-}
-template <typename T>
-void put(std::vector<uint8_t>& b, size_t off, T v) {
-  std::memcpy(b.data() + off, &v, sizeof(T));
-}
-
 uint64_t align_up(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 bool is_kv_type(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::Q8_0; }
@@ -78,27 +68,27 @@ StoreHeader parse_store_header(std::span<const uint8_t> bytes, uint64_t file_siz
   if (std::memcmp(bytes.data(), kStoreMagic, sizeof(kStoreMagic)) != 0)
     fail("{}: bad magic: not a skiff memory store", name);
   StoreHeader h;
-  h.version = get<uint32_t>(bytes, kOffVersion);
+  h.version = get_le<uint32_t>(bytes, kOffVersion);
   if (h.version != kStoreVersion)
     fail("{}: unsupported memory store version {} (this skiff reads version {})", name, h.version, kStoreVersion);
-  const uint64_t stored = get<uint64_t>(bytes, kOffHeaderChecksum);
+  const uint64_t stored = get_le<uint64_t>(bytes, kOffHeaderChecksum);
   const uint64_t computed = fnv1a(bytes.first(kOffHeaderChecksum));
   if (stored != computed)
     fail("{}: header checksum mismatch (stored {:016x}, computed {:016x}): the header is corrupt", name, stored,
          computed);
-  if (get<uint32_t>(bytes, kOffHeaderBytes) != kHeaderBytes)
-    fail("{}: header size {} is not {}", name, get<uint32_t>(bytes, kOffHeaderBytes), kHeaderBytes);
-  h.model.file_size = get<uint64_t>(bytes, kOffFileSize);
-  h.model.hash = get<uint64_t>(bytes, kOffHash);
-  h.model.n_layers = get<int32_t>(bytes, kOffLayers);
-  h.model.dim = get<int32_t>(bytes, kOffDim);
-  h.model.vocab_size = get<int32_t>(bytes, kOffVocab);
-  h.model.kv_dim = get<int32_t>(bytes, kOffKvDim);
+  if (get_le<uint32_t>(bytes, kOffHeaderBytes) != kHeaderBytes)
+    fail("{}: header size {} is not {}", name, get_le<uint32_t>(bytes, kOffHeaderBytes), kHeaderBytes);
+  h.model.file_size = get_le<uint64_t>(bytes, kOffFileSize);
+  h.model.hash = get_le<uint64_t>(bytes, kOffHash);
+  h.model.n_layers = get_le<int32_t>(bytes, kOffLayers);
+  h.model.dim = get_le<int32_t>(bytes, kOffDim);
+  h.model.vocab_size = get_le<int32_t>(bytes, kOffVocab);
+  h.model.kv_dim = get_le<int32_t>(bytes, kOffKvDim);
   if (h.model.n_layers < 1 || h.model.n_layers > kMaxLayers)
     fail("{}: {} layers is outside [1, {}]", name, h.model.n_layers, kMaxLayers);
   if (h.model.kv_dim < 1 || h.model.kv_dim > kMaxKvDim)
     fail("{}: KV width {} is outside [1, {}]", name, h.model.kv_dim, kMaxKvDim);
-  const uint32_t types[2] = {get<uint32_t>(bytes, kOffKeyType), get<uint32_t>(bytes, kOffValueType)};
+  const uint32_t types[2] = {get_le<uint32_t>(bytes, kOffKeyType), get_le<uint32_t>(bytes, kOffValueType)};
   for (int side = 0; side < 2; ++side) {
     const DType t = static_cast<DType>(types[side]);
     if (!is_kv_type(t)) fail("{}: {} type {} is not f32, f16 or q8_0", name, side ? "value" : "key", types[side]);
@@ -106,22 +96,22 @@ StoreHeader parse_store_header(std::span<const uint8_t> bytes, uint64_t file_siz
       fail("{}: KV width {} is not a whole number of {} blocks", name, h.model.kv_dim, dtype_name(t));
   }
   h.types = {static_cast<DType>(types[0]), static_cast<DType>(types[1])};
-  h.vector_dim = get<uint32_t>(bytes, kOffVectorDim);
+  h.vector_dim = get_le<uint32_t>(bytes, kOffVectorDim);
   if (h.vector_dim < 1 || h.vector_dim > kMaxVectorDim)
     fail("{}: retrieval vector width {} is outside [1, {}]", name, h.vector_dim, kMaxVectorDim);
-  h.n_entries = get<uint64_t>(bytes, kOffEntries);
-  h.data_offset = get<uint64_t>(bytes, kOffDataOffset);
-  h.data_bytes = get<uint64_t>(bytes, kOffDataBytes);
-  h.entries_offset = get<uint64_t>(bytes, kOffEntriesOffset);
-  h.vectors_offset = get<uint64_t>(bytes, kOffVectorsOffset);
-  h.strings_offset = get<uint64_t>(bytes, kOffStringsOffset);
-  h.strings_bytes = get<uint64_t>(bytes, kOffStringsBytes);
-  h.tables_checksum = get<uint64_t>(bytes, kOffTablesChecksum);
-  const uint32_t retriever = get<uint32_t>(bytes, kOffRetriever);
+  h.n_entries = get_le<uint64_t>(bytes, kOffEntries);
+  h.data_offset = get_le<uint64_t>(bytes, kOffDataOffset);
+  h.data_bytes = get_le<uint64_t>(bytes, kOffDataBytes);
+  h.entries_offset = get_le<uint64_t>(bytes, kOffEntriesOffset);
+  h.vectors_offset = get_le<uint64_t>(bytes, kOffVectorsOffset);
+  h.strings_offset = get_le<uint64_t>(bytes, kOffStringsOffset);
+  h.strings_bytes = get_le<uint64_t>(bytes, kOffStringsBytes);
+  h.tables_checksum = get_le<uint64_t>(bytes, kOffTablesChecksum);
+  const uint32_t retriever = get_le<uint32_t>(bytes, kOffRetriever);
   if (retriever > 1) fail("{}: unknown retriever {}", name, retriever);
   h.retriever = static_cast<Retriever>(retriever);
-  h.retriever_offset = get<uint64_t>(bytes, kOffRetrieverOffset);
-  h.retriever_bytes = get<uint64_t>(bytes, kOffRetrieverBytes);
+  h.retriever_offset = get_le<uint64_t>(bytes, kOffRetrieverOffset);
+  h.retriever_bytes = get_le<uint64_t>(bytes, kOffRetrieverBytes);
   const uint64_t want = h.retriever == Retriever::kLexical ? uint64_t{h.vector_dim} * sizeof(float) : 0;
   if (h.retriever_bytes != want)
     fail("{}: the {} retriever's section holds {} bytes, not {}", name, retriever_name(h.retriever), h.retriever_bytes,
@@ -408,29 +398,29 @@ uint64_t StoreWriter::finish() {
 
   std::vector<uint8_t> header(kHeaderBytes, 0);
   std::memcpy(header.data(), kStoreMagic, sizeof(kStoreMagic));
-  put<uint32_t>(header, kOffVersion, kStoreVersion);
-  put<uint32_t>(header, kOffHeaderBytes, kHeaderBytes);
-  put<uint64_t>(header, kOffFileSize, h.model.file_size);
-  put<uint64_t>(header, kOffHash, h.model.hash);
-  put<int32_t>(header, kOffLayers, h.model.n_layers);
-  put<int32_t>(header, kOffDim, h.model.dim);
-  put<int32_t>(header, kOffVocab, h.model.vocab_size);
-  put<int32_t>(header, kOffKvDim, h.model.kv_dim);
-  put<uint32_t>(header, kOffKeyType, static_cast<uint32_t>(h.types.k));
-  put<uint32_t>(header, kOffValueType, static_cast<uint32_t>(h.types.v));
-  put<uint32_t>(header, kOffVectorDim, h.vector_dim);
-  put<uint64_t>(header, kOffEntries, h.n_entries);
-  put<uint64_t>(header, kOffDataOffset, h.data_offset);
-  put<uint64_t>(header, kOffDataBytes, h.data_bytes);
-  put<uint64_t>(header, kOffEntriesOffset, h.entries_offset);
-  put<uint64_t>(header, kOffVectorsOffset, h.vectors_offset);
-  put<uint64_t>(header, kOffStringsOffset, h.strings_offset);
-  put<uint64_t>(header, kOffStringsBytes, h.strings_bytes);
-  put<uint64_t>(header, kOffTablesChecksum, h.tables_checksum);
-  put<uint32_t>(header, kOffRetriever, static_cast<uint32_t>(h.retriever));
-  put<uint64_t>(header, kOffRetrieverOffset, h.retriever_offset);
-  put<uint64_t>(header, kOffRetrieverBytes, h.retriever_bytes);
-  put<uint64_t>(header, kOffHeaderChecksum, fnv1a({header.data(), kOffHeaderChecksum}));
+  put_le<uint32_t>(header, kOffVersion, kStoreVersion);
+  put_le<uint32_t>(header, kOffHeaderBytes, kHeaderBytes);
+  put_le<uint64_t>(header, kOffFileSize, h.model.file_size);
+  put_le<uint64_t>(header, kOffHash, h.model.hash);
+  put_le<int32_t>(header, kOffLayers, h.model.n_layers);
+  put_le<int32_t>(header, kOffDim, h.model.dim);
+  put_le<int32_t>(header, kOffVocab, h.model.vocab_size);
+  put_le<int32_t>(header, kOffKvDim, h.model.kv_dim);
+  put_le<uint32_t>(header, kOffKeyType, static_cast<uint32_t>(h.types.k));
+  put_le<uint32_t>(header, kOffValueType, static_cast<uint32_t>(h.types.v));
+  put_le<uint32_t>(header, kOffVectorDim, h.vector_dim);
+  put_le<uint64_t>(header, kOffEntries, h.n_entries);
+  put_le<uint64_t>(header, kOffDataOffset, h.data_offset);
+  put_le<uint64_t>(header, kOffDataBytes, h.data_bytes);
+  put_le<uint64_t>(header, kOffEntriesOffset, h.entries_offset);
+  put_le<uint64_t>(header, kOffVectorsOffset, h.vectors_offset);
+  put_le<uint64_t>(header, kOffStringsOffset, h.strings_offset);
+  put_le<uint64_t>(header, kOffStringsBytes, h.strings_bytes);
+  put_le<uint64_t>(header, kOffTablesChecksum, h.tables_checksum);
+  put_le<uint32_t>(header, kOffRetriever, static_cast<uint32_t>(h.retriever));
+  put_le<uint64_t>(header, kOffRetrieverOffset, h.retriever_offset);
+  put_le<uint64_t>(header, kOffRetrieverBytes, h.retriever_bytes);
+  put_le<uint64_t>(header, kOffHeaderChecksum, fnv1a({header.data(), kOffHeaderChecksum}));
   if (std::fseek(w.f, 0, SEEK_SET) != 0) fail("{}: seek failed", w.tmp);
   w.write(header.data(), header.size());
   if (std::fflush(w.f) != 0 || std::fclose(w.f) != 0) {
