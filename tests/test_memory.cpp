@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "base/error.h"
+#include "memory_test_util.h"
 #include "memory/build.h"
 #include "memory/knowledge_base.h"
 #include "memory/lexical.h"
@@ -35,13 +36,7 @@ float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return d;
 }
 
-const std::vector<KbEntry> kKb = {
-    {"p1", EntryKind::kPassage, "Bomira lives in Karat. Bomira has a pet cat. Tavek likes the color red."},
-    {"q1", EntryKind::kQa, "Q: What pet does Bomira have? A: cat."},
-    {"p2", EntryKind::kPassage, "Tavek works as a baker. Tavek has a friend named Bomira."},
-    {"q2", EntryKind::kQa, "Q: What does Tavek like to eat? A: cake."},
-    {"p3", EntryKind::kPassage, "Lomi likes the color blue. Lomi lives in Fendo."},
-};
+using test::kKb;
 
 // The model under test: stories260K (GQA 8:4, a real tokenizer) and a random GQA model with
 // a 32000-token vocabulary and head dim 64 (Q8_0 blocks fit).

@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "base/hash.h"
+#include "memory_test_util.h"
 #include "memory/ann.h"
 #include "memory/build.h"
 #include "memory/knowledge_base.h"
@@ -207,13 +208,7 @@ TEST_F(MemoryAnn, BuildWritesTheIndexWhenAskedAndRemovesAStaleOne) {
   EXPECT_FALSE(std::filesystem::exists(ann_path(path)));
 }
 
-const std::vector<KbEntry> kKb = {
-    {"p1", EntryKind::kPassage, "Bomira lives in Karat. Bomira has a pet cat. Tavek likes the color red."},
-    {"q1", EntryKind::kQa, "Q: What pet does Bomira have? A: cat."},
-    {"p2", EntryKind::kPassage, "Tavek works as a baker. Tavek has a friend named Bomira."},
-    {"q2", EntryKind::kQa, "Q: What does Tavek like to eat? A: cake."},
-    {"p3", EntryKind::kPassage, "Lomi likes the color blue. Lomi lives in Fendo."},
-};
+using test::kKb;
 
 class MemoryAdd : public ::testing::TestWithParam<Retriever> {
  protected:
