@@ -468,7 +468,9 @@ bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
         const auto next_write = state->last_write + opt.stream_interval;
         if (!task->done() && Clock::now() < next_write) std::this_thread::sleep_until(next_write);
         const bool done = task->done();
-        std::vector<Event> events = merge_text_events(task->take(std::chrono::milliseconds(50)));
+        // With an interval of 0 every token keeps its own chunk, however far the writer lags.
+        std::vector<Event> events = task->take(std::chrono::milliseconds(50));
+        if (opt.stream_interval.count() > 0) events = merge_text_events(std::move(events));
         if (!events.empty()) state->last_write = Clock::now();
         for (Event& e : events) {
           if (e.kind == Event::Kind::kError) {
