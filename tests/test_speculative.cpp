@@ -6,6 +6,8 @@
 // exactly once per position per round (nothing recomputed).
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <algorithm>
 
 #include "base/error.h"
@@ -27,16 +29,19 @@ struct SpecSetup {
   int draft_max = 4;
   float p_min = 0.0f;
   const Model* draft = nullptr;
+  SelfSpecOptions options = {};  // self-speculation: adaptive length, lookup first
 };
 
 // What the runs saw, to show the interesting cases were really exercised.
 struct Coverage {
   int runs = 0, eos_in_draft = 0, context_limit = 0, full_accept = 0, rejections = 0, eos_stops = 0;
+  int batched_early = 0;  // self-spec runs where lookup drafts shared an early pass
+  std::set<int> draft_lengths;
 };
 
 std::unique_ptr<Drafter> make_drafter(Context& ctx, const SpecSetup& s) {
   switch (s.kind) {
-    case Kind::SelfSpec: return std::make_unique<EarlyExitDrafter>(ctx, s.param, s.p_min);
+    case Kind::SelfSpec: return std::make_unique<EarlyExitDrafter>(ctx, s.param, s.p_min, s.options);
     case Kind::DraftModel: return std::make_unique<ModelDrafter>(ctx.model(), *s.draft, 0, 1, s.p_min);
     case Kind::Lookup: return std::make_unique<NgramDrafter>(ctx.model(), s.param);
   }
@@ -64,6 +69,7 @@ void expect_same_as_autoregressive(const Model& model, std::span<const int32_t> 
         checker.after_round(ctx, r.tokens, r.eos);
         const int k = static_cast<int>(r.drafts.size());
         EXPECT_LE(k, s.draft_max);
+        cov.draft_lengths.insert(k);
         if (std::find(r.drafts.begin(), r.drafts.end(), eos) != r.drafts.end()) ++cov.eos_in_draft;
         if (k > 0 && r.accepted == k) ++cov.full_accept;
         if (r.accepted < k) ++cov.rejections;
@@ -81,8 +87,11 @@ void expect_same_as_autoregressive(const Model& model, std::span<const int32_t> 
   EXPECT_EQ(st.generation.hit_context_limit, ar.stats.hit_context_limit);
   EXPECT_EQ(st.generation.hit_eos, ar.stats.hit_eos);
   checker.final_check(ctx);
-  if (s.kind == Kind::SelfSpec) {
+  if (s.kind == Kind::SelfSpec && s.options.lookup_ngram == 0) {
     EXPECT_EQ(st.draft_steps, early_positions) << "one early pass per position per round";
+  } else if (s.kind == Kind::SelfSpec) {
+    EXPECT_LE(st.draft_steps, early_positions) << "at most one early pass per position per round";
+    cov.batched_early += st.draft_steps < early_positions;
   }
   EXPECT_LE(st.accepted, st.drafted);
   ++cov.runs;
@@ -159,6 +168,22 @@ TEST_F(Stories, AdaptiveDraftLengthKeepsTheOutput) {
   EXPECT_GT(cov.rejections, 0);
 }
 
+TEST_F(Stories, CostModelDraftLengthAndLookupFirstKeepTheOutput) {
+  // --draft-adaptive (the length from measured costs and learned acceptance), lookup drafts
+  // first with the early exit continuing (their early pass batched), and both.
+  Coverage cov;
+  std::vector<SpecSetup> setups;
+  for (int e = 1; e < model_->config.n_layers; ++e)
+    for (int d : {2, 5, 8})
+      for (SelfSpecOptions o : {SelfSpecOptions{true, 0}, SelfSpecOptions{false, 2}, SelfSpecOptions{true, 3}})
+        setups.push_back({Kind::SelfSpec, e, d, 0.0f, nullptr, o});
+  sweep(*model_, prompts(40), 50, setups, cov);
+  EXPECT_GT(cov.rejections, 0);
+  EXPECT_GT(cov.full_accept, 0);
+  EXPECT_GT(cov.batched_early, 0);
+  EXPECT_GE(cov.draft_lengths.size(), 4u) << "the adaptive rule varies the draft length";
+}
+
 TEST_F(Stories, EosInsideDrafts) {
   // stories260K never emits its own EOS, so a frequent token plays EOS: generation ends
   // there, often in the middle of a draft.
@@ -172,6 +197,8 @@ TEST_F(Stories, EosInsideDrafts) {
     std::vector<SpecSetup> setups;
     for (int e = 1; e < m->config.n_layers; ++e)
       for (int d : {1, 3, 8}) setups.push_back({Kind::SelfSpec, e, d});
+    for (int e = 1; e < m->config.n_layers; e += 2)
+      setups.push_back({Kind::SelfSpec, e, 6, 0.0f, nullptr, SelfSpecOptions{true, 2}});
     for (int n = 1; n <= 4; ++n)
       for (int d : {2, 5, 8}) setups.push_back({Kind::Lookup, n, d});
     setups.push_back({Kind::DraftModel, 0, 6, 0.0f, m.get()});
@@ -289,6 +316,7 @@ TEST(RandomModels, EveryStrategyIsAutoregressive) {
       setups.push_back({Kind::DraftModel, 0, d, 0.0f, draft.model.get()});
       setups.push_back({Kind::DraftModel, 0, d, 0.0f, m.model.get()});
       setups.push_back({Kind::Lookup, 1 + d % 3, d});
+      setups.push_back({Kind::SelfSpec, 1 + d % (shape.n_layers - 1), d, 0.0f, nullptr, SelfSpecOptions{d % 2 == 0, d % 3}});
     }
     sweep(*m, prompts, 40, setups, cov);
     if (::testing::Test::HasFatalFailure()) return;

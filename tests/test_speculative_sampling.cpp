@@ -182,7 +182,9 @@ TEST(SpeculativeSampling, GeneratedTokensFollowTheTargetDistribution) {
     EarlyExitDrafter self(ctx, 1, 0.0f);
     ModelDrafter model_drafter(*m, *other, 0, 1, 0.0f);
     NgramDrafter lookup(*m, 2);
-    for (Drafter* drafter : std::vector<Drafter*>{&self, &model_drafter, &lookup}) {
+    EarlyExitDrafter adaptive(ctx, 1, 0.0f, SelfSpecOptions{true, 0});
+    EarlyExitDrafter lookup_then_exit(ctx, 1, 0.0f, SelfSpecOptions{false, 2});
+    for (Drafter* drafter : std::vector<Drafter*>{&self, &model_drafter, &lookup, &adaptive, &lookup_then_exit}) {
       SCOPED_TRACE(::testing::Message() << drafter->name() << ", temperature " << sp.temperature);
       std::vector<int64_t> count1(static_cast<size_t>(V), 0), count2(static_cast<size_t>(V), 0);
       SpecStats total;
@@ -203,9 +205,11 @@ TEST(SpeculativeSampling, GeneratedTokensFollowTheTargetDistribution) {
         total.accepted += st.accepted;
       }
       // Drafts were made and some (not all) were rejected: the rule was really exercised.
-      // (Lookup's copied tokens fall outside the filtered config's few survivors.)
-      EXPECT_GT(total.drafted, runs / 2);
-      if (drafter != &lookup || sp.top_k == 0) {
+      // (Lookup's copied tokens fall outside the filtered config's few survivors; with at
+      // most 2 tokens lookup_then_exit's drafts are all lookup's on this prompt.)
+      // (The cost model may find drafting on this tiny model rarely pays.)
+      EXPECT_GT(total.drafted, drafter == &adaptive ? runs / 20 : runs / 2);
+      if ((drafter != &lookup && drafter != &lookup_then_exit) || sp.top_k == 0) {
         EXPECT_GT(total.accepted, 0);
       }
       EXPECT_LT(total.accepted, total.drafted);

@@ -17,6 +17,7 @@ namespace skiff::cli {
 struct SpecBenchOptions {
   int self_spec = 0, lookup = 0, draft_max = 4, n_predict = 128;
   float draft_p_min = kDefaultDraftPMin, temperature = 0.0f;
+  bool draft_adaptive = false;
   uint64_t seed = 1;
   std::string draft_model, prompts;
   CLI::Option *self_spec_flag = nullptr, *lookup_flag = nullptr, *draft_model_flag = nullptr;
@@ -33,6 +34,9 @@ std::shared_ptr<SpecBenchOptions> add_spec_bench_flags(CLI::App* bench) {
   bench->add_option("--draft-p-min", o->draft_p_min,
                     fmt::format("speculative: stop drafting below this top probability (default {})",
                                 kDefaultDraftPMin));
+  bench->add_flag("--draft-adaptive", o->draft_adaptive,
+                  "speculative: self-spec drafts by the cost model instead of --draft-p-min (with --lookup: "
+                  "lookup first, then the early exit)");
   bench->add_option("--prompts", o->prompts,
                     "speculative: jsonl prompt set (default bench/prompts/speculative.jsonl)");
   bench->add_option("--spec-tokens", o->n_predict, "speculative: tokens generated per prompt (default 128)");
@@ -65,13 +69,22 @@ void run_spec_bench(const SpecBenchOptions& o, const ModelFlags& model_flags, in
   std::vector<Strategy> strategies;
   std::unique_ptr<Model> draft_model;
   Context ctx(*model, 0, model_flags.threads);
+  if (o.draft_adaptive && o.self_spec_flag->count() == 0) fail("--draft-adaptive needs --self-spec");
   if (o.self_spec_flag->count() > 0) {
-    EarlyExitDrafter check(ctx, o.self_spec, o.draft_p_min);
+    // With --lookup as well: self-spec drafting from lookup first (and plain lookup below).
+    const SelfSpecOptions options{o.draft_adaptive, o.lookup_flag->count() > 0 ? o.lookup : 0};
+    EarlyExitDrafter check(ctx, o.self_spec, o.draft_p_min, options);
     const int e = o.self_spec;
     const float p_min = o.draft_p_min;
-    strategies.push_back({fmt::format("self-spec E={}", e),
-                          {{"strategy", "self-spec"}, {"exit_layer", e}, {"draft_p_min", p_min}},
-                          [e, p_min](Context& c) { return std::make_unique<EarlyExitDrafter>(c, e, p_min); }});
+    std::string name = fmt::format("self-spec E={}", e);
+    if (options.lookup_ngram > 0) name += fmt::format(" + lookup N={}", options.lookup_ngram);
+    if (options.adaptive) name += " adaptive";
+    strategies.push_back({name,
+                          {{"strategy", "self-spec"}, {"exit_layer", e}, {"draft_p_min", p_min},
+                           {"draft_adaptive", options.adaptive}, {"lookup", options.lookup_ngram}},
+                          [e, p_min, options](Context& c) {
+                            return std::make_unique<EarlyExitDrafter>(c, e, p_min, options);
+                          }});
   }
   if (o.draft_model_flag->count() > 0) {
     draft_model = load_model(o.draft_model);

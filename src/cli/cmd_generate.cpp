@@ -33,6 +33,7 @@ struct GenerateFlags {
   int lookup = 0;
   int draft_max = 4;
   float draft_p_min = kDefaultDraftPMin;
+  bool draft_adaptive = false;
   FlashFlags flash;
   KvCacheFlags kv;
   StageFlags stages;
@@ -43,10 +44,14 @@ enum class Strategy { Autoregressive, EarlyExit, SelfSpec, DraftModel, Lookup };
 Strategy pick_strategy(const GenerateFlags& f, const CLI::App& cmd) {
   const bool exit = cmd.count("--exit-layer") > 0, self = cmd.count("--self-spec") > 0,
              model = cmd.count("--draft-model") > 0, lookup = cmd.count("--lookup") > 0;
-  if (exit + self + model + lookup > 1)
-    fail("--exit-layer, --self-spec, --draft-model and --lookup exclude each other");
+  // --self-spec with --lookup: lookup drafts first, the early exit continues (one strategy).
+  if (exit + self + model + (lookup && !self) > 1)
+    fail("--exit-layer, --self-spec, --draft-model and --lookup exclude each other (but --self-spec takes --lookup)");
   if (!(self || model || lookup) && (cmd.count("--draft-max") > 0 || cmd.count("--draft-p-min") > 0))
     fail("--draft-max and --draft-p-min need --self-spec, --draft-model or --lookup");
+  if (!self && cmd.count("--draft-adaptive") > 0) fail("--draft-adaptive needs --self-spec");
+  if (f.draft_adaptive && cmd.count("--draft-p-min") > 0)
+    fail("--draft-adaptive and --draft-p-min exclude each other (the cost model decides when to stop)");
   if (exit) return Strategy::EarlyExit;
   if (self) return Strategy::SelfSpec;
   if (model) return Strategy::DraftModel;
@@ -119,7 +124,8 @@ void run_generate(const GenerateFlags& f, const CLI::App& cmd) {
     case Strategy::Autoregressive: break;
     case Strategy::EarlyExit: break;
     case Strategy::SelfSpec:
-      drafter = std::make_unique<EarlyExitDrafter>(ctx, f.self_spec, f.draft_p_min);
+      drafter = std::make_unique<EarlyExitDrafter>(ctx, f.self_spec, f.draft_p_min,
+                                                   SelfSpecOptions{f.draft_adaptive, f.lookup});
       break;
     case Strategy::DraftModel:
       draft_model = load_model(f.draft_model);
@@ -192,6 +198,9 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--draft-p-min", flags->draft_p_min,
                   fmt::format("stop drafting when the draft's top probability is below this (default {})",
                               kDefaultDraftPMin));
+  cmd->add_flag("--draft-adaptive", flags->draft_adaptive,
+                "self-speculation: draft while a draft's expected tokens pay for its measured cost, instead of "
+                "--draft-p-min (greedy text unchanged; a sampled text is not reproducible by seed)");
   cmd->callback([flags, cmd] { run_generate(*flags, *cmd); });
 }
 

@@ -44,6 +44,17 @@ struct Draft {
   }
 };
 
+// What the verifier did with a round's drafts, for drafters that adapt (draft_policy.h).
+struct RoundFeedback {
+  int judged = 0;     // drafts judged: the accepted ones, then the rejected one if any
+  int accepted = 0;   // of those, accepted
+  int positions = 0;  // in the verification batch
+  double verify_seconds = 0;
+  bool steady = false;  // the batch held only the round's own positions (no prefill catch-up)
+  int emitted = 0;      // tokens the round added to the sequence
+  double round_seconds = 0;
+};
+
 class Drafter {
  public:
   virtual ~Drafter() = default;
@@ -66,6 +77,8 @@ class Drafter {
   // The round is over: the sequence has n tokens and every target layer holds n-1 positions
   // (n when EOS ended generation, as in plain decoding).
   virtual void accepted(int n) {}
+  // After accepted(): the round's outcome and timings.
+  virtual void round_done(const RoundFeedback& feedback) {}
 
   // Forward passes the drafter ran (for costs per draft step).
   int64_t forward_steps() const { return forward_steps_; }

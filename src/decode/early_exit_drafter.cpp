@@ -1,28 +1,30 @@
 #include "decode/early_exit_drafter.h"
 
 #include "base/error.h"
+#include "decode/ngram_drafter.h"
 
 namespace skiff {
 
-EarlyExitDrafter::EarlyExitDrafter(Context& target, int exit_layer, float p_min)
-    : Drafter(target.model()), ctx_(target), exit_layer_(exit_layer), p_min_(p_min),
+EarlyExitDrafter::EarlyExitDrafter(Context& target, int exit_layer, float p_min, SelfSpecOptions options)
+    : Drafter(target.model()), ctx_(target), exit_layer_(exit_layer), p_min_(p_min), options_(options),
       dim_(target.model().config.dim) {
   const int L = target.model().config.n_layers;
   if (exit_layer < 1 || exit_layer >= L)
     fail("--self-spec {}: the exit layer must be in 1..{} (the model has {} layers; E = L would "
          "leave nothing to verify with)", exit_layer, L - 1, L);
   if (!(p_min >= 0.0f && p_min <= 1.0f)) fail("--draft-p-min must be in [0, 1], got {}", p_min);
+  if (options.lookup_ngram < 0) fail("--lookup N: the n-gram length must be at least 1, got {}", options.lookup_ngram);
   logits_.resize(static_cast<size_t>(target.model().config.vocab_size));
 }
 
-const float* EarlyExitDrafter::run_early(int32_t token) {
+const float* EarlyExitDrafter::run_early(std::span<const int32_t> tokens) {
   const size_t at = exit_states_.size();
-  exit_states_.resize(at + static_cast<size_t>(dim_));
+  exit_states_.resize(at + tokens.size() * static_cast<size_t>(dim_));
   float* h = exit_states_.data() + at;
-  embed(target_, std::span<const int32_t>(&token, 1), h);
-  forward(ctx_, h, 1, 0, exit_layer_);
+  embed(target_, tokens, h);
+  forward(ctx_, h, static_cast<int64_t>(tokens.size()), 0, exit_layer_);
   ++forward_steps_;
-  return h;
+  return h + (tokens.size() - 1) * static_cast<size_t>(dim_);
 }
 
 void EarlyExitDrafter::start(std::span<const int32_t> prompt) {
@@ -39,19 +41,48 @@ void EarlyExitDrafter::start(std::span<const int32_t> prompt) {
   forward(ctx_, exit_states_.data(), T, 0, exit_layer_);
 }
 
+bool EarlyExitDrafter::draft_from(const float* h, std::vector<int32_t>& history, Sampler& sampler, Draft& out) {
+  compute_logits(ctx_, h, 1, logits_.data());
+  const float confidence = top_probability(logits_);
+  // Unsure: stop; the state stays for verification.
+  if (options_.adaptive ? !policy_.include(confidence) : confidence < p_min_) return false;
+  TokenDistribution q = sampler.distribution(logits_, history);
+  const int32_t token = sampler.draw(q);
+  history.push_back(token);
+  out.push(token, std::move(q));
+  return !target_.tokenizer->is_eog(token);  // nothing follows the end
+}
+
 void EarlyExitDrafter::propose(std::span<const int32_t> tokens, int max_drafts, Sampler& sampler,
                                Draft& out) {
+  using Clock = std::chrono::steady_clock;
+  policy_.begin_round();
   std::vector<int32_t> history(tokens.begin(), tokens.end());
-  int32_t current = tokens.back();
-  for (int i = 0; i < max_drafts; ++i) {
-    const float* h = run_early(current);
-    compute_logits(ctx_, h, 1, logits_.data());
-    if (top_probability(logits_) < p_min_) break;  // unsure: the state is kept for verification
-    TokenDistribution q = sampler.distribution(logits_, history);
-    current = sampler.draw(q);
-    history.push_back(current);
-    out.push(current, std::move(q));
-    if (target_.tokenizer->is_eog(current)) break;  // nothing follows the end
+  if (options_.lookup_ngram > 0 && max_drafts > 0) {
+    Draft found;
+    lookup_drafts(tokens, options_.lookup_ngram, max_drafts, *target_.tokenizer, found);
+    for (size_t i = 0; i < found.size() && (!options_.adaptive || policy_.include(-1.0f)); ++i) {
+      history.push_back(found.tokens[i]);
+      out.push(found.tokens[i], std::move(found.dists[i]));
+    }
+    if (!out.tokens.empty()) {
+      if (static_cast<int>(out.size()) == max_drafts || target_.tokenizer->is_eog(out.tokens.back()) ||
+          out.size() < found.size())
+        return;
+      // Dry before the limit: the newest token and the lookup drafts through layers 0..E-1
+      // in one batch, and the early exit drafts on from the last.
+      std::vector<int32_t> batch{tokens.back()};
+      batch.insert(batch.end(), out.tokens.begin(), out.tokens.end());
+      if (!draft_from(run_early(batch), history, sampler, out)) return;
+    }
+  }
+  while (static_cast<int>(out.size()) < max_drafts) {
+    const Clock::time_point t0 = Clock::now();
+    const int32_t current = history.back();
+    const float* h = run_early(std::span<const int32_t>(&current, 1));
+    const bool more = draft_from(h, history, sampler, out);
+    policy_.draft_step(std::chrono::duration<double>(Clock::now() - t0).count());
+    if (!more) break;
   }
 }
 
@@ -62,8 +93,8 @@ int EarlyExitDrafter::verification_input(std::span<const int32_t> seq, int from,
          from, exit_from_);
   // The newest position (the last draft, or the newest token when nothing was drafted) has
   // not been through layers 0..E-1 yet.
-  while (exit_from_ + exit_count() < static_cast<int>(seq.size()))
-    run_early(seq[static_cast<size_t>(exit_from_ + exit_count())]);
+  const int have = exit_from_ + exit_count();
+  if (have < static_cast<int>(seq.size())) run_early(seq.subspan(static_cast<size_t>(have)));
   hidden.assign(exit_states_.begin(), exit_states_.end());
   return exit_layer_;
 }
@@ -74,6 +105,11 @@ void EarlyExitDrafter::accepted(int n) {
   exit_states_.clear();
   exit_from_ = ctx_.cache().length(ctx_.model().config.n_layers - 1);
   (void)n;
+}
+
+void EarlyExitDrafter::round_done(const RoundFeedback& f) {
+  if (options_.adaptive)
+    policy_.round_done(f.judged, f.accepted, f.positions, f.verify_seconds, f.steady, f.emitted, f.round_seconds);
 }
 
 }  // namespace skiff

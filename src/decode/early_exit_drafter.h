@@ -8,18 +8,32 @@
 //     first verification batch (deferred prefill).
 // Between rounds the early layers hold as many positions as the late ones; during a round
 // they run ahead by the drafts, and the verifier's truncate_all cuts both back.
+//
+// Options: the draft length by a cost model instead of a fixed confidence threshold
+// (draft_policy.h), and prompt lookup first (NgramDrafter's n-gram match, free to propose):
+// when it matches, its tokens are the first drafts, and when it runs dry before the draft
+// limit, the early exit continues after them. Lookup drafts go through layers 0..E-1 in one
+// batch (with the round's newest token), not one step each.
 #pragma once
 
+#include <chrono>
+
+#include "decode/draft_policy.h"
 #include "decode/drafter.h"
 
 namespace skiff {
+
+struct SelfSpecOptions {
+  bool adaptive = false;  // the draft length from draft_policy.h's rule instead of p_min
+  int lookup_ngram = 0;   // > 0: prompt lookup with n-grams up to this drafts first
+};
 
 class EarlyExitDrafter : public Drafter {
  public:
   // `target` is the context the verifier decodes in. exit_layer E must be in 1..L-1 and
   // p_min in [0, 1] (drafting stops when the early head's top probability falls below it);
   // otherwise Error.
-  EarlyExitDrafter(Context& target, int exit_layer, float p_min);
+  EarlyExitDrafter(Context& target, int exit_layer, float p_min, SelfSpecOptions options = {});
 
   const char* name() const override { return "self-speculation"; }
   void start(std::span<const int32_t> prompt) override;
@@ -27,20 +41,27 @@ class EarlyExitDrafter : public Drafter {
   void propose(std::span<const int32_t> tokens, int max_drafts, Sampler& sampler, Draft& out) override;
   int verification_input(std::span<const int32_t> seq, int from, std::vector<float>& hidden) override;
   void accepted(int n) override;
+  void round_done(const RoundFeedback& feedback) override;
 
   int exit_layer() const { return exit_layer_; }
   // Positions whose exit state is kept for the next verification, starting at position
   // exit_from(); both for tests.
   int exit_count() const { return static_cast<int>(exit_states_.size()) / dim_; }
   int exit_from() const { return exit_from_; }
+  const DraftLengthPolicy& policy() const { return policy_; }
 
  private:
-  // Runs `token` through layers 0..E-1 at the next early position; keeps its exit state.
-  const float* run_early(int32_t token);
+  // Runs `tokens` through layers 0..E-1 at the next early positions, in one batch; keeps
+  // their exit states and returns the last one's.
+  const float* run_early(std::span<const int32_t> tokens);
+  // The next draft from the exit state `h`: false when drafting should stop.
+  bool draft_from(const float* h, std::vector<int32_t>& history, Sampler& sampler, Draft& out);
 
   Context& ctx_;
   int exit_layer_;
   float p_min_;
+  SelfSpecOptions options_;
+  DraftLengthPolicy policy_;
   int dim_;
   int exit_from_ = 0;               // position of exit_states_[0]
   std::vector<float> exit_states_;  // [positions][dim], after layer E-1, before the norm

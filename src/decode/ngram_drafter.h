@@ -8,6 +8,12 @@
 
 namespace skiff {
 
+// Appends to `out` at most max_drafts tokens: what followed the latest earlier occurrence of
+// the sequence's last n-gram, for the longest n in max_ngram..1 that occurs, as point masses,
+// ending after an end-of-generation token. Returns how many.
+int lookup_drafts(std::span<const int32_t> tokens, int max_ngram, int max_drafts, const Tokenizer& tokenizer,
+                  Draft& out);
+
 class NgramDrafter : public Drafter {
  public:
   // max_ngram N >= 1, otherwise Error.

@@ -108,7 +108,7 @@ bool SpeculativeRun::round() {
 
   // Row i is the target's prediction after seq[0 .. n+i): it judges draft i, and row k
   // gives the bonus token when every draft passed.
-  int accepted = 0;
+  int accepted = 0, judged = 0;
   for (int i = 0; i <= k; ++i) {
     std::span<const float> row(logits_.data() + static_cast<size_t>(i) * V, static_cast<size_t>(V));
     TokenDistribution p = sampler_.distribution(row, std::span<const int32_t>(seq_.data(), static_cast<size_t>(n + i)));
@@ -117,6 +117,7 @@ bool SpeculativeRun::round() {
       break;
     }
     Verdict verdict = judge_draft(p, draft_.dists[static_cast<size_t>(i)], draft_.tokens[static_cast<size_t>(i)], sampler_);
+    ++judged;
     if (verdict.accepted) ++accepted;
     if (!emitter_.push(verdict.token) || !verdict.accepted) break;
   }
@@ -137,6 +138,8 @@ bool SpeculativeRun::round() {
   stats_.accepted += accepted;
   stats_.verified_positions += T;
   g.generate_seconds += seconds_between(round_start, t2);
+  drafter_.round_done(RoundFeedback{judged, accepted, T, seconds_between(t1, t2), T == k + 1,
+                                    static_cast<int>(tokens_.size()) - n, seconds_between(round_start, t2)});
   stats_.draft_steps = drafter_.forward_steps() - steps_before_;
   if (on_round_) {
     on_round_(SpecRound{std::span<const int32_t>(draft_.tokens), accepted, first, T, std::span<const int32_t>(tokens_),

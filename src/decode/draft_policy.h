@@ -1,0 +1,70 @@
+// Adaptive draft length (--draft-adaptive): per round, keep drafting while the tokens a draft
+// is expected to add pay for what it costs, at the rate the run achieves.
+//
+// Draft i of a round is included when
+//     pi_i >= R * (t_step + t_verify(T+1) - t_verify(T))
+// where
+//   - pi_i = prod_{j<=i} alpha(c_j): the probability that drafts 1..i are all accepted, so
+//     the expected tokens draft i adds (it yields a token only if every earlier draft passed);
+//     alpha(c) is the acceptance rate of drafts with early-head confidence c (top softmax
+//     probability), learned from this run's verdicts in 20 bins with a prior alpha = c
+//     (lookup drafts, which have no confidence, share one bin of their own);
+//   - t_step: the drafter's measured seconds per draft step (early layers + head);
+//   - t_verify(T): measured seconds of a verification of T positions (steady rounds only; a
+//     table per T, interpolated linearly where a T has not been seen; 0 slope before that);
+//   - R: the run's tokens per second so far (decayed), the rate a draft must beat.
+// On a memory-bound model verification rows are almost free and the rule drafts long while
+// the drafts are confident; on a compute-bound one each row costs and drafts stay short.
+//
+// Greedy output never depends on the draft lengths (verification is exact). Under sampling
+// the output keeps the target's distribution, but the lengths follow measured times, so a seed
+// reproduces a sampled text only with a fixed --draft-p-min.
+#pragma once
+
+#include <array>
+#include <vector>
+
+namespace skiff {
+
+class DraftLengthPolicy {
+ public:
+  // Starts a round: nothing drafted yet.
+  void begin_round();
+  // Whether to include the next draft, an early-exit draft of confidence `c` in [0, 1], or a
+  // lookup draft (c < 0); updates the running pi when it is included.
+  bool include(float c);
+  // The confidences of the drafts included this round (-1 for lookup drafts), in order.
+  const std::vector<float>& round_confidences() const { return confidences_; }
+
+  // Measurements.
+  void draft_step(double seconds);
+  // After the verification: `judged` drafts were judged (the accepted ones, then the rejected
+  // one if any), `accepted` of them passed; `positions` went through the verification in
+  // `verify_seconds` (steady: only the round's own positions, no catch-up); the round emitted
+  // `emitted` tokens in `round_seconds`.
+  void round_done(int judged, int accepted, int positions, double verify_seconds, bool steady, int emitted,
+                  double round_seconds);
+
+  // For tests and tracing.
+  double acceptance(float c) const;
+  double threshold(int positions) const;  // the pi needed to add a draft to `positions`
+  double tokens_per_second() const { return rate_seconds_ > 0 ? rate_tokens_ / rate_seconds_ : 0; }
+
+ private:
+  static constexpr int kBins = 20;
+  static constexpr int kMaxPositions = 64;
+  struct Bin {
+    double accepted = 0, judged = 0;
+  };
+  int bin_of(float c) const;
+  double verify_seconds(int positions) const;
+
+  std::array<Bin, kBins + 1> bins_{};  // the last: lookup drafts
+  std::array<double, kMaxPositions + 1> verify_{};  // EWMA seconds per positions, 0 = unseen
+  double step_seconds_ = 0;                         // EWMA, 0 = unseen
+  double rate_tokens_ = 0, rate_seconds_ = 0;       // decayed sums; R = tokens / seconds
+  double pi_ = 1;
+  std::vector<float> confidences_;
+};
+
+}  // namespace skiff

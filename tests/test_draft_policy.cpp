@@ -1,0 +1,69 @@
+// The adaptive draft-length rule (decode/draft_policy.h): its cold start, the threshold from
+// measured costs and rate, and acceptance learned per confidence.
+#include <gtest/gtest.h>
+
+#include "decode/draft_policy.h"
+
+namespace skiff {
+namespace {
+
+TEST(DraftLengthPolicy, ColdStartDraftsWhileAllAcceptedIsLikely) {
+  DraftLengthPolicy p;
+  p.begin_round();
+  // Prior: acceptance = the confidence bin's centre; cold threshold 0.5 on the product.
+  EXPECT_TRUE(p.include(0.97f));   // pi 0.975
+  EXPECT_TRUE(p.include(0.62f));   // pi 0.975 * 0.625 = 0.61
+  EXPECT_FALSE(p.include(0.62f));  // pi 0.38
+  EXPECT_EQ(p.round_confidences().size(), 2u);
+  p.begin_round();
+  EXPECT_FALSE(p.include(0.3f));
+  EXPECT_TRUE(p.round_confidences().empty());
+}
+
+TEST(DraftLengthPolicy, ThresholdIsRateTimesMarginalCost) {
+  DraftLengthPolicy p;
+  p.begin_round();
+  p.draft_step(0.010);
+  // A steady round: 3 positions verified in 50 ms, 3 tokens in 80 ms -> 37.5 tokens/s.
+  p.round_done(0, 0, 3, 0.050, true, 3, 0.080);
+  EXPECT_NEAR(p.tokens_per_second(), 37.5, 1e-9);
+  // One verification size known: rows look free; a draft must bring R * t_step tokens.
+  EXPECT_NEAR(p.threshold(1), 37.5 * 0.010, 1e-9);
+  // A non-steady round (prefill catch-up) teaches nothing about costs or the rate.
+  p.round_done(0, 0, 40, 5.0, false, 1, 5.0);
+  EXPECT_NEAR(p.tokens_per_second(), 37.5, 1e-9);
+  // Compute-bound verification: 2 positions cost 10 ms more than 1 -> dearer drafts.
+  p.round_done(0, 0, 1, 0.040, true, 1, 0.040);
+  p.round_done(0, 0, 2, 0.050, true, 2, 0.060);
+  const double rate = p.tokens_per_second();
+  EXPECT_NEAR(p.threshold(1), rate * (0.010 + 0.010), 1e-9);
+  // Between measured sizes the cost is interpolated: 2 -> 3 positions costs 0 more here.
+  EXPECT_NEAR(p.threshold(2), rate * 0.010, 1e-9);
+}
+
+TEST(DraftLengthPolicy, LearnsAcceptancePerConfidence) {
+  DraftLengthPolicy p;
+  p.draft_step(0.001);
+  for (int round = 0; round < 50; ++round) {
+    p.begin_round();
+    // Confident drafts that the target always rejects; lukewarm ones it always accepts.
+    ASSERT_TRUE(p.include(0.55f) || round > 0);
+    if (p.round_confidences().empty()) break;
+    p.round_done(1, 1, 2, 0.01, true, 2, 0.012);
+  }
+  EXPECT_GT(p.acceptance(0.55f), 0.9);
+  for (int round = 0; round < 50; ++round) {
+    p.begin_round();
+    if (!p.include(0.99f)) break;
+    p.round_done(1, 0, 2, 0.01, true, 1, 0.012);
+  }
+  EXPECT_LT(p.acceptance(0.99f), 0.2);
+  p.begin_round();
+  EXPECT_FALSE(p.include(0.99f)) << "a confidence that never pays stops drafting";
+  EXPECT_TRUE(p.include(0.55f));
+  // Lookup drafts (no confidence) learn in a bin of their own.
+  EXPECT_NEAR(p.acceptance(-1.0f), 0.5, 1e-9);
+}
+
+}  // namespace
+}  // namespace skiff
