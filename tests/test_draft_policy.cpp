@@ -10,14 +10,17 @@ namespace {
 TEST(DraftLengthPolicy, ColdStartDraftsWhileAllAcceptedIsLikely) {
   DraftLengthPolicy p;
   p.begin_round();
-  // Prior: acceptance = the confidence bin's centre; cold threshold 0.5 on the product.
-  EXPECT_TRUE(p.include(0.97f));   // pi 0.975
-  EXPECT_TRUE(p.include(0.62f));   // pi 0.975 * 0.625 = 0.61
-  EXPECT_FALSE(p.include(0.62f));  // pi 0.38
-  EXPECT_EQ(p.round_confidences().size(), 2u);
-  p.begin_round();
-  EXPECT_FALSE(p.include(0.3f));
-  EXPECT_TRUE(p.round_confidences().empty());
+  // Before any verdict every draft is a coin (0.5), whatever its confidence; the cold
+  // threshold is 0.5 on the product.
+  EXPECT_NEAR(p.acceptance(0.97f), 0.5, 1e-12);
+  EXPECT_NEAR(p.acceptance(0.01f), 0.5, 1e-12);
+  EXPECT_TRUE(p.include(0.01f));   // pi 0.5
+  EXPECT_FALSE(p.include(0.97f));  // pi 0.25
+  EXPECT_EQ(p.round_confidences().size(), 1u);
+  // Verdicts move the bin and, less, every other bin.
+  p.round_done(1, 1, 2, 0.01, false, 2, 0.02);
+  EXPECT_GT(p.acceptance(0.01f), p.acceptance(0.5f));
+  EXPECT_GT(p.acceptance(0.5f), 0.5);
 }
 
 TEST(DraftLengthPolicy, ThresholdIsRateTimesMarginalCost) {
@@ -61,8 +64,25 @@ TEST(DraftLengthPolicy, LearnsAcceptancePerConfidence) {
   p.begin_round();
   EXPECT_FALSE(p.include(0.99f)) << "a confidence that never pays stops drafting";
   EXPECT_TRUE(p.include(0.55f));
-  // Lookup drafts (no confidence) learn in a bin of their own.
-  EXPECT_NEAR(p.acceptance(-1.0f), 0.5, 1e-9);
+  // Lookup drafts (no confidence) have a bin of their own, so far at the overall rate.
+  EXPECT_GT(p.acceptance(-1.0f), p.acceptance(0.99f));
+  EXPECT_LT(p.acceptance(-1.0f), p.acceptance(0.55f));
+}
+
+TEST(DraftLengthPolicy, ExploresAfterRoundsWithoutDrafts) {
+  DraftLengthPolicy p;
+  p.draft_step(0.001);
+  // Every draft rejected: the rule stops drafting ...
+  int drafted_rounds = 0;
+  for (int round = 0; round < 200; ++round) {
+    p.begin_round();
+    const bool drafted = p.include(0.3f);
+    drafted_rounds += drafted;
+    p.round_done(drafted ? 1 : 0, 0, drafted ? 2 : 1, 0.01, true, 1, 0.011);
+  }
+  // ... but tries one draft after every 16 rounds without, in case things changed.
+  EXPECT_GE(drafted_rounds, 200 / 17);
+  EXPECT_LE(drafted_rounds, 200 / 17 + 8);
 }
 
 }  // namespace

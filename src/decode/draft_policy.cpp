@@ -12,6 +12,10 @@ constexpr double kColdThreshold = 0.5;
 // Weight of the newest measurement in the running means, and the decay of the rate's sums.
 constexpr double kNewWeight = 0.25;
 constexpr double kRateDecay = 0.9;
+// Pseudo-verdicts of a prior; rounds without a draft after which the first draft is
+// included whatever the rule says (else an estimate that never drafts never learns).
+constexpr double kPriorWeight = 2;
+constexpr int kExploreAfter = 16;
 
 double blend(double old_value, double value) {
   return old_value == 0 ? value : (1 - kNewWeight) * old_value + kNewWeight * value;
@@ -30,10 +34,17 @@ int DraftLengthPolicy::bin_of(float c) const {
 }
 
 double DraftLengthPolicy::acceptance(float c) const {
+  // A bin's rate shrunk towards the rate of every draft so far, itself starting at a coin:
+  // whether confidence predicts acceptance at all is the model's business (a random-weight
+  // model's early head is never confident, yet its drafts may be right).
+  double all_accepted = 0, all_judged = 0;
+  for (const Bin& b : bins_) {
+    all_accepted += b.accepted;
+    all_judged += b.judged;
+  }
+  const double overall = (all_accepted + 0.5 * kPriorWeight) / (all_judged + kPriorWeight);
   const Bin& b = bins_[static_cast<size_t>(bin_of(c))];
-  // The prior: one pseudo-verdict at the bin's centre (lookup drafts: a coin).
-  const double prior = c < 0 ? 0.5 : (bin_of(c) + 0.5) / kBins;
-  return (b.accepted + prior) / (b.judged + 1);
+  return (b.accepted + overall * kPriorWeight) / (b.judged + kPriorWeight);
 }
 
 double DraftLengthPolicy::verify_seconds(int positions) const {
@@ -62,7 +73,8 @@ bool DraftLengthPolicy::include(float c) {
   // Positions the verification holds now: the round's newest token and the drafts so far.
   const int positions = 1 + static_cast<int>(confidences_.size());
   const double pi = pi_ * acceptance(c);
-  if (pi < threshold(positions)) return false;
+  const bool explore = positions == 1 && rounds_without_draft_ >= kExploreAfter;
+  if (pi < threshold(positions) && !explore) return false;
   pi_ = pi;
   confidences_.push_back(c);
   return true;
@@ -72,6 +84,7 @@ void DraftLengthPolicy::draft_step(double seconds) { step_seconds_ = blend(step_
 
 void DraftLengthPolicy::round_done(int judged, int accepted, int positions, double verify_seconds, bool steady,
                                    int emitted, double round_seconds) {
+  rounds_without_draft_ = confidences_.empty() ? rounds_without_draft_ + 1 : 0;
   judged = std::min(judged, static_cast<int>(confidences_.size()));
   for (int i = 0; i < judged; ++i) {
     Bin& b = bins_[static_cast<size_t>(bin_of(confidences_[static_cast<size_t>(i)]))];

@@ -7,14 +7,17 @@
 //   - pi_i = prod_{j<=i} alpha(c_j): the probability that drafts 1..i are all accepted, so
 //     the expected tokens draft i adds (it yields a token only if every earlier draft passed);
 //     alpha(c) is the acceptance rate of drafts with early-head confidence c (top softmax
-//     probability), learned from this run's verdicts in 20 bins with a prior alpha = c
-//     (lookup drafts, which have no confidence, share one bin of their own);
+//     probability), learned from this run's verdicts in 20 bins, each shrunk towards the
+//     rate over all bins (lookup drafts, which have no confidence, have a bin of their own);
 //   - t_step: the drafter's measured seconds per draft step (early layers + head);
 //   - t_verify(T): measured seconds of a verification of T positions (steady rounds only; a
 //     table per T, interpolated linearly where a T has not been seen; 0 slope before that);
 //   - R: the run's tokens per second so far (decayed), the rate a draft must beat.
 // On a memory-bound model verification rows are almost free and the rule drafts long while
 // the drafts are confident; on a compute-bound one each row costs and drafts stay short.
+//
+// After 16 rounds without a draft the first draft is included anyway, so a pessimistic
+// estimate can learn it was wrong.
 //
 // Greedy output never depends on the draft lengths (verification is exact). Under sampling
 // the output keeps the target's distribution, but the lengths follow measured times, so a seed
@@ -64,6 +67,7 @@ class DraftLengthPolicy {
   double step_seconds_ = 0;                         // EWMA, 0 = unseen
   double rate_tokens_ = 0, rate_seconds_ = 0;       // decayed sums; R = tokens / seconds
   double pi_ = 1;
+  int rounds_without_draft_ = 0;
   std::vector<float> confidences_;
 };
 

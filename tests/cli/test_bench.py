@@ -26,9 +26,12 @@ def main() -> int:
     tg = [row for row in rows if row["test"] == "tg8"]
     pp = [row for row in rows if row["test"] == "pp16"]
     if pg and tg and pp:
-        # (16 + 8) tokens over the prompt time plus the decode time: between tg's and pp's rate.
-        c.check("pp+tg rate lies between tg and pp rates (loosely)",
-                0.5 * tg[0]["avg_ts"] < pg[0]["avg_ts"] < 2 * pp[0]["avg_ts"], str(pg[0]["avg_ts"]))
+        # avg_ts is the mean of the per-repetition rates, as llama-bench defines it. (No check
+        # that pp+tg falls between tg and pp: on a loaded CI machine rates measured at different
+        # moments need not be ordered.)
+        c.check("avg_ts is the mean of samples_ts (pp, tg and pp+tg)",
+                all(abs(row[0]["avg_ts"] - sum(row[0]["samples_ts"]) / 2) <= 1e-6 * row[0]["avg_ts"]
+                    for row in (pg, tg, pp)), str(pg[0]))
     r = c.skiff("bench", "--pg", "8,4", "-p", "0", "-n", "0", "-r", "1", "-t", "1", "--no-membw")
     c.check("--pg alone, markdown", r.returncode == 0 and "pp8+tg4" in r.stdout, r.stdout + r.stderr)
     for bad in ("16", "16,0", "a,4", "8,4,2", "-3,4"):
