@@ -10,29 +10,34 @@ config on every prompt, config order rotated each round:
 
   skiff plain        skiff generate --temp 0 -t T
   skiff self-spec    skiff generate --temp 0 --self-spec E --draft-max D --draft-p-min 0
+                     (E:Da: --draft-adaptive, D the most; E:DlN: --lookup N as well)
   llama.cpp plain    llama-cli -no-cnv --temp 0
   llama.cpp spec     llama-speculative -md FIRST-E.gguf --draft-max D --temp 0
 
 Reported per config: tokens/s (median over rounds of the round's total tokens / total seconds over the prompts;
 decode only, and end to end = generated / (prompt + decode time)), the speedup against the same
-program's plain decoding (median of per-round ratios, end to end), the acceptance rate, and the
-ideal speedup from the measured acceptance a, draft step cost c_d and verification cost c_v
-(both relative to one plain decode step), assuming each draft is accepted independently with
-probability a and every round drafts D tokens:
+program's plain decoding (median of per-round ratios, end to end), the acceptance rate, tokens per
+round, and the ideal speedup from the measured acceptance a, drafting cost per drafted token c_d and
+verification cost c_v (both relative to one plain decode step), assuming each draft is accepted
+independently with probability a and every round drafts D tokens:
 
   ideal = E[tokens per round] / (round cost) = ((1 - a^(D+1)) / (1 - a)) / (D * c_d + c_v)
 
+and `predicted`: the same costs with the tokens per round and drafts per round actually seen (for
+adaptive configs, where D varies, only this one). Achieved close to predicted means a round costs
+what its weight reading predicts, nothing more.
+
 c_d, c_v are measured once per type and config before the rounds: skiff from `skiff bench
---self-spec E --draft-max D --draft-p-min 0 -r 2 -o json` on the first prompt (its
-draft_step_cost, verify_cost), llama.cpp from llama-bench -r 3: c_d = tg(full) / tg(draft),
-c_v = (D+1) * tg(full) / pp_{D+1}(full).
+<the config's flags> -r 2 -o json` on the first prompt (draft_cost_per_token: a round's drafting,
+the D draft steps plus the last draft's own early pass, over D; verify_cost), llama.cpp from
+llama-bench -r 3: c_d = tg(full) / tg(draft), c_v = (D+1) * tg(full) / pp_{D+1}(full).
 Greedy texts must agree: skiff self-spec == skiff plain, llama-speculative == llama-cli (over
 the shorter text: llama-speculative may emit a few tokens more than -n); the exit code is 1 when
 skiff's differ (skiff's greedy speculative decoding is exact by construction; llama.cpp's batched
 verification is not bit-exact against single-token decoding, so there a difference is reported).
 
   bench/compare_speculative.py [--quick] [--shape tinyllama] [--types f16,bf16,q8_0]
-      [--planted-exit 4] [--planted-scale 0.03] [--spec 4:2,4:4,6:4] [--rounds 3] [-n 64] [-t 2]
+      [--planted-exit 4] [--planted-scale 0.03] [--spec 4:2,4:3,4:4,4:8a,6:4] [--rounds 3] [-n 64] [-t 2]
       [--dir /tmp/skiff-spec-models] [--skiff build/skiff] [--peer DIR] [--json OUT]
       [--llama-args "--poll 0"]
   --quick: --shape small --rounds 1 -n 32 (unless given). DIR: llama.cpp's bin folder (default:
@@ -81,13 +86,37 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def parse_spec(text: str) -> list[tuple[int, int]]:
+class Spec(tuple):
+    """(E, D, adaptive, lookup N): `E:D` drafts D tokens per round (--draft-p-min 0); a suffix `a`
+    makes D the most and the cost model decide (--draft-adaptive); `lN` drafts from prompt lookup
+    first (--lookup N). llama.cpp runs the plain E:D items only."""
+
+    def __new__(cls, e: int, d: int, adaptive: bool = False, lookup: int = 0):
+        return super().__new__(cls, (e, d, adaptive, lookup))
+
+    e = property(lambda s: s[0])
+    d = property(lambda s: s[1])
+    adaptive = property(lambda s: s[2])
+    lookup = property(lambda s: s[3])
+    plain = property(lambda s: not s[2] and not s[3])
+
+    def flags(self) -> list[str]:
+        f = ["--self-spec", str(self.e), "--draft-max", str(self.d)]
+        f += ["--draft-adaptive"] if self.adaptive else ["--draft-p-min", "0"]
+        return f + (["--lookup", str(self.lookup)] if self.lookup else [])
+
+    def label(self) -> str:
+        extra = (" adaptive" if self.adaptive else "") + (f" + lookup {self.lookup}" if self.lookup else "")
+        return f"E={self.e} D={'<=' if self.adaptive else ''}{self.d}{extra}"
+
+
+def parse_spec(text: str) -> list[Spec]:
     out = []
     for item in filter(None, text.split(",")):
-        m = re.fullmatch(r"(\d+):(\d+)", item)
+        m = re.fullmatch(r"(\d+):(\d+)(a?)(?:l(\d+))?", item)
         if not m:
-            die(f"--spec item '{item}' is not E:D")
-        out.append((int(m.group(1)), int(m.group(2))))
+            die(f"--spec item '{item}' is not E:D[a][lN]")
+        out.append(Spec(int(m.group(1)), int(m.group(2)), m.group(3) == "a", int(m.group(4) or 0)))
     return out
 
 
@@ -100,9 +129,9 @@ def skiff_generate(skiff: str, model: str, prompt: str, n: int, t: int, extra: l
     pt, pr, gt, gr = int(m.group(1)), float(m.group(2)), int(m.group(3)), float(m.group(4))
     r = {"text": p.stdout.rstrip("\n"), "tokens": gt, "prompt_s": pt / pr if pr > 0 else 0.0,
          "decode_s": gt / gr if gr > 0 else 0.0, "drafted": 0, "accepted": 0}
-    a = re.search(r"acceptance [0-9.]+% \((\d+)/(\d+)\)", p.stderr)
+    a = re.search(r": (\d+) rounds, acceptance [0-9.]+% \((\d+)/(\d+)\)", p.stderr)
     if a:
-        r["accepted"], r["drafted"] = int(a.group(1)), int(a.group(2))
+        r["rounds"], r["accepted"], r["drafted"] = int(a.group(1)), int(a.group(2)), int(a.group(3))
     return r
 
 
@@ -143,12 +172,14 @@ def llama_speculative(peer: str, model: str, draft: str, prompt: str, n: int, t:
 
 
 # --- costs, measured once per type -------------------------------------------------------------
-def skiff_costs(skiff: str, model: str, e: int, d: int, t: int, prompts_file: str, n: int) -> tuple[float, float]:
-    p = run([skiff, "bench", "-m", model, "--self-spec", str(e), "--draft-max", str(d), "--draft-p-min", "0",
-             "--prompts", prompts_file, "--spec-tokens", str(n), "-r", "2", "-t", str(t), "-o", "json"])
+def skiff_costs(skiff: str, model: str, sp: Spec, t: int, prompts_file: str, n: int) -> tuple[float, float]:
+    """c_d: a round's drafting per drafted token (the D draft steps and the last draft's own early
+    pass, over D), c_v: a steady verification; both in plain decode steps."""
+    p = run([skiff, "bench", "-m", model, *sp.flags(), "--prompts", prompts_file, "--spec-tokens", str(n),
+             "-r", "2", "-t", str(t), "-o", "json"])
     rows = json.loads(p.stdout)
     row = next((r for r in rows if r.get("task") == "all"), rows[-1])
-    return row["draft_step_cost"], row["verify_cost"]
+    return row["draft_cost_per_token"], row["verify_cost"]
 
 
 def llama_bench(peer: str, model: str, t: int, pp: list[int], tg: int) -> dict[str, float]:
@@ -182,7 +213,9 @@ def main() -> int:
     ap.add_argument("--types", default="f16,bf16,q8_0")
     ap.add_argument("--planted-exit", type=int, default=4)
     ap.add_argument("--planted-scale", type=float, default=0.03)
-    ap.add_argument("--spec", default="4:2,4:4,6:4", help="self-spec / draft configs E:D (exit layer : drafts)")
+    ap.add_argument("--spec", default="4:2,4:3,4:4,4:8a,6:4",
+                    help="self-spec / draft configs E:D (exit layer : drafts), suffix a: adaptive (D the most), "
+                         "lN: prompt lookup first")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("-n", type=int)
     ap.add_argument("-t", type=int, default=2)
@@ -215,7 +248,7 @@ def main() -> int:
                  "--planted-exit", str(a.planted_exit), "--planted-scale", str(a.planted_scale)])
             print(f"made {full}", file=sys.stderr, flush=True)
         drafts = {}
-        for e in sorted({e for e, _ in spec}):
+        for e in sorted({sp.e for sp in spec}):
             dr = os.path.join(a.dir, f"{tag}-first{e}.gguf")
             if not os.path.exists(dr):
                 run([a.skiff, "convert", "--first-layers", str(e), full, dr])
@@ -236,34 +269,33 @@ def main() -> int:
     costs: dict[tuple, tuple[float, float]] = {}
     for ty in types:
         full, drafts = files[ty]["full"], files[ty]["drafts"]
-        for e, d in spec:
-            costs[(ty, "skiff", e, d)] = skiff_costs(a.skiff, full, e, d, a.t, prompts_file, min(n, 32))
-        lb = llama_bench(peer, full, a.t, sorted({d + 1 for _, d in spec}), 16)
-        for e, d in spec:
-            lbd = llama_bench(peer, drafts[e], a.t, [], 16)
-            costs[(ty, "llama", e, d)] = (lb["tg16"] / lbd["tg16"], (d + 1) * lb["tg16"] / lb[f"pp{d + 1}"])
+        for sp in spec:
+            costs[(ty, "skiff", sp)] = skiff_costs(a.skiff, full, sp, a.t, prompts_file, min(n, 32))
+        lb = llama_bench(peer, full, a.t, sorted({sp.d + 1 for sp in spec if sp.plain}), 16)
+        for sp in (sp for sp in spec if sp.plain):
+            lbd = llama_bench(peer, drafts[sp.e], a.t, [], 16)
+            costs[(ty, "llama", sp)] = (lb["tg16"] / lbd["tg16"], (sp.d + 1) * lb["tg16"] / lb[f"pp{sp.d + 1}"])
         print(f"costs measured for {ty} (load {open('/proc/loadavg').read().split()[0]})", file=sys.stderr, flush=True)
 
-    # Configs: (name, program, E, D).
-    configs = [("skiff plain", "skiff", 0, 0)] + [(f"skiff self-spec E={e} D={d}", "skiff", e, d) for e, d in spec]
-    configs += [("llama.cpp plain", "llama", 0, 0)] + [(f"llama.cpp spec first-{e} D={d}", "llama", e, d)
-                                                       for e, d in spec]
+    # Configs: (name, program, Spec or None for plain decoding).
+    configs = [("skiff plain", "skiff", None)] + [(f"skiff self-spec {sp.label()}", "skiff", sp) for sp in spec]
+    configs += [("llama.cpp plain", "llama", None)] + [(f"llama.cpp spec first-{sp.e} D={sp.d}", "llama", sp)
+                                                       for sp in spec if sp.plain]
     # samples[ty][config][round] = list of per-prompt results
     samples = {ty: {c[0]: [] for c in configs} for ty in types}
     for r in range(rounds):
         for ty in types:
             full, drafts = files[ty]["full"], files[ty]["drafts"]
             order = configs[r % len(configs):] + configs[:r % len(configs)]
-            for name, prog, e, d in order:
+            for name, prog, sp in order:
                 res = []
                 for p in PROMPTS:
                     if prog == "skiff":
-                        extra = [] if e == 0 else ["--self-spec", str(e), "--draft-max", str(d), "--draft-p-min", "0"]
-                        res.append(skiff_generate(a.skiff, full, p, n, a.t, extra))
-                    elif e == 0:
+                        res.append(skiff_generate(a.skiff, full, p, n, a.t, sp.flags() if sp else []))
+                    elif sp is None:
                         res.append(llama_cli(peer, full, p, n, a.t))
                     else:
-                        res.append(llama_speculative(peer, full, drafts[e], p, n, a.t, d))
+                        res.append(llama_speculative(peer, full, drafts[sp.e], p, n, a.t, sp.d))
                 samples[ty][name].append(res)
         print(f"round {r + 1}/{rounds} done (load {open('/proc/loadavg').read().split()[0]})", file=sys.stderr,
               flush=True)
@@ -282,13 +314,13 @@ def main() -> int:
     print(f"load before: {load_before}")
     print(f"load after:  {load_after}")
     print()
-    print("| type | config | decode t/s | e2e t/s | speedup (e2e) | acceptance | c_d | c_v | ideal speedup "
-          "| same text |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| type | config | decode t/s | e2e t/s | speedup (e2e) | acceptance | tokens/round | c_d | c_v "
+          "| ideal speedup | predicted | same text |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     summary = []
     all_same = True
     for ty in types:
-        for name, prog, e, d in configs:
+        for name, prog, sp in configs:
             rs = samples[ty][name]
             plain_name = "skiff plain" if prog == "skiff" else "llama.cpp plain"
             plain = samples[ty][plain_name]
@@ -302,24 +334,34 @@ def main() -> int:
                        for res, pres in zip(rs, plain) for x, y in zip(res, pres))
             if prog == "skiff":
                 all_same &= same
-            row = {"type": ty, "config": name, "program": prog, "exit_layer": e, "draft_max": d,
+            rounds_run = sum(x.get("rounds", 0) for res in rs for x in res)
+            per_round = sum(x["tokens"] for res in rs for x in res) / rounds_run if rounds_run else None
+            row = {"type": ty, "config": name, "program": prog, "exit_layer": sp.e if sp else 0,
+                   "draft_max": sp.d if sp else 0, "adaptive": bool(sp and sp.adaptive),
+                   "lookup": sp.lookup if sp else 0, "tokens_per_round": per_round,
                    "decode_tps": dec, "e2e_tps": e2e, "speedup_e2e": statistics.median(ratios),
                    "speedup_rounds": ratios, "acceptance": acc, "same_text": same,
                    "samples": [[{k: v for k, v in x.items() if k != "text"} for x in res] for res in rs],
                    "texts_round1": [x["text"] for x in rs[0]]}
-            cd = cv = ideal = None
-            if e > 0:
-                cd, cv = costs[(ty, prog, e, d)]
-                ideal = ideal_speedup(acc or 0.0, d, cd, cv)
-                row.update({"draft_step_cost": cd, "verify_cost": cv, "ideal_speedup": ideal})
+            cd = cv = ideal = predicted = None
+            if sp:
+                cd, cv = costs[(ty, prog, sp)]
+                if sp.plain:
+                    ideal = ideal_speedup(acc or 0.0, sp.d, cd, cv)
+                if per_round and rounds_run:
+                    # The cost model on the tokens per round actually seen (no independence assumption).
+                    predicted = per_round / (drafted / rounds_run * cd + cv)
+                row.update({"draft_cost_per_token": cd, "verify_cost": cv, "ideal_speedup": ideal,
+                            "predicted_speedup": predicted})
             summary.append(row)
             f2 = lambda v, s="": "" if v is None else f"{v:.2f}{s}"  # noqa: E731
             print(f"| {ty} | {name} | {dec:.2f} | {e2e:.2f} | {row['speedup_e2e']:.2f}x | "
-                  f"{'' if acc is None else f'{100 * acc:.1f}%'} | {f2(cd)} | {f2(cv)} | {f2(ideal, 'x')} | "
-                  f"{'yes' if same else 'NO'} |")
+                  f"{'' if acc is None else f'{100 * acc:.1f}%'} | {f2(per_round)} | {f2(cd)} | {f2(cv)} | "
+                  f"{f2(ideal, 'x')} | {f2(predicted, 'x')} | {'yes' if same else 'NO'} |")
     print()
     print("speedup: median over rounds of (config e2e t/s / same program's plain e2e t/s). ideal: "
-          "((1-a^(D+1))/(1-a)) / (D*c_d + c_v), c_d and c_v in plain decode steps.")
+          "((1-a^(D+1))/(1-a)) / (D*c_d + c_v), c_d (drafting per drafted token) and c_v in plain decode steps. "
+          "predicted: the same costs with the tokens per round seen and the mean drafts per round.")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"started": started, "commit": commit, "llama_args": a.llama_args, "shape": shape, "planted_exit": a.planted_exit,

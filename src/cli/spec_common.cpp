@@ -101,6 +101,7 @@ nlohmann::json spec_result_json(const SpecBenchResult& r, const nlohmann::json& 
   j["mean_accepted_length"] = r.mean_accepted_length;
   j["tokens_per_round"] = r.tokens_per_round;
   j["draft_step_cost"] = r.draft_step_cost;
+  j["draft_cost_per_token"] = r.draft_cost_per_token;
   j["verify_cost"] = r.verify_cost;
   j["rounds"] = r.rounds;
   j["drafted"] = r.drafted;

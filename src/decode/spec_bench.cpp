@@ -124,6 +124,7 @@ std::vector<SpecBenchResult> measure_speculative(Context& ctx, const DrafterFact
     const double step = a.ar_decode_steps > 0 ? a.ar_decode_seconds / double(a.ar_decode_steps) : 0.0;
     r.decode_step_seconds = step;
     if (step > 0 && r.draft_steps > 0) r.draft_step_cost = a.draft_seconds / double(r.draft_steps) / step;
+    if (step > 0 && r.drafted > 0) r.draft_cost_per_token = a.draft_seconds / double(r.drafted) / step;
     if (step > 0 && a.steady_rounds > 0) r.verify_cost = a.steady_verify_seconds / double(a.steady_rounds) / step;
     results.push_back(r);
   }

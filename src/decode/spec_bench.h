@@ -42,6 +42,10 @@ struct SpecBenchResult {
   double mean_accepted_length = 0;  // accepted drafts per round
   double tokens_per_round = 0;      // generated tokens per verification
   double draft_step_cost = 0;       // one drafter forward pass / one full decode step
+  // Drafting per drafted token / one full decode step: a round's whole drafting (the D draft
+  // steps and, for self-speculation, the last draft's own early pass) over its D drafts; the
+  // c_d of the cost model ideal = E[tokens per round] / (D c_d + c_v).
+  double draft_cost_per_token = 0;
   double verify_cost = 0;           // one verification (D+1 positions) / one full decode step
   double decode_step_seconds = 0;   // one full decode step of plain decoding (with sampling)
   bool identical = true;            // greedy only: the same tokens as plain decoding

@@ -150,6 +150,8 @@ void parse_skiff_extensions(const json& body, const ServedModel& model, Generati
         get_integer(*self, "exit_layer", 0, 1, std::max(1, model.n_layers - 1), "skiff.self_spec."));
     if (r.spec.exit_layer == 0) bad_request("skiff.self_spec", "'skiff.self_spec.exit_layer' is required");
     r.spec.draft_max = static_cast<int>(get_integer(*self, "draft_max", 4, 1, 16, "skiff.self_spec."));
+    r.spec.adaptive = get_bool(*self, "adaptive", false, "skiff.self_spec.");
+    r.spec.lookup_ngram = static_cast<int>(get_integer(*self, "lookup_ngram", 0, 0, 8, "skiff.self_spec."));
   } else if (lookup) {
     r.spec = {};
     r.spec.lookup_ngram = static_cast<int>(get_integer(*lookup, "ngram", 3, 1, 8, "skiff.lookup."));

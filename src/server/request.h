@@ -38,12 +38,15 @@ struct RequestLimits {
   int max_messages = 1024;
 };
 
-// Per-request speculative decoding: "skiff": {"self_spec": {"exit_layer": E, "draft_max": D}},
-// {"lookup": {"ngram": N, "draft_max": D}} or {"draft_model": {"draft_max": D}};
-// "skiff": {"speculative": false} turns the server's default off.
+// Per-request speculative decoding: "skiff": {"self_spec": {"exit_layer": E, "draft_max": D,
+// "adaptive": bool, "lookup_ngram": N}}, {"lookup": {"ngram": N, "draft_max": D}} or
+// {"draft_model": {"draft_max": D}}; "skiff": {"speculative": false} turns the server's
+// default off.
 struct SpecRequest {
   int exit_layer = 0;   // > 0: self-speculation drafting with layers [0, exit_layer)
-  int lookup_ngram = 0; // > 0: prompt-lookup drafting with n-grams of this size
+  int lookup_ngram = 0; // > 0: prompt-lookup drafting with n-grams of this size (with
+                        // exit_layer: lookup first, the early exit continues)
+  bool adaptive = false;  // self-speculation: the draft length from the cost model
   bool draft_model = false;  // the server's --draft-model drafts
   int draft_max = 4;
   bool enabled() const { return exit_layer > 0 || lookup_ngram > 0 || draft_model; }

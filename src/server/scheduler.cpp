@@ -317,7 +317,9 @@ void Scheduler::emit_token(Slot& slot, int32_t token, const float* logits) {
 void Scheduler::spec_round(Slot& slot) {
   const GenerationRequest& r = slot.task->request();
   if (!slot.spec) {
-    if (r.spec.exit_layer > 0) slot.drafter = std::make_unique<EarlyExitDrafter>(slot.ctx, r.spec.exit_layer, kDefaultDraftPMin);
+    if (r.spec.exit_layer > 0)
+      slot.drafter = std::make_unique<EarlyExitDrafter>(slot.ctx, r.spec.exit_layer, kDefaultDraftPMin,
+                                                        SelfSpecOptions{r.spec.adaptive, r.spec.lookup_ngram});
     else if (r.spec.lookup_ngram > 0) slot.drafter = std::make_unique<NgramDrafter>(model_, r.spec.lookup_ngram);
     else if (options_.draft_model)  // its own small cache, one thread: the model thread's pool is busy
       slot.drafter = std::make_unique<ModelDrafter>(model_, *options_.draft_model, context_length_, 1, kDefaultDraftPMin);

@@ -1,4 +1,4 @@
-// Per-request self-speculation ("skiff": {"self_spec": {"exit_layer", "draft_max"}}) through
+// Per-request self-speculation ("skiff": {"self_spec": {"exit_layer", "draft_max", "adaptive", "lookup_ngram"}}) through
 // the official openai SDK (extra body fields pass through): at temperature 0 the text is what
 // plain decoding gives, streamed or not, alone or batched. (Copy into tests/server/ once the
 // server supports it; until then it answers 400 "not available in this build yet".)
@@ -52,6 +52,18 @@ test('self_spec for every exit layer and draft length == plain', async () => {
   }
 });
 
+test('self_spec adaptive and lookup-first (lookup_ngram) == plain', async () => {
+  for (const prompt of PROMPTS) {
+    const plain = (await client.completions.create({ prompt, max_tokens: 40, temperature: 0 })).choices[0].text;
+    for (const extra of [{ adaptive: true }, { lookup_ngram: 3 }, { adaptive: true, lookup_ngram: 2 }]) {
+      const r = await client.completions.create({
+        prompt, max_tokens: 40, temperature: 0, skiff: { self_spec: { exit_layer: 4, draft_max: 6, ...extra } },
+      });
+      assert.equal(r.choices[0].text, plain, `${prompt} ${JSON.stringify(extra)}`);
+    }
+  }
+});
+
 test('self_spec batched with plain requests: each == plain', async () => {
   const plain = await Promise.all(PROMPTS.map((prompt) => client.completions.create({ prompt, max_tokens: 40, temperature: 0 })));
   const mixed = await Promise.all(PROMPTS.map((prompt, i) => client.completions.create({
@@ -74,7 +86,8 @@ test('self_spec with stop strings and max_tokens: the same ending as plain', asy
 });
 
 test('bad self_spec values are a 400', async () => {
-  for (const self_spec of [{ exit_layer: 0 }, { exit_layer: 8 }, { exit_layer: 4, draft_max: 0 }, { exit_layer: 'x' }]) {
+  for (const self_spec of [{ exit_layer: 0 }, { exit_layer: 8 }, { exit_layer: 4, draft_max: 0 }, { exit_layer: 'x' },
+    { exit_layer: 4, adaptive: 'yes' }, { exit_layer: 4, lookup_ngram: 9 }, { exit_layer: 4, lookup_ngram: -1 }]) {
     await assert.rejects(
       client.completions.create({ prompt: 'hi', max_tokens: 4, skiff: { self_spec } }),
       (e) => e instanceof OpenAI.BadRequestError,
