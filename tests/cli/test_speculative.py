@@ -6,7 +6,9 @@
   fills up (-c); `--exit-layer L` is plain decoding, `--exit-layer E` runs.
 - Sampling with a seed is reproducible.
 - Bad combinations are one-line errors with exit code 1: E >= L, E = 0, D = 0, N = 0, a draft
-  model with another vocabulary, two strategies at once, --draft-max without a strategy.
+  model with another vocabulary, two strategies at once (--self-spec with --lookup is one:
+  lookup first), --draft-max without a strategy, --draft-adaptive without --self-spec or with
+  --draft-p-min. --draft-adaptive and --self-spec --lookup give plain decoding's text.
 - `skiff bench --self-spec E --draft-max D -o json` reports speedup, acceptance_rate, ar_tps,
   spec_tps (and identical text); `skiff sweep` writes md/csv/json and an SVG heat-map.
 
@@ -51,6 +53,9 @@ def main() -> int:
                         for e in range(1, LAYERS) for d in (1, 3, 8)]
             variants += [["--self-spec", "3", "--draft-max", "6", "--draft-p-min", "0.7"],
                          ["--lookup", "2", "--draft-max", "5"], ["--lookup", "4"],
+                         ["--self-spec", "3", "--draft-max", "8", "--draft-adaptive"],
+                         ["--self-spec", "2", "--draft-max", "6", "--lookup", "3"],
+                         ["--self-spec", "4", "--draft-max", "8", "--draft-adaptive", "--lookup", "2"],
                          ["--draft-model", os.path.join(REPO, "models", "stories260K.gguf")],
                          ["--draft-model", os.path.join(args.shared, "models", "peer", "stories260K.gguf"),
                           "--draft-max", "7"],
@@ -92,7 +97,11 @@ def main() -> int:
         "exit layer > L": (["--exit-layer", "6"], "exit layer"),
         "p-min > 1": (["--self-spec", "2", "--draft-p-min", "1.5"], "--draft-p-min"),
         "draft model with another vocabulary": (["--draft-model", other], "vocabulary"),
-        "two strategies": (["--self-spec", "2", "--lookup", "2"], "exclude"),
+        "two strategies": (["--self-spec", "2", "--draft-model", other], "exclude"),
+        "two strategies (lookup)": (["--exit-layer", "2", "--lookup", "2"], "exclude"),
+        "--draft-adaptive without --self-spec": (["--lookup", "2", "--draft-adaptive"], "--draft-adaptive"),
+        "--draft-adaptive with --draft-p-min": (["--self-spec", "2", "--draft-adaptive", "--draft-p-min", "0.5"],
+                                                "--draft-adaptive"),
         "--draft-max alone": (["--draft-max", "3"], "--draft-max"),
     }
     for name, (flags, word) in bad.items():
