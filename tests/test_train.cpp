@@ -5,7 +5,8 @@
 // the trainer's logits against the engine's forward (SiLU and ReLU); block attention
 // (first_visible masks: all-zero equals causal, keys before a row's first visible one do not
 // matter, thread-count invariance, an entry's logits independent of what precedes it and of its
-// position) and the loss mask. Gradients against
+// position) and the loss mask; exit self-distillation (its term, thread-count invariance, 0
+// where an exit is the final state). Gradients against
 // PyTorch are in tests/reference/test_train_reference.py.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -670,4 +671,79 @@ TEST(TrainModel, BlockAttentionEntryIsPositionIndependent) {
   float worst = 0;
   for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - shifted[i]));
   EXPECT_LT(worst, 1e-4f);
+}
+
+namespace {
+struct DistillRun {
+  StepResult r;
+  std::vector<float> grads;
+};
+// One backward of tiny_config() (3 layers) with exits {0, 1, 2} and self-distillation weight w.
+DistillRun distill_run(double w, const std::vector<uint8_t>& skip, int threads) {
+  ThreadPool pool(threads);
+  TrainModel m(tiny_config(), false, 3, 9, pool);
+  m.init_random(5);
+  auto tokens = random_tokens(3 * 10, 2);
+  m.zero_grads();
+  m.forward(tokens.data(), skip.data());
+  LossSpec spec;
+  spec.exit_layers = {0, 1, 2};
+  spec.scales = early_exit_scales({0, 1, 2}, 3, 1.0);
+  spec.exit_distill = w;
+  DistillRun d;
+  d.r = m.backward(spec, 1.0f);
+  d.grads = m.grads();
+  return d;
+}
+}  // namespace
+
+TEST(TrainModel, ExitDistill) {
+  const std::vector<uint8_t> skip = {0, 1, 0, 0, 0, 1, 0, 1, 1};
+  const DistillRun off = distill_run(0.0, skip, 2), on = distill_run(2.0, skip, 2);
+  // W = 0 is the plain early-exit loss; W > 0 adds W * the mean over exits 0 and 1 of their
+  // KL(final || exit), which is in the loss and moves the gradients; the CE parts stay.
+  EXPECT_EQ(off.r.distill_loss, 0.0);
+  EXPECT_EQ(off.r.exit_kl, std::vector<double>(3, 0.0));
+  EXPECT_EQ(on.r.exit_loss, off.r.exit_loss);
+  EXPECT_GT(on.r.exit_kl[0], 0.0);
+  EXPECT_GT(on.r.exit_kl[1], 0.0);
+  EXPECT_EQ(on.r.exit_kl[2], 0.0);
+  EXPECT_NEAR(on.r.distill_loss, 2.0 * (on.r.exit_kl[0] + on.r.exit_kl[1]) / 2, 1e-12);
+  EXPECT_NEAR(on.r.loss, off.r.loss + on.r.distill_loss, 1e-9);
+  EXPECT_NE(on.grads, off.grads);
+  // Thread-count invariant.
+  const DistillRun one = distill_run(2.0, skip, 1);
+  EXPECT_EQ(one.grads, on.grads);
+  EXPECT_EQ(one.r.loss, on.r.loss);
+}
+
+TEST(TrainModel, ExitDistillIsZeroWhereTheExitIsTheFinalLayer) {
+  // Every sample skips layer 2: the state after layer 1 is the final one, so exit 1's KL is 0
+  // (to rounding) and so is its gradient; exit 0 still has its KL.
+  const std::vector<uint8_t> skip = {0, 0, 1, 0, 1, 1, 1, 0, 1};
+  const DistillRun d = distill_run(1.0, skip, 2);
+  // (random initialization: near-uniform distributions, so exit 0's KL is small too, ~1e-4)
+  EXPECT_LT(std::abs(d.r.exit_kl[1]), 1e-7);
+  EXPECT_GT(d.r.exit_kl[0], 1e-5);
+}
+
+TEST(TrainModel, ExitDistillNeedsTheFinalLayerAndAPositiveWeight) {
+  ThreadPool pool(1);
+  TrainModel m(tiny_config(), false, 1, 4, pool);
+  m.init_random(5);
+  auto tokens = random_tokens(5, 1);
+  m.forward(tokens.data(), nullptr);
+  LossSpec spec;
+  spec.exit_layers = {0, 1};
+  spec.scales = {0.5, 0.5};
+  spec.exit_distill = 1.0;
+  EXPECT_THROW(m.backward(spec, 1.0f), Error);
+  spec.exit_layers = {0, 2};
+  spec.exit_distill = -1.0;
+  EXPECT_THROW(m.backward(spec, 1.0f), Error);
+  TrainOptions o;
+  o.exit_distill = 0.5;
+  EXPECT_EQ(loss_spec(o, 3, 0).exit_distill, 0.0);  // no early exit: no exits to distill
+  o.early_exit = true;
+  EXPECT_EQ(loss_spec(o, 3, 0).exit_distill, 0.5);
 }

@@ -5,7 +5,8 @@
 // with -m that is ReLU-fication ("ReLU strikes back", LLM in a Flash): the weights are kept,
 // only the gate's nonlinearity changes, and --activation-l1 pushes activations to zero.
 // --episodes mixes memory-augmented QA episodes (block attention, train/episodes.h) into the
-// batches; train-check takes their masks as --first-visible and --loss-mask.
+// batches; train-check takes their masks as --first-visible and --loss-mask. --exit-distill W
+// adds self-distillation of the early exits toward the final layer (LossSpec::exit_distill).
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -62,6 +63,12 @@ void check_resumed_activation(const std::string& ckpt, FfnActivation flags_activ
   if (saved != flags_activation)
     fail("--resume: {} is a {}-gated model but the flags give {}; resume with --activation {}", ckpt,
          ffn_activation_name(saved), ffn_activation_name(flags_activation), ffn_activation_name(saved));
+}
+
+// --exit-distill W: W >= 0, and only on top of the early-exit loss (its exit heads).
+void check_exit_distill(double w, bool early_exit) {
+  if (!(w >= 0)) fail("--exit-distill {}: the weight must not be negative", w);
+  if (w > 0 && !early_exit) fail("--exit-distill needs --early-exit-loss");
 }
 
 }  // namespace
@@ -129,6 +136,10 @@ void register_train(CLI::App& app) {
       ->check(CLI::IsMember({"constant", "exp"}));
   cmd->add_option("--early-exit-loss", f->early_exit, "LayerSkip E_SCALE: early-exit loss on, with this scale for non-final layers");
   cmd->add_option("--early-exit-curriculum", f->exit_curriculum, "none, rotational:R or gradual[:F]");
+  cmd->add_option("--exit-distill", f->o.exit_distill,
+                  "with --early-exit-loss: self-distillation weight W: adds W times the mean over the "
+                  "early exits (before the last layer) of KL(final layer || exit), the final layer "
+                  "detached, to raise self-speculative acceptance (0: off)");
   cmd->add_option("--activation", f->activation,
                   "FFN gate activation: silu or relu; with -m, relu ReLU-fies the model (weights kept) "
                   "(default: the model's; silu from scratch)")
@@ -157,6 +168,7 @@ void register_train(CLI::App& app) {
     o.exit_curriculum = train::ExitCurriculum::parse(f->exit_curriculum);
     if (!o.early_exit && o.exit_curriculum.kind != train::ExitCurriculum::Kind::None)
       fail("--early-exit-curriculum needs --early-exit-loss");
+    check_exit_distill(o.exit_distill, o.early_exit);
     if (o.opt.min_lr > o.opt.lr) fail("--min-lr must not exceed --lr");
     if (o.opt.warmup >= o.steps && o.opt.warmup > 0) fail("--warmup must be less than --steps");
     o.opt.total_steps = o.steps;
@@ -251,7 +263,7 @@ void register_train(CLI::App& app) {
     ModelFlags model;
     std::string tokens, skip, first_visible, loss_mask, out, curriculum = "none", state, eval_data;
     int batch = 1, seq_len = 0;
-    double early_exit = -1, activation_l1 = 0;
+    double early_exit = -1, activation_l1 = 0, exit_distill = 0;
     int64_t step = 0, steps = 1;
   };
   auto c = std::make_shared<Check>();
@@ -270,6 +282,7 @@ void register_train(CLI::App& app) {
   check->add_option("--early-exit-loss", c->early_exit, "E_SCALE (default: final-layer loss only)");
   check->add_option("--early-exit-curriculum", c->curriculum, "none, rotational:R or gradual[:F]");
   check->add_option("--activation-l1", c->activation_l1, "activation L1 penalty (ReLU models)");
+  check->add_option("--exit-distill", c->exit_distill, "exit self-distillation weight (needs --early-exit-loss)");
   check->add_option("--step", c->step, "step for the curriculum");
   check->add_option("--steps", c->steps, "total steps for the curriculum");
   check->add_option("-o,--output", c->out, "folder for loss.txt, grads.f32, logits.f32");
@@ -317,6 +330,8 @@ void register_train(CLI::App& app) {
     o.exit_curriculum = train::ExitCurriculum::parse(c->curriculum);
     o.steps = c->steps;
     o.activation_l1 = c->activation_l1;
+    check_exit_distill(c->exit_distill, o.early_exit);
+    o.exit_distill = c->exit_distill;
     train::LossSpec spec = train::loss_spec(o, L, c->step);
     model.zero_grads();
     model.forward(tokens.data(), skip.empty() ? nullptr : skip.data(),
@@ -324,10 +339,12 @@ void register_train(CLI::App& app) {
                   loss_mask.empty() ? nullptr : loss_mask.data());
     train::StepResult r = model.backward(spec, 1.0f);
     std::filesystem::create_directories(c->out);
-    std::string text = fmt::format("loss {:.9g}\nsparsity_loss {:.9g}\nsparsity {:.9g}\n", r.loss,
-                                   r.sparsity_loss, r.sparsity);
+    std::string text = fmt::format("loss {:.9g}\nsparsity_loss {:.9g}\nsparsity {:.9g}\ndistill_loss {:.9g}\n",
+                                   r.loss, r.sparsity_loss, r.sparsity, r.distill_loss);
+    // exit LAYER SCALE CE KL (KL: the mean KL(final || exit) of self-distillation, 0 when off)
     for (size_t i = 0; i < spec.exit_layers.size(); ++i)
-      text += fmt::format("exit {} {:.9g} {:.9g}\n", spec.exit_layers[i], spec.scales[i], r.exit_loss[i]);
+      text += fmt::format("exit {} {:.9g} {:.9g} {:.9g}\n", spec.exit_layers[i], spec.scales[i], r.exit_loss[i],
+                          r.exit_kl[i]);
     write_file_atomically(c->out + "/loss.txt", std::span<const uint8_t>(
         reinterpret_cast<const uint8_t*>(text.data()), text.size()));
     write_floats(c->out + "/grads.f32", model.grads().data(), model.grads().size());

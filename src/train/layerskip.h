@@ -10,6 +10,9 @@
 //   Curricula pick the active layers at step t: none (all), rotational:R (every R-th layer,
 //   the pattern rolled by one layer per step, as np.roll), gradual[:F] (layer l joins once
 //   t / T >= F * (L - l) / L; F defaults to 0.5 as in torchtune).
+// - exit self-distillation (skiff's addition, --exit-distill W): W times the mean, uniform over
+//   the active exits before the last layer, of KL(p_final || p_exit) with p_final detached;
+//   see LossSpec::exit_distill (train_model.h).
 // Randomness is counter-based (a hash of seed, step, micro-step, sample, layer), so a resumed
 // run draws exactly the masks an uninterrupted one would.
 #pragma once

@@ -248,7 +248,7 @@ void TrainModel::layer_forward(int l) {
   scatter(x_next, dln_.data(), a.active, T_, D);
 }
 
-double TrainModel::head(int layer, float grad_scale, float* dres) {
+double TrainModel::head(int layer, float grad_scale, float* dres, const HeadDistill& distill) {
   const int64_t D = config_.dim, V = config_.vocab_size;
   const float* P = params_.data();
   const float* x = resid_.data() + static_cast<int64_t>(layer + 1) * N_ * D;
@@ -257,12 +257,24 @@ double TrainModel::head(int layer, float grad_scale, float* dres) {
   // The mean over the rows that have a target (ignored rows add 0 to the sum and the
   // gradient); a batch with none has loss 0 and no gradient.
   if (counted_ == 0) return 0.0;
+  if (distill.keep_teacher) log_softmax_rows(teacher_logp_.data(), logits_.data(), N_, V, pool_);
   const float row_scale = grad_scale / static_cast<float>(counted_);
-  cross_entropy_forward_backward(logits_.data(), row_loss_.data(), nullptr, targets_.data(), N_, V,
-                                 row_scale, pool_);
+  bool grad = grad_scale != 0.0f;
+  if (distill.kl) {
+    const float kl_row_scale = distill.kl_grad / static_cast<float>(counted_);
+    cross_entropy_distill_forward_backward(logits_.data(), row_loss_.data(), row_kl_.data(), targets_.data(),
+                                           teacher_logp_.data(), N_, V, row_scale, kl_row_scale, pool_);
+    double kl = 0.0;
+    for (int64_t n = 0; n < N_; ++n) kl += row_kl_[static_cast<size_t>(n)];
+    *distill.kl = kl / static_cast<double>(counted_);
+    grad = grad || kl_row_scale != 0.0f;
+  } else {
+    cross_entropy_forward_backward(logits_.data(), row_loss_.data(), nullptr, targets_.data(), N_, V,
+                                   row_scale, pool_);
+  }
   double sum = 0.0;
   for (int64_t n = 0; n < N_; ++n) sum += row_loss_[static_cast<size_t>(n)];
-  if (grad_scale != 0.0f) {
+  if (grad) {
     std::fill(dh_.begin(), dh_.end(), 0.0f);
     matmul_backward_input(dh_.data(), logits_.data(), P + layout_.output, N_, D, V, pool_);
     matmul_backward_weight(grads_.data() + layout_.output, logits_.data(), hnorm_.data(), N_, D, V, pool_);
@@ -320,6 +332,18 @@ void TrainModel::layer_backward(int l, float* dres, float l1_grad) {
   scatter(dres, dc_.data(), a.active, T_, D);
 }
 
+namespace {
+// The number of exits self-distillation averages over (those before the last layer; 0: off);
+// throws on a spec it cannot apply to.
+int check_distill(const LossSpec& spec, int n_layers) {
+  if (!(spec.exit_distill >= 0)) fail("train: the exit self-distillation weight must not be negative");
+  if (spec.exit_distill == 0) return 0;
+  if (spec.exit_layers.back() != n_layers - 1)
+    fail("train: exit self-distillation needs the final layer among the exit layers");
+  return static_cast<int>(spec.exit_layers.size()) - 1;
+}
+}  // namespace
+
 StepResult TrainModel::backward(const LossSpec& spec, float grad_scale) {
   const int L = config_.n_layers;
   if (spec.exit_layers.size() != spec.scales.size() || spec.exit_layers.empty())
@@ -332,15 +356,28 @@ StepResult TrainModel::backward(const LossSpec& spec, float grad_scale) {
   // d(lambda * sum(relu(gate)) / (N F)) / d gate, where gate > 0
   const double l1_scale = spec.activation_l1 / (static_cast<double>(N_) * config_.ffn_dim);
   const float l1_grad = static_cast<float>(grad_scale * l1_scale);
+  const int distill_exits = check_distill(spec, L);
+  const bool distill = distill_exits > 0;
+  if (distill && teacher_logp_.empty()) {
+    teacher_logp_.resize(static_cast<size_t>(N_ * config_.vocab_size));
+    row_kl_.resize(static_cast<size_t>(N_));
+  }
   StepResult r;
   r.exit_loss.assign(spec.exit_layers.size(), 0.0);
+  r.exit_kl.assign(spec.exit_layers.size(), 0.0);
   int ran = 0;  // layers some sample ran
   std::fill(dres_.begin(), dres_.end(), 0.0f);
   int next = static_cast<int>(spec.exit_layers.size()) - 1;
   for (int l = L - 1; l >= 0; --l) {
     if (next >= 0 && spec.exit_layers[static_cast<size_t>(next)] == l) {
       const double s = spec.scales[static_cast<size_t>(next)];
-      double loss = head(l, static_cast<float>(grad_scale * s), dres_.data());
+      HeadDistill hd;
+      if (distill && l == L - 1) hd.keep_teacher = true;  // the first head run: the teacher
+      if (distill && l < L - 1) {
+        hd.kl = &r.exit_kl[static_cast<size_t>(next)];
+        hd.kl_grad = static_cast<float>(grad_scale * spec.exit_distill / distill_exits);
+      }
+      double loss = head(l, static_cast<float>(grad_scale * s), dres_.data(), hd);
       r.exit_loss[static_cast<size_t>(next)] = loss;
       r.loss += s * loss;
       --next;
@@ -357,6 +394,11 @@ StepResult TrainModel::backward(const LossSpec& spec, float grad_scale) {
   }
   if (ran > 0) r.sparsity /= ran;
   r.loss += r.sparsity_loss;
+  if (distill) {
+    for (double kl : r.exit_kl) r.distill_loss += kl;
+    r.distill_loss *= spec.exit_distill / distill_exits;
+    r.loss += r.distill_loss;
+  }
   embedding_backward(grads_.data() + layout_.token_embd, dres_.data(), inputs_.data(), N_, config_.dim);
   return r;
 }

@@ -57,6 +57,16 @@ struct LossSpec {
   // adds activation_l1 * sum(relu(gate)) / (B*T * ffn_dim), i.e. lambda times the mean of the
   // FFN intermediate activation over the batch's rows (a row that skipped the layer adds 0).
   double activation_l1 = 0;
+  // Self-distillation of the early exits toward the final layer (--exit-distill W), which
+  // optimizes self-speculative decoding's acceptance directly. With K = the exits before the
+  // last layer (the final layer, L-1, must be among exit_layers; K = 0 adds nothing):
+  //   exit_distill / K * sum over those exits l of mean over the rows with a target of
+  //   KL(p_final || p_l) = sum_v p_final(v) (log p_final(v) - log p_l(v)),
+  // p = the softmax of the shared head's logits after that layer (layer dropout included, as
+  // for the CE); p_final is DETACHED (a constant: no gradient reaches the final layer through
+  // this term), so d/d logits_l = exit_distill / (K * rows) * (p_l - p_final). The exits are
+  // weighted uniformly, not by `scales`: the term is about the drafts, which every exit may be.
+  double exit_distill = 0;
 };
 
 struct StepResult {
@@ -64,6 +74,8 @@ struct StepResult {
                                   // target), plus sparsity_loss
   std::vector<double> exit_loss;  // per exit layer of the spec
   double sparsity_loss = 0;       // the activation-sparsity penalty (in `loss`)
+  double distill_loss = 0;        // the self-distillation term (LossSpec::exit_distill; in `loss`)
+  std::vector<double> exit_kl;    // per exit layer: the mean KL(final || exit) (0 for the last)
   // ReLU-gated models: the fraction of zero FFN activations (gate <= 0) over the rows that ran
   // each layer, averaged over the layers some row ran; 0 for SiLU (never exactly zero).
   double sparsity = 0;
@@ -115,8 +127,16 @@ class TrainModel {
   const int32_t* visible_rows(const std::vector<int>& active);
   // l1_grad: the sparsity penalty's gradient per positive gate value (ReLU only).
   void layer_backward(int l, float* dres, float l1_grad);
-  // Head on resid_[layer+1]: loss (+ gradient into dres when grad_scale != 0).
-  double head(int layer, float grad_scale, float* dres);
+  // Self-distillation at one head (LossSpec::exit_distill): keep_teacher stores the head's
+  // log-softmax in teacher_logp_ (the final layer, run first); kl != nullptr adds the KL
+  // against it (its mean over the counted rows written to *kl) with gradient kl_grad * KL.
+  struct HeadDistill {
+    bool keep_teacher = false;
+    double* kl = nullptr;
+    float kl_grad = 0;
+  };
+  // Head on resid_[layer+1]: loss (+ gradient into dres when a gradient scale != 0).
+  double head(int layer, float grad_scale, float* dres, const HeadDistill& distill);
 
   ModelConfig config_;
   bool tied_;
@@ -144,6 +164,7 @@ class TrainModel {
   // scratch
   std::vector<float> xin_, dc_, dres_, dln_, dq_, dk_, dv_, datty_, dgate_, dup_, dhsw_;
   std::vector<float> hnorm_, hrstd_, logits_, row_loss_, dh_;
+  std::vector<float> teacher_logp_, row_kl_;  // [N][V], [N]: sized on first self-distillation
 };
 
 }  // namespace skiff::train

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "base/error.h"
 
@@ -340,6 +341,61 @@ void cross_entropy_forward_backward(float* logits, float* loss, int32_t* argmax,
         for (int64_t i = 0; i < V; ++i) row[i] = grad_scale * (std::exp(row[i] - mx) * inv);
         row[y] -= grad_scale;
       }
+    }
+  });
+}
+
+namespace {
+// (max, log sum exp(row - max)) of a row, the sum in double.
+std::pair<float, double> row_log_norm(const float* row, int64_t V) {
+  float mx = row[0];
+  for (int64_t i = 1; i < V; ++i) mx = std::max(mx, row[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < V; ++i) sum += std::exp(static_cast<double>(row[i] - mx));
+  return {mx, std::log(sum)};
+}
+}  // namespace
+
+void log_softmax_rows(float* out, const float* logits, int64_t N, int64_t V, ThreadPool& pool) {
+  pool.parallel_for(N, [&](int64_t b, int64_t e, int) {
+    for (int64_t n = b; n < e; ++n) {
+      const float* row = logits + n * V;
+      const auto [mx, log_sum] = row_log_norm(row, V);
+      for (int64_t i = 0; i < V; ++i)
+        out[n * V + i] = static_cast<float>(static_cast<double>(row[i] - mx) - log_sum);
+    }
+  });
+}
+
+void cross_entropy_distill_forward_backward(float* logits, float* loss, float* kl, const int32_t* targets,
+                                            const float* teacher_logp, int64_t N, int64_t V, float ce_scale,
+                                            float kl_scale, ThreadPool& pool) {
+  const bool grad = ce_scale != 0.0f || kl_scale != 0.0f;
+  pool.parallel_for(N, [&](int64_t b, int64_t e, int) {
+    for (int64_t n = b; n < e; ++n) {
+      float* row = logits + n * V;
+      const float* tl = teacher_logp + n * V;
+      const int32_t y = targets[n];
+      if (y < 0) {  // ignored row
+        loss[n] = kl[n] = 0.0f;
+        if (grad) std::fill(row, row + V, 0.0f);
+        continue;
+      }
+      const auto [mx, log_sum] = row_log_norm(row, V);
+      loss[n] = static_cast<float>(log_sum + mx - row[y]);
+      double d = 0.0;
+      for (int64_t i = 0; i < V; ++i) {
+        const double logp = static_cast<double>(row[i] - mx) - log_sum;
+        d += std::exp(static_cast<double>(tl[i])) * (static_cast<double>(tl[i]) - logp);
+      }
+      kl[n] = static_cast<float>(d);
+      if (!grad) continue;
+      for (int64_t i = 0; i < V; ++i) {
+        const double p = std::exp(static_cast<double>(row[i] - mx) - log_sum);
+        const double q = std::exp(static_cast<double>(tl[i]));
+        row[i] = static_cast<float>(ce_scale * p + kl_scale * (p - q));
+      }
+      row[y] -= ce_scale;
     }
   });
 }

@@ -80,4 +80,17 @@ void cross_entropy_forward_backward(float* logits, float* loss, int32_t* argmax,
                                     const int32_t* targets, int64_t N, int64_t V,
                                     float grad_scale, ThreadPool& pool);
 
+// Self-distillation's teacher (LossSpec::exit_distill): out[n] = log_softmax(logits[n]).
+void log_softmax_rows(float* out, const float* logits, int64_t N, int64_t V, ThreadPool& pool);
+
+// cross_entropy_forward_backward (no argmax) plus the self-distillation term against a
+// detached teacher: per row with a target, kl[n] = sum_v q_v (teacher_logp[n][v] - log p_v)
+// = KL(q || p), q = exp(teacher_logp[n]), p = softmax(logits[n]). When `ce_scale` or
+// `kl_scale` != 0 the logits are overwritten by ce_scale * (p - onehot(target)) +
+// kl_scale * (p - q), the gradient of ce_scale * CE + kl_scale * KL (q is a constant). An
+// ignored row (target < 0): loss and kl 0, a zero gradient row.
+void cross_entropy_distill_forward_backward(float* logits, float* loss, float* kl, const int32_t* targets,
+                                            const float* teacher_logp, int64_t N, int64_t V, float ce_scale,
+                                            float kl_scale, ThreadPool& pool);
+
 }  // namespace skiff::train

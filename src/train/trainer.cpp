@@ -99,6 +99,7 @@ LossSpec loss_spec(const TrainOptions& o, int n_layers, int64_t step) {
   }
   s.exit_layers = active_exit_layers(o.exit_curriculum, n_layers, step, o.steps);
   s.scales = early_exit_scales(s.exit_layers, n_layers, o.e_scale);
+  s.exit_distill = o.exit_distill;
   return s;
 }
 
@@ -113,6 +114,8 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
   if (o.accum < 1) fail("train: --accum must be at least 1");
   if (o.steps < 1) fail("train: --steps must be at least 1");
   if (o.layer_dropout < 0 || o.layer_dropout > 1) fail("train: --layer-dropout must be in [0, 1]");
+  if (!(o.exit_distill >= 0)) fail("train: --exit-distill must not be negative");
+  if (o.exit_distill > 0 && !o.early_exit) fail("--exit-distill needs --early-exit-loss");
   // What a resumed run must share with the first one for "continues exactly" to hold. The
   // step count and learning rates may change (that changes the schedule, knowingly).
   std::string settings = fmt::format(
@@ -123,6 +126,8 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
   // holds only numbers); appended only when not the default, so SiLU runs' states written
   // before --activation existed still resume.
   if (relu || o.activation_l1 > 0) settings += fmt::format(" activation relu l1 {}", o.activation_l1);
+  // Likewise only when on: states written before --exit-distill existed still resume.
+  if (o.exit_distill > 0) settings += fmt::format(" distill {}", o.exit_distill);
   if (episodes) {
     if (!(o.episode_mix >= 0 && o.episode_mix <= 1)) fail("train: --episode-mix must be in [0, 1]");
     if (episodes->seq_len() != T) fail("train: episodes packed for {} rows, the model trains {}", episodes->seq_len(), T);
@@ -147,7 +152,8 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
     if (s.seed != o.seed) fail("{}: was written with --seed {}, not {}", state_path(o.out), s.seed, o.seed);
     if (s.fingerprint != fingerprint)
       fail("{}: was written by a run with other settings (batch, sequence length, accumulation, data, "
-           "model, --activation, --activation-l1, --episodes, --episode-mix or LayerSkip flags); resume "
+           "model, --activation, --activation-l1, --episodes, --episode-mix or LayerSkip flags incl. "
+           "--exit-distill); resume "
            "with the first run's flags",
            state_path(o.out));
     model.params() = s.params;
@@ -175,7 +181,7 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
   if (!stem.empty()) {
     const bool append = o.resume && std::filesystem::exists(stem + ".log.csv");
     log.open(stem + ".log.csv", append ? std::ios::app : std::ios::trunc);
-    if (!append) log << "step,loss,final_layer_loss,lr,grad_norm,tokens_per_s,elapsed_s,sparsity_loss,sparsity\n";
+    if (!append) log << "step,loss,final_layer_loss,lr,grad_norm,tokens_per_s,elapsed_s,sparsity_loss,sparsity,distill_loss\n";
     const bool eval_append = o.resume && std::filesystem::exists(stem + ".eval.csv");
     if (eval_append) history = read_eval_csv(stem + ".eval.csv", L, start);
     eval_log.open(stem + ".eval.csv", eval_append ? std::ios::app : std::ios::trunc);
@@ -229,7 +235,7 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
     const double time_scale = dropout_time_scale(o.dropout_curriculum, step, o.steps);
     const LossSpec spec = loss_spec(o, L, step);
     model.zero_grads();
-    double loss = 0.0, final_loss = 0.0, l1_loss = 0.0, sparsity = 0.0;
+    double loss = 0.0, final_loss = 0.0, l1_loss = 0.0, sparsity = 0.0, distill_loss = 0.0;
     for (int micro = 0; micro < o.accum; ++micro) {
       const int64_t micro_index = step * o.accum + micro;
       const int n_episode = episodes ? episode_samples(micro_index, B, o.episode_mix) : 0;
@@ -263,6 +269,7 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
       final_loss += r.exit_loss.back() / o.accum;
       l1_loss += r.sparsity_loss / o.accum;
       sparsity += r.sparsity / o.accum;
+      distill_loss += r.distill_loss / o.accum;
     }
     if (step == o.debug_nan_step) model.grads()[model.grads().size() / 2] = NAN;
     const double norm = global_norm(model.grads());
@@ -282,16 +289,18 @@ TrainSummary run_training(TrainModel& model, Dataset& data, const Tokenizer& tok
     summary.tokens_per_second = tps;
     const double eta = elapsed / static_cast<double>(done - start) * static_cast<double>(o.steps - done);
     if (log.is_open())
-      log << fmt::format("{},{:.6f},{:.6f},{:.6g},{:.6g},{:.1f},{:.3f},{:.6g},{:.6f}\n", done, loss, final_loss, lr,
-                         norm, tps, elapsed, l1_loss, sparsity);
+      log << fmt::format("{},{:.6f},{:.6f},{:.6g},{:.6g},{:.1f},{:.3f},{:.6g},{:.6f},{:.6g}\n", done, loss, final_loss,
+                         lr, norm, tps, elapsed, l1_loss, sparsity, distill_loss);
     if (o.progress) {
-      // ReLU-fication: the fraction of zero FFN activations is what to watch (and the penalty).
-      std::string relu_part;
-      if (relu) relu_part = fmt::format(" | sparsity {:.1f}%", 100 * sparsity);
-      if (o.activation_l1 > 0) relu_part += fmt::format(" | l1 {:.4f}", l1_loss);
+      // ReLU-fication: the fraction of zero FFN activations is what to watch (and the penalty);
+      // self-distillation: its term.
+      std::string extras;
+      if (relu) extras = fmt::format(" | sparsity {:.1f}%", 100 * sparsity);
+      if (o.activation_l1 > 0) extras += fmt::format(" | l1 {:.4f}", l1_loss);
+      if (o.exit_distill > 0) extras += fmt::format(" | distill {:.4f}", distill_loss);
       std::fprintf(stderr, "\rstep %lld/%lld | loss %.4f | final %.4f%s | lr %.2e | %.0f tok/s | ETA %s   ",
                    static_cast<long long>(done), static_cast<long long>(o.steps), loss, final_loss,
-                   relu_part.c_str(), lr, tps, duration_string(eta).c_str());
+                   extras.c_str(), lr, tps, duration_string(eta).c_str());
     }
     const bool last = done == o.steps;
     if ((o.eval_every > 0 && done % o.eval_every == 0) || last) {

@@ -33,6 +33,7 @@ struct TrainOptions {
   bool early_exit = false;
   double e_scale = 1.0;
   ExitCurriculum exit_curriculum;
+  double exit_distill = 0;      // LossSpec::exit_distill (needs early_exit)
   double activation_l1 = 0;     // LossSpec::activation_l1 (ReLU-gated models only)
   uint64_t seed = 1;
   std::string out;              // checkpoint path (.gguf); empty: no files at all
@@ -58,8 +59,8 @@ struct EvalResult {
 // Evaluates on the first `batches` x B validation windows without dropout.
 EvalResult evaluate(TrainModel& model, const Dataset& data, int batches);
 
-// The loss spec of `step`: the final layer only, or the early-exit layers and scales; the
-// activation L1 penalty.
+// The loss spec of `step`: the final layer only, or the early-exit layers and scales (and the
+// exits' self-distillation weight); the activation L1 penalty.
 LossSpec loss_spec(const TrainOptions& o, int n_layers, int64_t step);
 
 struct TrainSummary {

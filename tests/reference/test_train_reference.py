@@ -23,6 +23,10 @@ Checks
 - Block attention (memory-augmented episodes): gradients with random first_visible layouts
   (`train-check --first-visible`: causal text, episode rows, self-only entries) and random
   ignored targets (`--loss-mask`), with layer-dropout masks, exits and ReLU + L1 too.
+- Exit self-distillation (--exit-distill W): gradients with masks, with and without a curriculum,
+  with block attention and ignored targets; the loss, its distill part and each exit's KL; that
+  the term moves the gradients; a `skiff train --exit-distill` run's first losses equal the
+  reference's; a resume with another weight is refused; the flag's errors.
 - `skiff train --episodes` (mixed with text): the first losses equal the reference replaying the
   dumped tokens and masks; from scratch the loss falls and a resumed run ends bit-identical; a
   resume with another --episode-mix is refused; an episode longer than --seq-len names its line.
@@ -105,8 +109,9 @@ def rel_err(got, want):
 
 # ---------------------------------------------------------------------------------------------
 def read_loss_file(path):
-    """train-check's loss.txt: (loss, [(exit, scale, loss)], {sparsity_loss, sparsity})."""
-    loss, exits, stats = None, [], {}
+    """train-check's loss.txt: (loss, [(exit, scale, loss)], {sparsity_loss, sparsity, distill_loss,
+    exit_kl: [per exit]})."""
+    loss, exits, stats = None, [], {"exit_kl": []}
     for line in open(path).read().split("\n"):
         f = line.split()
         if not f:
@@ -115,6 +120,7 @@ def read_loss_file(path):
             loss = float(f[1])
         elif f[0] == "exit":
             exits.append((int(f[1]), float(f[2]), float(f[3])))
+            stats["exit_kl"].append(float(f[4]))
         else:
             stats[f[0]] = float(f[1])
     return loss, exits, stats
@@ -140,8 +146,9 @@ def random_block_layout(rng, T):
 
 
 def check_gradients(skiff, tmp, name, cfg, B, T, skip, e_scale, curriculum, step, steps, seed,
-                    activation="silu", l1=0.0, blocks=False):
-    """blocks: random block-attention layouts (--first-visible) and ignored targets (--loss-mask)."""
+                    activation="silu", l1=0.0, blocks=False, distill=0.0):
+    """blocks: random block-attention layouts (--first-visible) and ignored targets (--loss-mask);
+    distill: --exit-distill W (its term, per-exit KLs, and that it changes the gradients)."""
     model = os.path.join(tmp, f"{name}.gguf")
     weights = write_model(model, cfg, seed, activation)
     rng = np.random.default_rng(seed)
@@ -165,6 +172,8 @@ def check_gradients(skiff, tmp, name, cfg, B, T, skip, e_scale, curriculum, step
                 "--step", str(step), "--steps", str(steps)]
     if l1 > 0:
         cmd += ["--activation-l1", str(l1)]
+    if distill > 0:
+        cmd += ["--exit-distill", str(distill)]
     run(cmd)
     if e_scale is not None:
         exits = tr.active_exits(curriculum, cfg.n_layers, step, steps)
@@ -172,7 +181,7 @@ def check_gradients(skiff, tmp, name, cfg, B, T, skip, e_scale, curriculum, step
     else:
         exits, scales = [cfg.n_layers - 1], [1.0]
     loss, per_exit, g_ref, logits_ref, stats = tr.grads(cfg, weights, tokens, skip, exits, scales, activation, l1,
-                                                        first_visible, loss_mask)
+                                                        first_visible, loss_mask, distill)
 
     got_loss, got_exits, got_stats = read_loss_file(os.path.join(tmp, name, "loss.txt"))
     problems = []
@@ -186,6 +195,20 @@ def check_gradients(skiff, tmp, name, cfg, B, T, skip, e_scale, curriculum, step
         problems.append(f"sparsity {sp} vs {sp_ref}")
     if activation == "relu" and not 0.2 < sp_ref < 0.8:
         problems.append(f"reference sparsity {sp_ref}: expected about half the random gates <= 0")
+    dl, dl_ref = got_stats.get("distill_loss", float("nan")), stats["distill_loss"]
+    if not abs(dl - dl_ref) <= 1e-5 * max(1.0, abs(dl_ref)):
+        problems.append(f"distill loss {dl} vs {dl_ref}")
+    for e, kl, kl_ref in zip(exits, got_stats["exit_kl"], stats["exit_kl"]):
+        if not abs(kl - kl_ref) <= 1e-5 * max(1.0, abs(kl_ref)):
+            problems.append(f"exit {e}: KL {kl} vs {kl_ref}")
+    if distill > 0:
+        if not dl_ref > 1e-3:
+            problems.append(f"the distill term is {dl_ref}: nothing tested")
+        # the term must move the gradients well beyond the tolerance, or the check proves nothing
+        g_plain = tr.grads(cfg, weights, tokens, skip, exits, scales, activation, l1, first_visible, loss_mask)[2]
+        moved = max(rel_err(g_plain[n], g_ref[n]) for n in g_ref)
+        if moved < 100 * GRAD_TOL:
+            problems.append(f"the distill term changes the gradients by only {moved:.1e}")
     if [e for e, _, _ in got_exits] != exits:
         problems.append(f"exit layers {[e for e, _, _ in got_exits]} != {exits}")
     else:
@@ -214,6 +237,8 @@ def check_gradients(skiff, tmp, name, cfg, B, T, skip, e_scale, curriculum, step
     detail = f"loss {got_loss:.6f}, exits {exits}, worst grad rel err {worst:.1e} ({worst_name}), logits {le:.1e}"
     if activation == "relu":
         detail += f", sparsity {sp:.3f}, L1 term {sl:.4g}"
+    if distill > 0:
+        detail += f", distill term {dl:.4g} (KL per exit {', '.join(f'{k:.3g}' for k in got_stats['exit_kl'])})"
     if blocks:
         detail += (f", {int((first_visible > 0).sum())}/{first_visible.size} rows masked, "
                    f"{int(loss_mask.sum())}/{loss_mask.size} targets counted")
@@ -648,6 +673,62 @@ def check_episode_errors(skiff, tmp, ctx):
     return ok, f"too long: '{long.stderr.strip()[-120:]}'; mix alone: '{mix.stderr.strip()[-80:]}'"
 
 
+DISTILL = 0.5
+
+
+def check_distill_run(skiff, tmp, ctx):
+    """--exit-distill in a fixed-seed run (layer dropout, rotational:2, accumulation): the first
+    losses equal the reference replaying the dumped batches and masks; the log has the term; a
+    resume with another weight (or none) is refused, one with the same weight continues."""
+    model, data = os.path.join(tmp, "dl_tiny.gguf"), os.path.join(tmp, "dl_text.txt")
+    weights = write_model(model, TINY, 11)
+    make_text(data, 60, 3)
+    dump, out = os.path.join(tmp, "dl_dump"), os.path.join(tmp, "dl.gguf")
+    distill = ["--exit-distill", str(DISTILL)]
+    run(train_cmd(skiff, model, data, out, [*distill, "--debug-dump", dump]))
+    stem = os.path.join(tmp, "dl")
+    got = read_losses(stem)
+    header, *rows = open(stem + ".log.csv").read().strip().split("\n")
+    col = header.split(",").index("distill_loss")
+    terms = [float(r.split(",")[col]) for r in rows]
+    r = RUN
+    trainer = tr.Trainer(TINY, weights, r["lr"], r["min_lr"], r["warmup"], r["steps"], r["wd"], r["clip"],
+                         distill=DISTILL)
+    L, B, T = TINY.n_layers, r["batch"], r["seq"]
+    want = []
+    for t in range(r["steps"]):
+        micro = []
+        for m in range(r["accum"]):
+            tokens = np.fromfile(f"{dump}/step{t}_{m}.tokens", dtype=np.int32).reshape(B, T + 1)
+            skip = np.fromfile(f"{dump}/step{t}_{m}.skip", dtype=np.uint8).reshape(B, L).astype(bool)
+            micro.append((tokens, skip))
+        exits = tr.active_exits(r["curriculum"], L, t, r["steps"])
+        scales = tr.exit_scales(exits, L, r["e_scale"])
+        want.append(trainer.step(t, micro, exits, scales))
+    errs = [abs(got[t + 1] - want[t]) / max(1.0, abs(want[t])) for t in range(r["steps"])]
+    longer = train_cmd(skiff, model, data, out, steps=r["steps"] + 2)
+    other = run(longer + ["--resume", "--exit-distill", "0.25"], check=False)
+    none = run(longer + ["--resume"], check=False)
+    refused = all(p.returncode != 0 and "other settings" in p.stderr for p in (other, none))
+    same = run(longer + ["--resume", *distill], check=False)
+    ok = max(errs) <= 1e-4 and max(terms) > 0 and refused and same.returncode == 0
+    return ok, (f"max rel diff {max(errs):.1e} over {r['steps']} steps; distill term {terms[0]:.4f} -> "
+                f"{terms[-1]:.4f}; other/no weight on resume refused: {refused}; same weight resumes: "
+                f"{same.returncode == 0}")
+
+
+def check_distill_errors(skiff, tmp, ctx):
+    data = os.path.join(tmp, "dl_err.txt")
+    make_text(data, 30, 2)
+    base = [skiff, "train", "--dim", "16", "--layers", "2", "--heads", "2", "--data", data, "--seq-len", "16",
+            "-b", "2", "--steps", "2", "-o", os.path.join(tmp, "dl_err.gguf"), "--quiet"]
+    alone = run(base + ["--exit-distill", "0.5"], check=False)
+    negative = run(base + ["--early-exit-loss", "1", "--exit-distill=-1"], check=False)
+    ok = (alone.returncode != 0 and "--exit-distill needs --early-exit-loss" in alone.stderr
+          and negative.returncode != 0 and "must not be negative" in negative.stderr)
+    return ok, f"alone: '{alone.stderr.strip()[-80:]}'; negative: '{negative.stderr.strip()[-80:]}'"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skiff", required=True)
@@ -681,6 +762,13 @@ def main() -> int:
     res.run("grads block attention relu mha, rotational:2, L1 0.3, ignored targets", lambda: check_gradients(
         sk, tmp, "b3", mha, 2, 10, [[0, 1], [0, 0]], 1.0, "rotational:2", 1, 10, 23, activation="relu", l1=0.3,
         blocks=True))
+    res.run("grads distill 2 gqa untied, masks, early-exit none", lambda: check_gradients(
+        sk, tmp, "d1", gqa, 3, 9, skip4, 0.7, "none", 0, 10, 31, distill=2.0))
+    res.run("grads distill 1 gqa untied, masks, early-exit rotational:2 step 1", lambda: check_gradients(
+        sk, tmp, "d2", gqa, 3, 9, skip4, 1.0, "rotational:2", 1, 10, 32, distill=1.0))
+    res.run("grads distill 1.5 block attention mqa tied, masks, gradual step 40/100, ignored targets",
+            lambda: check_gradients(sk, tmp, "d3", mqa, 2, 12, [[0, 0, 1], [1, 0, 0]], 0.5, "gradual", 40, 100, 33,
+                                    blocks=True, distill=1.5))
     ctx = {}
     res.run("first 10 losses of a fixed-seed run", lambda: check_first_losses(sk, tmp, ctx))
     res.run("determinism (same seed; 1 vs 2 threads)", lambda: check_deterministic(sk, tmp, ctx))
@@ -696,6 +784,9 @@ def main() -> int:
         sk, tmp, "r3", mqa, 2, 7, skip3, 0.5, "gradual", 70, 100, 7, activation="relu", l1=2.0))
     res.run("grads relu mha, no masks, final-layer loss, L1 0.1", lambda: check_gradients(
         sk, tmp, "r4", mha, 2, 5, None, None, "none", 0, 1, 8, activation="relu", l1=0.1))
+    res.run("--exit-distill run: first losses equal the reference, resume keeps the weight",
+            lambda: check_distill_run(sk, tmp, ctx))
+    res.run("--exit-distill errors (without --early-exit-loss, negative)", lambda: check_distill_errors(sk, tmp, ctx))
     res.run("--activation-l1 with a SiLU model fails clearly", lambda: check_l1_needs_relu(sk, tmp, ctx))
     res.run("ReLU-fication run (--activation relu --activation-l1): losses equal the reference",
             lambda: check_relufication(sk, tmp, ctx))

@@ -14,6 +14,9 @@ torchtune's reference code, not from skiff's C++:
 - block attention (memory-augmented episodes): row r of a sample attends to the keys
   [first_visible[r], r] (scores outside set to -inf before the softmax); a loss mask drops rows'
   targets (cross_entropy's ignore_index), the mean is over the counted rows;
+- exit self-distillation (--exit-distill W): with K = the active exits below the last layer,
+  W / K * sum over them of the mean over the counted rows of KL(p_final || p_exit), p_final =
+  softmax of the final layer's head, DETACHED (exits weighted uniformly, not by the scales);
 - AdamW = torch.optim.AdamW (decay on matrices only), clipping = clip_grad_norm_, schedule
   = linear warm-up then cosine to min_lr.
 """
@@ -142,12 +145,13 @@ def head_logits(cfg, W, x):
 
 
 def loss_fn(cfg, W, tokens: np.ndarray, skip, exits: list[int], scales: list[float], activation="silu", l1=0.0,
-            first_visible=None, loss_mask=None):
+            first_visible=None, loss_mask=None, distill=0.0):
     """tokens [B, T+1]; skip [B, L] bools or None; first_visible [B, T] ints or None; loss_mask
     [B, T] (0: no loss at that row) or None. Returns (loss, per-exit losses, final logits,
     stats) where loss includes the L1 penalty and stats = {"sparsity_loss": the penalty,
     "sparsity": fraction of zero activations over the rows that ran each layer, averaged over the
-    layers some row ran (relu only, else 0)}."""
+    layers some row ran (relu only, else 0), "distill_loss": the self-distillation term (in
+    loss), "exit_kl": per exit the mean KL(final || exit) (0 at the last layer)}."""
     tokens = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
     B, T1 = tokens.shape
     T = T1 - 1
@@ -178,26 +182,42 @@ def loss_fn(cfg, W, tokens: np.ndarray, skip, exits: list[int], scales: list[flo
     stats = {"sparsity_loss": sparsity_loss.item(),
              "sparsity": float(np.mean(zero_fractions)) if zero_fractions else 0.0}
     per_exit = []
+    target = tgt.reshape(-1)
+    if loss_mask is not None:
+        keep = torch.as_tensor(np.asarray(loss_mask).reshape(-1) != 0)
+        target = torch.where(keep, target, torch.full_like(target, -100))
+    counted = target != -100
+    L = cfg.n_layers
+    # the teacher: the final layer's distribution, a constant for autograd
+    teacher = torch.log_softmax(head_logits(cfg, W, torch.stack(hidden[L - 1])).reshape(B * T, -1), -1).detach()
+    students = [e for e in exits if e < L - 1]
+    distill_loss = torch.zeros((), dtype=DTYPE)
+    exit_kl = []
     for e, s in zip(exits, scales):
         h = torch.stack(hidden[e])                       # [B, T, dim]
         logits = head_logits(cfg, W, h).reshape(B * T, -1)
-        target = tgt.reshape(-1)
-        if loss_mask is not None:
-            keep = torch.as_tensor(np.asarray(loss_mask).reshape(-1) != 0)
-            target = torch.where(keep, target, torch.full_like(target, -100))
         ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=-100)
         per_exit.append(ce.item())
         total = total + s * ce
+        kl = torch.zeros((), dtype=DTYPE)
+        if distill > 0 and e < L - 1 and counted.any():
+            row_kl = (teacher.exp() * (teacher - torch.log_softmax(logits, -1))).sum(-1)
+            kl = row_kl[counted].mean()
+            distill_loss = distill_loss + distill / len(students) * kl
+        exit_kl.append(kl.item())
+    total = total + distill_loss
+    stats["distill_loss"] = distill_loss.item()
+    stats["exit_kl"] = exit_kl
     final_logits = head_logits(cfg, W, torch.stack(xs)).detach()
     return total, per_exit, final_logits, stats
 
 
 def grads(cfg, weights: dict, tokens, skip, exits, scales, activation="silu", l1=0.0,
-          first_visible=None, loss_mask=None):
+          first_visible=None, loss_mask=None, distill=0.0):
     """Returns (loss, per-exit losses, gradients by name, final logits, stats of loss_fn)."""
     W = make_params(weights, cfg)
     loss, per_exit, logits, stats = loss_fn(cfg, W, tokens, skip, exits, scales, activation, l1,
-                                            first_visible, loss_mask)
+                                            first_visible, loss_mask, distill)
     loss.backward()
     # a parameter no loss reaches (e.g. a layer every sample skipped) has gradient 0
     g = {n: (W[n].grad.numpy() if W[n].grad is not None else np.zeros(W[n].shape)) for n in param_names(cfg)}
@@ -208,9 +228,9 @@ class Trainer:
     """Replays skiff's run: given each step's tokens and masks, takes the same AdamW steps."""
 
     def __init__(self, cfg, weights, lr, min_lr, warmup, total, wd, clip, betas=(0.9, 0.95), eps=1e-8,
-                 activation="silu", l1=0.0):
+                 activation="silu", l1=0.0, distill=0.0):
         self.cfg = cfg
-        self.activation, self.l1 = activation, l1
+        self.activation, self.l1, self.distill = activation, l1, distill
         self.W = make_params(weights, cfg)
         decay = [self.W[n] for n in param_names(cfg) if self.W[n].dim() == 2]
         no_decay = [self.W[n] for n in param_names(cfg) if self.W[n].dim() != 2]
@@ -228,7 +248,7 @@ class Trainer:
             tokens, skip = mb[0], mb[1]
             fv, mask = (mb[2], mb[3]) if len(mb) > 2 else (None, None)
             loss, _, _, _ = loss_fn(self.cfg, self.W, tokens, skip, exits, scales, self.activation, self.l1,
-                                    fv, mask)
+                                    fv, mask, self.distill)
             (loss / len(micro_batches)).backward()
             total += loss.item() / len(micro_batches)
         if self.clip > 0:
