@@ -27,21 +27,29 @@ TEST(DraftLengthPolicy, ThresholdIsRateTimesMarginalCost) {
   DraftLengthPolicy p;
   p.begin_round();
   p.draft_step(0.010);
-  // A steady round: 3 positions verified in 50 ms, 3 tokens in 80 ms -> 37.5 tokens/s.
-  p.round_done(0, 0, 3, 0.050, true, 3, 0.080);
+  // A steady round: 3 positions verified in 60 ms, 3 tokens in 80 ms -> 37.5 tokens/s.
+  p.round_done(0, 0, 3, 0.060, true, 3, 0.080);
   EXPECT_NEAR(p.tokens_per_second(), 37.5, 1e-9);
-  // One verification size known: rows look free; a draft must bring R * t_step tokens.
-  EXPECT_NEAR(p.threshold(1), 37.5 * 0.010, 1e-9);
+  // One verification size seen: no slope yet; a draft must bring R * t_step tokens.
+  EXPECT_EQ(p.seconds_per_row(), 0);
+  EXPECT_NEAR(p.threshold(), 37.5 * 0.010, 1e-9);
   // A non-steady round (prefill catch-up) teaches nothing about costs or the rate.
   p.round_done(0, 0, 40, 5.0, false, 1, 5.0);
   EXPECT_NEAR(p.tokens_per_second(), 37.5, 1e-9);
-  // Compute-bound verification: 2 positions cost 10 ms more than 1 -> dearer drafts.
+  EXPECT_EQ(p.seconds_per_row(), 0);
+  // Compute-bound verification: 30 ms + 10 ms per position.
   p.round_done(0, 0, 1, 0.040, true, 1, 0.040);
   p.round_done(0, 0, 2, 0.050, true, 2, 0.060);
-  const double rate = p.tokens_per_second();
-  EXPECT_NEAR(p.threshold(1), rate * (0.010 + 0.010), 1e-9);
-  // Between measured sizes the cost is interpolated: 2 -> 3 positions costs 0 more here.
-  EXPECT_NEAR(p.threshold(2), rate * 0.010, 1e-9);
+  EXPECT_NEAR(p.seconds_per_row(), 0.010, 1e-9);
+  EXPECT_NEAR(p.threshold(), p.tokens_per_second() * (0.010 + 0.010), 1e-9);
+  // An outlier fades: after many rounds at 4 ms per row the slope follows.
+  for (int i = 0; i < 200; ++i) p.round_done(0, 0, 1 + i % 4, 0.030 + 0.004 * (1 + i % 4), true, 1, 0.04);
+  EXPECT_NEAR(p.seconds_per_row(), 0.004, 2e-4);
+  // Never negative (a noisy machine can make more rows look cheaper).
+  DraftLengthPolicy q;
+  q.round_done(0, 0, 1, 0.050, true, 1, 0.05);
+  q.round_done(0, 0, 4, 0.040, true, 4, 0.05);
+  EXPECT_EQ(q.seconds_per_row(), 0);
 }
 
 TEST(DraftLengthPolicy, LearnsAcceptancePerConfidence) {

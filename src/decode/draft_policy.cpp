@@ -12,6 +12,8 @@ constexpr double kColdThreshold = 0.5;
 // Weight of the newest measurement in the running means, and the decay of the rate's sums.
 constexpr double kNewWeight = 0.25;
 constexpr double kRateDecay = 0.9;
+// Decay of the verification-time fit's sums per steady round (an early outlier fades).
+constexpr double kFitDecay = 0.95;
 // Pseudo-verdicts of a prior; rounds without a draft after which the first draft is
 // included whatever the rule says (else an estimate that never drafts never learns).
 constexpr double kPriorWeight = 2;
@@ -28,53 +30,50 @@ void DraftLengthPolicy::begin_round() {
   confidences_.clear();
 }
 
+int DraftLengthPolicy::depth_of(int depth) const { return std::clamp(depth, 1, kDepths) - 1; }
+
 int DraftLengthPolicy::bin_of(float c) const {
   if (c < 0) return kBins;
   return std::min(kBins - 1, static_cast<int>(c * kBins));
 }
 
-double DraftLengthPolicy::acceptance(float c) const {
+double DraftLengthPolicy::acceptance(float c, int depth) const {
   // A bin's rate shrunk towards the rate of every draft so far, itself starting at a coin:
   // whether confidence predicts acceptance at all is the model's business (a random-weight
   // model's early head is never confident, yet its drafts may be right).
   double all_accepted = 0, all_judged = 0;
-  for (const Bin& b : bins_) {
-    all_accepted += b.accepted;
-    all_judged += b.judged;
-  }
+  for (const auto& row : bins_)
+    for (const Bin& b : row) {
+      all_accepted += b.accepted;
+      all_judged += b.judged;
+    }
   const double overall = (all_accepted + 0.5 * kPriorWeight) / (all_judged + kPriorWeight);
-  const Bin& b = bins_[static_cast<size_t>(bin_of(c))];
+  const Bin& b = bins_[static_cast<size_t>(depth_of(depth))][static_cast<size_t>(bin_of(c))];
   return (b.accepted + overall * kPriorWeight) / (b.judged + kPriorWeight);
 }
 
-double DraftLengthPolicy::verify_seconds(int positions) const {
-  positions = std::clamp(positions, 1, kMaxPositions);
-  if (verify_[static_cast<size_t>(positions)] > 0) return verify_[static_cast<size_t>(positions)];
-  int lo = positions - 1, hi = positions + 1;
-  while (lo >= 1 && verify_[static_cast<size_t>(lo)] == 0) --lo;
-  while (hi <= kMaxPositions && verify_[static_cast<size_t>(hi)] == 0) ++hi;
-  const bool has_lo = lo >= 1, has_hi = hi <= kMaxPositions;
-  if (has_lo && has_hi) {
-    const double f = static_cast<double>(positions - lo) / (hi - lo);
-    return (1 - f) * verify_[static_cast<size_t>(lo)] + f * verify_[static_cast<size_t>(hi)];
-  }
-  if (has_lo) return verify_[static_cast<size_t>(lo)];
-  if (has_hi) return verify_[static_cast<size_t>(hi)];
-  return 0;
+double DraftLengthPolicy::seconds_per_row() const {
+  // The slope of the least-squares line through (positions, seconds), recent rounds weighing
+  // more; 0 until two sizes have been seen (and never negative).
+  const double var = fit_[0] * fit_[2] - fit_[1] * fit_[1];
+  if (fit_[0] == 0 || var <= 1e-9 * fit_[0] * fit_[0]) return 0;
+  return std::max(0.0, (fit_[0] * fit_[4] - fit_[1] * fit_[3]) / var);
 }
 
-double DraftLengthPolicy::threshold(int positions) const {
+double DraftLengthPolicy::tokens_per_second() const {
+  const double achieved = rate_seconds_ > 0 ? rate_tokens_ / rate_seconds_ : 0;
+  return std::max(achieved, plain_rate_);
+}
+
+double DraftLengthPolicy::threshold() const {
   if (step_seconds_ == 0 || rate_seconds_ == 0) return kColdThreshold;
-  const double extra_row = std::max(0.0, verify_seconds(positions + 1) - verify_seconds(positions));
-  return tokens_per_second() * (step_seconds_ + extra_row);
+  return tokens_per_second() * (step_seconds_ + seconds_per_row());
 }
 
 bool DraftLengthPolicy::include(float c) {
-  // Positions the verification holds now: the round's newest token and the drafts so far.
-  const int positions = 1 + static_cast<int>(confidences_.size());
-  const double pi = pi_ * acceptance(c);
-  const bool explore = positions == 1 && rounds_without_draft_ >= kExploreAfter;
-  if (pi < threshold(positions) && !explore) return false;
+  const double pi = pi_ * acceptance(c, static_cast<int>(confidences_.size()) + 1);
+  const bool explore = confidences_.empty() && rounds_without_draft_ >= kExploreAfter;
+  if (pi < threshold() && !explore) return false;
   pi_ = pi;
   confidences_.push_back(c);
   return true;
@@ -87,15 +86,21 @@ void DraftLengthPolicy::round_done(int judged, int accepted, int positions, doub
   rounds_without_draft_ = confidences_.empty() ? rounds_without_draft_ + 1 : 0;
   judged = std::min(judged, static_cast<int>(confidences_.size()));
   for (int i = 0; i < judged; ++i) {
-    Bin& b = bins_[static_cast<size_t>(bin_of(confidences_[static_cast<size_t>(i)]))];
+    Bin& b = bins_[static_cast<size_t>(depth_of(i + 1))][static_cast<size_t>(bin_of(confidences_[static_cast<size_t>(i)]))];
     b.judged += 1;
     if (i < accepted) b.accepted += 1;
   }
   // The first round also carries the deferred prefill: neither its verification nor its rate
   // says what a round costs.
   if (!steady) return;
-  if (positions >= 1 && positions <= kMaxPositions)
-    verify_[static_cast<size_t>(positions)] = blend(verify_[static_cast<size_t>(positions)], verify_seconds);
+  const double T = positions;
+  for (double& f : fit_) f *= kFitDecay;
+  fit_[0] += 1;
+  fit_[1] += T;
+  fit_[2] += T * T;
+  fit_[3] += verify_seconds;
+  fit_[4] += T * verify_seconds;
+  if (confidences_.empty() && round_seconds > 0) plain_rate_ = blend(plain_rate_, emitted / round_seconds);
   rate_tokens_ = kRateDecay * rate_tokens_ + emitted;
   rate_seconds_ = kRateDecay * rate_seconds_ + round_seconds;
 }

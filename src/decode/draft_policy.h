@@ -2,17 +2,22 @@
 // is expected to add pay for what it costs, at the rate the run achieves.
 //
 // Draft i of a round is included when
-//     pi_i >= R * (t_step + t_verify(T+1) - t_verify(T))
+//     pi_i >= R * (t_step + dt_verify/dT)
 // where
 //   - pi_i = prod_{j<=i} alpha(c_j): the probability that drafts 1..i are all accepted, so
 //     the expected tokens draft i adds (it yields a token only if every earlier draft passed);
 //     alpha(c) is the acceptance rate of drafts with early-head confidence c (top softmax
-//     probability), learned from this run's verdicts in 20 bins, each shrunk towards the
-//     rate over all bins (lookup drafts, which have no confidence, have a bin of their own);
+//     probability) at that depth in the round (1, 2, 3 and deeper: a draft that continues
+//     drafts is less often right), learned from this run's verdicts in 20 bins per depth, each
+//     shrunk towards the rate over all bins (lookup drafts, which have no confidence, have a
+//     bin of their own);
 //   - t_step: the drafter's measured seconds per draft step (early layers + head);
-//   - t_verify(T): measured seconds of a verification of T positions (steady rounds only; a
-//     table per T, interpolated linearly where a T has not been seen; 0 slope before that);
-//   - R: the run's tokens per second so far (decayed), the rate a draft must beat.
+//   - t_verify(T): measured seconds of a verification of T positions (steady rounds only),
+//     a least-squares line over recent rounds; its slope is what one more row costs (0
+//     until two sizes have been seen);
+//   - R: the rate a draft must beat: the run's tokens per second so far (decayed), or the
+//     rate of its rounds without drafts if that is higher (else drafting that lowers the rate
+//     would lower the bar with it).
 // On a memory-bound model verification rows are almost free and the rule drafts long while
 // the drafts are confident; on a compute-bound one each row costs and drafts stay short.
 //
@@ -49,23 +54,25 @@ class DraftLengthPolicy {
                   double round_seconds);
 
   // For tests and tracing.
-  double acceptance(float c) const;
-  double threshold(int positions) const;  // the pi needed to add a draft to `positions`
-  double tokens_per_second() const { return rate_seconds_ > 0 ? rate_tokens_ / rate_seconds_ : 0; }
+  double acceptance(float c, int depth = 1) const;
+  double threshold() const;  // the pi a draft needs
+  double seconds_per_row() const;  // the verification's measured cost of one more position
+  double tokens_per_second() const;  // R
 
  private:
-  static constexpr int kBins = 20;
-  static constexpr int kMaxPositions = 64;
+  static constexpr int kBins = 20, kDepths = 3;
   struct Bin {
     double accepted = 0, judged = 0;
   };
   int bin_of(float c) const;
-  double verify_seconds(int positions) const;
+  int depth_of(int depth) const;
 
-  std::array<Bin, kBins + 1> bins_{};  // the last: lookup drafts
-  std::array<double, kMaxPositions + 1> verify_{};  // EWMA seconds per positions, 0 = unseen
+  std::array<std::array<Bin, kBins + 1>, kDepths> bins_{};  // [depth][bin]; the last bin: lookup
+  // Decayed sums for the verification-time line: weight, T, T^2, seconds, T * seconds.
+  std::array<double, 5> fit_{};
   double step_seconds_ = 0;                         // EWMA, 0 = unseen
-  double rate_tokens_ = 0, rate_seconds_ = 0;       // decayed sums; R = tokens / seconds
+  double rate_tokens_ = 0, rate_seconds_ = 0;  // decayed sums: the achieved rate
+  double plain_rate_ = 0;                      // EWMA tokens/s of rounds without drafts
   double pi_ = 1;
   int rounds_without_draft_ = 0;
   std::vector<float> confidences_;
