@@ -18,38 +18,49 @@ TEST(DraftLengthPolicy, ColdStartDraftsWhileAllAcceptedIsLikely) {
   EXPECT_FALSE(p.include(0.97f));  // pi 0.25
   EXPECT_EQ(p.round_confidences().size(), 1u);
   // Verdicts move the bin and, less, every other bin.
-  p.round_done(1, 1, 2, 0.01, false, 2, 0.02);
+  p.round_done(1, 1, 2, 0.01, false);
   EXPECT_GT(p.acceptance(0.01f), p.acceptance(0.5f));
   EXPECT_GT(p.acceptance(0.5f), 0.5);
 }
 
-TEST(DraftLengthPolicy, ThresholdIsRateTimesMarginalCost) {
+TEST(DraftLengthPolicy, TakesADraftWhenItRaisesTheRoundsExpectedRate) {
   DraftLengthPolicy p;
-  p.begin_round();
   p.draft_step(0.010);
-  // A steady round: 3 positions verified in 60 ms, 3 tokens in 80 ms -> 37.5 tokens/s.
-  p.round_done(0, 0, 3, 0.060, true, 3, 0.080);
-  EXPECT_NEAR(p.tokens_per_second(), 37.5, 1e-9);
-  // One verification size seen: no slope yet; a draft must bring R * t_step tokens.
+  // One verification size seen: no slope yet, the line is flat at 50 ms.
+  p.round_done(0, 0, 3, 0.050, true);
   EXPECT_EQ(p.seconds_per_row(), 0);
-  EXPECT_NEAR(p.threshold(), 37.5 * 0.010, 1e-9);
-  // A non-steady round (prefill catch-up) teaches nothing about costs or the rate.
-  p.round_done(0, 0, 40, 5.0, false, 1, 5.0);
-  EXPECT_NEAR(p.tokens_per_second(), 37.5, 1e-9);
-  EXPECT_EQ(p.seconds_per_row(), 0);
-  // Compute-bound verification: 30 ms + 10 ms per position.
-  p.round_done(0, 0, 1, 0.040, true, 1, 0.040);
-  p.round_done(0, 0, 2, 0.050, true, 2, 0.060);
-  EXPECT_NEAR(p.seconds_per_row(), 0.010, 1e-9);
-  EXPECT_NEAR(p.threshold(), p.tokens_per_second() * (0.010 + 0.010), 1e-9);
-  // An outlier fades: after many rounds at 4 ms per row the slope follows.
-  for (int i = 0; i < 200; ++i) p.round_done(0, 0, 1 + i % 4, 0.030 + 0.004 * (1 + i % 4), true, 1, 0.04);
-  EXPECT_NEAR(p.seconds_per_row(), 0.004, 2e-4);
-  // Never negative (a noisy machine can make more rows look cheaper).
+  EXPECT_NEAR(p.verify_intercept(), 0.050, 1e-12);
+  // A non-steady round (prefill catch-up) teaches nothing about costs.
+  p.round_done(0, 0, 40, 5.0, false);
+  EXPECT_NEAR(p.verify_intercept(), 0.050, 1e-12);
+  // Memory-bound: a round of k drafts costs 60 + 10k ms; draft 1 pays when
+  // (1 + pi) / 70 >= 1 / 60, i.e. pi >= 1/6.
+  p.begin_round();
+  EXPECT_TRUE(p.pays(0.17));
+  EXPECT_FALSE(p.pays(0.16));
+  // Compute-bound verification: 30 ms + 10 ms per position; k drafts cost 50 + 20k ms and
+  // draft 1 pays when (1 + pi) / 70 >= 1 / 50, i.e. pi >= 0.4.
   DraftLengthPolicy q;
-  q.round_done(0, 0, 1, 0.050, true, 1, 0.05);
-  q.round_done(0, 0, 4, 0.040, true, 4, 0.05);
-  EXPECT_EQ(q.seconds_per_row(), 0);
+  q.draft_step(0.010);
+  for (int T = 1; T <= 4; ++T) q.round_done(0, 0, T, 0.030 + 0.010 * T, true);
+  EXPECT_NEAR(q.seconds_per_row(), 0.010, 1e-9);
+  EXPECT_NEAR(q.verify_intercept(), 0.030, 1e-9);
+  EXPECT_NEAR(q.expected_round_seconds(2), 0.090, 1e-9);
+  q.begin_round();
+  EXPECT_TRUE(q.pays(0.41));
+  EXPECT_FALSE(q.pays(0.39));
+  // With no verdicts yet every draft is a coin: the first is taken (pi 0.5), and the second
+  // (pi 0.25) is not: (1.5 + 0.25) / 90 < 1.5 / 70.
+  EXPECT_TRUE(q.include(0.9f));
+  EXPECT_FALSE(q.include(0.9f));
+  // An outlier fades: after many rounds at 4 ms per row the slope follows.
+  for (int i = 0; i < 200; ++i) q.round_done(0, 0, 1 + i % 4, 0.030 + 0.004 * (1 + i % 4), true);
+  EXPECT_NEAR(q.seconds_per_row(), 0.004, 2e-4);
+  // Never negative (a noisy machine can make more rows look cheaper).
+  DraftLengthPolicy n;
+  n.round_done(0, 0, 1, 0.050, true);
+  n.round_done(0, 0, 4, 0.040, true);
+  EXPECT_EQ(n.seconds_per_row(), 0);
 }
 
 TEST(DraftLengthPolicy, LearnsAcceptancePerConfidence) {
@@ -60,13 +71,13 @@ TEST(DraftLengthPolicy, LearnsAcceptancePerConfidence) {
     // Confident drafts that the target always rejects; lukewarm ones it always accepts.
     ASSERT_TRUE(p.include(0.55f) || round > 0);
     if (p.round_confidences().empty()) break;
-    p.round_done(1, 1, 2, 0.01, true, 2, 0.012);
+    p.round_done(1, 1, 2, 0.01, true);
   }
   EXPECT_GT(p.acceptance(0.55f), 0.9);
   for (int round = 0; round < 50; ++round) {
     p.begin_round();
     if (!p.include(0.99f)) break;
-    p.round_done(1, 0, 2, 0.01, true, 1, 0.012);
+    p.round_done(1, 0, 2, 0.01, true);
   }
   EXPECT_LT(p.acceptance(0.99f), 0.2);
   p.begin_round();
@@ -86,7 +97,7 @@ TEST(DraftLengthPolicy, ExploresAfterRoundsWithoutDrafts) {
     p.begin_round();
     const bool drafted = p.include(0.3f);
     drafted_rounds += drafted;
-    p.round_done(drafted ? 1 : 0, 0, drafted ? 2 : 1, 0.01, true, 1, 0.011);
+    p.round_done(drafted ? 1 : 0, 0, drafted ? 2 : 1, 0.01, true);
   }
   // ... but tries one draft after every 16 rounds without, in case things changed.
   EXPECT_GE(drafted_rounds, 200 / 17);

@@ -6,12 +6,10 @@ namespace skiff {
 
 namespace {
 
-// Before the first steady round has been timed: include a draft while pi >= this (what a
-// fixed --draft-p-min of 0.5 would do for the first draft).
+// Before the first steady round has been timed: include a draft while pi >= this.
 constexpr double kColdThreshold = 0.5;
-// Weight of the newest measurement in the running means, and the decay of the rate's sums.
+// Weight of the newest measurement in the draft step's running mean.
 constexpr double kNewWeight = 0.25;
-constexpr double kRateDecay = 0.9;
 // Decay of the verification-time fit's sums per steady round (an early outlier fades).
 constexpr double kFitDecay = 0.95;
 // Pseudo-verdicts of a prior; rounds without a draft after which the first draft is
@@ -27,6 +25,7 @@ double blend(double old_value, double value) {
 
 void DraftLengthPolicy::begin_round() {
   pi_ = 1;
+  expected_tokens_ = 1;
   confidences_.clear();
 }
 
@@ -60,29 +59,36 @@ double DraftLengthPolicy::seconds_per_row() const {
   return std::max(0.0, (fit_[0] * fit_[4] - fit_[1] * fit_[3]) / var);
 }
 
-double DraftLengthPolicy::tokens_per_second() const {
-  const double achieved = rate_seconds_ > 0 ? rate_tokens_ / rate_seconds_ : 0;
-  return std::max(achieved, plain_rate_);
+double DraftLengthPolicy::verify_intercept() const {
+  if (fit_[0] == 0) return 0;
+  return std::max(0.0, (fit_[3] - seconds_per_row() * fit_[1]) / fit_[0]);
 }
 
-double DraftLengthPolicy::threshold() const {
-  if (step_seconds_ == 0 || rate_seconds_ == 0) return kColdThreshold;
-  return tokens_per_second() * (step_seconds_ + seconds_per_row());
+double DraftLengthPolicy::expected_round_seconds(int drafts) const {
+  // drafts + 1 early passes with the head (the last one's head is the draft that was not
+  // taken, or nothing), and a verification of drafts + 1 positions.
+  return (drafts + 1) * step_seconds_ + verify_intercept() + seconds_per_row() * (drafts + 1);
+}
+
+bool DraftLengthPolicy::pays(double pi) const {
+  const int k = static_cast<int>(confidences_.size());
+  if (step_seconds_ == 0 || fit_[0] == 0) return pi >= kColdThreshold;
+  return (expected_tokens_ + pi) / expected_round_seconds(k + 1) >= expected_tokens_ / expected_round_seconds(k);
 }
 
 bool DraftLengthPolicy::include(float c) {
   const double pi = pi_ * acceptance(c, static_cast<int>(confidences_.size()) + 1);
   const bool explore = confidences_.empty() && rounds_without_draft_ >= kExploreAfter;
-  if (pi < threshold() && !explore) return false;
+  if (!pays(pi) && !explore) return false;
   pi_ = pi;
+  expected_tokens_ += pi;
   confidences_.push_back(c);
   return true;
 }
 
 void DraftLengthPolicy::draft_step(double seconds) { step_seconds_ = blend(step_seconds_, seconds); }
 
-void DraftLengthPolicy::round_done(int judged, int accepted, int positions, double verify_seconds, bool steady,
-                                   int emitted, double round_seconds) {
+void DraftLengthPolicy::round_done(int judged, int accepted, int positions, double verify_seconds, bool steady) {
   rounds_without_draft_ = confidences_.empty() ? rounds_without_draft_ + 1 : 0;
   judged = std::min(judged, static_cast<int>(confidences_.size()));
   for (int i = 0; i < judged; ++i) {
@@ -90,8 +96,8 @@ void DraftLengthPolicy::round_done(int judged, int accepted, int positions, doub
     b.judged += 1;
     if (i < accepted) b.accepted += 1;
   }
-  // The first round also carries the deferred prefill: neither its verification nor its rate
-  // says what a round costs.
+  // The first round also carries the deferred prefill: its verification says nothing of what
+  // a round costs.
   if (!steady) return;
   const double T = positions;
   for (double& f : fit_) f *= kFitDecay;
@@ -100,9 +106,6 @@ void DraftLengthPolicy::round_done(int judged, int accepted, int positions, doub
   fit_[2] += T * T;
   fit_[3] += verify_seconds;
   fit_[4] += T * verify_seconds;
-  if (confidences_.empty() && round_seconds > 0) plain_rate_ = blend(plain_rate_, emitted / round_seconds);
-  rate_tokens_ = kRateDecay * rate_tokens_ + emitted;
-  rate_seconds_ = kRateDecay * rate_seconds_ + round_seconds;
 }
 
 }  // namespace skiff

@@ -1,9 +1,9 @@
-// Adaptive draft length (--draft-adaptive): per round, keep drafting while the tokens a draft
-// is expected to add pay for what it costs, at the rate the run achieves.
+// Adaptive draft length (--draft-adaptive): per round, draft while one more draft raises the
+// round's expected tokens per second.
 //
-// Draft i of a round is included when
-//     pi_i >= R * (t_step + dt_verify/dT)
-// where
+// With k drafts taken, the round is expected to yield E_k = 1 + pi_1 + ... + pi_k tokens in
+// S_k = (k+1) t_step + t_verify(k+1) seconds; draft k+1 is taken when E_{k+1} / S_{k+1} >=
+// E_k / S_k, where
 //   - pi_i = prod_{j<=i} alpha(c_j): the probability that drafts 1..i are all accepted, so
 //     the expected tokens draft i adds (it yields a token only if every earlier draft passed);
 //     alpha(c) is the acceptance rate of drafts with early-head confidence c (top softmax
@@ -12,17 +12,14 @@
 //     shrunk towards the rate over all bins (lookup drafts, which have no confidence, have a
 //     bin of their own);
 //   - t_step: the drafter's measured seconds per draft step (early layers + head);
-//   - t_verify(T): measured seconds of a verification of T positions (steady rounds only),
-//     a least-squares line over recent rounds; its slope is what one more row costs (0
-//     until two sizes have been seen);
-//   - R: the rate a draft must beat: the run's tokens per second so far (decayed), or the
-//     rate of its rounds without drafts if that is higher (else drafting that lowers the rate
-//     would lower the bar with it).
-// On a memory-bound model verification rows are almost free and the rule drafts long while
-// the drafts are confident; on a compute-bound one each row costs and drafts stay short.
-//
-// After 16 rounds without a draft the first draft is included anyway, so a pessimistic
-// estimate can learn it was wrong.
+//   - t_verify(T) = a + b T: a least-squares line through the measured (positions, seconds)
+//     of steady verifications, recent rounds weighing more (b = 0 until two sizes were seen).
+// The comparison is within the round, not against the run's achieved rate: a rule measured
+// against its own results can settle where long, often-rejected drafts keep the rate low.
+// On a memory-bound model a verification row is nearly free (b ~ 0) and drafts run long while
+// they are likely; where each row costs, drafts stay short. Before the first measurements a
+// draft is taken while pi >= 0.5. After 16 rounds without a draft the first draft is taken
+// anyway, so a pessimistic estimate can learn it was wrong.
 //
 // Greedy output never depends on the draft lengths (verification is exact). Under sampling
 // the output keeps the target's distribution, but the lengths follow measured times, so a seed
@@ -48,16 +45,15 @@ class DraftLengthPolicy {
   void draft_step(double seconds);
   // After the verification: `judged` drafts were judged (the accepted ones, then the rejected
   // one if any), `accepted` of them passed; `positions` went through the verification in
-  // `verify_seconds` (steady: only the round's own positions, no catch-up); the round emitted
-  // `emitted` tokens in `round_seconds`.
-  void round_done(int judged, int accepted, int positions, double verify_seconds, bool steady, int emitted,
-                  double round_seconds);
+  // `verify_seconds` (steady: only the round's own positions, no catch-up).
+  void round_done(int judged, int accepted, int positions, double verify_seconds, bool steady);
 
   // For tests and tracing.
   double acceptance(float c, int depth = 1) const;
-  double threshold() const;  // the pi a draft needs
-  double seconds_per_row() const;  // the verification's measured cost of one more position
-  double tokens_per_second() const;  // R
+  bool pays(double pi) const;  // would a next draft with this pi be taken?
+  double seconds_per_row() const;  // b: the verification's cost of one more position
+  double verify_intercept() const;  // a
+  double expected_round_seconds(int drafts) const;  // S_k
 
  private:
   static constexpr int kBins = 20, kDepths = 3;
@@ -71,9 +67,7 @@ class DraftLengthPolicy {
   // Decayed sums for the verification-time line: weight, T, T^2, seconds, T * seconds.
   std::array<double, 5> fit_{};
   double step_seconds_ = 0;                         // EWMA, 0 = unseen
-  double rate_tokens_ = 0, rate_seconds_ = 0;  // decayed sums: the achieved rate
-  double plain_rate_ = 0;                      // EWMA tokens/s of rounds without drafts
-  double pi_ = 1;
+  double pi_ = 1, expected_tokens_ = 1;
   int rounds_without_draft_ = 0;
   std::vector<float> confidences_;
 };

@@ -109,7 +109,7 @@ void EarlyExitDrafter::accepted(int n) {
 
 void EarlyExitDrafter::round_done(const RoundFeedback& f) {
   if (options_.adaptive)
-    policy_.round_done(f.judged, f.accepted, f.positions, f.verify_seconds, f.steady, f.emitted, f.round_seconds);
+    policy_.round_done(f.judged, f.accepted, f.positions, f.verify_seconds, f.steady);
 }
 
 }  // namespace skiff

@@ -277,17 +277,9 @@ def read_losses(stem):
     return {int(r.split(",")[0]): float(r.split(",")[1]) for r in rows}
 
 
-def check_first_losses(skiff, tmp, ctx):
-    model = os.path.join(tmp, "tiny.gguf")
-    weights = write_model(model, TINY, 11)
-    data = os.path.join(tmp, "text.txt")
-    make_text(data, 60, 3)
-    dump = os.path.join(tmp, "dump")
-    out = os.path.join(tmp, "run1.gguf")
-    run(train_cmd(skiff, model, data, out, ["--debug-dump", dump]))
-    got = read_losses(os.path.join(tmp, "run1"))
-    r = RUN
-    trainer = tr.Trainer(TINY, weights, r["lr"], r["min_lr"], r["warmup"], r["steps"], r["wd"], r["clip"])
+def replay_losses(trainer, dump: str, r: dict) -> list:
+    """The reference trainer's losses replaying the batches and dropout masks skiff dumped
+    (--debug-dump) for run settings r."""
     L, B, T = TINY.n_layers, r["batch"], r["seq"]
     want = []
     for t in range(r["steps"]):
@@ -299,6 +291,21 @@ def check_first_losses(skiff, tmp, ctx):
         exits = tr.active_exits(r["curriculum"], L, t, r["steps"])
         scales = tr.exit_scales(exits, L, r["e_scale"])
         want.append(trainer.step(t, micro, exits, scales))
+    return want
+
+
+def check_first_losses(skiff, tmp, ctx):
+    model = os.path.join(tmp, "tiny.gguf")
+    weights = write_model(model, TINY, 11)
+    data = os.path.join(tmp, "text.txt")
+    make_text(data, 60, 3)
+    dump = os.path.join(tmp, "dump")
+    out = os.path.join(tmp, "run1.gguf")
+    run(train_cmd(skiff, model, data, out, ["--debug-dump", dump]))
+    got = read_losses(os.path.join(tmp, "run1"))
+    r = RUN
+    trainer = tr.Trainer(TINY, weights, r["lr"], r["min_lr"], r["warmup"], r["steps"], r["wd"], r["clip"])
+    want = replay_losses(trainer, dump, r)
     ctx["weights_after"] = {n: p.detach().numpy() for n, p in trainer.W.items()}
     ctx["run1"] = got
     skipped = sum(int(np.fromfile(f, dtype=np.uint8).sum()) for f in glob.glob(f"{dump}/*.skip"))
@@ -694,17 +701,7 @@ def check_distill_run(skiff, tmp, ctx):
     r = RUN
     trainer = tr.Trainer(TINY, weights, r["lr"], r["min_lr"], r["warmup"], r["steps"], r["wd"], r["clip"],
                          distill=DISTILL)
-    L, B, T = TINY.n_layers, r["batch"], r["seq"]
-    want = []
-    for t in range(r["steps"]):
-        micro = []
-        for m in range(r["accum"]):
-            tokens = np.fromfile(f"{dump}/step{t}_{m}.tokens", dtype=np.int32).reshape(B, T + 1)
-            skip = np.fromfile(f"{dump}/step{t}_{m}.skip", dtype=np.uint8).reshape(B, L).astype(bool)
-            micro.append((tokens, skip))
-        exits = tr.active_exits(r["curriculum"], L, t, r["steps"])
-        scales = tr.exit_scales(exits, L, r["e_scale"])
-        want.append(trainer.step(t, micro, exits, scales))
+    want = replay_losses(trainer, dump, r)
     errs = [abs(got[t + 1] - want[t]) / max(1.0, abs(want[t])) for t in range(r["steps"])]
     longer = train_cmd(skiff, model, data, out, steps=r["steps"] + 2)
     other = run(longer + ["--resume", "--exit-distill", "0.25"], check=False)
