@@ -83,6 +83,10 @@ inline void unpack_q4_k_scales(const uint8_t* s, uint8_t out[16]) {
 // of a tile prefetches its share of the *next* row tile, whose bytes are contiguous, in
 // address order: one tile of lead hides DRAM latency (AVX-512, Q4_0 weights from DRAM,
 // 2 threads: 27 -> 45-55 GB/s; reference model tg64 53 -> 77-92 t/s).
+// The lines go to L2 (prefetcht1), not L1: an 8-row tile of F16 rows of 2048 is 32 KiB, all
+// of L1, so fetching the next one into L1 evicted the current tile's lines before use
+// (skiff_microbench BM_MatmulDram 131072 x 2048, 2 threads, same run: F16 23.6-25.2 ->
+// 32.9-34.9 GB/s, BF16 24.6-26.2 -> 31.4-31.7, row-major Q8_0 20.2 -> 36.8; Q4_0 no worse).
 struct TileAhead {
   const char* base = nullptr;  // first byte of the rows to prefetch
   int64_t next = 0;            // offset of the next line to prefetch
@@ -90,7 +94,7 @@ struct TileAhead {
   int lines = 0;               // lines per step
   void step() {
     for (int k = 0; k < lines; ++k, next += 64)
-      if (next < end) __builtin_prefetch(base + next, 0, 3);
+      if (next < end) __builtin_prefetch(base + next, 0, 2);
   }
 };
 
