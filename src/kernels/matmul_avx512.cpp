@@ -383,12 +383,15 @@ void run_block(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, s
       const uint8_t* rows[kDecodeRows];
       for (int j = 0; j < nr; ++j) rows[j] = w.row(r + j);
       float* out = y + t0 * y_stride + r;
+      // With one position tile (decode, and the few positions of a speculative verify or a
+      // small batch) every row is read once, from DRAM: prefetch the next row tile as decode
+      // does. With more, the rows come back from L2 for every further position tile.
+      const int64_t steps = (w.cols + Tiles::kStepCols - 1) / Tiles::kStepCols;
+      const TileAhead ahead = n_tiles == 1 ? rows_ahead(w, r + nr, nr, steps) : TileAhead{};
       if (c == 1) {
-        const int64_t steps = (w.cols + Tiles::kStepCols - 1) / Tiles::kStepCols;
-        const TileAhead ahead = rows_ahead(w, r + nr, nr, steps);
         Dispatch<Tiles, kDecodeRows, 1>::call(nr, 1, rows, xs, w.cols, out, y_stride, ahead);
       } else {
-        Dispatch<Tiles, Tiles::kRows, P>::call(nr, c, rows, xs, w.cols, out, y_stride, TileAhead{});
+        Dispatch<Tiles, Tiles::kRows, P>::call(nr, c, rows, xs, w.cols, out, y_stride, ahead);
       }
     }
     t0 += c;
