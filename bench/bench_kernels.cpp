@@ -96,7 +96,7 @@ BENCHMARK(BM_Matmul)->Apply(MatmulArgs)->Unit(benchmark::kMicrosecond)->UseRealT
 // (2048 x 5632), a short row (512) whose position tile fits in L1, and a matrix far larger
 // than the caches (32768 x 2048), as the model's weights are.
 void PrefillShapeArgs(benchmark::internal::Benchmark* b) {
-  for (DType t : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K})
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K})
     for (auto [rows, cols] : {std::pair<int64_t, int64_t>{2048, 2048}, {2048, 5632}, {8192, 512}, {32768, 2048}})
       for (int64_t threads : {1, 2}) b->Args({static_cast<int64_t>(t), static_cast<int64_t>(best_cpu_path()), 128, threads, rows, cols});
 }

@@ -94,6 +94,13 @@ const Case kCases[] = {
     {DType::Q6_K, 256}, {DType::Q6_K, 768},
 };
 
+float bf16_value(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 bool bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
@@ -114,17 +121,22 @@ TEST(Matmul, MatchesScalarPathAndFloat64OnEveryPath) {
     std::vector<float> scalar(static_cast<size_t>(T * rows));
     matmul(m.view, x.data(), T, scalar.data(), pool);
     const int64_t scalar_block = matmul_input_block(c.type);
+    const bool scalar_bf16 = matmul_input_bf16(c.type);
     for (CpuPath path : available_paths()) {
       set_cpu_path(path);
       std::vector<float> y(static_cast<size_t>(T * rows));
       matmul(m.view, x.data(), T, y.data(), pool);
       const int64_t block = matmul_input_block(c.type);  // 0: float input
+      // bf16 input (BF16 on AVX512-BF16): products of the rounded inputs, exact in float32,
+      // so held to the float32 tolerance against float64 of exactly those inputs.
+      const bool bf16 = matmul_input_bf16(c.type);
       for (int64_t t = 0; t < T; ++t) {
         for (int64_t r = 0; r < rows; ++r) {
           double exact = 0, magnitude = 0, rounding = 0;
           for (int64_t k = 0; k < c.cols; ++k) {
             const float wk = m.dequantized[static_cast<size_t>(r * c.cols + k)];
-            double term = static_cast<double>(wk) * x[static_cast<size_t>(t * c.cols + k)];
+            const float xk = x[static_cast<size_t>(t * c.cols + k)];
+            double term = static_cast<double>(wk) * (bf16 ? bf16_value(kernels::round_to_bf16(xk)) : xk);
             exact += term;
             magnitude += std::fabs(term);
             // 8-bit inputs: each moves by at most half a step, amax / 254 of its block.
@@ -137,7 +149,7 @@ TEST(Matmul, MatchesScalarPathAndFloat64OnEveryPath) {
           const float got = y[static_cast<size_t>(t * rows + r)];
           // Paths that see the same inputs differ only in float32 summation order (a path
           // may keep float inputs where the scalar one quantizes: then only the bound below).
-          if (block == scalar_block) {
+          if (block == scalar_block && bf16 == scalar_bf16) {
             ASSERT_NEAR(got, scalar[static_cast<size_t>(t * rows + r)], 1e-5 * (1 + magnitude))
                 << label(c.type, c.cols, path) << " t " << t << " r " << r;
           }
@@ -245,6 +257,42 @@ TEST(Matmul, InputQuantizationRoundsToNearestWithinHalfAStep) {
   x[1] = INFINITY;
   kernels::quantize_input_q8(x.data(), 32, q.data(), d.data());
   for (int i = 0; i < 32; ++i) EXPECT_LE(std::abs(q[i]), 127);
+}
+
+// round_to_bf16 against the definition: the nearer of the two bf16 values around x (found
+// by truncation, compared in double), the even one on a tie; denormals to signed zero; NaN
+// stays NaN; past the largest bf16 (by half an ulp or more) to infinity.
+TEST(Matmul, Bf16InputRoundsToNearestEven) {
+  std::mt19937 rng(81);
+  std::vector<float> xs = {0.0f, -0.0f, 1.0f, -2.5f, 1.00390625f /* tie, even down */,
+                           1.01171875f /* tie, even up */, 3.0e38f, 3.4e38f, INFINITY, -INFINITY,
+                           1e-40f, -1e-40f, 1.2e-38f};
+  for (int i = 0; i < 20000; ++i) {
+    uint32_t u = rng();
+    float f;
+    std::memcpy(&f, &u, 4);
+    xs.push_back(f);
+  }
+  for (float x : xs) {
+    const uint16_t got = kernels::round_to_bf16(x);
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    if (std::isnan(x)) {
+      EXPECT_TRUE(std::isnan(bf16_value(got))) << u;
+      continue;
+    }
+    if (std::fpclassify(x) == FP_SUBNORMAL || x == 0.0f) {
+      EXPECT_EQ(got, static_cast<uint16_t>((u >> 16) & 0x8000u)) << u;
+      continue;
+    }
+    const uint16_t down = static_cast<uint16_t>(u >> 16), up = static_cast<uint16_t>(down + 1);
+    const double d_down = std::fabs(static_cast<double>(x) - bf16_value(down));
+    // The value above the largest finite bf16 is infinity: 2^128 as a limit for the tie.
+    const double up_value = (up & 0x7F80u) == 0x7F80u ? std::copysign(std::ldexp(1.0, 128), x) : bf16_value(up);
+    const double d_up = std::isinf(x) ? INFINITY : std::fabs(static_cast<double>(x) - up_value);
+    const uint16_t want = d_down < d_up ? down : d_up < d_down ? up : (down & 1) ? up : down;
+    EXPECT_EQ(got, want) << "x " << x << " bits " << u;
+  }
 }
 
 TEST(Matmul, EveryPathPreparesTheSameInputBytes) {

@@ -148,7 +148,9 @@ void register_info(CLI::App& app) {
     for (DType t : types) {
       const int64_t block = matmul_input_block(t);
       inputs += fmt::format("{}{} {}", inputs.empty() ? "" : ", ", dtype_name(t),
-                            block ? fmt::format("8-bit/{}", block) : std::string("float"));
+                            block                   ? fmt::format("8-bit/{}", block)
+                            : matmul_input_bf16(t) ? std::string("bf16")
+                                                   : std::string("float"));
     }
     std::printf("cpu path %s; matmul inputs: %s\n", std::string(cpu_path_name(active_cpu_path())).c_str(),
                 inputs.c_str());

@@ -11,7 +11,7 @@ CpuPath detect() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("fma"))
+      __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma"))  // vpdpbusd: int8 kernels
     return CpuPath::Avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CpuPath::Avx2;
 #endif
@@ -42,6 +42,15 @@ CpuPath best_cpu_path() {
 }
 
 CpuPath active_cpu_path() { return active(); }
+
+bool cpu_has_avx512_bf16() {
+#if defined(__x86_64__)
+  static const bool has = best_cpu_path() == CpuPath::Avx512 && __builtin_cpu_supports("avx512bf16");
+  return has;
+#else
+  return false;
+#endif
+}
 
 void set_cpu_path(CpuPath p) { active() = p < best_cpu_path() ? p : best_cpu_path(); }
 

@@ -13,5 +13,6 @@ CpuPath best_cpu_path();      // what this CPU supports
 CpuPath active_cpu_path();    // what the kernels use (best, or SKIFF_CPU / set_cpu_path)
 void set_cpu_path(CpuPath p);  // clamps to best_cpu_path(); for tests and benchmarks
 std::string_view cpu_path_name(CpuPath p);
+bool cpu_has_avx512_bf16();  // vdpbf16ps / vcvtneps2bf16 (Zen 4, Cooper Lake, Sapphire Rapids)
 
 }  // namespace skiff

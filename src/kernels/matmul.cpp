@@ -36,7 +36,8 @@ void quantize_input_q8(const float* x, int64_t n, int8_t* q, float* d, int64_t b
 
 int64_t input_block(InputFormat f) {
   switch (f) {
-    case InputFormat::F32: return 0;
+    case InputFormat::F32:
+    case InputFormat::BF16: return 0;
     case InputFormat::Q8K:
     case InputFormat::Q8KNibble: return 256;
     default: return 32;
@@ -74,6 +75,7 @@ size_t input_stride(InputFormat f, int64_t cols) {
     case InputFormat::Q8K:
     case InputFormat::Q8KNibble: bytes = static_cast<size_t>(cols / 256) * sizeof(Q8KBlock); break;
     case InputFormat::Q8Blocks: bytes = static_cast<size_t>(nb) * sizeof(Q8Block); break;
+    case InputFormat::BF16: bytes = static_cast<size_t>(cols) * sizeof(uint16_t); break;
   }
   return (bytes + 63) / 64 * 64;
 }
@@ -87,6 +89,11 @@ void prepare_input_scalar(InputFormat f, const float* x, int64_t cols, uint8_t* 
   const int64_t nb = cols / 32;
   if (f == InputFormat::F32) {
     std::memcpy(out, x, static_cast<size_t>(cols) * sizeof(float));
+    return;
+  }
+  if (f == InputFormat::BF16) {
+    uint16_t* h = reinterpret_cast<uint16_t*>(out);
+    for (int64_t i = 0; i < cols; ++i) h[i] = round_to_bf16(x[i]);
     return;
   }
   if (f == InputFormat::Q8) {
@@ -183,6 +190,8 @@ static_assert(kRowsPerUnit % kPackedGroupRows == 0, "a thread's rows must be who
 }  // namespace
 
 int64_t matmul_input_block(DType type) { return kernels::input_block(select_kernel(type).input); }
+
+bool matmul_input_bf16(DType type) { return select_kernel(type).input == kernels::InputFormat::BF16; }
 
 void dequantize_tensor_row(const TensorView& w, int64_t r, float* out) {
   dequantize_row(w.type, w.row(r), out, w.cols);

@@ -8,7 +8,9 @@
 // - thread invariance: each y[t][r] is computed wholly by one thread, in the same way for
 //   any thread count.
 // Q8_0 and Q4_0 weights take their input quantized on the fly to 8-bit blocks of 32, Q4_K,
-// Q5_K and Q6_K to 8-bit blocks of 256 (as llama.cpp does), and use integer dot products; every other type computes in float32 from exact weights. Weights
+// Q5_K and Q6_K to 8-bit blocks of 256 (as llama.cpp does), and use integer dot products; on
+// CPUs with AVX512-BF16, BF16 weights take their input rounded to bf16 (as llama.cpp does) and
+// use vdpbf16ps; every other type computes in float32 from exact weights. Weights
 // are read in place (memory-mapped), or from TensorView::packed when the model packed them for
 // the active path (kernels/repack.h: Q4_0 and Q8_0 on AVX-512).
 #pragma once
@@ -37,5 +39,7 @@ void dequantize_tensor_row(const TensorView& w, int64_t r, float* out);
 // How many inputs share one 8-bit scale when the active CPU path quantizes the input of
 // `type` (32, or 256 for K-quants; see above); 0 when it computes with the floats.
 int64_t matmul_input_block(DType type);
+// Whether the active CPU path rounds the input of `type` to bf16 (BF16 weights, AVX512-BF16).
+bool matmul_input_bf16(DType type);
 
 }  // namespace skiff

@@ -24,8 +24,9 @@ enum class InputFormat : int {
   Q8K = 4,            // K-quant weights: Q8KBlock per 256 inputs, natural order
   Q8KNibble = 5,      // AVX-512 layout for Q4_K weights: Q8KBlock in Q4_K's nibble order
   Q8Blocks = 6,       // packed Q4_0 / Q8_0 weights (kernels/repack.h): a Q8Block per 32 inputs
+  BF16 = 7,           // AVX-512 BF16 weights: the floats rounded to bf16 (round to nearest even)
 };
-constexpr int kInputFormats = 7;
+constexpr int kInputFormats = 8;
 
 // Two blocks of 32 quantized inputs for the AVX-512 integer kernels. `corr` holds, per
 // 32-bit lane (4 bytes of x), -bias * (sum of those 4 bytes): vpdpbusd multiplies unsigned
@@ -135,6 +136,16 @@ size_t input_stride(InputFormat f, int64_t cols);
 void prepare_input(InputFormat f, const float* x, int64_t cols, uint8_t* out);
 void prepare_input_scalar(InputFormat f, const float* x, int64_t cols, uint8_t* out);
 bool prepare_input_avx512(InputFormat f, const float* x, int64_t cols, uint8_t* out);  // false: not this format
+
+// A float rounded to bf16 as vcvtneps2bf16 does: to nearest even, denormals to signed zero,
+// NaN kept a quiet NaN.
+inline uint16_t round_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7F800000u) == 0) return static_cast<uint16_t>((u >> 16) & 0x8000u);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
 
 // The 8-bit quantization of inputs (one scale per `block` values, amax/127, round to nearest
 // even): the same on every path, so all paths see the same integers.

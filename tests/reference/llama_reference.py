@@ -143,18 +143,27 @@ def quantize_input(h: torch.Tensor, block: int) -> torch.Tensor:
     return (q.to(DTYPE) * d.to(DTYPE)).reshape(h.shape)
 
 
+def engine_input(h: torch.Tensor, how) -> torch.Tensor:
+    """The input as the engine feeds it to a product: quantized to 8 bits in blocks of `how`
+    (an int, see quantize_input), or for how == "bf16" rounded to bfloat16 from float32 (round
+    to nearest even, as torch and skiff's kernels/matmul_impl.h round_to_bf16 do)."""
+    if how == "bf16":
+        return h.to(torch.float32).to(torch.bfloat16).to(DTYPE)
+    return quantize_input(h, how)
+
+
 def forward(cfg: LlamaConfig, weights: dict, tokens, n_layers: int | None = None,
             input_blocks: dict | None = None, first_visible=None) -> np.ndarray:
     """Logits [len(tokens), vocab] (float64) after layers 0..n_layers-1 (default: all) and the
-    final norm + head; positions are 0..len(tokens)-1. input_blocks: {matrix name: block} for
-    the products whose input the engine quantizes to 8 bits (see quantize_input).
+    final norm + head; positions are 0..len(tokens)-1. input_blocks: {matrix name: block or "bf16"}
+    for the products whose input the engine quantizes to 8 bits or rounds to bf16 (see engine_input).
     first_visible: block attention, see attention()."""
     cfg.validate()
     W = {k: torch.as_tensor(np.asarray(v), dtype=DTYPE) for k, v in weights.items()}
     blocks = input_blocks or {}
 
     def mm(h, name):
-        return (quantize_input(h, blocks[name]) if name in blocks else h) @ W[name].T
+        return (engine_input(h, blocks[name]) if name in blocks else h) @ W[name].T
 
     n_layers = cfg.n_layers if n_layers is None else n_layers
     assert 0 <= n_layers <= cfg.n_layers

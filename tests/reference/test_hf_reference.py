@@ -110,8 +110,13 @@ def rmsnorm(x, w, eps):
     return w * (x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps))
 
 
-def reference_logits(cfg: HfConfig, weights: dict, tokens) -> np.ndarray:
+def reference_logits(cfg: HfConfig, weights: dict, tokens, bf16_inputs: bool = False) -> np.ndarray:
+    """bf16_inputs: the products' inputs rounded to bfloat16 from float32 first, as skiff
+    does for BF16 weights on CPUs with AVX512-BF16 (`skiff info`: "matmul inputs: bf16 bf16")."""
     W = {k: torch.as_tensor(np.asarray(v), dtype=DT) for k, v in weights.items()}
+
+    def inp(h):
+        return h.to(torch.float32).to(torch.bfloat16).to(DT) if bf16_inputs else h
     T = len(tokens)
     H, KV, hd = cfg.heads, cfg.kv_heads, cfg.hd
     inv_freq, attention_factor = rope_parameters(cfg)
@@ -127,9 +132,9 @@ def reference_logits(cfg: HfConfig, weights: dict, tokens) -> np.ndarray:
     for l in range(cfg.layers):
         p = f"model.layers.{l}."
         h = rmsnorm(x, W[p + "input_layernorm.weight"], cfg.rms_eps)
-        q = (h @ W[p + "self_attn.q_proj.weight"].T).reshape(T, H, hd)
-        k = (h @ W[p + "self_attn.k_proj.weight"].T).reshape(T, KV, hd)
-        v = (h @ W[p + "self_attn.v_proj.weight"].T).reshape(T, KV, hd)
+        q = (inp(h) @ W[p + "self_attn.q_proj.weight"].T).reshape(T, H, hd)
+        k = (inp(h) @ W[p + "self_attn.k_proj.weight"].T).reshape(T, KV, hd)
+        v = (inp(h) @ W[p + "self_attn.v_proj.weight"].T).reshape(T, KV, hd)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         group = H // KV
@@ -137,14 +142,14 @@ def reference_logits(cfg: HfConfig, weights: dict, tokens) -> np.ndarray:
         scores = torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd)
         probs = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
         attn = torch.einsum("hts,shd->thd", probs, v).reshape(T, H * hd)
-        x = x + attn @ W[p + "self_attn.o_proj.weight"].T
+        x = x + inp(attn) @ W[p + "self_attn.o_proj.weight"].T
         h = rmsnorm(x, W[p + "post_attention_layernorm.weight"], cfg.rms_eps)
-        gate = h @ W[p + "mlp.gate_proj.weight"].T
-        up = h @ W[p + "mlp.up_proj.weight"].T
-        x = x + (act(gate) * up) @ W[p + "mlp.down_proj.weight"].T
+        gate = inp(h) @ W[p + "mlp.gate_proj.weight"].T
+        up = inp(h) @ W[p + "mlp.up_proj.weight"].T
+        x = x + inp(act(gate) * up) @ W[p + "mlp.down_proj.weight"].T
     x = rmsnorm(x, W["model.norm.weight"], cfg.rms_eps)
     head = W["model.embed_tokens.weight" if cfg.tied else "lm_head.weight"]
-    return (x @ head.T).numpy()
+    return (inp(x) @ head.T).numpy()
 
 
 def interleave_rows(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -324,7 +329,9 @@ def main() -> int:
                                                                     norm_dtype or dtype, shards))
             rng = np.random.default_rng(i)
             tokens = [int(t) for t in rng.integers(0, cfg.vocab, N_TOKENS)]
-            want = reference_logits(cfg, held, tokens)
+            # BF16 matrices round their input to bf16 where the CPU has AVX512-BF16 (skiff info says).
+            info = run_skiff(skiff, ["info", "-m", path])
+            want = reference_logits(cfg, held, tokens, bf16_inputs="matmul inputs: bf16 bf16" in info)
             got = {}
 
             def vs_reference():

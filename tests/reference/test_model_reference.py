@@ -50,6 +50,8 @@ TOL = 1e-4
 # on the fly to 8 bits and use integer dot products, as llama.cpp does (src/kernels/matmul.h;
 # `skiff info` names them per CPU path). The reference quantizes the same inputs the same way
 # (llama_reference.quantize_input), so the integer arithmetic must agree to float32 rounding.
+# BF16 matrices on CPUs with AVX512-BF16 take their input rounded to bf16 (vdpbf16ps, as
+# llama.cpp does); the reference rounds the same inputs (llama_reference.engine_input).
 # An input that sits within float32 noise of a rounding boundary can still round the other way
 # in one of the two (the reference's activations are float64); such a flip moves that
 # position's logits by up to ~0.07 on these small random models. So with quantized inputs,
@@ -403,7 +405,7 @@ class Model:
         self.weights = ref.weights_from_gguf(g)
         self.types = sorted({gw.TYPE_INFO[t.ggml_type][0] for t in g.tensors.values()})
         self.tensor_types = {name: gw.TYPE_INFO[t.ggml_type][0].lower() for name, t in g.tensors.items()}
-        self.input_blocks = {}  # matrix name -> block of the engine's 8-bit input quantization
+        self.input_blocks = {}  # matrix name -> block of the engine's 8-bit input quantization, or "bf16"
 
     def use_engine_input_quantization(self, skiff: str):
         """Reads which weight types' products quantize their input on this CPU (and in blocks
@@ -418,6 +420,8 @@ class Model:
             named.add(name.lower())
             if how.startswith("8-bit/"):
                 by_type[name.lower()] = int(how[len("8-bit/"):])
+            elif how == "bf16":  # BF16 weights on AVX512-BF16: the input rounded to bf16
+                by_type[name.lower()] = "bf16"
         self.input_blocks = {n: by_type[t] for n, t in self.tensor_types.items() if t in by_type}
         # The line names exactly the types of the matrices (no norm, no untied embedding).
         matrices = {t for n, t in self.tensor_types.items()
