@@ -7,7 +7,10 @@
 #   scripts/mmap_baseline.sh MODEL.gguf BUDGET [TOKENS] [THREADS]
 #   BUDGET: bytes, or with a K/M/G suffix, or N% of MODEL.gguf's size
 #
-# Prints skiff bench's JSON (tg = tokens/s under the limit) plus the limit used.
+# Prints skiff bench's JSON (tg = tokens/s under the limit) plus the limit used. With
+# LLAMA_BENCH=/path/to/llama-bench (../shared/peers/build-llamacpp.sh builds it) it then drops
+# the page cache again and runs llama.cpp's llama-bench on the same file, same tests and
+# threads, in the same cgroup: what users of llama.cpp get at that memory.
 set -euo pipefail
 
 model=${1:?usage: mmap_baseline.sh MODEL.gguf BUDGET [TOKENS] [THREADS]}
@@ -46,5 +49,14 @@ sync
 echo 3 > /proc/sys/vm/drop_caches
 echo "mmap baseline: $model ($size bytes) under a $limit-byte memory limit ($cg)" >&2
 # The child joins the cgroup before exec, so every page it maps is charged there.
-sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' _ "$cg" \
-  "$skiff" bench -m "$model" -p 8 -n "$tokens" -r 1 -t "$threads" --no-membw -o json
+in_cgroup() { sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' _ "$cg" "$@"; }
+in_cgroup "$skiff" bench -m "$model" -p 8 -n "$tokens" -r 1 -t "$threads" --no-membw -o json
+
+if [ -n "${LLAMA_BENCH:-}" ]; then
+  sync
+  echo 3 > /proc/sys/vm/drop_caches
+  echo "llama.cpp mmap baseline: $LLAMA_BENCH under the same $limit-byte limit" >&2
+  # --poll 0: ggml's spinning workers would take the cores skiff's run did not (see
+  # docs/SPECULATIVE.md); llama-bench, like skiff bench, warms up once before the timed run.
+  in_cgroup "$LLAMA_BENCH" -m "$model" -p 8 -n "$tokens" -r 1 -t "$threads" --poll 0 -o json
+fi
