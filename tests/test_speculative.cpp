@@ -175,13 +175,33 @@ TEST_F(Stories, CostModelDraftLengthAndLookupFirstKeepTheOutput) {
   std::vector<SpecSetup> setups;
   for (int e = 1; e < model_->config.n_layers; ++e)
     for (int d : {2, 5, 8})
-      for (SelfSpecOptions o : {SelfSpecOptions{true, 0}, SelfSpecOptions{false, 2}, SelfSpecOptions{true, 3}})
+      for (SelfSpecOptions o : {SelfSpecOptions{true, 0, nullptr}, SelfSpecOptions{false, 2, nullptr},
+                                 SelfSpecOptions{true, 3, nullptr}})
         setups.push_back({Kind::SelfSpec, e, d, 0.0f, nullptr, o});
   sweep(*model_, prompts(40), 50, setups, cov);
   EXPECT_GT(cov.rejections, 0);
   EXPECT_GT(cov.full_accept, 0);
   EXPECT_GT(cov.batched_early, 0);
   EXPECT_GE(cov.draft_lengths.size(), 4u) << "the adaptive rule varies the draft length";
+}
+
+TEST_F(Stories, QuantizedDraftHeadKeepsTheOutput) {
+  // --draft-head: the early head reads a Q8_0 / Q4_0 copy of the output matrix; drafts differ,
+  // verification does not, so the greedy text is plain decoding's at every exit and length.
+  Coverage cov;
+  std::vector<SpecSetup> setups;
+  for (DType type : {DType::Q8_0, DType::Q4_0}) {
+    const auto head = make_draft_head(*model_, type);
+    ASSERT_EQ(head->view.type, type);
+    ASSERT_EQ(head->view.rows, model_->output.rows);
+    for (int e = 1; e < model_->config.n_layers; ++e)
+      for (int d : {2, 5})
+        for (int lookup : {0, 2}) setups.push_back({Kind::SelfSpec, e, d, 0.0f, nullptr, SelfSpecOptions{false, lookup, head}});
+  }
+  sweep(*model_, prompts(40), 40, setups, cov);
+  EXPECT_GT(cov.rejections, 0);
+  EXPECT_GT(cov.full_accept, 0);
+  EXPECT_THROW(make_draft_head(*model_, DType::F16), Error);
 }
 
 TEST_F(Stories, EosInsideDrafts) {
@@ -198,7 +218,7 @@ TEST_F(Stories, EosInsideDrafts) {
     for (int e = 1; e < m->config.n_layers; ++e)
       for (int d : {1, 3, 8}) setups.push_back({Kind::SelfSpec, e, d});
     for (int e = 1; e < m->config.n_layers; e += 2)
-      setups.push_back({Kind::SelfSpec, e, 6, 0.0f, nullptr, SelfSpecOptions{true, 2}});
+      setups.push_back({Kind::SelfSpec, e, 6, 0.0f, nullptr, SelfSpecOptions{true, 2, nullptr}});
     for (int n = 1; n <= 4; ++n)
       for (int d : {2, 5, 8}) setups.push_back({Kind::Lookup, n, d});
     setups.push_back({Kind::DraftModel, 0, 6, 0.0f, m.get()});
@@ -316,7 +336,7 @@ TEST(RandomModels, EveryStrategyIsAutoregressive) {
       setups.push_back({Kind::DraftModel, 0, d, 0.0f, draft.model.get()});
       setups.push_back({Kind::DraftModel, 0, d, 0.0f, m.model.get()});
       setups.push_back({Kind::Lookup, 1 + d % 3, d});
-      setups.push_back({Kind::SelfSpec, 1 + d % (shape.n_layers - 1), d, 0.0f, nullptr, SelfSpecOptions{d % 2 == 0, d % 3}});
+      setups.push_back({Kind::SelfSpec, 1 + d % (shape.n_layers - 1), d, 0.0f, nullptr, SelfSpecOptions{d % 2 == 0, d % 3, nullptr}});
     }
     sweep(*m, prompts, 40, setups, cov);
     if (::testing::Test::HasFatalFailure()) return;

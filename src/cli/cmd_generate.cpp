@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/flash_flags.h"
+#include "cli/spec_common.h"
 #include "cli/generation_flags.h"
 #include "cli/stage_flags.h"
 #include "decode/early_exit_drafter.h"
@@ -34,6 +35,7 @@ struct GenerateFlags {
   int draft_max = 4;
   float draft_p_min = kDefaultDraftPMin;
   bool draft_adaptive = false;
+  std::string draft_head;  // self-spec: the early head's own copy in this type
   FlashFlags flash;
   KvCacheFlags kv;
   StageFlags stages;
@@ -50,6 +52,7 @@ Strategy pick_strategy(const GenerateFlags& f, const CLI::App& cmd) {
   if (!(self || model || lookup) && (cmd.count("--draft-max") > 0 || cmd.count("--draft-p-min") > 0))
     fail("--draft-max and --draft-p-min need --self-spec, --draft-model or --lookup");
   if (!self && cmd.count("--draft-adaptive") > 0) fail("--draft-adaptive needs --self-spec");
+  if (!self && cmd.count("--draft-head") > 0) fail("--draft-head needs --self-spec");
   if (f.draft_adaptive && cmd.count("--draft-p-min") > 0)
     fail("--draft-adaptive and --draft-p-min exclude each other (the cost model decides when to stop)");
   if (exit) return Strategy::EarlyExit;
@@ -124,8 +127,9 @@ void run_generate(const GenerateFlags& f, const CLI::App& cmd) {
     case Strategy::Autoregressive: break;
     case Strategy::EarlyExit: break;
     case Strategy::SelfSpec:
-      drafter = std::make_unique<EarlyExitDrafter>(ctx, f.self_spec, f.draft_p_min,
-                                                   SelfSpecOptions{f.draft_adaptive, f.lookup});
+      drafter = std::make_unique<EarlyExitDrafter>(
+          ctx, f.self_spec, f.draft_p_min,
+          SelfSpecOptions{f.draft_adaptive, f.lookup, draft_head_from_flag(*model, f.draft_head)});
       break;
     case Strategy::DraftModel:
       draft_model = load_model(f.draft_model);
@@ -198,6 +202,9 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--draft-p-min", flags->draft_p_min,
                   fmt::format("stop drafting when the draft's top probability is below this (default {})",
                               kDefaultDraftPMin));
+  cmd->add_option("--draft-head", flags->draft_head,
+                  "self-speculation: the early head reads its own q8_0 or q4_0 copy of the output matrix "
+                  "(fewer bytes per draft; verification keeps the model's head, so the output is unchanged)");
   cmd->add_flag("--draft-adaptive", flags->draft_adaptive,
                 "self-speculation: draft while a draft's expected tokens pay for its measured cost, instead of "
                 "--draft-p-min (greedy text unchanged; a sampled text is not reproducible by seed)");

@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "cli/common.h"
+#include "tensor/dtype.h"
 
 namespace skiff::cli {
 
@@ -109,6 +110,13 @@ nlohmann::json spec_result_json(const SpecBenchResult& r, const nlohmann::json& 
   j["draft_steps"] = r.draft_steps;
   if (settings.value("temperature", 0.0) == 0.0) j["identical"] = r.identical;
   return j;
+}
+
+std::shared_ptr<const DraftHead> draft_head_from_flag(const Model& model, const std::string& type) {
+  if (type.empty()) return nullptr;
+  const std::optional<DType> t = parse_dtype(type);
+  if (!t) fail("--draft-head '{}': not a type name (q8_0 or q4_0)", type);
+  return make_draft_head(model, *t);
 }
 
 }  // namespace skiff::cli

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "decode/early_exit_drafter.h"
 #include "decode/spec_bench.h"
 #include "model/model.h"
 
@@ -21,5 +22,8 @@ std::vector<SpecBenchPrompt> load_spec_prompts(const std::string& path, const To
 
 // One row of results as JSON (every number SpecBenchResult has) plus the run's settings.
 nlohmann::json spec_result_json(const SpecBenchResult& r, const nlohmann::json& settings);
+
+// --draft-head TYPE: the early head's copy (decode/early_exit_drafter.h); null for "".
+std::shared_ptr<const DraftHead> draft_head_from_flag(const Model& model, const std::string& type);
 
 }  // namespace skiff::cli

@@ -2,8 +2,39 @@
 
 #include "base/error.h"
 #include "decode/ngram_drafter.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+#include "tensor/dtype.h"
 
 namespace skiff {
+
+std::shared_ptr<const DraftHead> make_draft_head(const Model& model, DType type) {
+  const TensorView& out = model.output;
+  if (type != DType::Q8_0 && type != DType::Q4_0)
+    fail("--draft-head {}: the early head's copy can be q8_0 or q4_0", dtype_name(type));
+  if (out.cols % 32 != 0)
+    fail("--draft-head {}: the head's rows ({} columns) are not whole blocks of 32", dtype_name(type), out.cols);
+  auto head = std::make_shared<DraftHead>();
+  const size_t rb = row_bytes(type, out.cols);
+  head->bytes.resize(rb * static_cast<size_t>(out.rows));
+  std::vector<float> row(static_cast<size_t>(out.cols));
+  for (int64_t r = 0; r < out.rows; ++r) {
+    dequantize_tensor_row(out, r, row.data());
+    quantize_row(type, row.data(), head->bytes.data() + rb * static_cast<size_t>(r), out.cols);
+  }
+  TensorView& v = head->view;
+  v = out;
+  v.name = "early head";
+  v.type = type;
+  v.data = head->bytes.data();
+  v.row_stride = rb;
+  v.packed = nullptr;
+  if (packing_helps(v)) {
+    head->packed = pack_matrix(v);
+    v.packed = head->packed.get();
+  }
+  return head;
+}
 
 EarlyExitDrafter::EarlyExitDrafter(Context& target, int exit_layer, float p_min, SelfSpecOptions options)
     : Drafter(target.model()), ctx_(target), exit_layer_(exit_layer), p_min_(p_min), options_(options),
@@ -15,6 +46,7 @@ EarlyExitDrafter::EarlyExitDrafter(Context& target, int exit_layer, float p_min,
   if (!(p_min >= 0.0f && p_min <= 1.0f)) fail("--draft-p-min must be in [0, 1], got {}", p_min);
   if (options.lookup_ngram < 0) fail("--lookup N: the n-gram length must be at least 1, got {}", options.lookup_ngram);
   logits_.resize(static_cast<size_t>(target.model().config.vocab_size));
+  head_norm_.resize(static_cast<size_t>(dim_));
 }
 
 const float* EarlyExitDrafter::run_early(std::span<const int32_t> tokens) {
@@ -42,7 +74,12 @@ void EarlyExitDrafter::start(std::span<const int32_t> prompt) {
 }
 
 bool EarlyExitDrafter::draft_from(const float* h, std::vector<int32_t>& history, Sampler& sampler, Draft& out) {
-  compute_logits(ctx_, h, 1, logits_.data());
+  if (options_.head) {
+    rmsnorm(head_norm_.data(), h, target_.output_norm.f32(), dim_, target_.config.rms_eps);
+    matmul(options_.head->view, head_norm_.data(), 1, logits_.data(), ctx_.pool());
+  } else {
+    compute_logits(ctx_, h, 1, logits_.data());
+  }
   const float confidence = top_probability(logits_);
   // Unsure: stop; the state stays for verification.
   if (options_.adaptive ? !policy_.include(confidence) : confidence < p_min_) return false;

@@ -17,15 +17,30 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 
 #include "decode/draft_policy.h"
 #include "decode/drafter.h"
+#include "kernels/repack.h"
 
 namespace skiff {
+
+// A copy of the model's output matrix in a smaller type (Q8_0 or Q4_0) for the early head
+// alone. A draft step reads the exit layers *and* the whole head, and the head is a quarter of
+// that (0.85B F16: 131 of 492 MB). Drafts only propose: verification uses the model's own
+// head, so greedy output stays exact and sampling keeps the target distribution.
+struct DraftHead {
+  TensorView view;
+  std::vector<uint8_t> bytes;
+  PackedBytes packed;  // the AVX-512 packed layout, when it helps
+};
+// Error unless type is Q8_0 or Q4_0 and the head's rows are whole blocks of 32.
+std::shared_ptr<const DraftHead> make_draft_head(const Model& model, DType type);
 
 struct SelfSpecOptions {
   bool adaptive = false;  // the draft length from draft_policy.h's rule instead of p_min
   int lookup_ngram = 0;   // > 0: prompt lookup with n-grams up to this drafts first
+  std::shared_ptr<const DraftHead> head;  // null: the early head is the model's head
 };
 
 class EarlyExitDrafter : public Drafter {
@@ -66,6 +81,7 @@ class EarlyExitDrafter : public Drafter {
   int exit_from_ = 0;               // position of exit_states_[0]
   std::vector<float> exit_states_;  // [positions][dim], after layer E-1, before the norm
   std::vector<float> logits_;
+  std::vector<float> head_norm_;  // options_.head's input: the exit state after the final norm
 };
 
 }  // namespace skiff

@@ -8,7 +8,8 @@
 - Bad combinations are one-line errors with exit code 1: E >= L, E = 0, D = 0, N = 0, a draft
   model with another vocabulary, two strategies at once (--self-spec with --lookup is one:
   lookup first), --draft-max without a strategy, --draft-adaptive without --self-spec or with
-  --draft-p-min. --draft-adaptive and --self-spec --lookup give plain decoding's text.
+  --draft-p-min, --draft-head without --self-spec or of another type than q8_0 / q4_0.
+  --draft-adaptive, --self-spec --lookup and --draft-head q8_0 / q4_0 give plain decoding's text.
 - `skiff bench --self-spec E --draft-max D -o json` reports speedup, acceptance_rate, ar_tps,
   spec_tps (and identical text); `skiff sweep` writes md/csv/json and an SVG heat-map.
 
@@ -56,6 +57,8 @@ def main() -> int:
                          ["--self-spec", "3", "--draft-max", "8", "--draft-adaptive"],
                          ["--self-spec", "2", "--draft-max", "6", "--lookup", "3"],
                          ["--self-spec", "4", "--draft-max", "8", "--draft-adaptive", "--lookup", "2"],
+                         ["--self-spec", "2", "--draft-max", "4", "--draft-head", "q8_0"],
+                         ["--self-spec", "3", "--draft-max", "6", "--draft-head", "q4_0", "--lookup", "2"],
                          ["--draft-model", os.path.join(REPO, "models", "stories260K.gguf")],
                          ["--draft-model", os.path.join(args.shared, "models", "peer", "stories260K.gguf"),
                           "--draft-max", "7"],
@@ -103,6 +106,9 @@ def main() -> int:
         "--draft-adaptive with --draft-p-min": (["--self-spec", "2", "--draft-adaptive", "--draft-p-min", "0.5"],
                                                 "--draft-adaptive"),
         "--draft-max alone": (["--draft-max", "3"], "--draft-max"),
+        "--draft-head without --self-spec": (["--lookup", "2", "--draft-head", "q8_0"], "--draft-head"),
+        "--draft-head f16": (["--self-spec", "2", "--draft-head", "f16"], "q8_0 or q4_0"),
+        "--draft-head unknown type": (["--self-spec", "2", "--draft-head", "q9"], "not a type"),
     }
     for name, (flags, word) in bad.items():
         r = skiff("generate", "-p", "hi", "-n", "5", "--temp", "0", *flags)
