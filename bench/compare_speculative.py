@@ -10,7 +10,8 @@ config on every prompt, config order rotated each round:
 
   skiff plain        skiff generate --temp 0 -t T
   skiff self-spec    skiff generate --temp 0 --self-spec E --draft-max D --draft-p-min 0
-                     (E:Da: --draft-adaptive, D the most; E:DlN: --lookup N as well)
+                     (E:Da: --draft-adaptive, D the most; E:DlN: --lookup N as well;
+                    E:Dh8 / E:Dh4: --draft-head q8_0 / q4_0)
   llama.cpp plain    llama-cli -no-cnv --temp 0
   llama.cpp spec     llama-speculative -md FIRST-E.gguf --draft-max D --temp 0
 
@@ -87,36 +88,40 @@ def uptime() -> str:
 
 
 class Spec(tuple):
-    """(E, D, adaptive, lookup N): `E:D` drafts D tokens per round (--draft-p-min 0); a suffix `a`
+    """(E, D, adaptive, lookup N, head): `E:D` drafts D tokens per round (--draft-p-min 0); a suffix `a`
     makes D the most and the cost model decide (--draft-adaptive); `lN` drafts from prompt lookup
     first (--lookup N). llama.cpp runs the plain E:D items only."""
 
-    def __new__(cls, e: int, d: int, adaptive: bool = False, lookup: int = 0):
-        return super().__new__(cls, (e, d, adaptive, lookup))
+    def __new__(cls, e: int, d: int, adaptive: bool = False, lookup: int = 0, head: str = ""):
+        return super().__new__(cls, (e, d, adaptive, lookup, head))
 
     e = property(lambda s: s[0])
     d = property(lambda s: s[1])
     adaptive = property(lambda s: s[2])
     lookup = property(lambda s: s[3])
-    plain = property(lambda s: not s[2] and not s[3])
+    head = property(lambda s: s[4])
+    plain = property(lambda s: not s[2] and not s[3] and not s[4])
 
     def flags(self) -> list[str]:
         f = ["--self-spec", str(self.e), "--draft-max", str(self.d)]
         f += ["--draft-adaptive"] if self.adaptive else ["--draft-p-min", "0"]
+        f += ["--draft-head", self.head] if self.head else []
         return f + (["--lookup", str(self.lookup)] if self.lookup else [])
 
     def label(self) -> str:
-        extra = (" adaptive" if self.adaptive else "") + (f" + lookup {self.lookup}" if self.lookup else "")
+        extra = (" adaptive" if self.adaptive else "") + (f" + lookup {self.lookup}" if self.lookup else "") + \
+            (f" head {self.head}" if self.head else "")
         return f"E={self.e} D={'<=' if self.adaptive else ''}{self.d}{extra}"
 
 
 def parse_spec(text: str) -> list[Spec]:
     out = []
     for item in filter(None, text.split(",")):
-        m = re.fullmatch(r"(\d+):(\d+)(a?)(?:l(\d+))?", item)
+        m = re.fullmatch(r"(\d+):(\d+)(a?)(?:l(\d+))?(?:h([48]))?", item)
         if not m:
-            die(f"--spec item '{item}' is not E:D[a][lN]")
-        out.append(Spec(int(m.group(1)), int(m.group(2)), m.group(3) == "a", int(m.group(4) or 0)))
+            die(f"--spec item '{item}' is not E:D[a][lN][h8|h4]")
+        head = {"8": "q8_0", "4": "q4_0"}.get(m.group(5) or "", "")
+        out.append(Spec(int(m.group(1)), int(m.group(2)), m.group(3) == "a", int(m.group(4) or 0), head))
     return out
 
 
@@ -215,7 +220,7 @@ def main() -> int:
     ap.add_argument("--planted-scale", type=float, default=0.03)
     ap.add_argument("--spec", default="4:2,4:3,4:4,4:8a,6:4",
                     help="self-spec / draft configs E:D (exit layer : drafts), suffix a: adaptive (D the most), "
-                         "lN: prompt lookup first")
+                         "lN: prompt lookup first, h8 / h4: --draft-head q8_0 / q4_0")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("-n", type=int)
     ap.add_argument("-t", type=int, default=2)
@@ -338,7 +343,8 @@ def main() -> int:
             per_round = sum(x["tokens"] for res in rs for x in res) / rounds_run if rounds_run else None
             row = {"type": ty, "config": name, "program": prog, "exit_layer": sp.e if sp else 0,
                    "draft_max": sp.d if sp else 0, "adaptive": bool(sp and sp.adaptive),
-                   "lookup": sp.lookup if sp else 0, "tokens_per_round": per_round,
+                   "lookup": sp.lookup if sp else 0, "draft_head": sp.head if sp else "",
+                   "tokens_per_round": per_round,
                    "decode_tps": dec, "e2e_tps": e2e, "speedup_e2e": statistics.median(ratios),
                    "speedup_rounds": ratios, "acceptance": acc, "same_text": same,
                    "samples": [[{k: v for k, v in x.items() if k != "text"} for x in res] for res in rs],
