@@ -14,6 +14,7 @@
 #include "base/error.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/spec_common.h"
 #include "decode/model_drafter.h"
 #include "memory/ann.h"
 #include "memory/query.h"
@@ -34,6 +35,7 @@ struct ServeFlags {
   int stream_interval_ms = 5;
   size_t max_body_kib = 8192;
   std::string draft_model;
+  std::string draft_head;             // self-spec: the early head's own copy in this type
   std::vector<std::string> memories;  // NAME=STORE
   KvCacheFlags kv;
 };
@@ -93,6 +95,7 @@ void run_serve(ServeFlags& f) {
   if (o.default_spec.exit_layer >= model->config.n_layers)
     fail("--self-spec {} must be below the model's {} layers", o.default_spec.exit_layer, model->config.n_layers);
   f.scheduler.threads = f.model.threads;
+  f.scheduler.draft_head = draft_head_from_flag(*model, f.draft_head);
   f.scheduler.kv_types = kv_types(f.kv);
   std::unique_ptr<Model> draft;
   if (!f.draft_model.empty()) {
@@ -178,6 +181,9 @@ void register_serve(CLI::App& app) {
                   "NAME=STORE: a memory store (skiff memory build) requests may splice from with "
                   "\"skiff\": {\"memory\": NAME, \"k\": K}; repeatable")
       ->type_name("NAME=STORE");
+  cmd->add_option("--draft-head", f->draft_head,
+                  "self-speculation (every request's): the early head reads its own q8_0 or q4_0 copy of the "
+                  "output matrix, made once (output unchanged)");
   cmd->add_option("--draft-max", f->server.default_spec.draft_max, "most drafted tokens per round (default 4)")
       ->check(CLI::Range(1, 16));
   cmd->callback([f] { run_serve(*f); });

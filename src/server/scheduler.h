@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "base/thread_pool.h"
+#include "decode/early_exit_drafter.h"
 #include "decode/speculative.h"
 #include "model/forward.h"
 #include "sample/json_constraint.h"
@@ -38,6 +39,7 @@ struct SchedulerOptions {
   int batch_rows = 256;    // most rows (tokens) in one forward pass: bounds prefill chunks
   int max_queue = 64;      // tasks waiting for slots
   const Model* draft_model = nullptr;  // for requests asking for draft-model speculation
+  std::shared_ptr<const DraftHead> draft_head;  // self-spec requests' early head (null: the model's)
   KvTypes kv_types;                    // every slot's KV cache (default F32)
 };
 

@@ -95,3 +95,20 @@ test('bad self_spec values are a 400', async () => {
     );
   }
 });
+
+test('--draft-head q8_0 (the early head\'s own copy): self_spec still == plain', async () => {
+  const other = await startServer(['--parallel', '2', '-t', '1', '--draft-head', 'q8_0']);
+  try {
+    const c = other.client();
+    for (const prompt of PROMPTS) {
+      const plain = await client.completions.create({ prompt, max_tokens: 40, temperature: 0 });
+      for (const self_spec of [{ exit_layer: 2, draft_max: 4 }, { exit_layer: 4, draft_max: 6, lookup_ngram: 2 }]) {
+        const spec = await c.completions.create({ prompt, max_tokens: 40, temperature: 0, skiff: { self_spec } });
+        assert.equal(spec.choices[0].text, plain.choices[0].text, `${prompt} ${JSON.stringify(self_spec)}`);
+      }
+    }
+  } finally {
+    const { code } = await other.stop();
+    assert.equal(code, 0, `skiff serve --draft-head exit code:\n${other.log}`);
+  }
+});
