@@ -37,6 +37,7 @@ struct Coverage {
   int runs = 0, eos_in_draft = 0, context_limit = 0, full_accept = 0, rejections = 0, eos_stops = 0;
   int batched_early = 0;  // self-spec runs where lookup drafts shared an early pass
   std::set<int> draft_lengths;
+  std::set<int> exits;  // exit layers the rounds verified from (dynamic exit)
 };
 
 std::unique_ptr<Drafter> make_drafter(Context& ctx, const SpecSetup& s) {
@@ -75,7 +76,18 @@ void expect_same_as_autoregressive(const Model& model, std::span<const int32_t> 
         if (r.accepted < k) ++cov.rejections;
         const int expected_batch = k + 1 + (first && s.kind == Kind::SelfSpec ? static_cast<int>(prompt.size()) - 1 : 0);
         EXPECT_EQ(r.verified, expected_batch) << "the verification batch holds exactly the unseen positions";
-        EXPECT_EQ(r.first_layer, s.kind == Kind::SelfSpec ? s.param : 0);
+        if (s.kind == Kind::SelfSpec && s.options.dynamic_exit) {
+          // The round's own exit; the first round verifies the prompt's states, made at E.
+          EXPECT_EQ(r.first_layer, static_cast<EarlyExitDrafter&>(*drafter).exit_layer());
+          if (first && prompt.size() >= 2) {
+            EXPECT_EQ(r.first_layer, s.param);
+          }
+          EXPECT_GE(r.first_layer, 1);
+          EXPECT_LT(r.first_layer, model.config.n_layers);
+          cov.exits.insert(r.first_layer);
+        } else {
+          EXPECT_EQ(r.first_layer, s.kind == Kind::SelfSpec ? s.param : 0);
+        }
         if (s.kind == Kind::SelfSpec) {
           EXPECT_EQ(static_cast<EarlyExitDrafter&>(*drafter).exit_count(), 0);
           early_positions += k + 1;
@@ -175,8 +187,8 @@ TEST_F(Stories, CostModelDraftLengthAndLookupFirstKeepTheOutput) {
   std::vector<SpecSetup> setups;
   for (int e = 1; e < model_->config.n_layers; ++e)
     for (int d : {2, 5, 8})
-      for (SelfSpecOptions o : {SelfSpecOptions{true, 0, nullptr}, SelfSpecOptions{false, 2, nullptr},
-                                 SelfSpecOptions{true, 3, nullptr}})
+      for (SelfSpecOptions o : {SelfSpecOptions{true, 0, nullptr, false}, SelfSpecOptions{false, 2, nullptr, false},
+                                 SelfSpecOptions{true, 3, nullptr, false}})
         setups.push_back({Kind::SelfSpec, e, d, 0.0f, nullptr, o});
   sweep(*model_, prompts(40), 50, setups, cov);
   EXPECT_GT(cov.rejections, 0);
@@ -196,12 +208,29 @@ TEST_F(Stories, QuantizedDraftHeadKeepsTheOutput) {
     ASSERT_EQ(head->view.rows, model_->output.rows);
     for (int e = 1; e < model_->config.n_layers; ++e)
       for (int d : {2, 5})
-        for (int lookup : {0, 2}) setups.push_back({Kind::SelfSpec, e, d, 0.0f, nullptr, SelfSpecOptions{false, lookup, head}});
+        for (int lookup : {0, 2}) setups.push_back({Kind::SelfSpec, e, d, 0.0f, nullptr, SelfSpecOptions{false, lookup, head, false}});
   }
   sweep(*model_, prompts(40), 40, setups, cov);
   EXPECT_GT(cov.rejections, 0);
   EXPECT_GT(cov.full_accept, 0);
   EXPECT_THROW(make_draft_head(*model_, DType::F16), Error);
+}
+
+TEST_F(Stories, DynamicExitLayerKeepsTheOutput) {
+  // --dynamic-exit: a new exit layer between rounds (layers 0..E'-1 draft, E'..L-1 verify, one
+  // KV cache); greedy output is plain decoding's whatever the exits chosen.
+  Coverage cov;
+  std::vector<SpecSetup> setups;
+  for (int e = 1; e < model_->config.n_layers; ++e)
+    for (int d : {1, 3, 6})
+      for (int lookup : {0, 2})
+        setups.push_back({Kind::SelfSpec, e, d, 0.0f, nullptr, SelfSpecOptions{false, lookup, nullptr, true}});
+  sweep(*model_, prompts(40), 50, setups, cov);
+  EXPECT_GT(cov.rejections, 0);
+  EXPECT_GT(cov.full_accept, 0);
+  EXPECT_GE(cov.exits.size(), 3u) << "the rule tries several exits";
+  Context ctx(*model_, 0, 1);
+  EXPECT_THROW(EarlyExitDrafter(ctx, 2, 0.0f, SelfSpecOptions{true, 0, nullptr, true}), Error);
 }
 
 TEST_F(Stories, EosInsideDrafts) {
@@ -218,7 +247,7 @@ TEST_F(Stories, EosInsideDrafts) {
     for (int e = 1; e < m->config.n_layers; ++e)
       for (int d : {1, 3, 8}) setups.push_back({Kind::SelfSpec, e, d});
     for (int e = 1; e < m->config.n_layers; e += 2)
-      setups.push_back({Kind::SelfSpec, e, 6, 0.0f, nullptr, SelfSpecOptions{true, 2, nullptr}});
+      setups.push_back({Kind::SelfSpec, e, 6, 0.0f, nullptr, SelfSpecOptions{true, 2, nullptr, false}});
     for (int n = 1; n <= 4; ++n)
       for (int d : {2, 5, 8}) setups.push_back({Kind::Lookup, n, d});
     setups.push_back({Kind::DraftModel, 0, 6, 0.0f, m.get()});
@@ -336,7 +365,8 @@ TEST(RandomModels, EveryStrategyIsAutoregressive) {
       setups.push_back({Kind::DraftModel, 0, d, 0.0f, draft.model.get()});
       setups.push_back({Kind::DraftModel, 0, d, 0.0f, m.model.get()});
       setups.push_back({Kind::Lookup, 1 + d % 3, d});
-      setups.push_back({Kind::SelfSpec, 1 + d % (shape.n_layers - 1), d, 0.0f, nullptr, SelfSpecOptions{d % 2 == 0, d % 3, nullptr}});
+      setups.push_back({Kind::SelfSpec, 1 + d % (shape.n_layers - 1), d, 0.0f, nullptr, SelfSpecOptions{d % 2 == 0, d % 3, nullptr, false}});
+      setups.push_back({Kind::SelfSpec, 1 + d % (shape.n_layers - 1), d, 0.0f, nullptr, SelfSpecOptions{false, d % 3, nullptr, true}});
     }
     sweep(*m, prompts, 40, setups, cov);
     if (::testing::Test::HasFatalFailure()) return;

@@ -182,13 +182,14 @@ TEST(SpeculativeSampling, GeneratedTokensFollowTheTargetDistribution) {
     EarlyExitDrafter self(ctx, 1, 0.0f);
     ModelDrafter model_drafter(*m, *other, 0, 1, 0.0f);
     NgramDrafter lookup(*m, 2);
-    EarlyExitDrafter adaptive(ctx, 1, 0.0f, SelfSpecOptions{true, 0, nullptr});
-    EarlyExitDrafter lookup_then_exit(ctx, 1, 0.0f, SelfSpecOptions{false, 2, nullptr});
+    EarlyExitDrafter adaptive(ctx, 1, 0.0f, SelfSpecOptions{true, 0, nullptr, false});
+    EarlyExitDrafter lookup_then_exit(ctx, 1, 0.0f, SelfSpecOptions{false, 2, nullptr, false});
     // A Q4_0 copy of the head proposes from a different distribution q: the rule must still
     // give the target's.
-    EarlyExitDrafter q4_head(ctx, 1, 0.0f, SelfSpecOptions{false, 0, make_draft_head(*m, DType::Q4_0)});
+    EarlyExitDrafter q4_head(ctx, 1, 0.0f, SelfSpecOptions{false, 0, make_draft_head(*m, DType::Q4_0), false});
+    EarlyExitDrafter dynamic(ctx, 1, 0.0f, SelfSpecOptions{false, 0, nullptr, true});  // the exit moves
     for (Drafter* drafter :
-         std::vector<Drafter*>{&self, &model_drafter, &lookup, &adaptive, &lookup_then_exit, &q4_head}) {
+         std::vector<Drafter*>{&self, &model_drafter, &lookup, &adaptive, &lookup_then_exit, &q4_head, &dynamic}) {
       SCOPED_TRACE(::testing::Message() << drafter->name() << ", temperature " << sp.temperature);
       std::vector<int64_t> count1(static_cast<size_t>(V), 0), count2(static_cast<size_t>(V), 0);
       SpecStats total;

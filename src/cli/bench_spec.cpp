@@ -17,7 +17,7 @@ namespace skiff::cli {
 struct SpecBenchOptions {
   int self_spec = 0, lookup = 0, draft_max = 4, n_predict = 128;
   float draft_p_min = kDefaultDraftPMin, temperature = 0.0f;
-  bool draft_adaptive = false;
+  bool draft_adaptive = false, dynamic_exit = false;
   std::string draft_head;
   uint64_t seed = 1;
   std::string draft_model, prompts;
@@ -38,6 +38,8 @@ std::shared_ptr<SpecBenchOptions> add_spec_bench_flags(CLI::App* bench) {
   bench->add_flag("--draft-adaptive", o->draft_adaptive,
                   "speculative: self-spec drafts by the cost model instead of --draft-p-min (with --lookup: "
                   "lookup first, then the early exit)");
+  bench->add_flag("--dynamic-exit", o->dynamic_exit,
+                  "speculative: self-spec chooses the exit layer every round (starting at --self-spec E)");
   bench->add_option("--draft-head", o->draft_head,
                     "speculative: the self-spec early head reads its own q8_0 or q4_0 copy of the output matrix");
   bench->add_option("--prompts", o->prompts,
@@ -74,11 +76,12 @@ void run_spec_bench(const SpecBenchOptions& o, const ModelFlags& model_flags, in
   Context ctx(*model, 0, model_flags.threads);
   if (o.draft_adaptive && o.self_spec_flag->count() == 0) fail("--draft-adaptive needs --self-spec");
   if (!o.draft_head.empty() && o.self_spec_flag->count() == 0) fail("--draft-head needs --self-spec");
+  if (o.dynamic_exit && o.self_spec_flag->count() == 0) fail("--dynamic-exit needs --self-spec");
   if (o.self_spec_flag->count() > 0) {
     // With --lookup as well: self-spec drafting from lookup first (and plain lookup below).
     // The head copy is made once, outside the timed runs, and shared by every drafter.
     const SelfSpecOptions options{o.draft_adaptive, o.lookup_flag->count() > 0 ? o.lookup : 0,
-                                  draft_head_from_flag(*model, o.draft_head)};
+                                  draft_head_from_flag(*model, o.draft_head), o.dynamic_exit};
     EarlyExitDrafter check(ctx, o.self_spec, o.draft_p_min, options);
     const int e = o.self_spec;
     const float p_min = o.draft_p_min;
@@ -86,10 +89,12 @@ void run_spec_bench(const SpecBenchOptions& o, const ModelFlags& model_flags, in
     if (options.lookup_ngram > 0) name += fmt::format(" + lookup N={}", options.lookup_ngram);
     if (options.adaptive) name += " adaptive";
     if (options.head) name += fmt::format(" head {}", o.draft_head);
+    if (options.dynamic_exit) name += " dynamic";
     strategies.push_back({name,
                           {{"strategy", "self-spec"}, {"exit_layer", e}, {"draft_p_min", p_min},
                            {"draft_adaptive", options.adaptive}, {"lookup", options.lookup_ngram},
-                           {"draft_head", o.draft_head.empty() ? "model" : o.draft_head}},
+                           {"draft_head", o.draft_head.empty() ? "model" : o.draft_head},
+                           {"dynamic_exit", options.dynamic_exit}},
                           [e, p_min, options](Context& c) {
                             return std::make_unique<EarlyExitDrafter>(c, e, p_min, options);
                           }});

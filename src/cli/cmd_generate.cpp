@@ -36,6 +36,7 @@ struct GenerateFlags {
   float draft_p_min = kDefaultDraftPMin;
   bool draft_adaptive = false;
   std::string draft_head;  // self-spec: the early head's own copy in this type
+  bool dynamic_exit = false;
   FlashFlags flash;
   KvCacheFlags kv;
   StageFlags stages;
@@ -53,6 +54,7 @@ Strategy pick_strategy(const GenerateFlags& f, const CLI::App& cmd) {
     fail("--draft-max and --draft-p-min need --self-spec, --draft-model or --lookup");
   if (!self && cmd.count("--draft-adaptive") > 0) fail("--draft-adaptive needs --self-spec");
   if (!self && cmd.count("--draft-head") > 0) fail("--draft-head needs --self-spec");
+  if (!self && cmd.count("--dynamic-exit") > 0) fail("--dynamic-exit needs --self-spec");
   if (f.draft_adaptive && cmd.count("--draft-p-min") > 0)
     fail("--draft-adaptive and --draft-p-min exclude each other (the cost model decides when to stop)");
   if (exit) return Strategy::EarlyExit;
@@ -129,7 +131,7 @@ void run_generate(const GenerateFlags& f, const CLI::App& cmd) {
     case Strategy::SelfSpec:
       drafter = std::make_unique<EarlyExitDrafter>(
           ctx, f.self_spec, f.draft_p_min,
-          SelfSpecOptions{f.draft_adaptive, f.lookup, draft_head_from_flag(*model, f.draft_head)});
+          SelfSpecOptions{f.draft_adaptive, f.lookup, draft_head_from_flag(*model, f.draft_head), f.dynamic_exit});
       break;
     case Strategy::DraftModel:
       draft_model = load_model(f.draft_model);
@@ -205,6 +207,9 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--draft-head", flags->draft_head,
                   "self-speculation: the early head reads its own q8_0 or q4_0 copy of the output matrix "
                   "(fewer bytes per draft; verification keeps the model's head, so the output is unchanged)");
+  cmd->add_flag("--dynamic-exit", flags->dynamic_exit,
+                "self-speculation: choose the exit layer every round from the acceptance seen at each (the "
+                "first round uses --self-spec E; output unchanged)");
   cmd->add_flag("--draft-adaptive", flags->draft_adaptive,
                 "self-speculation: draft while a draft's expected tokens pay for its measured cost, instead of "
                 "--draft-p-min (greedy text unchanged; a sampled text is not reproducible by seed)");

@@ -41,6 +41,11 @@ struct SelfSpecOptions {
   bool adaptive = false;  // the draft length from draft_policy.h's rule instead of p_min
   int lookup_ngram = 0;   // > 0: prompt lookup with n-grams up to this drafts first
   std::shared_ptr<const DraftHead> head;  // null: the early head is the model's head
+  // The exit layer chosen every round (DEL-style) among 1..max(E, L/2) from the acceptance
+  // seen at each against each exit's cost in weight bytes, trying a neighbour of the best
+  // every few rounds; E (the constructor's) is the first round's (the prompt's deferred prefill
+  // ran to it). Not with `adaptive` (its statistics are per exit).
+  bool dynamic_exit = false;
 };
 
 class EarlyExitDrafter : public Drafter {
@@ -58,7 +63,7 @@ class EarlyExitDrafter : public Drafter {
   void accepted(int n) override;
   void round_done(const RoundFeedback& feedback) override;
 
-  int exit_layer() const { return exit_layer_; }
+  int exit_layer() const { return exit_layer_; }  // this round's
   // Positions whose exit state is kept for the next verification, starting at position
   // exit_from(); both for tests.
   int exit_count() const { return static_cast<int>(exit_states_.size()) / dim_; }
@@ -69,6 +74,8 @@ class EarlyExitDrafter : public Drafter {
   // Runs `tokens` through layers 0..E-1 at the next early positions, in one batch; keeps
   // their exit states and returns the last one's.
   const float* run_early(std::span<const int32_t> tokens);
+  // dynamic_exit: the exit layer with the best expected tokens per weight byte read.
+  int choose_exit(int max_drafts);
   // The next draft from the exit state `h`: false when drafting should stop.
   bool draft_from(const float* h, std::vector<int32_t>& history, Sampler& sampler, Draft& out);
 
@@ -82,6 +89,12 @@ class EarlyExitDrafter : public Drafter {
   std::vector<float> exit_states_;  // [positions][dim], after layer E-1, before the norm
   std::vector<float> logits_;
   std::vector<float> head_norm_;  // options_.head's input: the exit state after the final norm
+  // dynamic_exit: per exit layer, drafts judged and accepted, and the cost of a draft step
+  // (layers 0..E-1 and the head) and of a verification (layers E..L-1 and the head) in
+  // bytes of weights read.
+  std::vector<int64_t> judged_at_, accepted_at_;
+  std::vector<double> draft_bytes_, verify_bytes_;
+  int exit_rounds_ = 0;
 };
 
 }  // namespace skiff
