@@ -11,7 +11,7 @@ config on every prompt, config order rotated each round:
   skiff plain        skiff generate --temp 0 -t T
   skiff self-spec    skiff generate --temp 0 --self-spec E --draft-max D --draft-p-min 0
                      (E:Da: --draft-adaptive, D the most; E:DlN: --lookup N as well;
-                    E:Dh8 / E:Dh4: --draft-head q8_0 / q4_0)
+                    E:Dh8 / E:Dh4: --draft-head q8_0 / q4_0; E:Dx: --dynamic-exit)
   llama.cpp plain    llama-cli -no-cnv --temp 0
   llama.cpp spec     llama-speculative -md FIRST-E.gguf --draft-max D --temp 0
 
@@ -92,36 +92,39 @@ class Spec(tuple):
     makes D the most and the cost model decide (--draft-adaptive); `lN` drafts from prompt lookup
     first (--lookup N). llama.cpp runs the plain E:D items only."""
 
-    def __new__(cls, e: int, d: int, adaptive: bool = False, lookup: int = 0, head: str = ""):
-        return super().__new__(cls, (e, d, adaptive, lookup, head))
+    def __new__(cls, e: int, d: int, adaptive: bool = False, lookup: int = 0, head: str = "", dynamic: bool = False):
+        return super().__new__(cls, (e, d, adaptive, lookup, head, dynamic))
 
     e = property(lambda s: s[0])
     d = property(lambda s: s[1])
     adaptive = property(lambda s: s[2])
     lookup = property(lambda s: s[3])
     head = property(lambda s: s[4])
-    plain = property(lambda s: not s[2] and not s[3] and not s[4])
+    dynamic = property(lambda s: s[5])
+    plain = property(lambda s: not s[2] and not s[3] and not s[4] and not s[5])
 
     def flags(self) -> list[str]:
         f = ["--self-spec", str(self.e), "--draft-max", str(self.d)]
         f += ["--draft-adaptive"] if self.adaptive else ["--draft-p-min", "0"]
         f += ["--draft-head", self.head] if self.head else []
+        f += ["--dynamic-exit"] if self.dynamic else []
         return f + (["--lookup", str(self.lookup)] if self.lookup else [])
 
     def label(self) -> str:
         extra = (" adaptive" if self.adaptive else "") + (f" + lookup {self.lookup}" if self.lookup else "") + \
-            (f" head {self.head}" if self.head else "")
+            (f" head {self.head}" if self.head else "") + (" dynamic exit" if self.dynamic else "")
         return f"E={self.e} D={'<=' if self.adaptive else ''}{self.d}{extra}"
 
 
 def parse_spec(text: str) -> list[Spec]:
     out = []
     for item in filter(None, text.split(",")):
-        m = re.fullmatch(r"(\d+):(\d+)(a?)(?:l(\d+))?(?:h([48]))?", item)
+        m = re.fullmatch(r"(\d+):(\d+)(a?)(?:l(\d+))?(?:h([48]))?(x?)", item)
         if not m:
-            die(f"--spec item '{item}' is not E:D[a][lN][h8|h4]")
+            die(f"--spec item '{item}' is not E:D[a][lN][h8|h4][x]")
         head = {"8": "q8_0", "4": "q4_0"}.get(m.group(5) or "", "")
-        out.append(Spec(int(m.group(1)), int(m.group(2)), m.group(3) == "a", int(m.group(4) or 0), head))
+        out.append(Spec(int(m.group(1)), int(m.group(2)), m.group(3) == "a", int(m.group(4) or 0), head,
+                        m.group(6) == "x"))
     return out
 
 
@@ -220,7 +223,7 @@ def main() -> int:
     ap.add_argument("--planted-scale", type=float, default=0.03)
     ap.add_argument("--spec", default="4:2,4:3,4:4,4:8a,6:4",
                     help="self-spec / draft configs E:D (exit layer : drafts), suffix a: adaptive (D the most), "
-                         "lN: prompt lookup first, h8 / h4: --draft-head q8_0 / q4_0")
+                         "lN: prompt lookup first, h8 / h4: --draft-head q8_0 / q4_0, x: --dynamic-exit (E the first)")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("-n", type=int)
     ap.add_argument("-t", type=int, default=2)
@@ -344,6 +347,7 @@ def main() -> int:
             row = {"type": ty, "config": name, "program": prog, "exit_layer": sp.e if sp else 0,
                    "draft_max": sp.d if sp else 0, "adaptive": bool(sp and sp.adaptive),
                    "lookup": sp.lookup if sp else 0, "draft_head": sp.head if sp else "",
+                   "dynamic_exit": bool(sp and sp.dynamic),
                    "tokens_per_round": per_round,
                    "decode_tps": dec, "e2e_tps": e2e, "speedup_e2e": statistics.median(ratios),
                    "speedup_rounds": ratios, "acceptance": acc, "same_text": same,

@@ -152,6 +152,9 @@ void parse_skiff_extensions(const json& body, const ServedModel& model, Generati
     r.spec.draft_max = static_cast<int>(get_integer(*self, "draft_max", 4, 1, 16, "skiff.self_spec."));
     r.spec.adaptive = get_bool(*self, "adaptive", false, "skiff.self_spec.");
     r.spec.lookup_ngram = static_cast<int>(get_integer(*self, "lookup_ngram", 0, 0, 8, "skiff.self_spec."));
+    r.spec.dynamic_exit = get_bool(*self, "dynamic_exit", false, "skiff.self_spec.");
+    if (r.spec.dynamic_exit && r.spec.adaptive)
+      bad_request("skiff.self_spec", "'dynamic_exit' and 'adaptive' exclude each other");
   } else if (lookup) {
     r.spec = {};
     r.spec.lookup_ngram = static_cast<int>(get_integer(*lookup, "ngram", 3, 1, 8, "skiff.lookup."));

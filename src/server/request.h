@@ -47,6 +47,7 @@ struct SpecRequest {
   int lookup_ngram = 0; // > 0: prompt-lookup drafting with n-grams of this size (with
                         // exit_layer: lookup first, the early exit continues)
   bool adaptive = false;  // self-speculation: the draft length from the cost model
+  bool dynamic_exit = false;  // self-speculation: the exit layer chosen every round
   bool draft_model = false;  // the server's --draft-model drafts
   int draft_max = 4;
   bool enabled() const { return exit_layer > 0 || lookup_ngram > 0 || draft_model; }

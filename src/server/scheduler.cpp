@@ -319,7 +319,7 @@ void Scheduler::spec_round(Slot& slot) {
   if (!slot.spec) {
     if (r.spec.exit_layer > 0)
       slot.drafter = std::make_unique<EarlyExitDrafter>(slot.ctx, r.spec.exit_layer, kDefaultDraftPMin,
-                                                        SelfSpecOptions{r.spec.adaptive, r.spec.lookup_ngram, options_.draft_head, false});
+                                                        SelfSpecOptions{r.spec.adaptive, r.spec.lookup_ngram, options_.draft_head, r.spec.dynamic_exit});
     else if (r.spec.lookup_ngram > 0) slot.drafter = std::make_unique<NgramDrafter>(model_, r.spec.lookup_ngram);
     else if (options_.draft_model)  // its own small cache, one thread: the model thread's pool is busy
       slot.drafter = std::make_unique<ModelDrafter>(model_, *options_.draft_model, context_length_, 1, kDefaultDraftPMin);

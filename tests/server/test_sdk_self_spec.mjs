@@ -1,4 +1,5 @@
-// Per-request self-speculation ("skiff": {"self_spec": {"exit_layer", "draft_max", "adaptive", "lookup_ngram"}}) through
+// Per-request self-speculation ("skiff": {"self_spec": {"exit_layer", "draft_max", "adaptive", "lookup_ngram",
+// "dynamic_exit"}}) through
 // the official openai SDK (extra body fields pass through): at temperature 0 the text is what
 // plain decoding gives, streamed or not, alone or batched. (Copy into tests/server/ once the
 // server supports it; until then it answers 400 "not available in this build yet".)
@@ -52,6 +53,17 @@ test('self_spec for every exit layer and draft length == plain', async () => {
   }
 });
 
+test('self_spec dynamic_exit (the exit layer chosen every round) == plain', async () => {
+  for (const prompt of PROMPTS) {
+    const plain = await client.completions.create({ prompt, max_tokens: 48, temperature: 0 });
+    for (const exit_layer of [1, 4, 7]) {
+      const self_spec = { exit_layer, draft_max: 4, dynamic_exit: true };
+      const spec = await client.completions.create({ prompt, max_tokens: 48, temperature: 0, skiff: { self_spec } });
+      assert.equal(spec.choices[0].text, plain.choices[0].text, `${prompt} ${JSON.stringify(self_spec)}`);
+    }
+  }
+});
+
 test('self_spec adaptive and lookup-first (lookup_ngram) == plain', async () => {
   for (const prompt of PROMPTS) {
     const plain = (await client.completions.create({ prompt, max_tokens: 40, temperature: 0 })).choices[0].text;
@@ -87,7 +99,8 @@ test('self_spec with stop strings and max_tokens: the same ending as plain', asy
 
 test('bad self_spec values are a 400', async () => {
   for (const self_spec of [{ exit_layer: 0 }, { exit_layer: 8 }, { exit_layer: 4, draft_max: 0 }, { exit_layer: 'x' },
-    { exit_layer: 4, adaptive: 'yes' }, { exit_layer: 4, lookup_ngram: 9 }, { exit_layer: 4, lookup_ngram: -1 }]) {
+    { exit_layer: 4, adaptive: 'yes' }, { exit_layer: 4, lookup_ngram: 9 }, { exit_layer: 4, lookup_ngram: -1 },
+    { exit_layer: 4, dynamic_exit: 1 }, { exit_layer: 4, dynamic_exit: true, adaptive: true }]) {
     await assert.rejects(
       client.completions.create({ prompt: 'hi', max_tokens: 4, skiff: { self_spec } }),
       (e) => e instanceof OpenAI.BadRequestError,
