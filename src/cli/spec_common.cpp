@@ -116,6 +116,7 @@ std::shared_ptr<const DraftHead> draft_head_from_flag(const Model& model, const 
   if (type.empty()) return nullptr;
   const std::optional<DType> t = parse_dtype(type);
   if (!t) fail("--draft-head '{}': not a type name (q8_0 or q4_0)", type);
+  if (*t == model.output.type && (*t == DType::Q8_0 || *t == DType::Q4_0)) return nullptr;  // the head already is
   return make_draft_head(model, *t);
 }
 

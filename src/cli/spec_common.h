@@ -23,7 +23,8 @@ std::vector<SpecBenchPrompt> load_spec_prompts(const std::string& path, const To
 // One row of results as JSON (every number SpecBenchResult has) plus the run's settings.
 nlohmann::json spec_result_json(const SpecBenchResult& r, const nlohmann::json& settings);
 
-// --draft-head TYPE: the early head's copy (decode/early_exit_drafter.h); null for "".
+// --draft-head TYPE: the early head's copy (decode/early_exit_drafter.h); null for "" and
+// for the type the head already has.
 std::shared_ptr<const DraftHead> draft_head_from_flag(const Model& model, const std::string& type);
 
 }  // namespace skiff::cli
