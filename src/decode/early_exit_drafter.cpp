@@ -6,7 +6,6 @@
 #include "base/error.h"
 #include "decode/ngram_drafter.h"
 #include "kernels/matmul.h"
-#include "kernels/ops.h"
 #include "tensor/dtype.h"
 
 namespace skiff {
@@ -49,7 +48,6 @@ EarlyExitDrafter::EarlyExitDrafter(Context& target, int exit_layer, float p_min,
   if (!(p_min >= 0.0f && p_min <= 1.0f)) fail("--draft-p-min must be in [0, 1], got {}", p_min);
   if (options.lookup_ngram < 0) fail("--lookup N: the n-gram length must be at least 1, got {}", options.lookup_ngram);
   logits_.resize(static_cast<size_t>(target.model().config.vocab_size));
-  head_norm_.resize(static_cast<size_t>(dim_));
   if (options.dynamic_exit) {
     if (options.adaptive) fail("--dynamic-exit and --draft-adaptive exclude each other");
     const Model& m = target.model();
@@ -131,12 +129,7 @@ void EarlyExitDrafter::start(std::span<const int32_t> prompt) {
 }
 
 bool EarlyExitDrafter::draft_from(const float* h, std::vector<int32_t>& history, Sampler& sampler, Draft& out) {
-  if (options_.head) {
-    rmsnorm(head_norm_.data(), h, target_.output_norm.f32(), dim_, target_.config.rms_eps);
-    matmul(options_.head->view, head_norm_.data(), 1, logits_.data(), ctx_.pool());
-  } else {
-    compute_logits(ctx_, h, 1, logits_.data());
-  }
+  compute_logits(ctx_, h, 1, logits_.data(), options_.head ? &options_.head->view : nullptr);
   const float confidence = top_probability(logits_);
   // Unsure: stop; the state stays for verification.
   if (options_.adaptive ? !policy_.include(confidence) : confidence < p_min_) return false;

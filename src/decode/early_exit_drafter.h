@@ -88,7 +88,6 @@ class EarlyExitDrafter : public Drafter {
   int exit_from_ = 0;               // position of exit_states_[0]
   std::vector<float> exit_states_;  // [positions][dim], after layer E-1, before the norm
   std::vector<float> logits_;
-  std::vector<float> head_norm_;  // options_.head's input: the exit state after the final norm
   // dynamic_exit: per exit layer, drafts judged and accepted, and the cost of a draft step
   // (layers 0..E-1 and the head) and of a verification (layers E..L-1 and the head) in
   // bytes of weights read.

@@ -274,13 +274,13 @@ void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_laye
   }
 }
 
-void compute_logits(Context& ctx, const float* hidden, int64_t T, float* logits) {
+void compute_logits(Context& ctx, const float* hidden, int64_t T, float* logits, const TensorView* head) {
   const Model& m = ctx.model();
   const int dim = m.config.dim;
   Context::Scratch& s = ctx.scratch(T);
   for (int64_t t = 0; t < T; ++t)
     rmsnorm(&s.norm[t * dim], hidden + t * dim, m.output_norm.f32(), dim, m.config.rms_eps);
-  matmul(m.output, s.norm.data(), T, logits, ctx.pool());
+  matmul(head ? *head : m.output, s.norm.data(), T, logits, ctx.pool());
 }
 
 std::vector<float> eval_tokens(Context& ctx, std::span<const int32_t> tokens) {

@@ -138,8 +138,9 @@ void forward_masked(Context& ctx, float* hidden, int64_t T, int first_layer, int
 // remote layers here).
 void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_layer, int last_layer);
 
-// logits[T][vocab] = output(rmsnorm(hidden) * output_norm): valid after ANY layer.
-void compute_logits(Context& ctx, const float* hidden, int64_t T, float* logits);
+// logits[T][vocab] = output(rmsnorm(hidden) * output_norm): valid after ANY layer. `head`
+// replaces the output matrix (self-speculation's quantized draft head).
+void compute_logits(Context& ctx, const float* hidden, int64_t T, float* logits, const TensorView* head = nullptr);
 
 // Convenience: embed + all layers + logits for the last position only.
 std::vector<float> eval_tokens(Context& ctx, std::span<const int32_t> tokens);
