@@ -21,6 +21,7 @@
 #include "cli/bench_spec.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/stage_flags.h"
 #include "kernels/cpu.h"
 #include "model/forward.h"
 
@@ -143,6 +144,7 @@ void register_bench(CLI::App& app) {
     bool membw_only = false, no_membw = false;
     int membw_mib = 1024;
     KvCacheFlags kv;
+    StageFlags stages;
   };
   auto flags = std::make_shared<Flags>();
   CLI::App* cmd = app.add_subcommand("bench", "llama-bench-style throughput: pp (prompt) and tg (decode) tokens/s");
@@ -164,10 +166,14 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--membw-mib", flags->membw_mib, "buffer for the bandwidth measurement, MiB (default 1024)")
       ->check(CLI::Range(16, 1 << 16));
   add_kv_cache_flags(cmd, flags->kv);
+  add_stage_flags(cmd, flags->stages);
   std::shared_ptr<SpecBenchOptions> spec = add_spec_bench_flags(cmd);
   std::shared_ptr<FlashBenchOptions> flash = add_flash_bench_flags(cmd);
   cmd->callback([flags, spec, flash, cmd] {
     const bool kv_flags = cmd->count("--cache-type-k") + cmd->count("--cache-type-v") > 0;
+    const bool staged = cmd->count("--stages") + cmd->count("--stage-layers") > 0;
+    if (staged && (flash_bench_requested(*flash) || spec_bench_requested(*spec) || flags->membw_only))
+      fail("--stages runs the pp/tg tests only (not --flash, speculative benchmarks or --membw)");
     if (kv_flags && (flash_bench_requested(*flash) || spec_bench_requested(*spec)))
       fail("--cache-type-k/-v apply to the pp/tg tests, not to --flash or speculative benchmarks");
     if (flash_bench_requested(*flash)) {
@@ -207,7 +213,15 @@ void register_bench(CLI::App& app) {
     for (auto [pp, tg] : pgs) need = std::max(need, pp + tg), max_prompt = std::max(max_prompt, pp), any_gen = true;
     if (need > c.context_length) fail("the tests need {} positions; the model's context is {}", need, c.context_length);
     const KvTypes kv = kv_types(flags->kv);
-    Context ctx(*model, need, threads, kv);
+    // Pipeline stages (mpirun): rank 0 runs the tests, the others their layers.
+    std::unique_ptr<dist::Pipeline> pipeline = start_pipeline(flags->stages, *cmd, *model, need, threads, 0, kv);
+    if (pipeline && !pipeline->head()) {
+      pipeline->serve();
+      return;
+    }
+    std::unique_ptr<Context> owned_ctx =
+        pipeline ? pipeline->make_context() : std::make_unique<Context>(*model, need, threads, kv);
+    Context& ctx = *owned_ctx;
     const size_t kv_per_position = KvCache::bytes_per_position(c.n_layers, c.kv_dim(), kv);
 
     // Warm-up (pages the weights in, sizes the scratch), as llama-bench does.
@@ -243,8 +257,14 @@ void register_bench(CLI::App& app) {
     // unless the output head is the embedding table.
     const double read_per_token = static_cast<double>(weights) -
                                   (model->tied_output ? 0.0 : static_cast<double>(model->token_embd.nbytes()));
+    int64_t bench_tokens = 0;
+    for (const Result& r : results) bench_tokens += static_cast<int64_t>(r.n_prompt + r.n_gen) * flags->repetitions;
+    const std::string pipeline_line = pipeline ? pipeline->finish(bench_tokens) : "";
+    const std::string stages = pipeline ? pipeline->plan().describe() : "";
+    if (pipeline && flags->output == "json") std::fprintf(stderr, "%s\n", pipeline_line.c_str());
     double membw = 0;
-    if (any_gen && !flags->no_membw) membw = measure_read_bandwidth(threads, membw_bytes);
+    // With stages, rank 0 reads only its share of the weights: no bandwidth ratio.
+    if (any_gen && !flags->no_membw && !pipeline) membw = measure_read_bandwidth(threads, membw_bytes);
 
     const std::string label = model_label(*model);
     const double params = static_cast<double>(model->parameter_count());
@@ -271,7 +291,8 @@ void register_bench(CLI::App& app) {
                             {"type_v", dtype_name(kv.v)},
                             {"kv_bytes_per_token", kv_per_position},
                             {"kv_bytes", kv_per_position * static_cast<size_t>(need)}};
-        if (r.n_gen > 0 && r.n_prompt == 0) {  // pure decode: weights read per token
+        if (pipeline) j["stages"] = stages;
+        if (r.n_gen > 0 && r.n_prompt == 0 && !pipeline) {  // pure decode: weights read per token
           j["weight_read_gbps"] = read_per_token * r.mean() / 1e9;
           if (membw > 0) {
             j["membw_gbps"] = membw / 1e9;
@@ -294,6 +315,10 @@ void register_bench(CLI::App& app) {
                 copied ? "copied into huge pages (--no-mmap)" : "memory-mapped",
                 human_size(static_cast<double>(mapped_resident)).c_str());
     std::printf("%s\n", describe_kv_cache(c, kv, need).c_str());
+    if (pipeline) {
+      std::printf("%s\n", pipeline_line.c_str());
+      return;
+    }
     for (const Result& r : results) {
       if (r.n_gen == 0 || r.n_prompt > 0) continue;
       const double gbps = read_per_token * r.mean() / 1e9;

@@ -15,6 +15,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/spec_common.h"
+#include "cli/stage_flags.h"
 #include "decode/model_drafter.h"
 #include "memory/ann.h"
 #include "memory/query.h"
@@ -38,6 +39,8 @@ struct ServeFlags {
   std::string draft_head;             // self-spec: the early head's own copy in this type
   std::vector<std::string> memories;  // NAME=STORE
   KvCacheFlags kv;
+  StageFlags stages;
+  int micro_batches = 0;  // 0: one per stage (at most --parallel)
 };
 
 // --memory NAME=STORE: each store opened (memory-mapped) and checked against the model; its
@@ -64,7 +67,7 @@ void open_memories(const std::vector<std::string>& specs, const Model& model, Me
   }
 }
 
-void run_serve(ServeFlags& f) {
+void run_serve(ServeFlags& f, const CLI::App& cmd) {
   // Signals go to one thread that waits for them; every other thread (the server's included)
   // is created with them blocked.
   sigset_t signals;
@@ -73,6 +76,23 @@ void run_serve(ServeFlags& f) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a client that left must not kill the server
+
+  // Pipeline stages (mpirun): rank 0 is the server; the other ranks only run their layers
+  // (with SIGINT/SIGTERM blocked, so they stop when rank 0 tells them, after its drain).
+  std::unique_ptr<dist::Link> link;
+  if (stages_requested(cmd)) {
+    if (!f.memories.empty()) fail("--memory needs every layer in one process; it does not run with --stages");
+    link = dist::open_mpi_link();
+    if (link->rank() != 0) {
+      std::unique_ptr<Model> model = open_model(f.model);
+      start_pipeline(f.stages, cmd, *model, f.scheduler.context_length, f.model.threads,
+                     f.server.default_spec.exit_layer, kv_types(f.kv), f.scheduler.slots, std::move(link))
+          ->serve(true);
+      return;
+    }
+  } else if (cmd.count("--micro-batches") > 0) {
+    fail("--micro-batches needs --stages or --stage-layers");
+  }
 
   server::ServerOptions& o = f.server;
   o.request_timeout = std::chrono::seconds(f.request_timeout_s);
@@ -105,6 +125,15 @@ void run_serve(ServeFlags& f) {
     check_same_vocabulary(*model, *draft);
     f.scheduler.draft_model = draft.get();  // the default for requests (HttpServer::attach)
   }
+  std::unique_ptr<dist::Pipeline> pipeline =
+      start_pipeline(f.stages, cmd, *model, f.scheduler.context_length, f.model.threads,
+                     f.server.default_spec.exit_layer, f.scheduler.kv_types, f.scheduler.slots, std::move(link));
+  if (pipeline) {
+    dist::Pipeline* p = pipeline.get();
+    f.scheduler.make_context = [p](int slot, ThreadPool& pool) { return p->make_context(slot, &pool); };
+    f.scheduler.micro_batches =
+        f.micro_batches > 0 ? f.micro_batches : std::min(pipeline->plan().stages(), f.scheduler.slots);
+  }
   Memories memories;
   open_memories(f.memories, *model, memories);
   server::Scheduler scheduler(*model, f.scheduler);
@@ -112,6 +141,10 @@ void run_serve(ServeFlags& f) {
   std::fprintf(stderr, "skiff serve: ready: %s, %d slots x %d positions, model id '%s'; %s per slot\n",
                model->source.c_str(), scheduler.slots(), scheduler.context_length(), o.model_id.c_str(),
                describe_kv_cache(model->config, f.scheduler.kv_types, scheduler.context_length()).c_str());
+  if (pipeline)
+    std::fprintf(stderr, "skiff serve: %d pipeline stages %s, %d micro-batch group%s\n", pipeline->plan().stages(),
+                 pipeline->plan().describe().c_str(), f.scheduler.micro_batches,
+                 f.scheduler.micro_batches == 1 ? "" : "s");
 
   std::thread watcher([&] {
     int sig = 0;
@@ -128,6 +161,10 @@ void run_serve(ServeFlags& f) {
   // The listener can also stop on its own (it never does in practice): wake the watcher.
   pthread_kill(watcher.native_handle(), SIGTERM);
   watcher.join();
+  if (pipeline) {
+    const server::SchedulerStats st = scheduler.stats();
+    std::fprintf(stderr, "%s\n", pipeline->finish(st.prompt_tokens + st.generated_tokens).c_str());
+  }
   std::fprintf(stderr, "skiff serve: stopped\n");
 }
 
@@ -186,7 +223,12 @@ void register_serve(CLI::App& app) {
                   "output matrix, made once (output unchanged)");
   cmd->add_option("--draft-max", f->server.default_spec.draft_max, "most drafted tokens per round (default 4)")
       ->check(CLI::Range(1, 16));
-  cmd->callback([f] { run_serve(*f); });
+  add_stage_flags(cmd, f->stages);
+  cmd->add_option("--micro-batches", f->micro_batches,
+                  "with --stages: groups of slots whose batches overlap in the stages (default: one per stage, at "
+                  "most --parallel; 1: no overlap)")
+      ->check(CLI::Range(1, 256));
+  cmd->callback([f, cmd] { run_serve(*f, *cmd); });
 }
 
 }  // namespace skiff::cli

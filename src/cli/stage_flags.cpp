@@ -17,8 +17,8 @@ void add_stage_flags(CLI::App* cmd, StageFlags& flags) {
 
 std::unique_ptr<dist::Pipeline> start_pipeline(const StageFlags& flags, const CLI::App& cmd, const Model& model,
                                                int context_length, int threads, int keep_on_first,
-                                               KvTypes kv_types) {
-  const bool wanted = cmd.count("--stages") > 0 || cmd.count("--stage-layers") > 0;
+                                               KvTypes kv_types, int sequences, std::unique_ptr<dist::Link> link) {
+  const bool wanted = stages_requested(cmd);
   int ranks = 1;
   if (!wanted) {
     if (dist::launched_by_mpi(ranks) && ranks > 1)
@@ -36,7 +36,10 @@ std::unique_ptr<dist::Pipeline> start_pipeline(const StageFlags& flags, const CL
   options.context_length = context_length;
   options.threads = threads;
   options.kv_types = kv_types;
-  return std::make_unique<dist::Pipeline>(dist::open_mpi_link(), model, options);
+  options.sequences = sequences;
+  return std::make_unique<dist::Pipeline>(link ? std::move(link) : dist::open_mpi_link(), model, options);
 }
+
+bool stages_requested(const CLI::App& cmd) { return cmd.count("--stages") > 0 || cmd.count("--stage-layers") > 0; }
 
 }  // namespace skiff::cli

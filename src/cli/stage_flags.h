@@ -21,8 +21,14 @@ void add_stage_flags(CLI::App* cmd, StageFlags& flags);
 // by mpirun with several ranks: each would run the whole command); otherwise joins the MPI
 // job and agrees on the plan (dist::Pipeline). Rank 0 then decodes in make_context(); the
 // other ranks serve().
+// `sequences`: decoded at once (a server's slots); `link`: the job already joined (serve
+// joins before it loads the model, to know whether it is rank 0), else joined here.
 std::unique_ptr<dist::Pipeline> start_pipeline(const StageFlags& flags, const CLI::App& cmd, const Model& model,
                                                int context_length, int threads, int keep_on_first,
-                                               KvTypes kv_types = {});
+                                               KvTypes kv_types = {}, int sequences = 1,
+                                               std::unique_ptr<dist::Link> link = nullptr);
+
+// --stages or --stage-layers given.
+bool stages_requested(const CLI::App& cmd);
 
 }  // namespace skiff::cli

@@ -1,8 +1,10 @@
 #include "dist/link.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "base/error.h"
@@ -51,26 +53,51 @@ SimLink parse_sim_link(const std::string& text) {
   return link;
 }
 
+namespace {
+double clock_seconds() {
+  // steady_clock is CLOCK_MONOTONIC: one clock for every process on the host, which is
+  // what the simulated link's arrival stamps need (a simulation on one host).
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
 void Link::send(int to, int tag, std::span<const uint8_t> bytes) {
-  const double delay = sim_.delay_seconds(bytes.size());
-  if (delay > 0) {
-    // Sleep most of it, yield through the last 100 us: a sleep alone overshoots by the
-    // timer slack and the wake-up, which at 200 us latencies would be a large error.
-    using Clock = std::chrono::steady_clock;
-    const Clock::time_point until =
-        Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(delay));
-    if (delay > 150e-6) std::this_thread::sleep_until(until - std::chrono::microseconds(100));
-    while (Clock::now() < until) std::this_thread::yield();
-    stats_.sim_seconds += delay;
-  }
-  send_bytes(to, tag, bytes, timeout_seconds_);
   ++stats_.messages_sent;
   stats_.bytes_sent += static_cast<int64_t>(bytes.size());
+  if (!sim_.enabled()) {
+    send_bytes(to, tag, bytes, timeout_seconds_);
+    return;
+  }
+  // The message occupies the link to `to` for bytes/bandwidth after the previous one left
+  // it, then travels for the latency; its arrival time rides along after the payload.
+  if (link_free_at_.size() <= static_cast<size_t>(to)) link_free_at_.resize(static_cast<size_t>(to) + 1, 0.0);
+  const double now = clock_seconds();
+  double& free_at = link_free_at_[static_cast<size_t>(to)];
+  free_at = std::max(free_at, now) + static_cast<double>(bytes.size()) * 8.0 / sim_.bits_per_second;
+  const double arrival = free_at + sim_.latency_seconds;
+  stats_.sim_seconds += arrival - now;
+  framed_.assign(bytes.begin(), bytes.end());
+  framed_.resize(bytes.size() + sizeof(double));
+  std::memcpy(framed_.data() + bytes.size(), &arrival, sizeof(double));
+  send_bytes(to, tag, framed_, timeout_seconds_);
 }
 
 Message Link::recv(int from, const std::string& what, double patience) {
   const auto start = std::chrono::steady_clock::now();
   Message m = recv_bytes(from, timeout_seconds_ * patience, what);
+  if (sim_.enabled()) {
+    if (m.bytes.size() < sizeof(double))
+      fail("pipeline: a message from rank {} lacks the simulated link's arrival time (is --sim-link the same on every rank?)",
+           m.source);
+    double arrival = 0;
+    std::memcpy(&arrival, m.bytes.data() + m.bytes.size() - sizeof(double), sizeof(double));
+    m.bytes.resize(m.bytes.size() - sizeof(double));
+    // Hold the message until it arrives: sleep most of the wait, yield through the last
+    // 100 us (a sleep alone overshoots by the timer slack, large against 200 us latencies).
+    const double wait = arrival - clock_seconds();
+    if (wait > 150e-6) std::this_thread::sleep_for(std::chrono::duration<double>(wait - 100e-6));
+    while (clock_seconds() < arrival) std::this_thread::yield();
+  }
   stats_.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return m;
 }

@@ -13,8 +13,12 @@
 
 namespace skiff::dist {
 
-// --sim-link BANDWIDTH,LATENCY: every message is delayed by latency + bytes * 8 / bandwidth
-// before it is sent. A simulation on one host, not a model of congestion: the sender sleeps.
+// --sim-link BANDWIDTH,LATENCY: every message arrives latency + bytes * 8 / bandwidth after
+// it was sent, later when the link to that rank is still busy with earlier messages (each
+// sender-receiver pair is one link of that bandwidth). A simulation on one host: the sender
+// stamps the arrival time on the message and goes on (its computing overlaps the transfer,
+// as with a real network card); the receiver holds the message until that time. No jitter,
+// no loss, no contention between different pairs.
 struct SimLink {
   double bits_per_second = 0;  // 0: no simulation
   double latency_seconds = 0;
@@ -38,8 +42,8 @@ struct Message {
 struct LinkStats {
   int64_t messages_sent = 0;
   int64_t bytes_sent = 0;
-  double wait_seconds = 0;  // blocked in recv
-  double sim_seconds = 0;   // slept by the simulated link
+  double wait_seconds = 0;  // blocked in recv (the simulated link's hold included)
+  double sim_seconds = 0;   // the simulated link's delay of the messages sent (from send to arrival)
 };
 
 class Link {
@@ -49,8 +53,8 @@ class Link {
   virtual int rank() const = 0;
   virtual int size() const = 0;
 
-  // Sends `bytes` to rank `to` (after the simulated delay); Error when it has not gone within
-  // the timeout.
+  // Sends `bytes` to rank `to` without waiting for the receiver (messages between a pair
+  // arrive in order); Error when an earlier send has not gone within the timeout.
   void send(int to, int tag, std::span<const uint8_t> bytes);
   // The next message from `from` (or any rank); Error naming `what` when none comes within
   // the timeout times `patience`.
@@ -61,16 +65,24 @@ class Link {
   void set_sim_link(const SimLink& sim) { sim_ = sim; }
   const LinkStats& stats() const { return stats_; }
 
+  // Waits until every message sent has left this process (before the job ends); Error after
+  // the timeout.
+  virtual void flush() {}
+
   // Ends every rank of the job now (after an error was printed): MPI_Abort.
   [[noreturn]] virtual void abort(int code) = 0;
 
  protected:
+  // Takes the bytes (the caller's buffer may change right after) and returns; a send not
+  // done within timeout_seconds is an Error at a later call.
   virtual void send_bytes(int to, int tag, std::span<const uint8_t> bytes, double timeout_seconds) = 0;
   virtual Message recv_bytes(int from, double timeout_seconds, const std::string& what) = 0;
 
  private:
   double timeout_seconds_ = 60;
   SimLink sim_;
+  std::vector<double> link_free_at_;  // per receiver: when the simulated link is idle again
+  std::vector<uint8_t> framed_;
   LinkStats stats_;
 };
 

@@ -1,5 +1,6 @@
-// The MPI transport of link.h: the only file that includes mpi.h. MPI calls come from the
-// main thread only (MPI_THREAD_FUNNELED; the thread pool never sends). Waits poll
+// The MPI transport of link.h: the only file that includes mpi.h. MPI calls come from one
+// thread at a time (MPI_THREAD_SERIALIZED: a server's model thread makes them after the main
+// thread joined the job; the thread pool never sends). Waits poll
 // (MPI_Iprobe / MPI_Test) against a deadline instead of blocking in MPI, so a dead or stuck
 // peer becomes an Error; between polls the rank yields and then sleeps, so a waiting rank
 // does not steal a core from a computing one when ranks outnumber cores (naps of at most
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <exception>
 #include <limits>
 #include <thread>
@@ -50,8 +52,10 @@ class MpiLink : public Link {
     MPI_Initialized(&initialized);
     if (!initialized) {
       int provided = 0;
-      if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+      if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
         fail("pipeline: MPI_Init failed");
+      if (provided < MPI_THREAD_SERIALIZED)
+        fail("pipeline: this MPI library does not allow calls from more than one thread (MPI_THREAD_SERIALIZED)");
       // Errors come back as codes (then an Error here) instead of ending the job silently.
       MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     }
@@ -62,6 +66,11 @@ class MpiLink : public Link {
     // While an error unwinds, MPI_Finalize would wait for ranks that wait for this one: the
     // CLI prints the error and calls abort_job_after_error instead.
     if (std::uncaught_exceptions() > 0) return;
+    try {
+      flush();
+    } catch (const Error& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+    }
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (!finalized) MPI_Finalize();
@@ -81,16 +90,23 @@ class MpiLink : public Link {
     // 16384-wide model); more would need chunking, which no caller needs yet.
     if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
       fail("pipeline: a message of {} bytes to rank {} is over MPI's 2 GiB (a shorter prompt batch?)", bytes.size(), to);
-    MPI_Request request;
-    check(MPI_Isend(bytes.data(), static_cast<int>(bytes.size()), MPI_BYTE, to, tag, MPI_COMM_WORLD, &request),
+    // The send goes on while this rank computes (MPI progresses it in later calls: the next
+    // send, a receive's polling). Waiting for it here could deadlock two ranks that send
+    // each other large messages at once, each waiting for the other to receive.
+    progress(timeout_seconds);
+    PendingSend& p = pending_.emplace_back();
+    p.bytes.assign(bytes.begin(), bytes.end());
+    p.to = to;
+    p.started = Clock::now();
+    check(MPI_Isend(p.bytes.data(), static_cast<int>(p.bytes.size()), MPI_BYTE, to, tag, MPI_COMM_WORLD, &p.request),
           "send to", to);
-    int done = 0;
-    if (!poll_until(timeout_seconds, [&] {
-          check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "send to", to);
-          return done != 0;
-        })) {
-      fail("pipeline: could not send to rank {} within {:g} s (is it alive? --stage-timeout)", to, timeout_seconds);
-    }
+  }
+
+  void flush() override {
+    const double limit = timeout();
+    if (!poll_until(limit, [&] { return progress(limit); }))
+      fail("pipeline: could not send to rank {} within {:g} s (is it alive? --stage-timeout)", pending_.front().to,
+           limit);
   }
 
   Message recv_bytes(int from, double timeout_seconds, const std::string& what) override {
@@ -98,6 +114,7 @@ class MpiLink : public Link {
     MPI_Status status;
     int found = 0;
     if (!poll_until(timeout_seconds, [&] {
+          progress(timeout_seconds);
           check(MPI_Iprobe(source, MPI_ANY_TAG, MPI_COMM_WORLD, &found, &status), "receive from", from);
           return found != 0;
         })) {
@@ -116,6 +133,31 @@ class MpiLink : public Link {
   }
 
  private:
+  struct PendingSend {
+    MPI_Request request;
+    std::vector<uint8_t> bytes;
+    int to = 0;
+    Clock::time_point started;
+  };
+
+  // Retires the sends that are done; Error when one has waited more than the timeout. True
+  // when none is left.
+  bool progress(double timeout_seconds) {
+    while (!pending_.empty()) {
+      PendingSend& p = pending_.front();
+      int done = 0;
+      check(MPI_Test(&p.request, &done, MPI_STATUS_IGNORE), "send to", p.to);
+      if (!done) {
+        if (std::chrono::duration<double>(Clock::now() - p.started).count() > timeout_seconds)
+          fail("pipeline: could not send to rank {} within {:g} s (is it alive? --stage-timeout)", p.to,
+               timeout_seconds);
+        return false;
+      }
+      pending_.pop_front();
+    }
+    return true;
+  }
+
   void check(int rc, const char* what, int peer) const {
     if (rc == MPI_SUCCESS) return;
     char text[MPI_MAX_ERROR_STRING];
@@ -125,6 +167,7 @@ class MpiLink : public Link {
   }
 
   int rank_ = 0, size_ = 1;
+  std::deque<PendingSend> pending_;  // in the order sent
 };
 
 }  // namespace

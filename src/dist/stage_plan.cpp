@@ -85,4 +85,41 @@ StagePlan place_stages(int n_layers, int n_stages, int min_first) {
   return plan;
 }
 
+StagePlan place_stages_by_memory(const std::vector<double>& layer_bytes, double stage0_bytes,
+                                 const std::vector<double>& free_bytes, int min_first) {
+  const int L = static_cast<int>(layer_bytes.size()), S = static_cast<int>(free_bytes.size());
+  // The feasibility rules (and their messages) are place_stages's.
+  place_stages(L, S, min_first);
+  std::vector<double> capacity(static_cast<size_t>(S));
+  double total_capacity = 0;
+  for (int s = 0; s < S; ++s) {
+    capacity[static_cast<size_t>(s)] = std::max(0.0, free_bytes[static_cast<size_t>(s)] - (s == 0 ? stage0_bytes : 0.0));
+    total_capacity += capacity[static_cast<size_t>(s)];
+  }
+  if (total_capacity <= 0) std::fill(capacity.begin(), capacity.end(), 1.0), total_capacity = S;
+  std::vector<double> cumulative(static_cast<size_t>(L) + 1, 0.0);  // bytes of layers [0, l)
+  for (int l = 0; l < L; ++l) cumulative[static_cast<size_t>(l) + 1] = cumulative[static_cast<size_t>(l)] + layer_bytes[static_cast<size_t>(l)];
+  // boundary[s]: the first layer of stage s (boundary[0] = 0, boundary[S] = L).
+  std::vector<int> boundary(static_cast<size_t>(S) + 1, 0);
+  boundary[static_cast<size_t>(S)] = L;
+  double share = 0;
+  for (int s = 1; s < S; ++s) {
+    share += capacity[static_cast<size_t>(s) - 1] / total_capacity;
+    const double target = share * cumulative[static_cast<size_t>(L)];
+    int b = 0;
+    while (b < L && cumulative[static_cast<size_t>(b) + 1] <= target) ++b;
+    // b is the last boundary at or below the target; b + 1 may be nearer.
+    if (b < L && target - cumulative[static_cast<size_t>(b)] > cumulative[static_cast<size_t>(b) + 1] - target) ++b;
+    boundary[static_cast<size_t>(s)] = b;
+  }
+  // At least one layer per stage, min_first on stage 0: push boundaries up, then down.
+  boundary[1] = std::max(boundary[1], std::max(1, min_first));
+  for (int s = 2; s < S; ++s) boundary[static_cast<size_t>(s)] = std::max(boundary[static_cast<size_t>(s)], boundary[static_cast<size_t>(s) - 1] + 1);
+  for (int s = S - 1; s >= 1; --s)
+    boundary[static_cast<size_t>(s)] = std::min(boundary[static_cast<size_t>(s)], boundary[static_cast<size_t>(s) + 1] - 1);
+  StagePlan plan;
+  for (int s = 0; s < S; ++s) plan.ranges.push_back({boundary[static_cast<size_t>(s)], boundary[static_cast<size_t>(s) + 1]});
+  return plan;
+}
+
 }  // namespace skiff::dist

@@ -37,4 +37,14 @@ void validate_stage_plan(const StagePlan& plan, int n_layers, int n_stages, int 
 // are fewer layers than stages to fill.
 StagePlan place_stages(int n_layers, int n_stages, int min_first = 0);
 
+// --stages auto: contiguous layer ranges sized to each stage's free memory. layer_bytes[l]:
+// what layer l costs where it lives (weights + KV cache); stage0_bytes: what only stage 0
+// holds (embeddings, head); free_bytes[s]: stage s's available memory (0 everywhere:
+// unknown, split by bytes evenly). Each stage gets layers until its share of the total,
+// in proportion to its free memory less its fixed cost, is reached (the nearer boundary);
+// at least one layer each and min_first on stage 0. Error when there are fewer layers than
+// stages to fill.
+StagePlan place_stages_by_memory(const std::vector<double>& layer_bytes, double stage0_bytes,
+                                 const std::vector<double>& free_bytes, int min_first = 0);
+
 }  // namespace skiff::dist

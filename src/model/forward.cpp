@@ -20,6 +20,9 @@ Context::Context(const Model& model, int context_length, ThreadPool& shared_pool
 Context::Context(const Model& model, int context_length, int n_threads, StoredLayers stored, KvTypes kv_types)
     : Context(model, context_length, nullptr, n_threads, stored, kv_types) {}
 
+Context::Context(const Model& model, int context_length, ThreadPool& shared_pool, StoredLayers stored, KvTypes kv_types)
+    : Context(model, context_length, &shared_pool, 0, stored, kv_types) {}
+
 Context::Context(const Model& model, int context_length, ThreadPool* shared_pool, int n_threads, StoredLayers stored,
                  KvTypes kv_types)
     : model_(model),
@@ -155,63 +158,29 @@ void attention(std::span<const BatchSeq> seqs, const int* pos0, int layer, const
 
 void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_layer) {
   const BatchSeq seq{&ctx, T};
-  RemoteLayers* remote = ctx.remote_layers();
-  const KvCache& cache = ctx.cache();
-  const int split = cache.last_stored();
-  if (!remote || last_layer <= split) {
-    forward_batch({&seq, 1}, hidden, first_layer, last_layer);
-    return;
-  }
-  // Local layers first, then the stages after this one. Every check first, so that an
-  // error leaves nothing written.
-  if (first_layer < cache.first_stored() || last_layer > ctx.model().config.n_layers || first_layer > last_layer)
-    fail("layer range [{}, {}) is outside the model's {} layers (this process starts at layer {})", first_layer,
-         last_layer, ctx.model().config.n_layers, cache.first_stored());
-  for (int l = first_layer; l < last_layer; ++l) {
-    if (cache.length(l) + T > cache.context_length())
-      fail("context length {} exceeded: layer {} holds {} positions and {} more were asked for",
-           cache.context_length(), l, cache.length(l), T);
-  }
-  if (first_layer < split) forward_batch({&seq, 1}, hidden, first_layer, split);
-  remote->run(ctx, hidden, T, std::max(first_layer, split), last_layer);
-}
-
-void forward_masked(Context& ctx, float* hidden, int64_t T, int first_layer, int last_layer,
-                    std::span<const int32_t> first_visible) {
-  const KvCache& cache = ctx.cache();
-  if (static_cast<int64_t>(first_visible.size()) != T)
-    fail("block attention: {} first-visible positions for {} rows", first_visible.size(), T);
-  if (first_layer < last_layer) {
-    const int pos0 = cache.length(first_layer);
-    for (int l = first_layer; l < last_layer; ++l) {
-      if (cache.length(l) != pos0)
-        fail("block attention needs every layer at the same length (layer {} holds {}, layer {} holds {})",
-             first_layer, pos0, l, cache.length(l));
-    }
-    for (int64_t t = 0; t < T; ++t) {
-      if (first_visible[static_cast<size_t>(t)] < 0 || first_visible[static_cast<size_t>(t)] > pos0 + t)
-        fail("block attention: row {} (position {}) cannot start attending at position {}", t, pos0 + t,
-             first_visible[static_cast<size_t>(t)]);
-    }
-  }
-  const BatchSeq seq{&ctx, T, first_visible.data()};
   forward_batch({&seq, 1}, hidden, first_layer, last_layer);
 }
 
-void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_layer, int last_layer) {
-  if (seqs.empty()) return;
+namespace {
+
+// Every check of a batched pass, before anything is written: the same model, pool, stored
+// layers and remote for every sequence; [first, last) stored here or remote; room in every
+// layer's cache. Returns the rows.
+int64_t check_batch(std::span<const BatchSeq> seqs, int first_layer, int last_layer) {
   Context& ctx0 = *seqs[0].ctx;
-  const Model& m = ctx0.model();
-  const ModelConfig& c = m.config;
+  const ModelConfig& c = ctx0.model().config;
   if (first_layer < 0 || last_layer > c.n_layers || first_layer > last_layer)
     fail("layer range [{}, {}) is outside the model's {} layers", first_layer, last_layer, c.n_layers);
+  const KvCache& cache0 = ctx0.cache();
   int64_t T = 0;
-  int max_context = 0;
   for (const BatchSeq& seq : seqs) {
-    if (&seq.ctx->model() != &m || &seq.ctx->pool() != &ctx0.pool())
-      fail("forward_batch: every sequence must use the same model and thread pool");
     const KvCache& cache = seq.ctx->cache();
-    if (first_layer < last_layer && (first_layer < cache.first_stored() || last_layer > cache.last_stored()))
+    if (&seq.ctx->model() != &ctx0.model() || &seq.ctx->pool() != &ctx0.pool() ||
+        seq.ctx->remote_layers() != ctx0.remote_layers() || cache.first_stored() != cache0.first_stored() ||
+        cache.last_stored() != cache0.last_stored())
+      fail("forward_batch: every sequence must use the same model, thread pool and stages");
+    const int held_to = seq.ctx->remote_layers() ? c.n_layers : cache.last_stored();
+    if (first_layer < last_layer && (first_layer < cache.first_stored() || last_layer > held_to))
       fail("layers [{}, {}) are not all held by this process (it holds [{}, {}))", first_layer, last_layer,
            cache.first_stored(), cache.last_stored());
     for (int l = first_layer; l < last_layer; ++l) {
@@ -220,8 +189,17 @@ void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_laye
              cache.context_length(), l, cache.length(l), seq.rows);
     }
     T += seq.rows;
-    max_context = std::max(max_context, seq.ctx->context_length());
   }
+  return T;
+}
+
+// Layers [first_layer, last_layer), all stored in this process (checked).
+void forward_local(std::span<const BatchSeq> seqs, float* hidden, int64_t T, int first_layer, int last_layer) {
+  Context& ctx0 = *seqs[0].ctx;
+  const Model& m = ctx0.model();
+  const ModelConfig& c = m.config;
+  int max_context = 0;
+  for (const BatchSeq& seq : seqs) max_context = std::max(max_context, seq.ctx->context_length());
   FfnProvider* ffn = ctx0.ffn_provider();
   if (ffn && seqs.size() > 1) fail("forward_batch: a custom FFN provider runs one sequence at a time");
   Context::Scratch& s = ctx0.scratch(T);
@@ -272,6 +250,58 @@ void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_laye
     }
     add_rows(pool, hidden, s.proj.data(), T * dim);
   }
+}
+
+}  // namespace
+
+int64_t start_forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_layer, int last_layer) {
+  if (seqs.empty()) return kNoTicket;
+  const int64_t T = check_batch(seqs, first_layer, last_layer);
+  const int split = seqs[0].ctx->cache().last_stored();
+  RemoteLayers* remote = seqs[0].ctx->remote_layers();
+  if (first_layer < split) forward_local(seqs, hidden, T, first_layer, std::min(last_layer, split));
+  if (!remote || last_layer <= split) return kNoTicket;
+  return remote->submit(seqs, hidden, std::max(first_layer, split), last_layer);
+}
+
+void finish_forward_batch(std::span<const BatchSeq> seqs, int64_t ticket, float* hidden) {
+  if (ticket == kNoTicket) return;
+  seqs[0].ctx->remote_layers()->wait(ticket, seqs, hidden);
+}
+
+void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_layer, int last_layer) {
+  finish_forward_batch(seqs, start_forward_batch(seqs, hidden, first_layer, last_layer), hidden);
+}
+
+void copy_sequence_prefix(const Context& from, Context& to, int n) {
+  to.cache().copy_prefix_from(from.cache(), n);
+  if (to.remote_layers() != from.remote_layers()) fail("copy_sequence_prefix: the contexts are in different stages");
+  if (RemoteLayers* remote = to.remote_layers()) remote->copy_prefix(from, to, n);
+}
+
+void forward_masked(Context& ctx, float* hidden, int64_t T, int first_layer, int last_layer,
+                    std::span<const int32_t> first_visible) {
+  const KvCache& cache = ctx.cache();
+  if (static_cast<int64_t>(first_visible.size()) != T)
+    fail("block attention: {} first-visible positions for {} rows", first_visible.size(), T);
+  if (first_layer < last_layer) {
+    const int pos0 = cache.length(first_layer);
+    for (int l = first_layer; l < last_layer; ++l) {
+      if (cache.length(l) != pos0)
+        fail("block attention needs every layer at the same length (layer {} holds {}, layer {} holds {})",
+             first_layer, pos0, l, cache.length(l));
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      if (first_visible[static_cast<size_t>(t)] < 0 || first_visible[static_cast<size_t>(t)] > pos0 + t)
+        fail("block attention: row {} (position {}) cannot start attending at position {}", t, pos0 + t,
+             first_visible[static_cast<size_t>(t)]);
+    }
+  }
+  if (ctx.remote_layers() && last_layer > cache.last_stored())
+    fail("block attention runs in one process: layers {}.. are in another pipeline stage", cache.last_stored());
+  const BatchSeq seq{&ctx, T, first_visible.data()};
+  check_batch({&seq, 1}, first_layer, last_layer);
+  forward_local({&seq, 1}, hidden, T, first_layer, last_layer);
 }
 
 void compute_logits(Context& ctx, const float* hidden, int64_t T, float* logits, const TensorView* head) {

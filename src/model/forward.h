@@ -33,14 +33,32 @@ class FfnProvider {
   virtual void run(Context& ctx, int layer, const float* x, int64_t T, float* out) = 0;
 };
 
+// One sequence's share of a batched forward pass: `rows` consecutive rows of the hidden
+// states, appended to ctx's cache at its own positions.
+struct BatchSeq {
+  Context* ctx;
+  int64_t rows;
+  // Block attention (forward_masked): row t attends to positions [first_visible[t], its
+  // own] only. nullptr: causal over the whole cache.
+  const int32_t* first_visible = nullptr;
+};
+
 // Runs the layers that live in other processes (pipeline stages, src/dist/pipeline.h). A
 // context whose cache stores only layers [0, k) hands forward()'s layers k.. to it; the
-// decode loops above do not know. run() must leave hidden[T][dim] as the local layers would
-// and extend ctx.cache()'s lengths of layers [first_layer, last_layer) by T.
+// decode loops above do not know. Batches go out without waiting (submit), so that a
+// server can keep several batches of different sequences in flight through the stages.
 class RemoteLayers {
  public:
   virtual ~RemoteLayers() = default;
-  virtual void run(Context& ctx, float* hidden, int64_t T, int first_layer, int last_layer) = 0;
+  // Sends the rows of `seqs` (contexts attached to this RemoteLayers, at most one pending
+  // batch each) through layers [first_layer, last_layer), copying hidden[T][dim]; returns
+  // the ticket to wait on.
+  virtual int64_t submit(std::span<const BatchSeq> seqs, const float* hidden, int first_layer, int last_layer) = 0;
+  // Waits for a submitted batch: hidden[T][dim] as the local layers would leave it, and
+  // every sequence's cache lengths of those layers extended by its rows.
+  virtual void wait(int64_t ticket, std::span<const BatchSeq> seqs, float* hidden) = 0;
+  // `to`'s layers elsewhere take the first n positions of `from`'s (a shared prompt).
+  virtual void copy_prefix(const Context& from, Context& to, int n) = 0;
 };
 
 // One sequence being decoded: its KV cache, a thread pool and scratch space.
@@ -61,6 +79,7 @@ class Context {
     int first, last;
   };
   Context(const Model& model, int context_length, int n_threads, StoredLayers stored, KvTypes kv_types = {});
+  Context(const Model& model, int context_length, ThreadPool& shared_pool, StoredLayers stored, KvTypes kv_types = {});
 
   const Model& model() const { return model_; }
   KvCache& cache() { return cache_; }
@@ -111,16 +130,6 @@ void embed(const Model& model, std::span<const int32_t> tokens, float* hidden);
 // context's RemoteLayers (pipeline stages), after the local ones.
 void forward(Context& ctx, float* hidden, int64_t T, int first_layer, int last_layer);
 
-// One sequence's share of a batched forward pass: `rows` consecutive rows of the hidden
-// states, appended to ctx's cache at its own positions.
-struct BatchSeq {
-  Context* ctx;
-  int64_t rows;
-  // Block attention (forward_masked): row t attends to positions [first_visible[t], its
-  // own] only. nullptr: causal over the whole cache.
-  const int32_t* first_visible = nullptr;
-};
-
 // forward() with block attention: row t attends only to cache positions
 // [first_visible[t], pos(t)] of every layer (pos(t) = the layer's length before the call + t).
 // Memory-augmented generation reads independently encoded entries this way: an entry's rows
@@ -132,11 +141,22 @@ void forward_masked(Context& ctx, float* hidden, int64_t T, int first_layer, int
 
 // forward() for several sequences at once (continuous batching): each matrix is read once
 // for the rows of every sequence, attention runs per sequence against its own cache. Every
-// ctx must share one thread pool and the same model. Results are bit-identical to forwarding
-// each sequence alone (matmul is batch-invariant). Throws Error, before anything is written,
-// when a sequence would pass its context length or its cache does not store a layer (no
-// remote layers here).
+// ctx must share one thread pool, the same model, the same stored layers and RemoteLayers.
+// Results are bit-identical to forwarding each sequence alone (matmul is batch-invariant).
+// Throws Error, before anything is written, when a sequence would pass its context length
+// or a layer is neither stored here nor remote.
 void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_layer, int last_layer);
+
+// forward_batch in two halves, for pipeline stages: start runs the local layers and hands
+// the later ones to the RemoteLayers without waiting, finish waits for them (seqs and
+// hidden as given to start, untouched in between). kNoTicket: every layer was local.
+constexpr int64_t kNoTicket = -1;
+int64_t start_forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_layer, int last_layer);
+void finish_forward_batch(std::span<const BatchSeq> seqs, int64_t ticket, float* hidden);
+
+// `to` takes the first n positions of `from`'s cache (every layer, here and remote): a
+// sequence sharing another's prompt (n > 1 choices).
+void copy_sequence_prefix(const Context& from, Context& to, int n);
 
 // logits[T][vocab] = output(rmsnorm(hidden) * output_norm): valid after ANY layer. `head`
 // replaces the output matrix (self-speculation's quantized draft head).

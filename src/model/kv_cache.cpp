@@ -84,13 +84,19 @@ void KvCache::truncate_all(int len) {
 
 void KvCache::copy_prefix_from(const KvCache& other, int len) {
   if (other.n_layers() != n_layers() || other.kv_dim() != kv_dim_ || len < 0 || len > context_length_ ||
-      first_stored_ != 0 || last_stored_ != n_layers() || other.first_stored_ != 0 || other.last_stored_ != n_layers())
+      first_stored_ != other.first_stored_ || last_stored_ != other.last_stored_)
     fail("kv cache: cannot copy {} positions from a cache of another shape", len);
   if (other.types_.k != types_.k || other.types_.v != types_.v)
     fail("kv cache: cannot copy positions from a cache of other types ({}/{} into {}/{})", dtype_name(other.types_.k),
          dtype_name(other.types_.v), dtype_name(types_.k), dtype_name(types_.v));
-  for (int l = 0; l < n_layers(); ++l) {
+  for (int l = first_stored_; l < last_stored_; ++l)
     if (len > other.length(l)) fail("kv cache: layer {} holds {} positions, not {}", l, other.length(l), len);
+  for (int l = 0; l < n_layers(); ++l) {
+    if (l < first_stored_ || l >= last_stored_) {
+      // Another process's layer (a pipeline stage): only its length is known here.
+      lengths_[static_cast<size_t>(l)] = std::min(len, other.length(l));
+      continue;
+    }
     // Positions of a layer are contiguous rows in every type.
     const uint8_t* k = other.key_row(l, 0);
     const uint8_t* v = other.value_row(l, 0);

@@ -54,9 +54,10 @@ class KvCache {
   float* value(int layer, int pos) { return &values_[index(layer, pos)]; }
   const float* key(int layer, int pos) const { return &keys_[index(layer, pos)]; }
   const float* value(int layer, int pos) const { return &values_[index(layer, pos)]; }
-  // Makes this cache hold the first `len` positions of `other` in every layer (the same
-  // shape and types, every layer stored; len <= each of other's lengths): a sequence that
-  // shares a prefix with another.
+  // Makes this cache hold the first `len` positions of `other` in every stored layer (the
+  // same shape, types and stored layers; len <= each stored layer's length of other): a
+  // sequence that shares a prefix with another. Layers stored elsewhere (pipeline stages)
+  // take min(len, other's length) as their length.
   void copy_prefix_from(const KvCache& other, int len);
   // Marks positions [length, length + n) of `layer` as written.
   void extend(int layer, int n) { lengths_[static_cast<size_t>(layer)] += n; }

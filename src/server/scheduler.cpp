@@ -16,10 +16,12 @@ namespace skiff::server {
 using Clock = std::chrono::steady_clock;
 
 struct Scheduler::Slot {
-  Slot(const Model& model, int context_length, ThreadPool& pool, KvTypes kv_types)
-      : ctx(model, context_length, pool, kv_types) {}
+  Slot(std::unique_ptr<Context> context, int group) : owned(std::move(context)), ctx(*owned), group(group) {}
 
-  Context ctx;
+  std::unique_ptr<Context> owned;
+  Context& ctx;
+  int group = 0;           // micro-batch group
+  bool in_flight = false;  // its rows are in the group's batch in flight
   // The sequence: its first cached() tokens are in the cache, the rest wait for a forward pass
   // (a prompt's unread part, or the one token just sampled).
   std::vector<int32_t> tokens;
@@ -81,8 +83,15 @@ Scheduler::Scheduler(const Model& model, const SchedulerOptions& options)
     : model_(model), options_(options), pool_(options.threads) {
   if (options.slots < 1 || options.slots > 256) fail("--parallel must be in 1..256, got {}", options.slots);
   if (options.batch_rows < 1) fail("batch rows must be positive");
-  for (int i = 0; i < options.slots; ++i)
-    slots_.push_back(std::make_unique<Slot>(model, options.context_length, pool_, options.kv_types));
+  if (options.micro_batches < 1 || options.micro_batches > options.slots)
+    fail("--micro-batches must be in 1..--parallel ({}), got {}", options.slots, options.micro_batches);
+  for (int i = 0; i < options.slots; ++i) {
+    std::unique_ptr<Context> ctx = options.make_context
+                                       ? options.make_context(i, pool_)
+                                       : std::make_unique<Context>(model, options.context_length, pool_, options.kv_types);
+    slots_.push_back(std::make_unique<Slot>(std::move(ctx), i % options.micro_batches));
+  }
+  flights_.resize(static_cast<size_t>(options.micro_batches));
   context_length_ = slots_[0]->ctx.context_length();
   stats_.slots = options.slots;
   stats_.kv_capacity = static_cast<int64_t>(context_length_) * options.slots;
@@ -129,7 +138,7 @@ SchedulerStats Scheduler::stats() const {
 }
 
 void Scheduler::loop() {
-  for (;;) {
+  for (int group = 0;; group = (group + 1) % options_.micro_batches) {
     admit();
     const bool any_busy = std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->busy(); });
     if (!any_busy) {
@@ -138,7 +147,7 @@ void Scheduler::loop() {
       cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return !queue_.empty() || stopping_; });
       continue;
     }
-    step();
+    step(group);
   }
   // Whatever is still queued at the end is refused.
   std::lock_guard lock(mutex_);
@@ -230,6 +239,8 @@ void Scheduler::splice_memory(Slot& slot, const GenerationRequest& r) {
   // BOS first (position 0, as the store's reader was trained), then each entry's stored KV
   // re-rotated to its positions; the batched pass then prefills the prompt, which reads all.
   const ModelConfig& c = model_.config;
+  if (slot.ctx.remote_layers())
+    fail("memory-augmented requests need every layer in one process; this server runs pipeline stages");
   std::vector<float> bos(static_cast<size_t>(c.dim));
   embed(model_, {slot.tokens.data(), 1}, bos.data());
   forward(slot.ctx, bos.data(), 1, 0, c.n_layers);
@@ -360,11 +371,20 @@ void Scheduler::sample_and_emit(Slot& slot, const float* logits) {
   emit_token(slot, token, logits);
 }
 
-void Scheduler::step() {
+void Scheduler::step(int group) {
   const auto start = Clock::now();
+  const ModelConfig& c = model_.config;
+  auto mine = [&](const Slot& s) { return s.group == group; };
+  Flight& flight = flights_[static_cast<size_t>(group)];
+  int64_t prompt_rows = 0, busy = 0;
+  if (flight.active) {
+    prompt_rows += finish_batch(flight);
+    busy += static_cast<int64_t>(flight.hidden.size()) / c.dim;
+  }
+
   // Ended tasks free their slots first: the client left, the deadline passed, or shutdown.
   for (auto& s : slots_) {
-    if (!s->busy()) continue;
+    if (!s->busy() || !mine(*s)) continue;
     Task& t = *s->task;
     if (t.cancelled() || t.done() || start > t.deadline() || drain_deadline_passed_) {
       if (!t.cancelled() && !t.done())
@@ -375,92 +395,41 @@ void Scheduler::step() {
 
   // The rows of this step: decoding sequences first (one token each), so a long prompt never
   // stalls them, then prompt chunks while the row budget lasts.
-  const ModelConfig& c = model_.config;
-  std::vector<BatchSeq> seqs;
-  std::vector<Slot*> in_batch;
+  flight.seqs.clear();
+  flight.in_batch.clear();
   rows_.clear();
   int budget = options_.batch_rows;
   for (int pass = 0; pass < 2; ++pass) {
     for (auto& s : slots_) {
-      if (!s->busy() || s->leader || s->task->request().spec.enabled()) continue;
+      if (!s->busy() || !mine(*s) || s->leader || s->task->request().spec.enabled()) continue;
       const int n = s->uncached();
       if (n <= 0 || (pass == 0) != (n == 1)) continue;
       const int take = std::min(n, budget);
       if (take == 0) continue;
       budget -= take;
       rows_.insert(rows_.end(), s->tokens.begin() + s->cached(), s->tokens.begin() + s->cached() + take);
-      seqs.push_back({&s->ctx, take});
-      in_batch.push_back(s.get());
+      flight.seqs.push_back({&s->ctx, take});
+      flight.in_batch.push_back(s.get());
     }
   }
-  int64_t prompt_rows = 0, busy = 0;
-  if (!seqs.empty()) {
+  if (!flight.seqs.empty()) {
     const int64_t T = static_cast<int64_t>(rows_.size());
-    hidden_.resize(static_cast<size_t>(T) * c.dim);
-    embed(model_, rows_, hidden_.data());
-    forward_batch(seqs, hidden_.data(), 0, c.n_layers);
-
-    // Sequences whose tokens are now all in the cache get logits (or their pooled state).
-    std::vector<Slot*> sampled;
-    last_hidden_.clear();
-    int64_t row = 0;
-    for (size_t i = 0; i < in_batch.size(); ++i) {
-      Slot& s = *in_batch[i];
-      const int64_t end = row + seqs[i].rows;
-      if (s.generated == 0) prompt_rows += seqs[i].rows;  // rows before the first token are the prompt's
-      if (s.task->kind() == Task::Kind::kEmbed) {
-        std::vector<float> norm(static_cast<size_t>(c.dim));
-        for (int64_t t = row; t < end; ++t) {
-          rmsnorm(norm.data(), &hidden_[static_cast<size_t>(t) * c.dim], model_.output_norm.f32(), c.dim, c.rms_eps);
-          for (int d = 0; d < c.dim; ++d) s.pooled[static_cast<size_t>(d)] += norm[static_cast<size_t>(d)];
-        }
-        s.pooled_rows += static_cast<int>(seqs[i].rows);
-      } else if (s.uncached() == 0) {
-        sampled.push_back(&s);
-        const float* h = &hidden_[static_cast<size_t>(end - 1) * c.dim];
-        last_hidden_.insert(last_hidden_.end(), h, h + c.dim);
-      }
-      row = end;
+    flight.hidden.resize(static_cast<size_t>(T) * c.dim);
+    embed(model_, rows_, flight.hidden.data());
+    flight.ticket = start_forward_batch(flight.seqs, flight.hidden.data(), 0, c.n_layers);
+    flight.active = true;
+    for (Slot* s : flight.in_batch) s->in_flight = true;
+    // One process (or one group): the pass is done, finish it now; pipeline stages with
+    // several groups: its next turn finishes it, the other groups go first.
+    if (flight.ticket == kNoTicket || options_.micro_batches == 1) {
+      prompt_rows += finish_batch(flight);
+      busy += T;
     }
-    for (Slot* s : in_batch) {
-      if (s->task->kind() != Task::Kind::kEmbed || s->uncached() != 0) continue;
-      // Mean of the final normalized states, scaled to unit length (as OpenAI's embeddings).
-      Event e;
-      e.kind = Event::Kind::kEmbedding;
-      e.choice = s->seq;
-      double norm2 = 0;
-      for (double v : s->pooled) norm2 += (v / s->pooled_rows) * (v / s->pooled_rows);
-      const double inv = norm2 > 0 ? 1.0 / std::sqrt(norm2) : 0.0;
-      for (double v : s->pooled) e.embedding.push_back(static_cast<float>(v / s->pooled_rows * inv));
-      s->task->push(std::move(e));
-      s->task->sequence_done();
-      if (s->task->done()) ++finished_tasks_;
-      release(*s);
-    }
-    if (!sampled.empty()) {
-      const int64_t k = static_cast<int64_t>(sampled.size());
-      logits_.resize(static_cast<size_t>(k) * c.vocab_size);
-      compute_logits(slots_[0]->ctx, last_hidden_.data(), k, logits_.data());
-      for (int64_t i = 0; i < k; ++i) {
-        Slot& s = *sampled[static_cast<size_t>(i)];
-        const float* logits = &logits_[static_cast<size_t>(i) * c.vocab_size];
-        // n > 1: the other choices take the prompt's KV and sample from the same logits.
-        std::vector<Slot*> followers = std::move(s.followers);
-        s.followers.clear();
-        sample_and_emit(s, logits);
-        for (Slot* f : followers) {
-          if (!f->busy()) continue;
-          f->ctx.cache().copy_prefix_from(s.ctx.cache(), static_cast<int>(f->tokens.size()));
-          f->leader = nullptr;
-          sample_and_emit(*f, logits);
-        }
-      }
-    }
-    busy = T;
   }
   // Speculative sequences run a round each (drafting and verification are their own passes).
   for (auto& s : slots_) {
-    if (!s->busy() || s->task->kind() != Task::Kind::kGenerate || !s->task->request().spec.enabled()) continue;
+    if (!s->busy() || !mine(*s) || s->task->kind() != Task::Kind::kGenerate || !s->task->request().spec.enabled())
+      continue;
     const int before = s->generated;
     spec_round(*s);
     busy += std::max(1, s->generated - before);
@@ -473,7 +442,7 @@ void Scheduler::step() {
     kv_used += s->cached();
   }
   std::lock_guard lock(mutex_);
-  if (busy > 0) {
+  if (busy > 0 || flight.active) {
     ++stats_.steps;
     stats_.busy_seconds += std::chrono::duration<double>(Clock::now() - start).count();
   }
@@ -483,6 +452,76 @@ void Scheduler::step() {
   stats_.requests = finished_tasks_;
   stats_.slots_busy = slots_busy;
   stats_.kv_used = kv_used;
+}
+
+int64_t Scheduler::finish_batch(Flight& flight) {
+  const ModelConfig& c = model_.config;
+  finish_forward_batch(flight.seqs, flight.ticket, flight.hidden.data());
+  flight.active = false;
+  for (Slot* s : flight.in_batch) s->in_flight = false;
+  std::vector<float>& hidden = flight.hidden;
+  const std::vector<BatchSeq>& seqs = flight.seqs;
+  const std::vector<Slot*>& in_batch = flight.in_batch;
+
+  // Sequences whose tokens are now all in the cache get logits (or their pooled state).
+  int64_t prompt_rows = 0;
+  std::vector<Slot*> sampled;
+  last_hidden_.clear();
+  int64_t row = 0;
+  for (size_t i = 0; i < in_batch.size(); ++i) {
+    Slot& s = *in_batch[i];
+    const int64_t end = row + seqs[i].rows;
+    if (s.generated == 0) prompt_rows += seqs[i].rows;  // rows before the first token are the prompt's
+    if (s.task->kind() == Task::Kind::kEmbed) {
+      std::vector<float> norm(static_cast<size_t>(c.dim));
+      for (int64_t t = row; t < end; ++t) {
+        rmsnorm(norm.data(), &hidden[static_cast<size_t>(t) * c.dim], model_.output_norm.f32(), c.dim, c.rms_eps);
+        for (int d = 0; d < c.dim; ++d) s.pooled[static_cast<size_t>(d)] += norm[static_cast<size_t>(d)];
+      }
+      s.pooled_rows += static_cast<int>(seqs[i].rows);
+    } else if (s.uncached() == 0) {
+      sampled.push_back(&s);
+      const float* h = &hidden[static_cast<size_t>(end - 1) * c.dim];
+      last_hidden_.insert(last_hidden_.end(), h, h + c.dim);
+    }
+    row = end;
+  }
+  for (Slot* s : in_batch) {
+    if (s->task->kind() != Task::Kind::kEmbed || s->uncached() != 0) continue;
+    // Mean of the final normalized states, scaled to unit length (as OpenAI's embeddings).
+    Event e;
+    e.kind = Event::Kind::kEmbedding;
+    e.choice = s->seq;
+    double norm2 = 0;
+    for (double v : s->pooled) norm2 += (v / s->pooled_rows) * (v / s->pooled_rows);
+    const double inv = norm2 > 0 ? 1.0 / std::sqrt(norm2) : 0.0;
+    for (double v : s->pooled) e.embedding.push_back(static_cast<float>(v / s->pooled_rows * inv));
+    s->task->push(std::move(e));
+    s->task->sequence_done();
+    if (s->task->done()) ++finished_tasks_;
+    release(*s);
+  }
+  if (!sampled.empty()) {
+    const int64_t k = static_cast<int64_t>(sampled.size());
+    logits_.resize(static_cast<size_t>(k) * c.vocab_size);
+    compute_logits(slots_[0]->ctx, last_hidden_.data(), k, logits_.data());
+    for (int64_t i = 0; i < k; ++i) {
+      Slot& s = *sampled[static_cast<size_t>(i)];
+      const float* logits = &logits_[static_cast<size_t>(i) * c.vocab_size];
+      // n > 1: the other choices take the prompt's KV and sample from the same logits (a
+      // follower whose task ended meanwhile has another leader, or none).
+      std::vector<Slot*> followers = std::move(s.followers);
+      s.followers.clear();
+      sample_and_emit(s, logits);
+      for (Slot* f : followers) {
+        if (!f->busy() || f->leader != &s) continue;
+        copy_sequence_prefix(s.ctx, f->ctx, static_cast<int>(f->tokens.size()));
+        f->leader = nullptr;
+        sample_and_emit(*f, logits);
+      }
+    }
+  }
+  return prompt_rows;
 }
 
 }  // namespace skiff::server

@@ -10,6 +10,10 @@
 // rest (a chat's next turn re-reads nothing of its history). n > 1 prefills the prompt once
 // and copies its KV into the other choices' slots.
 //
+// Pipeline stages: slots form micro-batch groups that take turns; a group's step sends its
+// batch on to the later stages and the group's next turn waits for it, so stage 0 and the
+// later stages work on different groups at once.
+//
 // The queue is bounded (submit() says no, the server answers 429); a cancelled task (client
 // gone, deadline passed) frees its slots at the next step.
 #pragma once
@@ -18,6 +22,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -41,6 +46,13 @@ struct SchedulerOptions {
   const Model* draft_model = nullptr;  // for requests asking for draft-model speculation
   std::shared_ptr<const DraftHead> draft_head;  // self-spec requests' early head (null: the model's)
   KvTypes kv_types;                    // every slot's KV cache (default F32)
+  // Pipeline stages (src/dist/): makes slot i's context, whose later layers run in other
+  // processes; null: every layer here.
+  std::function<std::unique_ptr<Context>(int slot, ThreadPool& pool)> make_context;
+  // Slots are split into this many groups (slot i in group i % micro_batches) whose passes
+  // overlap: while the later stages run one group's batch, stage 0 runs the next group's
+  // layers. 1: one batch per step, waited for.
+  int micro_batches = 1;
 };
 
 struct SchedulerStats {
@@ -78,11 +90,24 @@ class Scheduler {
 
  private:
   struct Slot;
+  // A group's batched pass whose later layers are still in other pipeline stages.
+  struct Flight {
+    bool active = false;
+    int64_t ticket = kNoTicket;
+    std::vector<BatchSeq> seqs;
+    std::vector<Slot*> in_batch;
+    std::vector<float> hidden;
+  };
   void loop();
   void admit();
   // A memory request's BOS and spliced entries into its slot's cache (throws Error).
   void splice_memory(Slot& slot, const GenerationRequest& r);
-  void step();
+  // One turn of group `group` (every slot with one group): ends its batch in flight, frees
+  // ended tasks' slots, starts the next batch, runs speculative slots' rounds.
+  void step(int group);
+  // The part of a step after the batched pass: logits, sampling, embeddings. Returns the
+  // prompt rows it read.
+  int64_t finish_batch(Flight& flight);
   void release(Slot& slot);
   void finish(Slot& slot, const char* reason);
   void sample_and_emit(Slot& slot, const float* logits);
@@ -107,7 +132,8 @@ class Scheduler {
   // Model thread only: counters published into stats_ after each step, step buffers.
   int64_t finished_tasks_ = 0, generated_ = 0;
   std::vector<int32_t> rows_;
-  std::vector<float> hidden_, last_hidden_, logits_, biased_;
+  std::vector<Flight> flights_;  // per group
+  std::vector<float> last_hidden_, logits_, biased_;
   std::unique_ptr<JsonTokenMask> json_mask_;  // built at the first response_format request
   int64_t side_prompt_rows_ = 0;  // prompt rows prefilled outside the batched pass (speculative runs, memory BOS)
   std::thread thread_;
