@@ -19,6 +19,7 @@
 #include "decode/generate.h"
 #include "decode/speculative.h"
 #include "dist/pipeline.h"
+#include "server/scheduler.h"
 
 namespace skiff::dist {
 namespace {
@@ -71,10 +72,11 @@ class ThreadLink : public Link {
 // threads (or only join, when `silent_rank` is theirs).
 void with_pipeline(const Model& model, const std::string& plan, int keep_on_first,
                    const std::function<void(Pipeline&)>& head, int silent_rank = -1, double timeout = 30,
-                   const Model* rank1_model = nullptr) {
+                   const Model* rank1_model = nullptr, int sequences = 1) {
   const int S = static_cast<int>(std::count(plan.begin(), plan.end(), ',')) + 1;
   Hub hub(S);
   PipelineOptions options;
+  options.sequences = sequences;
   options.stage_layers = plan;
   options.keep_on_first = keep_on_first;
   options.threads = 1;
@@ -175,6 +177,120 @@ TEST_F(PipelineTest, TextEqualsOneProcessGreedySampledAndSelfSpec) {
       }
     }
   }
+}
+
+// Several sequences in one batch, two batches in flight at once and waited for in the other
+// order, a prefix copied between sequences: each sequence's logits as it would get alone.
+TEST_F(PipelineTest, BatchesOfSequencesInFlightEqualOneProcess) {
+  const ModelConfig& c = model->config;
+  const std::vector<int32_t> a = {1, 403, 407, 261, 378}, b = {1, 99, 7}, d = {1, 42};
+  auto alone = [&](const std::vector<int32_t>& toks) {
+    Context ctx(*model, 0, 1);
+    std::vector<float> h(toks.size() * c.dim);
+    embed(*model, toks, h.data());
+    forward(ctx, h.data(), static_cast<int64_t>(toks.size()), 0, c.n_layers);
+    return h;
+  };
+  for (const char* plan : {"0:2,2:5", "0:1,1:3,3:5"}) {
+    with_pipeline(*model, plan, 0, [&](Pipeline& p) {
+      ThreadPool pool(1);
+      std::unique_ptr<Context> ca = p.make_context(0, &pool), cb = p.make_context(1, &pool),
+                               cd = p.make_context(2, &pool), ce = p.make_context(3, &pool);
+      // Batch 1: a and b together; batch 2: d alone; both in flight before either is waited for.
+      std::vector<int32_t> ab = a;
+      ab.insert(ab.end(), b.begin(), b.end());
+      std::vector<float> h1(ab.size() * c.dim), h2(d.size() * c.dim);
+      embed(*model, ab, h1.data());
+      embed(*model, d, h2.data());
+      const BatchSeq s1[] = {{ca.get(), static_cast<int64_t>(a.size())}, {cb.get(), static_cast<int64_t>(b.size())}};
+      const BatchSeq s2[] = {{cd.get(), static_cast<int64_t>(d.size())}};
+      const int64_t t1 = start_forward_batch(s1, h1.data(), 0, c.n_layers);
+      const int64_t t2 = start_forward_batch(s2, h2.data(), 0, c.n_layers);
+      EXPECT_NE(t1, kNoTicket);
+      EXPECT_THROW(start_forward_batch(s2, h2.data(), 0, c.n_layers), Error);  // d is already in flight
+      finish_forward_batch(s2, t2, h2.data());
+      finish_forward_batch(s1, t1, h1.data());
+      const std::vector<float> want_a = alone(a), want_b = alone(b), want_d = alone(d);
+      EXPECT_EQ(std::vector<float>(h1.begin(), h1.begin() + static_cast<long>(a.size() * c.dim)), want_a) << plan;
+      EXPECT_EQ(std::vector<float>(h1.begin() + static_cast<long>(a.size() * c.dim), h1.end()), want_b) << plan;
+      EXPECT_EQ(h2, want_d) << plan;
+      EXPECT_EQ(ca->cache().length(c.n_layers - 1), static_cast<int>(a.size()));
+      // e takes a's first 3 positions (every stage) and goes on with a's last two tokens.
+      copy_sequence_prefix(*ca, *ce, 3);
+      std::vector<float> h3(2 * c.dim);
+      embed(*model, std::span<const int32_t>(a).subspan(3), h3.data());
+      forward(*ce, h3.data(), 2, 0, c.n_layers);
+      EXPECT_EQ(h3, std::vector<float>(want_a.begin() + 3 * c.dim, want_a.end())) << plan;
+      p.finish(1);
+    }, -1, 30, nullptr, 4);
+  }
+}
+
+// The server's scheduler over stages: three slots in two micro-batch groups whose batches
+// overlap in the stages, n = 2 choices copying the prompt's cache, a self-speculative
+// request drafting on stage 0: every text as one process decodes it.
+TEST_F(PipelineTest, ServerSlotsThroughStagesEqualOneProcess) {
+  using namespace server;
+  auto encode = [&](const std::string& text) { return model->tokenizer->encode(text, true); };
+  auto plain = [&](const std::vector<int32_t>& prompt, int n) {
+    Context ctx(*model, 0, 1);
+    Sampler sampler(SamplerParams{.temperature = 0});
+    std::vector<int32_t> out;
+    generate(ctx, sampler, prompt, n, [&](int32_t t) {
+      out.push_back(t);
+      return true;
+    });
+    return out;
+  };
+  auto task = [&](const std::string& prompt, int n, int choices, int exit_layer) {
+    GenerationRequest r;
+    r.prompts = {encode(prompt)};
+    r.max_tokens = n;
+    r.n = choices;
+    r.sampling.temperature = 0;
+    r.spec.exit_layer = exit_layer;
+    r.spec.draft_max = 3;
+    return std::make_shared<Task>(Task::Kind::kGenerate, std::move(r),
+                                  std::chrono::steady_clock::now() + std::chrono::minutes(5));
+  };
+  auto tokens_of = [](Task& t) {
+    std::vector<std::vector<int32_t>> out(static_cast<size_t>(t.sequences()));
+    for (;;) {
+      const bool done = t.done();
+      for (Event& e : t.take(std::chrono::milliseconds(20)))
+        for (const TokenLogprob& lp : e.tokens) out[static_cast<size_t>(e.choice)].push_back(lp.id);
+      if (done) return out;
+    }
+  };
+  with_pipeline(*model, "0:2,2:3,3:5", 2, [&](Pipeline& p) {
+    SchedulerOptions o;
+    o.slots = 3;
+    o.threads = 1;
+    o.batch_rows = 5;  // prompts in several chunks, mixed with decoding
+    o.micro_batches = 2;
+    o.make_context = [&](int slot, ThreadPool& pool) { return p.make_context(slot, &pool); };
+    {
+      Scheduler scheduler(*model, o);
+      const std::vector<std::string> prompts = {"Once upon a time", "The cat sat on the mat and", "Lily"};
+      std::vector<std::shared_ptr<Task>> tasks;
+      for (const std::string& text : prompts) {
+        tasks.push_back(task(text, 30, 1, 0));
+        ASSERT_TRUE(scheduler.submit(tasks.back()));
+      }
+      for (size_t i = 0; i < prompts.size(); ++i)
+        EXPECT_EQ(tokens_of(*tasks[i])[0], plain(encode(prompts[i]), 30)) << prompts[i];
+      auto two = task("A big dog", 20, 2, 0);
+      auto spec = task("Once upon a time, there was", 30, 1, 2);
+      ASSERT_TRUE(scheduler.submit(two));
+      ASSERT_TRUE(scheduler.submit(spec));
+      const std::vector<std::vector<int32_t>> both = tokens_of(*two);
+      EXPECT_EQ(both[0], plain(encode("A big dog"), 20));
+      EXPECT_EQ(both[1], both[0]);  // greedy: the same text from the copied prompt
+      EXPECT_EQ(tokens_of(*spec)[0], plain(encode("Once upon a time, there was"), 30));
+      scheduler.shutdown(std::chrono::milliseconds(0));
+    }
+    EXPECT_NE(p.finish(1).find("3 stages 0:2,2:3,3:5"), std::string::npos);
+  }, -1, 30, nullptr, 3);
 }
 
 TEST_F(PipelineTest, SelfSpecNeedsDraftLayersOnStageZero) {

@@ -65,6 +65,24 @@ TEST(StagePlan, KeepsDraftLayersOnStageZero) {
   EXPECT_THROW(place_stages(5, 3, 4), Error);  // one layer left for two stages
 }
 
+TEST(StagePlan, PlacesByFreeMemory) {
+  const std::vector<double> eight(8, 100.0);  // 8 layers of 100 bytes
+  // Equal memory and no head: even.
+  EXPECT_EQ(place_stages_by_memory(eight, 0, {1000, 1000}).ranges, ranges({{0, 4}, {4, 8}}));
+  // Rank 1 has three times rank 0's room: a quarter of the layers on stage 0.
+  EXPECT_EQ(place_stages_by_memory(eight, 0, {1000, 3000}).ranges, ranges({{0, 2}, {2, 8}}));
+  // Stage 0's head takes from its room: 1000 - 500 against 1000 -> a third.
+  EXPECT_EQ(place_stages_by_memory(eight, 500, {1000, 1000}).ranges, ranges({{0, 3}, {3, 8}}));
+  // Uneven layers: the boundary nearest the share of bytes (half of 1000 is at layer 2).
+  EXPECT_EQ(place_stages_by_memory({400, 100, 100, 100, 100, 200}, 0, {1, 1}).ranges, ranges({{0, 2}, {2, 6}}));
+  // Every stage keeps a layer, however little room it has; stage 0 keeps the draft layers.
+  EXPECT_EQ(place_stages_by_memory(eight, 0, {10, 10000, 10}).ranges, ranges({{0, 1}, {1, 7}, {7, 8}}));
+  EXPECT_EQ(place_stages_by_memory(eight, 0, {10, 10000}, 3).ranges, ranges({{0, 3}, {3, 8}}));
+  // Unknown memory everywhere (0): even by bytes.
+  EXPECT_EQ(place_stages_by_memory(eight, 0, {0, 0, 0, 0}).ranges, ranges({{0, 2}, {2, 4}, {4, 6}, {6, 8}}));
+  EXPECT_THROW(place_stages_by_memory({100, 100}, 0, {1, 1, 1}), Error);  // more stages than layers
+}
+
 TEST(SimLink, ParsesUnits) {
   SimLink a = parse_sim_link("1Gbit,200us");
   EXPECT_DOUBLE_EQ(a.bits_per_second, 1e9);

@@ -257,7 +257,7 @@ void register_bench(CLI::App& app) {
     // unless the output head is the embedding table.
     const double read_per_token = static_cast<double>(weights) -
                                   (model->tied_output ? 0.0 : static_cast<double>(model->token_embd.nbytes()));
-    int64_t bench_tokens = 0;
+    int64_t bench_tokens = (max_prompt > 0 ? std::min(max_prompt, 32) : 0) + (any_gen ? 2 : 0);  // the warm-up's
     for (const Result& r : results) bench_tokens += static_cast<int64_t>(r.n_prompt + r.n_gen) * flags->repetitions;
     const std::string pipeline_line = pipeline ? pipeline->finish(bench_tokens) : "";
     const std::string stages = pipeline ? pipeline->plan().describe() : "";
