@@ -204,6 +204,7 @@ void register_bench(CLI::App& app) {
 
     std::vector<std::pair<int, int>> pgs;
     for (const std::string& text : flags->pg) pgs.push_back(parse_pg(text));
+    flags->model.pack = !staged;  // stages pack only their own layers
     std::unique_ptr<Model> model = open_model(flags->model);
     const ModelConfig& c = model->config;
     int need = 1, max_prompt = 0;

@@ -29,6 +29,7 @@ void register_dump_logits(CLI::App& app) {
   cmd->add_option("-o,--output", flags->output, "output file")->required();
   add_stage_flags(cmd, flags->stages);
   cmd->callback([flags, cmd] {
+    flags->model.pack = !stages_requested(*cmd);  // stages pack only their own layers
     std::unique_ptr<Model> model = open_model(flags->model);
     // Pipeline stages (mpirun): rank 0 writes the logits, the others run their layers.
     std::unique_ptr<dist::Pipeline> pipeline = start_pipeline(flags->stages, *cmd, *model, 0, flags->model.threads, 0);

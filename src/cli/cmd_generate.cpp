@@ -77,15 +77,17 @@ void run_generate(const GenerateFlags& f, const CLI::App& cmd) {
     if (!f.model.model.empty()) fail("give -m or --flash, not both (a pack holds its model)");
     pack = flash::load_pack(f.flash.pack);
   } else {
-    owned_model = open_model(f.model);
+    ModelFlags mf = f.model;
+    mf.pack = !stages_requested(cmd);  // stages pack only their own layers
+    owned_model = open_model(mf);
   }
   const Model* model = pack.model ? pack.model.get() : owned_model.get();
   // Pipeline stages: ranks other than 0 only run their layers for rank 0's messages.
-  if (pack.model && (cmd.count("--stages") > 0 || cmd.count("--stage-layers") > 0))
-    fail("--flash does not run in pipeline stages (yet)");
-  std::unique_ptr<dist::Pipeline> pipeline = start_pipeline(
-      f.stages, cmd, *model, f.context, f.model.threads, strategy == Strategy::SelfSpec ? f.self_spec : 0,
-      kv_types(f.kv));
+  if (pack.model && stages_requested(cmd)) fail("--flash does not run in pipeline stages (yet)");
+  std::unique_ptr<dist::Pipeline> pipeline =
+      owned_model ? start_pipeline(f.stages, cmd, *owned_model, f.context, f.model.threads,
+                                   strategy == Strategy::SelfSpec ? f.self_spec : 0, kv_types(f.kv))
+                  : nullptr;
   if (pipeline && !pipeline->head()) {
     pipeline->serve();
     return;

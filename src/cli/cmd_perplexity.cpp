@@ -43,14 +43,15 @@ void register_perplexity(CLI::App& app) {
                                     flags->context, flags->context, threads);
       std::fprintf(stderr, "%s\n", describe_plan(*flash_run).c_str());
     } else {
+      flags->model.pack = !stages_requested(*cmd);  // stages pack only their own layers
       owned = open_model(flags->model);
     }
     const Model& model = flash_run ? flash_run->model() : *owned;
     // Pipeline stages (mpirun): rank 0 reads and scores the text, the others run their layers.
-    if (flash_run && (cmd->count("--stages") > 0 || cmd->count("--stage-layers") > 0))
-      fail("--flash does not run in pipeline stages (yet)");
+    if (flash_run && stages_requested(*cmd)) fail("--flash does not run in pipeline stages (yet)");
     std::unique_ptr<dist::Pipeline> pipeline =
-        start_pipeline(flags->stages, *cmd, model, flags->context, flags->model.threads, 0, kv_types(flags->kv));
+        owned ? start_pipeline(flags->stages, *cmd, *owned, flags->context, flags->model.threads, 0, kv_types(flags->kv))
+              : nullptr;
     if (pipeline && !pipeline->head()) {
       pipeline->serve();
       return;

@@ -83,6 +83,7 @@ void run_serve(ServeFlags& f, const CLI::App& cmd) {
   if (stages_requested(cmd)) {
     if (!f.memories.empty()) fail("--memory needs every layer in one process; it does not run with --stages");
     link = dist::open_mpi_link();
+    f.model.pack = false;  // stages pack only their own layers
     if (link->rank() != 0) {
       std::unique_ptr<Model> model = open_model(f.model);
       start_pipeline(f.stages, cmd, *model, f.scheduler.context_length, f.model.threads,

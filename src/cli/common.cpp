@@ -64,7 +64,8 @@ void add_model_flags(CLI::App* cmd, ModelFlags& flags, bool with_threads) {
 
 std::unique_ptr<Model> open_model(const ModelFlags& flags) {
   if (!flags.model.empty())
-    return load_model(flags.model, flags.tokenizer, flags.no_mmap ? Residency::kHugePages : Residency::kMapped);
+    return load_model(flags.model, flags.tokenizer, flags.no_mmap ? Residency::kHugePages : Residency::kMapped,
+                      flags.pack);
   if (!flags.tokenizer.empty()) fail("--tokenizer needs -m (the built-in model has its tokenizer)");
   if (flags.builtin == BuiltinModel::kReader) {
     std::span<const uint8_t> bytes(skiff_reader_model_begin,

@@ -22,6 +22,7 @@ struct ModelFlags {
   std::string tokenizer;  // llama2.c checkpoints only
   int threads = 0;        // 0: one per core
   bool no_mmap = false;   // copy the weights into huge pages instead of mapping the file
+  bool pack = true;       // not a flag: pipeline stages load unpacked (start_pipeline packs their layers)
 };
 
 // Adds -m/--model, --tokenizer, --no-mmap and (when with_threads) -t/--threads to `cmd`.

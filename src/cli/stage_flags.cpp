@@ -15,7 +15,7 @@ void add_stage_flags(CLI::App* cmd, StageFlags& flags) {
                   "seconds a rank waits for another before the job ends with an error (default 60)");
 }
 
-std::unique_ptr<dist::Pipeline> start_pipeline(const StageFlags& flags, const CLI::App& cmd, const Model& model,
+std::unique_ptr<dist::Pipeline> start_pipeline(const StageFlags& flags, const CLI::App& cmd, Model& model,
                                                int context_length, int threads, int keep_on_first,
                                                KvTypes kv_types, int sequences, std::unique_ptr<dist::Link> link) {
   const bool wanted = stages_requested(cmd);
@@ -37,7 +37,10 @@ std::unique_ptr<dist::Pipeline> start_pipeline(const StageFlags& flags, const CL
   options.threads = threads;
   options.kv_types = kv_types;
   options.sequences = sequences;
-  return std::make_unique<dist::Pipeline>(link ? std::move(link) : dist::open_mpi_link(), model, options);
+  auto pipeline = std::make_unique<dist::Pipeline>(link ? std::move(link) : dist::open_mpi_link(), model, options);
+  const dist::LayerRange mine = pipeline->plan().ranges[static_cast<size_t>(pipeline->rank())];
+  pack_weights(model, memory_headroom(), mine.first, mine.last, pipeline->head());
+  return pipeline;
 }
 
 bool stages_requested(const CLI::App& cmd) { return cmd.count("--stages") > 0 || cmd.count("--stage-layers") > 0; }

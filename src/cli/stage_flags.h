@@ -23,7 +23,9 @@ void add_stage_flags(CLI::App* cmd, StageFlags& flags);
 // other ranks serve().
 // `sequences`: decoded at once (a server's slots); `link`: the job already joined (serve
 // joins before it loads the model, to know whether it is rank 0), else joined here.
-std::unique_ptr<dist::Pipeline> start_pipeline(const StageFlags& flags, const CLI::App& cmd, const Model& model,
+// The model should be loaded unpacked (ModelFlags::pack = false): each rank packs only its
+// own layers (and rank 0 the head) once the plan is agreed.
+std::unique_ptr<dist::Pipeline> start_pipeline(const StageFlags& flags, const CLI::App& cmd, Model& model,
                                                int context_length, int threads, int keep_on_first,
                                                KvTypes kv_types = {}, int sequences = 1,
                                                std::unique_ptr<dist::Link> link = nullptr);

@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -69,7 +70,7 @@ size_t Model::weight_bytes() const {
 }
 
 std::unique_ptr<Model> load_model(const std::string& path, const std::string& tokenizer_path,
-                                  Residency residency) {
+                                  Residency residency, bool pack) {
   if (std::filesystem::is_directory(path)) {
     if (!tokenizer_path.empty())
       fail("{}: a Hugging Face checkpoint folder carries its own tokenizer.json; drop --tokenizer", path);
@@ -79,7 +80,9 @@ std::unique_ptr<Model> load_model(const std::string& path, const std::string& to
   if (file->size() >= 4 && std::memcmp(file->data(), "GGUF", 4) == 0) {
     if (!tokenizer_path.empty())
       fail("{}: a GGUF file carries its own tokenizer; drop --tokenizer", path);
-    return load_model_gguf(std::move(file));
+    LoadOptions options;
+    options.pack_weights = pack;
+    return load_model_gguf(std::move(file), options);
   }
   return load_llama2c(std::move(file), tokenizer_path);
 }
@@ -120,12 +123,18 @@ size_t memory_headroom() {
 size_t pack_weights(Model& model) { return pack_weights(model, memory_headroom()); }
 
 size_t pack_weights(Model& model, size_t headroom) {
+  return pack_weights(model, headroom, 0, model.config.n_layers, true);
+}
+
+size_t pack_weights(Model& model, size_t headroom, int first_layer, int last_layer, bool head) {
   if (const char* env = std::getenv("SKIFF_PACK"); env != nullptr && std::string(env) == "0") return 0;
   std::vector<TensorView*> todo;
-  for (LayerWeights& l : model.layers)
+  for (int i = std::max(0, first_layer); i < std::min(last_layer, model.config.n_layers); ++i) {
+    LayerWeights& l = model.layers[static_cast<size_t>(i)];
     for (TensorView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) todo.push_back(w);
+  }
   // A tied head is the embedding table too: its rows are still read for lookups.
-  if (!model.tied_output) todo.push_back(&model.output);
+  if (head && !model.tied_output) todo.push_back(&model.output);
   size_t needed = 0;
   for (TensorView* w : todo)
     if (w->packed == nullptr && packing_helps(*w)) needed += packed_bytes(*w);

@@ -118,6 +118,9 @@ struct LoadOptions {
 // in the environment turns packing off (A/B). Returns the bytes packed.
 size_t pack_weights(Model& model);
 size_t pack_weights(Model& model, size_t headroom);
+// Only layers [first_layer, last_layer) and, with `head`, the output matrix: what a pipeline
+// stage runs (docs/DISTRIBUTED.md), so that each rank holds about its share of the weights.
+size_t pack_weights(Model& model, size_t headroom, int first_layer, int last_layer, bool head);
 
 // Bytes this process can still allocate: MemAvailable, and below its cgroup's memory.max
 // less memory.current when there is one (cgroup v2). SIZE_MAX when neither can be read.
@@ -126,8 +129,10 @@ size_t memory_headroom();
 // Loads a GGUF file or a llama2.c checkpoint (detected from the first bytes). llama2.c needs
 // a tokenizer.bin: `tokenizer_path`, or tokenizer.bin / tok<vocab>.bin beside the model.
 // `residency`: map the file (default) or copy it into huge pages (see MappedFile).
+// `pack`: pack_weights after loading a GGUF file (pipeline stages load unpacked and pack
+// only their own layers once the plan is known: pack_weights' layer range).
 std::unique_ptr<Model> load_model(const std::string& path, const std::string& tokenizer_path = "",
-                                  Residency residency = Residency::kMapped);
+                                  Residency residency = Residency::kMapped, bool pack = true);
 std::unique_ptr<Model> load_model_gguf(std::shared_ptr<MappedFile> file);
 // A Hugging Face checkpoint directory: config.json, *.safetensors (one, or sharded with
 // model.safetensors.index.json), tokenizer.json (+ tokenizer_config.json,
