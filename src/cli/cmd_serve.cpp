@@ -139,13 +139,15 @@ void run_serve(ServeFlags& f, const CLI::App& cmd) {
   open_memories(f.memories, *model, memories);
   server::Scheduler scheduler(*model, f.scheduler);
   http.attach(*model, scheduler, memories.by_name);
-  std::fprintf(stderr, "skiff serve: ready: %s, %d slots x %d positions, model id '%s'; %s per slot\n",
-               model->source.c_str(), scheduler.slots(), scheduler.context_length(), o.model_id.c_str(),
-               describe_kv_cache(model->config, f.scheduler.kv_types, scheduler.context_length()).c_str());
+  // Before "ready": scripts wait for that line and may read everything above it.
   if (pipeline)
     std::fprintf(stderr, "skiff serve: %d pipeline stages %s, %d micro-batch group%s\n", pipeline->plan().stages(),
                  pipeline->plan().describe().c_str(), f.scheduler.micro_batches,
                  f.scheduler.micro_batches == 1 ? "" : "s");
+  std::fprintf(stderr, "skiff serve: ready: %s, %d slots x %d positions, model id '%s'; %s per slot\n",
+               model->source.c_str(), scheduler.slots(), scheduler.context_length(), o.model_id.c_str(),
+               describe_kv_cache(model->config, f.scheduler.kv_types, scheduler.context_length()).c_str());
+
 
   std::thread watcher([&] {
     int sig = 0;
