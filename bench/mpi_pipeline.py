@@ -79,13 +79,13 @@ SERVER_PROMPTS = ["Once upon a time", "The little dog ran", "Lily and Tom went t
                   "The sun was hot and", "Tim had a red ball", "In the park there was", "Mom said to Sam"]
 
 
-def serve_throughput(args, stages: int, slots: int, micro_batches: int) -> dict:
+def serve_throughput(args, stages: int, slots: int, micro_batches: int, link: str = "") -> dict:
     """Aggregate decode tokens/s of `slots` concurrent greedy completions (the best of
     --repeat rounds) from `skiff serve --parallel slots` in `stages` ranks (1: one process)."""
     cmd = [args.skiff, "serve", *args.model, "--port", "0", "-t", "1", "--parallel", str(slots)]
     if stages > 1:
         cmd = [shutil.which("mpirun"), *MPI_ARGS, "-np", str(stages), *cmd, "--stages", "auto",
-               "--micro-batches", str(micro_batches)]
+               "--micro-batches", str(micro_batches), *(["--sim-link", link] if link else [])]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     port, ready, log = [0], threading.Event(), []
 
@@ -189,16 +189,17 @@ def main() -> int:
         print()
         print(f"Server, S concurrent greedy completions of {args.n} tokens, aggregate decode tokens/s "
               "(one thread per rank; 1 stage: one process, --parallel S):")
-        print("| stages | sequences | 1 process | stages, --micro-batches 1 | stages, micro-batches = S | overlap gain |")
-        print("|---:|---:|---:|---:|---:|---:|")
+        print("| stages | sequences | link | 1 process | stages, --micro-batches 1 | stages, micro-batches = S | overlap gain |")
+        print("|---:|---:|---|---:|---:|---:|---:|")
         for s in map(int, args.stages.split(",")):
             if s == 1:
                 continue
             one = serve_throughput(args, 1, s, 1)
-            serial = serve_throughput(args, s, s, 1)
-            overlapped = serve_throughput(args, s, s, s)
-            print(f"| {s} | {s} | {one['tps']:.1f} | {serial['tps']:.1f} | {overlapped['tps']:.1f} | "
-                  f"{overlapped['tps'] / serial['tps']:.2f}x |", flush=True)
+            for link in ("", args.link):
+                serial = serve_throughput(args, s, s, 1, link)
+                overlapped = serve_throughput(args, s, s, s, link)
+                print(f"| {s} | {s} | {'sim ' + link if link else 'loopback'} | {one['tps']:.1f} | {serial['tps']:.1f} | "
+                      f"{overlapped['tps']:.1f} | {overlapped['tps'] / serial['tps']:.2f}x |", flush=True)
     with open("/proc/loadavg") as f:
         print(f"load average after: {f.read().split()[0]}")
     return 0
