@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "dist/wire.h"
 
 namespace skiff::dist {
 
@@ -36,22 +37,6 @@ enum Tag : int {
 struct Hello {
   ModelFingerprint model;
   double free_bytes;  // memory available on the rank (0: unknown)
-};
-
-// Hidden states for T positions of n_seqs sequences entering layer `first`, to run through
-// layers [first, last); each sequence's rows start at its `pos` (a stage cuts that
-// sequence's cache back to it first).
-struct BatchHeader {
-  int64_t ticket;
-  int32_t n_seqs, T, first, last;
-};
-struct SeqRows {
-  int32_t seq, pos, rows;
-};
-
-// Sequence `to` takes the first n positions of sequence `from`'s cache.
-struct CopyPrefix {
-  int32_t from, to, n;
 };
 
 struct WorkerStats {
@@ -165,24 +150,16 @@ Pipeline::Pipeline(std::unique_ptr<Link> link, const Model& model, const Pipelin
       free_bytes.push_back(theirs.free_bytes);
     }
     if (options.stages == "auto") place(free_bytes);
-    std::vector<int32_t> msg = {context_length_, sequences_, S};
-    for (const LayerRange& r : plan_.ranges) {
-      msg.push_back(r.first);
-      msg.push_back(r.last);
-    }
-    for (int s = 1; s < S; ++s)
-      link_->send(s, kPlan, {reinterpret_cast<const uint8_t*>(msg.data()), msg.size() * sizeof(int32_t)});
+    const std::vector<uint8_t> msg = encode_plan({context_length_, sequences_, plan_});
+    for (int s = 1; s < S; ++s) link_->send(s, kPlan, msg);
   } else {
     link_->send(0, kHello, as_bytes(mine));
     Message m = link_->recv(0, "the stage plan", kStartupPatience);
-    if (m.tag != kPlan || m.bytes.size() < 3 * sizeof(int32_t)) fail("pipeline: expected the stage plan from rank 0");
-    std::vector<int32_t> msg(m.bytes.size() / sizeof(int32_t));
-    std::memcpy(msg.data(), m.bytes.data(), msg.size() * sizeof(int32_t));
-    context_length_ = msg[0];
-    sequences_ = msg[1];
-    if (msg[2] != S || msg.size() != 3 + 2 * static_cast<size_t>(S) || sequences_ < 1)
-      fail("pipeline: a malformed stage plan");
-    for (int s = 0; s < S; ++s) plan_.ranges.push_back({msg[3 + 2 * s], msg[4 + 2 * s]});
+    if (m.tag != kPlan) fail("pipeline: expected the stage plan from rank 0, got message {}", m.tag);
+    PlanMessage p = parse_plan(m.bytes, S, model.config.n_layers);
+    context_length_ = p.context_length;
+    sequences_ = p.sequences;
+    plan_ = std::move(p.plan);
   }
 }
 
@@ -260,12 +237,7 @@ int64_t Pipeline::submit(std::span<const BatchSeq> seqs, const float* hidden, in
     flight.seqs.emplace_back(seq, s.rows);
     h.T += static_cast<int32_t>(s.rows);
   }
-  const size_t head_bytes = sizeof(BatchHeader) + rows.size() * sizeof(SeqRows);
-  const size_t payload = static_cast<size_t>(h.T) * dim * sizeof(float);
-  buffer_.resize(head_bytes + payload);
-  std::memcpy(buffer_.data(), &h, sizeof(BatchHeader));
-  std::memcpy(buffer_.data() + sizeof(BatchHeader), rows.data(), rows.size() * sizeof(SeqRows));
-  std::memcpy(buffer_.data() + head_bytes, hidden, payload);
+  buffer_ = encode_batch(h, rows, hidden, dim);
   link_->send(stage_of(first_layer), kForward, buffer_);
   in_flight_.emplace(h.ticket, std::move(flight));
   return h.ticket;
@@ -280,24 +252,22 @@ void Pipeline::wait(int64_t ticket, std::span<const BatchSeq> seqs, float* hidde
   // stage that come first are kept for their wait.
   while (!arrived_.count(ticket)) {
     Message m = link_->recv(f.last_stage, fmt::format("the hidden states of layers {}..{}", f.first, f.last - 1));
-    const BatchHeader back = from_bytes<BatchHeader>(m, "result");
+    const BatchHeader back = from_bytes<BatchHeader>(m, "result");  // parse_batch checks the rest
     if (m.tag != kResult || !in_flight_.count(back.ticket))
       fail("pipeline: rank {} sent message {} for no batch in flight", m.source, m.tag);
     arrived_.emplace(back.ticket, std::move(m));
   }
   Message m = std::move(arrived_.at(ticket));
   arrived_.erase(ticket);
-  const BatchHeader back = from_bytes<BatchHeader>(m, "result");
-  int64_t T = 0;
-  for (const BatchSeq& s : seqs) T += s.rows;
-  const size_t head_bytes = sizeof(BatchHeader) + f.seqs.size() * sizeof(SeqRows);
-  const size_t payload = static_cast<size_t>(T) * model_.config.dim * sizeof(float);
-  bool same = seqs.size() == f.seqs.size() && back.n_seqs == static_cast<int32_t>(f.seqs.size()) && back.T == T &&
-              back.first == f.first && back.last == f.last && m.bytes.size() == head_bytes + payload;
+  const Batch back = parse_batch(m.bytes, model_.config.dim, model_.config.n_layers, sequences_, context_length_);
+  bool same = seqs.size() == f.seqs.size() && back.seqs.size() == f.seqs.size() && back.header.first == f.first &&
+              back.header.last == f.last;
   for (size_t i = 0; same && i < seqs.size(); ++i)
-    same = seq_of(*seqs[i].ctx) == f.seqs[i].first && seqs[i].rows == f.seqs[i].second;
+    same = seq_of(*seqs[i].ctx) == f.seqs[i].first && seqs[i].rows == f.seqs[i].second &&
+           back.seqs[i].seq == f.seqs[i].first && back.seqs[i].rows == f.seqs[i].second;
   if (!same) fail("pipeline: rank {} answered layers {}..{} with a mismatched message", m.source, f.first, f.last - 1);
-  std::memcpy(hidden, m.bytes.data() + head_bytes, payload);
+  std::memcpy(hidden, m.bytes.data() + back.payload_offset,
+              static_cast<size_t>(back.header.T) * model_.config.dim * sizeof(float));
   for (const BatchSeq& s : seqs)
     for (int l = f.first; l < f.last; ++l) s.ctx->cache().extend(l, static_cast<int>(s.rows));
   in_flight_.erase(it);
@@ -324,26 +294,14 @@ void Pipeline::serve_forward(Message& m) {
   const int me = link_->rank();
   const LayerRange mine = plan_.ranges[static_cast<size_t>(me)];
   const int dim = model_.config.dim;
-  const BatchHeader h = from_bytes<BatchHeader>(m, "forward");
+  const Batch batch = parse_batch(m.bytes, dim, model_.config.n_layers, sequences_, context_length_);
+  const BatchHeader& h = batch.header;
   const int a = std::max(h.first, mine.first), b = std::min(h.last, mine.last);
-  auto malformed = [&](const char* why) {
-    fail("pipeline: stage {} ({}:{}) got a malformed message for layers {}..{} from rank {}: {}", me, mine.first,
-         mine.last, h.first, h.last - 1, m.source, why);
-  };
-  if (h.n_seqs < 1 || h.n_seqs > sequences_ || h.T < 1 || a >= b) malformed("bad counts or layers");
-  const size_t head_bytes = sizeof(BatchHeader) + static_cast<size_t>(h.n_seqs) * sizeof(SeqRows);
-  const size_t payload = static_cast<size_t>(h.T) * dim * sizeof(float);
-  if (m.bytes.size() != head_bytes + payload) malformed("wrong size");
-  std::vector<SeqRows> rows(static_cast<size_t>(h.n_seqs));
-  std::memcpy(rows.data(), m.bytes.data() + sizeof(BatchHeader), rows.size() * sizeof(SeqRows));
+  if (a >= b)
+    fail("pipeline: stage {} ({}:{}) got a message for layers {}..{} from rank {}", me, mine.first, mine.last, h.first,
+         h.last - 1, m.source);
   std::vector<BatchSeq> seqs;
-  int64_t total = 0;
-  std::vector<bool> seen(static_cast<size_t>(sequences_), false);
-  for (const SeqRows& r : rows) {
-    if (r.seq < 0 || r.seq >= sequences_ || seen[static_cast<size_t>(r.seq)] || r.rows < 1 || r.pos < 0)
-      malformed("bad sequence rows");
-    seen[static_cast<size_t>(r.seq)] = true;
-    total += r.rows;
+  for (const SeqRows& r : batch.seqs) {
     Context& ctx = worker_context(r.seq);
     KvCache& cache = ctx.cache();
     // Rejected drafts and other cut-backs on stage 0 arrive as an earlier start position.
@@ -355,7 +313,8 @@ void Pipeline::serve_forward(Message& m) {
     }
     seqs.push_back({&ctx, r.rows});
   }
-  if (total != h.T) malformed("rows do not add up");
+  const size_t head_bytes = batch.payload_offset;
+  const size_t payload = static_cast<size_t>(h.T) * dim * sizeof(float);
   hidden_.resize(static_cast<size_t>(h.T) * dim);
   std::memcpy(hidden_.data(), m.bytes.data() + head_bytes, payload);
   const Clock::time_point start = Clock::now();
@@ -368,9 +327,7 @@ void Pipeline::serve_forward(Message& m) {
 
 void Pipeline::serve_copy(const Message& m) {
   const int me = link_->rank();
-  const CopyPrefix c = from_bytes<CopyPrefix>(m, "copy");
-  if (c.from < 0 || c.from >= sequences_ || c.to < 0 || c.to >= sequences_ || c.from == c.to || c.n < 0)
-    fail("pipeline: stage {} got a malformed copy message from rank {}", me, m.source);
+  const CopyPrefix c = parse_copy(m.bytes, sequences_, context_length_);
   worker_context(c.to).cache().copy_prefix_from(worker_context(c.from).cache(), c.n);
   if (me + 1 < plan_.stages()) link_->send(me + 1, kCopy, m.bytes);
 }
