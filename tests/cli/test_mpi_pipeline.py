@@ -3,9 +3,10 @@
 `mpirun --allow-run-as-root --oversubscribe -np S`, TCP forced over loopback.
 
 - Greedy text of 2, 3 and 4 stages equals one process: on the built-in model, stories260K and
-  a random grouped-query model (skiff synth), plain and with --self-spec / --lookup /
-  --draft-model / --exit-layer; sampled text with a seed too; `dump-logits` writes the same
-  bytes (logits bit for bit); perplexity prints the same numbers.
+  random grouped-query models (skiff synth: a 2-layer F32 one, an 8-layer Q8_0 one whose ranks
+  each pack only their layers), plain and with --self-spec / --lookup / --draft-model /
+  --exit-layer; sampled text with a seed too; `dump-logits` of 2, 3 and 4 stages writes the
+  same bytes (logits bit for bit); perplexity prints the same numbers.
 - The stats line reports the plan and bytes per token; --sim-link slows nothing but the clock.
 - Errors end every rank, never hang: a different model file on one rank is a one-line error
   from rank 0; a rank that stops answering is an error from rank 0 within --stage-timeout; a
@@ -69,6 +70,10 @@ def main() -> int:
     gqa = os.path.join(tmp, "tiny-gqa.gguf")
     r = c.skiff("synth", "-o", gqa, "--shape", "tiny", "--type", "f32", "--seed", "3", "-t", "1")
     c.check("synth a random GQA model", r.returncode == 0, r.stderr)
+    # 8 layers, GQA 8/4, Q8_0 (packed on AVX-512: each rank packs only its layers).
+    small = os.path.join(tmp, "small-gqa.gguf")
+    r = c.skiff("synth", "-o", small, "--shape", "small", "--type", "q8_0", "--seed", "3", "-t", "1")
+    c.check("synth a random 8-layer GQA model", r.returncode == 0, r.stderr)
 
     # (name, model args, layers, prompt, stage counts, strategies)
     models = [
@@ -76,6 +81,8 @@ def main() -> int:
          [[], ["--self-spec", "3"], ["--lookup", "2"]]),
         ("stories260K", ["-m", STORIES], 5, "Tom and his dog", (2, 4), [[], ["--self-spec", "2"]]),
         ("tiny GQA", ["-m", gqa], 2, "Hello", (2,), [[]]),
+        ("small GQA Q8_0", ["-m", small], 8, "Hello world", (2, 3, 4),
+         [[], ["--self-spec", "3"], ["--lookup", "2"]]),
     ]
     for name, margs, layers, prompt, counts, strategies in models:
         base = ["generate", *margs, "-p", prompt, "-n", "24", "--temp", "0", "-t", "1"]
@@ -115,16 +122,19 @@ def main() -> int:
 
     # Logits, bit for bit: the same bytes as one process.
     tokens = "1 403 407 261 378 271 300 42 99 7"
-    ref = os.path.join(tmp, "ref.bin")
-    r = c.skiff("dump-logits", "-m", STORIES, "--tokens", tokens, "--prefill", "6", "-o", ref, "-t", "1")
-    if c.check("dump-logits one process", r.returncode == 0, r.stderr):
+    for name, margs in (("stories260K", ["-m", STORIES]), ("small GQA Q8_0", ["-m", small])):
+        ref = os.path.join(tmp, "ref.bin")
+        r = c.skiff("dump-logits", *margs, "--tokens", tokens, "--prefill", "6", "-o", ref, "-t", "1")
+        if not c.check(f"{name} dump-logits one process", r.returncode == 0, r.stderr):
+            continue
         want = open(ref, "rb").read()
-        for s in (2, 4):
+        for s in (2, 3, 4):
             out = os.path.join(tmp, f"logits{s}.bin")
-            r = mpi(s, "dump-logits", "-m", STORIES, "--tokens", tokens, "--prefill", "6", "-o", out, "-t", "1",
+            r = mpi(s, "dump-logits", *margs, "--tokens", tokens, "--prefill", "6", "-o", out, "-t", "1",
                     "--stages", "auto")
             got = open(out, "rb").read() if os.path.exists(out) else b""
-            c.check(f"dump-logits {s} stages: identical bytes", r.returncode == 0 and got == want, r.stderr[-1500:])
+            c.check(f"{name} dump-logits {s} stages: identical bytes", r.returncode == 0 and got == want,
+                    r.stderr[-1500:])
 
     # Perplexity: the same numbers.
     text = os.path.join(args.shared, "data", "tinystories_valid_prefix.txt")
