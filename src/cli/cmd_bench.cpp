@@ -226,8 +226,9 @@ void register_bench(CLI::App& app) {
     const size_t kv_per_position = KvCache::bytes_per_position(c.n_layers, c.kv_dim(), kv);
 
     // Warm-up (pages the weights in, sizes the scratch), as llama-bench does.
-    if (max_prompt > 0) run_pp(ctx, std::min(max_prompt, 32), 99);
-    if (any_gen) run_tg(ctx, 2, 99);
+    const int warm_pp = max_prompt > 0 ? std::min(max_prompt, 32) : 0, warm_tg = any_gen ? 2 : 0;
+    if (warm_pp > 0) run_pp(ctx, warm_pp, 99);
+    if (warm_tg > 0) run_tg(ctx, warm_tg, 99);
 
     // In llama-bench's order: every pp, every tg, every pp+tg.
     std::vector<Result> results;
@@ -258,7 +259,7 @@ void register_bench(CLI::App& app) {
     // unless the output head is the embedding table.
     const double read_per_token = static_cast<double>(weights) -
                                   (model->tied_output ? 0.0 : static_cast<double>(model->token_embd.nbytes()));
-    int64_t bench_tokens = (max_prompt > 0 ? std::min(max_prompt, 32) : 0) + (any_gen ? 2 : 0);  // the warm-up's
+    int64_t bench_tokens = warm_pp + warm_tg;
     for (const Result& r : results) bench_tokens += static_cast<int64_t>(r.n_prompt + r.n_gen) * flags->repetitions;
     const std::string pipeline_line = pipeline ? pipeline->finish(bench_tokens) : "";
     const std::string stages = pipeline ? pipeline->plan().describe() : "";

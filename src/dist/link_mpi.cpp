@@ -106,14 +106,13 @@ class MpiLink : public Link {
     // The send goes on while this rank computes (MPI progresses it in later calls: the next
     // send, a receive's polling). Waiting for it here could deadlock two ranks that send
     // each other large messages at once, each waiting for the other to receive.
-    progress(timeout_seconds);
     PendingSend& p = pending_.emplace_back();
     p.bytes.assign(bytes.begin(), bytes.end());
     p.to = to;
     p.started = Clock::now();
     check(MPI_Isend(p.bytes.data(), static_cast<int>(p.bytes.size()), MPI_BYTE, to, tag, MPI_COMM_WORLD, &p.request),
           "send to", to);
-    progress(timeout_seconds);  // a small message usually leaves right here
+    progress(timeout_seconds);  // retires earlier sends; a small message usually leaves right here
   }
 
   void flush() override {

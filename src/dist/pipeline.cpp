@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -58,7 +59,8 @@ int64_t peak_rss_kib() {
 }
 
 // Memory this rank could still use, bytes: SKIFF_STAGE_MEMORY_MIB when set (tests give ranks
-// on one host different sizes), else /proc/meminfo's MemAvailable; 0 when unknown.
+// on one host different sizes), else memory_headroom() (MemAvailable, within the cgroup's
+// limit); 0 when unknown.
 double free_memory_bytes() {
   if (const char* mib = std::getenv("SKIFF_STAGE_MEMORY_MIB")) {
     char* end = nullptr;
@@ -66,14 +68,8 @@ double free_memory_bytes() {
     if (end == mib || *end != '\0' || !(v >= 0)) fail("SKIFF_STAGE_MEMORY_MIB='{}' is not a number of MiB", mib);
     return v * (1 << 20);
   }
-  FILE* f = std::fopen("/proc/meminfo", "r");
-  if (!f) return 0;
-  char line[256];
-  long long kib = 0;
-  while (std::fgets(line, sizeof line, f))
-    if (std::sscanf(line, "MemAvailable: %lld kB", &kib) == 1) break;
-  std::fclose(f);
-  return static_cast<double>(kib) * 1024.0;
+  const size_t headroom = memory_headroom();
+  return headroom == SIZE_MAX ? 0.0 : static_cast<double>(headroom);
 }
 
 // Plain structs go as their bytes: every rank runs the same build on the same architecture.
@@ -170,12 +166,7 @@ void Pipeline::place(const std::vector<double>& free_bytes) {
   const double kv_per_layer = static_cast<double>(KvCache::bytes_per_position(1, c.kv_dim(), options_.kv_types)) *
                               context_length_ * sequences_;
   std::vector<double> layer_bytes;
-  for (const LayerWeights& w : model_.layers) {
-    double bytes = kv_per_layer;
-    for (const TensorView* t : {&w.attn_norm, &w.wq, &w.wk, &w.wv, &w.wo, &w.ffn_norm, &w.ffn_gate, &w.ffn_up, &w.ffn_down})
-      bytes += static_cast<double>(t->nbytes());
-    layer_bytes.push_back(bytes);
-  }
+  for (const LayerWeights& w : model_.layers) layer_bytes.push_back(kv_per_layer + static_cast<double>(w.nbytes()));
   const double head_bytes = static_cast<double>(model_.token_embd.nbytes() + model_.output_norm.nbytes() +
                                                 (model_.tied_output ? 0 : model_.output.nbytes()));
   plan_ = place_stages_by_memory(layer_bytes, head_bytes, free_bytes, options_.keep_on_first);

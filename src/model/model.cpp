@@ -59,13 +59,15 @@ int64_t Model::parameter_count() const {
   return n;
 }
 
+size_t LayerWeights::nbytes() const {
+  size_t n = 0;
+  for (const TensorView* t : {&attn_norm, &wq, &wk, &wv, &wo, &ffn_norm, &ffn_gate, &ffn_up, &ffn_down}) n += t->nbytes();
+  return n;
+}
+
 size_t Model::weight_bytes() const {
   size_t n = token_embd.nbytes() + output_norm.nbytes() + (tied_output ? 0 : output.nbytes());
-  for (const auto& l : layers) {
-    for (const TensorView* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm,
-                                &l.ffn_gate, &l.ffn_up, &l.ffn_down})
-      n += t->nbytes();
-  }
+  for (const auto& l : layers) n += l.nbytes();
   return n;
 }
 

@@ -75,6 +75,7 @@ struct ModelConfig {
 struct LayerWeights {
   TensorView attn_norm, wq, wk, wv, wo;
   TensorView ffn_norm, ffn_gate, ffn_up, ffn_down;
+  size_t nbytes() const;  // bytes of the layer's tensors as stored
 };
 
 struct Model {

@@ -15,6 +15,7 @@ import atexit
 import ctypes
 import http.client
 import json
+import os
 import re
 import signal
 import subprocess
@@ -37,10 +38,12 @@ def _die_with_parent() -> None:
 
 
 class Server:
-    def __init__(self, skiff: str, *flags: str, ready_timeout: float = 120):
-        self.argv = [skiff, "serve", "--port", "0", *map(str, flags)]
+    def __init__(self, skiff: str, *flags: str, ready_timeout: float = 120, launcher: tuple[str, ...] = (),
+                 env: dict | None = None):
+        """`launcher`: a command that starts skiff (mpirun ...); `env`: its environment."""
+        self.argv = [*launcher, skiff, "serve", "--port", "0", *map(str, flags)]
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+                                     stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent, env=env)
         _live.add(self.proc)
         self.port = 0
         self._lines: list[str] = []
@@ -78,7 +81,9 @@ class Server:
     def stop(self, timeout: float = 15) -> int:
         """SIGTERM, then SIGKILL after `timeout` seconds; the exit code."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            pid = self.signal_pid()
+            if pid:
+                os.kill(pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -86,6 +91,10 @@ class Server:
         self._reader.join(5)
         _live.discard(self.proc)
         return self.proc.returncode
+
+    def signal_pid(self) -> int | None:
+        """The process SIGTERM goes to (the server itself; under mpirun, rank 0)."""
+        return self.proc.pid
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -47,23 +47,35 @@ def env() -> dict:
     return e
 
 
+def run_mpi(skiff: str, np: int, *argv, timeout: float = 60, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    """mpirun -np NP skiff ARGV (loopback TCP), its output captured."""
+    e = env()
+    e.update(extra_env or {})
+    return subprocess.run([MPIRUN, *MPI_ARGS, "-np", str(np), skiff, *map(str, argv)], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=e)
+
+
+def mpi_probe(skiff: str) -> tuple[str | None, subprocess.CompletedProcess | None]:
+    """(why to skip, None) without mpirun or MPI in the build; else (None, a one-rank run)."""
+    if MPIRUN is None:
+        return "mpirun not found (scripts/bootstrap.sh installs openmpi-bin)", None
+    probe = run_mpi(skiff, 1, "generate", "--stages", "auto", "-n", "1", "-p", "x", "-t", "1")
+    if "built without MPI" in probe.stderr:
+        return "skiff was built without MPI (SKIFF_MPI=OFF)", None
+    return None, probe
+
+
 def main() -> int:
     args, c = setup()
     skiff = args.skiff
-    if MPIRUN is None:
-        print("SKIP: mpirun not found (scripts/bootstrap.sh installs openmpi-bin)")
+    skip, probe = mpi_probe(skiff)
+    if skip:
+        print(f"SKIP: {skip}")
         return 0
 
     def mpi(np: int, *argv, timeout: float = 60, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-        e = env()
-        e.update(extra_env or {})
-        return subprocess.run([MPIRUN, *MPI_ARGS, "-np", str(np), skiff, *map(str, argv)], capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=e)
+        return run_mpi(skiff, np, *argv, timeout=timeout, extra_env=extra_env)
 
-    probe = mpi(1, "generate", "--stages", "auto", "-n", "1", "-p", "x", "-t", "1")
-    if "built without MPI" in probe.stderr:
-        print("SKIP: skiff was built without MPI (SKIFF_MPI=OFF)")
-        return 0
     c.check("one rank, --stages auto", probe.returncode == 0, probe.stderr[-2000:])
 
     tmp = tempfile.mkdtemp(prefix="skiff_mpi_")

@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from harness import setup  # noqa: E402
-from test_mpi_pipeline import MPI_ARGS, MPIRUN, env  # noqa: E402
+from server_harness import Server  # noqa: E402
+from test_mpi_pipeline import MPI_ARGS, MPIRUN, env, mpi_probe, run_mpi  # noqa: E402
 
 
 def rank0_pid(tag: str, timeout: float = 10) -> int | None:
@@ -47,73 +44,36 @@ def rank0_pid(tag: str, timeout: float = 10) -> int | None:
     return None
 
 
-class MpiServer:
-    """mpirun -np S skiff serve --port 0 ...; the port from rank 0's stderr."""
+class MpiServer(Server):
+    """mpirun -np S skiff serve --port 0 ...: Server's handling, SIGTERM to rank 0."""
 
     def __init__(self, skiff: str, np: int, *flags: str):
         self.tag = f"{os.getpid()}-{time.time_ns()}"
         e = env()
         e["SKIFF_TEST_TAG"] = self.tag
-        self.proc = subprocess.Popen([MPIRUN, *MPI_ARGS, "-x", "SKIFF_TEST_TAG", "-np", str(np), skiff, "serve",
-                                      "--port", "0", *map(str, flags)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, env=e)
-        self.lines: list[str] = []
-        self.port = 0
-        ready = threading.Event()
+        super().__init__(skiff, *flags, ready_timeout=60, env=e,
+                         launcher=(MPIRUN, *MPI_ARGS, "-x", "SKIFF_TEST_TAG", "-np", str(np)))
 
-        def read() -> None:
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-                if m:
-                    self.port = int(m.group(1))
-                if line.startswith("skiff serve: ready:"):
-                    ready.set()
-            ready.set()
+    def signal_pid(self) -> int | None:
+        return rank0_pid(self.tag)
 
-        self.reader = threading.Thread(target=read, daemon=True)
-        self.reader.start()
-        ready.wait(60)
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def post(self, path: str, body: dict) -> dict:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return json.loads(r.read())
-
-    def stop(self) -> int:
-        pid = rank0_pid(self.tag)
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-        try:
-            rc = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.reader.join(5)
-        return rc
+    def completion(self, body: dict) -> dict:
+        status, out = self.post("/v1/completions", body)
+        if status != 200:
+            raise RuntimeError(f"{status}: {out}")
+        return out
 
 
 def main() -> int:
     args, c = setup()
     skiff = args.skiff
-    if MPIRUN is None:
-        print("SKIP: mpirun not found (scripts/bootstrap.sh installs openmpi-bin)")
+    skip, _ = mpi_probe(skiff)
+    if skip:
+        print(f"SKIP: {skip}")
         return 0
 
     def mpi(np: int, *argv, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([MPIRUN, *MPI_ARGS, "-np", str(np), skiff, *map(str, argv)], capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env())
-
-    probe = mpi(1, "generate", "--stages", "auto", "-n", "1", "-p", "x", "-t", "1")
-    if "built without MPI" in probe.stderr:
-        print("SKIP: skiff was built without MPI (SKIFF_MPI=OFF)")
-        return 0
+        return run_mpi(skiff, np, *argv, timeout=timeout)
 
     prompts = ["Once upon a time", "The cat sat on the mat and", "Lily wanted a"]
     want = {}
@@ -123,23 +83,28 @@ def main() -> int:
         want[p] = r.stdout.rstrip("\n")
 
     # serve in 2 stages: 3 slots, 2 micro-batch groups.
-    s = MpiServer(skiff, 2, "-t", "1", "--parallel", "3", "--stages", "auto")
-    if c.check("mpirun serve, 2 stages: ready", s.port > 0 and "2 micro-batch groups" in s.log, s.log[-2000:]):
-        def complete(p: str) -> str:
-            return s.post("/v1/completions", {"prompt": p, "max_tokens": 24, "temperature": 0})["choices"][0]["text"]
+    try:
+        s = MpiServer(skiff, 2, "-t", "1", "--parallel", "3", "--stages", "auto")
+    except RuntimeError as e:
+        c.check("mpirun serve, 2 stages: ready", False, str(e)[-2000:])
+        return c.finish()
+    c.check("mpirun serve, 2 stages: ready", "2 micro-batch groups" in s.log, s.log[-2000:])
 
-        with ThreadPoolExecutor(3) as pool:
-            got = list(pool.map(complete, prompts))
-        for p, text in zip(prompts, got):
-            c.check(f"serve 2 stages, concurrent: '{p}' == one process", text == want[p], f"{text!r}\nvs {want[p]!r}")
-        two = s.post("/v1/completions", {"prompt": prompts[0], "max_tokens": 24, "temperature": 0, "n": 2})
-        texts = [ch["text"] for ch in two["choices"]]
-        c.check("serve 2 stages, n = 2: both choices == one process", texts == [want[prompts[0]]] * 2, repr(texts))
-        spec = s.post("/v1/completions", {"prompt": prompts[1], "max_tokens": 24, "temperature": 0,
-                                          "skiff": {"self_spec": {"exit_layer": 3}}})
-        c.check("serve 2 stages, self-speculation == one process", spec["choices"][0]["text"] == want[prompts[1]],
-                repr(spec["choices"][0]["text"]))
-    rc = s.stop()
+    def complete(p: str) -> str:
+        return s.completion({"prompt": p, "max_tokens": 24, "temperature": 0})["choices"][0]["text"]
+
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(complete, prompts))
+    for p, text in zip(prompts, got):
+        c.check(f"serve 2 stages, concurrent: '{p}' == one process", text == want[p], f"{text!r}\nvs {want[p]!r}")
+    two = s.completion({"prompt": prompts[0], "max_tokens": 24, "temperature": 0, "n": 2})
+    texts = [ch["text"] for ch in two["choices"]]
+    c.check("serve 2 stages, n = 2: both choices == one process", texts == [want[prompts[0]]] * 2, repr(texts))
+    spec = s.completion({"prompt": prompts[1], "max_tokens": 24, "temperature": 0,
+                         "skiff": {"self_spec": {"exit_layer": 3}}})
+    c.check("serve 2 stages, self-speculation == one process", spec["choices"][0]["text"] == want[prompts[1]],
+            repr(spec["choices"][0]["text"]))
+    rc = s.stop(30)
     c.check("serve 2 stages: SIGTERM to rank 0 stops every rank, exit 0",
             rc == 0 and "skiff serve: stopped" in s.log and "pipeline: 2 stages" in s.log, f"rc {rc}\n{s.log[-2000:]}")
 
