@@ -52,9 +52,13 @@ Output files in DIR (JSON Lines, one object per line, keys sorted, ASCII):
                    list meets the set.
   episodes.jsonl   reader training/eval episodes, one per question, same order:
                    {"question", "answer", "hops", "entries": [text, ...], "ids": [...]}:
-                   one gold entry per hop plus distractor entries of other people (half
-                   of them about the same attribute) up to --episode-k entries (fewer only
-                   when the KB is too small), in a seeded shuffled order.
+                   one gold entry per hop plus distractor entries up to --episode-k
+                   entries (fewer only when the KB is too small), in a seeded shuffled
+                   order. --distractors similar (default): entries a lexical retriever
+                   ranks near the gold ones (the person's other entries, the same attribute
+                   of people with similar names); random: entries of other people, half
+                   about the same attribute. With --episode-questions N > 1, "more": up to
+                   N-1 {"question", "answer"} about other facts the entries state.
   meta.json        seed, split, entities, towns, questions, episode_k, counts, version.
 
 Randomness: only random.Random instances seeded with strings derived from (seed, split,
@@ -332,13 +336,42 @@ def make_questions(seed: int, split: str, people: list, entries: list, total) ->
     return questions
 
 
+def name_bigrams(name: str) -> set:
+    n = name.lower()
+    return {n[i:i + 2] for i in range(len(n) - 1)}
+
+
 def make_episodes(seed: int, split: str, people: list, entries: list, questions: list,
-                  k: int) -> list:
-    rng = random_for(seed, split, len(people), f"episodes:{k}")
+                  k: int, distractors: str = "similar", n_questions: int = 1) -> list:
+    """One episode per question: its gold entries plus distractors, shuffled.
+
+    distractors "random": half about the question's attribute, half any entry (the first
+    reader's episodes). "similar": what a lexical retriever puts next to the gold entries
+    (`skiff memory ask -v` shows it): up to half the other entries that name the question's
+    person (its QA pairs about other attributes, passages naming it as a friend), then
+    entries about the same attribute whose person's name shares letter pairs with it, one
+    random entry at most. n_questions > 1 adds "more": further single-hop questions about
+    facts the episode's entries state, so a pass trains on several answers per episode."""
+    rng = random_for(seed, split, len(people), f"episodes:{k}" if distractors == "random"
+                     else f"episodes:{k}:{distractors}:{n_questions}")
     by_id = {e.id: e for e in entries}
     by_name = {p.name: p for p in people}
     by_attribute = {a: [e for e in entries if any(f[1] == a for f in e.facts)]
                     for a in ATTRIBUTES}
+    naming = {}  # person -> entries whose text names them (as a subject or as a friend)
+    for e in entries:
+        for name, a in e.facts:
+            naming.setdefault(name, []).append(e)
+            if a == "friend":
+                naming.setdefault(by_name[name].friend, []).append(e)
+    stating = {}  # (person, attribute) -> entries stating it
+    for e in entries:
+        for f in e.facts:
+            stating.setdefault(f, []).append(e)
+    by_bigram = {}
+    for p in people:
+        for b in name_bigrams(p.name):
+            by_bigram.setdefault(b, []).append(p.name)
     episodes = []
     for q in questions:
         # One entry per hop; a passage can state both hops' facts (its distractor sentence
@@ -349,18 +382,54 @@ def make_episodes(seed: int, split: str, people: list, entries: list, questions:
         if q.hops == 2:
             involved.add(by_name[q.entity].friend)
         needed = {i for hop in q.hop_ids for i in hop}
-
-        def ok(e, taken):
-            return e.entity not in involved and e.id not in needed and e.id not in taken
-
         n_more = max(0, k - len(gold))
         taken = set()
-        hard = sample_where(rng, by_attribute[q.attribute], n_more // 2, ok, taken)
-        easy = sample_where(rng, entries, n_more - len(hard), ok, taken)
-        chosen = gold + hard + easy
+        if distractors == "random":
+            def ok(e, taken):
+                return e.entity not in involved and e.id not in needed and e.id not in taken
+
+            hard = sample_where(rng, by_attribute[q.attribute], n_more // 2, ok, taken)
+            chosen = gold + hard + sample_where(rng, entries, n_more - len(hard), ok, taken)
+        else:
+            def ok(e, taken):
+                return e.id not in needed and e.id not in taken
+
+            same = [by_id[i] for i in dict.fromkeys(e.id for e in naming.get(q.entity, []))]
+            same = [e for e in same if ok(e, taken)]
+            picked = rng.sample(same, min(len(same), (n_more + 1) // 2))
+            taken.update(e.id for e in picked)
+            # Same attribute, similar names: people sharing the most letter pairs first.
+            shared = {}
+            for b in sorted(name_bigrams(q.entity)):
+                for name in by_bigram.get(b, []):
+                    if name not in involved:
+                        shared[name] = shared.get(name, 0) + 1
+            similar = sorted(shared, key=lambda n: (-shared[n], rng.random()))[:4 * k]
+            pool = [e for name in similar for e in stating.get((name, q.attribute), [])
+                    if ok(e, taken)]
+            pool = [by_id[i] for i in dict.fromkeys(e.id for e in pool)]
+            rng.shuffle(pool)
+            pool.sort(key=lambda e: -shared[next(n for n, a in e.facts if a == q.attribute)])
+            n_similar = max(0, n_more - len(picked) - 1)
+            picked += pool[:n_similar]
+            taken.update(e.id for e in picked)
+            picked += sample_where(rng, by_attribute[q.attribute], n_more - len(picked),
+                                   lambda e, t: ok(e, t) and e.entity not in involved, taken)
+            picked += sample_where(rng, entries, n_more - len(picked),
+                                   lambda e, t: ok(e, t) and e.entity not in involved, taken)
+            chosen = gold + picked
         rng.shuffle(chosen)
-        episodes.append({"question": q.question, "answer": q.answer, "hops": q.hops,
-                         "entries": [e.text for e in chosen], "ids": [e.id for e in chosen]})
+        episode = {"question": q.question, "answer": q.answer, "hops": q.hops,
+                   "entries": [e.text for e in chosen], "ids": [e.id for e in chosen]}
+        if n_questions > 1:
+            asked = {(q.entity, q.attribute)} if q.hops == 1 else set()
+            facts = [f for e in chosen for f in e.facts if f not in asked]
+            facts = list(dict.fromkeys(facts))
+            rng.shuffle(facts)
+            episode["more"] = [
+                {"question": QUESTION[a].format(x=name), "answer": by_name[name].value(a)}
+                for name, a in facts[:n_questions - 1]]
+        episodes.append(episode)
     return episodes
 
 
@@ -409,7 +478,8 @@ def generate(args) -> dict:
     people, towns = make_people(args.seed, args.split, args.entities)
     entries = make_kb(args.seed, args.split, people)
     questions = make_questions(args.seed, args.split, people, entries, args.questions)
-    episodes = make_episodes(args.seed, args.split, people, entries, questions, args.episode_k)
+    episodes = make_episodes(args.seed, args.split, people, entries, questions, args.episode_k,
+                             args.distractors, args.episode_questions)
     try:
         os.makedirs(args.output, exist_ok=True)
         write_jsonl(os.path.join(args.output, "kb.jsonl"), [e.to_json() for e in entries])
@@ -418,6 +488,7 @@ def generate(args) -> dict:
         meta = {
             "version": VERSION, "seed": args.seed, "split": args.split,
             "entities": args.entities, "towns": len(towns), "episode_k": args.episode_k,
+            "distractors": args.distractors, "episode_questions": args.episode_questions,
             "split_rule": "test if zlib.crc32(name.encode()) % 5 == 0 else train",
             "counts": {
                 "passages": sum(e.kind == "passage" for e in entries),
@@ -461,8 +532,9 @@ output (JSON Lines, keys sorted; full format in the module docstring):
   DIR/kb.jsonl         {"id", "kind": "passage"|"qa", "text", "entity"}; ids p000000/q000000
   DIR/questions.jsonl  {"id", "question", "answer", "hops": 1|2, "entity", "attribute",
                         "hop_ids": [[ids stating hop 1], ...], "ids": union of hop_ids}
-  DIR/episodes.jsonl   {"question", "answer", "hops", "entries": [text, ...], "ids"}:
-                        a gold entry per hop + distractors, K entries, one per question
+  DIR/episodes.jsonl   {"question", "answer", "hops", "entries": [text, ...], "ids",
+                        "more" (with --episode-questions > 1)}: a gold entry per hop +
+                        distractors, K entries, one per question
   DIR/meta.json        seed, split, entities, towns, counts, version
 
 example:
@@ -494,6 +566,13 @@ def parse_args(argv):
     ap.add_argument("--episode-k", type=int_at_least(2), default=DEFAULT_EPISODE_K,
                     metavar="K", help="entries per episode: gold + distractors (default "
                                       f"{DEFAULT_EPISODE_K})")
+    ap.add_argument("--distractors", choices=["similar", "random"], default="similar",
+                    help="episode distractors: \"similar\" (default) the entries a lexical "
+                         "retriever ranks near the gold ones (same person, same attribute "
+                         "with similar names); \"random\" half same attribute, half any")
+    ap.add_argument("--episode-questions", type=int_at_least(1), default=1, metavar="N",
+                    help="questions per episode (default 1); N > 1 adds \"more\": up to N-1 "
+                         "single-hop questions about facts the episode's entries state")
     ap.add_argument("-o", "--output", required=True, metavar="DIR",
                     help="output directory, created if missing")
     args = ap.parse_args(argv)

@@ -62,8 +62,7 @@ TEST(Episodes, TokenLayoutMasksAndLoss) {
   const Tokenizer& tok = test_tokenizer();
   Episode e;
   e.entries = {"Lily has a red ball.", "Tom likes the park."};
-  e.question = "What does Lily have?";
-  e.answer = "a red ball";
+  e.questions = {{"What does Lily have?", "a red ball"}};
   EpisodeTokens t = tokenize_episode(tok, e);
   // Each segment tokenized on its own, without BOS (SentencePiece: its dummy prefix gives the
   // answer its leading space).
@@ -87,6 +86,32 @@ TEST(Episodes, TokenLayoutMasksAndLoss) {
     EXPECT_EQ(t.loss[i], boundary ? 0 : 1) << i;
   }
   EXPECT_EQ(t.loss[sa - 1], 1);
+}
+
+TEST(Episodes, MoreQuestionsFollowEachAnswerAndSeeEverything) {
+  const Tokenizer& tok = test_tokenizer();
+  Episode e;
+  e.entries = {"Lily has a red ball.", "Tom likes the park."};
+  e.questions = {{"What does Lily have?", "a red ball"}, {"What does Tom like?", "the park"}};
+  EpisodeTokens t = tokenize_episode(tok, e);
+  const auto e1 = tok.encode(e.entries[0], false), e2 = tok.encode(e.entries[1], false);
+  const auto q1 = tok.encode("Q: What does Lily have? A:", false);
+  const auto q2 = tok.encode("Q: What does Tom like? A:", false);
+  auto a1 = tok.encode("a red ball", false), a2 = tok.encode("the park", false);
+  a1.push_back(tok.eos());
+  a2.push_back(tok.eos());
+  ASSERT_EQ(t.tokens, concat({{tok.bos()}, e1, e2, q1, a1, q2, a2}));
+  const size_t s2 = 1 + e1.size(), sq1 = s2 + e2.size(), sa1 = sq1 + q1.size(),
+               sq2 = sa1 + a1.size(), sa2 = sq2 + q2.size(), n = t.tokens.size();
+  for (size_t i = sq1; i < n; ++i) EXPECT_EQ(t.first_visible[i], 0) << i;
+  for (size_t i = sq1; i < n; ++i) {
+    // Every row of questions and answers counts except the first answer's EOS row, whose
+    // target starts the next question, and the last row.
+    const bool boundary = i + 1 == sq2 || i + 1 == n;
+    EXPECT_EQ(t.loss[i], boundary ? 0 : 1) << i;
+  }
+  EXPECT_EQ(t.loss[sa1 - 1], 1);
+  EXPECT_EQ(t.loss[sa2 - 1], 1);
 }
 
 TEST(Episodes, PacksWholeEpisodesWithPadding) {
@@ -144,12 +169,24 @@ TEST(Episodes, ReadsJsonlAndNamesBadLines) {
   std::vector<Episode> eps = read_episodes(good);
   ASSERT_EQ(eps.size(), 2u);
   EXPECT_EQ(eps[0].entries, (std::vector<std::string>{"a b", "c"}));
-  EXPECT_EQ(eps[1].question, "r");
+  ASSERT_EQ(eps[1].questions.size(), 1u);
+  EXPECT_EQ(eps[1].questions[0].question, "r");
   EXPECT_EQ(eps[1].line, 3);
+  const std::string more = write_temp(
+      "more",
+      "{\"entries\": [\"a\"], \"question\": \"q\", \"answer\": \"x\", \"more\": "
+      "[{\"question\": \"q2\", \"answer\": \"y\"}, {\"question\": \"q3\", \"answer\": \"z\"}]}\n");
+  eps = read_episodes(more);
+  ASSERT_EQ(eps[0].questions.size(), 3u);
+  EXPECT_EQ(eps[0].questions[2].question, "q3");
+  EXPECT_EQ(eps[0].questions[2].answer, "z");
+  std::filesystem::remove(more);
   for (const char* bad :
        {"{\"entries\": [\"a\"], \"question\": \"q\"}",
         "{\"entries\": \"a\", \"question\": \"q\", \"answer\": \"x\"}", "not json",
-        "{\"entries\": [1], \"question\": \"q\", \"answer\": \"x\"}"}) {
+        "{\"entries\": [1], \"question\": \"q\", \"answer\": \"x\"}",
+        "{\"entries\": [], \"question\": \"q\", \"answer\": \"x\", \"more\": {}}",
+        "{\"entries\": [], \"question\": \"q\", \"answer\": \"x\", \"more\": [{\"question\": \"q\"}]}"}) {
     const std::string path = write_temp(
         "bad",
         std::string("{\"entries\": [], \"question\": \"q\", \"answer\": \"x\"}\n") + bad + "\n");

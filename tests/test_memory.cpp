@@ -120,6 +120,31 @@ TEST_P(MemoryModel, QuantizedStoresStayCloseToTheBlockMaskedPrefill) {
   }
 }
 
+TEST_P(MemoryModel, BatchedAnswersEqualOneByOne) {
+  // answer_batch runs the questions through batched passes (different lengths, every method,
+  // one question with its own given entries); each answer and first-token distribution
+  // equals answer()'s for that question alone.
+  const MemoryStore store(build({}, "batch"));
+  Reader single(*model_, &store, 256, 2), batched(*model_, &store, 256, 2);
+  const std::vector<std::string> questions = {"What pet does Bomira have?", "Who is Tavek's friend?",
+                                              "What color does Lomi like?"};
+  const std::vector<std::vector<size_t>> given = {{1}, {2, 0}, {4}};
+  for (Method m : {Method::kNone, Method::kOracle, Method::kRead, Method::kReadBlock, Method::kSplice,
+                   Method::kSpliceUncorrected}) {
+    for (int round = 0; round < 2; ++round) {  // a second batch reuses the sequences
+      const std::vector<Answer> got = batched.answer_batch(m, questions, 3, m == Method::kOracle ? given : std::vector<std::vector<size_t>>{}, 6);
+      ASSERT_EQ(got.size(), questions.size());
+      for (size_t i = 0; i < questions.size(); ++i) {
+        const Answer want = single.answer(m, questions[i], 3, m == Method::kOracle ? std::span<const size_t>(given[i]) : std::span<const size_t>(), 6);
+        EXPECT_EQ(got[i].text, want.text) << method_name(m) << " " << i;
+        EXPECT_EQ(got[i].entries, want.entries) << method_name(m) << " " << i;
+        EXPECT_EQ(got[i].prefill_tokens, want.prefill_tokens) << method_name(m) << " " << i;
+        EXPECT_LE(max_abs_diff(got[i].first_logits, want.first_logits), 1e-4f) << method_name(m) << " " << i;
+      }
+    }
+  }
+}
+
 TEST_P(MemoryModel, StoreRoundTripAndRetrieval) {
   const MemoryStore store(build({DType::F16, DType::F16}, "rt"));
   ASSERT_EQ(store.size(), kKb.size());

@@ -164,7 +164,7 @@ void register_eval(CLI::App* parent) {
   struct Flags {
     ModelFlags model;
     std::string store, questions, methods = "none,oracle,read,read-block,splice,splice-uncorrected", format = "md";
-    int k = 8, limit = 0, context = 0, ef = memory::kDefaultEf;
+    int k = 8, limit = 0, context = 0, ef = memory::kDefaultEf, batch = 1;
     bool exact = false;
   };
   auto f = std::make_shared<Flags>();
@@ -177,6 +177,10 @@ void register_eval(CLI::App* parent) {
   cmd->add_option("--limit", f->limit, "at most this many questions (default: all)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--methods", f->methods, "comma-separated methods (default: all)");
   cmd->add_option("-c,--ctx-size", f->context, "context length (default: the model's, at most 4096)");
+  cmd->add_option("--batch", f->batch,
+                  "answer this many questions together, one batched pass per step as a server does (default 1: one "
+                  "by one; ttft is then the batch's)")
+      ->check(CLI::Range(1, 256));
   cmd->add_option("-o,--output", f->format, "md or json")->check(CLI::IsMember({"md", "json"}));
   add_search_flags(cmd, f->ef, f->exact);
   cmd->callback([f] {
@@ -213,31 +217,47 @@ void register_eval(CLI::App* parent) {
     int done = 0;
     const int total = static_cast<int>(methods.size() * questions.size());
     for (Method m : methods) {
-      for (size_t q = 0; q < questions.size(); ++q) {
+      for (size_t q0 = 0; q0 < questions.size(); q0 += static_cast<size_t>(f->batch)) {
+        const size_t n = std::min(questions.size() - q0, static_cast<size_t>(f->batch));
         const auto t0 = std::chrono::steady_clock::now();
-        const memory::Answer a = reader.answer(m, questions[q].question, f->k, m == Method::kOracle ? std::span<const size_t>(gold[q]) : std::span<const size_t>());
+        std::vector<memory::Answer> answers;
+        if (f->batch == 1) {
+          answers.push_back(reader.answer(m, questions[q0].question, f->k,
+                                          m == Method::kOracle ? std::span<const size_t>(gold[q0]) : std::span<const size_t>()));
+        } else {
+          std::vector<std::string> texts;
+          std::vector<std::vector<size_t>> given;
+          for (size_t q = q0; q < q0 + n; ++q) {
+            texts.push_back(questions[q].question);
+            if (m == Method::kOracle) given.push_back(gold[q]);
+          }
+          answers = reader.answer_batch(m, texts, f->k, given);
+        }
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        Row& r = rows[{static_cast<int>(m), questions[q].hops}];
-        r.method = memory::method_name(m);
-        r.hops = questions[q].hops;
-        r.questions += 1;
-        r.em += memory::normalize_answer(a.text) == memory::normalize_answer(questions[q].answer);
-        r.seconds += s;
-        r.ttft.push_back(a.ttft_ms);
-        r.prefill += a.prefill_tokens;
-        if (memory::retrieves(m)) {
-          r.has_recall = true;
-          r.recall += std::all_of(hops[q].begin(), hops[q].end(), [&](const std::vector<size_t>& hop) {
-            return std::find_first_of(hop.begin(), hop.end(), a.entries.begin(), a.entries.end()) != hop.end();
-          });
+        for (size_t q = q0; q < q0 + n; ++q) {
+          const memory::Answer& a = answers[q - q0];
+          Row& r = rows[{static_cast<int>(m), questions[q].hops}];
+          r.method = memory::method_name(m);
+          r.hops = questions[q].hops;
+          r.questions += 1;
+          r.em += memory::normalize_answer(a.text) == memory::normalize_answer(questions[q].answer);
+          r.seconds += s / static_cast<double>(n);
+          r.ttft.push_back(a.ttft_ms);
+          r.prefill += a.prefill_tokens;
+          if (memory::retrieves(m)) {
+            r.has_recall = true;
+            r.recall += std::all_of(hops[q].begin(), hops[q].end(), [&](const std::vector<size_t>& hop) {
+              return std::find_first_of(hop.begin(), hop.end(), a.entries.begin(), a.entries.end()) != hop.end();
+            });
+          }
+          for (size_t e : a.entries) {
+            r.entry_bytes += m == Method::kSplice || m == Method::kSpliceUncorrected
+                                 ? static_cast<double>(store.entry_bytes(e))
+                                 : static_cast<double>(store.entry(e).text.size());
+            r.entries_read += 1;
+          }
+          draw_progress("memory eval", ++done, total);
         }
-        for (size_t e : a.entries) {
-          r.entry_bytes += m == Method::kSplice || m == Method::kSpliceUncorrected
-                               ? static_cast<double>(store.entry_bytes(e))
-                               : static_cast<double>(store.entry(e).text.size());
-          r.entries_read += 1;
-        }
-        draw_progress("memory eval", ++done, total);
       }
     }
     if (f->format == "json") std::printf("[\n");

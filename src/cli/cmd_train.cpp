@@ -112,7 +112,8 @@ void register_train(CLI::App& app) {
   cmd->add_option("--val-data", f->val_data, "validation text (default: the last --val-fraction of the documents)")->check(CLI::ExistingFile);
   cmd->add_option("--val-fraction", f->val_fraction, "documents held out for validation");
   cmd->add_option("--episodes", f->episodes,
-                  "memory-augmented QA episodes, JSONL {\"entries\": [...], \"question\", \"answer\"}: "
+                  "memory-augmented QA episodes, JSONL {\"entries\": [...], \"question\", \"answer\", \"more\"?: "
+                  "[{\"question\", \"answer\"}, ...]}: "
                   "trained with block attention (each entry sees only itself; docs/TRAINING.md)")
       ->check(CLI::ExistingFile);
   CLI::Option* episode_mix =

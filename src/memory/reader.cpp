@@ -108,6 +108,116 @@ std::vector<float> Reader::prefill(Method method, std::span<const size_t> entrie
   return logits;
 }
 
+std::vector<Answer> Reader::answer_batch(Method method, std::span<const std::string> questions, int k,
+                                         std::span<const std::vector<size_t>> given, int max_tokens) {
+  const ModelConfig& c = model_.config;
+  const Tokenizer& tok = *model_.tokenizer;
+  const size_t B = questions.size();
+  if (!given.empty() && given.size() != B) fail("memory: {} entry lists for {} questions", given.size(), B);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<Answer> out(B);
+  std::vector<Layout> seqs(B);
+  const bool spliced = method == Method::kSplice || method == Method::kSpliceUncorrected;
+  while (batch_.size() < B)
+    batch_.push_back(std::make_unique<Context>(model_, ctx_.context_length(), ctx_.pool()));
+  for (size_t i = 0; i < B; ++i) {
+    Answer& a = out[i];
+    const std::vector<int32_t> q = question_tokens(tok, questions[i]);
+    if (q.empty()) fail("memory: empty question");
+    if (method == Method::kOracle || (retrieves(method) && !given.empty() && !given[i].empty())) {
+      a.entries = given.empty() ? std::vector<size_t>{} : given[i];
+    } else if (retrieves(method)) {
+      if (!store_) fail("memory: method {} needs a store", method_name(method));
+      a.entries = retriever_->top_k(questions[i], k);
+    }
+    seqs[i] = layout(method, a.entries, q);
+    if (static_cast<int>(seqs[i].tokens.size()) > ctx_.context_length())
+      fail("memory: {} entries and the question need {} positions, more than the context ({}); use a smaller -k "
+           "or a larger -c",
+           a.entries.size(), seqs[i].tokens.size(), ctx_.context_length());
+    a.prefill_tokens = 1 + static_cast<int>(q.size());
+    if (!spliced)
+      for (size_t e : a.entries) a.prefill_tokens += store_->entry(e).n_tokens;
+    batch_[i]->cache().clear();
+  }
+  // The rows each sequence prefills: all of it, or for splicing BOS first (a pass of its
+  // own: the entries go in between), then the question.
+  std::vector<size_t> from(B, 0);
+  auto run = [&](auto rows_of) {
+    std::vector<BatchSeq> parts;
+    std::vector<int32_t> ids;
+    for (size_t i = 0; i < B; ++i) {
+      const auto [b, e] = rows_of(i);
+      ids.insert(ids.end(), seqs[i].tokens.begin() + static_cast<int64_t>(b), seqs[i].tokens.begin() + static_cast<int64_t>(e));
+      parts.push_back({batch_[i].get(), static_cast<int64_t>(e - b),
+                       method == Method::kReadBlock ? seqs[i].first_visible.data() + b : nullptr});
+    }
+    std::vector<float> hidden(ids.size() * static_cast<size_t>(c.dim));
+    embed(model_, ids, hidden.data());
+    forward_batch(parts, hidden.data(), 0, c.n_layers);
+    return hidden;
+  };
+  if (spliced) {
+    run([](size_t) { return std::pair<size_t, size_t>{0, 1}; });
+    for (size_t i = 0; i < B; ++i) {
+      splice(*batch_[i], *store_, out[i].entries, method == Method::kSplice);
+      from[i] = seqs[i].tokens.size() - (static_cast<size_t>(out[i].prefill_tokens) - 1);
+    }
+  }
+  std::vector<float> hidden = run([&](size_t i) { return std::pair<size_t, size_t>{from[i], seqs[i].tokens.size()}; });
+  // Every sequence's last row, then the logits of all of them in one pass.
+  std::vector<float> last(B * static_cast<size_t>(c.dim));
+  size_t row = 0;
+  for (size_t i = 0; i < B; ++i) {
+    row += seqs[i].tokens.size() - from[i];
+    std::copy_n(hidden.begin() + static_cast<int64_t>((row - 1) * static_cast<size_t>(c.dim)), c.dim,
+                last.begin() + static_cast<int64_t>(i * static_cast<size_t>(c.dim)));
+  }
+  const size_t V = static_cast<size_t>(c.vocab_size);
+  std::vector<float> logits(B * V);
+  compute_logits(ctx_, last.data(), static_cast<int64_t>(B), logits.data());
+  const double ttft = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<std::vector<int32_t>> answer_ids(B);
+  std::vector<size_t> active;
+  for (size_t i = 0; i < B; ++i) {
+    out[i].ttft_ms = ttft;
+    out[i].first_logits.assign(logits.begin() + static_cast<int64_t>(i * V), logits.begin() + static_cast<int64_t>((i + 1) * V));
+    active.push_back(i);
+  }
+  // Greedy decoding of the active answers together, as answer() stops each.
+  for (int step = 0; step < max_tokens && !active.empty(); ++step) {
+    std::vector<size_t> next;
+    std::vector<int32_t> ids;
+    for (size_t j = 0; j < active.size(); ++j) {
+      const size_t i = active[j];
+      const float* l = logits.data() + j * V;
+      const auto id = static_cast<int32_t>(std::max_element(l, l + V) - l);
+      if (tok.is_eog(id)) continue;
+      answer_ids[i].push_back(id);
+      out[i].text = tok.decode(answer_ids[i]);
+      if (out[i].text.find('\n') != std::string::npos) continue;
+      if (batch_[i]->cache().length(0) >= batch_[i]->context_length()) continue;
+      if (step + 1 == max_tokens) continue;
+      next.push_back(i);
+      ids.push_back(id);
+    }
+    active = next;
+    if (active.empty()) break;
+    std::vector<BatchSeq> parts;
+    for (size_t i : active) parts.push_back({batch_[i].get(), 1, nullptr});
+    std::vector<float> h(active.size() * static_cast<size_t>(c.dim));
+    embed(model_, ids, h.data());
+    forward_batch(parts, h.data(), 0, c.n_layers);
+    logits.resize(active.size() * V);
+    compute_logits(ctx_, h.data(), static_cast<int64_t>(active.size()), logits.data());
+  }
+  for (Answer& a : out) {
+    a.text = a.text.substr(0, a.text.find('\n'));
+    while (!a.text.empty() && a.text.front() == ' ') a.text.erase(a.text.begin());
+  }
+  return out;
+}
+
 std::vector<float> Reader::query_vector(const std::string& question) {
   if (!retriever_) fail("memory: retrieval needs a store");
   return retriever_->query_vector(question);

@@ -57,6 +57,15 @@ class Reader {
   Answer answer(Method method, const std::string& question, int k, std::span<const size_t> given = {},
                 int max_tokens = 16);
 
+  // answer() for several questions at once, as a server batches them: every forward pass
+  // advances all of them (one batched prefill, then one batched decode step per answer
+  // token), so small per-question passes share the weights' reads. The same answers as
+  // answer() one by one (greedy; the logits differ only by summation order). given: empty,
+  // or one list per question. Every answer's ttft_ms is the batch's: all first tokens come
+  // out of the one prefill.
+  std::vector<Answer> answer_batch(Method method, std::span<const std::string> questions, int k,
+                                   std::span<const std::vector<size_t>> given = {}, int max_tokens = 16);
+
   // The whole sequence `method` reads (spliced entries included, as their tokens) and, per
   // position, the first position it attends to (0 but for entries under block attention or
   // splicing, which see only themselves).
@@ -83,6 +92,7 @@ class Reader {
   const MemoryStore* store_;
   Context ctx_;
   std::unique_ptr<QueryRetriever> retriever_;  // with a store
+  std::vector<std::unique_ptr<Context>> batch_;  // answer_batch's sequences (ctx_'s pool)
 };
 
 // Lower-cased, surrounding spaces and punctuation removed: what exact match compares.

@@ -43,8 +43,15 @@ std::vector<Episode> read_episodes(const std::string& path) {
       if (!x.is_string()) fail("{}: \"entries\" must be an array of strings", where);
       e.entries.push_back(x.get<std::string>());
     }
-    e.question = string_field(j, "question", where);
-    e.answer = string_field(j, "answer", where);
+    e.questions.push_back({string_field(j, "question", where), string_field(j, "answer", where)});
+    if (auto more = j.find("more"); more != j.end()) {
+      if (!more->is_array()) fail("{}: \"more\" must be an array of objects", where);
+      for (const Json& m : *more) {
+        if (!m.is_object()) fail("{}: \"more\" must be an array of objects", where);
+        const std::string at = fmt::format("{}: \"more\"[{}]", where, e.questions.size() - 1);
+        e.questions.push_back({string_field(m, "question", at), string_field(m, "answer", at)});
+      }
+    }
     out.push_back(std::move(e));
   }
   if (in.bad()) fail("cannot read episodes file {}", path);
@@ -69,20 +76,26 @@ EpisodeTokens tokenize_episode(const Tokenizer& tok, const Episode& e) {
   if (tok.bos() >= 0) append({tok.bos()}, 0);
   for (const std::string& entry : e.entries)
     append(tok.encode(entry, false), static_cast<int32_t>(r.tokens.size()));
-  append(tok.encode("Q: " + e.question + " A:", false), 0);
-  const int question = next_segment - 1;
-  // SentencePiece's dummy prefix already makes the answer start with a space; byte-level BPE
-  // needs it written (" Paris" is the token that follows "A:" in running text).
-  std::string answer = tok.vocab().add_space_prefix ? e.answer : " " + e.answer;
-  if (tok.eos() < 0) answer += "\n";
-  std::vector<int32_t> answer_ids = tok.encode(answer, false);
-  if (tok.eos() >= 0) answer_ids.push_back(tok.eos());
-  append(answer_ids, 0);
+  std::vector<uint8_t> is_question;  // per segment
+  is_question.resize(static_cast<size_t>(next_segment), 0);
+  for (const QuestionAnswer& qa : e.questions) {
+    append(tok.encode("Q: " + qa.question + " A:", false), 0);
+    is_question.push_back(1);
+    // SentencePiece's dummy prefix already makes the answer start with a space; byte-level
+    // BPE needs it written (" Paris" is the token that follows "A:" in running text).
+    std::string answer = tok.vocab().add_space_prefix ? qa.answer : " " + qa.answer;
+    if (tok.eos() < 0) answer += "\n";
+    std::vector<int32_t> answer_ids = tok.encode(answer, false);
+    if (tok.eos() >= 0) answer_ids.push_back(tok.eos());
+    append(answer_ids, 0);
+    is_question.push_back(0);
+  }
   const size_t n = r.tokens.size();
   r.loss.assign(n, 0);
-  for (size_t i = 0; i + 1 < n; ++i)
-    r.loss[i] =
-        segment[i] == segment[i + 1] || (segment[i] == question && segment[i + 1] == question + 1);
+  for (size_t i = 0; i + 1 < n; ++i) {
+    const int s = segment[i], t = segment[i + 1];
+    r.loss[i] = s == t || (is_question[static_cast<size_t>(s)] && t == s + 1);
+  }
   return r;
 }
 

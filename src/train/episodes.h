@@ -1,12 +1,15 @@
 // Memory-augmented training episodes (MATTER-style block attention): each JSONL line
-// {"entries": [...], "question": "...", "answer": "..."} becomes
-//   [BOS][entry 1]...[entry k]["Q: " question " A:"][" " answer EOS]
+// {"entries": [...], "question": "...", "answer": "...", "more": [{"question", "answer"}, ...]}
+// ("more" optional) becomes
+//   [BOS][entry 1]...[entry k]["Q: " question " A:"][" " answer EOS] [more questions, same form]
 // with every segment tokenized on its own (no BOS), as the engine tokenizes each memory entry
 // when it builds the store. Entry rows attend only to their own entry (first_visible = the
 // entry's first row), so an entry's keys and values do not depend on what precedes it and a
 // KV cache computed for it alone can be spliced in; BOS and question/answer rows see the whole
-// episode. Loss: a row counts when its target is in the same segment, plus the last question
-// row (it predicts the answer's first token).
+// episode. Loss: a row counts when its target is in the same segment, plus the last row of a
+// question (it predicts the answer's first token). A later question also sees the earlier
+// questions and answers; "more" questions multiply the answer tokens a pass trains on, which
+// otherwise are a few rows of a window filled with entries.
 //
 // Episodes are packed whole, in file order, into windows of T rows (T+1 tokens, as the text
 // data): the rest of a window is padding (EOS tokens, first_visible = the padding's start, no
@@ -23,9 +26,13 @@
 
 namespace skiff::train {
 
+struct QuestionAnswer {
+  std::string question, answer;
+};
+
 struct Episode {
   std::vector<std::string> entries;
-  std::string question, answer;
+  std::vector<QuestionAnswer> questions;  // the first is "question"/"answer", then "more"
   int64_t line = 0;  // in its file (1-based), for errors
 };
 

@@ -225,6 +225,36 @@ def check_kb(c: Checks, out: str, entities: int, k: int, exact_k: bool = True) -
             "entries each", not e_errors,
             "; ".join(e_errors[:3]))
 
+    # "more" questions (--episode-questions N): single-hop, answered by a fact one of the
+    # episode's own entries states, never the episode's first question again.
+    n_more = meta.get("episode_questions", 1) - 1
+    m_errors = []
+    for ep in episodes:
+        more = ep.get("more", [])
+        if n_more == 0 and "more" in ep or len(more) > n_more:
+            m_errors.append(f"{len(more)} more questions, want at most {n_more}")
+        stated = {(ent, a): v for i in ep["ids"] for ent, a, v in parse_entry(by_id[i])}
+        asked = {(ep["question"], ep["answer"])}
+        for m in more:
+            parsed = parse_question(m["question"])
+            if not parsed or parsed[2] != 1 or stated.get((parsed[0], parsed[1])) != m["answer"]:
+                m_errors.append(f"{m} is not answered by the episode's entries")
+            if (m["question"], m["answer"]) in asked:
+                m_errors.append(f"{m} asked twice")
+            asked.add((m["question"], m["answer"]))
+    if n_more > 0 and not any(len(ep.get("more", [])) == n_more for ep in episodes):
+        m_errors.append("no episode has all its more questions")
+    c.check(f"{tag}: more questions ({n_more}) are answered by the episode's entries", not m_errors,
+            "; ".join(m_errors[:3]))
+    # Similar distractors (the default): most single-hop episodes hold another entry that
+    # names the asked person, as a lexical retriever would return (random ones rarely do).
+    if meta.get("distractors") == "similar" and k >= 4:
+        single = [(ep, q) for ep, q in zip(episodes, questions) if q["hops"] == 1]
+        near = sum(any(i not in q["ids"] and re.search(rf"\b{q['entity']}\b", by_id[i]["text"])
+                       for i in ep["ids"]) for ep, q in single)
+        c.check(f"{tag}: similar distractors name the asked person in most episodes",
+                single != [] and near >= 0.8 * len(single), f"{near} of {len(single)}")
+
 
 def names_in(out: str) -> set:
     """Every capitalized word of every output file other than the Q:/A: markers and the
@@ -268,6 +298,10 @@ def main() -> int:
                              "--episode-k", 3), 2, 3, exact_k=False)
         check_kb(c, generate(tmp, "train300", "--seed", 3, "--entities", 300, "--split", "train",
                              "--episode-k", 12, "--questions", 800), 300, 12)
+        check_kb(c, generate(tmp, "more", "--seed", 4, "--entities", 60, "--split", "train",
+                             "--episode-questions", 5), 60, 8)
+        check_kb(c, generate(tmp, "random", "--seed", 4, "--entities", 60, "--split", "train",
+                             "--distractors", "random"), 60, 8)
 
         # Splits: names follow the crc32 rule and never cross over, for several seeds.
         split_names = {"train": set(), "test": set()}

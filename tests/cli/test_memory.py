@@ -69,6 +69,17 @@ def main() -> int:
         c.check("eval: splice prefills only BOS and the question, read prefills the entries too",
                 sp is not None and rd is not None
                 and sp["prefill_tokens_per_question"] + 20 < rd["prefill_tokens_per_question"], str((sp, rd)))
+        # --batch: the questions go through batched passes, with the same answers.
+        r = c.skiff("memory", "eval", "--store", store, "--questions", questions, "-k", 2, "--limit", 6, "-o", "json",
+                    "-t", 2, "--batch", 4, timeout=300)
+        batched = {(row["method"], row["hops"]): row for row in json.loads(r.stdout or "[]")}
+        c.check("eval --batch 4: the same exact match and prefill per method as one by one",
+                batched.keys() == by.keys() and all(
+                    batched[key]["em"] == row["em"]
+                    and batched[key]["prefill_tokens_per_question"] == row["prefill_tokens_per_question"]
+                    for key, row in by.items()), r.stdout + r.stderr)
+        r = c.skiff("memory", "eval", "--store", store, "--questions", questions, "--batch", 0)
+        c.check("eval --batch 0 is refused", one_line_error(r, None) and "--batch" in r.stderr, r.stderr)
         # Retrieving methods read what the retriever returns, never the gold entries: with k = 1
         # a two-hop question reads one entry where oracle reads two.
         r = c.skiff("memory", "eval", "--store", store, "--questions", questions, "-k", 1, "-o", "json",
