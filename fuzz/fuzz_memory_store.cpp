@@ -21,8 +21,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       for (int32_t t : store.tokens(i)) sink = sink + static_cast<uint32_t>(t);
       for (float v : store.vector(i)) sink = sink + (v > 0);
       for (int l = 0; l < store.n_layers(); ++l) {
-        const size_t keys = static_cast<size_t>(e.n_tokens) * store.key_row_bytes();
-        const size_t values = static_cast<size_t>(e.n_tokens) * store.value_row_bytes();
+        const size_t keys = static_cast<size_t>(e.kv_rows) * store.key_row_bytes();
+        const size_t values = static_cast<size_t>(e.kv_rows) * store.value_row_bytes();
         sink = sink + store.keys(i, l)[0] + store.keys(i, l)[keys - 1];
         sink = sink + store.values(i, l)[0] + store.values(i, l)[values - 1];
       }

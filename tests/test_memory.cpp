@@ -6,13 +6,17 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "base/error.h"
 #include "memory_test_util.h"
+#include "base/hash.h"
 #include "memory/build.h"
+#include "memory/compress.h"
 #include "memory/knowledge_base.h"
 #include "memory/lexical.h"
 #include "memory/reader.h"
@@ -219,6 +223,96 @@ TEST(BlockAttention, AllZeroStartsAreCausalAndMaskedRowsIgnoreWhatTheyCannotSee)
             std::string::npos);
   EXPECT_THROW(forward_masked(ctx, hidden.data(), 9, 0, c.n_layers, std::vector<int32_t>(8, 0)), Error);
   EXPECT_EQ(ctx.cache().length(0), 0);
+}
+
+TEST_P(MemoryModel, CompressedStoreKeepsSlotsAtRowsWithReRotatedKeys) {
+  constexpr int kSlots = 3;
+  const std::string full_path = build({}, "full32");
+  const std::string path = temp_path(std::string(GetParam()) + "_m3.skm");
+  paths_.push_back(path);
+  BuildOptions o;
+  o.types = {};  // F32: the rows compare exactly
+  o.threads = 2;
+  o.slots = kSlots;
+  build_store(*model_, kKb, path, o);
+  const MemoryStore store(path), full(full_path);
+  ASSERT_EQ(store.slots(), kSlots);
+  const ModelConfig& c = model_->config;
+  const int hd = c.head_dim, kv = c.kv_dim();
+  const std::vector<int32_t> probe = model_->tokenizer->encode(kDefaultSlotProbe, false);
+  Context enc(*model_, 128, 2);
+  for (size_t e = 0; e < store.size(); ++e) {
+    const int n = store.entry(e).n_tokens;
+    ASSERT_EQ(store.entry(e).kv_rows, std::min(n, kSlots)) << e;
+    if (n > kSlots) EXPECT_LT(store.entry_bytes(e), full.entry_bytes(e)) << e;
+    SlotChoice choice;
+    encode_entry_slots(enc, store.tokens(e), kSlots, probe, &choice);
+    ASSERT_EQ(choice.size(), static_cast<size_t>(c.n_layers));
+    for (const auto& layer : choice) {
+      ASSERT_EQ(layer.size(), static_cast<size_t>(c.n_kv_heads));
+      for (const std::vector<int>& keep : layer) {
+        ASSERT_EQ(keep.size(), static_cast<size_t>(std::min(n, kSlots)));
+        for (size_t j = 0; j < keep.size(); ++j) {
+          EXPECT_TRUE(keep[j] >= 0 && keep[j] < n && (j == 0 || keep[j - 1] < keep[j])) << e;
+        }
+      }
+    }
+    // Layer 0's keys and values depend on the token and its position only: row j of head h
+    // must be the key a token kept from position t has AT POSITION j (re-rotated by j - t),
+    // and its value. Computed independently: the token run alone at position j.
+    for (int h = 0; h < c.n_kv_heads; ++h) {
+      for (int j = 0; j < store.entry(e).kv_rows; ++j) {
+        const int t = choice[0][static_cast<size_t>(h)][static_cast<size_t>(j)];
+        Context ref(*model_, 64, 1);
+        const std::vector<int32_t> run(static_cast<size_t>(j + 1), store.tokens(e)[static_cast<size_t>(t)]);
+        eval_tokens(ref, run);
+        const auto* k = reinterpret_cast<const float*>(store.keys(e, 0)) + static_cast<size_t>(j) * kv + h * hd;
+        const auto* v = reinterpret_cast<const float*>(store.values(e, 0)) + static_cast<size_t>(j) * kv + h * hd;
+        for (int i = 0; i < hd; ++i) {
+          EXPECT_NEAR(k[i], ref.cache().key(0, j)[h * hd + i], 1e-4f) << e << " head " << h << " row " << j;
+          EXPECT_NEAR(v[i], ref.cache().value(0, j)[h * hd + i], 1e-5f) << e << " head " << h << " row " << j;
+        }
+      }
+    }
+  }
+  // Spliced, an entry takes its kept rows; the question after them is read as usual.
+  Reader reader(*model_, &store, 256, 2);
+  const std::vector<int32_t> q = question_tokens(*model_->tokenizer, "What pet does Bomira have?");
+  const std::vector<size_t> entries = {0, 2, 4};
+  const std::vector<float> logits = reader.prefill(Method::kSplice, entries, q);
+  EXPECT_EQ(reader.context().cache().length(0), 1 + 3 * kSlots + static_cast<int>(q.size()));
+  EXPECT_TRUE(std::all_of(logits.begin(), logits.end(), [](float x) { return std::isfinite(x); }));
+}
+
+TEST_P(MemoryModel, VersionOneStoresAreStillRead) {
+  // A version 1 file: no slot count, records without KV rows (both zero). Made from a
+  // version 2 store by rewriting those fields and the checksums that cover them.
+  const std::string path = build({DType::F16, DType::F16}, "v2");
+  std::vector<uint8_t> b = test::read_bytes(path);
+  auto u64 = [&](size_t off) { uint64_t x; std::memcpy(&x, &b[off], 8); return x; };
+  auto put32 = [&](size_t off, uint32_t x) { std::memcpy(&b[off], &x, 4); };
+  auto put64 = [&](size_t off, uint64_t x) { std::memcpy(&b[off], &x, 8); };
+  put32(8, 1);  // version
+  const uint64_t n = u64(64), entries = u64(88), vectors = u64(96), strings = u64(104), strings_bytes = u64(112),
+                 retriever = u64(128), retriever_bytes = u64(136);
+  const uint32_t vector_dim = [&] { uint32_t x; std::memcpy(&x, &b[56], 4); return x; }();
+  for (uint64_t i = 0; i < n; ++i) put32(static_cast<size_t>(entries + i * sizeof(EntryRecord) + 56), 0);
+  uint64_t tables = fnv1a({&b[entries], n * sizeof(EntryRecord)});
+  tables = fnv1a(tables, {&b[vectors], n * vector_dim * sizeof(float)});
+  tables = fnv1a(tables, {&b[strings], strings_bytes});
+  tables = fnv1a(tables, {&b[retriever], retriever_bytes});
+  put64(120, tables);
+  put64(kHeaderBytes - 8, fnv1a({b.data(), kHeaderBytes - 8}));
+  const MemoryStore v1(b, "v1.skm"), v2(path);
+  EXPECT_EQ(v1.header().version, 1u);
+  EXPECT_EQ(v1.slots(), 0);
+  Reader a(*model_, &v1, 256, 2), r2(*model_, &v2, 256, 2);
+  const std::vector<int32_t> q = question_tokens(*model_->tokenizer, "Who is Tavek's friend?");
+  EXPECT_EQ(a.prefill(Method::kSplice, std::vector<size_t>{1, 2}, q), r2.prefill(Method::kSplice, std::vector<size_t>{1, 2}, q));
+  // A version 1 header with a slot count is refused.
+  put32(144, 4);
+  put64(kHeaderBytes - 8, fnv1a({b.data(), kHeaderBytes - 8}));
+  EXPECT_NE(test::error_of([&] { MemoryStore s(b, "v1.skm"); }).find("version 1 store with 4 slots"), std::string::npos);
 }
 
 // A store on disk with its bytes changed: every damage is a clear error, never a crash.

@@ -16,6 +16,7 @@
 #include "cli/cmd_memory.h"
 #include "memory/ann.h"
 #include "memory/build.h"
+#include "memory/compress.h"
 #include "memory/knowledge_base.h"
 #include "memory/reader.h"
 #include "memory/store.h"
@@ -41,8 +42,8 @@ KvTypes store_types(const std::string& name) {
 void register_build(CLI::App* parent) {
   struct Flags {
     ModelFlags model;
-    std::string kb, out, kv_type = "f16", retriever = "lexical", ann = "auto";
-    int lexical_dim = 1024;
+    std::string kb, out, kv_type = "f16", retriever = "lexical", ann = "auto", slot_probe = memory::kDefaultSlotProbe;
+    int lexical_dim = 1024, slots = 0;
   };
   auto f = std::make_shared<Flags>();
   CLI::App* cmd = parent->add_subcommand("build", "encode a knowledge base (kb.jsonl) into a memory store");
@@ -57,6 +58,13 @@ void register_build(CLI::App* parent) {
       ->check(CLI::IsMember({"lexical", "hidden"}));
   cmd->add_option("--lexical-dim", f->lexical_dim, "buckets of the lexical retriever (default 1024)")
       ->check(CLI::Range(16, 1 << 16));
+  cmd->add_option("--slots", f->slots,
+                  "compressed memories: keep M key/value rows per entry and layer, those the entry's own attention "
+                  "uses most (default 0: every token's)")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--slot-probe", f->slot_probe,
+                  "with --slots: the text run after each entry whose attention picks the kept rows (default \"Q: A:\", "
+                  "the reader's question template; \"\": the entry's own attention)");
   add_ann_flag(cmd, f->ann);
   cmd->callback([f] {
     const KvTypes types = store_types(f->kv_type);
@@ -67,6 +75,8 @@ void register_build(CLI::App* parent) {
     opt.threads = f->model.threads;
     opt.retriever = f->retriever == "hidden" ? memory::Retriever::kHidden : memory::Retriever::kLexical;
     opt.lexical_dim = f->lexical_dim;
+    opt.slots = f->slots;
+    opt.slot_probe = f->slot_probe;
     opt.ann = parse_ann_mode(f->ann);
     opt.progress = [](size_t done, size_t total) {
       draw_progress("memory build", static_cast<int>(done), static_cast<int>(total));
@@ -164,6 +174,7 @@ void register_eval(CLI::App* parent) {
   struct Flags {
     ModelFlags model;
     std::string store, questions, methods = "none,oracle,read,read-block,splice,splice-uncorrected", format = "md";
+    std::vector<std::string> compressed;
     int k = 8, limit = 0, context = 0, ef = memory::kDefaultEf, batch = 1;
     bool exact = false;
   };
@@ -181,6 +192,9 @@ void register_eval(CLI::App* parent) {
                   "answer this many questions together, one batched pass per step as a server does (default 1: one "
                   "by one; ttft is then the batch's)")
       ->check(CLI::Range(1, 256));
+  cmd->add_option("--compressed", f->compressed,
+                  "a compressed store of the same entries (memory build --slots M): adds a row splice-mM that splices "
+                  "its entries (repeatable)");
   cmd->add_option("-o,--output", f->format, "md or json")->check(CLI::IsMember({"md", "json"}));
   add_search_flags(cmd, f->ef, f->exact);
   cmd->callback([f] {
@@ -210,13 +224,47 @@ void register_eval(CLI::App* parent) {
         gold[q].push_back(hops[q].back().front());
       }
     }
-    memory::Reader reader(*model, &store, f->context, f->model.threads);
+    memory::Reader main_reader(*model, &store, f->context, f->model.threads);
     const std::unique_ptr<memory::AnnIndex> ann = f->exact ? nullptr : memory::AnnIndex::load_if_present(store);
-    reader.use_index(ann.get(), f->ef);
-    std::map<std::pair<int, int>, Row> rows;  // (method, hops)
+    main_reader.use_index(ann.get(), f->ef);
+    // Each set of rows: a method read through a store (a compressed store splices its own).
+    struct Run {
+      std::string name;
+      Method method;
+      memory::Reader* reader;
+      const memory::MemoryStore* store;
+    };
+    std::vector<Run> runs;
+    for (Method m : methods) runs.push_back({memory::method_name(m), m, &main_reader, &store});
+    std::vector<std::unique_ptr<memory::MemoryStore>> small_stores;
+    std::vector<std::unique_ptr<memory::AnnIndex>> small_anns;
+    std::vector<std::unique_ptr<memory::Reader>> small_readers;
+    for (const std::string& path : f->compressed) {
+      auto s = std::make_unique<memory::MemoryStore>(path);
+      s->check_model(*model);
+      if (s->size() != store.size() || s->retriever() != store.retriever())
+        fail("--compressed {}: not a store of the same entries as {} ({} entries, {} retriever; {} has {}, {})", path,
+             f->store, s->size(), memory::retriever_name(s->retriever()), f->store, store.size(),
+             memory::retriever_name(store.retriever()));
+      for (size_t i = 0; i < store.size(); ++i) {
+        if (s->entry(i).id != store.entry(i).id || s->entry(i).text != store.entry(i).text)
+          fail("--compressed {}: entry {} is \"{}\", {} has \"{}\" there", path, i, s->entry(i).id, f->store,
+               store.entry(i).id);
+      }
+      small_readers.push_back(std::make_unique<memory::Reader>(*model, s.get(), f->context, f->model.threads));
+      small_anns.push_back(f->exact ? nullptr : memory::AnnIndex::load_if_present(*s));
+      small_readers.back()->use_index(small_anns.back().get(), f->ef);
+      const std::string name = s->slots() > 0 ? fmt::format("splice-m{}", s->slots()) : "splice " + path;
+      runs.push_back({name, Method::kSplice, small_readers.back().get(), s.get()});
+      small_stores.push_back(std::move(s));
+    }
+    std::map<std::pair<size_t, int>, Row> rows;  // (run, hops)
     int done = 0;
-    const int total = static_cast<int>(methods.size() * questions.size());
-    for (Method m : methods) {
+    const int total = static_cast<int>(runs.size() * questions.size());
+    for (size_t run = 0; run < runs.size(); ++run) {
+      const Method m = runs[run].method;
+      memory::Reader& reader = *runs[run].reader;
+      const memory::MemoryStore& store = *runs[run].store;
       for (size_t q0 = 0; q0 < questions.size(); q0 += static_cast<size_t>(f->batch)) {
         const size_t n = std::min(questions.size() - q0, static_cast<size_t>(f->batch));
         const auto t0 = std::chrono::steady_clock::now();
@@ -236,8 +284,8 @@ void register_eval(CLI::App* parent) {
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         for (size_t q = q0; q < q0 + n; ++q) {
           const memory::Answer& a = answers[q - q0];
-          Row& r = rows[{static_cast<int>(m), questions[q].hops}];
-          r.method = memory::method_name(m);
+          Row& r = rows[{run, questions[q].hops}];
+          r.method = runs[run].name;
           r.hops = questions[q].hops;
           r.questions += 1;
           r.em += memory::normalize_answer(a.text) == memory::normalize_answer(questions[q].answer);

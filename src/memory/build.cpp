@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "base/error.h"
+#include "memory/compress.h"
 #include "memory/encode.h"
 #include "memory/lexical.h"
 #include "memory/store.h"
@@ -53,9 +54,11 @@ BuildStats write_store(const Model& model, const MemoryStore* base, std::span<co
   const bool lexical = options.retriever == Retriever::kLexical;
   std::optional<LexicalEncoder> lex;
   if (lexical) lex = LexicalEncoder::fit(tokens, options.lexical_dim);
-  Context ctx(model, longest, options.threads);
+  const std::vector<int32_t> probe =
+      options.slots > 0 ? model.tokenizer->encode(options.slot_probe, false) : std::vector<int32_t>{};
+  Context ctx(model, std::min(model.config.context_length, longest + static_cast<int>(probe.size())), options.threads);
   StoreWriter writer(path, fingerprint(model), options.types, lexical ? options.lexical_dim : model.config.dim,
-                     lexical ? std::span<const float>(lex->idf()) : std::span<const float>());
+                     lexical ? std::span<const float>(lex->idf()) : std::span<const float>(), options.slots);
   BuildStats stats;
   for (size_t i = 0; i < n_base; ++i) {
     writer.add_stored(*base, i, lexical ? lex->encode(tokens[i], true) : std::vector<float>(base->vector(i).begin(), base->vector(i).end()));
@@ -63,7 +66,7 @@ BuildStats write_store(const Model& model, const MemoryStore* base, std::span<co
   }
   for (size_t j = 0; j < kb.size(); ++j) {
     const std::vector<int32_t>& t = tokens[n_base + j];
-    const EncodedEntry e = encode_entry(ctx, t);
+    const EncodedEntry e = options.slots > 0 ? encode_entry_slots(ctx, t, options.slots, probe) : encode_entry(ctx, t);
     writer.add(kb[j].id, kb[j].kind, kb[j].text, t, e.keys, e.values, lexical ? lex->encode(t, true) : e.vector);
     stats.tokens += static_cast<int64_t>(t.size());
     if (options.progress) options.progress(j + 1, kb.size());
@@ -94,6 +97,7 @@ BuildStats add_to_store(const Model& model, const MemoryStore& base, std::span<c
   o.types = base.types();
   o.retriever = base.retriever();
   o.lexical_dim = static_cast<int>(base.header().vector_dim);
+  o.slots = base.slots();
   return write_store(model, &base, kb, path, o);
 }
 

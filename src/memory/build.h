@@ -25,6 +25,8 @@ struct BuildOptions {
   int lexical_dim = 1024;                 // buckets of the lexical retriever
   AnnMode ann = AnnMode::kAuto;
   AnnParams ann_params;
+  int slots = 0;                          // > 0: a compressed store (memory/compress.h)
+  std::string slot_probe = "Q: A:";       // its probe (memory/compress.h; "" none)
   std::function<void(size_t done, size_t total)> progress;
 };
 
@@ -43,7 +45,7 @@ BuildStats build_store(const Model& model, std::span<const KbEntry> kb, const st
 // Writes `path`: the entries of `base` followed by `kb`'s, which are encoded with `model` (the
 // store's model: another is refused, as are ids already in the store). Entries already
 // stored keep their bytes (tokens, keys, values); the store's types, retriever and lexical
-// width are kept (options.types, retriever and lexical_dim are ignored). The lexical
+// width and slot count are kept (options.types, retriever, lexical_dim and slots are ignored). The lexical
 // retriever's IDF is refitted over all entries and every lexical vector recomputed (token
 // counting, no model), so the result is byte for byte the store `build_store` makes from the
 // concatenated knowledge base. Hidden-state vectors of stored entries are kept. path may be

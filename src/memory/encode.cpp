@@ -22,7 +22,9 @@ std::vector<float> run_alone(Context& ctx, std::span<const int32_t> tokens) {
   return hidden;
 }
 
-std::vector<float> pool(const std::vector<float>& hidden, size_t n, int dim) {
+}  // namespace
+
+std::vector<float> pool_hidden_states(std::span<const float> hidden, size_t n, int dim) {
   std::vector<double> sum(static_cast<size_t>(dim), 0.0);
   for (size_t t = 0; t < n; ++t) {
     const float* h = &hidden[t * static_cast<size_t>(dim)];
@@ -39,8 +41,6 @@ std::vector<float> pool(const std::vector<float>& hidden, size_t n, int dim) {
   return out;
 }
 
-}  // namespace
-
 EncodedEntry encode_entry(Context& ctx, std::span<const int32_t> tokens) {
   const KvCache& cache = ctx.cache();
   if (!cache.types().is_f32()) fail("memory: entries are encoded with an F32 KV cache");
@@ -55,12 +55,12 @@ EncodedEntry encode_entry(Context& ctx, std::span<const int32_t> tokens) {
     std::memcpy(&e.keys[static_cast<size_t>(l) * n * kv], cache.key(l, 0), n * kv * sizeof(float));
     std::memcpy(&e.values[static_cast<size_t>(l) * n * kv], cache.value(l, 0), n * kv * sizeof(float));
   }
-  e.vector = pool(hidden, n, c.dim);
+  e.vector = pool_hidden_states(hidden, n, c.dim);
   return e;
 }
 
 std::vector<float> retrieval_vector(Context& ctx, std::span<const int32_t> tokens) {
-  return pool(run_alone(ctx, tokens), tokens.size(), ctx.model().config.dim);
+  return pool_hidden_states(run_alone(ctx, tokens), tokens.size(), ctx.model().config.dim);
 }
 
 }  // namespace skiff::memory

@@ -24,6 +24,10 @@ struct EncodedEntry {
 // which is cleared first and must have an F32 cache of at least n positions.
 EncodedEntry encode_entry(Context& ctx, std::span<const int32_t> tokens);
 
+// The retrieval vector of n final hidden states hidden[n][dim]: RMS-normalized rows, their
+// mean, unit length.
+std::vector<float> pool_hidden_states(std::span<const float> hidden, size_t n, int dim);
+
 // The retrieval vector of a text on its own (a question): the same pooling as entries.
 std::vector<float> retrieval_vector(Context& ctx, std::span<const int32_t> tokens);
 

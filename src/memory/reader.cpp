@@ -67,8 +67,12 @@ Reader::Layout Reader::layout(Method method, std::span<const size_t> entries,
   out.first_visible = {0};
   if (method != Method::kNone) {
     const bool blocks = method == Method::kReadBlock || method == Method::kSplice || method == Method::kSpliceUncorrected;
+    const bool spliced = method == Method::kSplice || method == Method::kSpliceUncorrected;
     for (size_t e : entries) {
-      const std::span<const int32_t> t = store_->tokens(e);
+      // A compressed store's entry takes its kept rows only: the first kv_rows tokens stand
+      // for them (never embedded: splicing writes those rows).
+      const std::span<const int32_t> t =
+          store_->tokens(e).first(static_cast<size_t>(spliced ? store_->entry(e).kv_rows : store_->entry(e).n_tokens));
       const int32_t start = static_cast<int32_t>(out.tokens.size());
       out.tokens.insert(out.tokens.end(), t.begin(), t.end());
       out.first_visible.insert(out.first_visible.end(), t.size(), blocks ? start : 0);

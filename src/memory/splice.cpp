@@ -24,7 +24,7 @@ void splice(Context& ctx, const MemoryStore& store, std::span<const size_t> entr
   int total = 0;
   for (size_t e : entries) {
     store.verify_entry(e);
-    total += store.entry(e).n_tokens;
+    total += store.entry(e).kv_rows;
   }
   if (start + total > cache.context_length())
     fail("memory: {} spliced tokens after {} do not fit in the context of {} (use fewer entries or a larger -c)",
@@ -35,7 +35,7 @@ void splice(Context& ctx, const MemoryStore& store, std::span<const size_t> entr
   std::vector<float> k(static_cast<size_t>(kv)), v(static_cast<size_t>(kv)), angles(static_cast<size_t>(c.rope_dim));
   int pos = start;
   for (size_t e : entries) {
-    const int n = store.entry(e).n_tokens;
+    const int n = store.entry(e).kv_rows;  // the tokens', or a compressed store's slots
     // The rotation by the entry's start: magnitude 1, the stored key carries any YaRN scale.
     rope_angles(c.rope_dim, pos, freq.inv_freq.data(), 1.0f, angles.data());
     for (int l = 0; l < c.n_layers; ++l) {

@@ -3,7 +3,8 @@
 // stored as rotated at positions 0..n-1, is rotated on by the entry's start position p, so
 // it becomes the key of position p + j (RoPE angles are linear in the position; the
 // magnitude scale of YaRN is already in the stored key and is not applied twice). What
-// follows then reads the cache as if a block-masked prefill had written it.
+// follows then reads the cache as if a block-masked prefill had written it. An entry of a
+// compressed store (memory/compress.h) takes only its kept rows, as a shorter entry would.
 #pragma once
 
 #include <cstddef>

@@ -45,6 +45,7 @@ enum : size_t {
   kOffTablesChecksum = 120,
   kOffRetrieverOffset = 128,
   kOffRetrieverBytes = 136,
+  kOffSlots = 144,
   kOffHeaderChecksum = kHeaderBytes - 8,
 };
 
@@ -53,9 +54,12 @@ uint64_t align_up(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 bool is_kv_type(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::Q8_0; }
 
 // Bytes of one entry's data: tokens (padded to the alignment), then keys and values.
-uint64_t entry_data_bytes(uint64_t n_tokens, int n_layers, size_t key_row, size_t value_row) {
-  return align_up(n_tokens * sizeof(int32_t)) + static_cast<uint64_t>(n_layers) * n_tokens * (key_row + value_row);
+uint64_t entry_data_bytes(uint64_t n_tokens, uint64_t kv_rows, int n_layers, size_t key_row, size_t value_row) {
+  return align_up(n_tokens * sizeof(int32_t)) + static_cast<uint64_t>(n_layers) * kv_rows * (key_row + value_row);
 }
+
+// The KV rows an entry of n tokens holds in a store of `slots` (0: all).
+uint64_t rows_for(uint64_t n_tokens, uint32_t slots) { return slots == 0 ? n_tokens : std::min<uint64_t>(n_tokens, slots); }
 
 }  // namespace
 
@@ -69,8 +73,9 @@ StoreHeader parse_store_header(std::span<const uint8_t> bytes, uint64_t file_siz
     fail("{}: bad magic: not a skiff memory store", name);
   StoreHeader h;
   h.version = get_le<uint32_t>(bytes, kOffVersion);
-  if (h.version != kStoreVersion)
-    fail("{}: unsupported memory store version {} (this skiff reads version {})", name, h.version, kStoreVersion);
+  if (h.version != 1 && h.version != kStoreVersion)
+    fail("{}: unsupported memory store version {} (this skiff reads versions 1 and {})", name, h.version,
+         kStoreVersion);
   const uint64_t stored = get_le<uint64_t>(bytes, kOffHeaderChecksum);
   const uint64_t computed = fnv1a(bytes.first(kOffHeaderChecksum));
   if (stored != computed)
@@ -112,6 +117,9 @@ StoreHeader parse_store_header(std::span<const uint8_t> bytes, uint64_t file_siz
   h.retriever = static_cast<Retriever>(retriever);
   h.retriever_offset = get_le<uint64_t>(bytes, kOffRetrieverOffset);
   h.retriever_bytes = get_le<uint64_t>(bytes, kOffRetrieverBytes);
+  h.slots = get_le<uint32_t>(bytes, kOffSlots);
+  if (h.version == 1 && h.slots != 0) fail("{}: a version 1 store with {} slots", name, h.slots);
+  if (h.slots > kMaxTokens) fail("{}: {} slots per entry is more than {}", name, h.slots, kMaxTokens);
   const uint64_t want = h.retriever == Retriever::kLexical ? uint64_t{h.vector_dim} * sizeof(float) : 0;
   if (h.retriever_bytes != want)
     fail("{}: the {} retriever's section holds {} bytes, not {}", name, retriever_name(h.retriever), h.retriever_bytes,
@@ -164,9 +172,13 @@ void MemoryStore::open(std::span<const uint8_t> bytes) {
       fail("{}: entry {} has {} tokens (1..{} allowed)", name_, i, r.n_tokens, kMaxTokens);
     if (r.data_offset > h_.data_bytes || r.data_bytes > h_.data_bytes - r.data_offset || r.data_offset % kAlign)
       fail("{}: entry {}'s data lies outside the data section", name_, i);
-    if (r.data_bytes != entry_data_bytes(r.n_tokens, n_layers(), key_row_bytes(), value_row_bytes()))
+    const uint64_t rows = rows_for(r.n_tokens, h_.slots);
+    if (r.kv_rows != (h_.version == 1 ? 0 : rows))
+      fail("{}: entry {} holds {} KV rows, its {} tokens and {} slots give {}", name_, i, r.kv_rows, r.n_tokens,
+           h_.slots, rows);
+    if (r.data_bytes != entry_data_bytes(r.n_tokens, rows, n_layers(), key_row_bytes(), value_row_bytes()))
       fail("{}: entry {} holds {} bytes of data, {} tokens need {}", name_, i, r.data_bytes, r.n_tokens,
-           entry_data_bytes(r.n_tokens, n_layers(), key_row_bytes(), value_row_bytes()));
+           entry_data_bytes(r.n_tokens, rows, n_layers(), key_row_bytes(), value_row_bytes()));
     if (r.id_offset > h_.strings_bytes || r.id_bytes > h_.strings_bytes - r.id_offset ||
         r.text_offset > h_.strings_bytes || r.text_bytes > h_.strings_bytes - r.text_offset)
       fail("{}: entry {}'s id or text lies outside the strings section", name_, i);
@@ -190,7 +202,8 @@ MemoryStore::Entry MemoryStore::entry(size_t i) const {
   const EntryRecord& r = record(i);
   const char* strings = reinterpret_cast<const char*>(bytes_.data() + h_.strings_offset);
   return {std::string_view(strings + r.id_offset, r.id_bytes), std::string_view(strings + r.text_offset, r.text_bytes),
-          static_cast<EntryKind>(r.kind), static_cast<int>(r.n_tokens)};
+          static_cast<EntryKind>(r.kind), static_cast<int>(r.n_tokens),
+          static_cast<int>(rows_for(r.n_tokens, h_.slots))};
 }
 
 std::unordered_map<std::string_view, size_t> MemoryStore::index_by_id() const {
@@ -221,11 +234,11 @@ const uint8_t* MemoryStore::keys(size_t i, int layer) const {
   const EntryRecord& r = record(i);
   if (layer < 0 || layer >= n_layers()) fail("{}: layer {} is outside the store's {} layers", name_, layer, n_layers());
   return data(i) + align_up(r.n_tokens * sizeof(int32_t)) +
-         static_cast<size_t>(layer) * r.n_tokens * (key_row_bytes() + value_row_bytes());
+         static_cast<size_t>(layer) * rows_for(r.n_tokens, h_.slots) * (key_row_bytes() + value_row_bytes());
 }
 
 const uint8_t* MemoryStore::values(size_t i, int layer) const {
-  return keys(i, layer) + record(i).n_tokens * key_row_bytes();
+  return keys(i, layer) + rows_for(record(i).n_tokens, h_.slots) * key_row_bytes();
 }
 
 void MemoryStore::verify_entry(size_t i) const {
@@ -257,7 +270,7 @@ struct StoreWriter::Impl {
 };
 
 StoreWriter::StoreWriter(const std::string& path, const ModelFingerprint& model, KvTypes types, int vector_dim,
-                         std::span<const float> idf)
+                         std::span<const float> idf, int slots)
     : impl_(std::make_unique<Impl>()) {
   Impl& w = *impl_;
   if (!is_kv_type(types.k) || !is_kv_type(types.v)) fail("memory store: KV types must be f32, f16 or q8_0");
@@ -276,6 +289,8 @@ StoreWriter::StoreWriter(const std::string& path, const ModelFingerprint& model,
   w.h.model = model;
   w.h.types = types;
   w.h.vector_dim = static_cast<uint32_t>(vector_dim);
+  if (slots < 0 || static_cast<uint64_t>(slots) > kMaxTokens) fail("memory store: {} slots per entry", slots);
+  w.h.slots = static_cast<uint32_t>(slots);
   w.h.data_offset = kHeaderBytes;
   w.f = std::fopen(w.tmp.c_str(), "wb");
   if (!w.f) fail("{}: cannot create: {}", w.tmp, std::strerror(errno));
@@ -295,26 +310,28 @@ void StoreWriter::add(std::string_view id, EntryKind kind, std::string_view text
   Impl& w = *impl_;
   const int L = w.h.model.n_layers, kv = w.h.model.kv_dim;
   const size_t n = tokens.size();
-  const size_t floats = static_cast<size_t>(L) * n * static_cast<size_t>(kv);
   if (n < 1 || n > kMaxTokens) fail("memory store: entry {} has {} tokens (1..{} allowed)", id, n, kMaxTokens);
+  const size_t rows = static_cast<size_t>(rows_for(n, w.h.slots));
+  const size_t floats = static_cast<size_t>(L) * rows * static_cast<size_t>(kv);
   if (keys.size() != floats || values.size() != floats || vector.size() != w.h.vector_dim)
     fail("memory store: entry {}: wrong key, value or vector sizes", id);
   const size_t key_row = row_bytes(w.h.types.k, kv), value_row = row_bytes(w.h.types.v, kv);
   EntryRecord r;
   r.data_offset = w.data_end;
-  r.data_bytes = entry_data_bytes(n, L, key_row, value_row);
+  r.data_bytes = entry_data_bytes(n, rows, L, key_row, value_row);
   r.n_tokens = static_cast<uint32_t>(n);
+  r.kv_rows = static_cast<uint32_t>(rows);
   r.kind = static_cast<uint32_t>(kind);
   w.buf.assign(static_cast<size_t>(align_up(r.data_bytes)), 0);
   std::memcpy(w.buf.data(), tokens.data(), n * sizeof(int32_t));
   uint8_t* p = w.buf.data() + align_up(n * sizeof(int32_t));
   for (int l = 0; l < L; ++l) {
-    for (size_t j = 0; j < n; ++j, p += key_row) {
-      if (!quantize_row(w.h.types.k, &keys[(static_cast<size_t>(l) * n + j) * kv], p, kv))
+    for (size_t j = 0; j < rows; ++j, p += key_row) {
+      if (!quantize_row(w.h.types.k, &keys[(static_cast<size_t>(l) * rows + j) * kv], p, kv))
         fail("memory store: entry {}: cannot store keys as {}", id, dtype_name(w.h.types.k));
     }
-    for (size_t j = 0; j < n; ++j, p += value_row) {
-      if (!quantize_row(w.h.types.v, &values[(static_cast<size_t>(l) * n + j) * kv], p, kv))
+    for (size_t j = 0; j < rows; ++j, p += value_row) {
+      if (!quantize_row(w.h.types.v, &values[(static_cast<size_t>(l) * rows + j) * kv], p, kv))
         fail("memory store: entry {}: cannot store values as {}", id, dtype_name(w.h.types.v));
     }
   }
@@ -333,8 +350,9 @@ void StoreWriter::add(std::string_view id, EntryKind kind, std::string_view text
 
 void StoreWriter::add_stored(const MemoryStore& from, size_t i, std::span<const float> vector) {
   Impl& w = *impl_;
-  if (!(from.header().model == w.h.model) || from.types().k != w.h.types.k || from.types().v != w.h.types.v)
-    fail("memory store: {} was built with another model or KV types", from.name());
+  if (!(from.header().model == w.h.model) || from.types().k != w.h.types.k || from.types().v != w.h.types.v ||
+      from.slots() != static_cast<int>(w.h.slots))
+    fail("memory store: {} was built with another model, KV types or slot count", from.name());
   if (vector.size() != w.h.vector_dim) fail("memory store: entry {}: wrong vector size", i);
   from.verify_entry(i);  // copy nothing corrupt
   const MemoryStore::Entry e = from.entry(i);
@@ -342,6 +360,7 @@ void StoreWriter::add_stored(const MemoryStore& from, size_t i, std::span<const 
   r.data_offset = w.data_end;
   r.data_bytes = from.entry_bytes(i);
   r.n_tokens = static_cast<uint32_t>(e.n_tokens);
+  r.kv_rows = static_cast<uint32_t>(e.kv_rows);
   r.kind = static_cast<uint32_t>(e.kind);
   const auto* data = reinterpret_cast<const uint8_t*>(from.tokens(i).data());
   w.buf.assign(static_cast<size_t>(align_up(r.data_bytes)), 0);
@@ -420,6 +439,7 @@ uint64_t StoreWriter::finish() {
   put_le<uint32_t>(header, kOffRetriever, static_cast<uint32_t>(h.retriever));
   put_le<uint64_t>(header, kOffRetrieverOffset, h.retriever_offset);
   put_le<uint64_t>(header, kOffRetrieverBytes, h.retriever_bytes);
+  put_le<uint32_t>(header, kOffSlots, h.slots);
   put_le<uint64_t>(header, kOffHeaderChecksum, fnv1a({header.data(), kOffHeaderChecksum}));
   if (std::fseek(w.f, 0, SEEK_SET) != 0) fail("{}: seek failed", w.tmp);
   w.write(header.data(), header.size());

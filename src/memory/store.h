@@ -11,9 +11,11 @@
 // File layout (little-endian; every section 64-byte aligned):
 //   header     kHeaderBytes: magic, version, the model's fingerprint, KV types, counts,
 //              section offsets, a checksum of the tables and, last, of the header itself
-//   data       per entry: int32 tokens[n], then per layer keys[n][key row] and
-//              values[n][value row] in the store's types (F32, F16 or Q8_0), each entry
-//              with its own checksum (checked when the entry is read)
+//   data       per entry: int32 tokens[n], then per layer keys[r][key row] and
+//              values[r][value row] in the store's types (F32, F16 or Q8_0), each entry
+//              with its own checksum (checked when the entry is read); r = n, or in a
+//              compressed store (slots M > 0, version 2) r = min(M, n) rows per layer chosen
+//              per KV head (memory/compress.h), keys rotated as if at positions 0..r-1
 //   entries    EntryRecord[n_entries]
 //   vectors    float[n_entries][vector_dim]: the retrieval vectors (memory/retrieval.h)
 //   strings    ids and texts, referenced by the records
@@ -37,7 +39,9 @@
 namespace skiff::memory {
 
 inline constexpr char kStoreMagic[8] = {'S', 'K', 'I', 'F', 'F', 'M', 'E', 'M'};
-inline constexpr uint32_t kStoreVersion = 1;
+// Version 2 added the slot count (header) and each entry's KV rows (record); version 1
+// files (every token's KV, those fields zero) are still read.
+inline constexpr uint32_t kStoreVersion = 2;
 inline constexpr size_t kHeaderBytes = 256;
 
 enum class EntryKind : uint32_t { kPassage = 0, kQa = 1 };
@@ -59,6 +63,7 @@ struct StoreHeader {
   Retriever retriever = Retriever::kHidden;
   uint64_t retriever_offset = 0, retriever_bytes = 0;
   uint64_t tables_checksum = 0;  // of the entries, vectors, strings and retriever sections
+  uint32_t slots = 0;            // 0: every token's KV; M: at most M rows per entry and layer
 };
 
 // One entry's place in the file (64 bytes).
@@ -70,7 +75,8 @@ struct EntryRecord {
   uint32_t id_bytes = 0, text_bytes = 0;
   uint32_t n_tokens = 0;
   uint32_t kind = 0;
-  uint64_t reserved = 0;
+  uint32_t kv_rows = 0;  // KV rows per layer (n_tokens unless compressed; 0 in version 1: n_tokens)
+  uint32_t reserved = 0;
 };
 static_assert(sizeof(EntryRecord) == 64);
 
@@ -91,6 +97,7 @@ class MemoryStore {
   KvTypes types() const { return h_.types; }
   int n_layers() const { return h_.model.n_layers; }
   int kv_dim() const { return h_.model.kv_dim; }
+  int slots() const { return static_cast<int>(h_.slots); }
   // Throws Error unless the store was built with this model (its fingerprint).
   void check_model(const Model& model) const;
 
@@ -98,6 +105,7 @@ class MemoryStore {
     std::string_view id, text;
     EntryKind kind;
     int n_tokens;
+    int kv_rows;  // the KV rows it splices in: n_tokens, or at most slots() when compressed
   };
   Entry entry(size_t i) const;
   // Entry index by id (views into the mapped strings).
@@ -107,7 +115,7 @@ class MemoryStore {
   Retriever retriever() const { return h_.retriever; }
   // The lexical retriever's IDF per bucket (empty for pooled hidden states).
   std::span<const float> idf() const;
-  // Keys (values) of entry i in `layer`: n_tokens rows of key_row_bytes (value_row_bytes).
+  // Keys (values) of entry i in `layer`: kv_rows rows of key_row_bytes (value_row_bytes).
   const uint8_t* keys(size_t i, int layer) const;
   const uint8_t* values(size_t i, int layer) const;
   size_t key_row_bytes() const;
@@ -135,10 +143,12 @@ class StoreWriter {
  public:
   // idf: the lexical retriever's weights (then vector_dim == idf.size()); empty: the vectors
   // are pooled hidden states.
+  // slots > 0: a compressed store, whose entries hold min(slots, n_tokens) KV rows.
   StoreWriter(const std::string& path, const ModelFingerprint& model, KvTypes types, int vector_dim,
-              std::span<const float> idf = {});
+              std::span<const float> idf = {}, int slots = 0);
   ~StoreWriter();
-  // keys/values: [n_layers][n_tokens][kv_dim] floats (converted to the store's types).
+  // keys/values: [n_layers][kv_rows][kv_dim] floats (converted to the store's types); kv_rows
+  // is n_tokens, or min(slots, n_tokens) in a compressed store.
   void add(std::string_view id, EntryKind kind, std::string_view text, std::span<const int32_t> tokens,
            std::span<const float> keys, std::span<const float> values, std::span<const float> vector);
   // An entry of another store with the same model and types (`memory add`), its tokens, keys

@@ -139,6 +139,28 @@ def main() -> int:
         r = c.skiff("memory", "add", "--store", grown, "--kb", tail, "-t", 2)
         c.check("add", r.returncode == 0 and f"{n_kb} entries ({n_kb - half} added)" in r.stdout, r.stdout + r.stderr)
         c.check("add == build from the concatenation", open(grown, "rb").read() == open(store, "rb").read())
+        # Compressed memories: --slots M keeps M rows per entry; eval adds a splice-mM row;
+        # add keeps the slot count (the same bytes as building the whole knowledge base).
+        m4 = os.path.join(tmp, "m4.skm")
+        r = c.skiff("memory", "build", "--kb", kb, "-o", m4, "--slots", 4, "-t", 2)
+        c.check("build --slots 4", r.returncode == 0 and os.path.getsize(m4) < os.path.getsize(store), r.stderr)
+        r = c.skiff("memory", "eval", "--store", store, "--compressed", m4, "--questions", questions, "-k", 2,
+                    "--limit", 4, "--methods", "splice", "-o", "json", "-t", 2, timeout=300)
+        by = {(row["method"], row["hops"]): row for row in json.loads(r.stdout or "[]")}
+        sp, m = by.get(("splice", 1)), by.get(("splice-m4", 1))
+        c.check("eval --compressed: a splice-m4 row, fewer bytes per entry, the same retrieval",
+                sp is not None and m is not None and m["bytes_per_entry"] < sp["bytes_per_entry"]
+                and m["recall_at_k"] == sp["recall_at_k"], r.stdout + r.stderr)
+        r = c.skiff("memory", "eval", "--store", store, "--compressed", small, "--questions", questions)
+        c.check("eval --compressed refuses a store of other entries", one_line_error(r) and "same entries" in r.stderr,
+                r.stderr)
+        grown4 = os.path.join(tmp, "grown4.skm")
+        c.skiff("memory", "build", "--kb", head, "-o", grown4, "--slots", 4, "-t", 2)
+        r = c.skiff("memory", "add", "--store", grown4, "--kb", tail, "-t", 2)
+        c.check("add to a compressed store == build --slots of the concatenation",
+                r.returncode == 0 and open(grown4, "rb").read() == open(m4, "rb").read(), r.stderr)
+        r = c.skiff("memory", "build", "--kb", kb, "-o", os.path.join(tmp, "bad.skm"), "--slots", -1)
+        c.check("build --slots -1 is refused", one_line_error(r, None) and "--slots" in r.stderr, r.stderr)
         r = c.skiff("memory", "add", "--store", grown, "--kb", tail, "-o", os.path.join(tmp, "never.skm"))
         c.check("add refuses ids already stored", one_line_error(r) and "already in" in r.stderr
                 and not os.path.exists(os.path.join(tmp, "never.skm")), r.stderr)
