@@ -342,7 +342,8 @@ def name_bigrams(name: str) -> set:
 
 
 def make_episodes(seed: int, split: str, people: list, entries: list, questions: list,
-                  k: int, distractors: str = "similar", n_questions: int = 1) -> list:
+                  k: int, distractors: str = "similar", n_questions: int = 1,
+                  retrieved: dict | None = None) -> list:
     """One episode per question: its gold entries plus distractors, shuffled.
 
     distractors "random": half about the question's attribute, half any entry (the first
@@ -351,7 +352,11 @@ def make_episodes(seed: int, split: str, people: list, entries: list, questions:
     person (its QA pairs about other attributes, passages naming it as a friend), then
     entries about the same attribute whose person's name shares letter pairs with it, one
     random entry at most. n_questions > 1 adds "more": further single-hop questions about
-    facts the episode's entries state, so a pass trains on several answers per episode."""
+    facts the episode's entries state, so a pass trains on several answers per episode.
+    retrieved (question -> entry ids, best first: `skiff memory retrieve`): the episode holds
+    the first k retrieved entries instead, a hop's gold entry replacing the lowest-ranked
+    non-gold one when retrieval missed it; half the episodes keep the retriever's order (what
+    `skiff memory` reads), half are shuffled."""
     rng = random_for(seed, split, len(people), f"episodes:{k}" if distractors == "random"
                      else f"episodes:{k}:{distractors}:{n_questions}")
     by_id = {e.id: e for e in entries}
@@ -384,7 +389,22 @@ def make_episodes(seed: int, split: str, people: list, entries: list, questions:
         needed = {i for hop in q.hop_ids for i in hop}
         n_more = max(0, k - len(gold))
         taken = set()
-        if distractors == "random":
+        if retrieved is not None:
+            if q.question not in retrieved:
+                raise UsageError(f"--retrieved has no entry list for question {q.question!r}")
+            ids = [i for i in retrieved[q.question] if i in by_id][:k]
+            for hop in q.hop_ids:
+                if not set(hop) & set(ids):
+                    spare = [j for j, i in enumerate(ids) if i not in needed]
+                    pick = rng.choice(hop)
+                    if spare:
+                        ids[spare[-1]] = pick
+                    else:
+                        ids.append(pick)
+            chosen = [by_id[i] for i in ids]
+            if rng.random() < 0.5:
+                rng.shuffle(chosen)
+        elif distractors == "random":
             def ok(e, taken):
                 return e.entity not in involved and e.id not in needed and e.id not in taken
 
@@ -418,7 +438,8 @@ def make_episodes(seed: int, split: str, people: list, entries: list, questions:
             picked += sample_where(rng, entries, n_more - len(picked),
                                    lambda e, t: ok(e, t) and e.entity not in involved, taken)
             chosen = gold + picked
-        rng.shuffle(chosen)
+        if retrieved is None:
+            rng.shuffle(chosen)
         episode = {"question": q.question, "answer": q.answer, "hops": q.hops,
                    "entries": [e.text for e in chosen], "ids": [e.id for e in chosen]}
         if n_questions > 1:
@@ -478,8 +499,19 @@ def generate(args) -> dict:
     people, towns = make_people(args.seed, args.split, args.entities)
     entries = make_kb(args.seed, args.split, people)
     questions = make_questions(args.seed, args.split, people, entries, args.questions)
+    retrieved = None
+    if args.retrieved:
+        try:
+            with open(args.retrieved, encoding="utf-8") as f:
+                retrieved = {}
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        d = json.loads(line)
+                        retrieved[d["question"]] = list(d["ids"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"--retrieved {args.retrieved}: {e}")
     episodes = make_episodes(args.seed, args.split, people, entries, questions, args.episode_k,
-                             args.distractors, args.episode_questions)
+                             args.distractors, args.episode_questions, retrieved)
     try:
         os.makedirs(args.output, exist_ok=True)
         write_jsonl(os.path.join(args.output, "kb.jsonl"), [e.to_json() for e in entries])
@@ -488,7 +520,8 @@ def generate(args) -> dict:
         meta = {
             "version": VERSION, "seed": args.seed, "split": args.split,
             "entities": args.entities, "towns": len(towns), "episode_k": args.episode_k,
-            "distractors": args.distractors, "episode_questions": args.episode_questions,
+            "distractors": "retrieved" if args.retrieved else args.distractors,
+            "episode_questions": args.episode_questions,
             "split_rule": "test if zlib.crc32(name.encode()) % 5 == 0 else train",
             "counts": {
                 "passages": sum(e.kind == "passage" for e in entries),
@@ -573,6 +606,10 @@ def parse_args(argv):
     ap.add_argument("--episode-questions", type=int_at_least(1), default=1, metavar="N",
                     help="questions per episode (default 1); N > 1 adds \"more\": up to N-1 "
                          "single-hop questions about facts the episode's entries state")
+    ap.add_argument("--retrieved", metavar="FILE",
+                    help="episodes read what a retriever returned: JSON Lines {\"question\", "
+                         "\"ids\"} (skiff memory retrieve on a store of this KB), gold "
+                         "entries put in where it missed them")
     ap.add_argument("-o", "--output", required=True, metavar="DIR",
                     help="output directory, created if missing")
     args = ap.parse_args(argv)

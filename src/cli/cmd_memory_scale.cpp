@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <cstdio>
 
 #include "base/error.h"
@@ -15,6 +16,7 @@
 #include "memory/ann.h"
 #include "memory/build.h"
 #include "memory/knowledge_base.h"
+#include "memory/query.h"
 #include "memory/reader.h"
 #include "memory/store.h"
 
@@ -184,10 +186,44 @@ void register_search_bench(CLI::App* parent) {
   });
 }
 
+// What the retriever returns for every question, as JSON Lines (training episodes that read
+// what retrieval puts before a question: scripts/knowledge_qa.py --retrieved).
+void register_retrieve(CLI::App* parent) {
+  struct Flags {
+    ModelFlags model;
+    std::string store, questions;
+    int k = 8, ef = memory::kDefaultEf;
+    bool exact = false;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* cmd = parent->add_subcommand(
+      "retrieve", "print the k entries retrieved for each question: JSON Lines {\"question\", \"ids\"}, best first");
+  f->model.builtin = BuiltinModel::kReader;
+  add_model_flags(cmd, f->model);
+  cmd->add_option("--store", f->store, "the store")->required();
+  cmd->add_option("--questions", f->questions, "questions: JSON Lines with a \"question\" each")->required();
+  cmd->add_option("-k", f->k, "entries per question (default 8)")->check(CLI::PositiveNumber);
+  add_search_flags(cmd, f->ef, f->exact);
+  cmd->callback([f] {
+    const std::vector<memory::Question> questions = memory::read_questions(f->questions);
+    const memory::MemoryStore store(f->store);
+    const std::unique_ptr<Model> model = open_model(f->model);
+    memory::QueryRetriever retriever(*model, store);
+    const std::unique_ptr<memory::AnnIndex> ann = f->exact ? nullptr : memory::AnnIndex::load_if_present(store);
+    retriever.use_index(ann.get(), f->ef);
+    for (const memory::Question& q : questions) {
+      nlohmann::json ids = nlohmann::json::array();
+      for (size_t i : retriever.top_k(q.question, f->k)) ids.push_back(std::string(store.entry(i).id));
+      std::printf("%s\n", nlohmann::json{{"question", q.question}, {"ids", ids}}.dump().c_str());
+    }
+  });
+}
+
 }  // namespace
 
 void register_memory_scale(CLI::App* parent) {
   register_add(parent);
+  register_retrieve(parent);
   register_index(parent);
   register_search_bench(parent);
 }

@@ -302,6 +302,29 @@ def main() -> int:
                              "--episode-questions", 5), 60, 8)
         check_kb(c, generate(tmp, "random", "--seed", 4, "--entities", 60, "--split", "train",
                              "--distractors", "random"), 60, 8)
+        # --retrieved: episodes read the retriever's lists (here a fake retriever that never
+        # finds the gold entries: each hop's gold goes in; the rest keep their rank order in
+        # the episodes that are not shuffled).
+        base = read_jsonl(os.path.join(a, "questions.jsonl"))
+        kb_ids = [e["id"] for e in read_jsonl(os.path.join(a, "kb.jsonl"))]
+        fake = os.path.join(tmp, "retrieved.jsonl")
+        with open(fake, "w") as f:
+            for q in base:
+                ids = [i for i in kb_ids if i not in q["ids"]][:8]
+                f.write(json.dumps({"question": q["question"], "ids": ids}) + "\n")
+        ret = generate(tmp, "ret", "--seed", 7, "--entities", 40, "--retrieved", fake)
+        check_kb(c, ret, 40, 8)
+        eps = read_jsonl(os.path.join(ret, "episodes.jsonl"))
+        fake_lists = [json.loads(l)["ids"] for l in open(fake)]
+        ranked = sum(ep["ids"][:6] == lst[:6] for ep, lst in zip(eps, fake_lists))
+        c.check("--retrieved: the retriever's entries, about half in its order",
+                all(len(set(ep["ids"]) - set(lst)) <= 2 for ep, lst in zip(eps, fake_lists))
+                and 0.3 * len(eps) <= ranked <= 0.8 * len(eps), f"{ranked} of {len(eps)} in order")
+        r = subprocess.run([sys.executable, SCRIPT, "--seed", "7", "--entities", "40", "--retrieved",
+                            os.path.join(tmp, "missing.jsonl"), "-o", os.path.join(tmp, "x")],
+                           capture_output=True, text=True)
+        c.check("--retrieved of a missing file: one-line error, exit 2",
+                r.returncode == 2 and r.stderr.startswith("error: --retrieved"), r.stderr)
 
         # Splits: names follow the crc32 rule and never cross over, for several seeds.
         split_names = {"train": set(), "test": set()}

@@ -69,6 +69,15 @@ def main() -> int:
         c.check("eval: splice prefills only BOS and the question, read prefills the entries too",
                 sp is not None and rd is not None
                 and sp["prefill_tokens_per_question"] + 20 < rd["prefill_tokens_per_question"], str((sp, rd)))
+        # memory retrieve: per question the entries ask -v reads, in its order.
+        r = c.skiff("memory", "retrieve", "--store", store, "--questions", questions, "-k", 3)
+        lines = [json.loads(l) for l in r.stdout.splitlines()] if r.returncode == 0 else []
+        q0 = json.loads(open(questions).readline())["question"]
+        a = c.skiff("memory", "ask", "--store", store, "-p", q0, "-k", 3, "-v", "-n", 1)
+        shown = [l[1:l.index("]")] for l in a.stderr.splitlines() if l.startswith("[")]
+        c.check("memory retrieve: a line per question, k ids, ask's entries in its order",
+                len(lines) == sum(1 for _ in open(questions)) and all(len(l["ids"]) == 3 for l in lines)
+                and lines[0]["question"] == q0 and lines[0]["ids"] == shown, r.stdout[:300] + r.stderr + str(shown))
         # --batch: the questions go through batched passes, with the same answers.
         r = c.skiff("memory", "eval", "--store", store, "--questions", questions, "-k", 2, "--limit", 6, "-o", "json",
                     "-t", 2, "--batch", 4, timeout=300)
