@@ -244,7 +244,9 @@ TEST_P(MemoryModel, CompressedStoreKeepsSlotsAtRowsWithReRotatedKeys) {
   for (size_t e = 0; e < store.size(); ++e) {
     const int n = store.entry(e).n_tokens;
     ASSERT_EQ(store.entry(e).kv_rows, std::min(n, kSlots)) << e;
-    if (n > kSlots) EXPECT_LT(store.entry_bytes(e), full.entry_bytes(e)) << e;
+    if (n > kSlots) {
+      EXPECT_LT(store.entry_bytes(e), full.entry_bytes(e)) << e;
+    }
     SlotChoice choice;
     encode_entry_slots(enc, store.tokens(e), kSlots, probe, &choice);
     ASSERT_EQ(choice.size(), static_cast<size_t>(c.n_layers));
