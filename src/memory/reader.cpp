@@ -20,6 +20,15 @@ int argmax(const std::vector<float>& v) {
   return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
+bool splices(Method m) { return m == Method::kSplice || m == Method::kSpliceUncorrected; }
+
+// A decoded answer up to its first newline, without leading spaces.
+std::string trim_answer(const std::string& text) {
+  std::string out = text.substr(0, text.find('\n'));
+  while (!out.empty() && out.front() == ' ') out.erase(out.begin());
+  return out;
+}
+
 }  // namespace
 
 const char* method_name(Method m) { return kMethodNames[static_cast<int>(m)]; }
@@ -66,8 +75,8 @@ Reader::Layout Reader::layout(Method method, std::span<const size_t> entries,
   out.tokens = {model_.tokenizer->bos()};
   out.first_visible = {0};
   if (method != Method::kNone) {
-    const bool blocks = method == Method::kReadBlock || method == Method::kSplice || method == Method::kSpliceUncorrected;
-    const bool spliced = method == Method::kSplice || method == Method::kSpliceUncorrected;
+    const bool blocks = method == Method::kReadBlock || splices(method);
+    const bool spliced = splices(method);
     for (size_t e : entries) {
       // A compressed store's entry takes its kept rows only: the first kv_rows tokens stand
       // for them (never embedded: splicing writes those rows).
@@ -93,7 +102,7 @@ std::vector<float> Reader::prefill(Method method, std::span<const size_t> entrie
          entries.size(), seq.tokens.size(), ctx_.context_length());
   ctx_.cache().clear();
   int64_t from = 0;  // the first position prefilled from tokens
-  if (method == Method::kSplice || method == Method::kSpliceUncorrected) {
+  if (splices(method)) {
     // BOS, then the stored entries, then the question reads everything.
     std::vector<float> bos(static_cast<size_t>(c.dim));
     embed(model_, {seq.tokens.data(), 1}, bos.data());
@@ -112,6 +121,21 @@ std::vector<float> Reader::prefill(Method method, std::span<const size_t> entrie
   return logits;
 }
 
+std::vector<size_t> Reader::entries_for(Method method, const std::string& question, int k,
+                                        std::span<const size_t> given) const {
+  if (method == Method::kOracle || (retrieves(method) && !given.empty())) return {given.begin(), given.end()};
+  if (!retrieves(method)) return {};
+  if (!store_) fail("memory: method {} needs a store", method_name(method));
+  return retriever_->top_k(question, k);
+}
+
+int Reader::prefill_count(Method method, std::span<const size_t> entries, std::span<const int32_t> question) const {
+  int n = 1 + static_cast<int>(question.size());
+  if (!splices(method))
+    for (size_t e : entries) n += store_->entry(e).n_tokens;
+  return n;
+}
+
 std::vector<Answer> Reader::answer_batch(Method method, std::span<const std::string> questions, int k,
                                          std::span<const std::vector<size_t>> given, int max_tokens) {
   const ModelConfig& c = model_.config;
@@ -121,27 +145,20 @@ std::vector<Answer> Reader::answer_batch(Method method, std::span<const std::str
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<Answer> out(B);
   std::vector<Layout> seqs(B);
-  const bool spliced = method == Method::kSplice || method == Method::kSpliceUncorrected;
+  const bool spliced = splices(method);
   while (batch_.size() < B)
     batch_.push_back(std::make_unique<Context>(model_, ctx_.context_length(), ctx_.pool()));
   for (size_t i = 0; i < B; ++i) {
     Answer& a = out[i];
     const std::vector<int32_t> q = question_tokens(tok, questions[i]);
     if (q.empty()) fail("memory: empty question");
-    if (method == Method::kOracle || (retrieves(method) && !given.empty() && !given[i].empty())) {
-      a.entries = given.empty() ? std::vector<size_t>{} : given[i];
-    } else if (retrieves(method)) {
-      if (!store_) fail("memory: method {} needs a store", method_name(method));
-      a.entries = retriever_->top_k(questions[i], k);
-    }
+    a.entries = entries_for(method, questions[i], k, given.empty() ? std::span<const size_t>() : given[i]);
+    a.prefill_tokens = prefill_count(method, a.entries, q);
     seqs[i] = layout(method, a.entries, q);
     if (static_cast<int>(seqs[i].tokens.size()) > ctx_.context_length())
       fail("memory: {} entries and the question need {} positions, more than the context ({}); use a smaller -k "
            "or a larger -c",
            a.entries.size(), seqs[i].tokens.size(), ctx_.context_length());
-    a.prefill_tokens = 1 + static_cast<int>(q.size());
-    if (!spliced)
-      for (size_t e : a.entries) a.prefill_tokens += store_->entry(e).n_tokens;
     batch_[i]->cache().clear();
   }
   // The rows each sequence prefills: all of it, or for splicing BOS first (a pass of its
@@ -215,10 +232,7 @@ std::vector<Answer> Reader::answer_batch(Method method, std::span<const std::str
     logits.resize(active.size() * V);
     compute_logits(ctx_, h.data(), static_cast<int64_t>(active.size()), logits.data());
   }
-  for (Answer& a : out) {
-    a.text = a.text.substr(0, a.text.find('\n'));
-    while (!a.text.empty() && a.text.front() == ' ') a.text.erase(a.text.begin());
-  }
+  for (Answer& a : out) a.text = trim_answer(a.text);
   return out;
 }
 
@@ -233,19 +247,11 @@ Answer Reader::answer(Method method, const std::string& question, int k, std::sp
   const auto t0 = std::chrono::steady_clock::now();
   Answer a;
   const std::vector<int32_t> q = question_tokens(tok, question);
-  if (method == Method::kOracle || (retrieves(method) && !given.empty())) {
-    a.entries.assign(given.begin(), given.end());
-  } else if (retrieves(method)) {
-    if (!store_) fail("memory: method {} needs a store", method_name(method));
-    a.entries = retriever_->top_k(question, k);
-  }
+  a.entries = entries_for(method, question, k, given);
   std::vector<float> logits = prefill(method, a.entries, q);
   a.first_logits = logits;
   a.ttft_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  a.prefill_tokens = 1 + static_cast<int>(q.size());
-  if (method != Method::kSplice && method != Method::kSpliceUncorrected) {
-    for (size_t e : a.entries) a.prefill_tokens += store_->entry(e).n_tokens;
-  }
+  a.prefill_tokens = prefill_count(method, a.entries, q);
   // Greedy answer up to a newline or an end-of-generation token.
   std::vector<int32_t> out;
   std::string text;
@@ -258,8 +264,7 @@ Answer Reader::answer(Method method, const std::string& question, int k, std::sp
     if (ctx_.cache().length(0) >= ctx_.context_length()) break;
     logits = eval_tokens(ctx_, {&id, 1});
   }
-  a.text = text.substr(0, text.find('\n'));
-  while (!a.text.empty() && a.text.front() == ' ') a.text.erase(a.text.begin());
+  a.text = trim_answer(text);
   return a;
 }
 

@@ -88,6 +88,14 @@ class Reader {
   Context& context() { return ctx_; }
 
  private:
+  // What `method` reads: the given entries (oracle, or any retrieving method given some),
+  // the retrieved k, or none.
+  std::vector<size_t> entries_for(Method method, const std::string& question, int k,
+                                  std::span<const size_t> given) const;
+  // Tokens run through the model before the first answer token: BOS, the question, and the
+  // entries' text unless they are spliced.
+  int prefill_count(Method method, std::span<const size_t> entries, std::span<const int32_t> question) const;
+
   const Model& model_;
   const MemoryStore* store_;
   Context ctx_;
