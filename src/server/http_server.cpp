@@ -466,7 +466,7 @@ bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
         // At most one write per stream_interval: what is generated meanwhile waits and goes out
         // together (the first chunk is never held back).
         const auto next_write = state->last_write + opt.stream_interval;
-        if (!task->done() && Clock::now() < next_write) std::this_thread::sleep_until(next_write);
+        if (Clock::now() < next_write) task->wait_done_until(next_write);
         const bool done = task->done();
         // With an interval of 0 every token keeps its own chunk, however far the writer lags.
         std::vector<Event> events = task->take(std::chrono::milliseconds(50));

@@ -66,6 +66,13 @@ class Task {
     std::lock_guard lock(mutex_);
     return done_;
   }
+  // Sleeps until `until` or until the task is done, whichever is first; true when done. Tokens
+  // pushed meanwhile do not wake it (the stream writer batches them), the end does: the last
+  // chunk of a stream is not held back by the write interval.
+  bool wait_done_until(Clock::time_point until) const {
+    std::unique_lock lock(mutex_);
+    return done_cv_.wait_until(lock, until, [&] { return done_; });
+  }
   void cancel() { cancelled_.store(true, std::memory_order_relaxed); }
   bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
   Usage usage() const {
@@ -94,6 +101,7 @@ class Task {
       if (++finished_ >= sequences()) done_ = true;
     }
     cv_.notify_all();
+    done_cv_.notify_all();
   }
   // Ends the task with an error event (the remaining sequences are abandoned).
   void fail(const std::string& message) {
@@ -106,6 +114,7 @@ class Task {
       done_ = true;
     }
     cv_.notify_all();
+    done_cv_.notify_all();
   }
 
  private:
@@ -114,7 +123,8 @@ class Task {
   const Clock::time_point deadline_;
   std::atomic<bool> cancelled_{false};
   mutable std::mutex mutex_;
-  std::condition_variable cv_;
+  std::condition_variable cv_;               // events or the end
+  mutable std::condition_variable done_cv_;  // the end only
   std::deque<Event> events_;
   Usage usage_;
   int finished_ = 0;

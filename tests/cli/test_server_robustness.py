@@ -8,7 +8,7 @@
 - a client that leaves a long non-streamed request: the slot is free within 1.5 s (the server
   watches the socket while it waits), long before the generation would have ended;
 - --stream-interval: a fast model's stream writes at most once per 5 ms (same text, a logprob for
-  every token); with 0, a chunk per token;
+  every token); with 0, a chunk per token; with 1000, the end is not held back by the interval;
 - a flood beyond the queue (--parallel 1 --max-queue 2, 12 requests at once): some 429 in the
   OpenAI error shape, every accepted one completes with 200 and the full greedy text;
 - SIGTERM during a stream: the stream completes (or ends cleanly, never mid-event) and the
@@ -224,6 +224,18 @@ def stream_interval(c, skiff: str) -> None:
                 c.check(f"{name}: a chunk per token", len(per_chunk) == n and set(per_chunk) == {1},
                         f"{len(per_chunk)} chunks for {n} tokens")
             c.check(f"{name}: exit 0", s.stop() == 0, s.log[-1000:])
+    # The end of a stream is not held back by the interval: with 1000 ms, the first chunk goes
+    # at once, the rest when the generation ends (64 tokens take well under a second here, even
+    # under ASan), never a full interval later.
+    with Server(skiff, "--parallel", 1, "-t", "1", "--stream-interval", 1000) as s:
+        t0 = time.monotonic()
+        sock, resp = open_stream(s, {**body, "max_tokens": 64})
+        events = list(sse_events(resp))
+        took = time.monotonic() - t0
+        sock.close()
+        c.check("--stream-interval 1000: the stream ends with the generation, not an interval later",
+                events and events[-1] == "[DONE]" and took < 0.9, f"{took:.3f} s, {len(events)} events")
+        c.check("--stream-interval 1000: exit 0", s.stop() == 0, s.log[-1000:])
 
 
 def flood(c, skiff: str) -> None:
