@@ -424,6 +424,7 @@ bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
       }
     }
     json out = final_response(meta, *served.tokenizer, choices, task->usage(), request.logprobs, prefix);
+    out["timings"] = timings_json(task->timings(), task->usage(), task->sequences());
     if (request.memory) out["skiff"] = {{"memory_entries", memory_entry_ids(request)}};
     send_json(res, 200, out);
     return false;
@@ -435,6 +436,7 @@ bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
     bool finished = false;
     Clock::time_point last_write{};
     std::vector<size_t> offsets;  // completions logprobs: text offset per choice
+    int finishes = 0;             // finish chunks sent; the last carries the timings
   };
   auto state = std::make_shared<Stream>();
   state->offsets.assign(static_cast<size_t>(n_choices), 0);
@@ -487,12 +489,20 @@ bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
               return false;
             offset += e.text.size();
           } else if (e.kind == Event::Kind::kFinish) {
-            if (!send(chunk_finish(meta, e.choice, e.finish_reason, r.include_usage))) return false;
+            json finish = chunk_finish(meta, e.choice, e.finish_reason, r.include_usage);
+            // The last choice's finish comes after every token was counted: the timings are final.
+            if (++state->finishes == n_choices)
+              finish["timings"] = timings_json(task->timings(), task->usage(), task->sequences());
+            if (!send(finish)) return false;
           }
         }
         if (done && !state->finished) {
           state->finished = true;
-          if (r.include_usage && !send(chunk_usage(meta, task->usage()))) return false;
+          if (r.include_usage) {
+            json usage = chunk_usage(meta, task->usage());
+            usage["timings"] = timings_json(task->timings(), task->usage(), task->sequences());
+            if (!send(usage)) return false;
+          }
           const std::string end = "data: [DONE]\n\n";
           if (!sink.write(end.data(), end.size())) return false;
           sink.done();

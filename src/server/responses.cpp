@@ -1,5 +1,7 @@
 #include "server/responses.h"
 
+#include <algorithm>
+#include <chrono>
 #include <random>
 
 #include <fmt/format.h>
@@ -44,6 +46,21 @@ json usage_json(const Usage& u) {
           {"total_tokens", u.prompt_tokens + u.completion_tokens},
           {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}},
           {"completion_tokens_details", {{"reasoning_tokens", 0}}}};
+}
+
+json timings_json(const Timings& t, const Usage& u, int sequences) {
+  auto ms = [](Timings::Clock::time_point a, Timings::Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  };
+  const int prompt_n = u.prompt_tokens - u.cached_tokens;
+  const double prompt_ms = t.started && t.tokens > 0 ? ms(t.start, t.first_token) : 0.0;
+  const double predicted_ms = t.tokens > 0 ? ms(t.first_token, t.last_token) : 0.0;
+  const int steps = std::max(0, t.tokens - sequences);
+  json out = {{"prompt_n", prompt_n},       {"prompt_ms", prompt_ms},       {"prompt_per_second", nullptr},
+              {"predicted_n", t.tokens}, {"predicted_ms", predicted_ms}, {"predicted_per_second", nullptr}};
+  if (prompt_ms > 0) out["prompt_per_second"] = prompt_n * 1000.0 / prompt_ms;
+  if (predicted_ms > 0 && steps > 0) out["predicted_per_second"] = steps * 1000.0 / predicted_ms;
+  return out;
 }
 
 json chat_logprobs(const Tokenizer& tok, const std::vector<TokenLogprob>& tokens) {

@@ -32,6 +32,11 @@ struct ChoiceResult {
 };
 
 nlohmann::json usage_json(const Usage& u);
+// llama-server's "timings" object: prompt_n/ms/per_second (tokens read, from the scheduler
+// taking the task to its first token), predicted_n/ms/per_second (tokens generated; the time
+// from the first token to the last; per second counts the tokens after each sequence's first,
+// i.e. decoding steps, not the first token that came with the prompt).
+nlohmann::json timings_json(const Timings& t, const Usage& u, int sequences);
 
 // {"content": [{token, logprob, bytes, top_logprobs}]} (chat) for these tokens.
 nlohmann::json chat_logprobs(const Tokenizer& tok, const std::vector<TokenLogprob>& tokens);

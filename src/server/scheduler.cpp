@@ -172,6 +172,7 @@ void Scheduler::admit() {
       if (!s->busy()) free.push_back(s.get());
     if (static_cast<int>(free.size()) < task->sequences()) break;  // FIFO: wait for slots
     queue_.pop_front();
+    task->mark_start();
     const GenerationRequest& r = task->request();
     int next_seq = 0;
     for (const std::vector<int32_t>& prompt : r.prompts) {
@@ -301,6 +302,7 @@ bool Scheduler::push_text(Slot& slot, int32_t token, const float* logits) {
   const GenerationRequest& r = task.request();
   ++slot.generated;
   ++generated_;
+  task.mark_token();
   Event e;
   e.choice = slot.seq;
   const size_t vocab = static_cast<size_t>(model_.config.vocab_size);

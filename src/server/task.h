@@ -39,6 +39,15 @@ struct Usage {
   int cached_tokens = 0;  // prompt tokens whose KV was already in a slot (prefix reuse)
 };
 
+// When a task's work happened: prefill from `start` (the scheduler took it) to the first
+// token, decoding from the first token to the last (of any choice).
+struct Timings {
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point start{}, first_token{}, last_token{};
+  bool started = false;
+  int tokens = 0;
+};
+
 class Task {
  public:
   using Clock = std::chrono::steady_clock;
@@ -79,6 +88,10 @@ class Task {
     std::lock_guard lock(mutex_);
     return usage_;
   }
+  Timings timings() const {
+    std::lock_guard lock(mutex_);
+    return timings_;
+  }
 
   // Scheduler side.
   void push(Event e) {
@@ -87,6 +100,19 @@ class Task {
       events_.push_back(std::move(e));
     }
     cv_.notify_all();
+  }
+  void mark_start() {
+    std::lock_guard lock(mutex_);
+    if (timings_.started) return;
+    timings_.started = true;
+    timings_.start = Clock::now();
+  }
+  // A token was generated (before its text is pushed, so the timing is final with the last event).
+  void mark_token() {
+    const auto now = Clock::now();
+    std::lock_guard lock(mutex_);
+    if (timings_.tokens++ == 0) timings_.first_token = now;
+    timings_.last_token = now;
   }
   void add_usage(int prompt, int completion, int cached) {
     std::lock_guard lock(mutex_);
@@ -127,6 +153,7 @@ class Task {
   mutable std::condition_variable done_cv_;  // the end only
   std::deque<Event> events_;
   Usage usage_;
+  Timings timings_;
   int finished_ = 0;
   bool done_ = false;
 };

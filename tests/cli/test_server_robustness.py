@@ -9,6 +9,8 @@
   watches the socket while it waits), long before the generation would have ended;
 - --stream-interval: a fast model's stream writes at most once per 5 ms (same text, a logprob for
   every token); with 0, a chunk per token; with 1000, the end is not held back by the interval;
+- "timings" (llama-server's): in answers and a stream's last chunks, consistent with usage and
+  with what the client saw;
 - a flood beyond the queue (--parallel 1 --max-queue 2, 12 requests at once): some 429 in the
   OpenAI error shape, every accepted one completes with 200 and the full greedy text;
 - SIGTERM during a stream: the stream completes (or ends cleanly, never mid-event) and the
@@ -238,6 +240,52 @@ def stream_interval(c, skiff: str) -> None:
         c.check("--stream-interval 1000: exit 0", s.stop() == 0, s.log[-1000:])
 
 
+def timings(c, skiff: str) -> None:
+    """llama-server's "timings": in a non-streamed answer, and in a stream's last finish chunk
+    and its usage chunk; counts agree with usage, per-second figures with their counts and
+    times, and the decode time with what the client saw (one chunk per token)."""
+    with Server(skiff, "--parallel", 1, "-t", "1", "--stream-interval", 0) as s:
+        n = 32
+        body = {"prompt": PROMPT, "max_tokens": n, "temperature": 0, "logit_bias": {"2": -100}}
+        t0 = time.monotonic()
+        st, plain = completion(s, **{k: v for k, v in body.items() if k != "prompt"})
+        took_ms = (time.monotonic() - t0) * 1000
+        t = plain.get("timings") or {}
+        u = plain.get("usage") or {}
+        c.check("timings: in a non-streamed answer", st == 200 and t.get("predicted_n") == n == u.get(
+            "completion_tokens") and t.get("prompt_n") == u["prompt_tokens"] - u["prompt_tokens_details"]["cached_tokens"],
+            json.dumps(t))
+        c.check("timings: prompt and decode times within the request's", st == 200 and 0 < t["prompt_ms"] and
+                0 < t["predicted_ms"] and t["prompt_ms"] + t["predicted_ms"] <= took_ms, f"{t} in {took_ms:.1f} ms")
+        c.check("timings: per second = steps after the first token / time",
+                st == 200 and abs(t["predicted_per_second"] - (n - 1) * 1000 / t["predicted_ms"]) < 1e-6 * n * 1000 /
+                t["predicted_ms"] and abs(t["prompt_per_second"] - t["prompt_n"] * 1000 / t["prompt_ms"]) < 1e-3,
+                json.dumps(t))
+
+        sock, resp = open_stream(s, {**body, "stream_options": {"include_usage": True}})
+        events, arrived = [], []
+        for e in sse_events(resp):
+            if e.startswith("{"):
+                events.append(json.loads(e))
+                arrived.append(time.monotonic())
+        sock.close()
+        texts = [i for i, e in enumerate(events) for ch in e.get("choices", []) if ch.get("text")]
+        finishes = [e for e in events for ch in e.get("choices", []) if ch.get("finish_reason")]
+        usage = [e for e in events if e.get("usage")]
+        ft = finishes[-1].get("timings") if finishes else None
+        ut = usage[-1].get("timings") if usage else None
+        c.check("timings: on the last finish chunk and the usage chunk, the same",
+                ft is not None and ft == ut and ft["predicted_n"] == n, f"{ft} / {ut}")
+        seen_ms = (arrived[texts[-1]] - arrived[texts[0]]) * 1000 if len(texts) > 1 else -1
+        # The client sees the first and last token a write later than the server made them.
+        c.check("timings: decode time close to the span the client saw",
+                ft is not None and abs(ft["predicted_ms"] - seen_ms) < max(50.0, 0.5 * seen_ms),
+                f"server {ft and ft['predicted_ms']:.1f} ms, client {seen_ms:.1f} ms")
+        others = [e for e in events if "timings" in e and e not in (finishes[-1], usage[-1])] if ft else events
+        c.check("timings: on no other chunk", not others, str(others[:1]))
+        c.check("timings: exit 0", s.stop() == 0, s.log[-1000:])
+
+
 def flood(c, skiff: str) -> None:
     with Server(skiff, "--parallel", 1, "--max-queue", 2, "-t", "1") as s:
         max_tokens = 32
@@ -346,7 +394,8 @@ def sigterm_mid_stream(c, skiff: str) -> None:
 
 def main() -> int:
     args, c = setup()
-    for case in (slow_client, disconnect_mid_stream, disconnect_non_streamed, stream_interval, flood, sigterm_mid_stream):
+    for case in (slow_client, disconnect_mid_stream, disconnect_non_streamed, stream_interval, timings, flood,
+                 sigterm_mid_stream):
         t0 = time.monotonic()
         case(c, args.skiff)
         print(f"-- {case.__name__}: {time.monotonic() - t0:.1f} s", flush=True)
