@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/thread_pool.h"
+#include "bench/system.h"
 #include "kernels/attention.h"
 #include "kernels/cpu.h"
 #include "kernels/dot.h"
@@ -109,6 +110,29 @@ void MatmulDramArgs(benchmark::internal::Benchmark* b) {
       b->Args({static_cast<int64_t>(t), static_cast<int64_t>(best_cpu_path()), 1, threads, 131072, 2048});
 }
 BENCHMARK(BM_Matmul)->Name("BM_MatmulDram")->Apply(MatmulDramArgs)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// The ceiling for BM_MatmulDram: a plain streaming read (as `skiff bench --membw`) of a buffer
+// as large, each thread summing its contiguous share. Machines of this kind swing between 27
+// and 77 GB/s, so compare it with the matmuls in the same run, interleaved:
+//   skiff_microbench --benchmark_filter='BM_StreamRead|BM_MatmulDram/(0|1)/2/1/2/'
+//       --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true
+void BM_StreamRead(benchmark::State& state) {
+  const int64_t n = state.range(1) / static_cast<int64_t>(sizeof(float));
+  std::vector<float> buf(static_cast<size_t>(n), 1.0f);
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  std::vector<float> sums(static_cast<size_t>(pool.size()));
+  const bool simd = active_cpu_path() == CpuPath::Avx512;
+  for (auto _ : state) {
+    pool.parallel_for(n, [&](int64_t b, int64_t e, int thread) {
+      sums[static_cast<size_t>(thread)] = simd ? kernels::stream_sum_avx512(buf.data() + b, e - b)
+                                               : kernels::stream_sum_scalar(buf.data() + b, e - b);
+    });
+    benchmark::DoNotOptimize(sums.data());
+  }
+  state.counters["GBps"] = benchmark::Counter(static_cast<double>(n) * sizeof(float),
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_StreamRead)->Args({1, int64_t{1} << 30})->Args({2, int64_t{1} << 30})->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 // Q4_0 / Q8_0 row-major against packed (kernels/repack.h) on the best path, for the few
 // positions of continuous batching and for prefill. args: type, packed, T, threads, rows, cols.

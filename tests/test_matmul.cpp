@@ -488,6 +488,34 @@ TEST(ThreadPool, DynamicLoopsCoverEveryIndexOnce) {
   }
 }
 
+TEST(ThreadPool, GuidedChunksShrinkToTheMinimumAndCoverEveryIndexOnce) {
+  std::vector<int64_t> b;
+  guided_bounds(128, 2, 1, b);
+  // About a quarter of what is left each time (two threads), down to single units.
+  EXPECT_EQ(b.front(), 0);
+  EXPECT_EQ(b.back(), 128);
+  EXPECT_EQ(b[1], 32);
+  EXPECT_EQ(b[2], 56);
+  EXPECT_EQ(b[b.size() - 1] - b[b.size() - 2], 1);
+  for (size_t i = 2; i < b.size(); ++i) EXPECT_LE(b[i] - b[i - 1], b[i - 1] - b[i - 2]) << i;
+  guided_bounds(10, 4, 4, b);
+  EXPECT_EQ(b, (std::vector<int64_t>{0, 4, 8, 10}));
+  guided_bounds(0, 2, 1, b);
+  EXPECT_EQ(b, (std::vector<int64_t>{0}));
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {1, 2, 5, 64, 1001}) {
+      guided_bounds(n, threads, 1, b);
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      pool.parallel_for_chunks(b, [&](int64_t lo, int64_t hi, int thread) {
+        ASSERT_LT(thread, threads);
+        for (int64_t i = lo; i < hi; ++i) hits[static_cast<size_t>(i)]++;
+      });
+      for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+    }
+  }
+}
+
 TEST(ThreadPool, IdleWorkersSleep) {
   // After a loop, workers spin briefly and then sleep: an idle pool uses (almost) no CPU.
   ThreadPool pool(2);

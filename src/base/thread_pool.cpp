@@ -64,8 +64,12 @@ void ThreadPool::run_chunks(int index) {
     const uint32_t chunk = static_cast<uint32_t>(claim);
     if (chunk >= total) return;
     if (!claim_.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel)) continue;
-    const int64_t begin = static_cast<int64_t>(chunk) * grain_;
-    (*body_)(begin, std::min(n_, begin + grain_), index);
+    if (bounds_ != nullptr) {
+      (*body_)(bounds_[chunk], bounds_[chunk + 1], index);
+    } else {
+      const int64_t begin = static_cast<int64_t>(chunk) * grain_;
+      (*body_)(begin, std::min(n_, begin + grain_), index);
+    }
     if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == total) done_.notify_one();
   }
 }
@@ -79,12 +83,13 @@ void ThreadPool::worker_loop(int index) {
   }
 }
 
-void ThreadPool::dispatch(int64_t n, int64_t grain, const Body& fn) {
+void ThreadPool::dispatch(int64_t n, int64_t grain, const Body& fn, const int64_t* bounds, uint32_t chunks) {
   grain = std::max<int64_t>(1, grain);
-  const auto total = static_cast<uint32_t>((n + grain - 1) / grain);
+  const auto total = bounds != nullptr ? chunks : static_cast<uint32_t>((n + grain - 1) / grain);
   body_ = &fn;
   n_ = n;
   grain_ = grain;
+  bounds_ = bounds;
   done_.store(0, std::memory_order_relaxed);
   const uint64_t epoch = uint64_t{++epoch_} << 32;
   job_.store(epoch | total, std::memory_order_release);
@@ -95,6 +100,7 @@ void ThreadPool::dispatch(int64_t n, int64_t grain, const Body& fn) {
   uint32_t done = done_.load(std::memory_order_acquire);
   while (done != total) done = wait_for_change(done_, done, spin_us_);
   body_ = nullptr;
+  bounds_ = nullptr;
 }
 
 void ThreadPool::parallel_for(int64_t n, const Body& fn) {
@@ -114,6 +120,28 @@ void ThreadPool::parallel_for_dynamic(int64_t n, int64_t grain, const Body& fn) 
     return;
   }
   dispatch(n, grain, fn);
+}
+
+void ThreadPool::parallel_for_chunks(std::span<const int64_t> bounds, const Body& fn) {
+  if (bounds.size() < 2) return;
+  const auto chunks = static_cast<uint32_t>(bounds.size() - 1);
+  if (n_threads_ == 1 || chunks == 1) {
+    fn(bounds.front(), bounds.back(), 0);
+    return;
+  }
+  dispatch(bounds.back(), 1, fn, bounds.data(), chunks);
+}
+
+void guided_bounds(int64_t n, int threads, int64_t min_chunk, std::vector<int64_t>& out) {
+  out.clear();
+  out.push_back(0);
+  const int64_t parts = 2 * std::max(1, threads);
+  min_chunk = std::max<int64_t>(1, min_chunk);
+  for (int64_t at = 0; at < n;) {
+    const int64_t size = std::max(min_chunk, (n - at + parts - 1) / parts);
+    at = std::min(n, at + size);
+    out.push_back(at);
+  }
 }
 
 }  // namespace skiff

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -32,6 +33,11 @@ class ThreadPool {
   // become free: balances uneven work and cores shared with other processes.
   void parallel_for_dynamic(int64_t n, int64_t grain, const Body& fn);
 
+  // Runs fn over the chunks [bounds[i], bounds[i + 1]) of [bounds[0], bounds.back()), which
+  // threads take in order as they become free. Decreasing sizes (guided_bounds) keep the
+  // last chunk small, so no thread waits long for another at the end.
+  void parallel_for_chunks(std::span<const int64_t> bounds, const Body& fn);
+
   // How long an idle worker spins before it sleeps (microseconds; 0 sleeps at once).
   void set_spin_microseconds(int us) { spin_us_ = us; }
 
@@ -41,7 +47,7 @@ class ThreadPool {
   void worker_loop(int index);
   // Claims and runs chunks of the current loop until none is left.
   void run_chunks(int index);
-  void dispatch(int64_t n, int64_t grain, const Body& fn);
+  void dispatch(int64_t n, int64_t grain, const Body& fn, const int64_t* bounds = nullptr, uint32_t chunks = 0);
 
   int n_threads_;
   int spin_us_ = 200;
@@ -54,6 +60,7 @@ class ThreadPool {
   const Body* body_ = nullptr;
   int64_t n_ = 0;
   int64_t grain_ = 1;
+  const int64_t* bounds_ = nullptr;  // explicit chunk boundaries, or chunks of grain_
   uint32_t epoch_ = 0;
   alignas(64) std::atomic<uint64_t> job_{0};    // epoch << 32 | number of chunks
   alignas(64) std::atomic<uint64_t> claim_{0};  // epoch << 32 | next chunk
@@ -61,5 +68,10 @@ class ThreadPool {
   alignas(64) std::atomic<uint32_t> wake_{0};   // bumped for each loop; idle workers wait on it
   std::atomic<bool> stopping_{false};
 };
+
+// Chunk boundaries over [0, n) for `threads` threads, each chunk about 1/(2 threads) of what
+// is left, at least min_chunk: 128 units on 2 threads -> 32, 24, 18, 14, 10, ... 1. Appends to
+// `out` (cleared first).
+void guided_bounds(int64_t n, int threads, int64_t min_chunk, std::vector<int64_t>& out);
 
 }  // namespace skiff

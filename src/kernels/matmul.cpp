@@ -266,9 +266,11 @@ void matmul_many(std::span<const MatmulJob> jobs, const float* x, int64_t T, Thr
     body(0, units, 0);
     return;
   }
-  // Several units per grab when there are many, so grabs stay rare but the tail balances.
-  const int64_t grain = std::max<int64_t>(1, units / (pool.size() * 8));
-  pool.parallel_for_dynamic(units, grain, body);
+  // Big chunks first, then smaller ones: grabs stay rare, and the last one is a single unit, so
+  // at the end of a matmul no thread waits long for the other (decode runs ~65 matmuls a token).
+  thread_local std::vector<int64_t> bounds;
+  guided_bounds(units, pool.size(), 1, bounds);
+  pool.parallel_for_chunks(bounds, body);
 }
 
 }  // namespace skiff
