@@ -125,6 +125,16 @@ TEST(KvCacheTypes, TypedAttentionMatchesScalarOnEveryPath) {
               ASSERT_NEAR(out[i], want[i], 2e-6) << cpu_path_name(path) << " " << dtype_name(kt) << "/" << dtype_name(vt)
                                                  << " hd=" << hd << " n=" << n;
             EXPECT_EQ(out[hd], -7.0f) << "wrote past the head";
+            // The AVX2 kernel takes every typed case (and leaves all-F32 to attend_head).
+            if (path == CpuPath::Avx2) {
+              std::vector<float> direct(static_cast<size_t>(hd));
+              const bool took = kernels::attend_head_kv_avx2(q.data(), keys, values, n, hd, scale, scores.data(),
+                                                             direct.data());
+              EXPECT_EQ(took, !(kt == DType::F32 && vt == DType::F32)) << dtype_name(kt) << "/" << dtype_name(vt);
+              if (took) {
+                EXPECT_EQ(std::memcmp(direct.data(), out.data(), hd * sizeof(float)), 0);
+              }
+            }
             if (kt == DType::F32 && vt == DType::F32) {
               std::vector<float> plain(static_cast<size_t>(hd));
               attend_head(q.data(), kf.data() + hd, vf.data() + hd, kv_dim, n, hd, scale, scores.data(), plain.data());

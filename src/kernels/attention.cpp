@@ -36,9 +36,9 @@ void kernels::attend_head_kv_scalar(const float* q, KvSlice keys, KvSlice values
 
 void attend_head_kv(const float* q, KvSlice keys, KvSlice values, int n, int hd, float scale, float* scores,
                     float* out) {
-  if (active_cpu_path() == CpuPath::Avx512 &&
-      kernels::attend_head_kv_avx512(q, keys, values, n, hd, scale, scores, out))
-    return;
+  const CpuPath path = active_cpu_path();
+  if (path == CpuPath::Avx512 && kernels::attend_head_kv_avx512(q, keys, values, n, hd, scale, scores, out)) return;
+  if (path == CpuPath::Avx2 && kernels::attend_head_kv_avx2(q, keys, values, n, hd, scale, scores, out)) return;
   kernels::attend_head_kv_scalar(q, keys, values, n, hd, scale, scores, out);
 }
 

@@ -36,6 +36,9 @@ bool attend_head_avx512(const float* q, const float* keys, const float* values, 
                         float scale, float* scores, float* out);
 void attend_head_kv_scalar(const float* q, KvSlice keys, KvSlice values, int n, int hd, float scale, float* scores,
                            float* out);
+// F16 / Q8_0 keys or values (not both F32); false when it does not handle the case.
+bool attend_head_kv_avx2(const float* q, KvSlice keys, KvSlice values, int n, int hd, float scale, float* scores,
+                         float* out);
 bool attend_head_kv_avx512(const float* q, KvSlice keys, KvSlice values, int n, int hd, float scale, float* scores,
                            float* out);
 }  // namespace kernels
