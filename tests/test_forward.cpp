@@ -97,6 +97,44 @@ TEST_F(Forward, BatchOfSequencesEqualsEachAloneBitExactly) {
   EXPECT_EQ(a.cache().length(0), 7);
 }
 
+// The server's speculative verification in the batched pass: a sequence whose rows already
+// went through layers [0, E) (its drafts) enters the batch at layer E, beside sequences that
+// start at layer 0; each gives exactly what its whole forward alone gives.
+TEST_F(Forward, SequencesEnteringAtLaterLayersEqualEachAloneBitExactly) {
+  const int dim = model->config.dim, L = model->config.n_layers;
+  ASSERT_GE(L, 3);
+  ThreadPool pool(2);
+  const std::span<const int32_t> all(tokens);
+  const std::vector<std::span<const int32_t>> rows = {all.subspan(0, 4), all.subspan(2, 3), all.subspan(5, 5)};
+  const std::vector<int> entries = {0, 1, L - 1};
+  std::vector<std::unique_ptr<Context>> ctxs;
+  std::vector<BatchSeq> seqs;
+  std::vector<float> batch, expect;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const int64_t T = static_cast<int64_t>(rows[i].size());
+    ctxs.push_back(std::make_unique<Context>(*model, 0, pool));
+    std::vector<float> h(static_cast<size_t>(T) * dim);
+    embed(*model, rows[i], h.data());
+    forward(*ctxs.back(), h.data(), T, 0, entries[i]);  // the early layers, before the batch
+    batch.insert(batch.end(), h.begin(), h.end());
+    seqs.push_back({ctxs.back().get(), T});
+    Context alone(*model, 0, 1);
+    embed(*model, rows[i], h.data());
+    forward(alone, h.data(), T, 0, L);
+    expect.insert(expect.end(), h.begin(), h.end());
+  }
+  forward_batch_entering(seqs, entries, batch.data(), L);
+  EXPECT_EQ(max_abs_diff(batch, expect), 0.0f);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    for (int l = 0; l < L; ++l) EXPECT_EQ(ctxs[i]->cache().length(l), static_cast<int>(rows[i].size())) << i;
+  }
+  // Entries must not decrease (each layer range runs over a prefix of the rows) nor pass L.
+  const std::vector<int> decreasing = {0, 2, 1}, past = {0, 1, L + 1}, short_list = {0, 1};
+  EXPECT_THROW(forward_batch_entering(seqs, decreasing, batch.data(), L), Error);
+  EXPECT_THROW(forward_batch_entering(seqs, past, batch.data(), L), Error);
+  EXPECT_THROW(forward_batch_entering(seqs, short_list, batch.data(), L), Error);
+}
+
 TEST_F(Forward, LayerRangesComposeAndLateLayersMayLag) {
   // forward(0, 2) then forward(2, L) equals forward(0, L): the seam self-speculation uses.
   const int dim = model->config.dim, L = model->config.n_layers;

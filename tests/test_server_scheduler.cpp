@@ -5,7 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "decode/early_exit_drafter.h"
 #include "decode/generate.h"
+#include "decode/ngram_drafter.h"
 #include "server/scheduler.h"
 #include "test_util.h"
 
@@ -169,6 +171,74 @@ TEST_F(SchedulerTest, SpeculationGivesThePlainText) {
     EXPECT_EQ(collect(*t).tokens[0], expect) << "mode " << mode;
     EXPECT_EQ(collect(*other).tokens[0], plain(encode("The dog"), 30));
   }
+}
+
+// Speculating sequences verify inside the batched pass beside plain ones, self-speculation's
+// rows entering at their exit layers: each gives exactly what it gives alone, greedy (the
+// plain text) and sampled (the same seed, the same tokens), with the same rounds.
+TEST_F(SchedulerTest, SpeculativeRoundsInTheBatchEqualEachRunAlone) {
+  SchedulerOptions o;
+  o.slots = 5;
+  o.threads = 2;
+  o.batch_rows = 9;  // prompts in several chunks, beside the verifications
+  Scheduler scheduler(*model, o);
+  struct Case {
+    std::string prompt;
+    int exit_layer, lookup;
+    float temperature;
+  };
+  const std::vector<Case> cases = {{"Once upon a time, there was a little girl", 1, 0, 0.0f},
+                                   {"The cat sat on the mat and the cat sat", 3, 0, 0.0f},
+                                   {"Lily and Ben went to the park. Lily and Ben", 0, 2, 0.0f},
+                                   {"A big dog", 2, 0, 0.9f},
+                                   {"One day", 0, 0, 0.0f}};  // plain
+  const int kTokens = 40;
+  std::vector<std::shared_ptr<Task>> tasks;
+  for (const Case& c : cases) {
+    tasks.push_back(make_task({encode(c.prompt)}, kTokens, c.temperature, 1, 11));
+    GenerationRequest& r = const_cast<GenerationRequest&>(tasks.back()->request());
+    r.spec.exit_layer = c.exit_layer;
+    r.spec.lookup_ngram = c.lookup;
+    r.spec.draft_max = 3;
+    ASSERT_TRUE(scheduler.submit(tasks.back()));
+  }
+  int64_t drafted = 0, accepted = 0, rounds = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const std::vector<int32_t> prompt = encode(c.prompt);
+    const Result got = collect(*tasks[i]);
+    EXPECT_EQ(got.error, "");
+    if (c.exit_layer == 0 && c.lookup == 0) {
+      EXPECT_EQ(got.tokens[0], plain(prompt, kTokens));
+      continue;
+    }
+    // The same run alone.
+    Context ctx(*model, 0, 1);
+    const SamplerParams sp = tasks[i]->request().sampling;
+    Sampler sampler(sp);
+    std::unique_ptr<Drafter> drafter;
+    if (c.exit_layer > 0) drafter = std::make_unique<EarlyExitDrafter>(ctx, c.exit_layer, kDefaultDraftPMin);
+    else drafter = std::make_unique<NgramDrafter>(*model, c.lookup);
+    std::vector<int32_t> alone;
+    const SpecStats st = generate_speculative(ctx, sampler, *drafter, prompt, kTokens, SpecParams{3}, [&](int32_t t) {
+      alone.push_back(t);
+      return true;
+    });
+    EXPECT_EQ(got.tokens[0], alone) << c.prompt;
+    if (c.temperature == 0) {
+      EXPECT_EQ(got.tokens[0], plain(prompt, kTokens)) << c.prompt;
+    }
+    drafted += st.drafted;
+    accepted += st.accepted;
+    rounds += st.rounds;
+  }
+  while (scheduler.stats().requests < static_cast<int64_t>(cases.size()))
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const SchedulerStats stats = scheduler.stats();
+  EXPECT_EQ(stats.spec_rounds, rounds);
+  EXPECT_EQ(stats.draft_tokens, drafted);
+  EXPECT_EQ(stats.draft_accepted, accepted);
+  EXPECT_GT(accepted, 0);
 }
 
 // /metrics' skiff_prompt_tokens_total: exactly the prompt positions prefilled, by the batched

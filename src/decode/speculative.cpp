@@ -77,40 +77,54 @@ SpeculativeRun::SpeculativeRun(Context& target, Sampler& sampler, Drafter& draft
 }
 
 bool SpeculativeRun::round() {
-  if (emitter_.done()) return false;
-  const Clock::time_point round_start = Clock::now();
+  const std::optional<Verification> v = begin_round();
+  if (!v) return false;
   const ModelConfig& c = target_.model().config;
-  const int L = c.n_layers, V = c.vocab_size, dim = c.dim;
-  KvCache& cache = target_.cache();
-  GenerateStats& g = stats_.generation;
-  const int n = static_cast<int>(tokens_.size());
+  // ONE forward of the target over every position it has not seen, the drafts included.
+  forward(target_, hidden_.data(), v->rows, v->first_layer, c.n_layers);
+  logits_.resize(static_cast<size_t>(v->logit_rows) * c.vocab_size);
+  compute_logits(target_, hidden_.data() + static_cast<size_t>(v->rows - v->logit_rows) * c.dim, v->logit_rows,
+                 logits_.data());
+  return end_round(logits_.data());
+}
+
+std::optional<SpeculativeRun::Verification> SpeculativeRun::begin_round() {
+  if (emitter_.done()) return std::nullopt;
+  Pending& r = pending_;
+  r.start = Clock::now();
+  const int L = target_.model().config.n_layers, dim = target_.model().config.dim;
+  r.n = static_cast<int>(tokens_.size());
   // Positions n-1 .. n-1+k must fit the context, and a round yields at most k+1 tokens.
-  const int k_max = std::max(0, std::min({params_.draft_max, target_.context_length() - n, emitter_.remaining() - 1}));
+  const int k_max =
+      std::max(0, std::min({params_.draft_max, target_.context_length() - r.n, emitter_.remaining() - 1}));
   draft_.clear();
   drafter_.propose(tokens_, k_max, sampler_, draft_);
-  const int k = static_cast<int>(draft_.size());
-  if (k > k_max || draft_.dists.size() != draft_.tokens.size())
-    fail("drafter {} proposed {} tokens where at most {} were asked for", drafter_.name(), k, k_max);
+  r.k = static_cast<int>(draft_.size());
+  if (r.k > k_max || draft_.dists.size() != draft_.tokens.size())
+    fail("drafter {} proposed {} tokens where at most {} were asked for", drafter_.name(), r.k, k_max);
   seq_.assign(tokens_.begin(), tokens_.end());
   seq_.insert(seq_.end(), draft_.tokens.begin(), draft_.tokens.end());
-  const int from = cache.length(L - 1);
-  const int first = drafter_.verification_input(seq_, from, hidden_);
-  Clock::time_point t1 = Clock::now();
-  stats_.draft_seconds += seconds_between(round_start, t1);
+  const int from = target_.cache().length(L - 1);
+  r.first = drafter_.verification_input(seq_, from, hidden_);
+  // Every position the target has not seen, the drafts included.
+  r.T = static_cast<int64_t>(seq_.size()) - from;
+  if (hidden_.size() < static_cast<size_t>(r.T) * dim)
+    fail("drafter {} gave {} hidden values for {} positions", drafter_.name(), hidden_.size(), r.T);
+  r.drafted = Clock::now();
+  stats_.draft_seconds += seconds_between(r.start, r.drafted);
+  return Verification{hidden_.data(), r.T, r.first, r.k + 1};
+}
 
-  // ONE forward of the target over every position it has not seen, the drafts included.
-  const int T = static_cast<int>(seq_.size()) - from;
-  if (hidden_.size() < static_cast<size_t>(T) * dim)
-    fail("drafter {} gave {} hidden values for {} positions", drafter_.name(), hidden_.size(), T);
-  forward(target_, hidden_.data(), T, first, L);
-  logits_.resize(static_cast<size_t>(k + 1) * V);
-  compute_logits(target_, hidden_.data() + static_cast<size_t>(T - (k + 1)) * dim, k + 1, logits_.data());
-
+bool SpeculativeRun::end_round(const float* logits) {
+  const Pending& r = pending_;
+  const int V = target_.model().config.vocab_size;
+  const int n = r.n, k = r.k;
+  GenerateStats& g = stats_.generation;
   // Row i is the target's prediction after seq[0 .. n+i): it judges draft i, and row k
   // gives the bonus token when every draft passed.
   int accepted = 0, judged = 0;
   for (int i = 0; i <= k; ++i) {
-    std::span<const float> row(logits_.data() + static_cast<size_t>(i) * V, static_cast<size_t>(V));
+    std::span<const float> row(logits + static_cast<size_t>(i) * V, static_cast<size_t>(V));
     TokenDistribution p = sampler_.distribution(row, std::span<const int32_t>(seq_.data(), static_cast<size_t>(n + i)));
     if (i == k) {
       emitter_.push(sampler_.draw(p));
@@ -125,25 +139,26 @@ bool SpeculativeRun::round() {
   // Back to plain decoding's cache: every position but the newest token's (at EOS, which
   // is never appended, plain decoding has run the newest too).
   const int keep = static_cast<int>(tokens_.size()) - (g.hit_eos ? 0 : 1);
-  cache.truncate_all(keep);
+  target_.cache().truncate_all(keep);
   drafter_.accepted(static_cast<int>(tokens_.size()));
-  Clock::time_point t2 = Clock::now();
-  stats_.verify_seconds += seconds_between(t1, t2);
-  if (T == k + 1) {
+  const Clock::time_point end = Clock::now();
+  const double verify = seconds_between(r.drafted, end);
+  stats_.verify_seconds += verify;
+  if (r.T == k + 1) {
     ++stats_.steady_rounds;
-    stats_.steady_verify_seconds += seconds_between(t1, t2);
+    stats_.steady_verify_seconds += verify;
   }
   ++stats_.rounds;
   stats_.drafted += k;
   stats_.accepted += accepted;
-  stats_.verified_positions += T;
-  g.generate_seconds += seconds_between(round_start, t2);
-  drafter_.round_done(RoundFeedback{judged, accepted, T, seconds_between(t1, t2), T == k + 1,
-                                    static_cast<int>(tokens_.size()) - n, seconds_between(round_start, t2)});
+  stats_.verified_positions += r.T;
+  g.generate_seconds += seconds_between(r.start, end);
+  drafter_.round_done(RoundFeedback{judged, accepted, static_cast<int>(r.T), verify, r.T == k + 1,
+                                    static_cast<int>(tokens_.size()) - n, seconds_between(r.start, end)});
   stats_.draft_steps = drafter_.forward_steps() - steps_before_;
   if (on_round_) {
-    on_round_(SpecRound{std::span<const int32_t>(draft_.tokens), accepted, first, T, std::span<const int32_t>(tokens_),
-                        emitter_.done(), g.hit_eos});
+    on_round_(SpecRound{std::span<const int32_t>(draft_.tokens), accepted, r.first, static_cast<int>(r.T),
+                        std::span<const int32_t>(tokens_), emitter_.done(), g.hit_eos});
   }
   return !emitter_.done();
 }

@@ -17,7 +17,9 @@
 // the late layers start empty and catch up on the prompt in the first verification.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <functional>
 #include <span>
 #include <vector>
@@ -81,6 +83,22 @@ class SpeculativeRun {
                  int max_tokens, const SpecParams& params, const TokenCallback& on_token,
                  const RoundCallback& on_round = {});
   bool round();
+
+  // round() in two halves, for a caller that runs the verification inside its own batched
+  // pass with other sequences (the server's continuous batch): begin_round() drafts and says
+  // what to verify, or nothing once generation is over; the caller runs the target's layers
+  // [first_layer, L) over the `rows` hidden states in place (appending them to the target's
+  // cache) and computes the target's logits of the last `logit_rows` of them, which
+  // end_round() judges and emits. Returns as round().
+  struct Verification {
+    const float* hidden;  // [rows][dim], valid until end_round()
+    int64_t rows;
+    int first_layer;
+    int logit_rows;       // drafts + 1
+  };
+  std::optional<Verification> begin_round();
+  bool end_round(const float* logits);
+
   bool done() const { return emitter_.done(); }
   const SpecStats& stats() const { return stats_; }
   // The prompt and every emitted token.
@@ -100,6 +118,12 @@ class SpeculativeRun {
   Draft draft_;
   std::vector<int32_t> seq_;
   std::vector<float> hidden_, logits_;
+  // The round between begin_round() and end_round().
+  struct Pending {
+    std::chrono::steady_clock::time_point start, drafted;
+    int n = 0, k = 0, first = 0;
+    int64_t T = 0;
+  } pending_;
 };
 
 // Generates like generate() (same arguments, same stop rules) with drafts from `drafter`,

@@ -273,6 +273,25 @@ void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_laye
   finish_forward_batch(seqs, start_forward_batch(seqs, hidden, first_layer, last_layer), hidden);
 }
 
+void forward_batch_entering(std::span<const BatchSeq> seqs, std::span<const int> entry_layers, float* hidden,
+                            int last_layer) {
+  if (entry_layers.size() != seqs.size())
+    fail("forward_batch_entering: {} entry layers for {} sequences", entry_layers.size(), seqs.size());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (entry_layers[i] < 0 || entry_layers[i] > last_layer || (i > 0 && entry_layers[i] < entry_layers[i - 1]))
+      fail("forward_batch_entering: sequence {} enters at layer {} (entries must not decrease, at most {})", i,
+           entry_layers[i], last_layer);
+  }
+  // Layers [layer, next) run over the sequences that have entered by `layer`: a prefix.
+  size_t active = 0;
+  for (int layer = seqs.empty() ? last_layer : entry_layers[0]; layer < last_layer;) {
+    while (active < seqs.size() && entry_layers[active] <= layer) ++active;
+    const int next = active < seqs.size() ? entry_layers[active] : last_layer;
+    forward_batch(seqs.subspan(0, active), hidden, layer, next);
+    layer = next;
+  }
+}
+
 void copy_sequence_prefix(const Context& from, Context& to, int n) {
   to.cache().copy_prefix_from(from.cache(), n);
   if (to.remote_layers() != from.remote_layers()) fail("copy_sequence_prefix: the contexts are in different stages");

@@ -147,6 +147,14 @@ void forward_masked(Context& ctx, float* hidden, int64_t T, int first_layer, int
 // or a layer is neither stored here nor remote.
 void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_layer, int last_layer);
 
+// forward_batch where sequence i enters at layer entry_layers[i] (all leave at last_layer):
+// self-speculative verification, whose drafts already went through the early layers, batched
+// with sequences that start at layer 0. The entry layers must not decrease along seqs, so that
+// every layer range runs over a prefix of the rows. Throws Error for a decreasing or
+// out-of-range entry layer, or a mismatched count.
+void forward_batch_entering(std::span<const BatchSeq> seqs, std::span<const int> entry_layers, float* hidden,
+                            int last_layer);
+
 // forward_batch in two halves, for pipeline stages: start runs the local layers and hands
 // the later ones to the RemoteLayers without waiting, finish waits for them (seqs and
 // hidden as given to start, untouched in between). kNoTicket: every layer was local.

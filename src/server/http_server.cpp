@@ -574,6 +574,11 @@ std::string HttpServer::Impl::metrics() const {
   metric("prompt_tokens_cached_total", "counter", "Prompt tokens reused from a slot's cache.", double(s.cached_tokens));
   metric("generated_tokens_total", "counter", "Tokens generated.", double(s.generated_tokens));
   metric("steps_total", "counter", "Batched forward passes.", double(s.steps));
+  metric("speculative_rounds_total", "counter", "Speculative rounds (draft, then verify) of ended sequences.",
+         double(s.spec_rounds));
+  metric("draft_tokens_total", "counter", "Draft tokens proposed by speculative sequences that ended.",
+         double(s.draft_tokens));
+  metric("draft_tokens_accepted_total", "counter", "Of those, accepted by the model.", double(s.draft_accepted));
   metric("busy_seconds_total", "counter", "Seconds spent in forward passes and sampling.", s.busy_seconds);
   metric("tokens_per_second", "gauge", "Tokens (prompt and generated) per busy second since start.",
          s.busy_seconds > 0 ? double(s.prompt_tokens + s.generated_tokens) / s.busy_seconds : 0.0);

@@ -36,9 +36,10 @@ struct Scheduler::Slot {
   std::vector<double> pooled;  // embeddings: sum of the final normalized states
   int pooled_rows = 0;
   std::optional<JsonConstraint> json;  // response_format: the text so far, as JSON
-  // Speculative decoding (one round per step, outside the batched pass).
+  // Speculative decoding: a round per step, its verification in the batched pass.
   std::unique_ptr<Drafter> drafter;
   std::unique_ptr<SpeculativeRun> spec;
+  std::optional<SpeculativeRun::Verification> verification;  // this step's round, drafted
   bool stop_matched = false;
 
   bool busy() const { return task != nullptr; }
@@ -263,6 +264,13 @@ void Scheduler::release(Slot& slot) {
   cache.truncate_all(held);
   slot.tokens.resize(static_cast<size_t>(held));
   slot.task.reset();
+  if (slot.spec) {
+    const SpecStats& st = slot.spec->stats();
+    spec_rounds_ += st.rounds;
+    draft_tokens_ += st.drafted;
+    draft_accepted_ += st.accepted;
+  }
+  slot.verification.reset();
   slot.spec.reset();
   slot.drafter.reset();
   slot.json.reset();
@@ -327,31 +335,33 @@ void Scheduler::emit_token(Slot& slot, int32_t token, const float* logits) {
   else if (static_cast<int>(slot.tokens.size()) > context_length_) finish(slot, "length");
 }
 
-void Scheduler::spec_round(Slot& slot) {
+bool Scheduler::speculative(const Slot& slot) const {
+  return slot.busy() && slot.task->kind() == Task::Kind::kGenerate && slot.task->request().spec.enabled();
+}
+
+void Scheduler::start_spec(Slot& slot) {
+  // The batched pass has prefilled every prompt token but the newest, which the first
+  // round's verification takes (the run's invariant between rounds).
   const GenerationRequest& r = slot.task->request();
-  if (!slot.spec) {
-    if (r.spec.exit_layer > 0)
-      slot.drafter = std::make_unique<EarlyExitDrafter>(slot.ctx, r.spec.exit_layer, kDefaultDraftPMin,
-                                                        SelfSpecOptions{r.spec.adaptive, r.spec.lookup_ngram, options_.draft_head, r.spec.dynamic_exit});
-    else if (r.spec.lookup_ngram > 0) slot.drafter = std::make_unique<NgramDrafter>(model_, r.spec.lookup_ngram);
-    else if (options_.draft_model)  // its own small cache, one thread: the model thread's pool is busy
-      slot.drafter = std::make_unique<ModelDrafter>(model_, *options_.draft_model, context_length_, 1, kDefaultDraftPMin);
-    else fail("draft-model speculation was asked for but the server has no draft model");
-    SpecParams params;
-    params.draft_max = r.spec.draft_max;
-    const std::vector<int32_t> prompt = slot.tokens;
-    side_prompt_rows_ += static_cast<int64_t>(prompt.size()) - slot.cached();  // the run prefills them
-    Slot* s = &slot;
-    auto on_token = [this, s](int32_t token) {
-      s->tokens.push_back(token);
-      return !push_text(*s, token, nullptr);
-    };
-    // Prefills the prompt's uncached part (or lets the drafter's first pass do it).
-    slot.spec = std::make_unique<SpeculativeRun>(slot.ctx, *slot.sampler, *slot.drafter, prompt, slot.cached(),
-                                                 r.max_tokens, params, on_token);
-    return;
-  }
-  if (slot.spec->round()) return;
+  if (r.spec.exit_layer > 0)
+    slot.drafter = std::make_unique<EarlyExitDrafter>(slot.ctx, r.spec.exit_layer, kDefaultDraftPMin,
+                                                      SelfSpecOptions{r.spec.adaptive, r.spec.lookup_ngram, options_.draft_head, r.spec.dynamic_exit});
+  else if (r.spec.lookup_ngram > 0) slot.drafter = std::make_unique<NgramDrafter>(model_, r.spec.lookup_ngram);
+  else if (options_.draft_model)  // its own small cache, one thread: the model thread's pool is busy
+    slot.drafter = std::make_unique<ModelDrafter>(model_, *options_.draft_model, context_length_, 1, kDefaultDraftPMin);
+  else fail("draft-model speculation was asked for but the server has no draft model");
+  SpecParams params;
+  params.draft_max = r.spec.draft_max;
+  Slot* s = &slot;
+  auto on_token = [this, s](int32_t token) {
+    s->tokens.push_back(token);
+    return !push_text(*s, token, nullptr);
+  };
+  slot.spec = std::make_unique<SpeculativeRun>(slot.ctx, *slot.sampler, *slot.drafter, slot.tokens, slot.cached(),
+                                               r.max_tokens, params, on_token);
+}
+
+void Scheduler::end_spec(Slot& slot) {
   const GenerateStats& g = slot.spec->stats().generation;
   finish(slot, g.hit_eos || slot.stop_matched ? "stop" : "length");
 }
@@ -395,17 +405,39 @@ void Scheduler::step(int group) {
     }
   }
 
+  // Speculating sequences whose prompt is in draft first; their verification rows join the
+  // batch, entering at the layer their drafts reached. With pipeline stages (layers in other
+  // processes) a round runs on its own after the batch instead.
+  const bool remote = slots_[0]->ctx.remote_layers() != nullptr;
+  auto spec_ready = [&](const Slot& s) { return speculative(s) && mine(s) && !s.in_flight && s.uncached() == 1; };
+  std::vector<Slot*> verifying;
+  if (!remote) {
+    for (auto& s : slots_) {
+      if (!spec_ready(*s)) continue;
+      if (!s->spec) start_spec(*s);
+      s->verification = s->spec->begin_round();
+      if (s->verification) verifying.push_back(s.get());
+      else end_spec(*s);
+    }
+    std::stable_sort(verifying.begin(), verifying.end(), [](const Slot* a, const Slot* b) {
+      return a->verification->first_layer < b->verification->first_layer;
+    });
+  }
+
   // The rows of this step: decoding sequences first (one token each), so a long prompt never
-  // stalls them, then prompt chunks while the row budget lasts.
+  // stalls them, then speculative verifications, then prompt chunks while the row budget
+  // lasts (a speculating sequence's chunks stop short of its newest token, which its first
+  // round verifies). Verification rows go last in the batch, ordered by entry layer.
   flight.seqs.clear();
   flight.in_batch.clear();
   rows_.clear();
   int budget = options_.batch_rows;
   for (int pass = 0; pass < 2; ++pass) {
     for (auto& s : slots_) {
-      if (!s->busy() || !mine(*s) || s->leader || s->task->request().spec.enabled()) continue;
-      const int n = s->uncached();
-      if (n <= 0 || (pass == 0) != (n == 1)) continue;
+      if (!s->busy() || !mine(*s) || s->leader || s->in_flight) continue;
+      const bool spec = speculative(*s);
+      const int n = s->uncached() - (spec ? 1 : 0);
+      if (n <= 0 || (pass == 0) != (n == 1 && !spec)) continue;
       const int take = std::min(n, budget);
       if (take == 0) continue;
       budget -= take;
@@ -413,12 +445,31 @@ void Scheduler::step(int group) {
       flight.seqs.push_back({&s->ctx, take});
       flight.in_batch.push_back(s.get());
     }
+    if (pass == 0)
+      for (const Slot* s : verifying) budget -= static_cast<int>(s->verification->rows);
+    budget = std::max(budget, 0);
   }
-  if (!flight.seqs.empty()) {
-    const int64_t T = static_cast<int64_t>(rows_.size());
+  if (!flight.seqs.empty() || !verifying.empty()) {
+    const int64_t embedded = static_cast<int64_t>(rows_.size());
+    int64_t T = embedded;
+    for (const Slot* s : verifying) T += s->verification->rows;
     flight.hidden.resize(static_cast<size_t>(T) * c.dim);
     embed(model_, rows_, flight.hidden.data());
-    flight.ticket = start_forward_batch(flight.seqs, flight.hidden.data(), 0, c.n_layers);
+    entry_layers_.assign(flight.seqs.size(), 0);
+    float* out = flight.hidden.data() + static_cast<size_t>(embedded) * c.dim;
+    for (Slot* s : verifying) {
+      const SpeculativeRun::Verification& v = *s->verification;
+      out = std::copy(v.hidden, v.hidden + static_cast<size_t>(v.rows) * c.dim, out);
+      flight.seqs.push_back({&s->ctx, v.rows});
+      flight.in_batch.push_back(s);
+      entry_layers_.push_back(v.first_layer);
+    }
+    if (verifying.empty()) {
+      flight.ticket = start_forward_batch(flight.seqs, flight.hidden.data(), 0, c.n_layers);
+    } else {
+      forward_batch_entering(flight.seqs, entry_layers_, flight.hidden.data(), c.n_layers);
+      flight.ticket = kNoTicket;
+    }
     flight.active = true;
     for (Slot* s : flight.in_batch) s->in_flight = true;
     // One process (or one group): the pass is done, finish it now; pipeline stages with
@@ -428,12 +479,15 @@ void Scheduler::step(int group) {
       busy += T;
     }
   }
-  // Speculative sequences run a round each (drafting and verification are their own passes).
+  // Pipeline stages: speculative sequences run a round each, drafting and verification
+  // their own passes.
   for (auto& s : slots_) {
-    if (!s->busy() || !mine(*s) || s->task->kind() != Task::Kind::kGenerate || !s->task->request().spec.enabled())
-      continue;
+    if (!remote || !spec_ready(*s)) continue;
+    if (!s->spec) start_spec(*s);
     const int before = s->generated;
-    spec_round(*s);
+    const bool first = before == 0;
+    if (!s->spec->round()) end_spec(*s);
+    prompt_rows += first ? 1 : 0;  // the prompt's newest token went into the first round
     busy += std::max(1, s->generated - before);
   }
 
@@ -452,6 +506,9 @@ void Scheduler::step(int group) {
   side_prompt_rows_ = 0;
   stats_.generated_tokens = generated_;
   stats_.requests = finished_tasks_;
+  stats_.spec_rounds = spec_rounds_;
+  stats_.draft_tokens = draft_tokens_;
+  stats_.draft_accepted = draft_accepted_;
   stats_.slots_busy = slots_busy;
   stats_.kv_used = kv_used;
 }
@@ -470,9 +527,22 @@ int64_t Scheduler::finish_batch(Flight& flight) {
   std::vector<Slot*> sampled;
   last_hidden_.clear();
   int64_t row = 0;
+  std::vector<Slot*> verified;
+  spec_hidden_.clear();
   for (size_t i = 0; i < in_batch.size(); ++i) {
     Slot& s = *in_batch[i];
     const int64_t end = row + seqs[i].rows;
+    if (s.verification) {
+      // A speculative round: the target's logits of its drafts' positions and the next. Of
+      // its rows only the first round's first, the prompt's newest token, is the prompt's.
+      if (s.generated == 0) ++prompt_rows;
+      verified.push_back(&s);
+      const int64_t from = end - s.verification->logit_rows;
+      spec_hidden_.insert(spec_hidden_.end(), &hidden[static_cast<size_t>(from) * c.dim],
+                          &hidden[static_cast<size_t>(end) * c.dim]);
+      row = end;
+      continue;
+    }
     if (s.generated == 0) prompt_rows += seqs[i].rows;  // rows before the first token are the prompt's
     if (s.task->kind() == Task::Kind::kEmbed) {
       std::vector<float> norm(static_cast<size_t>(c.dim));
@@ -503,10 +573,23 @@ int64_t Scheduler::finish_batch(Flight& flight) {
     if (s->task->done()) ++finished_tasks_;
     release(*s);
   }
+  // One head pass for every row that needs logits: sampled sequences' last rows, then the
+  // speculative rounds' rows.
+  const int64_t k = static_cast<int64_t>(sampled.size());
+  last_hidden_.insert(last_hidden_.end(), spec_hidden_.begin(), spec_hidden_.end());
+  const int64_t logit_rows = static_cast<int64_t>(last_hidden_.size()) / c.dim;
+  if (logit_rows > 0) {
+    logits_.resize(static_cast<size_t>(logit_rows) * c.vocab_size);
+    compute_logits(slots_[0]->ctx, last_hidden_.data(), logit_rows, logits_.data());
+  }
+  int64_t spec_row = k;
+  for (Slot* s : verified) {
+    const float* logits = &logits_[static_cast<size_t>(spec_row) * c.vocab_size];
+    spec_row += s->verification->logit_rows;
+    s->verification.reset();
+    if (!s->spec->end_round(logits)) end_spec(*s);
+  }
   if (!sampled.empty()) {
-    const int64_t k = static_cast<int64_t>(sampled.size());
-    logits_.resize(static_cast<size_t>(k) * c.vocab_size);
-    compute_logits(slots_[0]->ctx, last_hidden_.data(), k, logits_.data());
     for (int64_t i = 0; i < k; ++i) {
       Slot& s = *sampled[static_cast<size_t>(i)];
       const float* logits = &logits_[static_cast<size_t>(i) * c.vocab_size];

@@ -10,6 +10,11 @@
 // rest (a chat's next turn re-reads nothing of its history). n > 1 prefills the prompt once
 // and copies its KV into the other choices' slots.
 //
+// Speculative sequences (self-speculation, lookup, a draft model) draft their round before
+// the pass, and the pass verifies the drafts with everyone else's rows: self-speculation's
+// rows enter at the exit layer their drafts reached (forward_batch_entering), so the late
+// layers, too, are read once per step for every sequence.
+//
 // Pipeline stages: slots form micro-batch groups that take turns; a group's step sends its
 // batch on to the later stages and the group's next turn waits for it, so stage 0 and the
 // later stages work on different groups at once.
@@ -61,6 +66,10 @@ struct SchedulerStats {
   int64_t cached_tokens = 0;     // reused from a slot's cache
   int64_t generated_tokens = 0;
   int64_t steps = 0;
+  // Speculative sequences (counted when each ends): rounds, drafts proposed, drafts accepted.
+  int64_t spec_rounds = 0;
+  int64_t draft_tokens = 0;
+  int64_t draft_accepted = 0;
   double busy_seconds = 0;       // in forward passes and sampling
   int queue_depth = 0;
   int slots_busy = 0;
@@ -103,7 +112,8 @@ class Scheduler {
   // A memory request's BOS and spliced entries into its slot's cache (throws Error).
   void splice_memory(Slot& slot, const GenerationRequest& r);
   // One turn of group `group` (every slot with one group): ends its batch in flight, frees
-  // ended tasks' slots, starts the next batch, runs speculative slots' rounds.
+  // ended tasks' slots, drafts speculative slots' rounds, runs the next batch, whose pass
+  // verifies the drafts (pipeline stages: the rounds run after it, on their own).
   void step(int group);
   // The part of a step after the batched pass: logits, sampling, embeddings. Returns the
   // prompt rows it read.
@@ -114,7 +124,12 @@ class Scheduler {
   void emit_token(Slot& slot, int32_t token, const float* logits);
   // Appends a generated token's text (stop strings held back); true when a stop string matched.
   bool push_text(Slot& slot, int32_t token, const float* logits);
-  void spec_round(Slot& slot);
+  // A speculating slot: its task asks for speculation (and is a generation).
+  bool speculative(const Slot& slot) const;
+  // Its drafter and run, once the batched pass has prefilled its prompt but the newest token.
+  void start_spec(Slot& slot);
+  // Its run has ended: finish the sequence.
+  void end_spec(Slot& slot);
 
   const Model& model_;
   const SchedulerOptions options_;
@@ -131,11 +146,13 @@ class Scheduler {
 
   // Model thread only: counters published into stats_ after each step, step buffers.
   int64_t finished_tasks_ = 0, generated_ = 0;
+  int64_t spec_rounds_ = 0, draft_tokens_ = 0, draft_accepted_ = 0;
   std::vector<int32_t> rows_;
   std::vector<Flight> flights_;  // per group
-  std::vector<float> last_hidden_, logits_, biased_;
+  std::vector<float> last_hidden_, spec_hidden_, logits_, biased_;
+  std::vector<int> entry_layers_;
   std::unique_ptr<JsonTokenMask> json_mask_;  // built at the first response_format request
-  int64_t side_prompt_rows_ = 0;  // prompt rows prefilled outside the batched pass (speculative runs, memory BOS)
+  int64_t side_prompt_rows_ = 0;  // prompt rows prefilled outside the batched pass (a memory's BOS)
   std::thread thread_;
 };
 
