@@ -314,6 +314,14 @@ TEST(ServerRequest, SpeculationExtensions) {
   const GenerationRequest r = parse_chat(chat({{"skiff", {{"self_spec", {{"exit_layer", 3}, {"draft_max", 6}}}}}}));
   EXPECT_EQ(r.spec.exit_layer, 3);
   EXPECT_EQ(r.spec.draft_max, 6);
+  EXPECT_EQ(r.spec.draft_p_min, kDefaultDraftPMin);
+  const GenerationRequest p =
+      parse_chat(chat({{"skiff", {{"self_spec", {{"exit_layer", 3}, {"draft_p_min", 0}}}}}}));
+  EXPECT_EQ(p.spec.draft_p_min, 0.0f);
+  expect_bad(chat({{"skiff", {{"self_spec", {{"exit_layer", 3}, {"draft_p_min", 1.5}}}}}}), Endpoint::kChat,
+             "skiff.self_spec.draft_p_min");
+  expect_bad(chat({{"skiff", {{"self_spec", {{"exit_layer", 3}, {"draft_p_min", "low"}}}}}}), Endpoint::kChat,
+             "skiff.self_spec.draft_p_min");
   const GenerationRequest l = parse_chat(chat({{"skiff", {{"lookup", json::object()}}}}));
   EXPECT_EQ(l.spec.lookup_ngram, 3);
   EXPECT_EQ(l.spec.draft_max, 4);

@@ -226,6 +226,9 @@ void register_serve(CLI::App& app) {
                   "output matrix, made once (output unchanged)");
   cmd->add_option("--draft-max", f->server.default_spec.draft_max, "most drafted tokens per round (default 4)")
       ->check(CLI::Range(1, 16));
+  cmd->add_option("--draft-p-min", f->server.default_spec.draft_p_min,
+                  "self-speculation and --draft-model: drafting stops below this top probability (default 0.8)")
+      ->check(CLI::Range(0.0, 1.0));
   add_stage_flags(cmd, f->stages);
   cmd->add_option("--micro-batches", f->micro_batches,
                   "with --stages: groups of slots whose batches overlap in the stages (default: one per stage, at "

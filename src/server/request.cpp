@@ -33,12 +33,14 @@ bool get_bool(const json& body, const char* name, bool fallback, const std::stri
   return v->get<bool>();
 }
 
-double get_number(const json& body, const char* name, double fallback, double lo, double hi) {
+double get_number(const json& body, const char* name, double fallback, double lo, double hi,
+                  const std::string& prefix = "") {
   const json* v = field(body, name);
   if (!v) return fallback;
-  if (!v->is_number()) bad_request(name, "'{}' must be a number, not {}", name, type_name(*v));
+  if (!v->is_number()) bad_request(prefix + name, "'{}{}' must be a number, not {}", prefix, name, type_name(*v));
   const double x = v->get<double>();
-  if (!std::isfinite(x) || x < lo || x > hi) bad_request(name, "'{}' must be in [{}, {}], got {}", name, lo, hi, x);
+  if (!std::isfinite(x) || x < lo || x > hi)
+    bad_request(prefix + name, "'{}{}' must be in [{}, {}], got {}", prefix, name, lo, hi, x);
   return x;
 }
 
@@ -144,6 +146,7 @@ void parse_skiff_extensions(const json& body, const ServedModel& model, Generati
   const json* draft = get_object(*ext, "draft_model", "skiff.");
   if ((self != nullptr) + (lookup != nullptr) + (draft != nullptr) > 1)
     bad_request("skiff", "choose one of skiff.self_spec, skiff.lookup and skiff.draft_model");
+  const double p_min = r.spec.draft_p_min;  // the server's --draft-p-min
   if (self) {
     r.spec = {};
     r.spec.exit_layer = static_cast<int>(
@@ -153,6 +156,8 @@ void parse_skiff_extensions(const json& body, const ServedModel& model, Generati
     r.spec.adaptive = get_bool(*self, "adaptive", false, "skiff.self_spec.");
     r.spec.lookup_ngram = static_cast<int>(get_integer(*self, "lookup_ngram", 0, 0, 8, "skiff.self_spec."));
     r.spec.dynamic_exit = get_bool(*self, "dynamic_exit", false, "skiff.self_spec.");
+    r.spec.draft_p_min =
+        static_cast<float>(get_number(*self, "draft_p_min", p_min, 0.0, 1.0, "skiff.self_spec."));
     if (r.spec.dynamic_exit && r.spec.adaptive)
       bad_request("skiff.self_spec", "'dynamic_exit' and 'adaptive' exclude each other");
   } else if (lookup) {
@@ -165,6 +170,8 @@ void parse_skiff_extensions(const json& body, const ServedModel& model, Generati
     r.spec = {};
     r.spec.draft_model = true;
     r.spec.draft_max = static_cast<int>(get_integer(*draft, "draft_max", 4, 1, 16, "skiff.draft_model."));
+    r.spec.draft_p_min =
+        static_cast<float>(get_number(*draft, "draft_p_min", p_min, 0.0, 1.0, "skiff.draft_model."));
   }
   // "speculative": false turns the server's default off for this request.
   if (!get_bool(*ext, "speculative", true, "skiff.")) r.spec = {};

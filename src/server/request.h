@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "decode/speculative.h"
 #include "sample/json_constraint.h"
 #include "sample/sampler.h"
 #include "tokenizer/chat_template.h"
@@ -50,6 +51,9 @@ struct SpecRequest {
   bool dynamic_exit = false;  // self-speculation: the exit layer chosen every round
   bool draft_model = false;  // the server's --draft-model drafts
   int draft_max = 4;
+  // Self-speculation and a draft model: drafting stops when the draft's top probability falls
+  // below this (not with `adaptive`).
+  float draft_p_min = kDefaultDraftPMin;
   bool enabled() const { return exit_layer > 0 || lookup_ngram > 0 || draft_model; }
 };
 

@@ -344,11 +344,11 @@ void Scheduler::start_spec(Slot& slot) {
   // round's verification takes (the run's invariant between rounds).
   const GenerationRequest& r = slot.task->request();
   if (r.spec.exit_layer > 0)
-    slot.drafter = std::make_unique<EarlyExitDrafter>(slot.ctx, r.spec.exit_layer, kDefaultDraftPMin,
+    slot.drafter = std::make_unique<EarlyExitDrafter>(slot.ctx, r.spec.exit_layer, r.spec.draft_p_min,
                                                       SelfSpecOptions{r.spec.adaptive, r.spec.lookup_ngram, options_.draft_head, r.spec.dynamic_exit});
   else if (r.spec.lookup_ngram > 0) slot.drafter = std::make_unique<NgramDrafter>(model_, r.spec.lookup_ngram);
   else if (options_.draft_model)  // its own small cache, one thread: the model thread's pool is busy
-    slot.drafter = std::make_unique<ModelDrafter>(model_, *options_.draft_model, context_length_, 1, kDefaultDraftPMin);
+    slot.drafter = std::make_unique<ModelDrafter>(model_, *options_.draft_model, context_length_, 1, r.spec.draft_p_min);
   else fail("draft-model speculation was asked for but the server has no draft model");
   SpecParams params;
   params.draft_max = r.spec.draft_max;
