@@ -135,6 +135,43 @@ TEST_F(Forward, SequencesEnteringAtLaterLayersEqualEachAloneBitExactly) {
   EXPECT_THROW(forward_batch_entering(seqs, short_list, batch.data(), L), Error);
 }
 
+// Lockstep self-speculative drafting: sequences leaving at different exit layers in one batch
+// give exactly the states and caches each gives alone over its layers [0, E).
+TEST_F(Forward, SequencesLeavingAtEarlierLayersEqualEachAloneBitExactly) {
+  const int dim = model->config.dim, L = model->config.n_layers;
+  ASSERT_GE(L, 3);
+  ThreadPool pool(2);
+  const std::span<const int32_t> all(tokens);
+  const std::vector<std::span<const int32_t>> rows = {all.subspan(0, 1), all.subspan(1, 3), all.subspan(4, 2),
+                                                      all.subspan(6, 1)};
+  const std::vector<int> exits = {L, L - 1, 1, 0};
+  std::vector<std::unique_ptr<Context>> ctxs;
+  std::vector<BatchSeq> seqs;
+  std::vector<float> batch, expect;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const int64_t T = static_cast<int64_t>(rows[i].size());
+    ctxs.push_back(std::make_unique<Context>(*model, 0, pool));
+    seqs.push_back({ctxs.back().get(), T});
+    std::vector<float> h(static_cast<size_t>(T) * dim);
+    embed(*model, rows[i], h.data());
+    batch.insert(batch.end(), h.begin(), h.end());
+    Context alone(*model, 0, 1);
+    forward(alone, h.data(), T, 0, exits[i]);
+    expect.insert(expect.end(), h.begin(), h.end());
+  }
+  forward_batch_leaving(seqs, exits, batch.data());
+  EXPECT_EQ(max_abs_diff(batch, expect), 0.0f);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    for (int l = 0; l < L; ++l) {
+      EXPECT_EQ(ctxs[i]->cache().length(l), l < exits[i] ? static_cast<int>(rows[i].size()) : 0) << i << " " << l;
+    }
+  }
+  const std::vector<int> increasing = {1, 2, 1, 0}, past = {L + 1, 1, 1, 0}, short_list = {2, 1};
+  EXPECT_THROW(forward_batch_leaving(seqs, increasing, batch.data()), Error);
+  EXPECT_THROW(forward_batch_leaving(seqs, past, batch.data()), Error);
+  EXPECT_THROW(forward_batch_leaving(seqs, short_list, batch.data()), Error);
+}
+
 TEST_F(Forward, LayerRangesComposeAndLateLayersMayLag) {
   // forward(0, 2) then forward(2, L) equals forward(0, L): the seam self-speculation uses.
   const int dim = model->config.dim, L = model->config.n_layers;

@@ -174,11 +174,13 @@ TEST_F(SchedulerTest, SpeculationGivesThePlainText) {
 }
 
 // Speculating sequences verify inside the batched pass beside plain ones, self-speculation's
-// rows entering at their exit layers: each gives exactly what it gives alone, greedy (the
-// plain text) and sampled (the same seed, the same tokens), with the same rounds.
+// rows entering at their exit layers, and self-speculating ones draft in lockstep (their
+// draft steps batched, leaving at their exits): each gives exactly what it gives alone,
+// greedy (the plain text) and sampled (the same seed, the same tokens), with the same
+// rounds, drafts and acceptances.
 TEST_F(SchedulerTest, SpeculativeRoundsInTheBatchEqualEachRunAlone) {
   SchedulerOptions o;
-  o.slots = 5;
+  o.slots = 6;
   o.threads = 2;
   o.batch_rows = 9;  // prompts in several chunks, beside the verifications
   Scheduler scheduler(*model, o);
@@ -191,6 +193,7 @@ TEST_F(SchedulerTest, SpeculativeRoundsInTheBatchEqualEachRunAlone) {
                                    {"The cat sat on the mat and the cat sat", 3, 0, 0.0f},
                                    {"Lily and Ben went to the park. Lily and Ben", 0, 2, 0.0f},
                                    {"A big dog", 2, 0, 0.9f},
+                                   {"Tim had a red ball. Tim had a", 2, 2, 0.0f},  // lookup, then the exit
                                    {"One day", 0, 0, 0.0f}};  // plain
   const int kTokens = 40;
   std::vector<std::shared_ptr<Task>> tasks;
@@ -217,7 +220,9 @@ TEST_F(SchedulerTest, SpeculativeRoundsInTheBatchEqualEachRunAlone) {
     const SamplerParams sp = tasks[i]->request().sampling;
     Sampler sampler(sp);
     std::unique_ptr<Drafter> drafter;
-    if (c.exit_layer > 0) drafter = std::make_unique<EarlyExitDrafter>(ctx, c.exit_layer, kDefaultDraftPMin);
+    SelfSpecOptions self_spec;
+    self_spec.lookup_ngram = c.lookup;
+    if (c.exit_layer > 0) drafter = std::make_unique<EarlyExitDrafter>(ctx, c.exit_layer, kDefaultDraftPMin, self_spec);
     else drafter = std::make_unique<NgramDrafter>(*model, c.lookup);
     std::vector<int32_t> alone;
     const SpecStats st = generate_speculative(ctx, sampler, *drafter, prompt, kTokens, SpecParams{3}, [&](int32_t t) {

@@ -128,51 +128,90 @@ void EarlyExitDrafter::start(std::span<const int32_t> prompt) {
   forward(ctx_, exit_states_.data(), T, 0, exit_layer_);
 }
 
-bool EarlyExitDrafter::draft_from(const float* h, std::vector<int32_t>& history, Sampler& sampler, Draft& out) {
-  compute_logits(ctx_, h, 1, logits_.data(), options_.head ? &options_.head->view : nullptr);
-  const float confidence = top_probability(logits_);
+bool EarlyExitDrafter::draft_from(std::span<const float> logits) {
+  const float confidence = top_probability(logits);
   // Unsure: stop; the state stays for verification.
   if (options_.adaptive ? !policy_.include(confidence) : confidence < p_min_) return false;
-  TokenDistribution q = sampler.distribution(logits_, history);
-  const int32_t token = sampler.draw(q);
-  history.push_back(token);
-  out.push(token, std::move(q));
+  TokenDistribution q = sampler_->distribution(logits, history_);
+  const int32_t token = sampler_->draw(q);
+  history_.push_back(token);
+  out_->push(token, std::move(q));
   return !target_.tokenizer->is_eog(token);  // nothing follows the end
 }
 
-void EarlyExitDrafter::propose(std::span<const int32_t> tokens, int max_drafts, Sampler& sampler,
-                               Draft& out) {
-  using Clock = std::chrono::steady_clock;
+void EarlyExitDrafter::next_early_step(bool more) {
+  early_.clear();
+  early_wants_logits_ = false;
+  early_is_draft_step_ = false;
+  const size_t have = static_cast<size_t>(exit_from_ + exit_count());
+  if (more && static_cast<int>(out_->size()) < max_drafts_) {
+    early_.push_back(history_.back());
+    early_wants_logits_ = early_is_draft_step_ = true;
+  } else if (history_.size() > have) {
+    // What no step has run (the final draft; the newest token when nothing was drafted):
+    // verification enters at layer E for every position.
+    early_.assign(history_.begin() + static_cast<std::ptrdiff_t>(have), history_.end());
+  }
+  step_start_ = std::chrono::steady_clock::now();
+}
+
+void EarlyExitDrafter::begin_proposal(std::span<const int32_t> tokens, int max_drafts, Sampler& sampler,
+                                      Draft& out) {
   // A new exit only between rounds with nothing kept: the first round verifies the prompt's
   // exit states, made at the first exit layer.
   if (options_.dynamic_exit && exit_states_.empty()) exit_layer_ = choose_exit(max_drafts);
   policy_.begin_round();
-  std::vector<int32_t> history(tokens.begin(), tokens.end());
+  history_.assign(tokens.begin(), tokens.end());
+  max_drafts_ = max_drafts;
+  sampler_ = &sampler;
+  out_ = &out;
   if (options_.lookup_ngram > 0 && max_drafts > 0) {
     Draft found;
     lookup_drafts(tokens, options_.lookup_ngram, max_drafts, *target_.tokenizer, found);
     for (size_t i = 0; i < found.size() && (!options_.adaptive || policy_.include(-1.0f)); ++i) {
-      history.push_back(found.tokens[i]);
+      history_.push_back(found.tokens[i]);
       out.push(found.tokens[i], std::move(found.dists[i]));
     }
     if (!out.tokens.empty()) {
-      if (static_cast<int>(out.size()) == max_drafts || target_.tokenizer->is_eog(out.tokens.back()) ||
-          out.size() < found.size())
-        return;
+      const bool done = static_cast<int>(out.size()) == max_drafts || target_.tokenizer->is_eog(out.tokens.back()) ||
+                        out.size() < found.size();
       // Dry before the limit: the newest token and the lookup drafts through layers 0..E-1
-      // in one batch, and the early exit drafts on from the last.
-      std::vector<int32_t> batch{tokens.back()};
-      batch.insert(batch.end(), out.tokens.begin(), out.tokens.end());
-      if (!draft_from(run_early(batch), history, sampler, out)) return;
+      // in one step, and the early exit drafts on from the last. Done: the step runs them
+      // without drafting on.
+      early_.assign(tokens.end() - 1, tokens.end());
+      early_.insert(early_.end(), out.tokens.begin(), out.tokens.end());
+      early_wants_logits_ = !done;
+      early_is_draft_step_ = false;
+      return;
     }
   }
-  while (static_cast<int>(out.size()) < max_drafts) {
-    const Clock::time_point t0 = Clock::now();
-    const int32_t current = history.back();
-    const float* h = run_early(std::span<const int32_t>(&current, 1));
-    const bool more = draft_from(h, history, sampler, out);
-    policy_.draft_step(std::chrono::duration<double>(Clock::now() - t0).count());
-    if (!more) break;
+  next_early_step(true);
+}
+
+void EarlyExitDrafter::early_done(const float* states) {
+  exit_states_.insert(exit_states_.end(), states, states + early_.size() * static_cast<size_t>(dim_));
+  ++forward_steps_;
+  if (!early_wants_logits_) early_.clear();  // the final pass: the proposal is complete
+}
+
+void EarlyExitDrafter::drafted(std::span<const float> logits) {
+  const bool more = draft_from(logits);
+  if (early_is_draft_step_)
+    policy_.draft_step(std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start_).count());
+  next_early_step(more);
+}
+
+void EarlyExitDrafter::propose(std::span<const int32_t> tokens, int max_drafts, Sampler& sampler, Draft& out) {
+  begin_proposal(tokens, max_drafts, sampler, out);
+  while (!early_.empty()) {
+    const std::vector<int32_t> step = early_;
+    const float* h = run_early(step);
+    if (!early_wants_logits_) {
+      early_.clear();
+      break;
+    }
+    compute_logits(ctx_, h, 1, logits_.data(), head());
+    drafted(logits_);
   }
 }
 

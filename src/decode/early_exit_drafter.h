@@ -63,6 +63,21 @@ class EarlyExitDrafter : public Drafter {
   void accepted(int n) override;
   void round_done(const RoundFeedback& feedback) override;
 
+  // propose() as steps, for a caller that runs several drafters' early passes in one batch
+  // (the server's slots): begin_proposal() takes propose()'s arguments (kept until the proposal
+  // is complete); then while early_tokens() is not empty, the caller runs those tokens
+  // through layers [0, exit_layer()) of this drafter's context, at its cache's next
+  // positions, hands their states to early_done(), and, when wants_logits(), the early
+  // head's logits of the last state (head()) to drafted(). The last step of a round runs the
+  // final draft, which verification needs through the early layers too, without logits.
+  void begin_proposal(std::span<const int32_t> tokens, int max_drafts, Sampler& sampler, Draft& out);
+  std::span<const int32_t> early_tokens() const { return early_; }
+  bool wants_logits() const { return early_wants_logits_; }
+  void early_done(const float* states);
+  void drafted(std::span<const float> logits);
+  // The early head: the draft head's copy, or null for the model's output matrix.
+  const TensorView* head() const { return options_.head ? &options_.head->view : nullptr; }
+
   int exit_layer() const { return exit_layer_; }  // this round's
   // Positions whose exit state is kept for the next verification, starting at position
   // exit_from(); both for tests.
@@ -76,8 +91,21 @@ class EarlyExitDrafter : public Drafter {
   const float* run_early(std::span<const int32_t> tokens);
   // dynamic_exit: the exit layer with the best expected tokens per weight byte read.
   int choose_exit(int max_drafts);
-  // The next draft from the exit state `h`: false when drafting should stop.
-  bool draft_from(const float* h, std::vector<int32_t>& history, Sampler& sampler, Draft& out);
+  // The next draft from the early head's logits: false when drafting should stop.
+  bool draft_from(std::span<const float> logits);
+  // After a draft step: the next early step (the newest token while drafts are wanted), the
+  // final draft's pass without logits, or none.
+  void next_early_step(bool more);
+
+  // The proposal in progress (begin_proposal .. the last step).
+  std::vector<int32_t> history_;
+  int max_drafts_ = 0;
+  Sampler* sampler_ = nullptr;
+  Draft* out_ = nullptr;
+  std::vector<int32_t> early_;  // tokens of the next early step
+  bool early_wants_logits_ = false;
+  bool early_is_draft_step_ = false;  // a one-token draft step, timed for the policy
+  std::chrono::steady_clock::time_point step_start_;
 
   Context& ctx_;
   int exit_layer_;

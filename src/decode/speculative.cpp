@@ -89,19 +89,29 @@ bool SpeculativeRun::round() {
 }
 
 std::optional<SpeculativeRun::Verification> SpeculativeRun::begin_round() {
+  const std::optional<Proposal> p = start_round();
+  if (!p) return std::nullopt;
+  drafter_.propose(p->tokens, p->max_drafts, *p->sampler, *p->out);
+  return drafted();
+}
+
+std::optional<SpeculativeRun::Proposal> SpeculativeRun::start_round() {
   if (emitter_.done()) return std::nullopt;
   Pending& r = pending_;
   r.start = Clock::now();
-  const int L = target_.model().config.n_layers, dim = target_.model().config.dim;
   r.n = static_cast<int>(tokens_.size());
   // Positions n-1 .. n-1+k must fit the context, and a round yields at most k+1 tokens.
-  const int k_max =
-      std::max(0, std::min({params_.draft_max, target_.context_length() - r.n, emitter_.remaining() - 1}));
+  r.k_max = std::max(0, std::min({params_.draft_max, target_.context_length() - r.n, emitter_.remaining() - 1}));
   draft_.clear();
-  drafter_.propose(tokens_, k_max, sampler_, draft_);
+  return Proposal{tokens_, r.k_max, &sampler_, &draft_};
+}
+
+SpeculativeRun::Verification SpeculativeRun::drafted() {
+  Pending& r = pending_;
+  const int L = target_.model().config.n_layers, dim = target_.model().config.dim;
   r.k = static_cast<int>(draft_.size());
-  if (r.k > k_max || draft_.dists.size() != draft_.tokens.size())
-    fail("drafter {} proposed {} tokens where at most {} were asked for", drafter_.name(), r.k, k_max);
+  if (r.k > r.k_max || draft_.dists.size() != draft_.tokens.size())
+    fail("drafter {} proposed {} tokens where at most {} were asked for", drafter_.name(), r.k, r.k_max);
   seq_.assign(tokens_.begin(), tokens_.end());
   seq_.insert(seq_.end(), draft_.tokens.begin(), draft_.tokens.end());
   const int from = target_.cache().length(L - 1);

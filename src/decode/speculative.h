@@ -99,6 +99,20 @@ class SpeculativeRun {
   std::optional<Verification> begin_round();
   bool end_round(const float* logits);
 
+  // begin_round() in two halves, for a caller that runs several drafters together (the
+  // server drafts every self-speculating slot in lockstep): start_round() says what to
+  // propose (nothing once generation is over), the caller proposes into `out` as
+  // drafter.propose(tokens, max_drafts, *sampler, *out) would, and drafted() prepares the
+  // verification.
+  struct Proposal {
+    std::span<const int32_t> tokens;
+    int max_drafts;
+    Sampler* sampler;
+    Draft* out;
+  };
+  std::optional<Proposal> start_round();
+  Verification drafted();
+
   bool done() const { return emitter_.done(); }
   const SpecStats& stats() const { return stats_; }
   // The prompt and every emitted token.
@@ -121,7 +135,7 @@ class SpeculativeRun {
   // The round between begin_round() and end_round().
   struct Pending {
     std::chrono::steady_clock::time_point start, drafted;
-    int n = 0, k = 0, first = 0;
+    int n = 0, k_max = 0, k = 0, first = 0;
     int64_t T = 0;
   } pending_;
 };

@@ -292,6 +292,26 @@ void forward_batch_entering(std::span<const BatchSeq> seqs, std::span<const int>
   }
 }
 
+void forward_batch_leaving(std::span<const BatchSeq> seqs, std::span<const int> exit_layers, float* hidden) {
+  if (exit_layers.size() != seqs.size())
+    fail("forward_batch_leaving: {} exit layers for {} sequences", exit_layers.size(), seqs.size());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const int L = seqs[i].ctx->model().config.n_layers;
+    if (exit_layers[i] < 0 || exit_layers[i] > L || (i > 0 && exit_layers[i] > exit_layers[i - 1]))
+      fail("forward_batch_leaving: sequence {} leaves at layer {} (exits must not increase, at most {})", i,
+           exit_layers[i], L);
+  }
+  // Layers [layer, next) run over the sequences still in at `layer`: a prefix.
+  size_t active = seqs.size();
+  for (int layer = 0;; ) {
+    while (active > 0 && exit_layers[active - 1] <= layer) --active;
+    if (active == 0) break;
+    const int next = exit_layers[active - 1];
+    forward_batch(seqs.subspan(0, active), hidden, layer, next);
+    layer = next;
+  }
+}
+
 void copy_sequence_prefix(const Context& from, Context& to, int n) {
   to.cache().copy_prefix_from(from.cache(), n);
   if (to.remote_layers() != from.remote_layers()) fail("copy_sequence_prefix: the contexts are in different stages");

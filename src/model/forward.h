@@ -155,6 +155,12 @@ void forward_batch(std::span<const BatchSeq> seqs, float* hidden, int first_laye
 void forward_batch_entering(std::span<const BatchSeq> seqs, std::span<const int> entry_layers, float* hidden,
                             int last_layer);
 
+// forward_batch where sequence i runs layers [0, exit_layers[i]): several self-speculating
+// sequences' draft steps at their own exit layers in one batch. The exit layers must not
+// increase along seqs, so that every layer range runs over a prefix of the rows. Throws
+// Error for an increasing or out-of-range exit layer, or a mismatched count.
+void forward_batch_leaving(std::span<const BatchSeq> seqs, std::span<const int> exit_layers, float* hidden);
+
 // forward_batch in two halves, for pipeline stages: start runs the local layers and hands
 // the later ones to the RemoteLayers without waiting, finish waits for them (seqs and
 // hidden as given to start, untouched in between). kNoTicket: every layer was local.

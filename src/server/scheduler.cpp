@@ -38,6 +38,7 @@ struct Scheduler::Slot {
   std::optional<JsonConstraint> json;  // response_format: the text so far, as JSON
   // Speculative decoding: a round per step, its verification in the batched pass.
   std::unique_ptr<Drafter> drafter;
+  EarlyExitDrafter* early = nullptr;  // the drafter, when it is self-speculation's
   std::unique_ptr<SpeculativeRun> spec;
   std::optional<SpeculativeRun::Verification> verification;  // this step's round, drafted
   bool stop_matched = false;
@@ -272,6 +273,7 @@ void Scheduler::release(Slot& slot) {
   }
   slot.verification.reset();
   slot.spec.reset();
+  slot.early = nullptr;
   slot.drafter.reset();
   slot.json.reset();
   slot.leader = nullptr;
@@ -343,10 +345,13 @@ void Scheduler::start_spec(Slot& slot) {
   // The batched pass has prefilled every prompt token but the newest, which the first
   // round's verification takes (the run's invariant between rounds).
   const GenerationRequest& r = slot.task->request();
-  if (r.spec.exit_layer > 0)
-    slot.drafter = std::make_unique<EarlyExitDrafter>(slot.ctx, r.spec.exit_layer, r.spec.draft_p_min,
-                                                      SelfSpecOptions{r.spec.adaptive, r.spec.lookup_ngram, options_.draft_head, r.spec.dynamic_exit});
-  else if (r.spec.lookup_ngram > 0) slot.drafter = std::make_unique<NgramDrafter>(model_, r.spec.lookup_ngram);
+  if (r.spec.exit_layer > 0) {
+    auto early = std::make_unique<EarlyExitDrafter>(
+        slot.ctx, r.spec.exit_layer, r.spec.draft_p_min,
+        SelfSpecOptions{r.spec.adaptive, r.spec.lookup_ngram, options_.draft_head, r.spec.dynamic_exit});
+    slot.early = early.get();
+    slot.drafter = std::move(early);
+  } else if (r.spec.lookup_ngram > 0) slot.drafter = std::make_unique<NgramDrafter>(model_, r.spec.lookup_ngram);
   else if (options_.draft_model)  // its own small cache, one thread: the model thread's pool is busy
     slot.drafter = std::make_unique<ModelDrafter>(model_, *options_.draft_model, context_length_, 1, r.spec.draft_p_min);
   else fail("draft-model speculation was asked for but the server has no draft model");
@@ -410,14 +415,27 @@ void Scheduler::step(int group) {
   // processes) a round runs on its own after the batch instead.
   const bool remote = slots_[0]->ctx.remote_layers() != nullptr;
   auto spec_ready = [&](const Slot& s) { return speculative(s) && mine(s) && !s.in_flight && s.uncached() == 1; };
-  std::vector<Slot*> verifying;
+  std::vector<Slot*> verifying, lockstep;
   if (!remote) {
     for (auto& s : slots_) {
       if (!spec_ready(*s)) continue;
       if (!s->spec) start_spec(*s);
-      s->verification = s->spec->begin_round();
-      if (s->verification) verifying.push_back(s.get());
-      else end_spec(*s);
+      const std::optional<SpeculativeRun::Proposal> p = s->spec->start_round();
+      if (!p) {
+        end_spec(*s);
+      } else if (s->early) {
+        s->early->begin_proposal(p->tokens, p->max_drafts, *p->sampler, *p->out);
+        lockstep.push_back(s.get());
+      } else {
+        s->drafter->propose(p->tokens, p->max_drafts, *p->sampler, *p->out);
+        s->verification = s->spec->drafted();
+        verifying.push_back(s.get());
+      }
+    }
+    draft_in_lockstep(lockstep);
+    for (Slot* s : lockstep) {
+      s->verification = s->spec->drafted();
+      verifying.push_back(s);
     }
     std::stable_sort(verifying.begin(), verifying.end(), [](const Slot* a, const Slot* b) {
       return a->verification->first_layer < b->verification->first_layer;
@@ -511,6 +529,62 @@ void Scheduler::step(int group) {
   stats_.draft_accepted = draft_accepted_;
   stats_.slots_busy = slots_busy;
   stats_.kv_used = kv_used;
+}
+
+void Scheduler::draft_in_lockstep(const std::vector<Slot*>& slots) {
+  // Each pass runs, for every self-speculating slot still drafting, its next early step (one
+  // token: the newest or its last draft; lookup drafts: several) through layers [0, E) of
+  // its own exit E, then one early-head pass over the last states of those that draft on.
+  // Slots leaving earlier go last in the batch (forward_batch_leaving).
+  const ModelConfig& c = model_.config;
+  std::vector<Slot*> step;
+  for (;;) {
+    step.clear();
+    for (Slot* s : slots)
+      if (!s->early->early_tokens().empty()) step.push_back(s);
+    if (step.empty()) return;
+    std::stable_sort(step.begin(), step.end(),
+                     [](const Slot* a, const Slot* b) { return a->early->exit_layer() > b->early->exit_layer(); });
+    draft_rows_.clear();
+    draft_seqs_.clear();
+    exit_layers_.clear();
+    for (Slot* s : step) {
+      const std::span<const int32_t> t = s->early->early_tokens();
+      draft_rows_.insert(draft_rows_.end(), t.begin(), t.end());
+      draft_seqs_.push_back({&s->ctx, static_cast<int64_t>(t.size())});
+      exit_layers_.push_back(s->early->exit_layer());
+    }
+    draft_hidden_.resize(draft_rows_.size() * static_cast<size_t>(c.dim));
+    embed(model_, draft_rows_, draft_hidden_.data());
+    forward_batch_leaving(draft_seqs_, exit_layers_, draft_hidden_.data());
+    // The early head over the last state of each slot that drafts on (one head: every
+    // slot's is the server's --draft-head copy or the model's output).
+    head_states_.clear();
+    std::vector<bool> wants(step.size());
+    int64_t row = 0;
+    for (size_t i = 0; i < step.size(); ++i) {
+      row += draft_seqs_[i].rows;
+      wants[i] = step[i]->early->wants_logits();
+      if (!wants[i]) continue;
+      if (step[i]->early->head() != step[0]->early->head()) fail("self-speculating slots with different early heads");
+      const float* h = &draft_hidden_[static_cast<size_t>(row - 1) * c.dim];
+      head_states_.insert(head_states_.end(), h, h + c.dim);
+    }
+    const int64_t heads = static_cast<int64_t>(head_states_.size()) / c.dim;
+    if (heads > 0) {
+      draft_logits_.resize(static_cast<size_t>(heads) * c.vocab_size);
+      compute_logits(step[0]->ctx, head_states_.data(), heads, draft_logits_.data(), step[0]->early->head());
+    }
+    row = 0;
+    int64_t head_row = 0;
+    for (size_t i = 0; i < step.size(); ++i) {
+      EarlyExitDrafter& d = *step[i]->early;
+      d.early_done(&draft_hidden_[static_cast<size_t>(row) * c.dim]);
+      row += draft_seqs_[i].rows;
+      if (!wants[i]) continue;
+      d.drafted({&draft_logits_[static_cast<size_t>(head_row++) * c.vocab_size], static_cast<size_t>(c.vocab_size)});
+    }
+  }
 }
 
 int64_t Scheduler::finish_batch(Flight& flight) {

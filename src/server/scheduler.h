@@ -13,7 +13,9 @@
 // Speculative sequences (self-speculation, lookup, a draft model) draft their round before
 // the pass, and the pass verifies the drafts with everyone else's rows: self-speculation's
 // rows enter at the exit layer their drafts reached (forward_batch_entering), so the late
-// layers, too, are read once per step for every sequence.
+// layers, too, are read once per step for every sequence. Self-speculating sequences draft
+// in lockstep: each draft step of all of them is one batched pass over the early layers
+// (forward_batch_leaving) and one early-head pass.
 //
 // Pipeline stages: slots form micro-batch groups that take turns; a group's step sends its
 // batch on to the later stages and the group's next turn waits for it, so stage 0 and the
@@ -130,6 +132,9 @@ class Scheduler {
   void start_spec(Slot& slot);
   // Its run has ended: finish the sequence.
   void end_spec(Slot& slot);
+  // Self-speculating slots' proposals (begun), drafted together: each draft step of all of
+  // them in one batched pass over the early layers and one early-head pass.
+  void draft_in_lockstep(const std::vector<Slot*>& slots);
 
   const Model& model_;
   const SchedulerOptions options_;
@@ -150,7 +155,10 @@ class Scheduler {
   std::vector<int32_t> rows_;
   std::vector<Flight> flights_;  // per group
   std::vector<float> last_hidden_, spec_hidden_, logits_, biased_;
-  std::vector<int> entry_layers_;
+  std::vector<int> entry_layers_, exit_layers_;
+  std::vector<int32_t> draft_rows_;
+  std::vector<BatchSeq> draft_seqs_;
+  std::vector<float> draft_hidden_, head_states_, draft_logits_;
   std::unique_ptr<JsonTokenMask> json_mask_;  // built at the first response_format request
   int64_t side_prompt_rows_ = 0;  // prompt rows prefilled outside the batched pass (a memory's BOS)
   std::thread thread_;
