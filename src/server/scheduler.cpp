@@ -410,37 +410,8 @@ void Scheduler::step(int group) {
     }
   }
 
-  // Speculating sequences whose prompt is in draft first; their verification rows join the
-  // batch, entering at the layer their drafts reached. With pipeline stages (layers in other
-  // processes) a round runs on its own after the batch instead.
-  const bool remote = slots_[0]->ctx.remote_layers() != nullptr;
-  auto spec_ready = [&](const Slot& s) { return speculative(s) && mine(s) && !s.in_flight && s.uncached() == 1; };
-  std::vector<Slot*> verifying, lockstep;
-  if (!remote) {
-    for (auto& s : slots_) {
-      if (!spec_ready(*s)) continue;
-      if (!s->spec) start_spec(*s);
-      const std::optional<SpeculativeRun::Proposal> p = s->spec->start_round();
-      if (!p) {
-        end_spec(*s);
-      } else if (s->early) {
-        s->early->begin_proposal(p->tokens, p->max_drafts, *p->sampler, *p->out);
-        lockstep.push_back(s.get());
-      } else {
-        s->drafter->propose(p->tokens, p->max_drafts, *p->sampler, *p->out);
-        s->verification = s->spec->drafted();
-        verifying.push_back(s.get());
-      }
-    }
-    draft_in_lockstep(lockstep);
-    for (Slot* s : lockstep) {
-      s->verification = s->spec->drafted();
-      verifying.push_back(s);
-    }
-    std::stable_sort(verifying.begin(), verifying.end(), [](const Slot* a, const Slot* b) {
-      return a->verification->first_layer < b->verification->first_layer;
-    });
-  }
+  // Speculating sequences draft first; their verification rows join the batch.
+  const std::vector<Slot*> verifying = draft_rounds(group);
 
   // The rows of this step: decoding sequences first (one token each), so a long prompt never
   // stalls them, then speculative verifications, then prompt chunks while the row budget
@@ -497,17 +468,7 @@ void Scheduler::step(int group) {
       busy += T;
     }
   }
-  // Pipeline stages: speculative sequences run a round each, drafting and verification
-  // their own passes.
-  for (auto& s : slots_) {
-    if (!remote || !spec_ready(*s)) continue;
-    if (!s->spec) start_spec(*s);
-    const int before = s->generated;
-    const bool first = before == 0;
-    if (!s->spec->round()) end_spec(*s);
-    prompt_rows += first ? 1 : 0;  // the prompt's newest token went into the first round
-    busy += std::max(1, s->generated - before);
-  }
+  if (slots_[0]->ctx.remote_layers()) remote_rounds(group, prompt_rows, busy);
 
   int slots_busy = 0;
   int64_t kv_used = 0;
@@ -529,6 +490,52 @@ void Scheduler::step(int group) {
   stats_.draft_accepted = draft_accepted_;
   stats_.slots_busy = slots_busy;
   stats_.kv_used = kv_used;
+}
+
+bool Scheduler::spec_ready(const Slot& slot, int group) const {
+  return speculative(slot) && slot.group == group && !slot.in_flight && slot.uncached() == 1;
+}
+
+std::vector<Scheduler::Slot*> Scheduler::draft_rounds(int group) {
+  // With pipeline stages (layers in other processes) rounds run on their own after the batch.
+  std::vector<Slot*> verifying, lockstep;
+  if (slots_[0]->ctx.remote_layers()) return verifying;
+  for (auto& s : slots_) {
+    if (!spec_ready(*s, group)) continue;
+    if (!s->spec) start_spec(*s);
+    const std::optional<SpeculativeRun::Proposal> p = s->spec->start_round();
+    if (!p) {
+      end_spec(*s);
+    } else if (s->early) {
+      s->early->begin_proposal(p->tokens, p->max_drafts, *p->sampler, *p->out);
+      lockstep.push_back(s.get());
+    } else {
+      s->drafter->propose(p->tokens, p->max_drafts, *p->sampler, *p->out);
+      s->verification = s->spec->drafted();
+      verifying.push_back(s.get());
+    }
+  }
+  draft_in_lockstep(lockstep);
+  for (Slot* s : lockstep) {
+    s->verification = s->spec->drafted();
+    verifying.push_back(s);
+  }
+  // Ordered by entry layer: forward_batch_entering runs each layer range over a prefix.
+  std::stable_sort(verifying.begin(), verifying.end(), [](const Slot* a, const Slot* b) {
+    return a->verification->first_layer < b->verification->first_layer;
+  });
+  return verifying;
+}
+
+void Scheduler::remote_rounds(int group, int64_t& prompt_rows, int64_t& busy) {
+  for (auto& s : slots_) {
+    if (!spec_ready(*s, group)) continue;
+    if (!s->spec) start_spec(*s);
+    const int before = s->generated;
+    if (!s->spec->round()) end_spec(*s);
+    if (before == 0) ++prompt_rows;  // the prompt's newest token went into the first round
+    busy += std::max(1, s->generated - before);
+  }
 }
 
 void Scheduler::draft_in_lockstep(const std::vector<Slot*>& slots) {

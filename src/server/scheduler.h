@@ -132,6 +132,14 @@ class Scheduler {
   void start_spec(Slot& slot);
   // Its run has ended: finish the sequence.
   void end_spec(Slot& slot);
+  // Its prompt is in (all but the newest token) and its group's turn has come.
+  bool spec_ready(const Slot& slot, int group) const;
+  // Every ready speculating slot of `group` drafts its round (self-speculating ones in
+  // lockstep); returns them with their verification, ordered by entry layer. None with
+  // pipeline stages.
+  std::vector<Slot*> draft_rounds(int group);
+  // Pipeline stages: each ready speculating slot runs a whole round on its own.
+  void remote_rounds(int group, int64_t& prompt_rows, int64_t& busy);
   // Self-speculating slots' proposals (begun), drafted together: each draft step of all of
   // them in one batched pass over the early layers and one early-head pass.
   void draft_in_lockstep(const std::vector<Slot*>& slots);
