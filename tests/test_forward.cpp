@@ -97,79 +97,79 @@ TEST_F(Forward, BatchOfSequencesEqualsEachAloneBitExactly) {
   EXPECT_EQ(a.cache().length(0), 7);
 }
 
+// Sequences for a batch over per-sequence layer ranges: each its own context (one shared
+// pool), its rows run alone through [0, before[i]) first; `expect` holds each one's rows run
+// alone, in a fresh context, through [0, reference[i]).
+struct RangedBatch {
+  std::vector<std::unique_ptr<Context>> ctxs;
+  std::vector<BatchSeq> seqs;
+  std::vector<float> batch, expect;
+};
+RangedBatch ranged_batch(const Model& model, ThreadPool& pool, const std::vector<std::span<const int32_t>>& rows,
+                         const std::vector<int>& before, const std::vector<int>& reference) {
+  RangedBatch b;
+  const int dim = model.config.dim;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const int64_t T = static_cast<int64_t>(rows[i].size());
+    b.ctxs.push_back(std::make_unique<Context>(model, 0, pool));
+    b.seqs.push_back({b.ctxs.back().get(), T});
+    std::vector<float> h(static_cast<size_t>(T) * dim);
+    embed(model, rows[i], h.data());
+    forward(*b.ctxs.back(), h.data(), T, 0, before[i]);
+    b.batch.insert(b.batch.end(), h.begin(), h.end());
+    Context alone(model, 0, 1);
+    embed(model, rows[i], h.data());
+    forward(alone, h.data(), T, 0, reference[i]);
+    b.expect.insert(b.expect.end(), h.begin(), h.end());
+  }
+  return b;
+}
+
 // The server's speculative verification in the batched pass: a sequence whose rows already
 // went through layers [0, E) (its drafts) enters the batch at layer E, beside sequences that
 // start at layer 0; each gives exactly what its whole forward alone gives.
 TEST_F(Forward, SequencesEnteringAtLaterLayersEqualEachAloneBitExactly) {
-  const int dim = model->config.dim, L = model->config.n_layers;
+  const int L = model->config.n_layers;
   ASSERT_GE(L, 3);
   ThreadPool pool(2);
   const std::span<const int32_t> all(tokens);
   const std::vector<std::span<const int32_t>> rows = {all.subspan(0, 4), all.subspan(2, 3), all.subspan(5, 5)};
   const std::vector<int> entries = {0, 1, L - 1};
-  std::vector<std::unique_ptr<Context>> ctxs;
-  std::vector<BatchSeq> seqs;
-  std::vector<float> batch, expect;
+  RangedBatch b = ranged_batch(*model, pool, rows, entries, {L, L, L});
+  forward_batch_entering(b.seqs, entries, b.batch.data(), L);
+  EXPECT_EQ(max_abs_diff(b.batch, b.expect), 0.0f);
   for (size_t i = 0; i < rows.size(); ++i) {
-    const int64_t T = static_cast<int64_t>(rows[i].size());
-    ctxs.push_back(std::make_unique<Context>(*model, 0, pool));
-    std::vector<float> h(static_cast<size_t>(T) * dim);
-    embed(*model, rows[i], h.data());
-    forward(*ctxs.back(), h.data(), T, 0, entries[i]);  // the early layers, before the batch
-    batch.insert(batch.end(), h.begin(), h.end());
-    seqs.push_back({ctxs.back().get(), T});
-    Context alone(*model, 0, 1);
-    embed(*model, rows[i], h.data());
-    forward(alone, h.data(), T, 0, L);
-    expect.insert(expect.end(), h.begin(), h.end());
-  }
-  forward_batch_entering(seqs, entries, batch.data(), L);
-  EXPECT_EQ(max_abs_diff(batch, expect), 0.0f);
-  for (size_t i = 0; i < rows.size(); ++i) {
-    for (int l = 0; l < L; ++l) EXPECT_EQ(ctxs[i]->cache().length(l), static_cast<int>(rows[i].size())) << i;
+    for (int l = 0; l < L; ++l) EXPECT_EQ(b.ctxs[i]->cache().length(l), static_cast<int>(rows[i].size())) << i;
   }
   // Entries must not decrease (each layer range runs over a prefix of the rows) nor pass L.
   const std::vector<int> decreasing = {0, 2, 1}, past = {0, 1, L + 1}, short_list = {0, 1};
-  EXPECT_THROW(forward_batch_entering(seqs, decreasing, batch.data(), L), Error);
-  EXPECT_THROW(forward_batch_entering(seqs, past, batch.data(), L), Error);
-  EXPECT_THROW(forward_batch_entering(seqs, short_list, batch.data(), L), Error);
+  EXPECT_THROW(forward_batch_entering(b.seqs, decreasing, b.batch.data(), L), Error);
+  EXPECT_THROW(forward_batch_entering(b.seqs, past, b.batch.data(), L), Error);
+  EXPECT_THROW(forward_batch_entering(b.seqs, short_list, b.batch.data(), L), Error);
 }
 
 // Lockstep self-speculative drafting: sequences leaving at different exit layers in one batch
 // give exactly the states and caches each gives alone over its layers [0, E).
 TEST_F(Forward, SequencesLeavingAtEarlierLayersEqualEachAloneBitExactly) {
-  const int dim = model->config.dim, L = model->config.n_layers;
+  const int L = model->config.n_layers;
   ASSERT_GE(L, 3);
   ThreadPool pool(2);
   const std::span<const int32_t> all(tokens);
   const std::vector<std::span<const int32_t>> rows = {all.subspan(0, 1), all.subspan(1, 3), all.subspan(4, 2),
                                                       all.subspan(6, 1)};
   const std::vector<int> exits = {L, L - 1, 1, 0};
-  std::vector<std::unique_ptr<Context>> ctxs;
-  std::vector<BatchSeq> seqs;
-  std::vector<float> batch, expect;
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const int64_t T = static_cast<int64_t>(rows[i].size());
-    ctxs.push_back(std::make_unique<Context>(*model, 0, pool));
-    seqs.push_back({ctxs.back().get(), T});
-    std::vector<float> h(static_cast<size_t>(T) * dim);
-    embed(*model, rows[i], h.data());
-    batch.insert(batch.end(), h.begin(), h.end());
-    Context alone(*model, 0, 1);
-    forward(alone, h.data(), T, 0, exits[i]);
-    expect.insert(expect.end(), h.begin(), h.end());
-  }
-  forward_batch_leaving(seqs, exits, batch.data());
-  EXPECT_EQ(max_abs_diff(batch, expect), 0.0f);
+  RangedBatch b = ranged_batch(*model, pool, rows, {0, 0, 0, 0}, exits);
+  forward_batch_leaving(b.seqs, exits, b.batch.data());
+  EXPECT_EQ(max_abs_diff(b.batch, b.expect), 0.0f);
   for (size_t i = 0; i < rows.size(); ++i) {
     for (int l = 0; l < L; ++l) {
-      EXPECT_EQ(ctxs[i]->cache().length(l), l < exits[i] ? static_cast<int>(rows[i].size()) : 0) << i << " " << l;
+      EXPECT_EQ(b.ctxs[i]->cache().length(l), l < exits[i] ? static_cast<int>(rows[i].size()) : 0) << i << " " << l;
     }
   }
   const std::vector<int> increasing = {1, 2, 1, 0}, past = {L + 1, 1, 1, 0}, short_list = {2, 1};
-  EXPECT_THROW(forward_batch_leaving(seqs, increasing, batch.data()), Error);
-  EXPECT_THROW(forward_batch_leaving(seqs, past, batch.data()), Error);
-  EXPECT_THROW(forward_batch_leaving(seqs, short_list, batch.data()), Error);
+  EXPECT_THROW(forward_batch_leaving(b.seqs, increasing, b.batch.data()), Error);
+  EXPECT_THROW(forward_batch_leaving(b.seqs, past, b.batch.data()), Error);
+  EXPECT_THROW(forward_batch_leaving(b.seqs, short_list, b.batch.data()), Error);
 }
 
 TEST_F(Forward, LayerRangesComposeAndLateLayersMayLag) {
