@@ -34,7 +34,7 @@ ASAN_CONFIGURE = cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCM
 test-asan:
 	@$(ASAN_CONFIGURE)
 	@cmake --build build-asan -j $(JOBS) --target skiff skiff_tests
-	cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
+	cd build-asan && SKIFF_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 
 # libFuzzer targets for the parsers, each for a bounded time.
 fuzz:

@@ -42,10 +42,15 @@ def main() -> int:
     args, c = setup()
     vocab_dir = os.path.join(args.shared, "models", "vocab")
     with tempfile.TemporaryDirectory() as tmp:
+        # Under the sanitizers (make test-asan) every 4th vector: one process per vector is the
+        # slowest test there, and every tokenizer path is still taken; the release build runs all.
+        step = 4 if os.environ.get("SKIFF_SANITIZED") else 1
         jobs = []
         for name in VOCABS:
             gguf = os.path.join(vocab_dir, f"ggml-vocab-{name}.gguf")
             for i, (text, ids) in enumerate(read_cases(gguf)):
+                if i % step:
+                    continue
                 path = os.path.join(tmp, f"{name}-{i}.txt")
                 with open(path, "wb") as f:
                     f.write(text)
@@ -64,7 +69,9 @@ def main() -> int:
                 if r.returncode != 0 or r.stdout.strip() != ids:
                     failures[name].append(f"case {i}: got '{r.stdout.strip()}{r.stderr.strip()}' want '{ids}'")
         for name in VOCABS:
-            c.check(f"{name}: all {counts[name]} llama.cpp cases", counts[name] >= 40 and not failures[name],
+            which = f"all {counts[name]}" if step == 1 else f"{counts[name]} (every {step}th)"
+            c.check(f"{name}: {which} llama.cpp cases",
+                    counts[name] >= 40 // step and not failures[name],
                     "; ".join(failures[name][:3]))
 
         llama3 = os.path.join(vocab_dir, "ggml-vocab-llama-bpe.gguf")
