@@ -8,17 +8,11 @@
 #include <cstring>
 
 #include "kernels/attention.h"
+#include "kernels/avx2_util.h"
 #include "kernels/ops.h"
 
 namespace skiff::kernels {
 namespace {
-
-inline float hsum256(__m256 v) {
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
 
 // Values 8c .. 8c + 7 of the slice at `row` as floats (hd % 32 == 0 for Q8_0, % 8 for others).
 template <DType T>

@@ -1,18 +1,11 @@
 // AVX2 + FMA kernels (compiled with -mavx2 -mfma; called only when the CPU has them).
 #include <immintrin.h>
 
+#include "kernels/avx2_util.h"
+
 #include "kernels/dot.h"
 
 namespace skiff::kernels {
-
-static inline float hsum256(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v);
-  __m128 hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
 
 float dot_f32_avx2(const float* a, const float* b, int64_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();

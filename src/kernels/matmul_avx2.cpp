@@ -8,17 +8,11 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/avx2_util.h"
 #include "kernels/matmul_impl.h"
 
 namespace skiff::kernels {
 namespace {
-
-inline float hsum(__m256 v) {
-  __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-  q = _mm_add_ss(q, _mm_movehdup_ps(q));
-  return _mm_cvtss_f32(q);
-}
 
 inline __m256i tail_mask(int64_t n) {  // first n of 8 lanes
   alignas(32) static const int32_t bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -83,7 +77,7 @@ void float_tile(const uint8_t* const* rows, const float* const* xs, int64_t cols
     }
   }
   _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
-    _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum(acc[r][c]);
+    _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum256(acc[r][c]);
 }
 
 inline float half_at(const uint8_t* p) {
@@ -136,7 +130,7 @@ void q8_tile(const uint8_t* const* rows, const uint8_t* const* xs, int64_t nb, f
     }
   }
   _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
-    _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum(acc[r][c]);
+    _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum256(acc[r][c]);
 }
 
 // ---- Q4_K / Q5_K / Q6_K: a super-block of 256 against Q8KBlock inputs (natural order) ----
@@ -248,7 +242,7 @@ void kquant_tile(const uint8_t* const* rows, const uint8_t* const* xs, int64_t c
     ahead.step();
   }
   _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r)
-    _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum(acc[r][c]);
+    _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) out[c * out_stride + r] = hsum256(acc[r][c]);
 }
 
 constexpr int kRows = 2, kPositions = 2;
