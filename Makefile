@@ -36,17 +36,11 @@ test-asan:
 	@cmake --build build-asan -j $(JOBS) --target skiff skiff_tests
 	cd build-asan && SKIFF_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 
-# libFuzzer targets for the parsers, each for a bounded time.
+# libFuzzer targets for the parsers, each for a bounded time, as many at once as there are cores.
 fuzz:
 	@$(ASAN_CONFIGURE)
 	@cmake --build build-asan -j $(JOBS) --target fuzzers
-	@mkdir -p build-asan/fuzz
-	@for f in build-asan/fuzz_*; do \
-	  name=$$(basename $$f); mkdir -p build-asan/fuzz/corpus/$$name; \
-	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 build-asan/fuzz/corpus/$$name fuzz/seeds/$$name \
-	    2>build-asan/fuzz/$$name.log || { tail -50 build-asan/fuzz/$$name.log; exit 1; }; \
-	done
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/run_fuzzers.sh build-asan $(JOBS)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -1,6 +1,5 @@
 // MappedFile: the mapped and the huge-page copy give the same bytes; errors name the path.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -8,20 +7,16 @@
 
 #include "base/error.h"
 #include "base/mapped_file.h"
+#include "test_util.h"
 
 namespace skiff {
 namespace {
-
-std::string temp_path(const char* tag) {
-  return (std::filesystem::temp_directory_path() / ("skiff_mapped_" + std::string(tag) + std::to_string(getpid())))
-      .string();
-}
 
 TEST(MappedFile, HugePageCopyHoldsTheSameBytesAligned) {
   // Larger than a huge page and not a multiple of one, so the copy's tail is partial.
   std::vector<uint8_t> bytes((size_t{5} << 20) + 12345);
   for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 2654435761u >> 24);
-  const std::string path = temp_path("copy");
+  const std::string path = test::temp_path("mapped", "copy");
   write_file_atomically(path, bytes);
   {
     auto mapped = MappedFile::open(path);
@@ -37,7 +32,7 @@ TEST(MappedFile, HugePageCopyHoldsTheSameBytesAligned) {
 }
 
 TEST(MappedFile, EmptyFileAndMissingFile) {
-  const std::string path = temp_path("empty");
+  const std::string path = test::temp_path("mapped", "empty");
   { std::ofstream(path, std::ios::binary); }
   for (Residency r : {Residency::kMapped, Residency::kHugePages}) {
     auto f = MappedFile::open(path, r);

@@ -3,7 +3,6 @@
 // stored entries spliced at their positions give the logits of a block-masked prefill of
 // the same text, while the splice without the RoPE correction does not.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,7 +12,6 @@
 #include <fstream>
 
 #include "base/error.h"
-#include "memory_test_util.h"
 #include "base/hash.h"
 #include "memory/build.h"
 #include "memory/compress.h"
@@ -22,17 +20,13 @@
 #include "memory/reader.h"
 #include "memory/retrieval.h"
 #include "memory/store.h"
+#include "memory_test_util.h"
 #include "model/forward.h"
 #include "synth/synth.h"
 #include "test_util.h"
 
 namespace skiff::memory {
 namespace {
-
-std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("skiff_test_memory_" + std::to_string(getpid()) + "_" + name))
-      .string();
-}
 
 float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   float d = 0;
@@ -47,7 +41,7 @@ using test::kKb;
 class MemoryModel : public ::testing::TestWithParam<const char*> {
  protected:
   static void SetUpTestSuite() {
-    random_path_ = temp_path("random.gguf");
+    random_path_ = test::temp_path("test_memory", "random.gguf");
     SynthOptions o;
     o.shape = llama_shape("mem", 128, 3, 4, 2, 256, 32000, 512);
     o.type = DType::F16;
@@ -59,10 +53,13 @@ class MemoryModel : public ::testing::TestWithParam<const char*> {
 
   void SetUp() override {
     const std::string which = GetParam();
-    model_ = load_model(which == "random" ? random_path_ : std::string(SKIFF_SOURCE_DIR) + "/models/stories260K.gguf");
+    model_ =
+        load_model(which == "random" ? random_path_
+                                     : std::string(SKIFF_SOURCE_DIR) + "/models/stories260K.gguf");
   }
   std::string build(KvTypes types, const std::string& name) {
-    const std::string path = temp_path(std::string(GetParam()) + "_" + name + ".skm");
+    const std::string path =
+        test::temp_path("test_memory", std::string(GetParam()) + "_" + name + ".skm");
     BuildOptions o;
     o.types = types;
     o.threads = 2;
@@ -91,23 +88,26 @@ TEST_P(MemoryModel, SpliceEqualsBlockMaskedPrefillAndUncorrectedDoesNot) {
   const std::vector<float> causal = reader.prefill(Method::kRead, entries, q);
   EXPECT_LE(max_abs_diff(block, spliced), 1e-4f);
   std::printf("%s: |splice - block prefill| %.3g, uncorrected %.3g, causal read %.3g\n", GetParam(),
-              max_abs_diff(block, spliced), max_abs_diff(block, uncorrected), max_abs_diff(block, causal));
+              max_abs_diff(block, spliced), max_abs_diff(block, uncorrected),
+              max_abs_diff(block, causal));
   // The negative control and plain reading differ far beyond rounding (a random model's
   // attention depends on position only weakly: 1e-2 there, 1 on stories260K).
   EXPECT_GT(max_abs_diff(block, uncorrected), std::max(1e-3f, 100 * max_abs_diff(block, spliced)));
   EXPECT_GT(max_abs_diff(block, causal), 1e-2f);
   // The splice leaves the cache as long as the prefill does.
-  EXPECT_EQ(reader.context().cache().length(0), 1 + static_cast<int>(q.size()) + [&] {
-    int n = 0;
-    for (size_t e : entries) n += store.entry(e).n_tokens;
-    return n;
-  }());
+  EXPECT_EQ(
+      reader.context().cache().length(0), 1 + static_cast<int>(q.size()) + [&] {
+        int n = 0;
+        for (size_t e : entries) n += store.entry(e).n_tokens;
+        return n;
+      }());
 }
 
 TEST_P(MemoryModel, QuantizedStoresStayCloseToTheBlockMaskedPrefill) {
   // F16 keys/values: about 3 decimal digits; Q8_0: about 2. The bounds are the measured
   // differences with a margin of ~3x (docs/MEMORY.md states them).
-  const std::vector<int32_t> q = question_tokens(*model_->tokenizer, "What does Tavek like to eat?");
+  const std::vector<int32_t> q =
+      question_tokens(*model_->tokenizer, "What does Tavek like to eat?");
   const std::vector<size_t> entries = {3, 1, 2};
   const MemoryStore exact(build({}, "f32"));
   Reader reference(*model_, &exact, 256, 2);
@@ -130,20 +130,25 @@ TEST_P(MemoryModel, BatchedAnswersEqualOneByOne) {
   // equals answer()'s for that question alone.
   const MemoryStore store(build({}, "batch"));
   Reader single(*model_, &store, 256, 2), batched(*model_, &store, 256, 2);
-  const std::vector<std::string> questions = {"What pet does Bomira have?", "Who is Tavek's friend?",
-                                              "What color does Lomi like?"};
+  const std::vector<std::string> questions = {
+      "What pet does Bomira have?", "Who is Tavek's friend?", "What color does Lomi like?"};
   const std::vector<std::vector<size_t>> given = {{1}, {2, 0}, {4}};
-  for (Method m : {Method::kNone, Method::kOracle, Method::kRead, Method::kReadBlock, Method::kSplice,
-                   Method::kSpliceUncorrected}) {
+  for (Method m : {Method::kNone, Method::kOracle, Method::kRead, Method::kReadBlock,
+                   Method::kSplice, Method::kSpliceUncorrected}) {
     for (int round = 0; round < 2; ++round) {  // a second batch reuses the sequences
-      const std::vector<Answer> got = batched.answer_batch(m, questions, 3, m == Method::kOracle ? given : std::vector<std::vector<size_t>>{}, 6);
+      const std::vector<Answer> got = batched.answer_batch(
+          m, questions, 3, m == Method::kOracle ? given : std::vector<std::vector<size_t>>{}, 6);
       ASSERT_EQ(got.size(), questions.size());
       for (size_t i = 0; i < questions.size(); ++i) {
-        const Answer want = single.answer(m, questions[i], 3, m == Method::kOracle ? std::span<const size_t>(given[i]) : std::span<const size_t>(), 6);
+        const Answer want = single.answer(
+            m, questions[i], 3,
+            m == Method::kOracle ? std::span<const size_t>(given[i]) : std::span<const size_t>(),
+            6);
         EXPECT_EQ(got[i].text, want.text) << method_name(m) << " " << i;
         EXPECT_EQ(got[i].entries, want.entries) << method_name(m) << " " << i;
         EXPECT_EQ(got[i].prefill_tokens, want.prefill_tokens) << method_name(m) << " " << i;
-        EXPECT_LE(max_abs_diff(got[i].first_logits, want.first_logits), 1e-4f) << method_name(m) << " " << i;
+        EXPECT_LE(max_abs_diff(got[i].first_logits, want.first_logits), 1e-4f)
+            << method_name(m) << " " << i;
       }
     }
   }
@@ -165,18 +170,20 @@ TEST_P(MemoryModel, StoreRoundTripAndRetrieval) {
   // The lexical retriever: a question about Bomira's pet finds the QA pair first and the
   // passage that states it among the top 3 (in five entries IDF tells little apart).
   const LexicalEncoder lex(std::vector<float>(store.idf().begin(), store.idf().end()));
-  const std::vector<Hit> hits =
-      search_exact(store, lex.encode(model_->tokenizer->encode("What pet does Bomira have?", false), false), 3);
+  const std::vector<Hit> hits = search_exact(
+      store, lex.encode(model_->tokenizer->encode("What pet does Bomira have?", false), false), 3);
   EXPECT_EQ(store.entry(hits[0].entry).id, "q1");
   EXPECT_TRUE(store.entry(hits[1].entry).id == "p1" || store.entry(hits[2].entry).id == "p1");
-  EXPECT_NE(test::error_of([&] { search_exact(store, store.vector(0), 6); }).find("k = 6"), std::string::npos);
-  EXPECT_NE(test::error_of([&] { search_exact(store, store.vector(0), 0); }).find("k = 0"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { search_exact(store, store.vector(0), 6); }).find("k = 6"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([&] { search_exact(store, store.vector(0), 0); }).find("k = 0"),
+            std::string::npos);
 }
 
 TEST_P(MemoryModel, HiddenStateRetriever) {
   BuildOptions o;
   o.retriever = Retriever::kHidden;
-  const std::string path = temp_path(std::string(GetParam()) + "_hidden.skm");
+  const std::string path = test::temp_path("test_memory", std::string(GetParam()) + "_hidden.skm");
   paths_.push_back(path);
   build_store(*model_, kKb, path, o);
   const MemoryStore store(path);
@@ -184,20 +191,25 @@ TEST_P(MemoryModel, HiddenStateRetriever) {
   EXPECT_TRUE(store.idf().empty());
   EXPECT_EQ(store.header().vector_dim, static_cast<uint32_t>(model_->config.dim));
   // Unit vectors: an entry's own vector finds it first.
-  for (size_t i = 0; i < store.size(); ++i) EXPECT_EQ(search_exact(store, store.vector(i), 2)[0].entry, i);
+  for (size_t i = 0; i < store.size(); ++i)
+    EXPECT_EQ(search_exact(store, store.vector(i), 2)[0].entry, i);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, MemoryModel, ::testing::Values("stories260K", "random"));
 
 TEST(BlockAttention, AllZeroStartsAreCausalAndMaskedRowsIgnoreWhatTheyCannotSee) {
-  const std::unique_ptr<Model> model = load_model(std::string(SKIFF_SOURCE_DIR) + "/models/stories260K.gguf");
+  const std::unique_ptr<Model> model =
+      load_model(std::string(SKIFF_SOURCE_DIR) + "/models/stories260K.gguf");
   const ModelConfig& c = model->config;
   auto run = [&](const std::vector<int32_t>& tokens, const std::vector<int32_t>* first_visible) {
     Context ctx(*model, 64, 2);
     std::vector<float> hidden(tokens.size() * static_cast<size_t>(c.dim));
     embed(*model, tokens, hidden.data());
-    if (first_visible) forward_masked(ctx, hidden.data(), static_cast<int64_t>(tokens.size()), 0, c.n_layers, *first_visible);
-    else forward(ctx, hidden.data(), static_cast<int64_t>(tokens.size()), 0, c.n_layers);
+    if (first_visible)
+      forward_masked(ctx, hidden.data(), static_cast<int64_t>(tokens.size()), 0, c.n_layers,
+                     *first_visible);
+    else
+      forward(ctx, hidden.data(), static_cast<int64_t>(tokens.size()), 0, c.n_layers);
     return hidden;
   };
   const std::vector<int32_t> a = {1, 45, 300, 12, 99, 7, 400, 250, 31};
@@ -218,17 +230,21 @@ TEST(BlockAttention, AllZeroStartsAreCausalAndMaskedRowsIgnoreWhatTheyCannotSee)
   Context ctx(*model, 64, 1);
   std::vector<float> hidden(a.size() * static_cast<size_t>(c.dim));
   embed(*model, a, hidden.data());
-  const std::vector<int32_t> ahead = {0, 2, 0, 0, 0, 0, 0, 0, 0};  // row 1 cannot start at position 2
-  EXPECT_NE(test::error_of([&] { forward_masked(ctx, hidden.data(), 9, 0, c.n_layers, ahead); }).find("row 1"),
+  const std::vector<int32_t> ahead = {0, 2, 0, 0, 0,
+                                      0, 0, 0, 0};  // row 1 cannot start at position 2
+  EXPECT_NE(test::error_of([&] {
+              forward_masked(ctx, hidden.data(), 9, 0, c.n_layers, ahead);
+            }).find("row 1"),
             std::string::npos);
-  EXPECT_THROW(forward_masked(ctx, hidden.data(), 9, 0, c.n_layers, std::vector<int32_t>(8, 0)), Error);
+  EXPECT_THROW(forward_masked(ctx, hidden.data(), 9, 0, c.n_layers, std::vector<int32_t>(8, 0)),
+               Error);
   EXPECT_EQ(ctx.cache().length(0), 0);
 }
 
 TEST_P(MemoryModel, CompressedStoreKeepsSlotsAtRowsWithReRotatedKeys) {
   constexpr int kSlots = 3;
   const std::string full_path = build({}, "full32");
-  const std::string path = temp_path(std::string(GetParam()) + "_m3.skm");
+  const std::string path = test::temp_path("test_memory", std::string(GetParam()) + "_m3.skm");
   paths_.push_back(path);
   BuildOptions o;
   o.types = {};  // F32: the rows compare exactly
@@ -266,13 +282,18 @@ TEST_P(MemoryModel, CompressedStoreKeepsSlotsAtRowsWithReRotatedKeys) {
       for (int j = 0; j < store.entry(e).kv_rows; ++j) {
         const int t = choice[0][static_cast<size_t>(h)][static_cast<size_t>(j)];
         Context ref(*model_, 64, 1);
-        const std::vector<int32_t> run(static_cast<size_t>(j + 1), store.tokens(e)[static_cast<size_t>(t)]);
+        const std::vector<int32_t> run(static_cast<size_t>(j + 1),
+                                       store.tokens(e)[static_cast<size_t>(t)]);
         eval_tokens(ref, run);
-        const auto* k = reinterpret_cast<const float*>(store.keys(e, 0)) + static_cast<size_t>(j) * kv + h * hd;
-        const auto* v = reinterpret_cast<const float*>(store.values(e, 0)) + static_cast<size_t>(j) * kv + h * hd;
+        const auto* k =
+            reinterpret_cast<const float*>(store.keys(e, 0)) + static_cast<size_t>(j) * kv + h * hd;
+        const auto* v = reinterpret_cast<const float*>(store.values(e, 0)) +
+                        static_cast<size_t>(j) * kv + h * hd;
         for (int i = 0; i < hd; ++i) {
-          EXPECT_NEAR(k[i], ref.cache().key(0, j)[h * hd + i], 1e-4f) << e << " head " << h << " row " << j;
-          EXPECT_NEAR(v[i], ref.cache().value(0, j)[h * hd + i], 1e-5f) << e << " head " << h << " row " << j;
+          EXPECT_NEAR(k[i], ref.cache().key(0, j)[h * hd + i], 1e-4f)
+              << e << " head " << h << " row " << j;
+          EXPECT_NEAR(v[i], ref.cache().value(0, j)[h * hd + i], 1e-5f)
+              << e << " head " << h << " row " << j;
         }
       }
     }
@@ -291,14 +312,23 @@ TEST_P(MemoryModel, VersionOneStoresAreStillRead) {
   // version 2 store by rewriting those fields and the checksums that cover them.
   const std::string path = build({DType::F16, DType::F16}, "v2");
   std::vector<uint8_t> b = test::read_bytes(path);
-  auto u64 = [&](size_t off) { uint64_t x; std::memcpy(&x, &b[off], 8); return x; };
+  auto u64 = [&](size_t off) {
+    uint64_t x;
+    std::memcpy(&x, &b[off], 8);
+    return x;
+  };
   auto put32 = [&](size_t off, uint32_t x) { std::memcpy(&b[off], &x, 4); };
   auto put64 = [&](size_t off, uint64_t x) { std::memcpy(&b[off], &x, 8); };
   put32(8, 1);  // version
-  const uint64_t n = u64(64), entries = u64(88), vectors = u64(96), strings = u64(104), strings_bytes = u64(112),
-                 retriever = u64(128), retriever_bytes = u64(136);
-  const uint32_t vector_dim = [&] { uint32_t x; std::memcpy(&x, &b[56], 4); return x; }();
-  for (uint64_t i = 0; i < n; ++i) put32(static_cast<size_t>(entries + i * sizeof(EntryRecord) + 56), 0);
+  const uint64_t n = u64(64), entries = u64(88), vectors = u64(96), strings = u64(104),
+                 strings_bytes = u64(112), retriever = u64(128), retriever_bytes = u64(136);
+  const uint32_t vector_dim = [&] {
+    uint32_t x;
+    std::memcpy(&x, &b[56], 4);
+    return x;
+  }();
+  for (uint64_t i = 0; i < n; ++i)
+    put32(static_cast<size_t>(entries + i * sizeof(EntryRecord) + 56), 0);
   uint64_t tables = fnv1a({&b[entries], n * sizeof(EntryRecord)});
   tables = fnv1a(tables, {&b[vectors], n * vector_dim * sizeof(float)});
   tables = fnv1a(tables, {&b[strings], strings_bytes});
@@ -310,11 +340,14 @@ TEST_P(MemoryModel, VersionOneStoresAreStillRead) {
   EXPECT_EQ(v1.slots(), 0);
   Reader a(*model_, &v1, 256, 2), r2(*model_, &v2, 256, 2);
   const std::vector<int32_t> q = question_tokens(*model_->tokenizer, "Who is Tavek's friend?");
-  EXPECT_EQ(a.prefill(Method::kSplice, std::vector<size_t>{1, 2}, q), r2.prefill(Method::kSplice, std::vector<size_t>{1, 2}, q));
+  EXPECT_EQ(a.prefill(Method::kSplice, std::vector<size_t>{1, 2}, q),
+            r2.prefill(Method::kSplice, std::vector<size_t>{1, 2}, q));
   // A version 1 header with a slot count is refused.
   put32(144, 4);
   put64(kHeaderBytes - 8, fnv1a({b.data(), kHeaderBytes - 8}));
-  EXPECT_NE(test::error_of([&] { MemoryStore s(b, "v1.skm"); }).find("version 1 store with 4 slots"), std::string::npos);
+  EXPECT_NE(
+      test::error_of([&] { MemoryStore s(b, "v1.skm"); }).find("version 1 store with 4 slots"),
+      std::string::npos);
 }
 
 // A store on disk with its bytes changed: every damage is a clear error, never a crash.
@@ -322,7 +355,7 @@ class StoreFile : public ::testing::Test {
  protected:
   void SetUp() override {
     model_ = load_model(std::string(SKIFF_SOURCE_DIR) + "/models/stories260K.gguf");
-    path_ = temp_path("file.skm");
+    path_ = test::temp_path("test_memory", "file.skm");
     BuildOptions o;
     o.types = {DType::Q8_0, DType::F16};
     build_store(*model_, kKb, path_, o);
@@ -346,7 +379,8 @@ TEST_F(StoreFile, DamageIsNamed) {
   b[40] ^= 1;  // a header field
   EXPECT_NE(open_error(b).find("header checksum"), std::string::npos);
   for (size_t keep : {size_t{0}, size_t{100}, kHeaderBytes, bytes_.size() / 2, bytes_.size() - 1}) {
-    const std::vector<uint8_t> cut(bytes_.begin(), bytes_.begin() + static_cast<std::ptrdiff_t>(keep));
+    const std::vector<uint8_t> cut(bytes_.begin(),
+                                   bytes_.begin() + static_cast<std::ptrdiff_t>(keep));
     const std::string e = open_error(cut);
     EXPECT_TRUE(e.find("truncated") != std::string::npos) << keep << ": " << e;
   }
@@ -357,27 +391,36 @@ TEST_F(StoreFile, DamageIsNamed) {
   b = bytes_;
   b[kHeaderBytes + 3] ^= 0x40;
   MemoryStore damaged(b, "damaged.skm");
-  EXPECT_NE(test::error_of([&] { damaged.verify_entry(0); }).find("entry 0 (p1) is corrupt"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { damaged.verify_entry(0); }).find("entry 0 (p1) is corrupt"),
+            std::string::npos);
   EXPECT_NO_THROW(damaged.verify_entry(1));
 }
 
 TEST_F(StoreFile, ForeignModelAndBadKnowledgeBasesAreRefused) {
   const MemoryStore store(path_);
-  const std::unique_ptr<Model> other = load_model(std::string(SKIFF_SOURCE_DIR) + "/models/stories3M-layerskip.gguf");
-  EXPECT_NE(test::error_of([&] { store.check_model(*other); }).find("built with another model"), std::string::npos);
-  EXPECT_NE(test::error_of([&] { Reader r(*other, &store, 64, 1); }).find("another model"), std::string::npos);
+  const std::unique_ptr<Model> other =
+      load_model(std::string(SKIFF_SOURCE_DIR) + "/models/stories3M-layerskip.gguf");
+  EXPECT_NE(test::error_of([&] { store.check_model(*other); }).find("built with another model"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([&] { Reader r(*other, &store, 64, 1); }).find("another model"),
+            std::string::npos);
 
-  const std::string kb = temp_path("kb.jsonl");
+  const std::string kb = test::temp_path("test_memory", "kb.jsonl");
   auto kb_error = [&](const std::string& text) {
     std::ofstream(kb) << text;
     return test::error_of([&] { read_kb(kb); });
   };
   EXPECT_EQ(kb_error("{\"id\": \"a\", \"kind\": \"qa\", \"text\": \"x\"}\n"), "");
-  EXPECT_NE(kb_error("{\"id\": \"a\", \"kind\": \"qa\", \"text\": \"x\"}\n{oops\n").find(":2: not valid JSON"),
+  EXPECT_NE(kb_error("{\"id\": \"a\", \"kind\": \"qa\", \"text\": \"x\"}\n{oops\n")
+                .find(":2: not valid JSON"),
             std::string::npos);
-  EXPECT_NE(kb_error("{\"id\": \"a\", \"kind\": \"poem\", \"text\": \"x\"}\n").find("kind \"poem\""), std::string::npos);
-  EXPECT_NE(kb_error("{\"id\": \"a\", \"kind\": \"qa\"}\n").find("\"text\" is missing"), std::string::npos);
-  EXPECT_NE(kb_error("{\"id\": \"a\", \"kind\": \"qa\", \"text\": \"x\"}\n{\"id\": \"a\", \"kind\": \"qa\", \"text\": \"y\"}\n")
+  EXPECT_NE(
+      kb_error("{\"id\": \"a\", \"kind\": \"poem\", \"text\": \"x\"}\n").find("kind \"poem\""),
+      std::string::npos);
+  EXPECT_NE(kb_error("{\"id\": \"a\", \"kind\": \"qa\"}\n").find("\"text\" is missing"),
+            std::string::npos);
+  EXPECT_NE(kb_error("{\"id\": \"a\", \"kind\": \"qa\", \"text\": \"x\"}\n{\"id\": \"a\", "
+                     "\"kind\": \"qa\", \"text\": \"y\"}\n")
                 .find("duplicate id"),
             std::string::npos);
   EXPECT_NE(kb_error("").find("no entries"), std::string::npos);

@@ -4,7 +4,6 @@
 // knowledge base; another model and duplicate ids refused).
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <cmath>
@@ -14,21 +13,16 @@
 
 #include "base/error.h"
 #include "base/hash.h"
-#include "memory_test_util.h"
 #include "memory/ann.h"
 #include "memory/build.h"
 #include "memory/knowledge_base.h"
 #include "memory/retrieval.h"
 #include "memory/store.h"
+#include "memory_test_util.h"
 #include "test_util.h"
 
 namespace skiff::memory {
 namespace {
-
-std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("skiff_test_memory_ann_" + std::to_string(getpid()) + "_" + name))
-      .string();
-}
 
 std::vector<float> random_unit(std::mt19937& rng, int dim) {
   std::normal_distribution<float> normal;
@@ -45,7 +39,7 @@ std::vector<float> random_unit(std::mt19937& rng, int dim) {
 // A store of n random unit vectors, each entry one token of a 1-layer, 32-wide "model":
 // retrieval needs no model, and thousands of entries write in milliseconds.
 std::string random_store(const std::string& name, size_t n, int dim, uint32_t seed) {
-  const std::string path = temp_path(name);
+  const std::string path = test::temp_path("test_memory_ann", name);
   ModelFingerprint fp;
   fp.file_size = 1;
   fp.n_layers = 1;
@@ -82,7 +76,8 @@ TEST_F(MemoryAnn, RecallAgainstExactSearchAtTheDefaultEf) {
   const MemoryStore s(store("recall.skm", 3000, 48, 1));
   const AnnIndex index(s);
   const int k = 8, queries = 200;
-  for (int ef : {64, kDefaultEf}) {  // the default, and a quarter of it (the bound holds even there)
+  for (int ef :
+       {64, kDefaultEf}) {  // the default, and a quarter of it (the bound holds even there)
     std::mt19937 rng(99);
     double found = 0;
     for (int q = 0; q < queries; ++q) {
@@ -101,13 +96,16 @@ TEST_F(MemoryAnn, RecallAgainstExactSearchAtTheDefaultEf) {
       }
     }
     const double recall = found / (queries * k);
-    std::printf("HNSW recall@%d against exact, 3000 random unit vectors of width 48, ef %d: %.3f\n", k, ef, recall);
+    std::printf("HNSW recall@%d against exact, 3000 random unit vectors of width 48, ef %d: %.3f\n",
+                k, ef, recall);
     EXPECT_GE(recall, 0.95) << "ef " << ef;
   }
   // An entry's own vector finds the entry first.
   for (size_t i = 0; i < 50; ++i) EXPECT_EQ(index.search(s.vector(i), 1)[0].entry, i);
-  EXPECT_NE(test::error_of([&] { index.search(s.vector(0), 3001); }).find("k = 3001"), std::string::npos);
-  EXPECT_NE(test::error_of([&] { index.search(std::vector<float>(5), 3); }).find("width 5"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { index.search(s.vector(0), 3001); }).find("k = 3001"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([&] { index.search(std::vector<float>(5), 3); }).find("width 5"),
+            std::string::npos);
 }
 
 TEST_F(MemoryAnn, DeterministicAndTheFileRoundTrips) {
@@ -131,7 +129,8 @@ TEST_F(MemoryAnn, DeterministicAndTheFileRoundTrips) {
   // No file: callers search exactly.
   std::filesystem::remove(ann_path(path));
   EXPECT_EQ(AnnIndex::load_if_present(s), nullptr);
-  EXPECT_NE(test::error_of([&] { AnnIndex::load(s, ann_path(path)); }).find(ann_path(path)), std::string::npos);
+  EXPECT_NE(test::error_of([&] { AnnIndex::load(s, ann_path(path)); }).find(ann_path(path)),
+            std::string::npos);
 }
 
 TEST_F(MemoryAnn, StaleForeignAndDamagedIndexesAreRefused) {
@@ -157,7 +156,8 @@ TEST_F(MemoryAnn, StaleForeignAndDamagedIndexesAreRefused) {
   b[kAnnHeaderBytes + 100] ^= 1;
   EXPECT_NE(error(s, b).find("checksum mismatch in the graph"), std::string::npos);
   for (size_t keep : {size_t{0}, size_t{50}, kAnnHeaderBytes, bytes.size() / 2, bytes.size() - 1}) {
-    const std::vector<uint8_t> cut(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(keep));
+    const std::vector<uint8_t> cut(bytes.begin(),
+                                   bytes.begin() + static_cast<std::ptrdiff_t>(keep));
     EXPECT_NE(error(s, cut).find("truncated"), std::string::npos) << keep << ": " << error(s, cut);
   }
   b = bytes;
@@ -182,14 +182,16 @@ TEST_F(MemoryAnn, StaleForeignAndDamagedIndexesAreRefused) {
     }
   }
   ASSERT_TRUE(planted);
-  EXPECT_NE(error(s, serialize_ann(bad)).find("which is not an entry on that level"), std::string::npos);
+  EXPECT_NE(error(s, serialize_ann(bad)).find("which is not an entry on that level"),
+            std::string::npos);
   bad = g;
   bad.entry_point = 600;
   EXPECT_NE(error(s, serialize_ann(bad)).find("entry point 600"), std::string::npos);
 }
 
 TEST(MemoryAnnFile, TheFuzzSeedParses) {
-  const AnnGraph g = parse_ann(test::read_bytes(std::string(SKIFF_SOURCE_DIR) + "/fuzz/seeds/fuzz_memory_ann/three_entries.hnsw"),
+  const AnnGraph g = parse_ann(test::read_bytes(std::string(SKIFF_SOURCE_DIR) +
+                                                "/fuzz/seeds/fuzz_memory_ann/three_entries.hnsw"),
                                "three_entries.hnsw");
   EXPECT_EQ(g.n_entries, 3u);
   EXPECT_EQ(g.max_level, 1u);
@@ -212,12 +214,15 @@ using test::kKb;
 
 class MemoryAdd : public ::testing::TestWithParam<Retriever> {
  protected:
-  void SetUp() override { model_ = load_model(std::string(SKIFF_SOURCE_DIR) + "/models/stories260K.gguf"); }
+  void SetUp() override {
+    model_ = load_model(std::string(SKIFF_SOURCE_DIR) + "/models/stories260K.gguf");
+  }
   void TearDown() override {
     for (const std::string& p : paths_) std::filesystem::remove(p);
   }
   std::string path(const std::string& name) {
-    paths_.push_back(temp_path(name + (GetParam() == Retriever::kLexical ? "_lex" : "_hid") + ".skm"));
+    paths_.push_back(test::temp_path(
+        "test_memory_ann", name + (GetParam() == Retriever::kLexical ? "_lex" : "_hid") + ".skm"));
     return paths_.back();
   }
   BuildOptions options() const {
@@ -261,17 +266,23 @@ TEST_P(MemoryAdd, ForeignModelAndDuplicateIdsAreRefused) {
   const std::string base_path = path("base"), out = path("out");
   build_store(*model_, std::span<const KbEntry>(kKb).first(2), base_path, options());
   const MemoryStore base(base_path);
-  const std::vector<KbEntry> dup = {{"p9", EntryKind::kQa, "Q: Who? A: me."}, {"q1", EntryKind::kQa, "Q: a? A: b."}};
-  EXPECT_NE(test::error_of([&] { add_to_store(*model_, base, dup, out, options()); }).find("\"q1\" is already in"),
+  const std::vector<KbEntry> dup = {{"p9", EntryKind::kQa, "Q: Who? A: me."},
+                                    {"q1", EntryKind::kQa, "Q: a? A: b."}};
+  EXPECT_NE(test::error_of([&] {
+              add_to_store(*model_, base, dup, out, options());
+            }).find("\"q1\" is already in"),
             std::string::npos);
-  const std::unique_ptr<Model> other = load_model(std::string(SKIFF_SOURCE_DIR) + "/models/stories3M-layerskip.gguf");
-  EXPECT_NE(test::error_of([&] { add_to_store(*other, base, std::span<const KbEntry>(kKb).subspan(2), out, options()); })
-                .find("built with another model"),
+  const std::unique_ptr<Model> other =
+      load_model(std::string(SKIFF_SOURCE_DIR) + "/models/stories3M-layerskip.gguf");
+  EXPECT_NE(test::error_of([&] {
+              add_to_store(*other, base, std::span<const KbEntry>(kKb).subspan(2), out, options());
+            }).find("built with another model"),
             std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(out));
 }
 
-INSTANTIATE_TEST_SUITE_P(Retrievers, MemoryAdd, ::testing::Values(Retriever::kLexical, Retriever::kHidden),
+INSTANTIATE_TEST_SUITE_P(Retrievers, MemoryAdd,
+                         ::testing::Values(Retriever::kLexical, Retriever::kHidden),
                          [](const auto& info) { return std::string(retriever_name(info.param)); });
 
 }  // namespace

@@ -18,10 +18,6 @@ namespace {
 
 const std::string kVocab = test::shared_path("models/ggml-vocab-llama-spm.gguf");
 
-std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("skiff_test_" + std::to_string(getpid()) + "_" + name)).string();
-}
-
 struct TempFile {
   std::string path;
   ~TempFile() { std::filesystem::remove(path); }
@@ -60,7 +56,7 @@ TEST(Synth, TinyModelsLoadAndGiveFiniteLogitsInEveryType) {
     o.type = type;
     o.vocab_path = kVocab;
     o.threads = 2;
-    TempFile f{temp_path(std::string(dtype_name(type)) + ".gguf")};
+    TempFile f{test::temp_path("test_synth", std::string(dtype_name(type)) + ".gguf")};
     write_synthetic_model(o, f.path);
     auto model = load_model(f.path);
     EXPECT_EQ(model->config.dim, 64);
@@ -83,7 +79,7 @@ TEST(PackWeights, PacksWhenTheCopiesFitAndSkipsWhenTheyWouldNot) {
     o.shape = *synth_shape("tiny");
     o.type = type;
     o.vocab_path = kVocab;
-    TempFile f{temp_path("pack-" + std::string(dtype_name(type)) + ".gguf")};
+    TempFile f{test::temp_path("test_synth", "pack-" + std::string(dtype_name(type)) + ".gguf")};
     write_synthetic_model(o, f.path);
     LoadOptions plain;
     plain.pack_weights = false;
@@ -120,7 +116,8 @@ TEST(Synth, SameSeedSameFileOtherSeedOtherWeights) {
   o.shape = *synth_shape("tiny");
   o.type = DType::Q8_0;
   o.vocab_path = kVocab;
-  TempFile a{temp_path("a.gguf")}, b{temp_path("b.gguf")}, c{temp_path("c.gguf")};
+  TempFile a{test::temp_path("test_synth", "a.gguf")}, b{test::temp_path("test_synth", "b.gguf")},
+      c{test::temp_path("test_synth", "c.gguf")};
   o.threads = 1;
   write_synthetic_model(o, a.path);
   o.threads = 2;  // the thread count does not change the weights
@@ -139,11 +136,11 @@ TEST(QuantizeModel, KQuantsWhereRowsAllowThemF32ElsewhereAndTheOutputRuns) {
   o.shape = llama_shape("k", 256, 1, 4, 2, 192, 32000, 64);
   o.type = DType::F16;
   o.vocab_path = kVocab;
-  TempFile src{temp_path("k_src.gguf")};
+  TempFile src{test::temp_path("test_synth", "k_src.gguf")};
   write_synthetic_model(o, src.path);
   auto model = load_model(src.path);
   for (DType type : {DType::Q4_K, DType::Q6_K, DType::Q4_0, DType::BF16}) {
-    TempFile out{temp_path("k_" + std::string(dtype_name(type)) + ".gguf")};
+    TempFile out{test::temp_path("test_synth", "k_" + std::string(dtype_name(type)) + ".gguf")};
     int calls = 0;
     save_model_gguf(*model, out.path, type, [&](int done, int total) {
       ++calls;
@@ -195,7 +192,9 @@ TEST(QuantizeModel, Q4KMMixLoadsAndGenerates) {
   o.type = DType::F16;
   o.vocab_path = kVocab;
   o.threads = 2;
-  TempFile src{temp_path("m_src.gguf")}, out{temp_path("m_q4_k_m.gguf")}, syn{temp_path("m_synth.gguf")};
+  TempFile src{test::temp_path("test_synth", "m_src.gguf")},
+      out{test::temp_path("test_synth", "m_q4_k_m.gguf")},
+      syn{test::temp_path("test_synth", "m_synth.gguf")};
   write_synthetic_model(o, src.path);
   save_model_gguf(*load_model(src.path), out.path, *parse_quant_scheme("q4_k_m"));
   o.scheme = parse_quant_scheme("q4_k_m");
@@ -214,7 +213,8 @@ TEST(QuantizeModel, Q4KMMixLoadsAndGenerates) {
       const DType more = (l == 0 || l == 3 || l == 6 || l == 7) ? DType::Q6_K : DType::Q4_K;
       EXPECT_EQ(w.wv.type, more) << path << " layer " << l;
       EXPECT_EQ(w.ffn_down.type, more) << path << " layer " << l;
-      for (const TensorView* t : {&w.wq, &w.wk, &w.wo, &w.ffn_gate, &w.ffn_up}) EXPECT_EQ(t->type, DType::Q4_K);
+      for (const TensorView* t : {&w.wq, &w.wk, &w.wo, &w.ffn_gate, &w.ffn_up})
+        EXPECT_EQ(t->type, DType::Q4_K);
       EXPECT_EQ(w.attn_norm.type, DType::F32);
     }
     expect_runs(*q);
@@ -223,7 +223,8 @@ TEST(QuantizeModel, Q4KMMixLoadsAndGenerates) {
     std::vector<int32_t> tokens = {1, 450};
     for (int i = 0; i < 8; ++i) {
       std::vector<float> logits = eval_tokens(ctx, std::span<const int32_t>(&tokens.back(), 1));
-      tokens.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+      tokens.push_back(
+          static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
     }
     EXPECT_EQ(tokens.size(), 10u);
     EXPECT_EQ(ctx.cache().length(0), 8);

@@ -1,10 +1,13 @@
-// Helpers several test files share: paths into the shared data folder, whole-file reads,
-// llama.cpp's tokenizer test vectors, an Error's message, and parsing bytes from an exact-size
-// copy (so ASan sees any read past the end).
+// Helpers several test files share: paths into the shared data folder, scratch paths, whole-file
+// reads, llama.cpp's tokenizer test vectors, an Error's message, and parsing bytes from an
+// exact-size copy (so ASan sees any read past the end).
 #pragma once
+
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -21,6 +24,13 @@ namespace skiff::test {
 // `relative` inside the shared data folder (../shared next to the checkout).
 inline std::string shared_path(const std::string& relative) {
   return std::string(SKIFF_SHARED_DIR) + "/" + relative;
+}
+
+// <temp folder>/skiff_<tag>_<pid>_<name>: a scratch path no other test process shares.
+inline std::string temp_path(const std::string& tag, const std::string& name) {
+  return (std::filesystem::temp_directory_path() /
+          ("skiff_" + tag + "_" + std::to_string(getpid()) + "_" + name))
+      .string();
 }
 
 // The whole file; std::runtime_error when it cannot be opened.
