@@ -11,9 +11,13 @@ config on every prompt, config order rotated each round:
   skiff plain        skiff generate --temp 0 -t T
   skiff self-spec    skiff generate --temp 0 --self-spec E --draft-max D --draft-p-min 0
                      (E:Da: --draft-adaptive, D the most; E:DlN: --lookup N as well;
-                    E:Dh8 / E:Dh4: --draft-head q8_0 / q4_0; E:Dx: --dynamic-exit)
+                    E:Dh8 / E:Dh4: --draft-head q8_0 / q4_0; E:Dx: --dynamic-exit;
+                     E:Dc8 / E:Dc4: --draft-copy q8_0 / q4_0, drafts in a quantized copy of layers
+                     0..E-1 + head with its own KV cache)
   llama.cpp plain    llama-cli -no-cnv --temp 0
-  llama.cpp spec     llama-speculative -md FIRST-E.gguf --draft-max D --temp 0
+  llama.cpp spec     llama-speculative -md FIRST-E.gguf --draft-max D --temp 0, and the same with
+                     FIRST-E quantized to --llama-draft-quant (default q8_0: what a llama.cpp user
+                     would do with a draft; skipped where the type is no larger than that)
 
 Reported per config: tokens/s (median over rounds of the round's total tokens / total seconds over the prompts;
 decode only, and end to end = generated / (prompt + decode time)), the speedup against the same
@@ -92,8 +96,9 @@ class Spec(tuple):
     makes D the most and the cost model decide (--draft-adaptive); `lN` drafts from prompt lookup
     first (--lookup N). llama.cpp runs the plain E:D items only."""
 
-    def __new__(cls, e: int, d: int, adaptive: bool = False, lookup: int = 0, head: str = "", dynamic: bool = False):
-        return super().__new__(cls, (e, d, adaptive, lookup, head, dynamic))
+    def __new__(cls, e: int, d: int, adaptive: bool = False, lookup: int = 0, head: str = "", dynamic: bool = False,
+                copy: str = ""):
+        return super().__new__(cls, (e, d, adaptive, lookup, head, dynamic, copy))
 
     e = property(lambda s: s[0])
     d = property(lambda s: s[1])
@@ -101,30 +106,33 @@ class Spec(tuple):
     lookup = property(lambda s: s[3])
     head = property(lambda s: s[4])
     dynamic = property(lambda s: s[5])
-    plain = property(lambda s: not s[2] and not s[3] and not s[4] and not s[5])
+    copy = property(lambda s: s[6])
+    plain = property(lambda s: not s[2] and not s[3] and not s[4] and not s[5] and not s[6])
 
     def flags(self) -> list[str]:
         f = ["--self-spec", str(self.e), "--draft-max", str(self.d)]
         f += ["--draft-adaptive"] if self.adaptive else ["--draft-p-min", "0"]
         f += ["--draft-head", self.head] if self.head else []
         f += ["--dynamic-exit"] if self.dynamic else []
+        f += ["--draft-copy", self.copy] if self.copy else []
         return f + (["--lookup", str(self.lookup)] if self.lookup else [])
 
     def label(self) -> str:
         extra = (" adaptive" if self.adaptive else "") + (f" + lookup {self.lookup}" if self.lookup else "") + \
-            (f" head {self.head}" if self.head else "") + (" dynamic exit" if self.dynamic else "")
+            (f" head {self.head}" if self.head else "") + (" dynamic exit" if self.dynamic else "") + \
+            (f" copy {self.copy}" if self.copy else "")
         return f"E={self.e} D={'<=' if self.adaptive else ''}{self.d}{extra}"
 
 
 def parse_spec(text: str) -> list[Spec]:
     out = []
     for item in filter(None, text.split(",")):
-        m = re.fullmatch(r"(\d+):(\d+)(a?)(?:l(\d+))?(?:h([48]))?(x?)", item)
+        m = re.fullmatch(r"(\d+):(\d+)(a?)(?:l(\d+))?(?:h([48]))?(x?)(?:c([48]))?", item)
         if not m:
-            die(f"--spec item '{item}' is not E:D[a][lN][h8|h4][x]")
-        head = {"8": "q8_0", "4": "q4_0"}.get(m.group(5) or "", "")
-        out.append(Spec(int(m.group(1)), int(m.group(2)), m.group(3) == "a", int(m.group(4) or 0), head,
-                        m.group(6) == "x"))
+            die(f"--spec item '{item}' is not E:D[a][lN][h8|h4][x][c8|c4]")
+        quant = {"8": "q8_0", "4": "q4_0"}
+        out.append(Spec(int(m.group(1)), int(m.group(2)), m.group(3) == "a", int(m.group(4) or 0),
+                        quant.get(m.group(5) or "", ""), m.group(6) == "x", quant.get(m.group(7) or "", "")))
     return out
 
 
@@ -231,6 +239,9 @@ def main() -> int:
     ap.add_argument("--skiff", default=os.path.join(HERE, "..", "build", "skiff"))
     ap.add_argument("--peer", help="llama.cpp's bin folder")
     ap.add_argument("--json", help="also write every sample here")
+    ap.add_argument("--llama-draft-quant", default="q8_0",
+                    help="also run llama-speculative with the truncated draft quantized to this type (skiff quantize) "
+                         "where the model's type is larger; '' for none")
     ap.add_argument("--llama-args", default="--poll 0",
                     help="more arguments for llama-cli, llama-speculative and llama-bench (default '--poll 0': "
                          "with ggml's default polling its threads spin and single runs here varied 1.5-30 t/s)")
@@ -261,7 +272,13 @@ def main() -> int:
             if not os.path.exists(dr):
                 run([a.skiff, "convert", "--first-layers", str(e), full, dr])
                 print(f"made {dr}", file=sys.stderr, flush=True)
-            drafts[e] = dr
+            drafts[(e, "")] = dr
+            if a.llama_draft_quant and ty in ("f32", "f16", "bf16"):
+                dq = os.path.join(a.dir, f"{tag}-first{e}-{a.llama_draft_quant}.gguf")
+                if not os.path.exists(dq):
+                    run([a.skiff, "quantize", dr, dq, a.llama_draft_quant])
+                    print(f"made {dq}", file=sys.stderr, flush=True)
+                drafts[(e, a.llama_draft_quant)] = dq
         files[ty] = {"full": full, "drafts": drafts}
 
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -278,24 +295,30 @@ def main() -> int:
     for ty in types:
         full, drafts = files[ty]["full"], files[ty]["drafts"]
         for sp in spec:
-            costs[(ty, "skiff", sp)] = skiff_costs(a.skiff, full, sp, a.t, prompts_file, min(n, 32))
+            costs[(ty, "skiff", sp, "")] = skiff_costs(a.skiff, full, sp, a.t, prompts_file, min(n, 32))
         lb = llama_bench(peer, full, a.t, sorted({sp.d + 1 for sp in spec if sp.plain}), 16)
-        for sp in (sp for sp in spec if sp.plain):
-            lbd = llama_bench(peer, drafts[sp.e], a.t, [], 16)
-            costs[(ty, "llama", sp)] = (lb["tg16"] / lbd["tg16"], (sp.d + 1) * lb["tg16"] / lb[f"pp{sp.d + 1}"])
+        for (e, dq), dr in drafts.items():
+            lbd = llama_bench(peer, dr, a.t, [], 16)
+            for sp in (sp for sp in spec if sp.plain and sp.e == e):
+                costs[(ty, "llama", sp, dq)] = (lb["tg16"] / lbd["tg16"], (sp.d + 1) * lb["tg16"] / lb[f"pp{sp.d + 1}"])
         print(f"costs measured for {ty} (load {open('/proc/loadavg').read().split()[0]})", file=sys.stderr, flush=True)
 
-    # Configs: (name, program, Spec or None for plain decoding).
-    configs = [("skiff plain", "skiff", None)] + [(f"skiff self-spec {sp.label()}", "skiff", sp) for sp in spec]
-    configs += [("llama.cpp plain", "llama", None)] + [(f"llama.cpp spec first-{sp.e} D={sp.d}", "llama", sp)
-                                                       for sp in spec if sp.plain]
+    # Configs per type: (name, program, Spec or None for plain decoding, llama.cpp draft quant or "").
+    def configs_for(ty: str) -> list[tuple]:
+        c = [("skiff plain", "skiff", None, "")] + [(f"skiff self-spec {sp.label()}", "skiff", sp, "") for sp in spec]
+        c += [("llama.cpp plain", "llama", None, "")]
+        for dq in ("", a.llama_draft_quant):
+            c += [(f"llama.cpp spec first-{sp.e}{' ' + dq if dq else ''} D={sp.d}", "llama", sp, dq)
+                  for sp in spec if sp.plain and (sp.e, dq) in files[ty]["drafts"]]
+        return c
     # samples[ty][config][round] = list of per-prompt results
-    samples = {ty: {c[0]: [] for c in configs} for ty in types}
+    samples = {ty: {c[0]: [] for c in configs_for(ty)} for ty in types}
     for r in range(rounds):
         for ty in types:
             full, drafts = files[ty]["full"], files[ty]["drafts"]
+            configs = configs_for(ty)
             order = configs[r % len(configs):] + configs[:r % len(configs)]
-            for name, prog, sp in order:
+            for name, prog, sp, dq in order:
                 res = []
                 for p in PROMPTS:
                     if prog == "skiff":
@@ -303,7 +326,7 @@ def main() -> int:
                     elif sp is None:
                         res.append(llama_cli(peer, full, p, n, a.t))
                     else:
-                        res.append(llama_speculative(peer, full, drafts[sp.e], p, n, a.t, sp.d))
+                        res.append(llama_speculative(peer, full, drafts[(sp.e, dq)], p, n, a.t, sp.d))
                 samples[ty][name].append(res)
         print(f"round {r + 1}/{rounds} done (load {open('/proc/loadavg').read().split()[0]})", file=sys.stderr,
               flush=True)
@@ -328,7 +351,7 @@ def main() -> int:
     summary = []
     all_same = True
     for ty in types:
-        for name, prog, sp in configs:
+        for name, prog, sp, dq in configs_for(ty):
             rs = samples[ty][name]
             plain_name = "skiff plain" if prog == "skiff" else "llama.cpp plain"
             plain = samples[ty][plain_name]
@@ -347,7 +370,8 @@ def main() -> int:
             row = {"type": ty, "config": name, "program": prog, "exit_layer": sp.e if sp else 0,
                    "draft_max": sp.d if sp else 0, "adaptive": bool(sp and sp.adaptive),
                    "lookup": sp.lookup if sp else 0, "draft_head": sp.head if sp else "",
-                   "dynamic_exit": bool(sp and sp.dynamic),
+                   "dynamic_exit": bool(sp and sp.dynamic), "draft_copy": sp.copy if sp else "",
+                   "llama_draft_quant": dq,
                    "tokens_per_round": per_round,
                    "decode_tps": dec, "e2e_tps": e2e, "speedup_e2e": statistics.median(ratios),
                    "speedup_rounds": ratios, "acceptance": acc, "same_text": same,
@@ -355,8 +379,8 @@ def main() -> int:
                    "texts_round1": [x["text"] for x in rs[0]]}
             cd = cv = ideal = predicted = None
             if sp:
-                cd, cv = costs[(ty, prog, sp)]
-                if sp.plain:
+                cd, cv = costs[(ty, prog, sp, dq)]
+                if not (sp.adaptive or sp.lookup or sp.dynamic):  # D drafts every round
                     ideal = ideal_speedup(acc or 0.0, sp.d, cd, cv)
                 if per_round and rounds_run:
                     # The cost model on the tokens per round actually seen (no independence assumption).

@@ -11,10 +11,12 @@
 #include <algorithm>
 
 #include "base/error.h"
+#include "decode/early_exit_copy.h"
 #include "decode/early_exit_drafter.h"
 #include "decode/model_drafter.h"
 #include "decode/ngram_drafter.h"
 #include "speculative_test_util.h"
+#include "test_util.h"
 
 namespace skiff {
 namespace {
@@ -387,6 +389,82 @@ TEST(RandomModels, EveryStrategyIsAutoregressive) {
   EXPECT_GT(cov.context_limit, 0);
   EXPECT_GT(cov.full_accept, 0);
   EXPECT_GT(cov.rejections, 0);
+}
+
+TEST(RandomModels, QuantizedEarlyExitCopyDraftsAndKeepsTheOutput) {
+  // --draft-copy: layers 0..E-1 and the head as a Q8_0 / Q4_0 model of their own drafting in
+  // its own KV cache (ModelDrafter); verification runs every layer of the target, so greedy
+  // output is plain decoding's at every exit and draft length.
+  const RandomShape shape{64, 4, 4, 2, 96, 64, 24, 0.5f, 3.0f, 21};  // rows whole blocks of 32
+  OwnedModel m = make_random_model(shape);
+  std::vector<std::unique_ptr<Model>> copies;
+  for (DType type : {DType::Q8_0, DType::Q4_0})
+    for (int e = 1; e < shape.n_layers; ++e) {
+      copies.push_back(make_early_exit_copy(*m, e, type));
+      const Model& c = *copies.back();
+      ASSERT_EQ(c.config.n_layers, e);
+      ASSERT_EQ(c.layers.size(), static_cast<size_t>(e));
+      for (const LayerWeights& w : c.layers)
+        for (const TensorView* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.ffn_gate, &w.ffn_up, &w.ffn_down}) {
+          EXPECT_EQ(t->type, type) << t->name;
+        }
+      EXPECT_EQ(c.output.type, type);
+      // Norms and embeddings are the target's own (views, not copies).
+      EXPECT_EQ(c.layers[0].attn_norm.data, m->layers[0].attn_norm.data);
+      EXPECT_EQ(c.token_embd.data, m->token_embd.data);
+      EXPECT_EQ(c.output_norm.data, m->output_norm.data);
+    }
+  // The copy's logits are the target's early exit at E, up to the quantization: layers
+  // 0..E-1, the final norm and the head of a 7-token prompt, last position.
+  {
+    const std::vector<int32_t> tokens = {1, 5, 9, 4, 17, 3, 12};
+    const int E = 2, dim = shape.dim, n = static_cast<int>(tokens.size());
+    std::vector<float> early(static_cast<size_t>(shape.vocab)), copied(early.size());
+    Context target(*m, 0, 1);
+    std::vector<float> h(static_cast<size_t>(n * dim));
+    embed(*m, tokens, h.data());
+    forward(target, h.data(), n, 0, E);
+    compute_logits(target, h.data() + (n - 1) * dim, 1, early.data());
+    const Model& q8 = *copies[E - 1];
+    Context draft(q8, 0, 1);
+    embed(q8, tokens, h.data());
+    forward(draft, h.data(), n, 0, E);
+    compute_logits(draft, h.data() + (n - 1) * dim, 1, copied.data());
+    float worst = 0, scale = 0;
+    for (size_t i = 0; i < early.size(); ++i) {
+      worst = std::max(worst, std::fabs(early[i] - copied[i]));
+      scale = std::max(scale, std::fabs(early[i]));
+    }
+    EXPECT_LT(worst, 0.02f * scale) << "Q8_0 copy of the early exit";
+    EXPECT_GT(worst, 0.0f) << "the copy is quantized, not the same weights";
+  }
+  std::mt19937 rng(shape.seed);
+  std::vector<PromptCase> prompts;
+  for (int len : {1, 5, 19}) {
+    std::vector<int32_t> t(static_cast<size_t>(len));
+    for (int32_t& x : t) x = static_cast<int32_t>(3 + rng() % 21u);
+    t[0] = 1;
+    prompts.push_back({t, 0});
+  }
+  prompts.push_back({prompts[2].tokens, 30});  // the context fills up mid-generation
+  std::vector<SpecSetup> setups;
+  for (const auto& c : copies)
+    for (int d : {1, 3, 6}) setups.push_back({Kind::DraftModel, 0, d, 0.0f, c.get()});
+  Coverage cov;
+  sweep(*m, prompts, 40, setups, cov);
+  EXPECT_GT(cov.rejections, 0);
+  EXPECT_GT(cov.full_accept, 0);
+
+  // Errors: exits outside 1..L-1, types the copy cannot take.
+  auto error = [](auto fn) { return test::error_of(fn); };
+  EXPECT_NE(error([&] { make_early_exit_copy(*m, 0, DType::Q8_0); }).find("1..3"), std::string::npos);
+  EXPECT_NE(error([&] { make_early_exit_copy(*m, 4, DType::Q8_0); }).find("1..3"), std::string::npos);
+  EXPECT_NE(error([&] { make_early_exit_copy(*m, 2, DType::F16); }).find("q8_0 or q4_0"), std::string::npos);
+  // Rows that are not whole blocks of 32 stay the model's own (ffn_down of 72 columns here).
+  OwnedModel odd = make_random_model(RandomShape{64, 3, 4, 2, 72, 64, 24, 0.5f, 3.0f, 22});
+  const std::unique_ptr<Model> c = make_early_exit_copy(*odd, 1, DType::Q8_0);
+  EXPECT_EQ(c->layers[0].ffn_down.data, odd->layers[0].ffn_down.data);
+  EXPECT_EQ(c->layers[0].ffn_up.type, DType::Q8_0);
 }
 
 TEST(EarlyExit, RunsOnlyTheFirstLayers) {

@@ -18,7 +18,7 @@ struct SpecBenchOptions {
   int self_spec = 0, lookup = 0, draft_max = 4, n_predict = 128;
   float draft_p_min = kDefaultDraftPMin, temperature = 0.0f;
   bool draft_adaptive = false, dynamic_exit = false;
-  std::string draft_head;
+  std::string draft_head, draft_copy;
   uint64_t seed = 1;
   std::string draft_model, prompts;
   CLI::Option *self_spec_flag = nullptr, *lookup_flag = nullptr, *draft_model_flag = nullptr;
@@ -42,6 +42,9 @@ std::shared_ptr<SpecBenchOptions> add_spec_bench_flags(CLI::App* bench) {
                   "speculative: self-spec chooses the exit layer every round (starting at --self-spec E)");
   bench->add_option("--draft-head", o->draft_head,
                     "speculative: the self-spec early head reads its own q8_0 or q4_0 copy of the output matrix");
+  bench->add_option("--draft-copy", o->draft_copy,
+                    "speculative: self-spec drafts with a q8_0 or q4_0 copy of layers 0..E-1 and the head, in a KV "
+                    "cache of its own (verification runs every layer)");
   bench->add_option("--prompts", o->prompts,
                     "speculative: jsonl prompt set (default bench/prompts/speculative.jsonl)");
   bench->add_option("--spec-tokens", o->n_predict, "speculative: tokens generated per prompt (default 128)");
@@ -72,12 +75,30 @@ void run_spec_bench(const SpecBenchOptions& o, const ModelFlags& model_flags, in
     DrafterFactory make;
   };
   std::vector<Strategy> strategies;
-  std::unique_ptr<Model> draft_model;
+  std::unique_ptr<Model> draft_model, copy_model;
   Context ctx(*model, 0, model_flags.threads);
   if (o.draft_adaptive && o.self_spec_flag->count() == 0) fail("--draft-adaptive needs --self-spec");
   if (!o.draft_head.empty() && o.self_spec_flag->count() == 0) fail("--draft-head needs --self-spec");
   if (o.dynamic_exit && o.self_spec_flag->count() == 0) fail("--dynamic-exit needs --self-spec");
-  if (o.self_spec_flag->count() > 0) {
+  if (!o.draft_copy.empty()) {
+    if (o.self_spec_flag->count() == 0) fail("--draft-copy needs --self-spec");
+    std::vector<std::string> given;
+    if (o.draft_adaptive) given.push_back("--draft-adaptive");
+    if (!o.draft_head.empty()) given.push_back("--draft-head");
+    if (o.dynamic_exit) given.push_back("--dynamic-exit");
+    check_draft_copy_alone(given);
+    // Made once, outside the timed runs; each run drafts in a context of its own.
+    copy_model = early_exit_copy_from_flag(*model, o.self_spec, o.draft_copy);
+    const Model* draft = copy_model.get();
+    const Model* target = model.get();
+    ModelDrafter check(*target, *draft, 0, model_flags.threads, o.draft_p_min);
+    const int threads = model_flags.threads;
+    const float p_min = o.draft_p_min;
+    strategies.push_back({fmt::format("self-spec E={} copy {}", o.self_spec, o.draft_copy),
+                          {{"strategy", "self-spec-copy"}, {"exit_layer", o.self_spec}, {"draft_copy", o.draft_copy},
+                           {"draft_p_min", p_min}},
+                          [=](Context&) { return std::make_unique<ModelDrafter>(*target, *draft, 0, threads, p_min); }});
+  } else if (o.self_spec_flag->count() > 0) {
     // With --lookup as well: self-spec drafting from lookup first (and plain lookup below).
     // The head copy is made once, outside the timed runs, and shared by every drafter.
     const SelfSpecOptions options{o.draft_adaptive, o.lookup_flag->count() > 0 ? o.lookup : 0,

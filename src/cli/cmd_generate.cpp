@@ -36,6 +36,7 @@ struct GenerateFlags {
   float draft_p_min = kDefaultDraftPMin;
   bool draft_adaptive = false;
   std::string draft_head;  // self-spec: the early head's own copy in this type
+  std::string draft_copy;  // self-spec: draft with a copy of layers 0..E-1 + head in this type
   bool dynamic_exit = false;
   FlashFlags flash;
   KvCacheFlags kv;
@@ -55,6 +56,13 @@ Strategy pick_strategy(const GenerateFlags& f, const CLI::App& cmd) {
   if (!self && cmd.count("--draft-adaptive") > 0) fail("--draft-adaptive needs --self-spec");
   if (!self && cmd.count("--draft-head") > 0) fail("--draft-head needs --self-spec");
   if (!self && cmd.count("--dynamic-exit") > 0) fail("--dynamic-exit needs --self-spec");
+  if (!self && cmd.count("--draft-copy") > 0) fail("--draft-copy needs --self-spec");
+  if (cmd.count("--draft-copy") > 0) {
+    std::vector<std::string> given;
+    for (const char* o : {"--draft-head", "--dynamic-exit", "--draft-adaptive", "--lookup"})
+      if (cmd.count(o) > 0) given.push_back(o);
+    check_draft_copy_alone(given);
+  }
   if (f.draft_adaptive && cmd.count("--draft-p-min") > 0)
     fail("--draft-adaptive and --draft-p-min exclude each other (the cost model decides when to stop)");
   if (exit) return Strategy::EarlyExit;
@@ -86,7 +94,8 @@ void run_generate(const GenerateFlags& f, const CLI::App& cmd) {
   if (pack.model && stages_requested(cmd)) fail("--flash does not run in pipeline stages (yet)");
   std::unique_ptr<dist::Pipeline> pipeline =
       owned_model ? start_pipeline(f.stages, cmd, *owned_model, f.context, f.model.threads,
-                                   strategy == Strategy::SelfSpec ? f.self_spec : 0, kv_types(f.kv))
+                                   strategy == Strategy::SelfSpec && f.draft_copy.empty() ? f.self_spec : 0,
+                                   kv_types(f.kv))
                   : nullptr;
   if (pipeline && !pipeline->head()) {
     pipeline->serve();
@@ -131,6 +140,11 @@ void run_generate(const GenerateFlags& f, const CLI::App& cmd) {
     case Strategy::Autoregressive: break;
     case Strategy::EarlyExit: break;
     case Strategy::SelfSpec:
+      if (!f.draft_copy.empty()) {  // a quantized copy of the early layers drafts on its own
+        draft_model = early_exit_copy_from_flag(*model, f.self_spec, f.draft_copy);
+        drafter = std::make_unique<ModelDrafter>(*model, *draft_model, f.context, ctx.pool(), f.draft_p_min);
+        break;
+      }
       drafter = std::make_unique<EarlyExitDrafter>(
           ctx, f.self_spec, f.draft_p_min,
           SelfSpecOptions{f.draft_adaptive, f.lookup, draft_head_from_flag(*model, f.draft_head), f.dynamic_exit});
@@ -209,6 +223,10 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--draft-head", flags->draft_head,
                   "self-speculation: the early head reads its own q8_0 or q4_0 copy of the output matrix "
                   "(fewer bytes per draft; verification keeps the model's head, so the output is unchanged)");
+  cmd->add_option("--draft-copy", flags->draft_copy,
+                  "self-speculation: draft with a q8_0 or q4_0 copy of layers 0..E-1 and the head, in a KV cache "
+                  "of its own; verification then runs every layer (about half the bytes per draft on F16/BF16 "
+                  "models; output unchanged)");
   cmd->add_flag("--dynamic-exit", flags->dynamic_exit,
                 "self-speculation: choose the exit layer every round from the acceptance seen at each (the "
                 "first round uses --self-spec E; output unchanged)");

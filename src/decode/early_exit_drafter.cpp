@@ -10,34 +10,6 @@
 
 namespace skiff {
 
-std::shared_ptr<const DraftHead> make_draft_head(const Model& model, DType type) {
-  const TensorView& out = model.output;
-  if (type != DType::Q8_0 && type != DType::Q4_0)
-    fail("--draft-head {}: the early head's copy can be q8_0 or q4_0", dtype_name(type));
-  if (out.cols % 32 != 0)
-    fail("--draft-head {}: the head's rows ({} columns) are not whole blocks of 32", dtype_name(type), out.cols);
-  auto head = std::make_shared<DraftHead>();
-  const size_t rb = row_bytes(type, out.cols);
-  head->bytes.resize(rb * static_cast<size_t>(out.rows));
-  std::vector<float> row(static_cast<size_t>(out.cols));
-  for (int64_t r = 0; r < out.rows; ++r) {
-    dequantize_tensor_row(out, r, row.data());
-    quantize_row(type, row.data(), head->bytes.data() + rb * static_cast<size_t>(r), out.cols);
-  }
-  TensorView& v = head->view;
-  v = out;
-  v.name = "early head";
-  v.type = type;
-  v.data = head->bytes.data();
-  v.row_stride = rb;
-  v.packed = nullptr;
-  if (packing_helps(v)) {
-    head->packed = pack_matrix(v);
-    v.packed = head->packed.get();
-  }
-  return head;
-}
-
 EarlyExitDrafter::EarlyExitDrafter(Context& target, int exit_layer, float p_min, SelfSpecOptions options)
     : Drafter(target.model()), ctx_(target), exit_layer_(exit_layer), p_min_(p_min), options_(options),
       dim_(target.model().config.dim) {

@@ -20,27 +20,19 @@
 #include <memory>
 
 #include "decode/draft_policy.h"
+#include "decode/early_exit_copy.h"
 #include "decode/drafter.h"
 #include "kernels/repack.h"
 
 namespace skiff {
 
-// A copy of the model's output matrix in a smaller type (Q8_0 or Q4_0) for the early head
-// alone. A draft step reads the exit layers *and* the whole head, and the head is a quarter of
-// that (0.85B F16: 131 of 492 MB). Drafts only propose: verification uses the model's own
-// head, so greedy output stays exact and sampling keeps the target distribution.
-struct DraftHead {
-  TensorView view;
-  std::vector<uint8_t> bytes;
-  PackedBytes packed;  // the AVX-512 packed layout, when it helps
-};
-// Error unless type is Q8_0 or Q4_0 and the head's rows are whole blocks of 32.
-std::shared_ptr<const DraftHead> make_draft_head(const Model& model, DType type);
-
 struct SelfSpecOptions {
   bool adaptive = false;  // the draft length from draft_policy.h's rule instead of p_min
   int lookup_ngram = 0;   // > 0: prompt lookup with n-grams up to this drafts first
-  std::shared_ptr<const DraftHead> head;  // null: the early head is the model's head
+  // The early head's own smaller copy of the output matrix (make_draft_head): a draft step
+  // reads the exit layers *and* the whole head, a quarter of it on a 0.85B F16 model (131 of
+  // 492 MB). Null: the early head is the model's head.
+  std::shared_ptr<const DraftHead> head;
   // The exit layer chosen every round (DEL-style) among 1..max(E, L/2) from the acceptance
   // seen at each against each exit's cost in weight bytes, trying a neighbour of the best
   // every few rounds; E (the constructor's) is the first round's (the prompt's deferred prefill

@@ -50,6 +50,13 @@ ModelDrafter::ModelDrafter(const Model& target, const Model& draft, int context_
   if (!(p_min >= 0.0f && p_min <= 1.0f)) fail("--draft-p-min must be in [0, 1], got {}", p_min);
 }
 
+ModelDrafter::ModelDrafter(const Model& target, const Model& draft, int context_length, ThreadPool& pool,
+                           float p_min)
+    : Drafter(target), ctx_(checked(target, draft), draft_context_length(target, draft, context_length), pool),
+      p_min_(p_min) {
+  if (!(p_min >= 0.0f && p_min <= 1.0f)) fail("--draft-p-min must be in [0, 1], got {}", p_min);
+}
+
 void ModelDrafter::start(std::span<const int32_t> prompt) {
   // Prefill all but the newest prompt token, as the target did; the first round catches up.
   ctx_.cache().clear();

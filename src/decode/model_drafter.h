@@ -15,6 +15,9 @@ class ModelDrafter : public Drafter {
   // token's text, or the BOS/EOS ids), or p_min is outside [0, 1]. context_length <= 0: the
   // draft model's own (capped at the target's); threads as for Context.
   ModelDrafter(const Model& target, const Model& draft, int context_length, int n_threads, float p_min);
+  // The same, drafting on the target context's threads (no second pool whose idle workers
+  // spin on the cores the other one needs).
+  ModelDrafter(const Model& target, const Model& draft, int context_length, ThreadPool& pool, float p_min);
 
   const char* name() const override { return "draft model"; }
   void start(std::span<const int32_t> prompt) override;

@@ -94,6 +94,9 @@ struct Model {
   std::vector<std::shared_ptr<MappedFile>> shards;  // every mapped file (HF: each *.safetensors)
   std::vector<std::vector<float>> owned;    // weights copied out of the file (llama2c, F32 norms)
   std::vector<PackedBytes> packed;          // weights rearranged by pack_weights
+  // Buffers that views point into and nothing above owns (an early-exit copy's quantized
+  // matrices: decode/early_exit_copy.h).
+  std::vector<std::shared_ptr<const void>> keep_alive;
 
   int64_t parameter_count() const;
   size_t weight_bytes() const;  // bytes of all weight tensors as stored

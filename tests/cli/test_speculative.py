@@ -9,8 +9,10 @@
   model with another vocabulary, two strategies at once (--self-spec with --lookup is one:
   lookup first), --draft-max without a strategy, --draft-adaptive without --self-spec or with
   --draft-p-min, --draft-head without --self-spec or of another type than q8_0 / q4_0.
-  --draft-adaptive, --self-spec --lookup, --draft-head q8_0 / q4_0 and --dynamic-exit give plain
-  decoding's text; --dynamic-exit without --self-spec or with --draft-adaptive is an error.
+  --draft-adaptive, --self-spec --lookup, --draft-head q8_0 / q4_0, --draft-copy q8_0 / q4_0 and
+  --dynamic-exit give plain decoding's text; --dynamic-exit without --self-spec or with
+  --draft-adaptive, --draft-copy without --self-spec, of another type or with an option of the
+  shared-cache self-speculation are errors.
 - `skiff bench --self-spec E --draft-max D -o json` reports speedup, acceptance_rate, ar_tps,
   spec_tps (and identical text); `skiff sweep` writes md/csv/json and an SVG heat-map.
 
@@ -62,6 +64,8 @@ def main() -> int:
                          ["--self-spec", "3", "--draft-max", "6", "--draft-head", "q4_0", "--lookup", "2"],
                          ["--self-spec", "1", "--draft-max", "4", "--dynamic-exit"],
                          ["--self-spec", "3", "--draft-max", "3", "--dynamic-exit", "--draft-head", "q8_0"],
+                         ["--self-spec", "2", "--draft-max", "4", "--draft-copy", "q8_0"],
+                         ["--self-spec", "3", "--draft-max", "6", "--draft-copy", "q4_0", "--draft-p-min", "0.5"],
                          ["--draft-model", os.path.join(REPO, "models", "stories260K.gguf")],
                          ["--draft-model", os.path.join(args.shared, "models", "peer", "stories260K.gguf"),
                           "--draft-max", "7"],
@@ -113,6 +117,11 @@ def main() -> int:
         "--draft-head f16": (["--self-spec", "2", "--draft-head", "f16"], "q8_0 or q4_0"),
         "--draft-head unknown type": (["--self-spec", "2", "--draft-head", "q9"], "not a type"),
         "--dynamic-exit without --self-spec": (["--lookup", "2", "--dynamic-exit"], "--dynamic-exit"),
+        "--draft-copy without --self-spec": (["--draft-copy", "q8_0"], "needs --self-spec"),
+        "--draft-copy f16": (["--self-spec", "2", "--draft-copy", "f16"], "q8_0 or q4_0"),
+        "--draft-copy with --draft-head": (["--self-spec", "2", "--draft-copy", "q8_0", "--draft-head", "q8_0"],
+                                           "--draft-head"),
+        "--draft-copy with --lookup": (["--self-spec", "2", "--draft-copy", "q8_0", "--lookup", "2"], "--lookup"),
         "--dynamic-exit with --draft-adaptive": (["--self-spec", "2", "--dynamic-exit", "--draft-adaptive"],
                                                  "exclude"),
     }
