@@ -8,17 +8,25 @@
 
 namespace skiff {
 
-std::shared_ptr<const QuantizedMatrix> quantize_matrix(const TensorView& w, DType type, const std::string& what) {
+std::shared_ptr<const QuantizedMatrix> quantize_matrix(const TensorView& w, DType type, const std::string& what,
+                                                       ThreadPool* pool) {
   if (type != DType::Q8_0 && type != DType::Q4_0) fail("{}: the copy can be q8_0 or q4_0", what);
   if (w.cols % 32 != 0)
     fail("{}: {}'s rows ({} columns) are not whole blocks of 32", what, w.name, w.cols);
   auto q = std::make_shared<QuantizedMatrix>();
   const size_t rb = row_bytes(type, w.cols);
   q->bytes.resize(rb * static_cast<size_t>(w.rows));
-  std::vector<float> row(static_cast<size_t>(w.cols));
-  for (int64_t r = 0; r < w.rows; ++r) {
-    dequantize_tensor_row(w, r, row.data());
-    quantize_row(type, row.data(), q->bytes.data() + rb * static_cast<size_t>(r), w.cols);
+  auto rows = [&](int64_t r0, int64_t r1, int) {
+    std::vector<float> row(static_cast<size_t>(w.cols));
+    for (int64_t r = r0; r < r1; ++r) {
+      dequantize_tensor_row(w, r, row.data());
+      quantize_row(type, row.data(), q->bytes.data() + rb * static_cast<size_t>(r), w.cols);
+    }
+  };
+  if (pool != nullptr) {
+    pool->parallel_for(w.rows, rows);
+  } else {
+    rows(0, w.rows, 0);
   }
   TensorView& v = q->view;
   v = w;
@@ -55,12 +63,13 @@ std::unique_ptr<Model> make_early_exit_copy(const Model& model, int exit_layer, 
   copy->tokenizer = std::make_unique<Tokenizer>(model.tokenizer->vocab());
   copy->token_embd = model.token_embd;
   copy->output_norm = model.output_norm;
-  copy->tied_output = false;  // the head is its own copy (or a view) either way
+  copy->tied_output = false;
+  ThreadPool pool(ThreadPool::default_thread_count());  // the head is its own copy (or a view) either way
   // A matrix is copied when the copy is smaller; one whose rows are not whole blocks of 32
   // (stories260K's FFN width 172) stays the model's own.
   auto copied = [&](const TensorView& w) -> TensorView {
     if (w.type == type || w.cols % 32 != 0 || row_bytes(type, w.cols) >= w.row_stride) return w;
-    auto q = quantize_matrix(w, type, what);
+    auto q = quantize_matrix(w, type, what, &pool);
     copy->keep_alive.push_back(q);
     return q->view;
   };

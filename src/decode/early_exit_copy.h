@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "base/thread_pool.h"
 #include "kernels/repack.h"
 #include "model/model.h"
 
@@ -27,8 +28,9 @@ struct QuantizedMatrix {
 };
 
 // w's rows quantized to `type` (Q8_0 or Q4_0; w's columns whole blocks of 32, else Error
-// naming `what`, e.g. "--draft-head q8_0").
-std::shared_ptr<const QuantizedMatrix> quantize_matrix(const TensorView& w, DType type, const std::string& what);
+// naming `what`, e.g. "--draft-head q8_0"), on `pool`'s threads when given.
+std::shared_ptr<const QuantizedMatrix> quantize_matrix(const TensorView& w, DType type, const std::string& what,
+                                                       ThreadPool* pool = nullptr);
 
 // The copy of the head for self-speculation's early head (`--draft-head TYPE`).
 using DraftHead = QuantizedMatrix;
