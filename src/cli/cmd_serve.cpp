@@ -37,6 +37,7 @@ struct ServeFlags {
   size_t max_body_kib = 8192;
   std::string draft_model;
   std::string draft_head;             // self-spec: the early head's own copy in this type
+  std::string draft_copy;             // with --self-spec E: a copy of layers 0..E-1 + head drafts
   std::vector<std::string> memories;  // NAME=STORE
   KvCacheFlags kv;
   StageFlags stages;
@@ -96,6 +97,18 @@ void run_serve(ServeFlags& f, const CLI::App& cmd) {
   }
 
   server::ServerOptions& o = f.server;
+  // --self-spec E --draft-copy TYPE: the copy is the server's draft model, and drafting with
+  // it the requests' default (in place of the shared-cache self-speculation).
+  int copy_exit = 0;
+  if (!f.draft_copy.empty()) {
+    if (o.default_spec.exit_layer == 0) fail("--draft-copy needs --self-spec E (the layers it copies)");
+    draft_copy_type(f.draft_copy);
+    if (!f.draft_model.empty()) fail("--draft-copy and --draft-model exclude each other (both are the draft model)");
+    if (!f.draft_head.empty()) check_draft_copy_alone({"--draft-head"});
+    if (stages_requested(cmd)) fail("--draft-copy does not run with --stages (yet)");
+    copy_exit = o.default_spec.exit_layer;
+    o.default_spec.exit_layer = 0;
+  }
   o.request_timeout = std::chrono::seconds(f.request_timeout_s);
   o.read_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.read_timeout_s) * 1000);
   o.max_body_bytes = f.max_body_kib * 1024;
@@ -119,6 +132,10 @@ void run_serve(ServeFlags& f, const CLI::App& cmd) {
   f.scheduler.draft_head = draft_head_from_flag(*model, f.draft_head);
   f.scheduler.kv_types = kv_types(f.kv);
   std::unique_ptr<Model> draft;
+  if (copy_exit > 0) {
+    draft = early_exit_copy_from_flag(*model, copy_exit, f.draft_copy);
+    f.scheduler.draft_model = draft.get();  // the default for requests (HttpServer::attach)
+  }
   if (!f.draft_model.empty()) {
     ModelFlags df = f.model;
     df.model = f.draft_model;
@@ -224,6 +241,10 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--draft-head", f->draft_head,
                   "self-speculation (every request's): the early head reads its own q8_0 or q4_0 copy of the "
                   "output matrix, made once (output unchanged)");
+  cmd->add_option("--draft-copy", f->draft_copy,
+                  "with --self-spec E: requests draft with a q8_0 or q4_0 copy of layers 0..E-1 and the head, in "
+                  "KV caches of their own (fewer bytes per draft on F16/BF16 models; verification runs every "
+                  "layer; output unchanged)");
   cmd->add_option("--draft-max", f->server.default_spec.draft_max, "most drafted tokens per round (default 4)")
       ->check(CLI::Range(1, 16));
   cmd->add_option("--draft-p-min", f->server.default_spec.draft_p_min,

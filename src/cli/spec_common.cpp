@@ -120,11 +120,15 @@ std::shared_ptr<const DraftHead> draft_head_from_flag(const Model& model, const 
   return make_draft_head(model, *t);
 }
 
-std::unique_ptr<Model> early_exit_copy_from_flag(const Model& model, int exit_layer, const std::string& type) {
-  if (type.empty()) return nullptr;
+DType draft_copy_type(const std::string& type) {
   const std::optional<DType> t = parse_dtype(type);
   if (!t || (*t != DType::Q8_0 && *t != DType::Q4_0)) fail("--draft-copy '{}': the copy can be q8_0 or q4_0", type);
-  return make_early_exit_copy(model, exit_layer, *t);
+  return *t;
+}
+
+std::unique_ptr<Model> early_exit_copy_from_flag(const Model& model, int exit_layer, const std::string& type) {
+  if (type.empty()) return nullptr;
+  return make_early_exit_copy(model, exit_layer, draft_copy_type(type));
 }
 
 void check_draft_copy_alone(const std::vector<std::string>& given) {

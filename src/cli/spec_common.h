@@ -29,6 +29,8 @@ std::shared_ptr<const DraftHead> draft_head_from_flag(const Model& model, const 
 // --self-spec E --draft-copy TYPE: layers 0..E-1 and the head of `model` as a TYPE copy that
 // drafts in its own KV cache (decode/early_exit_copy.h); null for "".
 std::unique_ptr<Model> early_exit_copy_from_flag(const Model& model, int exit_layer, const std::string& type);
+// The type a --draft-copy value names; Error unless q8_0 or q4_0.
+DType draft_copy_type(const std::string& type);
 // Error when --draft-copy is combined with a self-speculation option it cannot take (those
 // work on the shared KV cache): `given` names the options that were set.
 void check_draft_copy_alone(const std::vector<std::string>& given);

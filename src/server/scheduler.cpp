@@ -352,8 +352,8 @@ void Scheduler::start_spec(Slot& slot) {
     slot.early = early.get();
     slot.drafter = std::move(early);
   } else if (r.spec.lookup_ngram > 0) slot.drafter = std::make_unique<NgramDrafter>(model_, r.spec.lookup_ngram);
-  else if (options_.draft_model)  // its own small cache, one thread: the model thread's pool is busy
-    slot.drafter = std::make_unique<ModelDrafter>(model_, *options_.draft_model, context_length_, 1, r.spec.draft_p_min);
+  else if (options_.draft_model)  // its own small cache, on the model thread's pool (drafting is between passes)
+    slot.drafter = std::make_unique<ModelDrafter>(model_, *options_.draft_model, context_length_, pool_, r.spec.draft_p_min);
   else fail("draft-model speculation was asked for but the server has no draft model");
   SpecParams params;
   params.draft_max = r.spec.draft_max;

@@ -12,7 +12,7 @@
   --draft-adaptive, --self-spec --lookup, --draft-head q8_0 / q4_0, --draft-copy q8_0 / q4_0 and
   --dynamic-exit give plain decoding's text; --dynamic-exit without --self-spec or with
   --draft-adaptive, --draft-copy without --self-spec, of another type or with an option of the
-  shared-cache self-speculation are errors.
+  shared-cache self-speculation are errors (for `generate` and `serve`).
 - `skiff bench --self-spec E --draft-max D -o json` reports speedup, acceptance_rate, ar_tps,
   spec_tps (and identical text); `skiff sweep` writes md/csv/json and an SVG heat-map.
 
@@ -127,6 +127,20 @@ def main() -> int:
     }
     for name, (flags, word) in bad.items():
         r = skiff("generate", "-p", "hi", "-n", "5", "--temp", "0", *flags)
+        c.check(f"error: {name}", one_line_error(r) and word in r.stderr,
+                f"rc={r.returncode} stderr={r.stderr.strip()!r}")
+
+    # The same checks for `serve` (before it listens).
+    serve_bad = {
+        "serve --draft-copy without --self-spec": (["--draft-copy", "q8_0"], "needs --self-spec"),
+        "serve --draft-copy f16": (["--self-spec", "2", "--draft-copy", "f16"], "q8_0 or q4_0"),
+        "serve --draft-copy with --draft-model": (["--self-spec", "2", "--draft-copy", "q8_0", "--draft-model",
+                                                   os.path.join(REPO, "models", "stories260K.gguf")], "exclude"),
+        "serve --draft-copy with --draft-head": (["--self-spec", "2", "--draft-copy", "q8_0", "--draft-head", "q8_0"],
+                                                 "--draft-head"),
+    }
+    for name, (flags, word) in serve_bad.items():
+        r = skiff("serve", "--port", "0", *flags, timeout=60)
         c.check(f"error: {name}", one_line_error(r) and word in r.stderr,
                 f"rc={r.returncode} stderr={r.stderr.strip()!r}")
 

@@ -125,3 +125,25 @@ test('--draft-head q8_0 (the early head\'s own copy): self_spec still == plain',
     assert.equal(code, 0, `skiff serve --draft-head exit code:\n${other.log}`);
   }
 });
+
+test('--self-spec 3 --draft-copy q8_0 (a quantized copy of the early layers drafts by default) == plain', async () => {
+  const other = await startServer(['--parallel', '2', '-t', '1', '--self-spec', '3', '--draft-copy', 'q8_0']);
+  try {
+    const c = other.client();
+    for (const prompt of PROMPTS) {
+      const plain = await client.completions.create({ prompt, max_tokens: 40, temperature: 0 });
+      const [a, b] = await Promise.all([
+        c.completions.create({ prompt, max_tokens: 40, temperature: 0 }),
+        c.completions.create({ prompt, max_tokens: 40, temperature: 0, skiff: { draft_model: { draft_max: 6 } } }),
+      ]);
+      assert.equal(a.choices[0].text, plain.choices[0].text, prompt);
+      assert.equal(b.choices[0].text, plain.choices[0].text, `${prompt} draft_max 6`);
+    }
+    const metrics = await (await fetch(`${other.url}/metrics`)).text();
+    const rounds = Number(/^skiff_speculative_rounds_total (\d+)/m.exec(metrics)?.[1] ?? 0);
+    assert.ok(rounds > 0, `the copy drafted: ${metrics}`);
+  } finally {
+    const { code } = await other.stop();
+    assert.equal(code, 0, `skiff serve --draft-copy exit code:\n${other.log}`);
+  }
+});
