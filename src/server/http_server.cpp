@@ -402,8 +402,10 @@ bool HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
   if (!request.stream) {
     std::vector<ChoiceResult> choices(static_cast<size_t>(n_choices));
     while (true) {
-      const bool done = task->done();
-      for (Event& e : task->take(std::chrono::milliseconds(100))) {
+      // Woken by the end (or every 100 ms, to notice a client that left), not by every token:
+      // a thread waking per token takes a core from the decode threads on a small machine.
+      const bool done = task->wait_done_until(Clock::now() + std::chrono::milliseconds(100));
+      for (Event& e : task->take(std::chrono::milliseconds(0))) {
         if (e.kind == Event::Kind::kError) {
           const bool shutting_down = e.text.find("shutting down") != std::string::npos;
           throw ApiError(shutting_down ? 503 : 408, shutting_down ? "unavailable_error" : "timeout_error", "", "",
@@ -536,8 +538,8 @@ void HttpServer::Impl::embeddings(const httplib::Request& req, httplib::Response
     submit_or_throw(task);
     std::vector<std::vector<float>> vectors(last - first);
     while (true) {
-      const bool done = task->done();
-      for (Event& e : task->take(std::chrono::milliseconds(100))) {
+      const bool done = task->wait_done_until(Clock::now() + std::chrono::milliseconds(100));
+      for (Event& e : task->take(std::chrono::milliseconds(0))) {
         if (e.kind == Event::Kind::kError) throw ApiError(408, "timeout_error", "", "", e.text);
         if (e.kind == Event::Kind::kEmbedding) vectors[static_cast<size_t>(e.choice)] = std::move(e.embedding);
       }
