@@ -91,13 +91,13 @@ void run_spec_bench(const SpecBenchOptions& o, const ModelFlags& model_flags, in
     copy_model = early_exit_copy_from_flag(*model, o.self_spec, o.draft_copy);
     const Model* draft = copy_model.get();
     const Model* target = model.get();
-    ModelDrafter check(*target, *draft, 0, model_flags.threads, o.draft_p_min);
-    const int threads = model_flags.threads;
+    ModelDrafter check(*target, *draft, 0, ctx.pool(), o.draft_p_min);
     const float p_min = o.draft_p_min;
+    // On the target context's threads, as `generate --draft-copy` runs it.
     strategies.push_back({fmt::format("self-spec E={} copy {}", o.self_spec, o.draft_copy),
                           {{"strategy", "self-spec-copy"}, {"exit_layer", o.self_spec}, {"draft_copy", o.draft_copy},
                            {"draft_p_min", p_min}},
-                          [=](Context&) { return std::make_unique<ModelDrafter>(*target, *draft, 0, threads, p_min); }});
+                          [=](Context& c) { return std::make_unique<ModelDrafter>(*target, *draft, 0, c.pool(), p_min); }});
   } else if (o.self_spec_flag->count() > 0) {
     // With --lookup as well: self-spec drafting from lookup first (and plain lookup below).
     // The head copy is made once, outside the timed runs, and shared by every drafter.

@@ -42,9 +42,9 @@ std::shared_ptr<const QuantizedMatrix> quantize_matrix(const TensorView& w, DTyp
 }
 
 std::shared_ptr<const DraftHead> make_draft_head(const Model& model, DType type) {
-  auto head = quantize_matrix(model.output, type, fmt::format("--draft-head {}", dtype_name(type)));
-  std::const_pointer_cast<QuantizedMatrix>(head)->view.name = "early head";
-  return head;
+  TensorView head = model.output;
+  head.name = "early head";
+  return quantize_matrix(head, type, fmt::format("--draft-head {}", dtype_name(type)));
 }
 
 std::unique_ptr<Model> make_early_exit_copy(const Model& model, int exit_layer, DType type) {
@@ -63,8 +63,8 @@ std::unique_ptr<Model> make_early_exit_copy(const Model& model, int exit_layer, 
   copy->tokenizer = std::make_unique<Tokenizer>(model.tokenizer->vocab());
   copy->token_embd = model.token_embd;
   copy->output_norm = model.output_norm;
-  copy->tied_output = false;
-  ThreadPool pool(ThreadPool::default_thread_count());  // the head is its own copy (or a view) either way
+  copy->tied_output = false;  // the head is its own copy (or a view) either way
+  ThreadPool pool(ThreadPool::default_thread_count());
   // A matrix is copied when the copy is smaller; one whose rows are not whole blocks of 32
   // (stories260K's FFN width 172) stays the model's own.
   auto copied = [&](const TensorView& w) -> TensorView {

@@ -15,6 +15,11 @@ const Model& checked(const Model& target, const Model& draft) {
   return draft;
 }
 
+float checked_p_min(float p_min) {
+  if (!(p_min >= 0.0f && p_min <= 1.0f)) fail("--draft-p-min must be in [0, 1], got {}", p_min);
+  return p_min;
+}
+
 int draft_context_length(const Model& target, const Model& draft, int requested) {
   int n = requested > 0 ? requested : target.config.context_length;
   return std::min(n, draft.config.context_length);
@@ -46,16 +51,12 @@ ModelDrafter::ModelDrafter(const Model& target, const Model& draft, int context_
                            int n_threads, float p_min)
     : Drafter(target),
       ctx_(checked(target, draft), draft_context_length(target, draft, context_length), n_threads),
-      p_min_(p_min) {
-  if (!(p_min >= 0.0f && p_min <= 1.0f)) fail("--draft-p-min must be in [0, 1], got {}", p_min);
-}
+      p_min_(checked_p_min(p_min)) {}
 
 ModelDrafter::ModelDrafter(const Model& target, const Model& draft, int context_length, ThreadPool& pool,
                            float p_min)
     : Drafter(target), ctx_(checked(target, draft), draft_context_length(target, draft, context_length), pool),
-      p_min_(p_min) {
-  if (!(p_min >= 0.0f && p_min <= 1.0f)) fail("--draft-p-min must be in [0, 1], got {}", p_min);
-}
+      p_min_(checked_p_min(p_min)) {}
 
 void ModelDrafter::start(std::span<const int32_t> prompt) {
   // Prefill all but the newest prompt token, as the target did; the first round catches up.
