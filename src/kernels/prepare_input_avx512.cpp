@@ -1,6 +1,8 @@
-// AVX-512 preparation of quantized matmul inputs: the same bytes as the scalar
+// AVX-512 preparation of quantized and bf16 matmul inputs: the same bytes as the scalar
 // prepare_input_scalar (tests/test_matmul.cpp checks them bit for bit), about 10x faster.
 // Prompt processing quantizes every matmul input, which took 8% of a Q4_0 pp128 in scalar code.
+// bf16: vcvtneps2bf16 is the rounding round_to_bf16 spells out (nearest even, denormals to
+// signed zero, NaN quiet).
 //
 // Why the bytes are equal: amax, amax / 127, 1 / scale and x * inv are the same IEEE float32
 // operations; vcvtps2dq rounds to nearest even as lrint does in the default rounding mode;
@@ -12,6 +14,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/cpu.h"
 #include "kernels/matmul_impl.h"
 
 namespace skiff::kernels {
@@ -80,6 +83,14 @@ void prepare_blocks(const float* x, int64_t cols, Q8Block* out) {
   }
 }
 
+void prepare_bf16(const float* x, int64_t cols, uint16_t* out) {
+  for (int64_t i = 0; i < cols; i += 16) {
+    const __mmask16 m = cols - i >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (cols - i)) - 1);
+    const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i));
+    _mm256_mask_storeu_epi16(out + i, m, (__m256i)h);
+  }
+}
+
 }  // namespace
 
 bool prepare_input_avx512(InputFormat f, const float* x, int64_t cols, uint8_t* out) {
@@ -94,6 +105,10 @@ bool prepare_input_avx512(InputFormat f, const float* x, int64_t cols, uint8_t* 
       return true;
     case InputFormat::Q8Blocks:
       prepare_blocks(x, cols, reinterpret_cast<Q8Block*>(out));
+      return true;
+    case InputFormat::BF16:
+      if (!cpu_has_avx512_bf16()) return false;
+      prepare_bf16(x, cols, reinterpret_cast<uint16_t*>(out));
       return true;
     default: return false;
   }
