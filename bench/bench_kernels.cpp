@@ -13,6 +13,7 @@
 #include "kernels/cpu.h"
 #include "kernels/dot.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_impl.h"
 #include "kernels/ops.h"
 #include "kernels/repack.h"
 #include "model/kv_cache.h"
@@ -133,6 +134,23 @@ void BM_StreamRead(benchmark::State& state) {
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_StreamRead)->Args({1, int64_t{1} << 30})->Args({2, int64_t{1} << 30})->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// The arithmetic peak of one core, against which the prefill tiles are judged: 12 independent
+// chains of 512-bit fmadd (16 multiply-adds each) or vdpbf16ps (32), so neither latency nor
+// memory limits them. Counter: G multiply-adds/s.
+void BM_ArithmeticPeak(benchmark::State& state) {
+  const int bf16 = static_cast<int>(state.range(0));
+  if (best_cpu_path() < CpuPath::Avx512 || (bf16 && !cpu_has_avx512_bf16())) {
+    state.SkipWithError("needs AVX-512 (and AVX512-BF16 for vdpbf16ps)");
+    return;
+  }
+  constexpr int64_t kSteps = 1 << 20;
+  for (auto _ : state) benchmark::DoNotOptimize(kernels::multiply_add_chains_avx512(kSteps, bf16 != 0));
+  state.SetLabel(bf16 ? "vdpbf16ps" : "vfmadd ps");
+  state.counters["GMACs"] = benchmark::Counter(static_cast<double>(kSteps) * 12 * (bf16 ? 32 : 16) / 1e9,
+                                               benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_ArithmeticPeak)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 // Q4_0 / Q8_0 row-major against packed (kernels/repack.h) on the best path, for the few
 // positions of continuous batching and for prefill. args: type, packed, T, threads, rows, cols.

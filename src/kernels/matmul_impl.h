@@ -151,6 +151,10 @@ inline uint16_t round_to_bf16(float f) {
 // even): the same on every path, so all paths see the same integers.
 void quantize_input_q8(const float* x, int64_t n, int8_t* q, float* d, int64_t block = 32);
 
+// 12 independent chains of `steps` 512-bit vfmadd (or vdpbf16ps) each: the arithmetic peak
+// the prefill tiles are measured against (AVX-512, and AVX512-BF16 for bf16, only).
+float multiply_add_chains_avx512(int64_t steps, bool bf16);
+
 // Values per input scale of format f (0: not quantized).
 int64_t input_block(InputFormat f);
 
