@@ -4,7 +4,7 @@ CMAKE_FLAGS ?=
 ifeq ($(CI),true)
   CMAKE_FLAGS += -DSKIFF_WERROR=ON
 endif
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 15
 
 .PHONY: all build bootstrap demo test test-unit test-asan fuzz clean
 

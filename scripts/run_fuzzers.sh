@@ -5,7 +5,7 @@
 set -euo pipefail
 build=$1
 jobs=${2:-1}
-export FUZZ_SECONDS=${FUZZ_SECONDS:-20} FUZZ_BUILD=$build
+export FUZZ_SECONDS=${FUZZ_SECONDS:-15} FUZZ_BUILD=$build
 mkdir -p "$build/fuzz"
 
 run_one() {
