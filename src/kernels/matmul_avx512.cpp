@@ -108,6 +108,7 @@ void float_tile(const uint8_t* const* rows, const float* const* xs, int64_t cols
 // exact bf16 x bf16 products per lane to a float32 accumulator: twice the multiply-adds of an
 // fmadd, and no conversion of the weights. Used for every T, so T = 1 and a verify agree bit
 // for bit. The tail of a row is masked to zero in both operands.
+
 // One step of 32 columns at i, loads masked by m.
 template <int R, int C, bool kPrefetch>
 __attribute__((always_inline)) inline void bf16_dot_step(const uint8_t* const* rows, const uint16_t* const* xs,
