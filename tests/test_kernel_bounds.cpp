@@ -243,6 +243,25 @@ TEST(KernelBounds, AttentionReadsOnlyItsKeysValuesAndScratch) {
             << dtype_name(type) << " " << cpu_path_name(path);
       }
     }
+    // A group of query heads sharing the KV head (the grouped kernel): 5 heads, scores 5 x n.
+    const int group = 5;
+    const std::vector<float> qs = random_floats(static_cast<size_t>(group * hd), 4);
+    auto f32_slice = [&](const float* data) {
+      return KvSlice{reinterpret_cast<const uint8_t*>(data), DType::F32, stride * 4};
+    };
+    std::vector<float> group_scores(static_cast<size_t>(group * n)), group_want(static_cast<size_t>(group * hd));
+    attend_heads_kv(qs.data(), f32_slice(keys.data()), f32_slice(values.data()), group, n, hd, scale,
+                    group_scores.data(), group_want.data());
+    for (Edge edge : kEdges) {
+      auto gq = guarded_copy(qs.data(), qs.size(), edge);
+      auto gk = guarded_copy(keys.data(), keys.size(), edge);
+      auto gv = guarded_copy(values.data(), values.size(), edge);
+      GuardedBytes gs(group * n * sizeof(float), edge), go(group * hd * sizeof(float), edge);
+      attend_heads_kv(gq->floats(), f32_slice(gk->floats()), f32_slice(gv->floats()), group, n, hd, scale,
+                      gs.floats(), go.floats());
+      EXPECT_TRUE(same_bits(go.floats(), group_want.data(), group_want.size()))
+          << "group of " << group << " " << cpu_path_name(path);
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "kernels/attention.h"
@@ -11,6 +12,7 @@
 #include "kernels/dot.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "tensor/dtype.h"
 
 namespace skiff {
 namespace {
@@ -135,6 +137,51 @@ TEST(Kernels, AttendHeadMatchesDoubleReferenceOnEveryPath) {
         for (int i = 0; i < hd; ++i)
           ASSERT_NEAR(out[i], want[i], 2e-6) << cpu_path_name(path) << " hd=" << hd << " n=" << n << " i=" << i;
         EXPECT_EQ(out[hd], -7.0f) << "wrote past the head";
+      }
+    }
+  }
+}
+
+// The query heads of one KV head attended together (attend_heads_kv; the AVX-512 kernel shares
+// each key and value load among them and sums in its own order) against each head alone, for
+// group sizes below, at and above the kernel's chunks of 4 and 16, and typed caches.
+TEST(Kernels, GroupedAttentionMatchesEachHeadAloneOnEveryPath) {
+  RestorePath restore;
+  for (CpuPath path : available_paths()) {
+    set_cpu_path(path);
+    for (int hd : {16, 40, 64, 128, 256}) {
+      for (int group : {2, 3, 4, 5, 8, 18}) {
+        for (int n : {1, 3, 4, 5, 17, 130}) {
+          for (auto [kt, vt] : {std::pair{DType::F32, DType::F32}, std::pair{DType::F16, DType::Q8_0}}) {
+            if ((kt == DType::Q8_0 || vt == DType::Q8_0) && hd % 32 != 0) continue;
+            const int64_t row = 3 * hd;  // other KV heads between positions
+            auto q = random_vector(static_cast<size_t>(group * hd), 11);
+            for (auto& x : q) x *= 4.0f;
+            const auto kf = random_vector(static_cast<size_t>(n * row), 12);
+            const auto vf = random_vector(static_cast<size_t>(n * row), 13);
+            const size_t krow = row_bytes(kt, row), vrow = row_bytes(vt, row);
+            std::vector<uint8_t> kb(krow * n), vb(vrow * n);
+            for (int p = 0; p < n; ++p) {
+              ASSERT_TRUE(quantize_row(kt, &kf[static_cast<size_t>(p * row)], kb.data() + p * krow, row));
+              ASSERT_TRUE(quantize_row(vt, &vf[static_cast<size_t>(p * row)], vb.data() + p * vrow, row));
+            }
+            const KvSlice keys{kb.data(), kt, static_cast<int64_t>(krow)};
+            const KvSlice values{vb.data(), vt, static_cast<int64_t>(vrow)};
+            const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+            std::vector<float> scores(static_cast<size_t>(group * n));
+            std::vector<float> out(static_cast<size_t>(group * hd) + 1, -7.0f);
+            attend_heads_kv(q.data(), keys, values, group, n, hd, scale, scores.data(), out.data());
+            EXPECT_EQ(out[static_cast<size_t>(group * hd)], -7.0f) << "wrote past the group";
+            for (int g = 0; g < group; ++g) {
+              std::vector<float> alone(static_cast<size_t>(hd));
+              attend_head_kv(q.data() + g * hd, keys, values, n, hd, scale, scores.data(), alone.data());
+              for (int i = 0; i < hd; ++i)
+                ASSERT_NEAR(out[static_cast<size_t>(g * hd + i)], alone[static_cast<size_t>(i)], 2e-6)
+                    << cpu_path_name(path) << " hd=" << hd << " group=" << group << " n=" << n << " head " << g
+                    << " " << dtype_name(kt) << "/" << dtype_name(vt);
+            }
+          }
+        }
       }
     }
   }

@@ -50,4 +50,22 @@ void attend_head(const float* q, const float* keys, const float* values, int64_t
   kernels::attend_head_scalar(q, keys, values, stride, n, hd, scale, scores, out);
 }
 
+void attend_heads_kv(const float* q, KvSlice keys, KvSlice values, int group, int n, int hd, float scale,
+                     float* scores, float* out) {
+  if (active_cpu_path() == CpuPath::Avx512 &&
+      kernels::attend_heads_avx512(q, keys, values, group, n, hd, scale, scores, out))
+    return;
+  const bool all_f32 = keys.type == DType::F32 && values.type == DType::F32 && keys.stride == values.stride;
+  for (int g = 0; g < group; ++g) {
+    const float* qg = q + static_cast<int64_t>(g) * hd;
+    float* og = out + static_cast<int64_t>(g) * hd;
+    if (all_f32) {
+      attend_head(qg, reinterpret_cast<const float*>(keys.data), reinterpret_cast<const float*>(values.data),
+                  keys.stride / static_cast<int64_t>(sizeof(float)), n, hd, scale, scores, og);
+    } else {
+      attend_head_kv(qg, keys, values, n, hd, scale, scores, og);
+    }
+  }
+}
+
 }  // namespace skiff

@@ -28,6 +28,15 @@ struct KvSlice {
 void attend_head_kv(const float* q, KvSlice keys, KvSlice values, int n, int hd, float scale, float* scores,
                     float* out);
 
+// attend_head_kv for `group` query heads that share one KV head: q and out hold the heads'
+// hd-slices one after another, scores is scratch of group * n floats. The AVX-512 kernel loads
+// each key vector once for 4 heads and each value vector once for 16 / ceil(hd / 16) heads
+// (one head at a time, attention was bound by loads: 13% of a 512-token prefill); it sums in
+// its own order, so a head's result is attend_head_kv's to float rounding, and the same for a
+// position whatever n is. The other paths call attend_head_kv (attend_head) per head.
+void attend_heads_kv(const float* q, KvSlice keys, KvSlice values, int group, int n, int hd, float scale,
+                     float* scores, float* out);
+
 namespace kernels {
 void attend_head_scalar(const float* q, const float* keys, const float* values, int64_t stride, int n, int hd,
                         float scale, float* scores, float* out);
@@ -41,6 +50,8 @@ bool attend_head_kv_avx2(const float* q, KvSlice keys, KvSlice values, int n, in
                          float* out);
 bool attend_head_kv_avx512(const float* q, KvSlice keys, KvSlice values, int n, int hd, float scale, float* scores,
                            float* out);
+bool attend_heads_avx512(const float* q, KvSlice keys, KvSlice values, int group, int n, int hd, float scale,
+                         float* scores, float* out);
 }  // namespace kernels
 
 }  // namespace skiff

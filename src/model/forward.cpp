@@ -108,13 +108,15 @@ void rmsnorm_rows(float* out, const float* x, const float* weight, int64_t T, in
 }
 
 // Causal grouped-query attention of each sequence's new rows against its own cache: rows
-// [row0, row0 + rows) of q/out belong to seqs[i], at positions pos0[i] .. + rows - 1.
+// [row0, row0 + rows) of q/out belong to seqs[i], at positions pos0[i] .. + rows - 1. A job is
+// a (row, KV head) pair: the query heads sharing that KV head read its keys and values together
+// (attend_heads_kv); scores_all holds scores_stride floats per thread (group * positions).
 void attention(std::span<const BatchSeq> seqs, const int* pos0, int layer, const float* q, float* out,
                float* scores_all, int64_t scores_stride, ThreadPool& pool) {
   const ModelConfig& c = seqs[0].ctx->model().config;
-  const int hd = c.head_dim, kv_dim = c.kv_dim(), group = c.n_heads / c.n_kv_heads;
+  const int hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  // Jobs are (row, head) pairs over all sequences; seq_of_row maps a row to its sequence.
+  // seq_of_row maps a row to its sequence.
   int64_t total = 0, work = 0;
   for (size_t i = 0; i < seqs.size(); ++i) {
     total += seqs[i].rows;
@@ -125,33 +127,27 @@ void attention(std::span<const BatchSeq> seqs, const int* pos0, int layer, const
     size_t i = 0;
     int64_t first_row = 0;  // first row of seqs[i]
     for (int64_t job = begin; job < end; ++job) {
-      const int64_t row = job / c.n_heads;
+      const int64_t row = job / c.n_kv_heads;
       while (row >= first_row + seqs[i].rows) first_row += seqs[i++].rows;
       const KvCache& cache = seqs[i].ctx->cache();
-      const int h = static_cast<int>(job % c.n_heads);
-      const int kv_off = (h / group) * hd;
-      const float* qh = q + row * c.q_dim() + static_cast<int64_t>(h) * hd;
+      const int kv_head = static_cast<int>(job % c.n_kv_heads);
+      const int64_t q_off = row * c.q_dim() + static_cast<int64_t>(kv_head) * group * hd;
       // Causal: up to and including itself, from the row's first visible position (block attention).
       const int first = seqs[i].first_visible ? seqs[i].first_visible[row - first_row] : 0;
       const int n_pos = pos0[i] + static_cast<int>(row - first_row) + 1 - first;
-      float* oh = out + row * c.q_dim() + static_cast<int64_t>(h) * hd;
+      // A head's slice starts kv_head * hd values into each row: whole blocks (KvCache checks).
       const KvTypes types = cache.types();
-      if (types.is_f32()) {
-        attend_head(qh, cache.key(layer, first) + kv_off, cache.value(layer, first) + kv_off, kv_dim, n_pos, hd,
-                    scale, scores, oh);
-      } else {  // a head's slice starts kv_off values into each row: whole blocks (KvCache checks)
-        const KvSlice keys{cache.key_row(layer, first) + row_bytes(types.k, kv_off), types.k,
-                           static_cast<int64_t>(cache.key_row_bytes())};
-        const KvSlice values{cache.value_row(layer, first) + row_bytes(types.v, kv_off), types.v,
-                             static_cast<int64_t>(cache.value_row_bytes())};
-        attend_head_kv(qh, keys, values, n_pos, hd, scale, scores, oh);
-      }
+      const KvSlice keys{cache.key_row(layer, first) + row_bytes(types.k, int64_t{kv_head} * hd), types.k,
+                         static_cast<int64_t>(cache.key_row_bytes())};
+      const KvSlice values{cache.value_row(layer, first) + row_bytes(types.v, int64_t{kv_head} * hd), types.v,
+                           static_cast<int64_t>(cache.value_row_bytes())};
+      attend_heads_kv(q + q_off, keys, values, group, n_pos, hd, scale, scores, out + q_off);
     }
   };
   // Small attention (short contexts, tiny models) runs on the calling thread: waking the
   // pool costs more than the work.
-  if (work < (int64_t{1} << 20)) body(0, total * c.n_heads, 0);
-  else pool.parallel_for(total * c.n_heads, body);
+  if (work < (int64_t{1} << 20)) body(0, total * c.n_kv_heads, 0);
+  else pool.parallel_for(total * c.n_kv_heads, body);
 }
 
 }  // namespace
@@ -204,7 +200,7 @@ void forward_local(std::span<const BatchSeq> seqs, float* hidden, int64_t T, int
   if (ffn && seqs.size() > 1) fail("forward_batch: a custom FFN provider runs one sequence at a time");
   Context::Scratch& s = ctx0.scratch(T);
   ThreadPool& pool = ctx0.pool();
-  const int64_t scores_stride = max_context;
+  const int64_t scores_stride = int64_t{max_context} * (c.n_heads / c.n_kv_heads);
   if (s.scores.size() < static_cast<size_t>(pool.size()) * static_cast<size_t>(scores_stride))
     s.scores.assign(static_cast<size_t>(pool.size()) * static_cast<size_t>(scores_stride), 0.0f);
   const int dim = c.dim, kv_dim = c.kv_dim(), q_dim = c.q_dim();
