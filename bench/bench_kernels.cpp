@@ -231,25 +231,22 @@ void BM_AttendLayerKv(benchmark::State& state) {
   KvCache cache(1, n, kv_dim, {type, type}, hd);
   std::mt19937 rng(3);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> k(kv_dim), v(kv_dim), q(static_cast<size_t>(heads) * hd), out(q.size()), scores(n);
+  std::vector<float> k(kv_dim), v(kv_dim), q(static_cast<size_t>(heads) * hd), out(q.size());
   for (int p = 0; p < n; ++p) {
     for (int i = 0; i < kv_dim; ++i) k[i] = normal(rng), v[i] = normal(rng);
     cache.store(0, p, k.data(), v.data());
   }
   for (auto& x : q) x = normal(rng);
   const float scale = 0.125f;
+  std::vector<float> group_scores(static_cast<size_t>(group) * n);
   for (auto _ : state) {
-    for (int h = 0; h < heads; ++h) {
-      const int off = (h / group) * hd;
-      if (type == DType::F32) {
-        attend_head(&q[h * hd], cache.key(0, 0) + off, cache.value(0, 0) + off, kv_dim, n, hd, scale, scores.data(),
-                    &out[h * hd]);
-      } else {
-        const KvSlice keys{cache.key_row(0, 0) + row_bytes(type, off), type, static_cast<int64_t>(cache.key_row_bytes())};
-        const KvSlice values{cache.value_row(0, 0) + row_bytes(type, off), type,
-                             static_cast<int64_t>(cache.value_row_bytes())};
-        attend_head_kv(&q[h * hd], keys, values, n, hd, scale, scores.data(), &out[h * hd]);
-      }
+    // As forward() runs it: the query heads of each KV head together.
+    for (int kv = 0; kv < heads / group; ++kv) {
+      const int off = kv * hd;
+      const KvSlice keys{cache.key_row(0, 0) + row_bytes(type, off), type, static_cast<int64_t>(cache.key_row_bytes())};
+      const KvSlice values{cache.value_row(0, 0) + row_bytes(type, off), type,
+                           static_cast<int64_t>(cache.value_row_bytes())};
+      attend_heads_kv(&q[kv * group * hd], keys, values, group, n, hd, scale, group_scores.data(), &out[kv * group * hd]);
     }
     benchmark::DoNotOptimize(out.data());
   }
