@@ -22,10 +22,15 @@
 #include "kernels/matmul_impl.h"
 #include "kernels/ops.h"
 #include "kernels/repack.h"
+#include "kernel_test_util.h"
 #include "tensor/dtype.h"
 
 namespace skiff {
 namespace {
+
+using test::available_paths;
+using test::random_vector;
+using test::RestorePath;
 
 enum class Edge { End, Start };
 
@@ -65,26 +70,6 @@ std::unique_ptr<GuardedBytes> guarded_copy(const T* src, size_t count, Edge edge
   return g;
 }
 
-std::vector<float> random_floats(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = u(rng);
-  return v;
-}
-
-std::vector<CpuPath> available_paths() {
-  std::vector<CpuPath> paths;
-  for (CpuPath p : {CpuPath::Scalar, CpuPath::Avx2, CpuPath::Avx512})
-    if (p <= best_cpu_path()) paths.push_back(p);
-  return paths;
-}
-
-struct RestorePath {
-  CpuPath saved = active_cpu_path();
-  ~RestorePath() { set_cpu_path(saved); }
-};
-
 bool same_bits(const float* a, const float* b, size_t n) {
   return std::memcmp(a, b, n * sizeof(float)) == 0;
 }
@@ -108,7 +93,7 @@ TEST(KernelBounds, MatmulReadsOnlyItsWeightsAndInputsAndWritesOnlyItsOutput) {
   for (const Case& c : cases) {
     const size_t rb = row_bytes(c.type, c.cols);
     std::vector<uint8_t> bytes(rb * rows);
-    const std::vector<float> w = random_floats(static_cast<size_t>(rows * c.cols), 5);
+    const std::vector<float> w = random_vector(static_cast<size_t>(rows * c.cols), 5);
     for (int64_t r = 0; r < rows; ++r) {
       if (c.type == DType::Q5_K) {  // no quantizer: zero blocks with a small scale are valid
         uint8_t* row = bytes.data() + rb * static_cast<size_t>(r);
@@ -138,7 +123,7 @@ TEST(KernelBounds, MatmulReadsOnlyItsWeightsAndInputsAndWritesOnlyItsOutput) {
         if (use_packed && !packed) continue;
         // 1: decode; 3: one position tile (verification); 13: several position tiles.
         for (int64_t T : {int64_t{1}, int64_t{3}, int64_t{13}}) {
-          const std::vector<float> x = random_floats(static_cast<size_t>(T * c.cols), 7);
+          const std::vector<float> x = random_vector(static_cast<size_t>(T * c.cols), 7);
           TensorView normal = plain;
           normal.packed = use_packed ? packed.get() : nullptr;
           std::vector<float> want(static_cast<size_t>(T * rows));
@@ -175,7 +160,7 @@ TEST(KernelBounds, InputPreparationWritesOnlyItsStride) {
         if (block != 0 && cols % block != 0) continue;
         if (format == InputFormat::F32 || format == InputFormat::BF16 ? false : cols % 32 != 0)
           continue;
-        const std::vector<float> x = random_floats(static_cast<size_t>(cols), 9);
+        const std::vector<float> x = random_vector(static_cast<size_t>(cols), 9);
         const size_t stride = kernels::input_stride(format, cols);
         std::vector<uint8_t> want(stride);
         kernels::prepare_input(format, x.data(), cols, want.data());
@@ -198,10 +183,10 @@ TEST(KernelBounds, AttentionReadsOnlyItsKeysValuesAndScratch) {
   const int hd = 64, n = 19;
   const int64_t stride = 3 * hd;  // other heads' slices between positions
   const float scale = 0.125f;
-  const std::vector<float> q = random_floats(hd, 1);
+  const std::vector<float> q = random_vector(hd, 1);
   // The last position's slice ends where the buffer ends.
   const size_t kv_floats = static_cast<size_t>((n - 1) * stride + hd);
-  const std::vector<float> keys = random_floats(kv_floats, 2), values = random_floats(kv_floats, 3);
+  const std::vector<float> keys = random_vector(kv_floats, 2), values = random_vector(kv_floats, 3);
   for (CpuPath path : available_paths()) {
     set_cpu_path(path);
     std::vector<float> scores(n), want(hd);
@@ -245,7 +230,7 @@ TEST(KernelBounds, AttentionReadsOnlyItsKeysValuesAndScratch) {
     }
     // A group of query heads sharing the KV head (the grouped kernel): 5 heads, scores 5 x n.
     const int group = 5;
-    const std::vector<float> qs = random_floats(static_cast<size_t>(group * hd), 4);
+    const std::vector<float> qs = random_vector(static_cast<size_t>(group * hd), 4);
     auto f32_slice = [&](const float* data) {
       return KvSlice{reinterpret_cast<const uint8_t*>(data), DType::F32, stride * 4};
     };
@@ -270,8 +255,8 @@ TEST(KernelBounds, VectorKernelsTouchOnlyTheirLength) {
   for (CpuPath path : available_paths()) {
     set_cpu_path(path);
     for (int64_t n : {int64_t{1}, int64_t{15}, int64_t{17}, int64_t{67}}) {
-      const std::vector<float> a = random_floats(static_cast<size_t>(n), 4),
-                               b = random_floats(static_cast<size_t>(n), 5);
+      const std::vector<float> a = random_vector(static_cast<size_t>(n), 4),
+                               b = random_vector(static_cast<size_t>(n), 5);
       const float want_dot = dot_f32(a.data(), b.data(), n);
       std::vector<float> want_axpy = b;
       axpy_f32(0.5f, a.data(), want_axpy.data(), n);

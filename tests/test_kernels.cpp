@@ -12,30 +12,15 @@
 #include "kernels/dot.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "kernel_test_util.h"
 #include "tensor/dtype.h"
 
 namespace skiff {
 namespace {
 
-std::vector<float> random_vector(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
-
-std::vector<CpuPath> available_paths() {
-  std::vector<CpuPath> paths;
-  for (CpuPath p : {CpuPath::Scalar, CpuPath::Avx2, CpuPath::Avx512})
-    if (p <= best_cpu_path()) paths.push_back(p);
-  return paths;
-}
-
-struct RestorePath {
-  CpuPath saved = active_cpu_path();
-  ~RestorePath() { set_cpu_path(saved); }
-};
+using test::available_paths;
+using test::random_vector;
+using test::RestorePath;
 
 TEST(Kernels, DotAndAxpyMatchDoubleReferenceOnEveryPath) {
   RestorePath restore;

@@ -14,11 +14,14 @@
 #include "kernels/attention.h"
 #include "kernels/cpu.h"
 #include "model/forward.h"
+#include "kernel_test_util.h"
 #include "synth/synth.h"
 #include "test_util.h"
 
 namespace skiff {
 namespace {
+
+using test::RestorePath;
 
 std::vector<float> random_vector(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -33,11 +36,6 @@ float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
   return d;
 }
-
-struct RestorePath {
-  CpuPath saved = active_cpu_path();
-  ~RestorePath() { set_cpu_path(saved); }
-};
 
 const DType kTypes[] = {DType::F32, DType::F16, DType::Q8_0};
 

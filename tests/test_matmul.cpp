@@ -15,29 +15,14 @@
 #include "kernels/matmul.h"
 #include "kernels/matmul_impl.h"
 #include "kernels/repack.h"
+#include "kernel_test_util.h"
 
 namespace skiff {
 namespace {
 
-struct RestorePath {
-  CpuPath saved = active_cpu_path();
-  ~RestorePath() { set_cpu_path(saved); }
-};
-
-std::vector<CpuPath> available_paths() {
-  std::vector<CpuPath> paths;
-  for (CpuPath p : {CpuPath::Scalar, CpuPath::Avx2, CpuPath::Avx512})
-    if (p <= best_cpu_path()) paths.push_back(p);
-  return paths;
-}
-
-std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-scale, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
+using test::available_paths;
+using test::random_vector;
+using test::RestorePath;
 
 struct Matrix {
   std::vector<uint8_t> bytes;

@@ -1,8 +1,10 @@
-// AVX-512 attention of one query head (see attention.h). Scores are computed sixteen
-// positions at a time (independent chains, summed across lanes together), the softmax is
-// exp512 over vectors, and the weighted sum of values accumulates in registers (two sets of
-// chains), normalized once at the end. Keys and values are read through a loader per cache
-// type (F32, F16, Q8_0) that turns 16 values into floats; the F32 loader is a plain load.
+// AVX-512 attention (see attention.h). The query heads of one KV head are attended together
+// (attend_group): each key vector is loaded once for 4 heads and their 16 dot products are
+// summed across lanes together; each value vector is loaded once for up to 4 heads. One head
+// alone (attend, MHA models) computes scores four positions at a time. The softmax is exp512
+// over vectors, the weighted sums accumulate in registers, normalized once at the end. Keys
+// and values are read through a loader per cache type (F32, F16, Q8_0) that turns 16 values
+// into floats; the F32 loader is a plain load.
 #include "kernels/avx512_util.h"  // first: its pragmas cover this file
 
 #include <cmath>
@@ -55,8 +57,7 @@ struct Q8Rows {
 
 // Sixteen dot products at once: lane j of the result is the sum of the 16 lanes of a[j].
 // Every lane takes the same tree, ((e0 + e2) + (e1 + e3)) within each 128-bit quarter, then
-// (q0 + q1) + (q2 + q3), so a position's score does not depend on its place in the group.
-// (About 3 operations per score against 8 for a horizontal sum each.)
+// (q0 + q1) + (q2 + q3). (About 3 operations per score against 8 for a horizontal sum each.)
 inline __m512 sum_lanes_16(__m512 (&a)[16]) {
   __m512 b[8];
   _Pragma("GCC unroll 8") for (int i = 0; i < 8; ++i)  // per quarter: x02 y02 x13 y13
@@ -91,10 +92,8 @@ inline float softmax_numerators(float* scores, int n) {
 // Query heads attend_group takes at once (callers split larger groups).
 constexpr int kMaxGroup = 16;
 
-// NCH = ceil(hd / 16) vectors per head slice; the last one masked when hd % 16 != 0.
-// Every score and every output element is computed by the same operations whatever n is (the
-// last group of 16 positions is padded with zero products), so a position's attention is the
-// same in decode, in a verification and in a prefill.
+// One query head (MHA models; grouped heads take attend_group). NCH = ceil(hd / 16) vectors
+// per head slice; the last one masked when hd % 16 != 0.
 template <int NCH, class Keys, class Values>
 void attend(const float* q, Keys keys, Values values, int n, int hd, float scale, float* scores, float* out) {
   const __mmask16 last = first_lanes(hd - 16 * (NCH - 1));
@@ -102,52 +101,41 @@ void attend(const float* q, Keys keys, Values values, int n, int hd, float scale
   _Pragma("GCC unroll 16") for (int c = 0; c < NCH; ++c)
     qv[c] = _mm512_maskz_loadu_ps(c == NCH - 1 ? last : __mmask16{0xFFFF}, q + 16 * c);
 
-  // Scores, sixteen positions at a time (sixteen independent chains).
-  const __m512 scale_v = _mm512_set1_ps(scale);
-  for (int p = 0; p < n; p += 16) {
-    const int m = n - p < 16 ? n - p : 16;
-    __m512 acc[16];
-    _Pragma("GCC unroll 16") for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
-    if (m == 16) {
-      _Pragma("GCC unroll 16") for (int c = 0; c < NCH; ++c)
-        _Pragma("GCC unroll 16") for (int j = 0; j < 16; ++j)
-          acc[j] = _mm512_fmadd_ps(qv[c], Keys::template load<NCH>(keys.row(p + j), c, last), acc[j]);
-    } else {
-      for (int j = 0; j < m; ++j)
-        _Pragma("GCC unroll 16") for (int c = 0; c < NCH; ++c)
-          acc[j] = _mm512_fmadd_ps(qv[c], Keys::template load<NCH>(keys.row(p + j), c, last), acc[j]);
-    }
-    _mm512_mask_storeu_ps(scores + p, first_lanes(m), _mm512_mul_ps(sum_lanes_16(acc), scale_v));
+  // Scores, four positions at a time.
+  int p = 0;
+  for (; p + 4 <= n; p += 4) {
+    __m512 acc[4];
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; ++j) acc[j] = _mm512_setzero_ps();
+    _Pragma("GCC unroll 16") for (int c = 0; c < NCH; ++c)
+      _Pragma("GCC unroll 4") for (int j = 0; j < 4; ++j)
+        acc[j] = _mm512_fmadd_ps(qv[c], Keys::template load<NCH>(keys.row(p + j), c, last), acc[j]);
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; ++j) scores[p + j] = hsum512(acc[j]) * scale;
   }
-
+  for (; p < n; ++p) {
+    __m512 acc = _mm512_setzero_ps();
+    _Pragma("GCC unroll 16") for (int c = 0; c < NCH; ++c)
+      acc = _mm512_fmadd_ps(qv[c], Keys::template load<NCH>(keys.row(p), c, last), acc);
+    scores[p] = hsum512(acc) * scale;
+  }
   const __m512 inv = _mm512_set1_ps(softmax_numerators(scores, n));
 
-  // out = sum_p e_p v_p / sum: even and odd positions on two sets of chains (one set was
-  // bound by the fma latency), added at the end.
-  __m512 o[2][NCH];
-  _Pragma("GCC unroll 16") for (int c = 0; c < NCH; ++c) o[0][c] = o[1][c] = _mm512_setzero_ps();
-  int i = 0;
-  for (; i + 2 <= n; i += 2) {
-    _Pragma("GCC unroll 2") for (int h = 0; h < 2; ++h) {
-      const __m512 e = _mm512_set1_ps(scores[i + h]);
-      _Pragma("GCC unroll 16") for (int c = 0; c < NCH; ++c)
-        o[h][c] = _mm512_fmadd_ps(e, Values::template load<NCH>(values.row(i + h), c, last), o[h][c]);
-    }
-  }
-  if (i < n) {
+  // out = sum_p e_p v_p / sum.
+  __m512 o[NCH];
+  _Pragma("GCC unroll 16") for (int c = 0; c < NCH; ++c) o[c] = _mm512_setzero_ps();
+  for (int i = 0; i < n; ++i) {
     const __m512 e = _mm512_set1_ps(scores[i]);
     _Pragma("GCC unroll 16") for (int c = 0; c < NCH; ++c)
-      o[0][c] = _mm512_fmadd_ps(e, Values::template load<NCH>(values.row(i), c, last), o[0][c]);
+      o[c] = _mm512_fmadd_ps(e, Values::template load<NCH>(values.row(i), c, last), o[c]);
   }
   _Pragma("GCC unroll 16") for (int c = 0; c < NCH; ++c)
-    _mm512_mask_storeu_ps(out + 16 * c, c == NCH - 1 ? last : __mmask16{0xFFFF},
-                          _mm512_mul_ps(_mm512_add_ps(o[0][c], o[1][c]), inv));
+    _mm512_mask_storeu_ps(out + 16 * c, c == NCH - 1 ? last : __mmask16{0xFFFF}, _mm512_mul_ps(o[c], inv));
 }
 
 // Scores of HG <= 4 query heads (q: their slices one after another) against 4 positions
-// p..p+3 (m <= 4 of them real), into rows of `scores` n apart: each key vector is loaded once
-// for the HG heads, and the 16 dot products (head g, position j in lane 4g + j) are summed
-// across lanes together. Every score takes the same operations wherever it falls.
+// p..p+3 (m <= 4 of them real; p a multiple of 4), into rows of `scores` n apart: each key
+// vector is loaded once for the HG heads, and the 16 dot products (head g, position p + j in
+// lane 4g + j) are summed across lanes together. A score's lane depends only on its head and
+// position, never on n, so a position's scores are the same in decode and in a prefill.
 template <int NCH, int HG, class Keys>
 __attribute__((always_inline)) inline void group_scores_4(const float* q, Keys keys, int p, int m, int n, int hd,
                                                           __mmask16 last, __m512 scale_v, float* scores) {
