@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "model/forward.h"
+#include "speculative_test_util.h"
 #include "test_util.h"
 
 namespace skiff {
@@ -40,6 +41,28 @@ TEST_F(Forward, PrefillEqualsSingleStepsBitExactly) {
   }
   EXPECT_EQ(max_abs_diff(h1, h2), 0.0f);
   for (int l = 0; l < L; ++l) EXPECT_EQ(batch.cache().length(l), static_cast<int>(tokens.size()));
+}
+
+// Decoding with more threads than (row, KV head) pairs splits each group of query heads
+// into parts (4 and 4 of 8 here) that run as separate jobs: the same bits as one thread.
+TEST(ForwardThreads, AttentionSplitAcrossThreadsIsBitExact) {
+  testing_spec::RandomShape shape;
+  shape.dim = 128;
+  shape.n_heads = 16;  // head_dim 8
+  shape.n_kv_heads = 2;
+  shape.ffn_dim = 96;
+  testing_spec::OwnedModel m = testing_spec::make_random_model(shape);
+  const int dim = m->config.dim, L = m->config.n_layers;
+  Context one(*m, 0, 1), many(*m, 0, 16);
+  const std::vector<int32_t> ids = {1, 5, 9, 3, 17, 4, 11};
+  for (size_t t = 0; t < ids.size(); ++t) {
+    std::vector<float> a(dim), b(dim);
+    embed(*m, std::span<const int32_t>(&ids[t], 1), a.data());
+    b = a;
+    forward(one, a.data(), 1, 0, L);
+    forward(many, b.data(), 1, 0, L);
+    ASSERT_EQ(max_abs_diff(a, b), 0.0f) << "position " << t;
+  }
 }
 
 // Continuous batching: sequences at different positions (one decoding, one prefilling a

@@ -122,16 +122,28 @@ void attention(std::span<const BatchSeq> seqs, const int* pos0, int layer, const
     total += seqs[i].rows;
     work += seqs[i].rows * c.n_heads * static_cast<int64_t>(pos0[i] + seqs[i].rows) * hd;
   }
+  // Fewer (row, KV head) pairs than threads (decode on a many-core machine): a group is split
+  // into parts of a multiple of 4 heads, which the kernel computes exactly as in one call.
+  const int64_t pairs = total * c.n_kv_heads;
+  int part = group;
+  if (pairs < pool.size() && group > 4) {
+    const int64_t parts = std::min<int64_t>((group + 3) / 4, (pool.size() + pairs - 1) / pairs);
+    part = static_cast<int>(((group + parts - 1) / parts + 3) / 4 * 4);
+  }
+  const int parts = (group + part - 1) / part;
   auto body = [&](int64_t begin, int64_t end, int thread) {
     float* scores = scores_all + thread * scores_stride;
     size_t i = 0;
     int64_t first_row = 0;  // first row of seqs[i]
     for (int64_t job = begin; job < end; ++job) {
-      const int64_t row = job / c.n_kv_heads;
+      const int64_t pair = job / parts;
+      const int64_t row = pair / c.n_kv_heads;
       while (row >= first_row + seqs[i].rows) first_row += seqs[i++].rows;
       const KvCache& cache = seqs[i].ctx->cache();
-      const int kv_head = static_cast<int>(job % c.n_kv_heads);
-      const int64_t q_off = row * c.q_dim() + static_cast<int64_t>(kv_head) * group * hd;
+      const int kv_head = static_cast<int>(pair % c.n_kv_heads);
+      const int first_head = static_cast<int>(job % parts) * part;
+      const int heads = std::min(part, group - first_head);
+      const int64_t q_off = row * c.q_dim() + (static_cast<int64_t>(kv_head) * group + first_head) * hd;
       // Causal: up to and including itself, from the row's first visible position (block attention).
       const int first = seqs[i].first_visible ? seqs[i].first_visible[row - first_row] : 0;
       const int n_pos = pos0[i] + static_cast<int>(row - first_row) + 1 - first;
@@ -141,13 +153,13 @@ void attention(std::span<const BatchSeq> seqs, const int* pos0, int layer, const
                          static_cast<int64_t>(cache.key_row_bytes())};
       const KvSlice values{cache.value_row(layer, first) + row_bytes(types.v, int64_t{kv_head} * hd), types.v,
                            static_cast<int64_t>(cache.value_row_bytes())};
-      attend_heads_kv(q + q_off, keys, values, group, n_pos, hd, scale, scores, out + q_off);
+      attend_heads_kv(q + q_off, keys, values, heads, n_pos, hd, scale, scores, out + q_off);
     }
   };
   // Small attention (short contexts, tiny models) runs on the calling thread: waking the
   // pool costs more than the work.
-  if (work < (int64_t{1} << 20)) body(0, total * c.n_kv_heads, 0);
-  else pool.parallel_for(total * c.n_kv_heads, body);
+  if (work < (int64_t{1} << 20)) body(0, pairs * parts, 0);
+  else pool.parallel_for(pairs * parts, body);
 }
 
 }  // namespace
