@@ -29,6 +29,8 @@ namespace skiff {
 namespace {
 
 using test::available_paths;
+using test::make_matrix;
+using test::Matrix;
 using test::random_vector;
 using test::RestorePath;
 
@@ -91,29 +93,9 @@ TEST(KernelBounds, MatmulReadsOnlyItsWeightsAndInputsAndWritesOnlyItsOutput) {
                         {DType::Q4_K, 768}, {DType::Q6_K, 768}, {DType::Q5_K, 256}};
   const int64_t rows = 37;
   for (const Case& c : cases) {
-    const size_t rb = row_bytes(c.type, c.cols);
-    std::vector<uint8_t> bytes(rb * rows);
-    const std::vector<float> w = random_vector(static_cast<size_t>(rows * c.cols), 5);
-    for (int64_t r = 0; r < rows; ++r) {
-      if (c.type == DType::Q5_K) {  // no quantizer: zero blocks with a small scale are valid
-        uint8_t* row = bytes.data() + rb * static_cast<size_t>(r);
-        std::memset(row, 0, rb);
-        for (size_t blk = 0; blk < rb; blk += 176) {
-          const uint16_t d = fp32_to_fp16(0.01f);
-          std::memcpy(row + blk, &d, 2);
-          row[blk + 16 + r % 64] = 0x35;
-        }
-      } else {
-        ASSERT_TRUE(quantize_row(c.type, &w[static_cast<size_t>(r * c.cols)], bytes.data() + rb * r,
-                                 c.cols));
-      }
-    }
-    TensorView plain;
-    plain.type = c.type;
-    plain.rows = rows;
-    plain.cols = c.cols;
-    plain.data = bytes.data();
-    plain.row_stride = rb;
+    const Matrix m = make_matrix(c.type, rows, c.cols, 5);
+    const std::vector<uint8_t>& bytes = m.bytes;
+    const TensorView& plain = m.view;
     for (CpuPath path : available_paths()) {
       set_cpu_path(path);
       size_t packed_size = 0;

@@ -21,47 +21,10 @@ namespace skiff {
 namespace {
 
 using test::available_paths;
+using test::make_matrix;
+using test::Matrix;
 using test::random_vector;
 using test::RestorePath;
-
-struct Matrix {
-  std::vector<uint8_t> bytes;
-  TensorView view;
-  std::vector<float> dequantized;  // what the file means: rows x cols floats
-};
-
-Matrix make_matrix(DType type, int64_t rows, int64_t cols, uint32_t seed) {
-  Matrix m;
-  const size_t rb = row_bytes(type, cols);
-  m.bytes.resize(rb * static_cast<size_t>(rows));
-  std::vector<float> w = random_vector(static_cast<size_t>(rows * cols), seed, 0.5f);
-  m.dequantized.resize(w.size());
-  std::mt19937 rng(seed);
-  for (int64_t r = 0; r < rows; ++r) {
-    uint8_t* dst = m.bytes.data() + rb * static_cast<size_t>(r);
-    if (type == DType::Q5_K) {
-      // No quantizer for Q5_K: random bytes are valid blocks (every bit pattern of scales,
-      // fifth bits and nibbles), with small finite d and dmin (fp16, bytes 0..3).
-      for (size_t i = 0; i < rb; ++i) dst[i] = static_cast<uint8_t>(rng());
-      for (size_t blk = 0; blk < rb; blk += 176) {
-        const uint16_t d = fp32_to_fp16(0.001f * static_cast<float>(1 + rng() % 16));
-        const uint16_t dmin = fp32_to_fp16(0.002f * static_cast<float>(1 + rng() % 16));
-        std::memcpy(dst + blk, &d, 2);
-        std::memcpy(dst + blk + 2, &dmin, 2);
-      }
-    } else {
-      EXPECT_TRUE(quantize_row(type, &w[static_cast<size_t>(r * cols)], dst, cols)) << dtype_name(type);
-    }
-    dequantize_row(type, dst, &m.dequantized[static_cast<size_t>(r * cols)], cols);
-  }
-  m.view.name = std::string(dtype_name(type));
-  m.view.type = type;
-  m.view.rows = rows;
-  m.view.cols = cols;
-  m.view.data = m.bytes.data();
-  m.view.row_stride = rb;
-  return m;
-}
 
 struct Case {
   DType type;

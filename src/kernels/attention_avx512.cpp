@@ -89,9 +89,6 @@ inline float softmax_numerators(float* scores, int n) {
   return 1.0f / hsum512(sum);
 }
 
-// Query heads attend_group takes at once (callers split larger groups).
-constexpr int kMaxGroup = 16;
-
 // One query head (MHA models; grouped heads take attend_group). NCH = ceil(hd / 16) vectors
 // per head slice; the last one masked when hd % 16 != 0.
 template <int NCH, class Keys, class Values>
@@ -210,20 +207,22 @@ void attend_group(const float* q, Keys keys, Values values, int G, int n, int hd
       }
     }
   }
-  float inv[kMaxGroup];
-  for (int g = 0; g < G; ++g) inv[g] = softmax_numerators(scores + static_cast<int64_t>(g) * n, n);
   constexpr int HV = NCH <= 4 ? 4 : 2;  // heads per pass over the values: <= 16 accumulators
   for (int g0 = 0; g0 < G; g0 += HV) {
-    const float* sg = scores + static_cast<int64_t>(g0) * n;
-    if (G - g0 >= HV) group_values<NCH, HV>(sg, values, n, hd, last, inv + g0, out + g0 * hd);
-    else if (G - g0 == 3) group_values<NCH, 3>(sg, values, n, hd, last, inv + g0, out + g0 * hd);
-    else if (G - g0 == 2) group_values<NCH, 2>(sg, values, n, hd, last, inv + g0, out + g0 * hd);
-    else group_values<NCH, 1>(sg, values, n, hd, last, inv + g0, out + g0 * hd);
+    float* sg = scores + static_cast<int64_t>(g0) * n;
+    const int heads = G - g0 < HV ? G - g0 : HV;
+    float inv[HV];
+    for (int g = 0; g < heads; ++g) inv[g] = softmax_numerators(sg + static_cast<int64_t>(g) * n, n);
+    switch (heads) {
+      case 1: group_values<NCH, 1>(sg, values, n, hd, last, inv, out + g0 * hd); break;
+      case 2: group_values<NCH, 2>(sg, values, n, hd, last, inv, out + g0 * hd); break;
+      case 3: group_values<NCH, 3>(sg, values, n, hd, last, inv, out + g0 * hd); break;
+      default: group_values<NCH, HV>(sg, values, n, hd, last, inv, out + g0 * hd); break;
+    }
   }
 }
 
-// One call: G query heads (1: attend, registers only; more: attend_group, in chunks of
-// kMaxGroup heads) over n positions.
+// One call: G query heads (1: attend, registers only; more: attend_group) over n positions.
 struct Heads {
   const float* q;
   int G, n, hd;
@@ -235,10 +234,7 @@ struct Heads {
 template <int NCH, class Keys, class Values>
 void attend_heads_nch(const Heads& a, Keys keys, Values values) {
   if (a.G == 1) return attend<NCH>(a.q, keys, values, a.n, a.hd, a.scale, a.scores, a.out);
-  for (int g0 = 0; g0 < a.G; g0 += kMaxGroup) {
-    const int g = a.G - g0 < kMaxGroup ? a.G - g0 : kMaxGroup;
-    attend_group<NCH>(a.q + g0 * a.hd, keys, values, g, a.n, a.hd, a.scale, a.scores, a.out + g0 * a.hd);
-  }
+  attend_group<NCH>(a.q, keys, values, a.G, a.n, a.hd, a.scale, a.scores, a.out);
 }
 
 template <class Keys, class Values>

@@ -107,6 +107,15 @@ void rmsnorm_rows(float* out, const float* x, const float* weight, int64_t T, in
   });
 }
 
+// Query heads per attention job: the whole group of a KV head, or, with fewer (row, KV head)
+// pairs than threads (decode on a many-core machine), parts of a multiple of 4 heads, which
+// the kernel computes exactly as in one call.
+int heads_per_job(int group, int64_t pairs, int threads) {
+  if (pairs >= threads || group <= 4) return group;
+  const int64_t parts = std::min<int64_t>((group + 3) / 4, (threads + pairs - 1) / pairs);
+  return static_cast<int>(((group + parts - 1) / parts + 3) / 4 * 4);
+}
+
 // Causal grouped-query attention of each sequence's new rows against its own cache: rows
 // [row0, row0 + rows) of q/out belong to seqs[i], at positions pos0[i] .. + rows - 1. A job is
 // a (row, KV head) pair: the query heads sharing that KV head read its keys and values together
@@ -116,25 +125,18 @@ void attention(std::span<const BatchSeq> seqs, const int* pos0, int layer, const
   const ModelConfig& c = seqs[0].ctx->model().config;
   const int hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  // seq_of_row maps a row to its sequence.
   int64_t total = 0, work = 0;
   for (size_t i = 0; i < seqs.size(); ++i) {
     total += seqs[i].rows;
     work += seqs[i].rows * c.n_heads * static_cast<int64_t>(pos0[i] + seqs[i].rows) * hd;
   }
-  // Fewer (row, KV head) pairs than threads (decode on a many-core machine): a group is split
-  // into parts of a multiple of 4 heads, which the kernel computes exactly as in one call.
   const int64_t pairs = total * c.n_kv_heads;
-  int part = group;
-  if (pairs < pool.size() && group > 4) {
-    const int64_t parts = std::min<int64_t>((group + 3) / 4, (pool.size() + pairs - 1) / pairs);
-    part = static_cast<int>(((group + parts - 1) / parts + 3) / 4 * 4);
-  }
+  const int part = heads_per_job(group, pairs, pool.size());
   const int parts = (group + part - 1) / part;
   auto body = [&](int64_t begin, int64_t end, int thread) {
     float* scores = scores_all + thread * scores_stride;
     size_t i = 0;
-    int64_t first_row = 0;  // first row of seqs[i]
+    int64_t first_row = 0;  // first row of seqs[i], the sequence of the job's row
     for (int64_t job = begin; job < end; ++job) {
       const int64_t pair = job / parts;
       const int64_t row = pair / c.n_kv_heads;
