@@ -129,7 +129,7 @@ TEST(Kernels, AttendHeadMatchesDoubleReferenceOnEveryPath) {
 
 // The query heads of one KV head attended together (attend_heads_kv; the AVX-512 kernel shares
 // each key and value load among them and sums in its own order) against each head alone, for
-// group sizes below, at and above the kernel's chunks of 4 and 16, and typed caches.
+// group sizes below, at and above the kernel's chunks of 4 heads, and typed caches.
 TEST(Kernels, GroupedAttentionMatchesEachHeadAloneOnEveryPath) {
   RestorePath restore;
   for (CpuPath path : available_paths()) {

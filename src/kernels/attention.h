@@ -30,7 +30,7 @@ void attend_head_kv(const float* q, KvSlice keys, KvSlice values, int n, int hd,
 
 // attend_head_kv for `group` query heads that share one KV head: q and out hold the heads'
 // hd-slices one after another, scores is scratch of group * n floats. The AVX-512 kernel loads
-// each key vector once for 4 heads and each value vector once for 16 / ceil(hd / 16) heads
+// each key vector once for 4 heads and each value vector once for 4 heads (2 when hd > 64)
 // (one head at a time, attention was bound by loads: 13% of a 512-token prefill); it sums in
 // its own order, so a head's result is attend_head_kv's to float rounding, and the same for a
 // position whatever n is. The other paths call attend_head_kv (attend_head) per head.

@@ -185,8 +185,8 @@ __attribute__((always_inline)) inline void group_values(const float* scores, Val
 }
 
 // attend for G > 1 query heads sharing one KV head (q and out: the heads' slices one after
-// another; scores: G rows of n). Keys are read once per 4 heads and values once per 16 / NCH
-// heads, from registers; every score and output element is computed by the same operations
+// another; scores: G rows of n). Keys are read once per 4 heads and values once per HV (4, or
+// 2 when hd > 64) heads, from registers; every score and output element is computed by the same operations
 // whatever n is, so a position's attention is the same in decode, verification and prefill.
 // (Per head, attend read each key and value vector for one fma: load-bound.)
 template <int NCH, class Keys, class Values>
