@@ -37,11 +37,7 @@ Weights make_weights(DType type, int64_t rows, int64_t cols) {
     for (auto& v : row) v = n(rng);
     quantize_row(type, row.data(), w.bytes.data() + rb * static_cast<size_t>(r), cols);
   }
-  w.view.type = type;
-  w.view.rows = rows;
-  w.view.cols = cols;
-  w.view.data = w.bytes.data();
-  w.view.row_stride = rb;
+  w.view = matrix_view(type, w.bytes.data(), rows, cols);
   return w;
 }
 

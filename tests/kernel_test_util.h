@@ -69,12 +69,7 @@ inline Matrix make_matrix(DType type, int64_t rows, int64_t cols, uint32_t seed)
     }
     dequantize_row(type, dst, &m.dequantized[static_cast<size_t>(r * cols)], cols);
   }
-  m.view.name = std::string(dtype_name(type));
-  m.view.type = type;
-  m.view.rows = rows;
-  m.view.cols = cols;
-  m.view.data = m.bytes.data();
-  m.view.row_stride = rb;
+  m.view = matrix_view(type, m.bytes.data(), rows, cols, std::string(dtype_name(type)));
   return m;
 }
 

@@ -182,13 +182,8 @@ TEST(Kernels, MatmulF32AndF16MatchReferenceOnEveryPath) {
   for (CpuPath path : available_paths()) {
     set_cpu_path(path);
     for (DType type : {DType::F32, DType::F16}) {
-      TensorView view;
-      view.type = type;
-      view.rows = rows;
-      view.cols = cols;
-      view.data = type == DType::F32 ? reinterpret_cast<const uint8_t*>(w.data())
-                                     : reinterpret_cast<const uint8_t*>(w16.data());
-      view.row_stride = row_bytes(type, cols);
+      const TensorView view =
+          matrix_view(type, type == DType::F32 ? static_cast<const void*>(w.data()) : w16.data(), rows, cols);
       std::vector<float> y(T * rows);
       matmul(view, x.data(), T, y.data(), pool);
       for (int64_t t = 0; t < T; ++t)

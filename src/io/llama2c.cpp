@@ -92,13 +92,7 @@ std::unique_ptr<Model> load_llama2c(std::shared_ptr<MappedFile> file, const std:
     if (offset > file->size() || bytes > file->size() - offset)
       fail("{}: truncated llama2.c checkpoint: {} needs {} bytes at offset {}, file has {}",
            file->name(), what, bytes, offset, file->size());
-    TensorView v;
-    v.name = what;
-    v.type = DType::F32;
-    v.cols = cols;
-    v.rows = rows;
-    v.data = file->data() + offset;
-    v.row_stride = static_cast<size_t>(cols) * sizeof(float);
+    const TensorView v = matrix_view(DType::F32, file->data() + offset, rows, cols, what);
     offset += bytes;
     return v;
   };

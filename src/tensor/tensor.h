@@ -29,16 +29,21 @@ struct TensorView {
   const float* f32() const { return reinterpret_cast<const float*>(data); }
 };
 
-// A view of rows x cols contiguous floats (buffers the caller owns).
-inline TensorView f32_view(const float* data, int64_t rows, int64_t cols, std::string name = {}) {
+// A view of rows x cols contiguous rows of `type` (buffers the caller owns).
+inline TensorView matrix_view(DType type, const void* data, int64_t rows, int64_t cols, std::string name = {}) {
   TensorView t;
   t.name = std::move(name);
-  t.type = DType::F32;
+  t.type = type;
   t.rows = rows;
   t.cols = cols;
-  t.data = reinterpret_cast<const uint8_t*>(data);
-  t.row_stride = static_cast<size_t>(cols) * sizeof(float);
+  t.data = static_cast<const uint8_t*>(data);
+  t.row_stride = row_bytes(type, cols);
   return t;
+}
+
+// A view of rows x cols contiguous floats (buffers the caller owns).
+inline TensorView f32_view(const float* data, int64_t rows, int64_t cols, std::string name = {}) {
+  return matrix_view(DType::F32, data, rows, cols, std::move(name));
 }
 
 }  // namespace skiff
