@@ -103,8 +103,9 @@ TEST(KernelBounds, MatmulReadsOnlyItsWeightsAndInputsAndWritesOnlyItsOutput) {
       // The row-major kernel, and the packed one where the path has it.
       for (bool use_packed : {false, true}) {
         if (use_packed && !packed) continue;
-        // 1: decode; 3: one position tile (verification); 13: several position tiles.
-        for (int64_t T : {int64_t{1}, int64_t{3}, int64_t{13}}) {
+        // 1: decode; 3, 5, 8: one position tile (verification; packed F16 has three shapes
+        // for it); 13: several position tiles.
+        for (int64_t T : {int64_t{1}, int64_t{3}, int64_t{5}, int64_t{8}, int64_t{13}}) {
           const std::vector<float> x = random_vector(static_cast<size_t>(T * c.cols), 7);
           TensorView normal = plain;
           normal.packed = use_packed ? packed.get() : nullptr;

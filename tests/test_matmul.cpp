@@ -379,6 +379,96 @@ TEST(MatmulPacked, BatchAndThreadInvariantBitForBit) {
   }
 }
 
+// F16 packed column by column (kernels/repack.h, matmul_packed_f16_avx512.cpp): exact weights
+// and inputs, so only the summation order differs from the row-major kernel. Row counts that
+// end inside a group and inside a super-group of 8, columns that end inside a chunk of 64 and
+// span several of the prefill's column blocks (512), and every tile shape: T = 1-3 (8 groups),
+// 4-6 (4 groups), 7-12 (2 groups, one position tile), 13 and 40 (prefill).
+TEST(MatmulPacked, F16MatchesTheRowMajorKernelAndFloat64) {
+  RestorePath restore;
+  ThreadPool pool(2);
+  for (CpuPath path : available_paths()) {
+  set_cpu_path(path);
+  SCOPED_TRACE(cpu_path_name(path));
+  for (const int64_t rows : {int64_t{5}, int64_t{37}, int64_t{300}})
+  for (const int64_t cols : {int64_t{7}, int64_t{100}, int64_t{1100}})
+  for (const int64_t T : {int64_t{1}, int64_t{3}, int64_t{5}, int64_t{9}, int64_t{13}, int64_t{40}}) {
+    PackedMatrix p = make_packed(DType::F16, rows, cols, static_cast<uint32_t>(rows * 3 + cols));
+    TensorView plain = p.m.view;
+    plain.packed = nullptr;
+    std::vector<float> x = random_vector(static_cast<size_t>(T * cols), 17);
+    std::vector<float> got(static_cast<size_t>(T * rows)), want(got.size());
+    matmul(p.m.view, x.data(), T, got.data(), pool);
+    matmul(plain, x.data(), T, want.data(), pool);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t r = 0; r < rows; ++r) {
+        double exact = 0, magnitude = 0;
+        for (int64_t k = 0; k < cols; ++k) {
+          const double term = static_cast<double>(p.m.dequantized[static_cast<size_t>(r * cols + k)]) *
+                              x[static_cast<size_t>(t * cols + k)];
+          exact += term;
+          magnitude += std::fabs(term);
+        }
+        const size_t i = static_cast<size_t>(t * rows + r);
+        ASSERT_NEAR(got[i], exact, 1e-6 * (1 + magnitude)) << rows << "x" << cols << " T " << T << " t " << t << " r " << r;
+        ASSERT_NEAR(got[i], want[i], 1e-6 * (1 + magnitude)) << rows << "x" << cols << " T " << T << " t " << t << " r " << r;
+      }
+  }
+  }
+}
+
+TEST(MatmulPacked, F16BatchAndThreadInvariantBitForBit) {
+  RestorePath restore;
+  const int64_t rows = 300, cols = 1100;
+  PackedMatrix p = make_packed(DType::F16, rows, cols, 85);
+  const int64_t most = 40;
+  std::vector<float> x = random_vector(static_cast<size_t>(most * cols), 86);
+  ThreadPool pool(2);
+  std::vector<float> single(static_cast<size_t>(most * rows));
+  for (int64_t t = 0; t < most; ++t)
+    matmul(p.m.view, &x[static_cast<size_t>(t * cols)], 1, &single[static_cast<size_t>(t * rows)], pool);
+  for (const int64_t T : {int64_t{2}, int64_t{3}, int64_t{4}, int64_t{6}, int64_t{7}, int64_t{12}, int64_t{13},
+                          int64_t{25}, most})
+    for (int threads : {1, 2, 3}) {
+      ThreadPool other(threads);
+      std::vector<float> batch(static_cast<size_t>(T * rows));
+      matmul(p.m.view, x.data(), T, batch.data(), other);
+      ASSERT_TRUE(bits_equal(batch, std::vector<float>(single.begin(), single.begin() + T * rows)))
+          << "T " << T << " threads " << threads;
+    }
+  // In one matmul_many with a row-major matrix and another packed F16 one (Q, K, V).
+  PackedMatrix q = make_packed(DType::F16, 45, cols, 87);
+  Matrix v = make_matrix(DType::F16, 45, cols, 88);
+  std::vector<float> ya(static_cast<size_t>(13 * rows)), yb(static_cast<size_t>(13 * 45)), zb(yb.size());
+  std::vector<float> yc(yb.size()), zc(yb.size());
+  const MatmulJob jobs[] = {{&p.m.view, ya.data()}, {&q.m.view, yb.data()}, {&v.view, yc.data()}};
+  matmul_many(jobs, x.data(), 13, pool);
+  matmul(q.m.view, x.data(), 13, zb.data(), pool);
+  matmul(v.view, x.data(), 13, zc.data(), pool);
+  EXPECT_TRUE(bits_equal(ya, std::vector<float>(single.begin(), single.begin() + 13 * rows)));
+  EXPECT_TRUE(bits_equal(yb, zb));
+  EXPECT_TRUE(bits_equal(yc, zc));
+}
+
+TEST(MatmulPacked, F32TilesLayoutInterleavesEachPositionTile) {
+  // 13 positions -> tiles of 7 and 6; 70 columns -> 128 with zeros.
+  const int64_t T = 13, cols = 70, kp = 128;
+  std::vector<float> x(static_cast<size_t>(T * cols));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i + 1);
+  std::vector<float> out(static_cast<size_t>(T * kp), -1.0f);
+  kernels::prepare_input_tiles(x.data(), cols, T, 0, 5, out.data());
+  kernels::prepare_input_tiles(x.data(), cols, T, 5, T, out.data());
+  EXPECT_EQ(kernels::position_tile(T, 0).c, 7);
+  EXPECT_EQ(kernels::position_tile(T, 1).t0, 7);
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t t0 = t < 7 ? 0 : 7, c = t < 7 ? 7 : 6;
+    for (int64_t k = 0; k < kp; ++k) {
+      const float want = k < cols ? x[static_cast<size_t>(t * cols + k)] : 0.0f;
+      ASSERT_EQ(out[static_cast<size_t>(t0 * kp + k * c + (t - t0))], want) << "t " << t << " k " << k;
+    }
+  }
+}
+
 TEST(MatmulPacked, OtherPathsIgnoreThePackedCopy) {
   RestorePath restore;
   ThreadPool pool(1);

@@ -37,6 +37,7 @@ void quantize_input_q8(const float* x, int64_t n, int8_t* q, float* d, int64_t b
 int64_t input_block(InputFormat f) {
   switch (f) {
     case InputFormat::F32:
+    case InputFormat::F32Tiles:
     case InputFormat::BF16: return 0;
     case InputFormat::Q8K:
     case InputFormat::Q8KNibble: return 256;
@@ -76,6 +77,7 @@ size_t input_stride(InputFormat f, int64_t cols) {
     case InputFormat::Q8KNibble: bytes = static_cast<size_t>(cols / 256) * sizeof(Q8KBlock); break;
     case InputFormat::Q8Blocks: bytes = static_cast<size_t>(nb) * sizeof(Q8Block); break;
     case InputFormat::BF16: bytes = static_cast<size_t>(cols) * sizeof(uint16_t); break;
+    case InputFormat::F32Tiles: bytes = static_cast<size_t>(padded_cols_64(cols)) * sizeof(float); break;
   }
   return (bytes + 63) / 64 * 64;
 }
@@ -85,10 +87,29 @@ void prepare_input(InputFormat f, const float* x, int64_t cols, uint8_t* out) {
   prepare_input_scalar(f, x, cols, out);
 }
 
+void prepare_input_tiles(const float* x, int64_t cols, int64_t T, int64_t t_begin, int64_t t_end, float* out) {
+  const int64_t kp = padded_cols_64(cols);
+  for (int64_t i = 0, n = position_tiles(T); i < n; ++i) {
+    const PositionTile tile = position_tile(T, i);
+    const int64_t b = std::max(t_begin, tile.t0), e = std::min(t_end, tile.t0 + tile.c);
+    float* base = out + tile.t0 * kp;
+    for (int64_t t = b; t < e; ++t) {
+      const float* row = x + t * cols;
+      float* dst = base + (t - tile.t0);
+      for (int64_t k = 0; k < cols; ++k) dst[k * tile.c] = row[k];
+      for (int64_t k = cols; k < kp; ++k) dst[k * tile.c] = 0.0f;
+    }
+  }
+}
+
 void prepare_input_scalar(InputFormat f, const float* x, int64_t cols, uint8_t* out) {
   const int64_t nb = cols / 32;
   if (f == InputFormat::F32) {
     std::memcpy(out, x, static_cast<size_t>(cols) * sizeof(float));
+    return;
+  }
+  if (f == InputFormat::F32Tiles) {
+    prepare_input_tiles(x, cols, 1, 0, 1, reinterpret_cast<float*>(out));
     return;
   }
   if (f == InputFormat::BF16) {
@@ -239,6 +260,10 @@ void matmul_many(std::span<const MatmulJob> jobs, const float* x, int64_t T, Thr
     std::vector<uint8_t>& buf = prepared[f];
     if (buf.size() < stride[f] * static_cast<size_t>(T)) buf.resize(stride[f] * static_cast<size_t>(T));
     auto prep = [&, f, format](int64_t b, int64_t e, int) {
+      if (format == InputFormat::F32Tiles) {
+        kernels::prepare_input_tiles(x, cols, T, b, e, reinterpret_cast<float*>(buf.data()));
+        return;
+      }
       for (int64_t t = b; t < e; ++t)
         kernels::prepare_input(format, x + t * cols, cols, buf.data() + static_cast<size_t>(t) * stride[f]);
     };

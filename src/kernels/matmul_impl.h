@@ -25,8 +25,29 @@ enum class InputFormat : int {
   Q8KNibble = 5,      // AVX-512 layout for Q4_K weights: Q8KBlock in Q4_K's nibble order
   Q8Blocks = 6,       // packed Q4_0 / Q8_0 weights (kernels/repack.h): a Q8Block per 32 inputs
   BF16 = 7,           // AVX-512 BF16 weights: the floats rounded to bf16 (round to nearest even)
+  F32Tiles = 8,       // packed F16 weights: the floats of each position tile interleaved (below)
 };
-constexpr int kInputFormats = 8;
+constexpr int kInputFormats = 9;
+
+// F32Tiles: T positions cut into near-equal tiles of at most kF32TilePositions (13 -> 7 + 6),
+// the tile of positions [t0, t0 + c) stored from float t0 * Kp as [Kp][c] (column k of its c
+// positions together), zero from cols to Kp = cols rounded up to 64. A kernel that broadcasts
+// one input per multiply-add then reads the c inputs of a column from one cache line, instead
+// of from c rows whose equal strides can map them all to one L1 set. A lone position's layout
+// is its floats padded with zeros (what prepare_input writes).
+constexpr int64_t kF32TilePositions = 12;
+struct PositionTile {
+  int64_t t0 = 0, c = 0;
+};
+inline int64_t position_tiles(int64_t T) { return (T + kF32TilePositions - 1) / kF32TilePositions; }
+// Tile i of position_tiles(T): the first T % n tiles get one position more.
+inline PositionTile position_tile(int64_t T, int64_t i) {
+  const int64_t n = position_tiles(T), base = T / n, extra = T % n;
+  return {i * base + (i < extra ? i : extra), base + (i < extra ? 1 : 0)};
+}
+inline int64_t padded_cols_64(int64_t cols) { return (cols + 63) / 64 * 64; }
+// Writes positions [t_begin, t_end) of x (T rows of cols floats) into the F32Tiles layout at out.
+void prepare_input_tiles(const float* x, int64_t cols, int64_t T, int64_t t_begin, int64_t t_end, float* out);
 
 // Two blocks of 32 quantized inputs for the AVX-512 integer kernels. `corr` holds, per
 // 32-bit lane (4 bytes of x), -bias * (sum of those 4 bytes): vpdpbusd multiplies unsigned
@@ -125,6 +146,7 @@ MatmulKernel matmul_kernel_avx2(DType type);
 MatmulKernel matmul_kernel_avx512(DType type);
 // Kernels for weights packed by kernels/repack.h (TensorView::packed); {} when none.
 MatmulKernel matmul_kernel_packed_avx512(DType type);
+MatmulKernel matmul_kernel_packed_f16_avx512();
 
 // Any type on any path: dequantizes each weight row once, then dot_f32 with every position.
 void run_dequantize_dot(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in,

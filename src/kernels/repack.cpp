@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 
@@ -10,37 +11,83 @@
 
 namespace skiff {
 
+namespace {
+
+bool packable(const TensorView& w) {
+  if (w.rows <= 0 || w.cols <= 0) return false;
+  if (w.type == DType::F16) return true;
+  return (w.type == DType::Q4_0 || w.type == DType::Q8_0) && w.cols % 32 == 0;
+}
+
+// Bytes on 2 MiB pages where they are that many: decode streams them once per token; on huge
+// pages the hardware prefetcher is not stopped at every 4 KiB boundary and the TLB covers the
+// whole matrix (transparent huge pages are often "madvise" only, so ask for them).
+PackedBytes allocate_packed(size_t total, bool zero) {
+  constexpr size_t kHugePage = size_t{2} << 20;
+  const size_t align = total >= kHugePage ? kHugePage : 64;
+  const size_t rounded = (total + align - 1) / align * align;
+  auto* out = static_cast<uint8_t*>(std::aligned_alloc(align, rounded));
+  if (out == nullptr) throw std::bad_alloc();
+  if (align == kHugePage) madvise(out, rounded, MADV_HUGEPAGE);  // best effort
+  if (zero) std::memset(out, 0, total);  // padding rows: d = 0, nibbles 0
+  return PackedBytes(out);
+}
+
+PackedBytes pack_f16(const TensorView& w, size_t* bytes) {
+  const PackedF16Layout l = packed_f16_layout(w.rows, w.cols);
+  PackedBytes packed = allocate_packed(l.bytes(), false);
+  // Chunk by chunk (2 KiB written while 16 rows' 128 bytes are read): a transpose of 16 x 64,
+  // every byte written (the padding as zeros).
+  for (int64_t g = 0; g < l.groups; ++g) {
+    const uint16_t* src[kPackedGroupRows];
+    const int64_t n_rows = std::min<int64_t>(kPackedGroupRows, w.rows - g * kPackedGroupRows);
+    for (int64_t i = 0; i < n_rows; ++i) src[i] = reinterpret_cast<const uint16_t*>(w.row(g * kPackedGroupRows + i));
+    for (int64_t j = 0; j < l.chunks; ++j) {
+      auto* dst = reinterpret_cast<uint16_t*>(packed.get() + l.offset(g, j));
+      const int64_t k0 = j * kPackedF16ChunkCols, n = std::min<int64_t>(kPackedF16ChunkCols, w.cols - k0);
+      if (n_rows < kPackedGroupRows || n < kPackedF16ChunkCols) std::memset(dst, 0, kPackedF16ChunkBytes);
+      for (int64_t i = 0; i < n_rows; ++i)
+        for (int64_t k = 0; k < n; ++k) dst[k * kPackedGroupRows + i] = src[i][k0 + k];
+    }
+  }
+  if (bytes != nullptr) *bytes = l.bytes();
+  return packed;
+}
+
+}  // namespace
+
+PackedF16Layout packed_f16_layout(int64_t rows, int64_t cols) {
+  PackedF16Layout l;
+  l.rows = rows;
+  l.cols = cols;
+  l.chunks = (cols + kPackedF16ChunkCols - 1) / kPackedF16ChunkCols;
+  l.groups = (rows + kPackedGroupRows - 1) / kPackedGroupRows;
+  return l;
+}
+
 bool packing_helps(const TensorView& w) {
-  return active_cpu_path() == CpuPath::Avx512 && (w.type == DType::Q4_0 || w.type == DType::Q8_0) &&
-         w.cols % 32 == 0 && w.rows > 0 && !w.empty();
+  return active_cpu_path() == CpuPath::Avx512 && packable(w) && !w.empty();
 }
 
 size_t packed_bytes(const TensorView& w) {
-  if ((w.type != DType::Q4_0 && w.type != DType::Q8_0) || w.cols % 32 != 0 || w.rows <= 0) return 0;
+  if (!packable(w)) return 0;
+  if (w.type == DType::F16) return packed_f16_layout(w.rows, w.cols).bytes();
   const int64_t groups = (w.rows + kPackedGroupRows - 1) / kPackedGroupRows;
   return static_cast<size_t>(groups * (w.cols / 32)) *
          (w.type == DType::Q4_0 ? kPackedQ4_0BlockBytes : kPackedQ8_0BlockBytes);
 }
 
 PackedBytes pack_matrix(const TensorView& w, size_t* bytes) {
+  if (!packable(w)) fail("{}: only F16, or Q4_0 or Q8_0 rows of whole blocks, can be packed", w.name);
+  if (w.type == DType::F16) return pack_f16(w, bytes);
   const bool q4 = w.type == DType::Q4_0;
-  if ((!q4 && w.type != DType::Q8_0) || w.cols % 32 != 0)
-    fail("{}: only Q4_0 or Q8_0 rows of whole blocks can be packed", w.name);
   const size_t kBlock = q4 ? 18 : 34;  // GGUF: fp16 d, then 16 nibble bytes or 32 int8
   const size_t kPackedBlock = q4 ? kPackedQ4_0BlockBytes : kPackedQ8_0BlockBytes;
   const int64_t nb = w.cols / 32;
   const int64_t groups = (w.rows + kPackedGroupRows - 1) / kPackedGroupRows;
   const size_t total = packed_bytes(w);
-  // Decode streams these bytes once per token: on 2 MiB pages the hardware prefetcher is not
-  // stopped at every 4 KiB boundary and the TLB covers the whole matrix (transparent huge
-  // pages are often "madvise" only, so ask for them).
-  constexpr size_t kHugePage = size_t{2} << 20;
-  const size_t align = total >= kHugePage ? kHugePage : 64;
-  auto* out = static_cast<uint8_t*>(std::aligned_alloc(align, (total + align - 1) / align * align));
-  if (out == nullptr) throw std::bad_alloc();
-  if (align == kHugePage) madvise(out, (total + align - 1) / align * align, MADV_HUGEPAGE);  // best effort
-  PackedBytes packed(out);
-  std::memset(out, 0, total);  // padding rows: d = 0, nibbles 0
+  PackedBytes packed = allocate_packed(total, true);
+  uint8_t* out = packed.get();
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t b = 0; b < nb; ++b) {
       uint8_t* dst = out + static_cast<size_t>(g * nb + b) * kPackedBlock;

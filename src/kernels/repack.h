@@ -1,8 +1,12 @@
 // Weights rearranged once, at load, for a kernel that reads them faster than the file's own
-// layout allows. Today: Q4_0 and Q8_0 on the AVX-512 path, interleaved in groups of 16 rows so
-// that one 32-bit lane of a vector holds 4 bytes of one row; a vpdpbusd then advances 16
-// output rows at once and each block's scale is applied once per 16 outputs instead of once
-// per 16 partial sums of one output (see matmul_packed_avx512.cpp).
+// layout allows. Today, on the AVX-512 path:
+// - Q4_0 and Q8_0, interleaved in groups of 16 rows so that one 32-bit lane of a vector holds
+//   4 bytes of one row; a vpdpbusd then advances 16 output rows at once and each block's scale
+//   is applied once per 16 outputs instead of once per 16 partial sums of one output (see
+//   matmul_packed_avx512.cpp);
+// - F16, column by column in groups of 16 rows, so that one load is one column of 16 rows and
+//   a product is an outer product: 16 rows x one broadcast input per vfmadd, one conversion per
+//   16 x C multiply-adds instead of per 16 x 6 (matmul_packed_f16_avx512.cpp).
 //
 // Layout of a packed matrix: groups of 16 rows (the last padded with zero rows), each group
 // its blocks of 32 in order, each (group, block) 16 fp16 scales (row 0 .. 15), then chunks
@@ -10,6 +14,12 @@
 //   Q4_0 (288 bytes): 4 chunks; chunk i holds bytes 4i .. 4i+3 of the row's 16 nibble bytes
 //     (low nibbles: elements 4i .. 4i+3, high nibbles: elements 16+4i .. 16+4i+3);
 //   Q8_0 (544 bytes): 8 chunks; chunk k holds elements 4k .. 4k+3 as unsigned bytes w + 128.
+// F16: columns padded with zeros to a multiple of 64 (Kp), rows to a multiple of 16. Groups
+// go in super-groups of up to 8 (128 rows; the last may have fewer, ng); a super-group holds
+// its chunks of 64 columns in order, each chunk the ng groups' 64 columns x 16 rows (2 KiB per
+// group, column-major: element (row 16g + i, column 64j + k) at 32k + 2i). So a decode step
+// over a super-group reads one contiguous 16 KiB chunk after another, as the row-major kernels
+// read an 8-row tile. Super-group s starts at s * 8 * 16 * Kp * 2 bytes.
 // The original view stays valid (embedding lookups, other CPU paths read it).
 #pragma once
 
@@ -25,19 +35,43 @@ namespace skiff {
 constexpr int64_t kPackedGroupRows = 16;
 constexpr size_t kPackedQ4_0BlockBytes = 288;
 constexpr size_t kPackedQ8_0BlockBytes = 544;
+constexpr int64_t kPackedF16ChunkCols = 64;
+constexpr int64_t kPackedF16SuperGroup = 8;  // groups
+constexpr size_t kPackedF16ChunkBytes = kPackedF16ChunkCols * kPackedGroupRows * 2;
+
+// Where group g's chunk j (64 columns x 16 rows of F16) of an F16 matrix of `cols` columns and
+// `rows` rows lies in its packed bytes; consecutive chunks of a group are `chunk_stride(g)`
+// bytes apart.
+struct PackedF16Layout {
+  int64_t rows = 0, cols = 0;
+  int64_t chunks = 0;  // Kp / 64
+  int64_t groups = 0;
+  int64_t super_group_groups(int64_t g) const {  // ng of g's super-group
+    const int64_t first = g / kPackedF16SuperGroup * kPackedF16SuperGroup;
+    return groups - first < kPackedF16SuperGroup ? groups - first : kPackedF16SuperGroup;
+  }
+  size_t chunk_stride(int64_t g) const { return static_cast<size_t>(super_group_groups(g)) * kPackedF16ChunkBytes; }
+  size_t offset(int64_t g, int64_t j) const {
+    const int64_t s = g / kPackedF16SuperGroup;
+    return static_cast<size_t>(s * kPackedF16SuperGroup * chunks) * kPackedF16ChunkBytes +
+           static_cast<size_t>(j) * chunk_stride(g) + static_cast<size_t>(g % kPackedF16SuperGroup) * kPackedF16ChunkBytes;
+  }
+  size_t bytes() const { return static_cast<size_t>(groups * chunks) * kPackedF16ChunkBytes; }
+};
+PackedF16Layout packed_f16_layout(int64_t rows, int64_t cols);
 
 struct FreeBytes {
   void operator()(uint8_t* p) const { std::free(p); }
 };
 using PackedBytes = std::unique_ptr<uint8_t[], FreeBytes>;
 
-// True when the active CPU path has a kernel for `w` packed (AVX-512: Q4_0 and Q8_0).
+// True when the active CPU path has a kernel for `w` packed (AVX-512: Q4_0, Q8_0 and F16).
 bool packing_helps(const TensorView& w);
 
 // Bytes pack_matrix allocates for w (0 when w cannot be packed).
 size_t packed_bytes(const TensorView& w);
 
-// w's weights in the packed layout (64-byte aligned); w must be Q4_0 or Q8_0 with
+// w's weights in the packed layout (64-byte aligned); w must be F16, or Q4_0 or Q8_0 with
 // cols % 32 == 0.
 PackedBytes pack_matrix(const TensorView& w, size_t* bytes = nullptr);
 

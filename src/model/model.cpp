@@ -1,14 +1,17 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <thread>
 
 #include "base/error.h"
 #include "io/llama2c.h"
@@ -142,17 +145,41 @@ size_t pack_weights(Model& model, size_t headroom, int first_layer, int last_lay
     if (w->packed == nullptr && packing_helps(*w)) needed += packed_bytes(*w);
   constexpr size_t kReserve = size_t{512} << 20;
   if (needed == 0 || needed > headroom || headroom - needed < kReserve) return 0;
-  size_t total = 0;
-  auto pack = [&](TensorView& w) {
-    if (w.packed != nullptr || !packing_helps(w)) return;
-    size_t bytes = 0;
-    model.packed.push_back(pack_matrix(w, &bytes));
-    w.packed = model.packed.back().get();
-    total += bytes;
-    for (const auto& shard : model.shards) shard->release(w.data, w.nbytes());
-    if (model.file) model.file->release(w.data, w.nbytes());
+  std::erase_if(todo, [](const TensorView* w) { return w->packed != nullptr || !packing_helps(*w); });
+  // Matrices packed in parallel: packing is a copy, bound by page faults and memory (one thread
+  // took 3.9 s for the 2.5 GB of a 1B F16 model).
+  std::vector<PackedBytes> packed(todo.size());
+  std::vector<size_t> sizes(todo.size());
+  std::atomic<size_t> next{0};
+  std::vector<std::exception_ptr> errors(todo.size());
+  auto worker = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < todo.size();) {
+      try {
+        const TensorView& w = *todo[i];
+        packed[i] = pack_matrix(w, &sizes[i]);
+        // The file's pages of w go now, so that resident memory stays about one copy.
+        for (const auto& shard : model.shards) shard->release(w.data, w.nbytes());
+        if (model.file) model.file->release(w.data, w.nbytes());
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
+    }
   };
-  for (TensorView* w : todo) pack(*w);
+  {
+    const unsigned n = std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
+    std::vector<std::jthread> threads;
+    for (unsigned t = 1; t < n && t < todo.size(); ++t) threads.emplace_back(worker);
+    worker();
+  }  // joined
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+  size_t total = 0;
+  for (size_t i = 0; i < todo.size(); ++i) {
+    TensorView& w = *todo[i];
+    model.packed.push_back(std::move(packed[i]));
+    w.packed = model.packed.back().get();
+    total += sizes[i];
+  }
   return total;
 }
 
