@@ -135,10 +135,12 @@ void run_packed_f16(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* 
       const int64_t j1 = std::min(l.chunks, j0 + kBlockChunks);
       for (int64_t i = 0, n_tiles = position_tiles(T); i < n_tiles; ++i) {
         const PositionTile pt = position_tile(T, i);
+        // The first position tile reads the block from DRAM: prefetching, as decode does.
+        const auto& fns = i == 0 ? kDramTiles.fn : kCachedTiles.fn;
         for (int64_t g = b0; g < b1;) {
           const int64_t sg_end = (g / kPackedF16SuperGroup + 1) * kPackedF16SuperGroup;
           const int64_t n = std::min({int64_t{2}, b1 - g, sg_end - g});
-          tile(kCachedTiles.fn[n - 1][pt.c - 1], g, pt, j0, j1);
+          tile(fns[n - 1][pt.c - 1], g, pt, j0, j1);
           g += n;
         }
       }
