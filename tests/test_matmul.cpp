@@ -379,21 +379,32 @@ TEST(MatmulPacked, BatchAndThreadInvariantBitForBit) {
   }
 }
 
-// F16 packed column by column (kernels/repack.h, matmul_packed_f16_avx512.cpp): exact weights
-// and inputs, so only the summation order differs from the row-major kernel. Row counts that
-// end inside a group and inside a super-group of 8, columns that end inside a chunk of 64 and
-// span several of the prefill's column blocks (512), and every tile shape: T = 1-3 (8 groups),
-// 4-6 (4 groups), 7-12 (2 groups, one position tile), 13 and 40 (prefill).
-TEST(MatmulPacked, F16MatchesTheRowMajorKernelAndFloat64) {
+// F16 and BF16 packed column by column (kernels/repack.h, matmul_packed_columns_avx512.cpp):
+// the weights and inputs of the row-major kernel (F16: exact; BF16: inputs rounded to bf16
+// where the path has AVX512-BF16), so only the summation order differs. Row counts that end
+// inside a group and inside a super-group of 8, columns that end inside a chunk of 64 (and
+// inside a BF16 pair) and span several of the prefill's column blocks (512), and every tile
+// shape: T = 1-3 (8 groups), 4-6 (4 groups), 7-12 (2 groups, one position tile), 13 and 40
+// (prefill).
+float rounded_input(DType type, float v) {
+  if (type != DType::BF16 || !matmul_input_bf16(type)) return v;
+  const uint32_t bits = static_cast<uint32_t>(kernels::round_to_bf16(v)) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+TEST(MatmulPacked, ColumnsMatchTheRowMajorKernelAndFloat64) {
   RestorePath restore;
   ThreadPool pool(2);
   for (CpuPath path : available_paths()) {
   set_cpu_path(path);
   SCOPED_TRACE(cpu_path_name(path));
+  for (const DType type : {DType::F16, DType::BF16})
   for (const int64_t rows : {int64_t{5}, int64_t{37}, int64_t{300}})
   for (const int64_t cols : {int64_t{7}, int64_t{100}, int64_t{1100}})
   for (const int64_t T : {int64_t{1}, int64_t{3}, int64_t{5}, int64_t{9}, int64_t{13}, int64_t{40}}) {
-    PackedMatrix p = make_packed(DType::F16, rows, cols, static_cast<uint32_t>(rows * 3 + cols));
+    PackedMatrix p = make_packed(type, rows, cols, static_cast<uint32_t>(rows * 3 + cols));
     TensorView plain = p.m.view;
     plain.packed = nullptr;
     std::vector<float> x = random_vector(static_cast<size_t>(T * cols), 17);
@@ -405,22 +416,25 @@ TEST(MatmulPacked, F16MatchesTheRowMajorKernelAndFloat64) {
         double exact = 0, magnitude = 0;
         for (int64_t k = 0; k < cols; ++k) {
           const double term = static_cast<double>(p.m.dequantized[static_cast<size_t>(r * cols + k)]) *
-                              x[static_cast<size_t>(t * cols + k)];
+                              rounded_input(type, x[static_cast<size_t>(t * cols + k)]);
           exact += term;
           magnitude += std::fabs(term);
         }
         const size_t i = static_cast<size_t>(t * rows + r);
-        ASSERT_NEAR(got[i], exact, 1e-6 * (1 + magnitude)) << rows << "x" << cols << " T " << T << " t " << t << " r " << r;
-        ASSERT_NEAR(got[i], want[i], 1e-6 * (1 + magnitude)) << rows << "x" << cols << " T " << T << " t " << t << " r " << r;
+        ASSERT_NEAR(got[i], exact, 1e-6 * (1 + magnitude))
+            << dtype_name(type) << " " << rows << "x" << cols << " T " << T << " t " << t << " r " << r;
+        ASSERT_NEAR(got[i], want[i], 1e-6 * (1 + magnitude))
+            << dtype_name(type) << " " << rows << "x" << cols << " T " << T << " t " << t << " r " << r;
       }
   }
   }
 }
 
-TEST(MatmulPacked, F16BatchAndThreadInvariantBitForBit) {
-  RestorePath restore;
+TEST(MatmulPacked, ColumnsBatchAndThreadInvariantBitForBit) {
+  for (const DType type : {DType::F16, DType::BF16}) {
+  SCOPED_TRACE(dtype_name(type));
   const int64_t rows = 300, cols = 1100;
-  PackedMatrix p = make_packed(DType::F16, rows, cols, 85);
+  PackedMatrix p = make_packed(type, rows, cols, 85);
   const int64_t most = 40;
   std::vector<float> x = random_vector(static_cast<size_t>(most * cols), 86);
   ThreadPool pool(2);
@@ -437,8 +451,8 @@ TEST(MatmulPacked, F16BatchAndThreadInvariantBitForBit) {
           << "T " << T << " threads " << threads;
     }
   // In one matmul_many with a row-major matrix and another packed F16 one (Q, K, V).
-  PackedMatrix q = make_packed(DType::F16, 45, cols, 87);
-  Matrix v = make_matrix(DType::F16, 45, cols, 88);
+  PackedMatrix q = make_packed(type, 45, cols, 87);
+  Matrix v = make_matrix(type, 45, cols, 88);
   std::vector<float> ya(static_cast<size_t>(13 * rows)), yb(static_cast<size_t>(13 * 45)), zb(yb.size());
   std::vector<float> yc(yb.size()), zc(yb.size());
   const MatmulJob jobs[] = {{&p.m.view, ya.data()}, {&q.m.view, yb.data()}, {&v.view, yc.data()}};
@@ -448,9 +462,10 @@ TEST(MatmulPacked, F16BatchAndThreadInvariantBitForBit) {
   EXPECT_TRUE(bits_equal(ya, std::vector<float>(single.begin(), single.begin() + 13 * rows)));
   EXPECT_TRUE(bits_equal(yb, zb));
   EXPECT_TRUE(bits_equal(yc, zc));
+  }
 }
 
-TEST(MatmulPacked, F32TilesLayoutInterleavesEachPositionTile) {
+TEST(MatmulPacked, TilesLayoutsInterleaveEachPositionTile) {
   // 13 positions -> tiles of 7 and 6; 70 columns -> 128 with zeros.
   const int64_t T = 13, cols = 70, kp = 128;
   std::vector<float> x(static_cast<size_t>(T * cols));
@@ -465,6 +480,18 @@ TEST(MatmulPacked, F32TilesLayoutInterleavesEachPositionTile) {
     for (int64_t k = 0; k < kp; ++k) {
       const float want = k < cols ? x[static_cast<size_t>(t * cols + k)] : 0.0f;
       ASSERT_EQ(out[static_cast<size_t>(t0 * kp + k * c + (t - t0))], want) << "t " << t << " k " << k;
+    }
+  }
+  // BF16Tiles: the same tiles of rounded pairs.
+  std::vector<float> xb = random_vector(x.size(), 3);
+  std::vector<uint32_t> pairs(static_cast<size_t>(T * kp / 2), 0xDEADBEEF);
+  kernels::prepare_input_tiles_bf16(xb.data(), cols, T, 0, T, pairs.data());
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t t0 = t < 7 ? 0 : 7, c = t < 7 ? 7 : 6;
+    for (int64_t k = 0; k < kp; ++k) {
+      const uint32_t word = pairs[static_cast<size_t>(t0 * kp / 2 + k / 2 * c + (t - t0))];
+      const uint16_t want = k < cols ? kernels::round_to_bf16(xb[static_cast<size_t>(t * cols + k)]) : 0;
+      ASSERT_EQ(static_cast<uint16_t>(k % 2 ? word >> 16 : word & 0xFFFF), want) << "t " << t << " k " << k;
     }
   }
 }

@@ -38,6 +38,7 @@ int64_t input_block(InputFormat f) {
   switch (f) {
     case InputFormat::F32:
     case InputFormat::F32Tiles:
+    case InputFormat::BF16Tiles:
     case InputFormat::BF16: return 0;
     case InputFormat::Q8K:
     case InputFormat::Q8KNibble: return 256;
@@ -78,6 +79,7 @@ size_t input_stride(InputFormat f, int64_t cols) {
     case InputFormat::Q8Blocks: bytes = static_cast<size_t>(nb) * sizeof(Q8Block); break;
     case InputFormat::BF16: bytes = static_cast<size_t>(cols) * sizeof(uint16_t); break;
     case InputFormat::F32Tiles: bytes = static_cast<size_t>(padded_cols_64(cols)) * sizeof(float); break;
+    case InputFormat::BF16Tiles: bytes = static_cast<size_t>(padded_cols_64(cols)) * sizeof(uint16_t); break;
   }
   return (bytes + 63) / 64 * 64;
 }
@@ -102,6 +104,25 @@ void prepare_input_tiles(const float* x, int64_t cols, int64_t T, int64_t t_begi
   }
 }
 
+void prepare_input_tiles_bf16(const float* x, int64_t cols, int64_t T, int64_t t_begin, int64_t t_end,
+                              uint32_t* out) {
+  const int64_t pairs = padded_cols_64(cols) / 2;
+  for (int64_t i = 0, n = position_tiles(T); i < n; ++i) {
+    const PositionTile tile = position_tile(T, i);
+    const int64_t b = std::max(t_begin, tile.t0), e = std::min(t_end, tile.t0 + tile.c);
+    uint32_t* base = out + tile.t0 * pairs;
+    for (int64_t t = b; t < e; ++t) {
+      const float* row = x + t * cols;
+      uint32_t* dst = base + (t - tile.t0);
+      for (int64_t p = 0; p < pairs; ++p) {
+        const uint32_t lo = 2 * p < cols ? round_to_bf16(row[2 * p]) : 0;
+        const uint32_t hi = 2 * p + 1 < cols ? round_to_bf16(row[2 * p + 1]) : 0;
+        dst[p * tile.c] = lo | hi << 16;
+      }
+    }
+  }
+}
+
 void prepare_input_scalar(InputFormat f, const float* x, int64_t cols, uint8_t* out) {
   const int64_t nb = cols / 32;
   if (f == InputFormat::F32) {
@@ -110,6 +131,10 @@ void prepare_input_scalar(InputFormat f, const float* x, int64_t cols, uint8_t* 
   }
   if (f == InputFormat::F32Tiles) {
     prepare_input_tiles(x, cols, 1, 0, 1, reinterpret_cast<float*>(out));
+    return;
+  }
+  if (f == InputFormat::BF16Tiles) {
+    prepare_input_tiles_bf16(x, cols, 1, 0, 1, reinterpret_cast<uint32_t*>(out));
     return;
   }
   if (f == InputFormat::BF16) {
@@ -262,6 +287,10 @@ void matmul_many(std::span<const MatmulJob> jobs, const float* x, int64_t T, Thr
     auto prep = [&, f, format](int64_t b, int64_t e, int) {
       if (format == InputFormat::F32Tiles) {
         kernels::prepare_input_tiles(x, cols, T, b, e, reinterpret_cast<float*>(buf.data()));
+        return;
+      }
+      if (format == InputFormat::BF16Tiles) {
+        kernels::prepare_input_tiles_bf16(x, cols, T, b, e, reinterpret_cast<uint32_t*>(buf.data()));
         return;
       }
       for (int64_t t = b; t < e; ++t)

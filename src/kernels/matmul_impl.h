@@ -26,8 +26,9 @@ enum class InputFormat : int {
   Q8Blocks = 6,       // packed Q4_0 / Q8_0 weights (kernels/repack.h): a Q8Block per 32 inputs
   BF16 = 7,           // AVX-512 BF16 weights: the floats rounded to bf16 (round to nearest even)
   F32Tiles = 8,       // packed F16 weights: the floats of each position tile interleaved (below)
+  BF16Tiles = 9,      // packed BF16 weights: F32Tiles of bf16 pairs (below)
 };
-constexpr int kInputFormats = 9;
+constexpr int kInputFormats = 10;
 
 // F32Tiles: T positions cut into near-equal tiles of at most kF32TilePositions (13 -> 7 + 6),
 // the tile of positions [t0, t0 + c) stored from float t0 * Kp as [Kp][c] (column k of its c
@@ -48,6 +49,11 @@ inline PositionTile position_tile(int64_t T, int64_t i) {
 inline int64_t padded_cols_64(int64_t cols) { return (cols + 63) / 64 * 64; }
 // Writes positions [t_begin, t_end) of x (T rows of cols floats) into the F32Tiles layout at out.
 void prepare_input_tiles(const float* x, int64_t cols, int64_t T, int64_t t_begin, int64_t t_end, float* out);
+// BF16Tiles: the same with the inputs rounded to bf16 (round_to_bf16) in pairs: the tile of
+// [t0, t0 + c) from 32-bit word t0 * Kp / 2 as [Kp / 2][c], word (p, i) = column 2p of
+// position t0 + i in its low half and column 2p + 1 in its high half.
+void prepare_input_tiles_bf16(const float* x, int64_t cols, int64_t T, int64_t t_begin, int64_t t_end,
+                              uint32_t* out);
 
 // Two blocks of 32 quantized inputs for the AVX-512 integer kernels. `corr` holds, per
 // 32-bit lane (4 bytes of x), -bias * (sum of those 4 bytes): vpdpbusd multiplies unsigned
@@ -146,7 +152,7 @@ MatmulKernel matmul_kernel_avx2(DType type);
 MatmulKernel matmul_kernel_avx512(DType type);
 // Kernels for weights packed by kernels/repack.h (TensorView::packed); {} when none.
 MatmulKernel matmul_kernel_packed_avx512(DType type);
-MatmulKernel matmul_kernel_packed_f16_avx512();
+MatmulKernel matmul_kernel_packed_columns_avx512(DType type);
 
 // Any type on any path: dequantizes each weight row once, then dot_f32 with every position.
 void run_dequantize_dot(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in,

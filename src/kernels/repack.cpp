@@ -15,7 +15,7 @@ namespace {
 
 bool packable(const TensorView& w) {
   if (w.rows <= 0 || w.cols <= 0) return false;
-  if (w.type == DType::F16) return true;
+  if (w.type == DType::F16 || w.type == DType::BF16) return true;
   return (w.type == DType::Q4_0 || w.type == DType::Q8_0) && w.cols % 32 == 0;
 }
 
@@ -33,8 +33,9 @@ PackedBytes allocate_packed(size_t total, bool zero) {
   return PackedBytes(out);
 }
 
-PackedBytes pack_f16(const TensorView& w, size_t* bytes) {
-  const PackedF16Layout l = packed_f16_layout(w.rows, w.cols);
+PackedBytes pack_columns(const TensorView& w, size_t* bytes) {
+  const bool pairs = w.type == DType::BF16;
+  const PackedColumnsLayout l = packed_columns_layout(w.rows, w.cols);
   PackedBytes packed = allocate_packed(l.bytes(), false);
   // Chunk by chunk (2 KiB written while 16 rows' 128 bytes are read): a transpose of 16 x 64,
   // every byte written (the padding as zeros).
@@ -44,10 +45,11 @@ PackedBytes pack_f16(const TensorView& w, size_t* bytes) {
     for (int64_t i = 0; i < n_rows; ++i) src[i] = reinterpret_cast<const uint16_t*>(w.row(g * kPackedGroupRows + i));
     for (int64_t j = 0; j < l.chunks; ++j) {
       auto* dst = reinterpret_cast<uint16_t*>(packed.get() + l.offset(g, j));
-      const int64_t k0 = j * kPackedF16ChunkCols, n = std::min<int64_t>(kPackedF16ChunkCols, w.cols - k0);
-      if (n_rows < kPackedGroupRows || n < kPackedF16ChunkCols) std::memset(dst, 0, kPackedF16ChunkBytes);
+      const int64_t k0 = j * kPackedColumnsChunkCols, n = std::min<int64_t>(kPackedColumnsChunkCols, w.cols - k0);
+      if (n_rows < kPackedGroupRows || n < kPackedColumnsChunkCols) std::memset(dst, 0, kPackedColumnsChunkBytes);
       for (int64_t i = 0; i < n_rows; ++i)
-        for (int64_t k = 0; k < n; ++k) dst[k * kPackedGroupRows + i] = src[i][k0 + k];
+        for (int64_t k = 0; k < n; ++k)
+          dst[pairs ? k / 2 * 32 + 2 * i + k % 2 : k * kPackedGroupRows + i] = src[i][k0 + k];
     }
   }
   if (bytes != nullptr) *bytes = l.bytes();
@@ -56,30 +58,32 @@ PackedBytes pack_f16(const TensorView& w, size_t* bytes) {
 
 }  // namespace
 
-PackedF16Layout packed_f16_layout(int64_t rows, int64_t cols) {
-  PackedF16Layout l;
+PackedColumnsLayout packed_columns_layout(int64_t rows, int64_t cols) {
+  PackedColumnsLayout l;
   l.rows = rows;
   l.cols = cols;
-  l.chunks = (cols + kPackedF16ChunkCols - 1) / kPackedF16ChunkCols;
+  l.chunks = (cols + kPackedColumnsChunkCols - 1) / kPackedColumnsChunkCols;
   l.groups = (rows + kPackedGroupRows - 1) / kPackedGroupRows;
   return l;
 }
 
 bool packing_helps(const TensorView& w) {
-  return active_cpu_path() == CpuPath::Avx512 && packable(w) && !w.empty();
+  // BF16 packed only has a vdpbf16ps kernel.
+  return active_cpu_path() == CpuPath::Avx512 && packable(w) && !w.empty() &&
+         (w.type != DType::BF16 || cpu_has_avx512_bf16());
 }
 
 size_t packed_bytes(const TensorView& w) {
   if (!packable(w)) return 0;
-  if (w.type == DType::F16) return packed_f16_layout(w.rows, w.cols).bytes();
+  if (w.type == DType::F16 || w.type == DType::BF16) return packed_columns_layout(w.rows, w.cols).bytes();
   const int64_t groups = (w.rows + kPackedGroupRows - 1) / kPackedGroupRows;
   return static_cast<size_t>(groups * (w.cols / 32)) *
          (w.type == DType::Q4_0 ? kPackedQ4_0BlockBytes : kPackedQ8_0BlockBytes);
 }
 
 PackedBytes pack_matrix(const TensorView& w, size_t* bytes) {
-  if (!packable(w)) fail("{}: only F16, or Q4_0 or Q8_0 rows of whole blocks, can be packed", w.name);
-  if (w.type == DType::F16) return pack_f16(w, bytes);
+  if (!packable(w)) fail("{}: only F16, BF16, or Q4_0 or Q8_0 rows of whole blocks, can be packed", w.name);
+  if (w.type == DType::F16 || w.type == DType::BF16) return pack_columns(w, bytes);
   const bool q4 = w.type == DType::Q4_0;
   const size_t kBlock = q4 ? 18 : 34;  // GGUF: fp16 d, then 16 nibble bytes or 32 int8
   const size_t kPackedBlock = q4 ? kPackedQ4_0BlockBytes : kPackedQ8_0BlockBytes;
