@@ -12,7 +12,7 @@
 // CPUs with AVX512-BF16, BF16 weights take their input rounded to bf16 (as llama.cpp does) and
 // use vdpbf16ps; every other type computes in float32 from exact weights. Weights
 // are read in place (memory-mapped), or from TensorView::packed when the model packed them for
-// the active path (kernels/repack.h: Q4_0 and Q8_0 on AVX-512).
+// the active path (kernels/repack.h: Q4_0, Q8_0, F16 and BF16 on AVX-512).
 #pragma once
 
 #include <cstdint>

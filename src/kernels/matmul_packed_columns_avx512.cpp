@@ -168,10 +168,15 @@ void run_packed_columns(const TensorView& w, int64_t r0, int64_t r1, const uint8
   // position tile passes over them; a tile's 512 columns of inputs (24 KiB) stay in L1 while
   // the block's groups pass.
   constexpr int64_t kBlockChunks = 8;
-  const int64_t block_groups =
-      std::max<int64_t>(2, static_cast<int64_t>((size_t{384} << 10) / (kBlockChunks * kPackedColumnsChunkBytes)));
-  for (int64_t b0 = g_first; b0 < g_end; b0 += block_groups) {
-    const int64_t b1 = std::min(g_end, b0 + block_groups);
+  constexpr int64_t block_groups = (int64_t{384} << 10) / (kBlockChunks * kPackedColumnsChunkBytes);  // 24
+  static_assert(block_groups % kPackedColumnsSuperGroup == 0);
+  // Block boundaries at multiples of block_groups (a multiple of the super-group's 8) whatever
+  // this call's first group (a thread's share starts at any group of 16 rows): else every
+  // block of a share that starts at an odd group would split two pairs of groups into
+  // single-group tiles, which run at about half speed.
+  static_assert(kPackedColumnsSuperGroup % 2 == 0);
+  for (int64_t b0 = g_first, b1; b0 < g_end; b0 = b1) {
+    b1 = std::min(g_end, (b0 / block_groups + 1) * block_groups);
     for (int64_t j0 = 0; j0 < l.chunks; j0 += kBlockChunks) {
       const int64_t j1 = std::min(l.chunks, j0 + kBlockChunks);
       for (int64_t i = 0, n_tiles = position_tiles(T); i < n_tiles; ++i) {

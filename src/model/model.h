@@ -114,8 +114,9 @@ struct LoadOptions {
 };
 
 // Rearranges, once, the matmul weights that the active CPU path reads faster packed
-// (kernels/repack.h: Q4_0 and Q8_0 on AVX-512) and drops the file pages they were read from, so the
-// model's memory stays about one copy. The copies are anonymous memory, which (unlike a file
+// (kernels/repack.h: Q4_0, Q8_0, F16 and BF16 on AVX-512; matrices in parallel) and drops the
+// file pages each was read from as soon as it is packed, so the model's memory stays about one
+// copy. The copies are anonymous memory, which (unlike a file
 // mapping) cannot be evicted: when they would not fit in `headroom` bytes (default: what the
 // machine and this process's cgroup have available, less 512 MiB), nothing is packed and the
 // model runs from the mapping as before (a model larger than memory still runs). SKIFF_PACK=0
