@@ -307,6 +307,36 @@ PackedMatrix make_packed(DType type, int64_t rows, int64_t cols, uint32_t seed) 
   return p;
 }
 
+// The packed matrix's product against the same matrix row-major (tolerance near_row_major) and
+// a float64 product of its weights and input(x) (near_float64), both relative to the sum of
+// the terms' magnitudes; x random from seed.
+template <class Input>
+void expect_packed_near_row_major_and_float64(const PackedMatrix& p, int64_t T, ThreadPool& pool, uint32_t seed,
+                                              double near_row_major, double near_float64, Input input) {
+  const int64_t rows = p.m.view.rows, cols = p.m.view.cols;
+  TensorView plain = p.m.view;
+  plain.packed = nullptr;
+  std::vector<float> x = random_vector(static_cast<size_t>(T * cols), seed);
+  std::vector<float> got(static_cast<size_t>(T * rows)), want(got.size());
+  matmul(p.m.view, x.data(), T, got.data(), pool);
+  matmul(plain, x.data(), T, want.data(), pool);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      double exact = 0, magnitude = 0;
+      for (int64_t k = 0; k < cols; ++k) {
+        const double term = static_cast<double>(p.m.dequantized[static_cast<size_t>(r * cols + k)]) *
+                            input(x[static_cast<size_t>(t * cols + k)]);
+        exact += term;
+        magnitude += std::fabs(term);
+      }
+      const size_t i = static_cast<size_t>(t * rows + r);
+      ASSERT_NEAR(got[i], want[i], near_row_major * (1 + magnitude))
+          << dtype_name(p.m.view.type) << " " << rows << "x" << cols << " T " << T << " t " << t << " r " << r;
+      ASSERT_NEAR(got[i], exact, near_float64 * (1 + magnitude))
+          << dtype_name(p.m.view.type) << " " << rows << "x" << cols << " T " << T << " t " << t << " r " << r;
+    }
+}
+
 // On every path this CPU has: AVX-512 runs the packed kernel, the others read the file's rows.
 TEST(MatmulPacked, MatchesTheRowMajorKernelsAndFloat64) {
   RestorePath restore;
@@ -320,27 +350,7 @@ TEST(MatmulPacked, MatchesTheRowMajorKernelsAndFloat64) {
   for (const int64_t cols : {int64_t{96}, int64_t{160}, int64_t{1024}})
   for (const int64_t T : {int64_t{1}, int64_t{6}}) {
     PackedMatrix p = make_packed(type, rows, cols, static_cast<uint32_t>(rows + cols));
-    TensorView plain = p.m.view;
-    plain.packed = nullptr;
-    std::vector<float> x = random_vector(static_cast<size_t>(T * cols), 7);
-    std::vector<float> got(static_cast<size_t>(T * rows)), want(got.size());
-    matmul(p.m.view, x.data(), T, got.data(), pool);
-    matmul(plain, x.data(), T, want.data(), pool);
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t r = 0; r < rows; ++r) {
-        double exact = 0, magnitude = 0;
-        for (int64_t k = 0; k < cols; ++k) {
-          const double term = static_cast<double>(p.m.dequantized[static_cast<size_t>(r * cols + k)]) *
-                              x[static_cast<size_t>(t * cols + k)];
-          exact += term;
-          magnitude += std::fabs(term);
-        }
-        const size_t i = static_cast<size_t>(t * rows + r);
-        ASSERT_NEAR(got[i], want[i], 1e-5 * (1 + magnitude))
-            << dtype_name(type) << " " << rows << "x" << cols << " t " << t << " r " << r;
-        ASSERT_NEAR(got[i], exact, 0.02 * (1 + magnitude))
-            << dtype_name(type) << " " << rows << "x" << cols << " t " << t << " r " << r;
-      }
+    expect_packed_near_row_major_and_float64(p, T, pool, 7, 1e-5, 0.02, [](float v) { return v; });
   }
   }
 }
@@ -405,27 +415,8 @@ TEST(MatmulPacked, ColumnsMatchTheRowMajorKernelAndFloat64) {
   for (const int64_t cols : {int64_t{7}, int64_t{100}, int64_t{1100}})
   for (const int64_t T : {int64_t{1}, int64_t{3}, int64_t{5}, int64_t{9}, int64_t{13}, int64_t{40}}) {
     PackedMatrix p = make_packed(type, rows, cols, static_cast<uint32_t>(rows * 3 + cols));
-    TensorView plain = p.m.view;
-    plain.packed = nullptr;
-    std::vector<float> x = random_vector(static_cast<size_t>(T * cols), 17);
-    std::vector<float> got(static_cast<size_t>(T * rows)), want(got.size());
-    matmul(p.m.view, x.data(), T, got.data(), pool);
-    matmul(plain, x.data(), T, want.data(), pool);
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t r = 0; r < rows; ++r) {
-        double exact = 0, magnitude = 0;
-        for (int64_t k = 0; k < cols; ++k) {
-          const double term = static_cast<double>(p.m.dequantized[static_cast<size_t>(r * cols + k)]) *
-                              rounded_input(type, x[static_cast<size_t>(t * cols + k)]);
-          exact += term;
-          magnitude += std::fabs(term);
-        }
-        const size_t i = static_cast<size_t>(t * rows + r);
-        ASSERT_NEAR(got[i], exact, 1e-6 * (1 + magnitude))
-            << dtype_name(type) << " " << rows << "x" << cols << " T " << T << " t " << t << " r " << r;
-        ASSERT_NEAR(got[i], want[i], 1e-6 * (1 + magnitude))
-            << dtype_name(type) << " " << rows << "x" << cols << " T " << T << " t " << t << " r " << r;
-      }
+    expect_packed_near_row_major_and_float64(p, T, pool, 17, 1e-6, 1e-6,
+                                             [type](float v) { return rounded_input(type, v); });
   }
   }
 }

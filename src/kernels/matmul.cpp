@@ -89,38 +89,41 @@ void prepare_input(InputFormat f, const float* x, int64_t cols, uint8_t* out) {
   prepare_input_scalar(f, x, cols, out);
 }
 
-void prepare_input_tiles(const float* x, int64_t cols, int64_t T, int64_t t_begin, int64_t t_end, float* out) {
-  const int64_t kp = padded_cols_64(cols);
+namespace {
+
+// Calls fn(t, tile, i) for positions t in [t_begin, t_end) of T: the tile t falls in and its
+// index within it.
+template <class Fn>
+void for_tile_positions(int64_t T, int64_t t_begin, int64_t t_end, Fn fn) {
   for (int64_t i = 0, n = position_tiles(T); i < n; ++i) {
     const PositionTile tile = position_tile(T, i);
-    const int64_t b = std::max(t_begin, tile.t0), e = std::min(t_end, tile.t0 + tile.c);
-    float* base = out + tile.t0 * kp;
-    for (int64_t t = b; t < e; ++t) {
-      const float* row = x + t * cols;
-      float* dst = base + (t - tile.t0);
-      for (int64_t k = 0; k < cols; ++k) dst[k * tile.c] = row[k];
-      for (int64_t k = cols; k < kp; ++k) dst[k * tile.c] = 0.0f;
-    }
+    for (int64_t t = std::max(t_begin, tile.t0); t < std::min(t_end, tile.t0 + tile.c); ++t) fn(t, tile, t - tile.t0);
   }
+}
+
+}  // namespace
+
+void prepare_input_tiles(const float* x, int64_t cols, int64_t T, int64_t t_begin, int64_t t_end, float* out) {
+  const int64_t kp = padded_cols_64(cols);
+  for_tile_positions(T, t_begin, t_end, [&](int64_t t, PositionTile tile, int64_t i) {
+    const float* row = x + t * cols;
+    float* dst = out + tile.t0 * kp + i;
+    for (int64_t k = 0; k < kp; ++k) dst[k * tile.c] = k < cols ? row[k] : 0.0f;
+  });
 }
 
 void prepare_input_tiles_bf16(const float* x, int64_t cols, int64_t T, int64_t t_begin, int64_t t_end,
                               uint32_t* out) {
   const int64_t pairs = padded_cols_64(cols) / 2;
-  for (int64_t i = 0, n = position_tiles(T); i < n; ++i) {
-    const PositionTile tile = position_tile(T, i);
-    const int64_t b = std::max(t_begin, tile.t0), e = std::min(t_end, tile.t0 + tile.c);
-    uint32_t* base = out + tile.t0 * pairs;
-    for (int64_t t = b; t < e; ++t) {
-      const float* row = x + t * cols;
-      uint32_t* dst = base + (t - tile.t0);
-      for (int64_t p = 0; p < pairs; ++p) {
-        const uint32_t lo = 2 * p < cols ? round_to_bf16(row[2 * p]) : 0;
-        const uint32_t hi = 2 * p + 1 < cols ? round_to_bf16(row[2 * p + 1]) : 0;
-        dst[p * tile.c] = lo | hi << 16;
-      }
+  for_tile_positions(T, t_begin, t_end, [&](int64_t t, PositionTile tile, int64_t i) {
+    const float* row = x + t * cols;
+    uint32_t* dst = out + tile.t0 * pairs + i;
+    for (int64_t p = 0; p < pairs; ++p) {
+      const uint32_t lo = 2 * p < cols ? round_to_bf16(row[2 * p]) : 0;
+      const uint32_t hi = 2 * p + 1 < cols ? round_to_bf16(row[2 * p + 1]) : 0;
+      dst[p * tile.c] = lo | hi << 16;
     }
-  }
+  });
 }
 
 void prepare_input_scalar(InputFormat f, const float* x, int64_t cols, uint8_t* out) {
