@@ -148,9 +148,9 @@ void BM_ArithmeticPeak(benchmark::State& state) {
 }
 BENCHMARK(BM_ArithmeticPeak)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
-// Q4_0 / Q8_0 / F16 row-major against packed (kernels/repack.h) on the best path, for the few
-// positions of continuous batching and verification, and for prefill. args: type, packed, T,
-// threads, rows, cols.
+// Q4_0 / Q8_0 / F16 / BF16 row-major against packed (kernels/repack.h) on the best path, for
+// the few positions of continuous batching and verification, and for prefill. args: type,
+// packed, T, threads, rows, cols.
 void BM_MatmulPacked(benchmark::State& state) {
   const auto type = static_cast<DType>(state.range(0));
   const bool packed = state.range(1) != 0;
@@ -174,7 +174,7 @@ void BM_MatmulPacked(benchmark::State& state) {
                                                benchmark::Counter::kIsIterationInvariantRate);
 }
 void MatmulPackedArgs(benchmark::internal::Benchmark* b) {
-  for (DType t : {DType::Q4_0, DType::Q8_0, DType::F16}) {
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::F16, DType::BF16}) {
     const auto type = static_cast<int64_t>(t);
     for (int64_t T : {1, 2, 4, 5, 8, 128})
       for (int64_t packed : {0, 1}) b->Args({type, packed, T, 1, 5632, 2048});
