@@ -133,11 +133,11 @@ void run_packed_columns(const TensorView& w, int64_t r0, int64_t r1, const uint8
     fn(w.packed + l.offset(g, j0), l.chunk_stride(g), j1 - j0, x + pt.t0 * kp + j0 * W::kSteps * pt.c, j0 == 0,
        y + pt.t0 * y_stride + g * kPackedGroupRows, y_stride, r1 - g * kPackedGroupRows);
   };
-  // The pieces of [g_first, g_end) inside one super-group each.
-  auto pieces = [&](int64_t most, auto&& body) {
-    for (int64_t g = g_first; g < g_end;) {
+  // Groups [begin, end) in pieces of at most `most`, none across a super-group's end.
+  auto pieces = [](int64_t begin, int64_t end, int64_t most, auto&& body) {
+    for (int64_t g = begin; g < end;) {
       const int64_t sg_end = (g / kPackedColumnsSuperGroup + 1) * kPackedColumnsSuperGroup;
-      const int64_t n = std::min({most, g_end - g, sg_end - g});
+      const int64_t n = std::min({most, end - g, sg_end - g});
       body(g, n);
       g += n;
     }
@@ -149,7 +149,7 @@ void run_packed_columns(const TensorView& w, int64_t r0, int64_t r1, const uint8
     // (whole tiles one after another: 0.90-0.92x the row-major kernel at T = 5).
     const PositionTile pt = position_tile(T, 0);
     auto dram_pass = [&](const auto& table, int64_t most) {
-      pieces(kPackedColumnsSuperGroup, [&](int64_t g, int64_t n) {
+      pieces(g_first, g_end, kPackedColumnsSuperGroup, [&](int64_t g, int64_t n) {
         if (n <= most) return tile(table.fn[n - 1][pt.c - 1], g, pt, 0, l.chunks);
         for (int64_t j = 0; j < l.chunks; ++j)
           for (int64_t h = g; h < g + n; h += most) tile(table.fn[std::min(most, g + n - h) - 1][pt.c - 1], h, pt, j, j + 1);
@@ -183,12 +183,7 @@ void run_packed_columns(const TensorView& w, int64_t r0, int64_t r1, const uint8
         const PositionTile pt = position_tile(T, i);
         // The first position tile reads the block from DRAM: prefetching, as decode does.
         const auto& fns = i == 0 ? Tiles<W>::kDram.fn : Tiles<W>::kCached.fn;
-        for (int64_t g = b0; g < b1;) {
-          const int64_t sg_end = (g / kPackedColumnsSuperGroup + 1) * kPackedColumnsSuperGroup;
-          const int64_t n = std::min({int64_t{2}, b1 - g, sg_end - g});
-          tile(fns[n - 1][pt.c - 1], g, pt, j0, j1);
-          g += n;
-        }
+        pieces(b0, b1, 2, [&](int64_t g, int64_t n) { tile(fns[n - 1][pt.c - 1], g, pt, j0, j1); });
       }
     }
   }
