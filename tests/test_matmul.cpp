@@ -389,8 +389,8 @@ TEST(MatmulPacked, BatchAndThreadInvariantBitForBit) {
   }
 }
 
-// F16 and BF16 packed column by column (kernels/repack.h, matmul_packed_columns_avx512.cpp):
-// the weights and inputs of the row-major kernel (F16: exact; BF16: inputs rounded to bf16
+// F32, F16 and BF16 packed column by column (kernels/repack.h, matmul_packed_columns_avx512.cpp):
+// the weights and inputs of the row-major kernel (F32, F16: exact; BF16: inputs rounded to bf16
 // where the path has AVX512-BF16), so only the summation order differs. Row counts that end
 // inside a group and inside a super-group of 8, columns that end inside a chunk of 64 (and
 // inside a BF16 pair) and span several of the prefill's column blocks (512), and every tile
@@ -410,7 +410,7 @@ TEST(MatmulPacked, ColumnsMatchTheRowMajorKernelAndFloat64) {
   for (CpuPath path : available_paths()) {
   set_cpu_path(path);
   SCOPED_TRACE(cpu_path_name(path));
-  for (const DType type : {DType::F16, DType::BF16})
+  for (const DType type : {DType::F32, DType::F16, DType::BF16})
   for (const int64_t rows : {int64_t{5}, int64_t{37}, int64_t{300}})
   for (const int64_t cols : {int64_t{7}, int64_t{100}, int64_t{1100}})
   for (const int64_t T : {int64_t{1}, int64_t{3}, int64_t{5}, int64_t{9}, int64_t{13}, int64_t{40}}) {
@@ -422,7 +422,7 @@ TEST(MatmulPacked, ColumnsMatchTheRowMajorKernelAndFloat64) {
 }
 
 TEST(MatmulPacked, ColumnsBatchAndThreadInvariantBitForBit) {
-  for (const DType type : {DType::F16, DType::BF16}) {
+  for (const DType type : {DType::F32, DType::F16, DType::BF16}) {
   SCOPED_TRACE(dtype_name(type));
   const int64_t rows = 300, cols = 1100;
   PackedMatrix p = make_packed(type, rows, cols, 85);

@@ -1,8 +1,8 @@
-// AVX-512 kernels for F16 and BF16 weights packed column by column in groups of 16 rows
+// AVX-512 kernels for F32, F16 and BF16 weights packed column by column in groups of 16 rows
 // (layout in kernels/repack.h), inputs in the F32Tiles / BF16Tiles layouts (matmul_impl.h).
 //
-// F16: one 32-byte load and a vcvtph2ps give one column of 16 rows as floats; a vfmadd with
-// one input broadcast advances those 16 outputs. BF16: one 64-byte load is a column pair of
+// F16: one 32-byte load and a vcvtph2ps give one column of 16 rows as floats (F32: one 64-byte
+// load); a vfmadd with one input broadcast advances those 16 outputs. BF16: one 64-byte load is a column pair of
 // 16 rows; a vdpbf16ps with one input pair broadcast adds both products to the 16 outputs. A
 // tile of G groups x C positions keeps G x C accumulators and loads (F16: and converts) G
 // vectors per G x C multiply-add instructions: 2 per 24 in prefill (2 groups x 12 positions),
@@ -26,12 +26,24 @@ namespace {
 
 constexpr int64_t kChunk = kPackedColumnsChunkCols;
 
-// One step: a column (F16) or column pair (BF16) of 16 rows, against one broadcast input.
+// One step: a column (F32, F16) or column pair (BF16) of 16 rows, against one broadcast input.
+struct F32Columns {
+  using Input = float;
+  using Vec = __m512;
+  static constexpr int kSteps = kChunk;  // per chunk
+  static constexpr int kStepBytes = 64;
+  static constexpr size_t kChunkBytes = kSteps * kStepBytes;  // one group's chunk
+  static Vec load(const uint8_t* p, __mmask32 opaque, bool masked) {
+    return masked ? _mm512_maskz_loadu_ps(static_cast<__mmask16>(opaque), p) : _mm512_loadu_ps(p);
+  }
+  static __m512 madd(__m512 acc, Vec w, Input x) { return _mm512_fmadd_ps(w, _mm512_set1_ps(x), acc); }
+};
 struct F16Columns {
   using Input = float;
   using Vec = __m512;
   static constexpr int kSteps = kChunk;  // per chunk
   static constexpr int kStepBytes = 32;
+  static constexpr size_t kChunkBytes = kSteps * kStepBytes;
   static Vec load(const uint8_t* p, __mmask32 opaque, bool masked) {
     return _mm512_cvtph_ps(masked ? _mm256_maskz_loadu_epi16(static_cast<__mmask16>(opaque), p)
                                   : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -43,6 +55,7 @@ struct BF16Columns {
   using Vec = __m512i;
   static constexpr int kSteps = kChunk / 2;
   static constexpr int kStepBytes = 64;
+  static constexpr size_t kChunkBytes = kSteps * kStepBytes;
   static Vec load(const uint8_t* p, __mmask32 opaque, bool masked) {
     return masked ? _mm512_maskz_loadu_epi16(opaque, p) : _mm512_loadu_si512(p);
   }
@@ -52,7 +65,7 @@ struct BF16Columns {
 };
 
 // Groups g .. g+G-1 of one super-group (their chunk j0 at chunk0, group g + i at
-// chunk0 + i * kPackedColumnsChunkBytes, chunk j0 + n at n * chunk_stride) x the C positions of
+// chunk0 + i * W::kChunkBytes, chunk j0 + n at n * chunk_stride) x the C positions of
 // an input tile (xp: its column k0 = 64 * j0, C floats per column), for n_chunks chunks.
 // Accumulators start at zero (first) or from out; rows past `valid` are neither read nor
 // stored. kFromDram: the weights are read once (decode, a verification): each group's next
@@ -82,7 +95,7 @@ void columns_tile(const uint8_t* chunk0, size_t chunk_stride, int64_t n_chunks, 
       // (or folded into vcvtph2ps) decode streamed 0.7-0.85x as fast; from cache, the plain
       // load is faster (0.95x masked).
       _Pragma("GCC unroll 8") for (int g = 0; g < G; ++g)
-        wv[g] = W::load(chunk + g * kPackedColumnsChunkBytes + W::kStepBytes * k, all, kFromDram);
+        wv[g] = W::load(chunk + g * W::kChunkBytes + W::kStepBytes * k, all, kFromDram);
       if (kFromDram) {
         const char* next = reinterpret_cast<const char*>(chunk + chunk_stride) + k * G * W::kStepBytes;
         _Pragma("GCC unroll 8") for (int q = 0; q < (G * W::kStepBytes + 63) / 64; ++q) _mm_prefetch(next + 64 * q, _MM_HINT_T1);
@@ -124,7 +137,7 @@ template <class W>
 void run_packed_columns(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, size_t /*in_stride*/,
                         int64_t T, float* y, int64_t y_stride) {
   if (r1 <= r0) return;
-  const PackedColumnsLayout l = packed_columns_layout(w.rows, w.cols);
+  const PackedColumnsLayout l = packed_columns_layout(w.rows, w.cols, w.type);
   const int64_t kp = l.chunks * W::kSteps;  // inputs per position
   const auto* x = reinterpret_cast<const typename W::Input*>(in);
   const int64_t g_first = r0 / kPackedGroupRows, g_end = (r1 + kPackedGroupRows - 1) / kPackedGroupRows;
@@ -165,10 +178,10 @@ void run_packed_columns(const TensorView& w, int64_t r0, int64_t r1, const uint8
     return;
   }
   // Prefill: blocks of groups x columns of about 384 KiB of weights stay in L2 while every
-  // position tile passes over them; a tile's 512 columns of inputs (24 KiB) stay in L1 while
-  // the block's groups pass.
-  constexpr int64_t kBlockChunks = 8;
-  constexpr int64_t block_groups = (int64_t{384} << 10) / (kBlockChunks * kPackedColumnsChunkBytes);  // 24
+  // position tile passes over them; a tile's 512 columns of inputs (24 KiB; F32 weights: 256
+  // columns, 12 KiB) stay in L1 while the block's groups pass.
+  constexpr int64_t kBlockChunks = 8 * kPackedColumnsChunkBytes / W::kChunkBytes;
+  constexpr int64_t block_groups = (int64_t{384} << 10) / (kBlockChunks * W::kChunkBytes);  // 24
   static_assert(block_groups % kPackedColumnsSuperGroup == 0);
   // Block boundaries at multiples of block_groups (a multiple of the super-group's 8) whatever
   // this call's first group (a thread's share starts at any group of 16 rows): else every
@@ -192,6 +205,7 @@ void run_packed_columns(const TensorView& w, int64_t r0, int64_t r1, const uint8
 }  // namespace
 
 MatmulKernel matmul_kernel_packed_columns_avx512(DType type) {
+  if (type == DType::F32) return {InputFormat::F32Tiles, run_packed_columns<F32Columns>};
   if (type == DType::F16) return {InputFormat::F32Tiles, run_packed_columns<F16Columns>};
   if (type == DType::BF16 && cpu_has_avx512_bf16()) return {InputFormat::BF16Tiles, run_packed_columns<BF16Columns>};
   return {};

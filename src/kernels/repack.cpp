@@ -15,7 +15,7 @@ namespace {
 
 bool packable(const TensorView& w) {
   if (w.rows <= 0 || w.cols <= 0) return false;
-  if (w.type == DType::F16 || w.type == DType::BF16) return true;
+  if (w.type == DType::F32 || w.type == DType::F16 || w.type == DType::BF16) return true;
   return (w.type == DType::Q4_0 || w.type == DType::Q8_0) && w.cols % 32 == 0;
 }
 
@@ -33,20 +33,21 @@ PackedBytes allocate_packed(size_t total, bool zero) {
   return PackedBytes(out);
 }
 
-PackedBytes pack_columns(const TensorView& w, size_t* bytes) {
-  const bool pairs = w.type == DType::BF16;
-  const PackedColumnsLayout l = packed_columns_layout(w.rows, w.cols);
+// Element is uint32_t (F32) or uint16_t (F16, BF16: pairs).
+template <class Element>
+PackedBytes pack_columns(const TensorView& w, bool pairs, size_t* bytes) {
+  const PackedColumnsLayout l = packed_columns_layout(w.rows, w.cols, w.type);
   PackedBytes packed = allocate_packed(l.bytes(), false);
-  // Chunk by chunk (2 KiB written while 16 rows' 128 bytes are read): a transpose of 16 x 64,
-  // every byte written (the padding as zeros).
+  // Chunk by chunk (2-4 KiB written while 16 rows' 128-256 bytes are read): a transpose of
+  // 16 x 64, every byte written (the padding as zeros).
   for (int64_t g = 0; g < l.groups; ++g) {
-    const uint16_t* src[kPackedGroupRows];
+    const Element* src[kPackedGroupRows];
     const int64_t n_rows = std::min<int64_t>(kPackedGroupRows, w.rows - g * kPackedGroupRows);
-    for (int64_t i = 0; i < n_rows; ++i) src[i] = reinterpret_cast<const uint16_t*>(w.row(g * kPackedGroupRows + i));
+    for (int64_t i = 0; i < n_rows; ++i) src[i] = reinterpret_cast<const Element*>(w.row(g * kPackedGroupRows + i));
     for (int64_t j = 0; j < l.chunks; ++j) {
-      auto* dst = reinterpret_cast<uint16_t*>(packed.get() + l.offset(g, j));
+      auto* dst = reinterpret_cast<Element*>(packed.get() + l.offset(g, j));
       const int64_t k0 = j * kPackedColumnsChunkCols, n = std::min<int64_t>(kPackedColumnsChunkCols, w.cols - k0);
-      if (n_rows < kPackedGroupRows || n < kPackedColumnsChunkCols) std::memset(dst, 0, kPackedColumnsChunkBytes);
+      if (n_rows < kPackedGroupRows || n < kPackedColumnsChunkCols) std::memset(dst, 0, l.chunk_bytes);
       for (int64_t i = 0; i < n_rows; ++i)
         for (int64_t k = 0; k < n; ++k)
           dst[pairs ? k / 2 * 32 + 2 * i + k % 2 : k * kPackedGroupRows + i] = src[i][k0 + k];
@@ -58,8 +59,9 @@ PackedBytes pack_columns(const TensorView& w, size_t* bytes) {
 
 }  // namespace
 
-PackedColumnsLayout packed_columns_layout(int64_t rows, int64_t cols) {
+PackedColumnsLayout packed_columns_layout(int64_t rows, int64_t cols, DType type) {
   PackedColumnsLayout l;
+  if (type == DType::F32) l.chunk_bytes = 2 * kPackedColumnsChunkBytes;
   l.rows = rows;
   l.cols = cols;
   l.chunks = (cols + kPackedColumnsChunkCols - 1) / kPackedColumnsChunkCols;
@@ -75,15 +77,17 @@ bool packing_helps(const TensorView& w) {
 
 size_t packed_bytes(const TensorView& w) {
   if (!packable(w)) return 0;
-  if (w.type == DType::F16 || w.type == DType::BF16) return packed_columns_layout(w.rows, w.cols).bytes();
+  if (w.type == DType::F32 || w.type == DType::F16 || w.type == DType::BF16)
+    return packed_columns_layout(w.rows, w.cols, w.type).bytes();
   const int64_t groups = (w.rows + kPackedGroupRows - 1) / kPackedGroupRows;
   return static_cast<size_t>(groups * (w.cols / 32)) *
          (w.type == DType::Q4_0 ? kPackedQ4_0BlockBytes : kPackedQ8_0BlockBytes);
 }
 
 PackedBytes pack_matrix(const TensorView& w, size_t* bytes) {
-  if (!packable(w)) fail("{}: only F16, BF16, or Q4_0 or Q8_0 rows of whole blocks, can be packed", w.name);
-  if (w.type == DType::F16 || w.type == DType::BF16) return pack_columns(w, bytes);
+  if (!packable(w)) fail("{}: only F32, F16, BF16, or Q4_0 or Q8_0 rows of whole blocks, can be packed", w.name);
+  if (w.type == DType::F32) return pack_columns<uint32_t>(w, false, bytes);
+  if (w.type == DType::F16 || w.type == DType::BF16) return pack_columns<uint16_t>(w, w.type == DType::BF16, bytes);
   const bool q4 = w.type == DType::Q4_0;
   const size_t kBlock = q4 ? 18 : 34;  // GGUF: fp16 d, then 16 nibble bytes or 32 int8
   const size_t kPackedBlock = q4 ? kPackedQ4_0BlockBytes : kPackedQ8_0BlockBytes;

@@ -125,6 +125,20 @@ size_t memory_headroom() {
   return static_cast<size_t>(std::min<uint64_t>(headroom, SIZE_MAX));
 }
 
+namespace {
+
+// True when w's bytes lie in one of the model's files (mapped, copied or linked in), not in
+// weights the loader converted into memory of its own (llama2.c, F32 norms).
+bool in_model_files(const Model& model, const TensorView& w) {
+  auto inside = [&](const MappedFile* f) {
+    return f != nullptr && w.data >= f->data() && w.data + w.nbytes() <= f->data() + f->size();
+  };
+  if (inside(model.file.get())) return true;
+  return std::any_of(model.shards.begin(), model.shards.end(), [&](const auto& s) { return inside(s.get()); });
+}
+
+}  // namespace
+
 size_t pack_weights(Model& model) { return pack_weights(model, memory_headroom()); }
 
 size_t pack_weights(Model& model, size_t headroom) {
@@ -140,7 +154,11 @@ size_t pack_weights(Model& model, size_t headroom, int first_layer, int last_lay
   }
   // A tied head is the embedding table too: its rows are still read for lookups.
   if (head && !model.tied_output) todo.push_back(&model.output);
-  std::erase_if(todo, [](const TensorView* w) { return w->packed != nullptr || !packing_helps(*w); });
+  // F32 only from the files: a loader's own F32 copy (llama2.c) cannot be released after
+  // packing, so packing would double its memory.
+  std::erase_if(todo, [&](const TensorView* w) {
+    return w->packed != nullptr || !packing_helps(*w) || (w->type == DType::F32 && !in_model_files(model, *w));
+  });
   size_t needed = 0;
   for (const TensorView* w : todo) needed += packed_bytes(*w);
   constexpr size_t kReserve = size_t{512} << 20;
