@@ -238,7 +238,7 @@ static_assert(kRowsPerUnit % kPackedGroupRows == 0, "a thread's rows must be who
 // Matrices packed by columns, read once from DRAM (decode, a verification: one position tile),
 // go by whole super-groups: a share that began inside one would leave narrow tiles (2-6
 // groups) at both of its ends, which stream slower than the 8-group decode tile and the pair
-// of 4-group verification tiles (same run, 0.85B BF16: tg64 +8%, pp5 +14%). Prefill keeps the
+// of 4-group verification tiles (same run, 0.85B BF16: tg64 +11%, pp5 +9%). Prefill keeps the
 // finer units (its blocks are aligned on their own, and the finer units balance the threads).
 constexpr int64_t kPackedColumnsRowsPerUnit = kPackedColumnsSuperGroup * kPackedGroupRows;
 
