@@ -133,7 +133,7 @@ void run_packed(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, 
 MatmulKernel matmul_kernel_packed_avx512(DType type) {
   if (type == DType::Q4_0) return {InputFormat::Q8Blocks, run_packed<Q4_0Packed>};
   if (type == DType::Q8_0) return {InputFormat::Q8Blocks, run_packed<Q8_0Packed>};
-  if (type == DType::F32 || type == DType::F16 || type == DType::BF16) return matmul_kernel_packed_columns_avx512(type);
+  if (packed_by_columns(type)) return matmul_kernel_packed_columns_avx512(type);
   return {};
 }
 

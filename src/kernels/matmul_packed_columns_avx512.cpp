@@ -2,12 +2,12 @@
 // (layout in kernels/repack.h), inputs in the F32Tiles / BF16Tiles layouts (matmul_impl.h).
 //
 // F16: one 32-byte load and a vcvtph2ps give one column of 16 rows as floats (F32: one 64-byte
-// load); a vfmadd with one input broadcast advances those 16 outputs. BF16: one 64-byte load is a column pair of
-// 16 rows; a vdpbf16ps with one input pair broadcast adds both products to the 16 outputs. A
-// tile of G groups x C positions keeps G x C accumulators and loads (F16: and converts) G
-// vectors per G x C multiply-add instructions: 2 per 24 in prefill (2 groups x 12 positions),
-// where the row-major tiles (4 rows x 6 positions, a dot product per lane) load 4 weight
-// vectors and 6 input vectors per 24, and F16 converts the 4: that was their limit.
+// load); a vfmadd with one input broadcast advances those 16 outputs. BF16: one 64-byte load
+// is a column pair of 16 rows; a vdpbf16ps with one input pair broadcast adds both products to
+// the 16 outputs. A tile of G groups x C positions keeps G x C accumulators and loads (F16:
+// and converts) G vectors per G x C multiply-add instructions: 2 per 24 in prefill (2 groups x
+// 12 positions), where the row-major tiles (4 rows x 6 positions, a dot product per lane) load
+// 4 weight vectors and 6 input vectors per 24, and F16 converts the 4: that was their limit.
 //
 // Every output element is one chain of those instructions over k = 0 .. Kp-1 in order (F16:
 // acc = fma(w[k], x[k], acc); BF16: per column pair), from 0 (the padding adds exact zeros),

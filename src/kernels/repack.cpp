@@ -15,7 +15,7 @@ namespace {
 
 bool packable(const TensorView& w) {
   if (w.rows <= 0 || w.cols <= 0) return false;
-  if (w.type == DType::F32 || w.type == DType::F16 || w.type == DType::BF16) return true;
+  if (packed_by_columns(w.type)) return true;
   return (w.type == DType::Q4_0 || w.type == DType::Q8_0) && w.cols % 32 == 0;
 }
 
@@ -61,7 +61,7 @@ PackedBytes pack_columns(const TensorView& w, bool pairs, size_t* bytes) {
 
 PackedColumnsLayout packed_columns_layout(int64_t rows, int64_t cols, DType type) {
   PackedColumnsLayout l;
-  if (type == DType::F32) l.chunk_bytes = 2 * kPackedColumnsChunkBytes;
+  l.chunk_bytes = static_cast<size_t>(kPackedColumnsChunkCols * kPackedGroupRows) * (type == DType::F32 ? 4 : 2);
   l.rows = rows;
   l.cols = cols;
   l.chunks = (cols + kPackedColumnsChunkCols - 1) / kPackedColumnsChunkCols;
@@ -77,8 +77,7 @@ bool packing_helps(const TensorView& w) {
 
 size_t packed_bytes(const TensorView& w) {
   if (!packable(w)) return 0;
-  if (w.type == DType::F32 || w.type == DType::F16 || w.type == DType::BF16)
-    return packed_columns_layout(w.rows, w.cols, w.type).bytes();
+  if (packed_by_columns(w.type)) return packed_columns_layout(w.rows, w.cols, w.type).bytes();
   const int64_t groups = (w.rows + kPackedGroupRows - 1) / kPackedGroupRows;
   return static_cast<size_t>(groups * (w.cols / 32)) *
          (w.type == DType::Q4_0 ? kPackedQ4_0BlockBytes : kPackedQ8_0BlockBytes);

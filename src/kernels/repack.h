@@ -64,7 +64,11 @@ struct PackedColumnsLayout {
   }
   size_t bytes() const { return static_cast<size_t>(groups * chunks) * chunk_bytes; }
 };
-// `type`: F32, F16 or BF16.
+// True for the types packed column by column (F32, F16, BF16).
+constexpr bool packed_by_columns(DType type) {
+  return type == DType::F32 || type == DType::F16 || type == DType::BF16;
+}
+// `type`: one packed_by_columns.
 PackedColumnsLayout packed_columns_layout(int64_t rows, int64_t cols, DType type);
 
 struct FreeBytes {
