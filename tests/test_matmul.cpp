@@ -487,6 +487,22 @@ TEST(MatmulPacked, TilesLayoutsInterleaveEachPositionTile) {
   }
 }
 
+TEST(MatmulPacked, TilesLayoutOfOnePositionIsTheRowZeroPadded) {
+  // Decode's fast path (a copy, and InputFormat::BF16's rounding): odd cols pad the last pair.
+  const int64_t cols = 69, kp = 128;
+  std::vector<float> x = random_vector(static_cast<size_t>(cols), 5);
+  std::vector<float> out(static_cast<size_t>(kp), -1.0f);
+  kernels::prepare_input_tiles(x.data(), cols, 1, 0, 1, out.data());
+  for (int64_t k = 0; k < kp; ++k) ASSERT_EQ(out[static_cast<size_t>(k)], k < cols ? x[static_cast<size_t>(k)] : 0.0f) << k;
+  std::vector<uint32_t> pairs(static_cast<size_t>(kp / 2), 0xDEADBEEF);
+  kernels::prepare_input_tiles_bf16(x.data(), cols, 1, 0, 1, pairs.data());
+  for (int64_t p = 0; p < kp / 2; ++p) {
+    const uint32_t lo = 2 * p < cols ? kernels::round_to_bf16(x[static_cast<size_t>(2 * p)]) : 0;
+    const uint32_t hi = 2 * p + 1 < cols ? kernels::round_to_bf16(x[static_cast<size_t>(2 * p + 1)]) : 0;
+    ASSERT_EQ(pairs[static_cast<size_t>(p)], lo | hi << 16) << p;
+  }
+}
+
 TEST(MatmulPacked, OtherPathsIgnoreThePackedCopy) {
   RestorePath restore;
   ThreadPool pool(1);
