@@ -136,13 +136,13 @@ void prepare_input_tiles_bf16(const float* x, int64_t cols, int64_t T, int64_t t
       std::fill(half + cols, half + 2 * pairs, uint16_t{0});
       return;
     }
+    // Each row rounded as decode's (vectorized where the CPU can), then the pairs interleaved.
+    thread_local std::vector<uint32_t> rounded;
+    rounded.assign(static_cast<size_t>((ie - ib) * pairs), 0);
+    for (int64_t i = ib; i < ie; ++i)
+      prepare_input(InputFormat::BF16, rows + i * cols, cols, reinterpret_cast<uint8_t*>(&rounded[(i - ib) * pairs]));
     for (int64_t p = 0; p < pairs; ++p)
-      for (int64_t i = ib; i < ie; ++i) {
-        const float* row = rows + i * cols;
-        const uint32_t lo = 2 * p < cols ? round_to_bf16(row[2 * p]) : 0;
-        const uint32_t hi = 2 * p + 1 < cols ? round_to_bf16(row[2 * p + 1]) : 0;
-        dst[p * tile.c + i] = lo | hi << 16;
-      }
+      for (int64_t i = ib; i < ie; ++i) dst[p * tile.c + i] = rounded[(i - ib) * pairs + p];
   });
 }
 
