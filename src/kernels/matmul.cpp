@@ -262,8 +262,7 @@ static_assert(kRowsPerUnit % kPackedGroupRows == 0, "a thread's rows must be who
 constexpr int64_t kPackedColumnsRowsPerUnit = kPackedColumnsSuperGroup * kPackedGroupRows;
 
 int64_t rows_per_unit(const MatmulKernel& k, int64_t T) {
-  const bool columns = k.input == InputFormat::F32Tiles || k.input == InputFormat::BF16Tiles;
-  return columns && kernels::position_tiles(T) == 1 ? kPackedColumnsRowsPerUnit : kRowsPerUnit;
+  return kernels::tiled_input(k.input) && kernels::position_tiles(T) == 1 ? kPackedColumnsRowsPerUnit : kRowsPerUnit;
 }
 
 }  // namespace
@@ -331,7 +330,7 @@ void matmul_many(std::span<const MatmulJob> jobs, const float* x, int64_t T, Thr
       for (int64_t t = b; t < e; ++t)
         kernels::prepare_input(format, x + t * cols, cols, buf.data() + static_cast<size_t>(t) * stride[f]);
     };
-    if (format == InputFormat::F32Tiles || format == InputFormat::BF16Tiles) {
+    if (kernels::tiled_input(format)) {
       // Threads take whole position tiles: two threads writing positions of one tile would
       // write the same cache lines (its words interleave the positions).
       const int64_t tiles = kernels::position_tiles(T);

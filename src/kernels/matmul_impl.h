@@ -25,10 +25,12 @@ enum class InputFormat : int {
   Q8KNibble = 5,      // AVX-512 layout for Q4_K weights: Q8KBlock in Q4_K's nibble order
   Q8Blocks = 6,       // packed Q4_0 / Q8_0 weights (kernels/repack.h): a Q8Block per 32 inputs
   BF16 = 7,           // AVX-512 BF16 weights: the floats rounded to bf16 (round to nearest even)
-  F32Tiles = 8,       // packed F16 weights: the floats of each position tile interleaved (below)
+  F32Tiles = 8,       // packed F32 / F16 weights: the floats of each position tile interleaved (below)
   BF16Tiles = 9,      // packed BF16 weights: F32Tiles of bf16 pairs (below)
 };
 constexpr int kInputFormats = 10;
+// The formats of the packed-columns kernels, laid out by position tiles.
+constexpr bool tiled_input(InputFormat f) { return f == InputFormat::F32Tiles || f == InputFormat::BF16Tiles; }
 
 // F32Tiles: T positions cut into near-equal tiles of at most kF32TilePositions (13 -> 7 + 6),
 // the tile of positions [t0, t0 + c) stored from float t0 * Kp as [Kp][c] (column k of its c
