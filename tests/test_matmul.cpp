@@ -348,20 +348,22 @@ TEST(MatmulPacked, MatchesTheRowMajorKernelsAndFloat64) {
   for (const DType type : {DType::Q4_0, DType::Q8_0})
   for (const int64_t rows : {int64_t{37}, int64_t{64}, int64_t{100}})
   for (const int64_t cols : {int64_t{96}, int64_t{160}, int64_t{1024}})
-  for (const int64_t T : {int64_t{1}, int64_t{6}}) {
+  for (const int64_t T : {int64_t{1}, int64_t{6}, int64_t{8}}) {
     PackedMatrix p = make_packed(type, rows, cols, static_cast<uint32_t>(rows + cols));
     expect_packed_near_row_major_and_float64(p, T, pool, 7, 1e-5, 0.02, [](float v) { return v; });
   }
   }
 }
 
+// T = 5 and 8: one position tile (verification), with software prefetch; 13: tiles of 4 or 3.
 TEST(MatmulPacked, BatchAndThreadInvariantBitForBit) {
   RestorePath restore;
-  const int64_t rows = 611, cols = 1024, T = 13;
+  const int64_t rows = 611, cols = 1024;
   for (CpuPath path : available_paths())
-  for (const DType type : {DType::Q4_0, DType::Q8_0}) {
+  for (const DType type : {DType::Q4_0, DType::Q8_0})
+  for (const int64_t T : {int64_t{5}, int64_t{8}, int64_t{13}}) {
   set_cpu_path(path);
-  SCOPED_TRACE(std::string(cpu_path_name(path)) + " " + std::string(dtype_name(type)));
+  SCOPED_TRACE(std::string(cpu_path_name(path)) + " " + std::string(dtype_name(type)) + " T " + std::to_string(T));
   PackedMatrix p = make_packed(type, rows, cols, 81);
   std::vector<float> x = random_vector(static_cast<size_t>(T * cols), 82);
   ThreadPool pool(2);

@@ -48,31 +48,53 @@ struct Q8_0Packed {
   }
 };
 
+// Software prefetch distance of a tile of several positions that reads its weights once (from
+// memory). Decode (one position) streams at the read bandwidth on the hardware prefetchers
+// alone (prefetching 0.5-8 KiB ahead measured slower there; docs/KERNELS.md), but a tile of
+// 2-8 positions spends several times the cycles per cache line, the hardware prefetchers then
+// run too little ahead, and memory and compute add up: 5 positions took 1.6-1.9x a decode
+// step's time on Q8_0 weights. 8 KiB ahead (4 KiB: 1.3-1.4x; 16 KiB: no better) makes it
+// 1.1-1.2x (docs/KERNELS.md).
+constexpr size_t kPrefetchBytes = 8192;
+
 // Groups g0 .. g0+G-1 (16 rows each) x positions xs[0..C): out[c * out_stride + 16 g + lane],
-// rows past `valid` (the matrix's end within this tile) not stored.
+// rows past `valid` (the matrix's end within this tile) not stored. prefetch: the tile is the
+// only one to read these weights (they come from memory, not from L2).
 template <class W, int G, int C>
 void packed_tile(const uint8_t* group0, size_t group_bytes, const Q8Block* const* xs, int64_t nb, float* out,
-                 int64_t out_stride, int64_t valid) {
+                 int64_t out_stride, int64_t valid, bool prefetch = false) {
   __m512 acc[G][C];
   _Pragma("GCC unroll 8") for (int g = 0; g < G; ++g)
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) acc[g][c] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     _Pragma("GCC unroll 4") for (int g = 0; g < G; ++g) {
       const uint8_t* blk = group0 + g * group_bytes + static_cast<size_t>(b) * W::kBlockBytes;
-      // No software prefetch: each group is one long contiguous stream, which the hardware
-      // prefetchers follow (prefetching 0.5-8 KiB ahead measured slower; docs/KERNELS.md).
+      if constexpr (C > 1) {
+        if (prefetch) {
+          _Pragma("GCC unroll 16") for (size_t o = 0; o < W::kBlockBytes; o += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + o), _MM_HINT_T0);
+        }
+      }
       const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
       __m512i w[8];
       W::unpack(blk, w);
       _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) {
         const Q8Block& x = xs[c][b];
-        // Two chains for latency; element k's 4 inputs are x[4k .. 4k+3] for all 8 vectors.
-        __m512i s0 = _mm512_set1_epi32(-W::kBias * x.sum), s1 = _mm512_setzero_si512();
-        _Pragma("GCC unroll 4") for (int k = 0; k < 8; k += 2) {
-          s0 = _mm512_dpbusd_epi32(s0, w[k], _mm512_set1_epi32(load_i32(x.x + 4 * k)));
-          s1 = _mm512_dpbusd_epi32(s1, w[k + 1], _mm512_set1_epi32(load_i32(x.x + 4 * k + 4)));
+        // Element k's 4 inputs are x[4k .. 4k+3] for all 8 vectors. Up to 4 positions, two
+        // chains each for latency; more positions are enough chains one each (registers).
+        __m512i s0 = _mm512_set1_epi32(-W::kBias * x.sum);
+        if constexpr (C <= 4) {
+          __m512i s1 = _mm512_setzero_si512();
+          _Pragma("GCC unroll 4") for (int k = 0; k < 8; k += 2) {
+            s0 = _mm512_dpbusd_epi32(s0, w[k], _mm512_set1_epi32(load_i32(x.x + 4 * k)));
+            s1 = _mm512_dpbusd_epi32(s1, w[k + 1], _mm512_set1_epi32(load_i32(x.x + 4 * k + 4)));
+          }
+          s0 = _mm512_add_epi32(s0, s1);
+        } else {
+          _Pragma("GCC unroll 8") for (int k = 0; k < 8; ++k)
+            s0 = _mm512_dpbusd_epi32(s0, w[k], _mm512_set1_epi32(load_i32(x.x + 4 * k)));
         }
-        const __m512 sum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+        const __m512 sum = _mm512_cvtepi32_ps(s0);
         acc[g][c] = _mm512_fmadd_ps(sum, _mm512_mul_ps(dw, _mm512_set1_ps(x.d)), acc[g][c]);
       }
     }
@@ -85,8 +107,10 @@ void packed_tile(const uint8_t* group0, size_t group_bytes, const Q8Block* const
 }
 
 
-// Positions per tile and the decode tile's groups.
+// Positions per tile, and up to how many positions are one tile (a verification's D + 1:
+// each weight block is then read and scaled once), and the decode tile's groups.
 constexpr int kPositions = 4;
+constexpr int kOneTile = 8;
 constexpr int kDecodeGroups = 2;
 
 template <class W>
@@ -99,12 +123,13 @@ void run_packed(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, 
   // passes over them; the same reasoning as matmul_avx512.cpp's run_tiles).
   const int64_t g_first = r0 / kPackedGroupRows, g_end = (r1 + kPackedGroupRows - 1) / kPackedGroupRows;
   const int64_t g_block = std::max<int64_t>(2, static_cast<int64_t>((size_t{384} << 10) / group_bytes));
-  const int64_t n_tiles = (T + kPositions - 1) / kPositions;
+  const int64_t n_tiles = T <= kOneTile ? 1 : (T + kPositions - 1) / kPositions;
+  const bool once = n_tiles == 1;  // each weight block is read by one tile only
   for (int64_t gb0 = g_first; gb0 < g_end; gb0 += g_block) {
     const int64_t gb1 = std::min(g_end, gb0 + g_block);
     for (int64_t tile = 0, t0 = 0; tile < n_tiles; ++tile) {
       const int c = static_cast<int>(T / n_tiles + (tile < T % n_tiles ? 1 : 0));
-      const Q8Block* xs[kPositions];
+      const Q8Block* xs[kOneTile];
       for (int j = 0; j < c; ++j) xs[j] = reinterpret_cast<const Q8Block*>(in + static_cast<size_t>(t0 + j) * in_stride);
       const int step = c == 1 ? kDecodeGroups : 1;
       for (int64_t g = gb0; g < gb1; g += step) {
@@ -117,9 +142,13 @@ void run_packed(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, 
         } else {
           switch (c) {
             case 1: packed_tile<W, 1, 1>(g0, group_bytes, xs, nb, out, y_stride, valid); break;
-            case 2: packed_tile<W, 1, 2>(g0, group_bytes, xs, nb, out, y_stride, valid); break;
-            case 3: packed_tile<W, 1, 3>(g0, group_bytes, xs, nb, out, y_stride, valid); break;
-            default: packed_tile<W, 1, 4>(g0, group_bytes, xs, nb, out, y_stride, valid); break;
+            case 2: packed_tile<W, 1, 2>(g0, group_bytes, xs, nb, out, y_stride, valid, once); break;
+            case 3: packed_tile<W, 1, 3>(g0, group_bytes, xs, nb, out, y_stride, valid, once); break;
+            case 4: packed_tile<W, 1, 4>(g0, group_bytes, xs, nb, out, y_stride, valid, once); break;
+            case 5: packed_tile<W, 1, 5>(g0, group_bytes, xs, nb, out, y_stride, valid, once); break;
+            case 6: packed_tile<W, 1, 6>(g0, group_bytes, xs, nb, out, y_stride, valid, once); break;
+            case 7: packed_tile<W, 1, 7>(g0, group_bytes, xs, nb, out, y_stride, valid, once); break;
+            default: packed_tile<W, 1, 8>(g0, group_bytes, xs, nb, out, y_stride, valid, once); break;
           }
         }
       }
