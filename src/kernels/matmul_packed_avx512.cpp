@@ -53,8 +53,8 @@ struct Q8_0Packed {
 // alone (prefetching 0.5-8 KiB ahead measured slower there; docs/KERNELS.md), but a tile of
 // 2-8 positions spends several times the cycles per cache line, the hardware prefetchers then
 // run too little ahead, and memory and compute add up: 5 positions took 1.6-1.9x a decode
-// step's time on Q8_0 weights. 8 KiB ahead (4 KiB: 1.3-1.4x; 16 KiB: no better) makes it
-// 1.1-1.2x (docs/KERNELS.md).
+// step's time on Q8_0 weights. 8 KiB ahead makes it 1.0-1.4x (4 KiB: 1.1-1.5x; 16 KiB: no
+// better; docs/KERNELS.md, "Verification tiles").
 constexpr size_t kPrefetchBytes = 8192;
 
 // Groups g0 .. g0+G-1 (16 rows each) x positions xs[0..C): out[c * out_stride + 16 g + lane],
