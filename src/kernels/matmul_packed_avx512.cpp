@@ -13,7 +13,9 @@
 #include "kernels/avx512_util.h"  // first: its pragmas cover this file
 
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <utility>
 
 #include "kernels/matmul_impl.h"
 #include "kernels/repack.h"
@@ -58,22 +60,20 @@ struct Q8_0Packed {
 constexpr size_t kPrefetchBytes = 8192;
 
 // Groups g0 .. g0+G-1 (16 rows each) x positions xs[0..C): out[c * out_stride + 16 g + lane],
-// rows past `valid` (the matrix's end within this tile) not stored. prefetch: the tile is the
-// only one to read these weights (they come from memory, not from L2).
+// rows past `valid` (the matrix's end within this tile) not stored. prefetch: several
+// positions in the only tile that reads these weights (they come from memory, not from L2).
 template <class W, int G, int C>
 void packed_tile(const uint8_t* group0, size_t group_bytes, const Q8Block* const* xs, int64_t nb, float* out,
-                 int64_t out_stride, int64_t valid, bool prefetch = false) {
+                 int64_t out_stride, int64_t valid, bool prefetch) {
   __m512 acc[G][C];
   _Pragma("GCC unroll 8") for (int g = 0; g < G; ++g)
     _Pragma("GCC unroll 8") for (int c = 0; c < C; ++c) acc[g][c] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     _Pragma("GCC unroll 4") for (int g = 0; g < G; ++g) {
       const uint8_t* blk = group0 + g * group_bytes + static_cast<size_t>(b) * W::kBlockBytes;
-      if constexpr (C > 1) {
-        if (prefetch) {
-          _Pragma("GCC unroll 16") for (size_t o = 0; o < W::kBlockBytes; o += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + o), _MM_HINT_T0);
-        }
+      if (prefetch) {
+        _Pragma("GCC unroll 16") for (size_t o = 0; o < W::kBlockBytes; o += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + o), _MM_HINT_T0);
       }
       const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
       __m512i w[8];
@@ -113,6 +113,12 @@ constexpr int kPositions = 4;
 constexpr int kOneTile = 8;
 constexpr int kDecodeGroups = 2;
 
+// packed_tile<W, 1, c> for c = 1 .. kOneTile, indexed by c - 1.
+template <class W, int... I>
+constexpr auto one_group_tiles(std::integer_sequence<int, I...>) {
+  return std::array{packed_tile<W, 1, I + 1>...};
+}
+
 template <class W>
 void run_packed(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, size_t in_stride, int64_t T,
                      float* y, int64_t y_stride) {
@@ -124,7 +130,8 @@ void run_packed(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, 
   const int64_t g_first = r0 / kPackedGroupRows, g_end = (r1 + kPackedGroupRows - 1) / kPackedGroupRows;
   const int64_t g_block = std::max<int64_t>(2, static_cast<int64_t>((size_t{384} << 10) / group_bytes));
   const int64_t n_tiles = T <= kOneTile ? 1 : (T + kPositions - 1) / kPositions;
-  const bool once = n_tiles == 1;  // each weight block is read by one tile only
+  const bool prefetch = n_tiles == 1 && T > 1;
+  static constexpr auto kOneGroupTiles = one_group_tiles<W>(std::make_integer_sequence<int, kOneTile>{});
   for (int64_t gb0 = g_first; gb0 < g_end; gb0 += g_block) {
     const int64_t gb1 = std::min(g_end, gb0 + g_block);
     for (int64_t tile = 0, t0 = 0; tile < n_tiles; ++tile) {
@@ -137,20 +144,8 @@ void run_packed(const TensorView& w, int64_t r0, int64_t r1, const uint8_t* in, 
         const uint8_t* g0 = w.packed + static_cast<size_t>(g) * group_bytes;
         float* out = y + t0 * y_stride + g * kPackedGroupRows;
         const int64_t valid = r1 - g * kPackedGroupRows;
-        if (ng == 2) {
-          packed_tile<W, 2, 1>(g0, group_bytes, xs, nb, out, y_stride, valid);
-        } else {
-          switch (c) {
-            case 1: packed_tile<W, 1, 1>(g0, group_bytes, xs, nb, out, y_stride, valid); break;
-            case 2: packed_tile<W, 1, 2>(g0, group_bytes, xs, nb, out, y_stride, valid, once); break;
-            case 3: packed_tile<W, 1, 3>(g0, group_bytes, xs, nb, out, y_stride, valid, once); break;
-            case 4: packed_tile<W, 1, 4>(g0, group_bytes, xs, nb, out, y_stride, valid, once); break;
-            case 5: packed_tile<W, 1, 5>(g0, group_bytes, xs, nb, out, y_stride, valid, once); break;
-            case 6: packed_tile<W, 1, 6>(g0, group_bytes, xs, nb, out, y_stride, valid, once); break;
-            case 7: packed_tile<W, 1, 7>(g0, group_bytes, xs, nb, out, y_stride, valid, once); break;
-            default: packed_tile<W, 1, 8>(g0, group_bytes, xs, nb, out, y_stride, valid, once); break;
-          }
-        }
+        if (ng == 2) packed_tile<W, 2, 1>(g0, group_bytes, xs, nb, out, y_stride, valid, prefetch);
+        else kOneGroupTiles[static_cast<size_t>(c - 1)](g0, group_bytes, xs, nb, out, y_stride, valid, prefetch);
       }
       t0 += c;
     }
