@@ -103,6 +103,37 @@ TEST_P(MemoryModel, SpliceEqualsBlockMaskedPrefillAndUncorrectedDoesNot) {
       }());
 }
 
+TEST_P(MemoryModel, SpliceRecomputeIsBetweenSpliceAndReading) {
+  // Recomputing every token of every entry is reading them causally; recomputing a few keeps
+  // the rest of each entry's stored rows, so the logits are neither the splice's nor reading's
+  // (tests/reference/test_memory_reference.py checks those against an independent reference).
+  const MemoryStore store(build({}, "f32"));
+  Reader reader(*model_, &store, 256, 2);
+  const std::vector<int32_t> q = question_tokens(*model_->tokenizer, "What pet does Bomira have?");
+  const std::vector<size_t> entries = {2, 0, 4, 1};
+  const std::vector<float> causal = reader.prefill(Method::kRead, entries, q);
+  const std::vector<float> spliced = reader.prefill(Method::kSplice, entries, q);
+  reader.set_recompute(1000);
+  EXPECT_LE(max_abs_diff(causal, reader.prefill(Method::kSpliceRecompute, entries, q)), 1e-4f);
+  reader.set_recompute(3);
+  const std::vector<float> partial = reader.prefill(Method::kSpliceRecompute, entries, q);
+  EXPECT_GT(max_abs_diff(partial, causal), 1e-3f);
+  EXPECT_GT(max_abs_diff(partial, spliced), 1e-3f);
+  int n = 0;
+  for (size_t e : entries) n += store.entry(e).n_tokens;
+  EXPECT_EQ(reader.context().cache().length(0), 1 + n + static_cast<int>(q.size()));
+  // What it reads: the last 3 rows of each entry see everything, the others their entry.
+  const Reader::Layout seq = reader.layout(Method::kSpliceRecompute, entries, q);
+  int start = 1;
+  for (size_t e : entries) {
+    const int len = store.entry(e).n_tokens;
+    for (int j = 0; j < len; ++j)
+      EXPECT_EQ(seq.first_visible[static_cast<size_t>(start + j)], j < len - 3 ? start : 0) << e << " " << j;
+    start += len;
+  }
+  EXPECT_THROW(reader.set_recompute(0), Error);
+}
+
 TEST_P(MemoryModel, QuantizedStoresStayCloseToTheBlockMaskedPrefill) {
   // F16 keys/values: about 3 decimal digits; Q8_0: about 2. The bounds are the measured
   // differences with a margin of ~3x (docs/MEMORY.md states them).
@@ -130,11 +161,13 @@ TEST_P(MemoryModel, BatchedAnswersEqualOneByOne) {
   // equals answer()'s for that question alone.
   const MemoryStore store(build({}, "batch"));
   Reader single(*model_, &store, 256, 2), batched(*model_, &store, 256, 2);
+  single.set_recompute(3);
+  batched.set_recompute(3);
   const std::vector<std::string> questions = {
       "What pet does Bomira have?", "Who is Tavek's friend?", "What color does Lomi like?"};
   const std::vector<std::vector<size_t>> given = {{1}, {2, 0}, {4}};
-  for (Method m : {Method::kNone, Method::kOracle, Method::kRead, Method::kReadBlock,
-                   Method::kSplice, Method::kSpliceUncorrected}) {
+  for (Method m : {Method::kNone, Method::kOracle, Method::kRead, Method::kReadBlock, Method::kSplice,
+                   Method::kSpliceUncorrected, Method::kSpliceRecompute}) {
     for (int round = 0; round < 2; ++round) {  // a second batch reuses the sequences
       const std::vector<Answer> got = batched.answer_batch(
           m, questions, 3, m == Method::kOracle ? given : std::vector<std::vector<size_t>>{}, 6);
@@ -305,6 +338,13 @@ TEST_P(MemoryModel, CompressedStoreKeepsSlotsAtRowsWithReRotatedKeys) {
   const std::vector<float> logits = reader.prefill(Method::kSplice, entries, q);
   EXPECT_EQ(reader.context().cache().length(0), 1 + 3 * kSlots + static_cast<int>(q.size()));
   EXPECT_TRUE(std::all_of(logits.begin(), logits.end(), [](float x) { return std::isfinite(x); }));
+  // Recomputing an entry's last tokens needs its rows to be its tokens: refused, named.
+  try {
+    reader.prefill(Method::kSpliceRecompute, entries, q);
+    ADD_FAILURE() << "splice-recompute read a compressed store";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("whole entries"), std::string::npos) << e.what();
+  }
 }
 
 TEST_P(MemoryModel, VersionOneStoresAreStillRead) {

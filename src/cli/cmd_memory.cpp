@@ -89,11 +89,18 @@ void register_build(CLI::App* parent) {
   });
 }
 
+void add_recompute_flag(CLI::App* cmd, int& rows) {
+  cmd->add_option("--recompute", rows,
+                  "splice-recompute: prefill each entry's last N tokens anew, seeing everything before them "
+                  "(default 10)")
+      ->check(CLI::Range(1, 1 << 20));
+}
+
 void register_ask(CLI::App* parent) {
   struct Flags {
     ModelFlags model;
     std::string store, prompt, method = "splice", entries, dump;
-    int k = 8, context = 0, max_tokens = 32, ef = memory::kDefaultEf;
+    int k = 8, context = 0, max_tokens = 32, ef = memory::kDefaultEf, recompute = 10;
     bool verbose = false, exact = false;
   };
   auto f = std::make_shared<Flags>();
@@ -103,7 +110,9 @@ void register_ask(CLI::App* parent) {
   cmd->add_option("--store", f->store, "memory store (skiff memory build)")->required();
   cmd->add_option("-p,--prompt", f->prompt, "the question")->required();
   cmd->add_option("-k", f->k, "entries to retrieve (default 8)");
-  cmd->add_option("--method", f->method, "splice (default), read, read-block, splice-uncorrected or none");
+  cmd->add_option("--method", f->method,
+                  "splice (default), splice-recompute, read, read-block, splice-uncorrected or none");
+  add_recompute_flag(cmd, f->recompute);
   cmd->add_option("-c,--ctx-size", f->context, "context length (default: the model's, at most 4096)");
   cmd->add_option("-n,--max-tokens", f->max_tokens, "longest answer in tokens (default 32)")->check(CLI::Range(1, 4096));
   cmd->add_flag("-v,--verbose", f->verbose, "print the retrieved entries and the time to first token");
@@ -114,10 +123,12 @@ void register_ask(CLI::App* parent) {
   cmd->callback([f] {
     const std::optional<Method> method = memory::parse_method(f->method);
     if (!method || *method == Method::kOracle)
-      fail("--method must be splice, read, read-block, splice-uncorrected or none, got \"{}\"", f->method);
+      fail("--method must be splice, splice-recompute, read, read-block, splice-uncorrected or none, got \"{}\"",
+           f->method);
     const memory::MemoryStore store(f->store);
     const std::unique_ptr<Model> model = open_model(f->model);
     memory::Reader reader(*model, &store, f->context, f->model.threads);
+    reader.set_recompute(f->recompute);
     const std::unique_ptr<memory::AnnIndex> ann = f->exact ? nullptr : memory::AnnIndex::load_if_present(store);
     reader.use_index(ann.get(), f->ef);
     std::vector<size_t> given;
@@ -173,9 +184,10 @@ namespace {
 void register_eval(CLI::App* parent) {
   struct Flags {
     ModelFlags model;
-    std::string store, questions, methods = "none,oracle,read,read-block,splice,splice-uncorrected", format = "md";
+    std::string store, questions, methods = "none,oracle,read,read-block,splice,splice-uncorrected,splice-recompute",
+                format = "md";
     std::vector<std::string> compressed;
-    int k = 8, limit = 0, context = 0, ef = memory::kDefaultEf, batch = 1;
+    int k = 8, limit = 0, context = 0, ef = memory::kDefaultEf, batch = 1, recompute = 10;
     bool exact = false;
   };
   auto f = std::make_shared<Flags>();
@@ -186,7 +198,10 @@ void register_eval(CLI::App* parent) {
   cmd->add_option("--questions", f->questions, "questions: JSON Lines of {question, answer, ids, hops}")->required();
   cmd->add_option("-k", f->k, "entries to retrieve (default 8)");
   cmd->add_option("--limit", f->limit, "at most this many questions (default: all)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--methods", f->methods, "comma-separated methods (default: all)");
+  cmd->add_option("--methods", f->methods,
+                  "comma-separated methods (default: all): none, oracle, read, read-block, splice, "
+                  "splice-uncorrected, splice-recompute");
+  add_recompute_flag(cmd, f->recompute);
   cmd->add_option("-c,--ctx-size", f->context, "context length (default: the model's, at most 4096)");
   cmd->add_option("--batch", f->batch,
                   "answer this many questions together, one batched pass per step as a server does (default 1: one "
@@ -225,6 +240,7 @@ void register_eval(CLI::App* parent) {
       }
     }
     memory::Reader main_reader(*model, &store, f->context, f->model.threads);
+    main_reader.set_recompute(f->recompute);
     const std::unique_ptr<memory::AnnIndex> ann = f->exact ? nullptr : memory::AnnIndex::load_if_present(store);
     main_reader.use_index(ann.get(), f->ef);
     // Each set of rows: a method read through a store (a compressed store splices its own).
@@ -235,7 +251,10 @@ void register_eval(CLI::App* parent) {
       const memory::MemoryStore* store;
     };
     std::vector<Run> runs;
-    for (Method m : methods) runs.push_back({memory::method_name(m), m, &main_reader, &store});
+    for (Method m : methods)
+      runs.push_back({m == Method::kSpliceRecompute ? fmt::format("splice-recompute{}", f->recompute)
+                                                     : std::string(memory::method_name(m)),
+                      m, &main_reader, &store});
     std::vector<std::unique_ptr<memory::MemoryStore>> small_stores;
     std::vector<std::unique_ptr<memory::AnnIndex>> small_anns;
     std::vector<std::unique_ptr<memory::Reader>> small_readers;
@@ -299,7 +318,7 @@ void register_eval(CLI::App* parent) {
             });
           }
           for (size_t e : a.entries) {
-            r.entry_bytes += m == Method::kSplice || m == Method::kSpliceUncorrected
+            r.entry_bytes += m == Method::kSplice || m == Method::kSpliceUncorrected || m == Method::kSpliceRecompute
                                  ? static_cast<double>(store.entry_bytes(e))
                                  : static_cast<double>(store.entry(e).text.size());
             r.entries_read += 1;

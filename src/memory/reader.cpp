@@ -12,15 +12,18 @@ namespace skiff::memory {
 
 namespace {
 
-constexpr Method kMethods[] = {Method::kNone,      Method::kOracle, Method::kRead,
-                               Method::kReadBlock, Method::kSplice, Method::kSpliceUncorrected};
-constexpr const char* kMethodNames[] = {"none", "oracle", "read", "read-block", "splice", "splice-uncorrected"};
+constexpr Method kMethods[] = {Method::kNone,   Method::kOracle,           Method::kRead,           Method::kReadBlock,
+                               Method::kSplice, Method::kSpliceUncorrected, Method::kSpliceRecompute};
+constexpr const char* kMethodNames[] = {"none",   "oracle",             "read",            "read-block",
+                                        "splice", "splice-uncorrected", "splice-recompute"};
 
 int argmax(const std::vector<float>& v) {
   return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
-bool splices(Method m) { return m == Method::kSplice || m == Method::kSpliceUncorrected; }
+bool splices(Method m) {
+  return m == Method::kSplice || m == Method::kSpliceUncorrected || m == Method::kSpliceRecompute;
+}
 
 // A decoded answer up to its first newline, without leading spaces.
 std::string trim_answer(const std::string& text) {
@@ -63,6 +66,13 @@ Reader::Reader(const Model& model, const MemoryStore* store, int context_length,
   if (store) retriever_ = std::make_unique<QueryRetriever>(model, *store);
 }
 
+void Reader::set_recompute(int rows) {
+  if (rows < 1) fail("memory: --recompute must be at least 1, got {}", rows);
+  recompute_ = rows;
+}
+
+int Reader::recomputed_rows(size_t entry) const { return std::min(recompute_, store_->entry(entry).n_tokens); }
+
 void Reader::use_index(const AnnIndex* index, int ef) {
   if (!retriever_) fail("memory: retrieval needs a store");
   retriever_->use_index(index, ef);
@@ -85,6 +95,13 @@ Reader::Layout Reader::layout(Method method, std::span<const size_t> entries,
       const int32_t start = static_cast<int32_t>(out.tokens.size());
       out.tokens.insert(out.tokens.end(), t.begin(), t.end());
       out.first_visible.insert(out.first_visible.end(), t.size(), blocks ? start : 0);
+      if (method == Method::kSpliceRecompute) {
+        // Prefilled rows must be the entry's tokens: a compressed store keeps other rows.
+        if (store_->entry(e).kv_rows != store_->entry(e).n_tokens)
+          fail("memory: splice-recompute needs a store of whole entries; {} keeps {} of entry {}'s {} rows",
+               store_->name(), store_->entry(e).kv_rows, store_->entry(e).id, store_->entry(e).n_tokens);
+        std::fill(out.first_visible.end() - recomputed_rows(e), out.first_visible.end(), 0);
+      }
     }
   }
   out.tokens.insert(out.tokens.end(), question.begin(), question.end());
@@ -107,7 +124,22 @@ std::vector<float> Reader::prefill(Method method, std::span<const size_t> entrie
     std::vector<float> bos(static_cast<size_t>(c.dim));
     embed(model_, {seq.tokens.data(), 1}, bos.data());
     forward(ctx_, bos.data(), 1, 0, c.n_layers);
-    splice(ctx_, *store_, entries, method == Method::kSplice);
+    if (method == Method::kSpliceRecompute) {
+      // Entry by entry: the stored rows but the last few, then those prefilled, seeing
+      // everything before them.
+      size_t at = 1;
+      for (size_t e : entries) {
+        const int n = store_->entry(e).n_tokens, r = recomputed_rows(e);
+        splice_prefix(ctx_, *store_, e, n - r);
+        std::vector<float> h(static_cast<size_t>(r) * c.dim);
+        embed(model_, std::span<const int32_t>(seq.tokens).subspan(at + static_cast<size_t>(n - r), static_cast<size_t>(r)),
+              h.data());
+        forward(ctx_, h.data(), r, 0, c.n_layers);
+        at += static_cast<size_t>(n);
+      }
+    } else {
+      splice(ctx_, *store_, entries, method == Method::kSplice);
+    }
     from = static_cast<int64_t>(seq.tokens.size() - question.size());
   }
   const int64_t T = static_cast<int64_t>(seq.tokens.size()) - from;
@@ -131,8 +163,8 @@ std::vector<size_t> Reader::entries_for(Method method, const std::string& questi
 
 int Reader::prefill_count(Method method, std::span<const size_t> entries, std::span<const int32_t> question) const {
   int n = 1 + static_cast<int>(question.size());
-  if (!splices(method))
-    for (size_t e : entries) n += store_->entry(e).n_tokens;
+  for (size_t e : entries)
+    n += method == Method::kSpliceRecompute ? recomputed_rows(e) : splices(method) ? 0 : store_->entry(e).n_tokens;
   return n;
 }
 
@@ -145,6 +177,7 @@ std::vector<Answer> Reader::answer_batch(Method method, std::span<const std::str
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<Answer> out(B);
   std::vector<Layout> seqs(B);
+  std::vector<size_t> question_rows(B);
   const bool spliced = splices(method);
   while (batch_.size() < B)
     batch_.push_back(std::make_unique<Context>(model_, ctx_.context_length(), ctx_.pool()));
@@ -152,6 +185,7 @@ std::vector<Answer> Reader::answer_batch(Method method, std::span<const std::str
     Answer& a = out[i];
     const std::vector<int32_t> q = question_tokens(tok, questions[i]);
     if (q.empty()) fail("memory: empty question");
+    question_rows[i] = q.size();
     a.entries = entries_for(method, questions[i], k, given.empty() ? std::span<const size_t>() : given[i]);
     a.prefill_tokens = prefill_count(method, a.entries, q);
     seqs[i] = layout(method, a.entries, q);
@@ -169,6 +203,7 @@ std::vector<Answer> Reader::answer_batch(Method method, std::span<const std::str
     std::vector<int32_t> ids;
     for (size_t i = 0; i < B; ++i) {
       const auto [b, e] = rows_of(i);
+      if (b == e) continue;
       ids.insert(ids.end(), seqs[i].tokens.begin() + static_cast<int64_t>(b), seqs[i].tokens.begin() + static_cast<int64_t>(e));
       parts.push_back({batch_[i].get(), static_cast<int64_t>(e - b),
                        method == Method::kReadBlock ? seqs[i].first_visible.data() + b : nullptr});
@@ -180,10 +215,29 @@ std::vector<Answer> Reader::answer_batch(Method method, std::span<const std::str
   };
   if (spliced) {
     run([](size_t) { return std::pair<size_t, size_t>{0, 1}; });
-    for (size_t i = 0; i < B; ++i) {
-      splice(*batch_[i], *store_, out[i].entries, method == Method::kSplice);
-      from[i] = seqs[i].tokens.size() - (static_cast<size_t>(out[i].prefill_tokens) - 1);
+    if (method == Method::kSpliceRecompute) {
+      // The j-th entry of every sequence together: each splices its stored rows but the
+      // last few, then one batched pass prefills those.
+      std::vector<size_t> at(B, 1);
+      size_t most = 0;
+      for (size_t i = 0; i < B; ++i) most = std::max(most, out[i].entries.size());
+      for (size_t j = 0; j < most; ++j) {
+        for (size_t i = 0; i < B; ++i) {
+          if (j >= out[i].entries.size()) continue;
+          const size_t e = out[i].entries[j];
+          splice_prefix(*batch_[i], *store_, e, store_->entry(e).n_tokens - recomputed_rows(e));
+        }
+        run([&](size_t i) {
+          if (j >= out[i].entries.size()) return std::pair<size_t, size_t>{0, 0};
+          const size_t e = out[i].entries[j], end = at[i] + static_cast<size_t>(store_->entry(e).n_tokens);
+          at[i] = end;
+          return std::pair<size_t, size_t>{end - static_cast<size_t>(recomputed_rows(e)), end};
+        });
+      }
+    } else {
+      for (size_t i = 0; i < B; ++i) splice(*batch_[i], *store_, out[i].entries, method == Method::kSplice);
     }
+    for (size_t i = 0; i < B; ++i) from[i] = seqs[i].tokens.size() - question_rows[i];
   }
   std::vector<float> hidden = run([&](size_t i) { return std::pair<size_t, size_t>{from[i], seqs[i].tokens.size()}; });
   // Every sequence's last row, then the logits of all of them in one pass.

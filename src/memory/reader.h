@@ -11,6 +11,10 @@
 //   read-block          the same with block attention (each entry sees only itself)
 //   splice              the retrieved entries' stored KV, re-rotated to their positions
 //   splice-uncorrected  the same without the re-rotation (a negative control)
+//   splice-recompute    splice, but each entry's last R tokens (set_recompute) prefilled
+//                       anew, attending to everything before them: BOS, the entries before,
+//                       the entry's own stored rows (a partial recompute in the spirit of
+//                       CacheBlend; docs/MEMORY.md has why the last tokens and not the first)
 // The retriever (memory/retrieval.h) is the same for every method that retrieves.
 #pragma once
 
@@ -30,7 +34,7 @@
 
 namespace skiff::memory {
 
-enum class Method { kNone, kOracle, kRead, kReadBlock, kSplice, kSpliceUncorrected };
+enum class Method { kNone, kOracle, kRead, kReadBlock, kSplice, kSpliceUncorrected, kSpliceRecompute };
 const char* method_name(Method m);
 std::optional<Method> parse_method(std::string_view name);
 bool retrieves(Method m);
@@ -68,7 +72,8 @@ class Reader {
 
   // The whole sequence `method` reads (spliced entries included, as their tokens) and, per
   // position, the first position it attends to (0 but for entries under block attention or
-  // splicing, which see only themselves).
+  // splicing, which see only themselves; splice-recompute's last tokens of an entry see
+  // everything before them).
   struct Layout {
     std::vector<int32_t> tokens, first_visible;
   };
@@ -78,6 +83,10 @@ class Reader {
   // the reader's context; returns the logits after the last question token (tests compare
   // methods through this).
   std::vector<float> prefill(Method method, std::span<const size_t> entries, std::span<const int32_t> question);
+
+  // How many last tokens of each entry splice-recompute prefills (>= 1; default 10).
+  void set_recompute(int rows);
+  int recompute() const { return recompute_; }
 
   // Retrieval searches this index (memory/ann.h) with `ef` candidates instead of exactly;
   // null: exact search again. The index must outlive the reader.
@@ -93,7 +102,9 @@ class Reader {
   std::vector<size_t> entries_for(Method method, const std::string& question, int k,
                                   std::span<const size_t> given) const;
   // Tokens run through the model before the first answer token: BOS, the question, and the
-  // entries' text unless they are spliced.
+  // entries' text unless they are spliced (splice-recompute: their last tokens).
+  // The last rows of a stored entry that splice-recompute prefills.
+  int recomputed_rows(size_t entry) const;
   int prefill_count(Method method, std::span<const size_t> entries, std::span<const int32_t> question) const;
 
   const Model& model_;
@@ -101,6 +112,7 @@ class Reader {
   Context ctx_;
   std::unique_ptr<QueryRetriever> retriever_;  // with a store
   std::vector<std::unique_ptr<Context>> batch_;  // answer_batch's sequences (ctx_'s pool)
+  int recompute_ = 10;
 };
 
 // Lower-cased, surrounding spaces and punctuation removed: what exact match compares.

@@ -21,4 +21,8 @@ namespace skiff::memory {
 // checksum once. Throws Error when the store does not fit the model or the context.
 void splice(Context& ctx, const MemoryStore& store, std::span<const size_t> entries, bool correct_positions = true);
 
+// Appends the first `rows` rows of one entry, as splice() would with the entry cut there
+// (splice-recompute then prefills the entry's remaining tokens itself). Same checks.
+void splice_prefix(Context& ctx, const MemoryStore& store, size_t entry, int rows);
+
 }  // namespace skiff::memory

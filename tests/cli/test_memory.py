@@ -59,7 +59,7 @@ def main() -> int:
             rows = []
         methods = {row["method"] for row in rows}
         c.check("eval: every method", methods == {"none", "oracle", "read", "read-block", "splice",
-                                                  "splice-uncorrected"}, r.stdout + r.stderr)
+                                                  "splice-uncorrected", "splice-recompute10"}, r.stdout + r.stderr)
         c.check("eval: every column", rows != [] and all(all(k in row for k in COLUMNS) for row in rows))
         by = {(row["method"], row["hops"]): row for row in rows}
         c.check("eval: recall only where entries are retrieved",
@@ -69,6 +69,12 @@ def main() -> int:
         c.check("eval: splice prefills only BOS and the question, read prefills the entries too",
                 sp is not None and rd is not None
                 and sp["prefill_tokens_per_question"] + 20 < rd["prefill_tokens_per_question"], str((sp, rd)))
+        rc = by.get(("splice-recompute10", 1))
+        c.check("eval: splice-recompute prefills between the two",
+                rc is not None and sp["prefill_tokens_per_question"] < rc["prefill_tokens_per_question"]
+                < rd["prefill_tokens_per_question"], str((sp, rc, rd)))
+        r = c.skiff("memory", "ask", "--store", store, "-p", "Who?", "--method", "splice-recompute", "--recompute", 0)
+        c.check("ask --recompute 0 is refused", one_line_error(r, None) and "--recompute" in r.stderr, r.stderr)
         # memory retrieve: per question the entries ask -v reads, in its order.
         r = c.skiff("memory", "retrieve", "--store", store, "--questions", questions, "-k", 3)
         lines = [json.loads(l) for l in r.stdout.splitlines()] if r.returncode == 0 else []
@@ -160,6 +166,9 @@ def main() -> int:
         c.check("eval --compressed: a splice-m4 row, fewer bytes per entry, the same retrieval",
                 sp is not None and m is not None and m["bytes_per_entry"] < sp["bytes_per_entry"]
                 and m["recall_at_k"] == sp["recall_at_k"], r.stdout + r.stderr)
+        r = c.skiff("memory", "ask", "--store", m4, "-p", "Who?", "--method", "splice-recompute")
+        c.check("splice-recompute refuses a compressed store", one_line_error(r) and "whole entries" in r.stderr,
+                r.stderr)
         r = c.skiff("memory", "eval", "--store", store, "--compressed", small, "--questions", questions)
         c.check("eval --compressed refuses a store of other entries", one_line_error(r) and "same entries" in r.stderr,
                 r.stderr)

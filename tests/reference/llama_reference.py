@@ -115,16 +115,19 @@ def rope(x: torch.Tensor, positions: torch.Tensor, n_rot: int, base: float,
     return out
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first_visible=None) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first_visible=None, visible=None) -> torch.Tensor:
     """q: [T, H, hd]; k, v: [T, KV, hd]. Causal, grouped-query. Returns [T, H*hd].
-    first_visible (block attention): row t sees only keys first_visible[t] .. t."""
+    first_visible (block attention): row t sees only keys first_visible[t] .. t.
+    visible: instead of both, a [T, T] boolean matrix, visible[t][s]: row t sees key s."""
     T, H, hd = q.shape
     group = H // k.shape[1]
     k = k.repeat_interleave(group, dim=1)   # query head h uses kv head h // group
     v = v.repeat_interleave(group, dim=1)
     scores = torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd)
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-    if first_visible is not None:
+    if visible is not None:
+        mask = ~torch.as_tensor(np.asarray(visible, dtype=bool))
+    elif first_visible is not None:
         start = torch.as_tensor(list(first_visible), dtype=torch.long)
         mask = mask | (torch.arange(T)[None, :] < start[:, None])
     scores = scores.masked_fill(mask, float("-inf"))
@@ -153,11 +156,13 @@ def engine_input(h: torch.Tensor, how) -> torch.Tensor:
 
 
 def forward(cfg: LlamaConfig, weights: dict, tokens, n_layers: int | None = None,
-            input_blocks: dict | None = None, first_visible=None) -> np.ndarray:
+            input_blocks: dict | None = None, first_visible=None, positions=None, visible=None) -> np.ndarray:
     """Logits [len(tokens), vocab] (float64) after layers 0..n_layers-1 (default: all) and the
     final norm + head; positions are 0..len(tokens)-1. input_blocks: {matrix name: block or "bf16"}
     for the products whose input the engine quantizes to 8 bits or rounds to bf16 (see engine_input).
-    first_visible: block attention, see attention()."""
+    first_visible: block attention, see attention(). positions and visible (a [T, T] boolean
+    matrix) together: any attention pattern, each row at its own position (rows that are copies
+    of one token at one position, computed under different masks)."""
     cfg.validate()
     W = {k: torch.as_tensor(np.asarray(v), dtype=DTYPE) for k, v in weights.items()}
     blocks = input_blocks or {}
@@ -170,7 +175,7 @@ def forward(cfg: LlamaConfig, weights: dict, tokens, n_layers: int | None = None
     tokens = torch.as_tensor(list(tokens), dtype=torch.long)
     T = tokens.shape[0]
     H, KV, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    pos = torch.arange(T)
+    pos = torch.arange(T) if positions is None else torch.as_tensor(list(positions), dtype=torch.long)
 
     x = W["token_embd.weight"][tokens]                                  # [T, dim]
     for l in range(n_layers):
@@ -181,7 +186,7 @@ def forward(cfg: LlamaConfig, weights: dict, tokens, n_layers: int | None = None
         v = mm(h, p + "attn_v.weight").reshape(T, KV, hd)
         q = rope(q, pos, cfg.rope_dims, cfg.rope_base, cfg)
         k = rope(k, pos, cfg.rope_dims, cfg.rope_base, cfg)
-        x = x + mm(attention(q, k, v, first_visible), p + "attn_output.weight")
+        x = x + mm(attention(q, k, v, first_visible, visible), p + "attn_output.weight")
         h = rmsnorm(x, W[p + "ffn_norm.weight"], cfg.rms_eps)
         gate = mm(h, p + "ffn_gate.weight")
         up = mm(h, p + "ffn_up.weight")

@@ -12,7 +12,12 @@ answer token's logits. Checked here, independently:
   means (an entry sees itself only; BOS and the question see everything, or `read` is causal);
 - `read` equals the reference's causal forward, `read-block` and `splice` equal the
   reference's forward with that block mask (max |diff| <= 1e-4);
-- `splice-uncorrected` (keys left at their stored positions) does NOT (> 1e-2).
+- `splice-uncorrected` (keys left at their stored positions) does NOT (> 1e-2);
+- `splice-recompute --recompute R` equals the reference's forward over a sequence that holds
+  each entry twice: its rows as encoded alone (block-masked, what the store keeps), and its
+  last R rows again, computed seeing BOS, what is read of the entries before, the entry's
+  stored rows and its own recomputed rows; the question sees the stored rows but the last R
+  and the recomputed ones.
 """
 
 from __future__ import annotations
@@ -40,6 +45,41 @@ KB = [
 ]
 ENTRIES = ["p2", "q1", "p1"]
 QUESTION = "What pet does Bomira have?"
+RECOMPUTE = 3
+
+
+def recompute_pattern(pieces, question, bos, r):
+    """Tokens, positions and the visible matrix of splice-recompute (see the module doc)."""
+    rows = [(bos, 0)]          # (token, position)
+    live = [0]                 # rows what follows reads
+    see = {0: [0]}             # row -> rows it sees
+    pos = 1
+    for piece in pieces:
+        n = len(piece)
+        keep = n - min(r, n)
+        stored = []
+        for j, t in enumerate(piece):
+            i = len(rows)
+            rows.append((t, pos + j))
+            stored.append(i)
+            see[i] = stored[: j + 1]          # the entry alone, causal
+        redo = []
+        for j in range(keep, n):
+            i = len(rows)
+            rows.append((piece[j], pos + j))
+            redo.append(i)
+            see[i] = live + stored[:keep] + redo
+        live = live + stored[:keep] + redo
+        pos += n
+    for j, t in enumerate(question):
+        i = len(rows)
+        rows.append((t, pos + j))
+        live = live + [i]
+        see[i] = list(live)
+    visible = np.zeros((len(rows), len(rows)), dtype=bool)
+    for i, s in see.items():
+        visible[i, s] = True
+    return [t for t, _ in rows], [p for _, p in rows], visible
 
 
 def main() -> int:
@@ -112,6 +152,26 @@ def main() -> int:
                 ok = diff <= TOL if expect_match else diff > 1e-2
                 record(ok, f"{name} {method}: logits {'==' if expect_match else '!='} reference",
                        f"max_abs={diff:.3g} (tol {TOL:.0e}; max |logit| {np.abs(want).max():.3g})")
+            # splice-recompute against the two-copies construction.
+            toks, positions, visible = recompute_pattern(pieces, question, bos, RECOMPUTE)
+            want_recompute = ref.forward(cfg, weights, toks, positions=positions, visible=visible)[-1]
+            dump = os.path.join(tmp, f"{name}-recompute.json")
+            skiff("memory", "ask", "-m", path, "--store", store, "--entries", ",".join(ENTRIES), "-p", QUESTION,
+                  "--method", "splice-recompute", "--recompute", RECOMPUTE, "-n", 1, "--dump", dump, "-t", 2)
+            with open(dump) as f:
+                d = json.load(f)
+            starts = [0]
+            for p in pieces:  # an entry's stored rows see it alone, its recomputed rows everything
+                starts += [len(starts) if j < len(p) - RECOMPUTE else 0 for j in range(len(p))]
+            starts += [0] * len(question)
+            same = d["tokens"] == tokens and d["first_visible"] == starts
+            record(same, f"{name} splice-recompute: the sequence",
+                   "" if same else f"got {d['first_visible']}, want {starts}")
+            got = np.asarray(d["logits"], dtype=np.float64)
+            diff = float(np.abs(got - want_recompute).max())
+            record(diff <= TOL, f"{name} splice-recompute: logits == reference", f"max_abs={diff:.3g} (tol {TOL:.0e})")
+            apart = min(float(np.abs(got - want_block).max()), float(np.abs(got - want_causal).max()))
+            record(apart > 1e-2, f"{name} splice-recompute: neither block reading nor causal", f"{apart:.3g}")
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 
