@@ -106,7 +106,8 @@ TEST_P(MemoryModel, SpliceEqualsBlockMaskedPrefillAndUncorrectedDoesNot) {
 TEST_P(MemoryModel, SpliceRecomputeIsBetweenSpliceAndReading) {
   // Recomputing every token of every entry is reading them causally; recomputing a few keeps
   // the rest of each entry's stored rows, so the logits are neither the splice's nor reading's
-  // (tests/reference/test_memory_reference.py checks those against an independent reference).
+  // but a masked prefill's (tests/reference/test_memory_reference.py checks them against an
+  // independent reference too).
   const MemoryStore store(build({}, "f32"));
   Reader reader(*model_, &store, 256, 2);
   const std::vector<int32_t> q = question_tokens(*model_->tokenizer, "What pet does Bomira have?");
@@ -119,11 +120,21 @@ TEST_P(MemoryModel, SpliceRecomputeIsBetweenSpliceAndReading) {
   const std::vector<float> partial = reader.prefill(Method::kSpliceRecompute, entries, q);
   EXPECT_GT(max_abs_diff(partial, causal), 1e-3f);
   EXPECT_GT(max_abs_diff(partial, spliced), 1e-3f);
+  // No row of an entry follows its recomputed ones, so every row has one version: the whole
+  // is a masked prefill of the sequence with the layout's first visible positions.
+  const Reader::Layout seq = reader.layout(Method::kSpliceRecompute, entries, q);
+  const ModelConfig& c = model_->config;
+  Context masked(*model_, 256, 2);
+  const auto T = static_cast<int64_t>(seq.tokens.size());
+  std::vector<float> hidden(static_cast<size_t>(T) * c.dim), logits(static_cast<size_t>(c.vocab_size));
+  embed(*model_, seq.tokens, hidden.data());
+  forward_masked(masked, hidden.data(), T, 0, c.n_layers, std::span<const int32_t>(seq.first_visible));
+  compute_logits(masked, hidden.data() + (T - 1) * c.dim, 1, logits.data());
+  EXPECT_LE(max_abs_diff(partial, logits), 1e-4f);
   int n = 0;
   for (size_t e : entries) n += store.entry(e).n_tokens;
   EXPECT_EQ(reader.context().cache().length(0), 1 + n + static_cast<int>(q.size()));
   // What it reads: the last 3 rows of each entry see everything, the others their entry.
-  const Reader::Layout seq = reader.layout(Method::kSpliceRecompute, entries, q);
   int start = 1;
   for (size_t e : entries) {
     const int len = store.entry(e).n_tokens;
