@@ -5,8 +5,8 @@ early exit (issue 16), in the same run.
 The models: `skiff synth --planted-exit E --planted-scale S` (the attn_output and ffn_down matrices
 of layers >= E scaled by S, so the exit at layer E agrees often with the full model) for each
 --types entry, and for each exit layer in --spec the truncated draft `skiff convert
---first-layers E` (what a llama.cpp user would draft with). Each round runs, per type, every
-config on every prompt, config order rotated each round:
+--first-layers E` (what a llama.cpp user would draft with). Each round runs, per type and prompt,
+every config back to back, their order rotated for each prompt and round:
 
   skiff plain        skiff generate --temp 0 -t T
   skiff self-spec    skiff generate --temp 0 --self-spec E --draft-max D --draft-p-min 0
@@ -21,7 +21,8 @@ config on every prompt, config order rotated each round:
 
 Reported per config: tokens/s (median over rounds of the round's total tokens / total seconds over the prompts;
 decode only, and end to end = generated / (prompt + decode time)), the speedup against the same
-program's plain decoding (median of per-round ratios, end to end), the acceptance rate, tokens per
+program's plain decoding (end to end: the median over every round and prompt of the config's rate
+against its plain decoding's on that prompt, run next to it), the acceptance rate, tokens per
 round, and the ideal speedup from the measured acceptance a, drafting cost per drafted token c_d and
 verification cost c_v (both relative to one plain decode step), assuming each draft is accepted
 independently with probability a and every round drafts D tokens:
@@ -311,23 +312,27 @@ def main() -> int:
             c += [(f"llama.cpp spec first-{sp.e}{' ' + dq if dq else ''} D={sp.d}", "llama", sp, dq)
                   for sp in spec if sp.plain and (sp.e, dq) in files[ty]["drafts"]]
         return c
-    # samples[ty][config][round] = list of per-prompt results
+    # samples[ty][config][round] = list of per-prompt results. Every config runs a prompt
+    # right after the others ran it (the order rotated per prompt and round), so that a config
+    # and its plain decoding meet the same memory bandwidth, which on a shared machine moves
+    # by 2x within minutes.
     samples = {ty: {c[0]: [] for c in configs_for(ty)} for ty in types}
     for r in range(rounds):
         for ty in types:
             full, drafts = files[ty]["full"], files[ty]["drafts"]
             configs = configs_for(ty)
-            order = configs[r % len(configs):] + configs[:r % len(configs)]
-            for name, prog, sp, dq in order:
-                res = []
-                for p in PROMPTS:
+            for name, *_ in configs:
+                samples[ty][name].append([])
+            for i, p in enumerate(PROMPTS):
+                k = (r * len(PROMPTS) + i) % len(configs)
+                for name, prog, sp, dq in configs[k:] + configs[:k]:
                     if prog == "skiff":
-                        res.append(skiff_generate(a.skiff, full, p, n, a.t, sp.flags() if sp else []))
+                        res = skiff_generate(a.skiff, full, p, n, a.t, sp.flags() if sp else [])
                     elif sp is None:
-                        res.append(llama_cli(peer, full, p, n, a.t))
+                        res = llama_cli(peer, full, p, n, a.t)
                     else:
-                        res.append(llama_speculative(peer, full, drafts[(sp.e, dq)], p, n, a.t, sp.d))
-                samples[ty][name].append(res)
+                        res = llama_speculative(peer, full, drafts[(sp.e, dq)], p, n, a.t, sp.d)
+                    samples[ty][name][-1].append(res)
         print(f"round {r + 1}/{rounds} done (load {open('/proc/loadavg').read().split()[0]})", file=sys.stderr,
               flush=True)
     load_after = uptime()
@@ -357,7 +362,8 @@ def main() -> int:
             plain = samples[ty][plain_name]
             dec = statistics.median(tps(x, False) for x in rs)
             e2e = statistics.median(tps(x, True) for x in rs)
-            ratios = [tps(x, True) / tps(y, True) for x, y in zip(rs, plain)]
+            # Per (round, prompt): the config against its program's plain decoding of that prompt.
+            ratios = [tps([x], True) / tps([y], True) for res, pres in zip(rs, plain) for x, y in zip(res, pres)]
             drafted = sum(x["drafted"] for res in rs for x in res)
             accepted = sum(x["accepted"] for res in rs for x in res)
             acc = accepted / drafted if drafted else None
@@ -374,7 +380,7 @@ def main() -> int:
                    "llama_draft_quant": dq,
                    "tokens_per_round": per_round,
                    "decode_tps": dec, "e2e_tps": e2e, "speedup_e2e": statistics.median(ratios),
-                   "speedup_rounds": ratios, "acceptance": acc, "same_text": same,
+                   "speedup_pairs": ratios, "acceptance": acc, "same_text": same,
                    "samples": [[{k: v for k, v in x.items() if k != "text"} for x in res] for res in rs],
                    "texts_round1": [x["text"] for x in rs[0]]}
             cd = cv = ideal = predicted = None
@@ -393,7 +399,8 @@ def main() -> int:
                   f"{'' if acc is None else f'{100 * acc:.1f}%'} | {f2(per_round)} | {f2(cd)} | {f2(cv)} | "
                   f"{f2(ideal, 'x')} | {f2(predicted, 'x')} | {'yes' if same else 'NO'} |")
     print()
-    print("speedup: median over rounds of (config e2e t/s / same program's plain e2e t/s). ideal: "
+    print("speedup: median over (round, prompt) pairs of (config e2e t/s / same program's plain e2e t/s on that "
+          "prompt, run next to it). ideal: "
           "((1-a^(D+1))/(1-a)) / (D*c_d + c_v), c_d (drafting per drafted token) and c_v in plain decode steps. "
           "predicted: the same costs with the tokens per round seen and the mean drafts per round.")
     if a.json:
