@@ -317,7 +317,7 @@ std::string default_memory_query(const json& body, Endpoint endpoint) {
   bad_request("skiff.query", "a memory request without a user message needs 'skiff.query'");
 }
 
-// "skiff": {"memory": NAME, "k": K, "query": TEXT}: retrieves and puts the entries' tokens
+// "skiff": {"memory": NAME, "k": K, "query": TEXT, "recompute": N}: retrieves and puts the entries' tokens
 // after BOS in prompts[0] (the scheduler splices their stored KV there).
 void parse_memory(const json& body, Endpoint endpoint, const ServedModel& model, GenerationRequest& r) {
   const json* ext = get_object(body, "skiff");
@@ -334,6 +334,7 @@ void parse_memory(const json& body, Endpoint endpoint, const ServedModel& model,
   if (r.prompts.size() != 1 || r.n != 1 || r.spec.enabled() || r.truncate || r.echo)
     bad_request("skiff.memory", "a memory request takes one prompt, n = 1, no speculation, truncation or echo");
   const int k = static_cast<int>(get_integer(*ext, "k", 8, 1, 64, "skiff."));
+  r.memory_recompute = static_cast<int>(get_integer(*ext, "recompute", 0, 0, 4096, "skiff."));
   std::string query;
   if (const json* q = field(*ext, "query")) {
     if (!q->is_string() || q->get<std::string>().empty())
@@ -355,6 +356,9 @@ void parse_memory(const json& body, Endpoint endpoint, const ServedModel& model,
   std::vector<int32_t> laid = {bos};
   for (size_t e : r.memory_entries) {
     const std::span<const int32_t> t = r.memory->tokens(e);
+    if (r.memory_recompute > 0 && r.memory->entry(e).kv_rows != r.memory->entry(e).n_tokens)
+      bad_request("skiff.recompute", "'skiff.recompute' needs a store of whole entries; '{}' keeps {} slots per entry",
+                  name->get<std::string>(), r.memory->slots());
     laid.insert(laid.end(), t.begin(), t.end());
   }
   r.memory_positions = static_cast<int>(laid.size());

@@ -88,9 +88,12 @@ struct GenerationRequest {
   // spliced in as stored KV between BOS and the prompt (docs/MEMORY.md). prompts[0] is then
   // [BOS] + the entries' tokens + the prompt, and its first memory_positions positions come
   // from the store, not from a prefill. memory is null without a memory request.
+  // "recompute": N prefills each entry's last N tokens after its stored rows instead
+  // (`skiff memory ask --method splice-recompute`); 0: splice only.
   const memory::MemoryStore* memory = nullptr;
   std::vector<size_t> memory_entries;
   int memory_positions = 0;
+  int memory_recompute = 0;
   bool echo = false;      // completions: the prompt text before the completion
 };
 

@@ -223,13 +223,12 @@ void Scheduler::admit() {
       int spliced = 0;
       if (r.memory) {
         try {
-          splice_memory(*members[0], r);
+          spliced = splice_memory(*members[0], r);
         } catch (const Error& e) {
           task->fail(e.what());
           release(*members[0]);
           break;
         }
-        spliced = r.memory_positions - 1;
       }
       task->add_usage(static_cast<int>(prompt.size()), 0, reuse + spliced);
       stats_.cached_tokens += reuse;
@@ -238,7 +237,7 @@ void Scheduler::admit() {
   stats_.queue_depth = static_cast<int>(queue_.size());
 }
 
-void Scheduler::splice_memory(Slot& slot, const GenerationRequest& r) {
+int Scheduler::splice_memory(Slot& slot, const GenerationRequest& r) {
   // BOS first (position 0, as the store's reader was trained), then each entry's stored KV
   // re-rotated to its positions; the batched pass then prefills the prompt, which reads all.
   const ModelConfig& c = model_.config;
@@ -248,10 +247,28 @@ void Scheduler::splice_memory(Slot& slot, const GenerationRequest& r) {
   embed(model_, {slot.tokens.data(), 1}, bos.data());
   forward(slot.ctx, bos.data(), 1, 0, c.n_layers);
   side_prompt_rows_ += 1;
-  memory::splice(slot.ctx, *r.memory, r.memory_entries);
+  int stored = r.memory_positions - 1;
+  if (r.memory_recompute == 0) {
+    memory::splice(slot.ctx, *r.memory, r.memory_entries);
+  } else {
+    // splice-recompute: each entry's stored rows but the last few, then those prefilled here.
+    size_t at = 1;
+    for (size_t e : r.memory_entries) {
+      const int n = r.memory->entry(e).n_tokens, redo = std::min(n, r.memory_recompute);
+      memory::splice_prefix(slot.ctx, *r.memory, e, n - redo);
+      std::vector<float> h(static_cast<size_t>(redo) * c.dim);
+      embed(model_, std::span<const int32_t>(slot.tokens).subspan(at + static_cast<size_t>(n - redo), static_cast<size_t>(redo)),
+            h.data());
+      forward(slot.ctx, h.data(), redo, 0, c.n_layers);
+      side_prompt_rows_ += redo;
+      stored -= redo;
+      at += static_cast<size_t>(n);
+    }
+  }
   if (slot.cached() != r.memory_positions)
     fail("memory: the spliced entries hold {} positions, the request laid out {}", slot.cached() - 1,
          r.memory_positions - 1);
+  return stored;
 }
 
 void Scheduler::release(Slot& slot) {

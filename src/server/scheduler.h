@@ -111,8 +111,9 @@ class Scheduler {
   };
   void loop();
   void admit();
-  // A memory request's BOS and spliced entries into its slot's cache (throws Error).
-  void splice_memory(Slot& slot, const GenerationRequest& r);
+  // A memory request's BOS and spliced entries into its slot's cache, each entry's last
+  // tokens prefilled for "recompute" (throws Error); returns the positions read from the store.
+  int splice_memory(Slot& slot, const GenerationRequest& r);
   // One turn of group `group` (every slot with one group): ends its batch in flight, frees
   // ended tasks' slots, drafts speculative slots' rounds, runs the next batch, whose pass
   // verifies the drafts (pipeline stages: the rounds run after it, on their own).

@@ -5,7 +5,7 @@ retrieved entries' stored KV between BOS and the prompt.
 Checks, on a knowledge base from scripts/knowledge_qa.py and the built-in reader model: a
 completion with a memory request retrieves the same entries and gives the same greedy answer
 as `skiff memory ask --method splice` (an independent path through memory/reader.cpp), streamed
-and not; chat requests retrieve with the last user message; usage counts the spliced positions
+and not, and with "recompute": N as `--method splice-recompute --recompute N`; chat requests retrieve with the last user message; usage counts the spliced positions
 as cached; the next request on the slot does not reuse the spliced KV (same answer again); and
 bad requests get 400s naming the field (unknown store, k out of range, with n > 1, with
 truncation, a token prompt without skiff.query), a bad --memory flag or a store built with
@@ -32,9 +32,10 @@ ROOT = os.path.join(HERE, "..", "..")
 READER = os.path.join(ROOT, "models", "stories3M-reader.gguf")
 
 
-def ask(c, store: str, question: str, k: int) -> tuple[str, list[str]]:
-    """`skiff memory ask --method splice`: the answer and the ids of the entries read."""
-    r = c.skiff("memory", "ask", "--store", store, "-p", question, "-k", k, "--method", "splice", "-v", "-n", 8)
+def ask(c, store: str, question: str, k: int, *flags) -> tuple[str, list[str]]:
+    """`skiff memory ask --method splice` (or what `flags` name): the answer and the ids of the entries read."""
+    r = c.skiff("memory", "ask", "--store", store, "-p", question, "-k", k, *(flags or ("--method", "splice")), "-v",
+                "-n", 8)
     ids = [line[1:line.index("]")] for line in r.stderr.splitlines() if line.startswith("[") and "]" in line]
     return r.stdout.strip(), ids
 
@@ -75,6 +76,25 @@ def main() -> int:
                         str(j2)[:300])
 
             c.check("the answers compared are not empty", any(answers), str(answers))
+            # "recompute": N is `memory ask --method splice-recompute --recompute N`; the recomputed
+            # tokens are prefilled, not cached.
+            for q in questions:
+                want, want_ids = ask(c, store, q, 3, "--method", "splice-recompute", "--recompute", 4)
+                body = {"prompt": f"Q: {q} A:", "max_tokens": 8, "temperature": 0, "stop": ["\n"],
+                        "skiff": {"memory": "kb", "k": 3, "query": q}}
+                st0, j0 = s.post("/v1/completions", body)
+                body["skiff"]["recompute"] = 4
+                st, j = s.post("/v1/completions", body)
+                ok = st == 200 and st0 == 200 and "choices" in j
+                got = j["choices"][0]["text"].strip() if ok else ""
+                c.check(f"recompute 4 == memory ask --method splice-recompute: {q!r}",
+                        ok and got == want and j.get("skiff", {}).get("memory_entries") == want_ids,
+                        f"server {got!r} vs ask {want!r}: {str(j)[:300]}")
+                if ok:
+                    cached = lambda x: x["usage"]["prompt_tokens_details"]["cached_tokens"]  # noqa: E731
+                    c.check("recompute: 4 tokens per entry fewer cached than the splice",
+                            cached(j) == cached(j0) - 4 * 3 and j["usage"]["prompt_tokens"] == j0["usage"]["prompt_tokens"],
+                            f"{j['usage']} vs {j0['usage']}")
             q = questions[0]
             want, want_ids = ask(c, store, q, 2)
             conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
@@ -108,6 +128,9 @@ def main() -> int:
             bad({"prompt": "Q: x A:", "skiff": {"memory": "kb", "truncate": True}}, "skiff.memory", "truncation")
             bad({"prompt": [1, 2, 3], "skiff": {"memory": "kb"}}, "skiff.query", "token prompt without a query")
             bad({"prompt": "Q: x A:", "skiff": {"memory": "kb", "query": ""}}, "skiff.query", "empty query")
+            bad({"prompt": "Q: x A:", "skiff": {"memory": "kb", "recompute": -1}}, "skiff.recompute", "recompute < 0")
+            bad({"prompt": "Q: x A:", "skiff": {"memory": "kb", "recompute": "4"}}, "skiff.recompute",
+                "recompute not an integer")
             st, j = s.post("/v1/completions", {"prompt": "Q: x A:", "max_tokens": 4})
             c.check("plain requests still work beside memory ones", st == 200, str(j)[:300])
             c.check("exit 0", s.stop() == 0, s.log[-1000:])
