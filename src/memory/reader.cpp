@@ -125,18 +125,7 @@ std::vector<float> Reader::prefill(Method method, std::span<const size_t> entrie
     embed(model_, {seq.tokens.data(), 1}, bos.data());
     forward(ctx_, bos.data(), 1, 0, c.n_layers);
     if (method == Method::kSpliceRecompute) {
-      // Entry by entry: the stored rows but the last few, then those prefilled, seeing
-      // everything before them.
-      size_t at = 1;
-      for (size_t e : entries) {
-        const int n = store_->entry(e).n_tokens, r = recomputed_rows(e);
-        splice_prefix(ctx_, *store_, e, n - r);
-        std::vector<float> h(static_cast<size_t>(r) * c.dim);
-        embed(model_, std::span<const int32_t>(seq.tokens).subspan(at + static_cast<size_t>(n - r), static_cast<size_t>(r)),
-              h.data());
-        forward(ctx_, h.data(), r, 0, c.n_layers);
-        at += static_cast<size_t>(n);
-      }
+      splice_recomputing(ctx_, *store_, entries, recompute_);
     } else {
       splice(ctx_, *store_, entries, method == Method::kSplice);
     }

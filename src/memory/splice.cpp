@@ -1,5 +1,6 @@
 #include "memory/splice.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "base/error.h"
@@ -78,6 +79,20 @@ void splice_prefix(Context& ctx, const MemoryStore& store, size_t entry, int row
     fail("memory: {} spliced tokens after {} do not fit in the context of {} (use fewer entries or a larger -c)",
          rows, start, ctx.cache().context_length());
   append_rows(ctx, store, entry, rows, start, true);
+}
+
+void splice_recomputing(Context& ctx, const MemoryStore& store, std::span<const size_t> entries, int recompute) {
+  const ModelConfig& c = ctx.model().config;
+  for (size_t e : entries) {
+    const int n = store.entry(e).n_tokens, redo = std::min(n, recompute);
+    if (store.entry(e).kv_rows != n)
+      fail("memory: splice-recompute needs a store of whole entries; {} keeps {} of entry {}'s {} rows",
+           store.name(), store.entry(e).kv_rows, store.entry(e).id, n);
+    splice_prefix(ctx, store, e, n - redo);
+    std::vector<float> h(static_cast<size_t>(redo) * c.dim);
+    embed(ctx.model(), store.tokens(e).subspan(static_cast<size_t>(n - redo)), h.data());
+    forward(ctx, h.data(), redo, 0, c.n_layers);
+  }
 }
 
 }  // namespace skiff::memory

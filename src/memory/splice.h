@@ -25,4 +25,8 @@ void splice(Context& ctx, const MemoryStore& store, std::span<const size_t> entr
 // (splice-recompute then prefills the entry's remaining tokens itself). Same checks.
 void splice_prefix(Context& ctx, const MemoryStore& store, size_t entry, int rows);
 
+// splice-recompute for one sequence: per entry, in order, splice_prefix of all its rows but
+// the last `recompute`, then those tokens prefilled, seeing everything before them.
+void splice_recomputing(Context& ctx, const MemoryStore& store, std::span<const size_t> entries, int recompute);
+
 }  // namespace skiff::memory

@@ -251,18 +251,11 @@ int Scheduler::splice_memory(Slot& slot, const GenerationRequest& r) {
   if (r.memory_recompute == 0) {
     memory::splice(slot.ctx, *r.memory, r.memory_entries);
   } else {
-    // splice-recompute: each entry's stored rows but the last few, then those prefilled here.
-    size_t at = 1;
+    memory::splice_recomputing(slot.ctx, *r.memory, r.memory_entries, r.memory_recompute);
     for (size_t e : r.memory_entries) {
-      const int n = r.memory->entry(e).n_tokens, redo = std::min(n, r.memory_recompute);
-      memory::splice_prefix(slot.ctx, *r.memory, e, n - redo);
-      std::vector<float> h(static_cast<size_t>(redo) * c.dim);
-      embed(model_, std::span<const int32_t>(slot.tokens).subspan(at + static_cast<size_t>(n - redo), static_cast<size_t>(redo)),
-            h.data());
-      forward(slot.ctx, h.data(), redo, 0, c.n_layers);
+      const int redo = std::min(r.memory->entry(e).n_tokens, r.memory_recompute);
       side_prompt_rows_ += redo;
       stored -= redo;
-      at += static_cast<size_t>(n);
     }
   }
   if (slot.cached() != r.memory_positions)
