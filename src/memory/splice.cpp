@@ -89,6 +89,7 @@ void splice_recomputing(Context& ctx, const MemoryStore& store, std::span<const 
       fail("memory: splice-recompute needs a store of whole entries; {} keeps {} of entry {}'s {} rows",
            store.name(), store.entry(e).kv_rows, store.entry(e).id, n);
     splice_prefix(ctx, store, e, n - redo);
+    if (redo == 0) continue;
     std::vector<float> h(static_cast<size_t>(redo) * c.dim);
     embed(ctx.model(), store.tokens(e).subspan(static_cast<size_t>(n - redo)), h.data());
     forward(ctx, h.data(), redo, 0, c.n_layers);
