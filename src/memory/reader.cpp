@@ -71,7 +71,7 @@ void Reader::set_recompute(int rows) {
   recompute_ = rows;
 }
 
-int Reader::recomputed_rows(size_t entry) const { return std::min(recompute_, store_->entry(entry).n_tokens); }
+int Reader::recomputed_rows(size_t entry) const { return memory::recomputed_rows(*store_, entry, recompute_); }
 
 void Reader::use_index(const AnnIndex* index, int ef) {
   if (!retriever_) fail("memory: retrieval needs a store");
@@ -95,13 +95,8 @@ Reader::Layout Reader::layout(Method method, std::span<const size_t> entries,
       const int32_t start = static_cast<int32_t>(out.tokens.size());
       out.tokens.insert(out.tokens.end(), t.begin(), t.end());
       out.first_visible.insert(out.first_visible.end(), t.size(), blocks ? start : 0);
-      if (method == Method::kSpliceRecompute) {
-        // Prefilled rows must be the entry's tokens: a compressed store keeps other rows.
-        if (store_->entry(e).kv_rows != store_->entry(e).n_tokens)
-          fail("memory: splice-recompute needs a store of whole entries; {} keeps {} of entry {}'s {} rows",
-               store_->name(), store_->entry(e).kv_rows, store_->entry(e).id, store_->entry(e).n_tokens);
+      if (method == Method::kSpliceRecompute)
         std::fill(out.first_visible.end() - recomputed_rows(e), out.first_visible.end(), 0);
-      }
     }
   }
   out.tokens.insert(out.tokens.end(), question.begin(), question.end());

@@ -30,10 +30,10 @@ int check_cache(Context& ctx, const MemoryStore& store) {
 
 // The first `rows` rows of entry e at positions start.. (keys rotated on by `start` when
 // correcting).
-void append_rows(Context& ctx, const MemoryStore& store, size_t e, int rows, int start, bool correct_positions) {
+void append_rows(Context& ctx, const MemoryStore& store, const RopeFrequencies& freq, size_t e, int rows, int start,
+                 bool correct_positions) {
   const ModelConfig& c = ctx.model().config;
   KvCache& cache = ctx.cache();
-  const RopeFrequencies freq = rope_frequencies(c);
   const int kv = c.kv_dim();
   std::vector<float> k(static_cast<size_t>(kv)), v(static_cast<size_t>(kv)), angles(static_cast<size_t>(c.rope_dim));
   // The rotation by the entry's start: magnitude 1, the stored key carries any YaRN scale.
@@ -63,9 +63,10 @@ void splice(Context& ctx, const MemoryStore& store, std::span<const size_t> entr
   if (start + total > ctx.cache().context_length())
     fail("memory: {} spliced tokens after {} do not fit in the context of {} (use fewer entries or a larger -c)",
          total, start, ctx.cache().context_length());
+  const RopeFrequencies freq = rope_frequencies(ctx.model().config);
   int pos = start;
   for (size_t e : entries) {
-    append_rows(ctx, store, e, store.entry(e).kv_rows, pos, correct_positions);
+    append_rows(ctx, store, freq, e, store.entry(e).kv_rows, pos, correct_positions);
     pos += store.entry(e).kv_rows;
   }
 }
@@ -78,22 +79,30 @@ void splice_prefix(Context& ctx, const MemoryStore& store, size_t entry, int row
   if (start + rows > ctx.cache().context_length())
     fail("memory: {} spliced tokens after {} do not fit in the context of {} (use fewer entries or a larger -c)",
          rows, start, ctx.cache().context_length());
-  append_rows(ctx, store, entry, rows, start, true);
+  append_rows(ctx, store, rope_frequencies(ctx.model().config), entry, rows, start, true);
 }
 
-void splice_recomputing(Context& ctx, const MemoryStore& store, std::span<const size_t> entries, int recompute) {
+int recomputed_rows(const MemoryStore& store, size_t entry, int recompute) {
+  const MemoryStore::Entry e = store.entry(entry);
+  if (e.kv_rows != e.n_tokens)
+    fail("memory: splice-recompute needs a store of whole entries; {} keeps {} of entry {}'s {} rows", store.name(),
+         e.kv_rows, e.id, e.n_tokens);
+  return std::min(recompute, e.n_tokens);
+}
+
+int splice_recomputing(Context& ctx, const MemoryStore& store, std::span<const size_t> entries, int recompute) {
   const ModelConfig& c = ctx.model().config;
+  int prefilled = 0;
   for (size_t e : entries) {
-    const int n = store.entry(e).n_tokens, redo = std::min(n, recompute);
-    if (store.entry(e).kv_rows != n)
-      fail("memory: splice-recompute needs a store of whole entries; {} keeps {} of entry {}'s {} rows",
-           store.name(), store.entry(e).kv_rows, store.entry(e).id, n);
+    const int n = store.entry(e).n_tokens, redo = recomputed_rows(store, e, recompute);
     splice_prefix(ctx, store, e, n - redo);
+    prefilled += redo;
     if (redo == 0) continue;
     std::vector<float> h(static_cast<size_t>(redo) * c.dim);
     embed(ctx.model(), store.tokens(e).subspan(static_cast<size_t>(n - redo)), h.data());
     forward(ctx, h.data(), redo, 0, c.n_layers);
   }
+  return prefilled;
 }
 
 }  // namespace skiff::memory

@@ -25,8 +25,13 @@ void splice(Context& ctx, const MemoryStore& store, std::span<const size_t> entr
 // (splice-recompute then prefills the entry's remaining tokens itself). Same checks.
 void splice_prefix(Context& ctx, const MemoryStore& store, size_t entry, int rows);
 
+// How many last tokens of `entry` splice-recompute prefills: min(recompute, its tokens).
+// Throws Error for an entry of a compressed store, whose rows are not its tokens.
+int recomputed_rows(const MemoryStore& store, size_t entry, int recompute);
+
 // splice-recompute for one sequence: per entry, in order, splice_prefix of all its rows but
-// the last `recompute`, then those tokens prefilled, seeing everything before them.
-void splice_recomputing(Context& ctx, const MemoryStore& store, std::span<const size_t> entries, int recompute);
+// the last recomputed_rows, then those tokens prefilled, seeing everything before them.
+// Returns the rows prefilled.
+int splice_recomputing(Context& ctx, const MemoryStore& store, std::span<const size_t> entries, int recompute);
 
 }  // namespace skiff::memory

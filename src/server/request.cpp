@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "memory/query.h"
+#include "memory/splice.h"
 #include "memory/store.h"
 #include "server/api_error.h"
 #include "tokenizer/chat_encode.h"
@@ -356,9 +357,13 @@ void parse_memory(const json& body, Endpoint endpoint, const ServedModel& model,
   std::vector<int32_t> laid = {bos};
   for (size_t e : r.memory_entries) {
     const std::span<const int32_t> t = r.memory->tokens(e);
-    if (r.memory_recompute > 0 && r.memory->entry(e).kv_rows != r.memory->entry(e).n_tokens)
-      bad_request("skiff.recompute", "'skiff.recompute' needs a store of whole entries; '{}' keeps {} slots per entry",
-                  name->get<std::string>(), r.memory->slots());
+    if (r.memory_recompute > 0) {
+      try {
+        memory::recomputed_rows(*r.memory, e, r.memory_recompute);
+      } catch (const Error& err) {
+        bad_request("skiff.recompute", "{}", err.what());
+      }
+    }
     laid.insert(laid.end(), t.begin(), t.end());
   }
   r.memory_positions = static_cast<int>(laid.size());

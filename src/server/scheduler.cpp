@@ -251,12 +251,9 @@ int Scheduler::splice_memory(Slot& slot, const GenerationRequest& r) {
   if (r.memory_recompute == 0) {
     memory::splice(slot.ctx, *r.memory, r.memory_entries);
   } else {
-    memory::splice_recomputing(slot.ctx, *r.memory, r.memory_entries, r.memory_recompute);
-    for (size_t e : r.memory_entries) {
-      const int redo = std::min(r.memory->entry(e).n_tokens, r.memory_recompute);
-      side_prompt_rows_ += redo;
-      stored -= redo;
-    }
+    const int prefilled = memory::splice_recomputing(slot.ctx, *r.memory, r.memory_entries, r.memory_recompute);
+    side_prompt_rows_ += prefilled;
+    stored -= prefilled;
   }
   if (slot.cached() != r.memory_positions)
     fail("memory: the spliced entries hold {} positions, the request laid out {}", slot.cached() - 1,

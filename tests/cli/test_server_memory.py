@@ -139,7 +139,15 @@ def main() -> int:
         indexed = os.path.join(tmp, "indexed.skm")
         r = c.skiff("memory", "build", "--kb", kb, "-o", indexed, "--ann", "on", "-t", 2)
         c.check("build --ann on", r.returncode == 0 and os.path.exists(indexed + ".hnsw"), r.stderr)
-        with Server(args.skiff, "-m", READER, "--memory", f"kb={indexed}", "-t", 2) as s:
+        slots = os.path.join(tmp, "m4.skm")
+        r = c.skiff("memory", "build", "--kb", kb, "-o", slots, "--slots", 4, "-t", 2)
+        c.check("build --slots 4", r.returncode == 0, r.stderr)
+        with Server(args.skiff, "-m", READER, "--memory", f"kb={indexed}", "--memory", f"m4={slots}", "-t", 2) as s:
+            st, j = s.post("/v1/completions", {"prompt": "Q: x A:", "max_tokens": 4,
+                                               "skiff": {"memory": "m4", "k": 2, "recompute": 4}})
+            c.check("400: recompute on a compressed store", st == 400 and is_openai_error(j)
+                    and j["error"]["param"] == "skiff.recompute" and "whole entries" in j["error"]["message"],
+                    f"{st} {str(j)[:300]}")
             q = questions[1]
             want, want_ids = ask(c, indexed, q, 4)
             st, j = s.post("/v1/completions", {"prompt": f"Q: {q} A:", "max_tokens": 8, "temperature": 0,
